@@ -1,0 +1,70 @@
+"""Shared helpers for the thin root scripts: error reporting and logging set-up."""
+
+from __future__ import annotations
+
+import functools
+import os
+import logging
+import sys
+from collections.abc import Callable
+
+from .errors import MyotubeError
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    else:
+        root.setLevel(level)
+
+
+def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Turn project errors (bad input, bad config) into one line on stderr and exit code 1."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return int(main(*args, **kwargs) or 0)
+        except MyotubeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def add_dataset_argument(parser) -> None:
+    parser.add_argument(
+        "--dataset",
+        default="./myotube_dataset",
+        metavar="DIR",
+        help="unified dataset folder with images/ and annotations/ (default: ./myotube_dataset)",
+    )
+
+
+def add_launch_arguments(parser) -> None:
+    """detectron2's launch options: processes per machine, machines, rank, rendezvous URL."""
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; CPU uses gloo)")
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="rendezvous address host:port of machine 0 for multi-machine runs ('auto': a free local port)",
+    )
+
+
+def add_opts_argument(parser) -> None:
+    parser.add_argument(
+        "--opts",
+        default=[],
+        nargs="*",
+        metavar="KEY VALUE",
+        help="config overrides applied last, e.g. --opts SOLVER.BASE_LR 1e-4 SOLVER.MAX_ITER 100",
+    )

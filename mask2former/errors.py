@@ -1,0 +1,37 @@
+"""Errors that reach the user as one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+
+
+class MyotubeError(Exception):
+    """Base class: the message is shown to the user as is, on one line."""
+
+
+class InputError(MyotubeError, ValueError):
+    """A file the user gave us is missing, unreadable or inconsistent.
+
+    ``str(err)`` is ``"<path>: <problem>"`` so the user knows which file to fix.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class ConfigError(InputError):
+    """A config file or override is wrong (unknown key, bad value, missing _BASE_)."""
+
+
+class DatasetError(InputError):
+    """A COCO dataset failed validation."""
+
+
+class ImageReadError(InputError):
+    """An image file is missing, corrupt or has a layout we cannot interpret."""
+
+
+class WeightsError(InputError):
+    """Model weights are missing or do not fit the configured architecture."""

@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""Is everything ready for two-stage training? Dataset counts, validation, environment, weights.
+
+Exit code 0 when ready to train, 1 otherwise. ``--json`` prints one machine-readable object.
+"""
+
+import argparse
+import json
+import sys
+
+from mask2former.cli import REPO_ROOT, add_dataset_argument, setup_logging, user_errors_exit
+from mask2former.diagnostics import collect_report, format_report
+
+
+@user_errors_exit
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_argument(parser)
+    parser.add_argument("--config-dir", default=REPO_ROOT, help="folder with stage1_config.yaml and stage2_config.yaml")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    args = parser.parse_args(argv)
+    setup_logging()
+    report = collect_report(args.dataset, args.config_dir)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if report["ready"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
