@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
-from ..config import COCO_SWIN_B_WEIGHTS
+import torch
+
+from ..config import COCO_SWIN_B_WEIGHTS, CfgNode
+from ..errors import WeightsError
+
+logger = logging.getLogger(__name__)
 
 
 def weights_kind(weights: str) -> str:
@@ -67,3 +73,139 @@ def describe_weights(weights: str, stage: int = 1) -> dict[str, Any]:
                 hint="not in the local Hugging Face cache: training downloads it when online; offline, " + download_hint(weights),
             )
     return info
+
+
+# --------------------------------------------------------------------------- loading
+
+QUERY_KEYS = ("model.transformer_module.queries_embedder.weight", "model.transformer_module.queries_features.weight")
+# Re-initialised when the class count or query count differs from the source weights.
+REINIT_PREFIXES = ("class_predictor.", "criterion.empty_weight") + QUERY_KEYS
+
+
+def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None):
+    """Build the configured model and load ``weights`` (default ``cfg.MODEL.WEIGHTS``).
+
+    Returns ``(model, description)``; the description says what was loaded, for the logs.
+    """
+    from .build import build_hf_config, build_model, configure_memory_savers
+
+    weights = cfg.MODEL.WEIGHTS if weights is None else weights
+    kind = weights_kind(weights)
+    if kind == "none":
+        logger.warning("MODEL.WEIGHTS is empty: the model starts from random initialisation")
+        return build_model(cfg, class_names), "random initialisation"
+    if kind == "checkpoint":
+        model = build_model(cfg, class_names)
+        n = load_project_checkpoint(model, weights)
+        return model, f"{weights} ({n} tensors)"
+    model = _load_hf_pretrained(weights, build_hf_config(cfg, class_names))
+    configure_memory_savers(model, cfg)
+    return model, f"{weights} (Hugging Face weights; class head re-initialised for {class_names})"
+
+
+def read_checkpoint(path: str) -> dict:
+    """torch.load a project checkpoint; one-line errors for missing or corrupt files."""
+    if not os.path.isfile(path):
+        raise WeightsError(path, "checkpoint not found")
+    try:
+        # Our checkpoints hold only tensors, numbers and strings: the safe loader reads them.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(path, f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+
+
+def load_project_checkpoint(model, path: str) -> int:
+    """Load a project ``.pth`` (model_final.pth or a periodic checkpoint) into ``model``."""
+    state = read_checkpoint(path)
+    state_dict = state.get("model", state) if isinstance(state, dict) else None
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise WeightsError(path, "not a model checkpoint (no 'model' state dict)")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    fatal = [k for k in missing + unexpected + mismatched if not k.startswith(REINIT_PREFIXES)]
+    if fatal:
+        raise WeightsError(
+            path,
+            f"checkpoint does not fit the configured architecture ({len(fatal)} tensors differ, e.g. {fatal[0]}): "
+            "use the same MODEL.SWIN / MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER settings as the run that wrote it",
+        )
+    loadable = {k: v for k, v in state_dict.items() if k in own and k not in mismatched}
+    for key in mismatched:
+        if key in QUERY_KEYS:
+            loadable[key] = _grow_queries(state_dict[key], own[key])
+        else:
+            logger.warning("%s: %s has shape %s, model needs %s: re-initialised", path, key, tuple(state_dict[key].shape), tuple(own[key].shape))
+    model.load_state_dict(loadable, strict=False)
+    logger.info("Loaded %d/%d tensors from %s", len(loadable), len(own), path)
+    return len(loadable)
+
+
+def _grow_queries(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Keep the learned queries and add freshly initialised ones (or keep the first ones)."""
+    out = target.clone()
+    n = min(len(source), len(target))
+    out[:n] = source[:n]
+    logger.info("Queries: kept %d learned, %d new", n, max(0, len(target) - n))
+    return out
+
+
+def _load_hf_pretrained(weights: str, hf_config):
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    location = os.path.expanduser(weights)
+    if weights_kind(weights) == "hf_dir" and not os.path.isfile(os.path.join(location, "config.json")):
+        raise WeightsError(weights, "not a Hugging Face model folder (no config.json): " + download_hint(COCO_SWIN_B_WEIGHTS))
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists every re-initialised tensor; we summarise below
+    try:
+        model, info = Mask2FormerForUniversalSegmentation.from_pretrained(
+            location, config=hf_config, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+    except (OSError, ValueError) as err:
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise WeightsError(weights, f"cannot load pretrained weights ({first}); " + download_hint(weights)) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    mismatched = [k for k, *_ in info.get("mismatched_keys", [])]
+    missing = list(info.get("missing_keys", []))
+    fatal = [k for k in mismatched + missing if not str(k).startswith(REINIT_PREFIXES)]
+    if fatal:
+        raise WeightsError(
+            weights,
+            f"pretrained weights do not fit the configured architecture ({len(fatal)} tensors differ, e.g. {fatal[0]}); "
+            "MODEL.SWIN must match the checkpoint (Swin-B: EMBED_DIM 128, DEPTHS [2,2,18,2], NUM_HEADS [4,8,16,32], WINDOW_SIZE 12)",
+        )
+    logger.info("Loaded pretrained %s; re-initialised: %s", weights, ", ".join(sorted(set(mismatched))) or "nothing")
+    queries = [k for k in mismatched if k in QUERY_KEYS]
+    if queries:
+        source = _read_pretrained_tensors(location, queries)
+        with torch.no_grad():
+            own = model.state_dict()
+            for key, tensor in source.items():
+                own[key].copy_(_grow_queries(tensor, own[key]))
+    return model
+
+
+def _read_pretrained_tensors(location: str, keys: list[str]) -> dict[str, torch.Tensor]:
+    from transformers.utils import cached_file
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            path = cached_file(location, filename, _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            path = None
+        if not path:
+            continue
+        if filename.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                return {k: f.get_tensor(k) for k in keys if k in f.keys()}
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return {k: state[k] for k in keys if k in state}
+    logger.warning("%s: could not re-read the learned queries; all queries start fresh", location)
+    return {}

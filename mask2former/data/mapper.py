@@ -1,0 +1,165 @@
+"""Record → model inputs: read, normalise, resize, augment, rasterise instance masks.
+
+Masks are built straight from the COCO segmentations with pycocotools and kept at full input
+resolution (the HF loss samples points from them), so thin myotubes are not lost to a stride-4 grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from ..config import CfgNode
+from .coco import segmentation_to_mask
+from .io import read_image, to_model_float
+
+logger = logging.getLogger(__name__)
+
+# The Swin backbone halves the resolution five times (patch 4, then 3 merges): pad to a multiple of 32.
+SIZE_DIVISIBILITY = 32
+
+
+@dataclass
+class ResizeInfo:
+    """How an original image maps onto the model input: ``input = original * scale`` then padding."""
+
+    original_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    padded_hw: tuple[int, int]
+    scale: float
+
+
+def padded_size(size: int) -> int:
+    return int(np.ceil(size / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY)
+
+
+def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    h, w = image.shape[:2]
+    if (h, w) == tuple(hw):
+        return image
+    interp = cv2.INTER_AREA if hw[0] < h else cv2.INTER_LINEAR
+    return cv2.resize(image, (hw[1], hw[0]), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize a boolean mask keeping thin structures: area-weighted coverage >= 0.5, and a mask
+    that would vanish keeps every pixel it touches (a 1-px myotube must not disappear)."""
+    if mask.shape == tuple(hw):
+        return mask
+    down = hw[0] < mask.shape[0]
+    cover = cv2.resize(mask.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+    out = cover >= 0.5
+    if not out.any() and mask.any():
+        out = cover > 0
+    return out
+
+
+def normalize(image01: np.ndarray, cfg: CfgNode) -> np.ndarray:
+    mean = np.asarray(cfg.INPUT.PIXEL_MEAN, np.float32)
+    std = np.asarray(cfg.INPUT.PIXEL_STD, np.float32)
+    return (image01 - mean) / std
+
+
+def preprocess_image(image: np.ndarray, cfg: CfgNode) -> tuple[torch.Tensor, ResizeInfo]:
+    """Inference path: raw image → normalised ``(3, S, S)`` tensor (longest side = IMAGE_SIZE, padded)."""
+    size = cfg.INPUT.IMAGE_SIZE
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+    img = to_model_float(image, cfg.INPUT.PERCENTILE_LOW, cfg.INPUT.PERCENTILE_HIGH)
+    img = normalize(resize_image(img, (rh, rw)), cfg)
+    side = padded_size(size)
+    padded = np.zeros((side, side, 3), np.float32)
+    padded[:rh, :rw] = img
+    info = ResizeInfo((h, w), (rh, rw), (side, side), scale)
+    return torch.from_numpy(padded.transpose(2, 0, 1).copy()), info
+
+
+class MyotubeDatasetMapper:
+    """Callable turning one registered record into a training (or evaluation) sample.
+
+    Training: scale jitter in [MIN_SCALE, MAX_SCALE] around "longest side = IMAGE_SIZE", a random
+    IMAGE_SIZE crop, flips and 90° rotations. Instances smaller than MIN_INSTANCE_AREA after that
+    are dropped. A crop that lost every instance is handled by INPUT.EMPTY_CROP_POLICY; an image
+    annotated with no instance at all is used as pure background on purpose (it teaches the model
+    what debris and empty wells look like).
+    """
+
+    def __init__(self, cfg: CfgNode, is_train: bool = True):
+        self.cfg = cfg
+        self.is_train = is_train and cfg.INPUT.AUGMENT
+        self.size = cfg.INPUT.IMAGE_SIZE
+
+    def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
+        rng = rng if rng is not None else np.random.default_rng()
+        raw = read_image(record["file_name"], channel=self.cfg.INPUT.CHANNEL)
+        image01 = to_model_float(raw, self.cfg.INPUT.PERCENTILE_LOW, self.cfg.INPUT.PERCENTILE_HIGH)
+        h, w = image01.shape[:2]
+        anns = [a for a in record.get("annotations", []) if not a.get("iscrowd")]
+        masks = np.stack([segmentation_to_mask(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), bool)
+        classes = np.asarray([a["category_id"] for a in anns], np.int64)
+
+        tries = 1 + (self.cfg.INPUT.EMPTY_CROP_RETRIES if self.is_train and self.cfg.INPUT.EMPTY_CROP_POLICY == "resample" else 0)
+        for _ in range(tries):
+            img, kept_masks, kept_classes = self._transform(image01, masks, classes, rng)
+            if len(kept_masks) or not len(masks):
+                break
+        sample = self._to_tensors(img, kept_masks, kept_classes)
+        sample["record"] = {k: record[k] for k in ("file_name", "height", "width", "image_id") if k in record}
+        return sample
+
+    def _transform(self, image01, masks, classes, rng):
+        h, w = image01.shape[:2]
+        base = self.size / max(h, w)
+        scale = base * (rng.uniform(self.cfg.INPUT.MIN_SCALE, self.cfg.INPUT.MAX_SCALE) if self.is_train else 1.0)
+        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+        img = resize_image(image01, (rh, rw))
+        # Crop window (training) before resizing masks, so only the needed part is rasterised.
+        y0 = int(rng.integers(0, rh - self.size + 1)) if self.is_train and rh > self.size else 0
+        x0 = int(rng.integers(0, rw - self.size + 1)) if self.is_train and rw > self.size else 0
+        img = img[y0 : y0 + self.size, x0 : x0 + self.size]
+        out_masks = []
+        for m in masks:
+            out_masks.append(resize_mask(m, (rh, rw))[y0 : y0 + self.size, x0 : x0 + self.size])
+        out_masks = np.stack(out_masks) if out_masks else np.zeros((0,) + img.shape[:2], bool)
+        if self.is_train:
+            if self.cfg.INPUT.HFLIP and rng.random() < 0.5:
+                img, out_masks = img[:, ::-1], out_masks[:, :, ::-1]
+            if self.cfg.INPUT.VFLIP and rng.random() < 0.5:
+                img, out_masks = img[::-1], out_masks[:, ::-1]
+            if self.cfg.INPUT.ROTATE_90:
+                k = int(rng.integers(0, 4))
+                img, out_masks = np.rot90(img, k, axes=(0, 1)), np.rot90(out_masks, k, axes=(1, 2))
+        keep = out_masks.reshape(len(out_masks), -1).sum(1) >= self.cfg.INPUT.MIN_INSTANCE_AREA if len(out_masks) else np.zeros(0, bool)
+        return np.ascontiguousarray(img), np.ascontiguousarray(out_masks[keep]), classes[keep]
+
+    def _to_tensors(self, image01, masks, classes) -> dict:
+        side = padded_size(self.size)
+        h, w = image01.shape[:2]
+        pixels = np.zeros((side, side, 3), np.float32)
+        pixels[:h, :w] = normalize(image01, self.cfg)
+        full_masks = np.zeros((len(masks), side, side), np.float32)
+        full_masks[:, :h, :w] = masks
+        pixel_mask = np.zeros((side, side), np.int64)
+        pixel_mask[:h, :w] = 1
+        return {
+            "pixel_values": torch.from_numpy(pixels.transpose(2, 0, 1).copy()),
+            "pixel_mask": torch.from_numpy(pixel_mask),
+            "mask_labels": torch.from_numpy(full_masks),
+            "class_labels": torch.from_numpy(classes.astype(np.int64)),
+        }
+
+
+def collate_samples(samples: list[dict]) -> dict:
+    """Stack images; keep per-image mask and class tensors as lists (instance counts differ)."""
+    return {
+        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+        "pixel_mask": torch.stack([s["pixel_mask"] for s in samples]),
+        "mask_labels": [s["mask_labels"] for s in samples],
+        "class_labels": [s["class_labels"] for s in samples],
+        "records": [s.get("record") for s in samples],
+    }
