@@ -106,78 +106,122 @@ def coco_mask_ap(gts: Sequence[np.ndarray], preds: Sequence[Instances], max_dets
     """
     if len(gts) != len(preds):
         raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} prediction sets")
-    images, annotations, results = [], [], []
-    most = 100
-    for image_id, (gt, pred) in enumerate(zip(gts, preds), start=1):
-        h, w = gt.shape[1:] if gt.ndim == 3 else pred.image_size
-        images.append({"id": image_id, "height": int(h), "width": int(w)})
-        for rle, m in zip(_encode(gt), gt):
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
-                 "area": float(m.sum()), "bbox": list(mask_utils.toBbox(rle)), "iscrowd": 0}
-            )
-        for rle, score in zip(_encode(pred.masks), pred.scores):
-            results.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": float(score)})
-        most = max(most, len(gt), len(pred))
-    max_dets = max_dets or most
-    if not annotations:
-        # No ground truth anywhere: AP is undefined; report 0 unless there are also no predictions.
-        value = 100.0 if not results else 0.0
-        return {"AP": value, "AP50": value, "AP75": value, "max_dets": max_dets}
-    if not results:
-        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "max_dets": max_dets}
-    gt_api = COCO()
-    gt_api.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "myotube"}]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt_api.createIndex()
-        dt_api = gt_api.loadRes(results)
-        evaluator = COCOeval(gt_api, dt_api, iouType="segm")
-        evaluator.params.maxDets = [1, 10, max_dets]
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    precision = evaluator.eval["precision"][:, :, 0, 0, -1]  # [iou, recall], area 'all', max_dets
+    evaluator = InstanceEvaluator(max_dets=max_dets)
+    for gt, pred in zip(gts, preds):
+        evaluator.add_ap_only(gt, pred)
+    return evaluator.coco_ap()
 
-    def ap(rows: slice | int) -> float:
-        p = precision[rows]
-        p = p[p > -1]
-        return float(p.mean() * 100) if p.size else 0.0
 
-    return {"AP": ap(slice(None)), "AP50": ap(0), "AP75": ap(5), "max_dets": max_dets}
+class InstanceEvaluator:
+    """Accumulates images one at a time (only RLEs and counts are kept, not full masks).
+
+    AP uses every prediction; F1, PQ and semantic IoU/Dice use predictions with
+    score >= ``score_threshold``. Counts (TP/FP/FN, intersections/unions) are pooled over images.
+    ``state()``/``merge()`` let distributed ranks combine their parts.
+    """
+
+    def __init__(self, score_threshold: float = 0.5, max_dets: int | None = None):
+        self.score_threshold = score_threshold
+        self.max_dets = max_dets
+        self.images: list[dict] = []
+        self.gt_rles: list[list[dict]] = []
+        self.dt: list[tuple[list[dict], list[float]]] = []
+        self.counts = {"tp": 0, "fp": 0, "fn": 0, "iou_sum": 0.0, "intersection": 0.0, "union": 0.0, "sum": 0.0}
+        self.per_image: list[dict] = []
+
+    def add_ap_only(self, gt_masks: np.ndarray, pred: Instances) -> None:
+        h, w = gt_masks.shape[1:] if gt_masks.ndim == 3 else pred.image_size
+        self.images.append({"height": int(h), "width": int(w)})
+        self.gt_rles.append(_encode(gt_masks))
+        self.dt.append((_encode(pred.masks), [float(s) for s in pred.scores]))
+
+    def add(self, gt_masks: np.ndarray, pred: Instances, name: str = "") -> dict:
+        """Add one image; returns its own threshold-based metrics."""
+        self.add_ap_only(gt_masks, pred)
+        kept = pred.masks[pred.scores >= self.score_threshold]
+        iou = mask_iou_matrix(gt_masks, kept)
+        matches = _match(iou, 0.5)
+        tp, fp, fn = len(matches), len(kept) - len(matches), len(gt_masks) - len(matches)
+        sem = semantic_iou_dice(gt_masks, kept, shape=pred.image_size)
+        c = self.counts
+        c["tp"] += tp
+        c["fp"] += fp
+        c["fn"] += fn
+        c["iou_sum"] += float(sum(iou[r, k] for r, k in matches))
+        c["intersection"] += sem["intersection"]
+        c["union"] += sem["union"]
+        c["sum"] += sem["sum"]
+        image = {"name": name, "gt": int(len(gt_masks)), "pred": int(len(kept)), **_prf(tp, fp, fn), "semantic_iou": sem["iou"]}
+        self.per_image.append(image)
+        return image
+
+    def state(self) -> dict:
+        return {"images": self.images, "gt_rles": self.gt_rles, "dt": self.dt, "counts": self.counts, "per_image": self.per_image}
+
+    def merge(self, state: dict) -> None:
+        self.images += state["images"]
+        self.gt_rles += state["gt_rles"]
+        self.dt += state["dt"]
+        self.per_image += state["per_image"]
+        for k, v in state["counts"].items():
+            self.counts[k] += v
+
+    def coco_ap(self) -> dict:
+        most = max([100] + [len(g) for g in self.gt_rles] + [len(d[0]) for d in self.dt])
+        max_dets = self.max_dets or most
+        images, annotations, results = [], [], []
+        for image_id, (img, gts, (dts, scores)) in enumerate(zip(self.images, self.gt_rles, self.dt), start=1):
+            images.append({"id": image_id, **img})
+            for rle in gts:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
+                                    "area": float(mask_utils.area(rle)), "bbox": list(mask_utils.toBbox(rle)), "iscrowd": 0})
+            for rle, score in zip(dts, scores):
+                results.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": score})
+        if not annotations:
+            # No ground truth anywhere: AP is undefined; 100 only if nothing was predicted either.
+            value = 100.0 if not results else 0.0
+            return {"AP": value, "AP50": value, "AP75": value, "max_dets": max_dets}
+        if not results:
+            return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "max_dets": max_dets}
+        gt_api = COCO()
+        gt_api.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "myotube"}]}
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt_api.createIndex()
+            dt_api = gt_api.loadRes(results)
+            evaluator = COCOeval(gt_api, dt_api, iouType="segm")
+            evaluator.params.maxDets = [1, 10, max_dets]
+            evaluator.evaluate()
+            evaluator.accumulate()
+        precision = evaluator.eval["precision"][:, :, 0, 0, -1]  # [iou, recall] for area 'all', max_dets
+
+        def ap(rows: slice | int) -> float:
+            p = precision[rows]
+            p = p[p > -1]
+            return float(p.mean() * 100) if p.size else 0.0
+
+        return {"AP": ap(slice(None)), "AP50": ap(0), "AP75": ap(5), "max_dets": max_dets}
+
+    def summarize(self) -> dict:
+        c = self.counts
+        result = self.coco_ap()
+        prf = _prf(c["tp"], c["fp"], c["fn"])
+        result.update({"precision@0.5": prf["precision"], "recall@0.5": prf["recall"], "f1@0.5": prf["f1"]})
+        result.update({"tp": c["tp"], "fp": c["fp"], "fn": c["fn"]})
+        result.update(_pq(c["iou_sum"], c["tp"], c["fp"], c["fn"]))
+        result["semantic_iou"] = c["intersection"] / c["union"] if c["union"] else 1.0
+        result["semantic_dice"] = 2 * c["intersection"] / c["sum"] if c["sum"] else 1.0
+        ious = [p["semantic_iou"] for p in self.per_image]
+        result["mean_image_semantic_iou"] = float(np.mean(ious)) if ious else 1.0
+        result["images"] = len(self.images)
+        result["score_threshold"] = self.score_threshold
+        return result
 
 
 def evaluate_instances(
     gts: Sequence[np.ndarray], preds: Sequence[Instances], score_threshold: float = 0.5, max_dets: int | None = None
 ) -> dict:
-    """All metrics over a set of images, pooled the way each metric is defined.
-
-    AP uses every prediction; F1, PQ and semantic IoU/Dice use predictions with score >= threshold.
-    Counts (TP/FP/FN, intersections/unions) are pooled over images, not averaged per image.
-    """
-    result = {k: v for k, v in coco_mask_ap(gts, preds, max_dets).items()}
-    tp = fp = fn = 0
-    inter = union = total = iou_sum = 0.0
-    per_image_iou = []
+    """All metrics over a set of images (see :class:`InstanceEvaluator`)."""
+    evaluator = InstanceEvaluator(score_threshold, max_dets)
     for gt, pred in zip(gts, preds):
-        kept = pred.masks[pred.scores >= score_threshold]
-        iou = mask_iou_matrix(gt, kept)
-        matches = _match(iou, 0.5)
-        tp += len(matches)
-        fp += len(kept) - len(matches)
-        fn += len(gt) - len(matches)
-        iou_sum += float(sum(iou[r, c] for r, c in matches))
-        sem = semantic_iou_dice(gt, kept, shape=pred.image_size)
-        inter += sem["intersection"]
-        union += sem["union"]
-        total += sem["sum"]
-        per_image_iou.append(sem["iou"])
-    prf = _prf(tp, fp, fn)
-    result.update({f"{k}@0.5": v for k, v in prf.items() if k in ("precision", "recall", "f1")})
-    result.update({"tp": tp, "fp": fp, "fn": fn})
-    result.update(_pq(iou_sum, tp, fp, fn))
-    result["semantic_iou"] = inter / union if union else 1.0
-    result["semantic_dice"] = 2 * inter / total if total else 1.0
-    result["mean_image_semantic_iou"] = float(np.mean(per_image_iou)) if per_image_iou else 1.0
-    result["images"] = len(gts)
-    result["score_threshold"] = score_threshold
-    return result
+        evaluator.add(gt, pred)
+    return evaluator.summarize()
