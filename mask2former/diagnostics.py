@@ -8,8 +8,8 @@ import platform
 from typing import Any
 
 from .data.catalog import ANNOTATION_FILES, OPTIONAL_SPLITS, dataset_paths
-from .errors import DatasetError
 from .data.coco import Finding, dataset_statistics, validate_coco
+from .errors import DatasetError
 
 PACKAGES = ("torch", "transformers", "pycocotools", "numpy", "opencv-python-headless", "scikit-image", "scipy", "tifffile", "fvcore", "skan")
 

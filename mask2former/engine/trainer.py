@@ -1,0 +1,215 @@
+"""The training loop: iteration based, resumable, one process per device (torchrun for several)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import CfgNode, resolve_device, save_config
+from ..data.catalog import get_metadata, is_registered
+from ..errors import MyotubeError
+from ..modeling.weights import load_model
+from ..utils.fileio import atomic_write_text
+from . import comm
+from .checkpoint import (
+    FINAL,
+    has_checkpoints,
+    load_resume_state,
+    rng_state,
+    save_atomic,
+    save_checkpoint,
+    set_rng_state,
+)
+from .data import build_train_loader, training_records
+from .events import MetricsWriter, format_log_line, plot_loss_curve, setup_run_logging
+from .optim import build_lr_scheduler, build_optimizer
+
+logger = logging.getLogger("mask2former.train")
+
+
+class TrainingError(MyotubeError):
+    pass
+
+
+def class_names_of(dataset_names) -> list[str]:
+    """The one place the number of classes comes from: the datasets' categories (all must agree)."""
+    names = None
+    for ds in dataset_names:
+        these = get_metadata(ds)["thing_classes"]
+        if names is not None and these != names:
+            raise TrainingError(f"datasets {list(dataset_names)} have different categories: {names} vs {these}")
+        names = these
+    if not names:
+        raise TrainingError("no training dataset given (DATASETS.TRAIN is empty)")
+    return names
+
+
+def loss_terms(model, out, batch) -> dict[str, torch.Tensor]:
+    """HF's weighted loss dict, grouped as loss_ce / loss_mask / loss_dice (last layer) + loss_aux."""
+    raw = model.module if hasattr(model, "module") else model
+    loss_dict = raw.get_loss_dict(out.masks_queries_logits, out.class_queries_logits, batch["mask_labels"], batch["class_labels"], out.auxiliary_logits)
+    grouped = {"loss_ce": loss_dict["loss_cross_entropy"], "loss_mask": loss_dict["loss_mask"], "loss_dice": loss_dict["loss_dice"]}
+    aux = [v for k, v in loss_dict.items() if k not in ("loss_cross_entropy", "loss_mask", "loss_dice")]
+    if aux:
+        grouped["loss_aux"] = torch.stack(aux).sum()
+    return grouped
+
+
+def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> str | None:
+    """Train ``cfg`` into ``cfg.OUTPUT_DIR``; returns the path of model_final.pth.
+
+    ``stop_after`` ends the run after that many iterations of this call without writing the final
+    model (a checkpoint is written), as an interruption would; ``resume`` then continues.
+    """
+    device = comm.init_distributed(resolve_device(cfg))
+    rank, world = comm.get_rank(), comm.get_world_size()
+    main = comm.is_main_process()
+    out_dir = cfg.OUTPUT_DIR
+    os.makedirs(out_dir, exist_ok=True)
+    final_path = os.path.join(out_dir, FINAL)
+    if not resume and has_checkpoints(out_dir):
+        raise TrainingError(f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR")
+    setup_run_logging(out_dir, main)
+    if cfg.SOLVER.IMS_PER_BATCH % world:
+        raise TrainingError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world} processes")
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.broadcast_object(int(np.random.SeedSequence().entropy % 2**31))
+    random.seed(seed + rank)
+    np.random.seed((seed + rank) % 2**32)
+    torch.manual_seed(seed)  # same initial weights on every rank
+    if main:
+        save_config(cfg, os.path.join(out_dir, "config.yaml"))
+
+    class_names = class_names_of(cfg.DATASETS.TRAIN)
+    records = training_records(cfg)
+    model, described = load_model(cfg, class_names)
+    model.to(device).train()
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    start_iter, max_iter = 0, cfg.SOLVER.MAX_ITER
+    if resume and os.path.isfile(final_path):
+        logger.info("%s exists: training is complete, nothing to resume", final_path)
+        return final_path
+    state = load_resume_state(out_dir) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_iter = int(state["iteration"])
+        set_rng_state(state["rng"])
+        described = f"{state['path']} (resumed at iteration {start_iter})"
+    logger.info(
+        "Training %s: %d images from %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d",
+        out_dir, len(records), ", ".join(cfg.DATASETS.TRAIN), class_names, described,
+        sum(p.numel() for p in model.parameters()), device, world, seed,
+    )
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
+    loader = build_train_loader(cfg, records, cfg.SOLVER.IMS_PER_BATCH // world, seed + start_iter, rank, world, device.startswith("cuda"))
+    use_amp = device.startswith("cuda") and cfg.SOLVER.AMP.ENABLED
+    metrics = MetricsWriter(out_dir, enabled=main)
+    end_iter = max_iter if stop_after is None else min(max_iter, start_iter + stop_after)
+    window: list[dict] = []
+    progress = tqdm(total=max_iter, initial=start_iter, desc=os.path.basename(os.path.normpath(out_dir)), disable=not main, dynamic_ncols=True)
+    data_iter, t_start = iter(loader), time.perf_counter()
+
+    for it in range(start_iter, end_iter):
+        t0 = time.perf_counter()
+        batch = next(data_iter)
+        data_time = time.perf_counter() - t0
+        batch = {k: _to_device(v, device) for k, v in batch.items() if k != "records"}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], output_auxiliary_logits=True)
+        losses = {k: v.float() for k, v in loss_terms(model, out, batch).items()}
+        total = sum(losses.values())
+        values = {k: v.item() for k, v in losses.items()}
+        if not math.isfinite(total.item()):
+            bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+            raise TrainingError(f"non-finite loss at iteration {it} ({bad}); the last good checkpoint in {out_dir} is kept — lower SOLVER.BASE_LR or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE)
+        lr = optimizer.param_groups[0]["lr"] if len(optimizer.param_groups) == 1 else max(g["lr"] for g in optimizer.param_groups)
+        optimizer.step()
+        scheduler.step()
+        progress.update(1)
+        window.append({"total_loss": sum(values.values()), **values, "time": time.perf_counter() - t0, "data_time": data_time})
+
+        if (it + 1) % cfg.SOLVER.LOG_PERIOD == 0 or it == max_iter - 1 or it == end_iter - 1:
+            mean = {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
+            step_time = (time.perf_counter() - t_start) / (it + 1 - start_iter)
+            memory = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+            record = {"iteration": it, **mean, "lr": lr, "eta_seconds": step_time * (max_iter - it - 1)}
+            if memory is not None:
+                record["max_memory_mb"] = memory
+            metrics.write(record)
+            loss_view = {k: v for k, v in mean.items() if k not in ("time", "data_time")}
+            logger.info(format_log_line(it, max_iter, loss_view, lr, mean["time"], mean["data_time"], record["eta_seconds"], memory))
+            progress.set_postfix(loss=f"{mean['total_loss']:.3f}", lr=f"{lr:.2g}")
+            window = []
+        is_last = it == max_iter - 1
+        if not is_last and ((it + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or it == end_iter - 1):
+            if main:
+                save_checkpoint(out_dir, _training_state(model, optimizer, scheduler, it + 1, cfg, class_names), it + 1, cfg.SOLVER.MAX_CHECKPOINTS_KEPT)
+            comm.barrier()
+        if cfg.TEST.EVAL_PERIOD > 0 and (it + 1) % cfg.TEST.EVAL_PERIOD == 0 and not is_last:
+            run_evaluation(cfg, model, device, it, metrics)
+    progress.close()
+    if end_iter < max_iter:
+        logger.info("Stopped at iteration %d of %d; continue with --resume", end_iter, max_iter)
+        return None
+
+    if main:
+        raw = model.module if hasattr(model, "module") else model
+        save_atomic({"model": raw.state_dict(), "cfg": cfg.dump(), "class_names": class_names, "iteration": max_iter}, final_path)
+        atomic_write_text(os.path.join(out_dir, "last_checkpoint"), FINAL)
+        logger.info("Saved %s", final_path)
+    comm.barrier()
+    run_evaluation(cfg, model, device, max_iter - 1, metrics)
+    if main:
+        plot_loss_curve(os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "loss_curve.png"))
+    return final_path
+
+
+def _to_device(value, device: str):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    return value
+
+
+def _training_state(model, optimizer, scheduler, next_iter: int, cfg: CfgNode, class_names: list[str]) -> dict:
+    raw = model.module if hasattr(model, "module") else model
+    return {
+        "model": raw.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "iteration": next_iter,
+        "rng": rng_state(),
+        "cfg": cfg.dump(),
+        "class_names": class_names,
+    }
+
+
+def run_evaluation(cfg: CfgNode, model, device: str, iteration: int, metrics: MetricsWriter) -> dict:
+    from ..evaluation.evaluator import evaluate_dataset
+
+    raw = model.module if hasattr(model, "module") else model
+    all_results = {}
+    for name in cfg.DATASETS.TEST:
+        if not is_registered(name):
+            logger.warning("Skipping evaluation on %s: not in the dataset folder", name)
+            continue
+        results = evaluate_dataset(raw, cfg, name, cfg.OUTPUT_DIR, device)
+        if comm.is_main_process():
+            metrics.write({"iteration": iteration, **{f"{name}/{k}": v for k, v in results.items() if isinstance(v, (int, float))}})
+        all_results[name] = results
+    return all_results

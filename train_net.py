@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Train one config, or evaluate a checkpoint with --eval-only (detectron2's train_net.py habits).
+
+Examples:
+  python train_net.py --config-file stage1_config.yaml
+  python train_net.py --config-file stage2_config.yaml --eval-only MODEL.WEIGHTS output_stage2_manual/model_final.pth
+"""
+
+import argparse
+import sys
+
+from mask2former.cli import add_dataset_argument, add_launch_arguments, setup_logging, user_errors_exit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config YAML")
+    add_dataset_argument(parser)
+    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    add_launch_arguments(parser)
+    parser.add_argument("--opts", dest="extra_opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides (as trailing KEY VALUE pairs)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides, e.g. MODEL.WEIGHTS path SOLVER.BASE_LR 1e-4")
+    return parser
+
+
+@user_errors_exit
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from mask2former.engine.launch import relaunch_with_torchrun
+
+    code = relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)
+    if code is not None:
+        return code
+    setup_logging()
+    from mask2former.engine.two_stage import run_train_net
+
+    run_train_net(args.config_file, args.dataset, list(args.opts) + list(args.extra_opts), args.eval_only, args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
