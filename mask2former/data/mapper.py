@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from skimage.morphology import skeletonize
 
 from ..config import CfgNode
 from .coco import segmentation_to_mask
@@ -46,15 +47,28 @@ def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Resize a boolean mask keeping thin structures: area-weighted coverage >= 0.5, and a mask
-    that would vanish keeps every pixel it touches (a 1-px myotube must not disappear)."""
+    """Resize a boolean mask without losing thin structures.
+
+    Pixels with area-weighted coverage >= 0.5 are kept (exact for wide tubes). When shrinking,
+    the mask's skeleton is also drawn into the output: a 1-2 px myotube would otherwise break into
+    fragments, and each fragment would look like a separate instance.
+    """
     if mask.shape == tuple(hw):
         return mask
-    down = hw[0] < mask.shape[0]
+    h, w = mask.shape
+    down = hw[0] < h or hw[1] < w
     cover = cv2.resize(mask.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
     out = cover >= 0.5
-    if not out.any() and mask.any():
-        out = cover > 0
+    if down and mask.any():
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        y0, x0 = rows[0], cols[0]
+        crop = mask[y0 : rows[-1] + 1, x0 : cols[-1] + 1]
+        sy, sx = np.nonzero(skeletonize(crop))
+        # Consecutive skeleton pixels land on the same or adjacent output pixels when shrinking.
+        oy = np.minimum(((sy + y0 + 0.5) * hw[0] / h).astype(np.int64), hw[0] - 1)
+        ox = np.minimum(((sx + x0 + 0.5) * hw[1] / w).astype(np.int64), hw[1] - 1)
+        out[oy, ox] = True
     return out
 
 

@@ -1,0 +1,93 @@
+import cv2
+import numpy as np
+import pytest
+
+from mask2former.data.coco import load_coco_instances, mask_to_rle, write_coco_json
+from mask2former.data.mapper import MyotubeDatasetMapper, preprocess_image, resize_mask
+from mask2former.modeling.postprocess import instances_from_outputs
+from tests.fixtures import make_coco_dataset
+from tests.tiny import tiny_cfg
+
+
+@pytest.mark.parametrize("width, scale", [(1, 0.73), (2, 0.5), (3, 0.73), (2, 1.6)])
+def test_thin_structures_survive_resizing(width, scale):
+    mask = np.zeros((400, 400), bool)
+    cv2.line(mask.view(np.uint8), (20, 30), (380, 350), 1, thickness=width)
+    cv2.line(mask.view(np.uint8), (20, 300), (390, 310), 1, thickness=width)
+    hw = (round(400 * scale), round(400 * scale))
+    out = resize_mask(mask, hw)
+    expected = mask.sum() * scale**2
+    assert out.sum() >= 0.6 * expected  # area kept within reason
+    assert out.sum() <= 2.2 * expected
+    n_before = cv2.connectedComponents(mask.view(np.uint8))[0]
+    n_after = cv2.connectedComponents(out.astype(np.uint8))[0]
+    assert n_after == n_before  # no tube broken into pieces
+
+
+def _one_tube_dataset(tmp_path, size=256):
+    mask = np.zeros((size, size), bool)
+    mask[10:40, 10:120] = True  # a short tube in one corner
+    img = (mask * 200 + 20).astype(np.uint8)
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), img)
+    write_coco_json(tmp_path / "a.json", [{"id": 1, "file_name": "a.png", "height": size, "width": size}],
+                    [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(mask), "iscrowd": 0}])
+    return load_coco_instances(tmp_path / "a.json", tmp_path / "images")[0]
+
+
+def test_empty_crop_is_resampled(tmp_path):
+    record = _one_tube_dataset(tmp_path)
+    # 4x scale jitter of a 256 px image at IMAGE_SIZE 64: a random 64 px crop of a 256 px image
+    # holds the tube only ~13% of the time, so without resampling most samples would be empty.
+    cfg = tiny_cfg("INPUT.IMAGE_SIZE", 64, "INPUT.MIN_SCALE", 4.0, "INPUT.MAX_SCALE", 4.0, "INPUT.EMPTY_CROP_POLICY", "resample", "INPUT.EMPTY_CROP_RETRIES", 60)
+    mapper = MyotubeDatasetMapper(cfg)
+    rng = np.random.default_rng(0)
+    counts = [len(mapper(record, rng)["mask_labels"]) for _ in range(10)]
+    assert all(c == 1 for c in counts), counts
+
+
+def test_empty_crop_background_policy_trains_on_background(tmp_path):
+    record = _one_tube_dataset(tmp_path)
+    cfg = tiny_cfg("INPUT.IMAGE_SIZE", 64, "INPUT.MIN_SCALE", 4.0, "INPUT.MAX_SCALE", 4.0, "INPUT.EMPTY_CROP_POLICY", "background")
+    mapper = MyotubeDatasetMapper(cfg)
+    rng = np.random.default_rng(0)
+    samples = [mapper(record, rng) for _ in range(10)]
+    assert any(len(s["mask_labels"]) == 0 for s in samples)  # most 64 px crops of a 1024 px image miss the tube
+    for s in samples:
+        assert s["mask_labels"].shape[0] == s["class_labels"].shape[0]
+        assert np.isfinite(s["pixel_values"].numpy()).all()
+
+
+def test_eval_mapping_keeps_all_instances_and_aspect(tmp_path):
+    make_coco_dataset(str(tmp_path), {"t.json": 1}, size=100, tubes=(3, 3))
+    record = load_coco_instances(tmp_path / "annotations" / "t.json", tmp_path / "images")[0]
+    sample = MyotubeDatasetMapper(tiny_cfg(), is_train=False)(record)
+    assert sample["pixel_values"].shape == (3, 128, 128)
+    assert len(sample["mask_labels"]) == 3
+    ratio = sample["mask_labels"].sum().item() / sum(
+        np.count_nonzero(m) for m in __import__("mask2former.data.coco", fromlist=["record_masks"]).record_masks(record)
+    )
+    assert ratio == pytest.approx((128 / 100) ** 2, rel=0.15)
+
+
+def test_postprocess_returns_masks_at_the_original_resolution():
+    import torch
+
+    cfg = tiny_cfg()
+    image = np.zeros((150, 90), np.uint16)
+    _, info = preprocess_image(image, cfg)
+    assert info.resized_hw == (128, 77) and info.padded_hw == (128, 128)
+    q = 3
+    logits = torch.full((q, 32, 32), -10.0)
+    logits[0, 0:16, 0:8] = 10.0  # top-left region of the resized image
+    logits[0, :, 24:] = 10.0  # padding (resized width 77 of 128 px ends at logit column ~19)
+    logits[1, 8:24, 0:16] = 10.0  # overlaps query 0
+    cls = torch.tensor([[5.0, -5.0], [4.0, -4.0], [-5.0, 5.0]])  # query 2 is "no object"
+    inst = instances_from_outputs(cls, logits, info, score_threshold=0.5)
+    assert len(inst) == 2
+    assert inst.masks.shape == (2, 150, 90)
+    assert (inst.masks[0] & inst.masks[1]).any()  # overlaps are kept
+    assert inst.scores[0] >= inst.scores[1]
+    first = inst.masks[np.argmax([m[:20, :20].sum() for m in inst.masks])]
+    assert first[:, 40:].sum() == 0  # the padding part of the query's mask is cut away
+    assert first[:55, :30].all()

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from mask2former.evaluation.metrics import (
+    InstanceEvaluator,
+    coco_mask_ap,
+    evaluate_instances,
+    instance_f1,
+    panoptic_quality,
+    semantic_iou_dice,
+)
+from mask2former.structures import Instances
+from tests.fixtures import draw_tube_masks
+
+
+@pytest.fixture
+def truth():
+    rng = np.random.default_rng(1)
+    return [np.stack(draw_tube_masks(rng, 80, 4)) for _ in range(3)]
+
+
+def test_perfect_predictions_score_100(truth):
+    res = evaluate_instances(truth, [Instances(g, np.linspace(0.9, 0.6, len(g))) for g in truth])
+    assert res["AP"] == pytest.approx(100.0) and res["AP50"] == pytest.approx(100.0)
+    assert res["f1@0.5"] == 1.0 and res["pq"] == pytest.approx(1.0) and res["semantic_iou"] == 1.0
+
+
+def test_empty_predictions_score_zero(truth):
+    res = evaluate_instances(truth, [Instances.empty(80, 80) for _ in truth])
+    assert res["AP"] == 0.0 and res["f1@0.5"] == 0.0 and res["semantic_iou"] == 0.0
+    assert res["fn"] == sum(len(g) for g in truth)
+
+
+def test_half_the_instances_found(truth):
+    preds = [Instances(g[: len(g) // 2], np.ones(len(g) // 2)) for g in truth]
+    res = evaluate_instances(truth, preds)
+    assert res["recall@0.5"] == pytest.approx(0.5) and res["precision@0.5"] == 1.0
+    assert 30 < res["AP"] < 70
+
+
+def test_overlapping_instances_are_matched_one_to_one():
+    a = np.zeros((1, 50, 50), bool)
+    a[0, 20:25, :] = True
+    b = np.zeros((1, 50, 50), bool)
+    b[0, :, 20:25] = True
+    gt = np.concatenate([a, b])  # a cross: the two tubes share a 5x5 patch
+    assert instance_f1(gt, gt)["f1"] == 1.0
+    merged = gt.any(0, keepdims=True)  # one blob for both tubes is one match at most
+    f = instance_f1(gt, merged)
+    assert f["tp"] <= 1 and f["fn"] >= 1
+    assert semantic_iou_dice(gt, merged)["iou"] == 1.0
+    assert panoptic_quality(gt, gt)["pq"] == pytest.approx(1.0)
+
+
+def test_max_dets_is_raised_for_dense_fields():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((150, 64, 64), bool)
+    for i in range(150):
+        y, x = divmod(i, 12)
+        masks[i, y * 5 : y * 5 + 4, x * 5 : x * 5 + 4] = True
+    masks = masks[masks.reshape(150, -1).any(1)]
+    pred = Instances(masks, rng.uniform(0.5, 1, len(masks)))
+    res = coco_mask_ap([masks], [pred])
+    assert res["max_dets"] >= len(masks)
+    assert res["AP"] == pytest.approx(100.0)  # COCO's default maxDets=100 would cap recall below 1
+
+
+def test_evaluator_state_merges_like_a_single_pass(truth):
+    preds = [Instances(g[:3], np.ones(3)) for g in truth]
+    one = evaluate_instances(truth, preds)
+    parts = [InstanceEvaluator(), InstanceEvaluator()]
+    for i, (g, p) in enumerate(zip(truth, preds)):
+        parts[i % 2].add(g, p)
+    parts[0].merge(parts[1].state())
+    merged = parts[0].summarize()
+    for key in ("AP", "f1@0.5", "pq", "semantic_iou", "tp", "fp", "fn"):
+        assert merged[key] == pytest.approx(one[key])

@@ -1,0 +1,131 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from mask2former.data.coco import load_coco_instances
+from mask2former.data.mapper import MyotubeDatasetMapper, collate_samples
+from mask2former.engine.trainer import loss_terms
+from mask2former.errors import WeightsError
+from mask2former.modeling.build import build_model
+from mask2former.modeling.weights import QUERY_KEYS, load_model
+from tests.fixtures import make_coco_dataset
+from tests.tiny import tiny_cfg
+
+
+def _batch(tmp_path, n_images=2, size=128, seed=0, augment=False):
+    make_coco_dataset(str(tmp_path), {"train.json": n_images}, size=size, seed=seed)
+    records = load_coco_instances(tmp_path / "annotations" / "train.json", tmp_path / "images")
+    cfg = tiny_cfg("INPUT.AUGMENT", augment)
+    mapper = MyotubeDatasetMapper(cfg, is_train=True)
+    rng = np.random.default_rng(0)
+    return cfg, collate_samples([mapper(r, rng) for r in records])
+
+
+def _step_loss(model, batch):
+    out = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], output_auxiliary_logits=True)
+    return loss_terms(model, out, batch)
+
+
+def test_one_training_step_is_finite_and_backward_reaches_every_part(tmp_path):
+    torch.manual_seed(0)
+    cfg, batch = _batch(tmp_path)
+    model = build_model(cfg, ["myotube"]).train()
+    losses = _step_loss(model, batch)
+    assert set(losses) == {"loss_ce", "loss_mask", "loss_dice", "loss_aux"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    for part in ("pixel_level_module.encoder", "pixel_level_module.decoder", "transformer_module", "class_predictor"):
+        assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if part in n), part
+
+
+def test_thirty_steps_on_a_fixed_batch_drive_the_loss_down(tmp_path):
+    torch.manual_seed(0)
+    cfg, batch = _batch(tmp_path)
+    model = build_model(cfg, ["myotube"]).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(30):
+        total = sum(_step_loss(model, batch).values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append(total.item())
+    assert np.mean(history[-5:]) < 0.75 * np.mean(history[:3]), history
+
+
+def test_image_without_instances_trains(tmp_path):
+    torch.manual_seed(0)
+    make_coco_dataset(str(tmp_path), {"train.json": 3}, size=128, empty_images=2)
+    records = load_coco_instances(tmp_path / "annotations" / "train.json", tmp_path / "images")[:2]
+    assert all(not r["annotations"] for r in records)
+    cfg = tiny_cfg()
+    batch = collate_samples([MyotubeDatasetMapper(cfg)(r, np.random.default_rng(0)) for r in records])
+    assert all(len(m) == 0 for m in batch["mask_labels"])
+    model = build_model(cfg, ["myotube"]).train()
+    total = sum(_step_loss(model, batch).values())
+    assert torch.isfinite(total)
+    total.backward()
+
+
+def test_hf_directory_weights_load_and_keep_learned_queries(tmp_path):
+    torch.manual_seed(0)
+    source_cfg = tiny_cfg("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 10)
+    source = build_model(source_cfg, ["cat", "dog", "car"])  # a "COCO" model with other classes
+    source.save_pretrained(tmp_path / "hf")
+    cfg = tiny_cfg("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16)
+    model, described = load_model(cfg, ["myotube"], str(tmp_path / "hf"))
+    assert "Hugging Face" in described
+    src, dst = source.state_dict(), model.state_dict()
+    for key in QUERY_KEYS:
+        assert dst[key].shape[0] == 16
+        assert torch.equal(dst[key][:10], src[key])  # the learned queries survive
+        assert not torch.equal(dst[key][10:], torch.zeros_like(dst[key][10:]))
+    assert dst["class_predictor.weight"].shape[0] == 2  # myotube + no-object
+    backbone = [k for k in src if k.startswith("model.pixel_level_module.encoder.")]
+    assert backbone and all(torch.equal(src[k], dst[k]) for k in backbone)
+
+
+def test_project_checkpoint_loads_exactly(tmp_path):
+    cfg = tiny_cfg()
+    source = build_model(cfg, ["myotube"])
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": source.state_dict(), "class_names": ["myotube"]}, path)
+    model, _ = load_model(cfg, ["myotube"], str(path))
+    for k, v in source.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize(
+    "weights, expected",
+    [
+        ("/nonexistent/model_final.pth", "checkpoint not found"),
+        ("/nonexistent/hf_folder", "download"),
+        ("facebook/mask2former-swin-base-coco-instance", "download"),
+    ],
+)
+def test_missing_weights_give_one_clear_error(weights, expected, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError) as err:
+        load_model(tiny_cfg(), ["myotube"], weights)
+    message = str(err.value)
+    assert expected in message and "\n" not in message and weights in message
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    other = build_model(tiny_cfg("MODEL.SWIN.EMBED_DIM", 32), ["myotube"])
+    path = tmp_path / "other.pth"
+    torch.save({"model": other.state_dict()}, path)
+    with pytest.raises(WeightsError, match="does not fit the configured architecture"):
+        load_model(tiny_cfg(), ["myotube"], str(path))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read checkpoint"):
+        load_model(tiny_cfg(), ["myotube"], str(path))
+    assert os.path.getsize(path) == len(b"not a checkpoint")

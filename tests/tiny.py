@@ -1,0 +1,15 @@
+"""Shared helpers for tests that build the tiny CPU model."""
+
+from __future__ import annotations
+
+import os
+
+from mask2former.config import load_config
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_STAGE1 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage1_config.yaml")
+TINY_STAGE2 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage2_config.yaml")
+
+
+def tiny_cfg(*opts, stage: int = 1, freeze: bool = True):
+    return load_config(TINY_STAGE1 if stage == 1 else TINY_STAGE2, [str(o) for o in opts], freeze=freeze)
