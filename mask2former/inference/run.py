@@ -1,0 +1,377 @@
+"""Batch prediction: inputs → tiled prediction → post-processing → exports and measurements.
+
+:func:`run_prediction` is what ``predict.py`` runs; it takes any ``predict_fn(image) ->
+Instances`` (the trained model, or a stand-in in tests) and writes, per image ``NAME``:
+
+- ``NAME_overlay.png``       image with every instance filled, outlined and numbered
+- ``NAME_labels.tif``        uint16 label image (0 background, ids 1..N; overlaps by score)
+- ``NAME_coco.json``         COCO instances with RLE masks (overlaps whole), boxes and scores
+- ``NAME_rois.zip``          ImageJ/Fiji RoiSet, one polygon per instance named by its id
+- ``NAME_measurements.csv``  one row per myotube (see :mod:`mask2former.measure`)
+
+and over all images ``summary.csv`` (one row per image, failures included with their error)
+and ``predictions_coco.json``. One failing image is reported on one line and the rest go on.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..data.io import is_image_file, read_image
+from ..errors import ImageReadError, InputError, MyotubeError
+from ..structures import Instances
+from .cropped import CroppedInstances
+from .export import (
+    coco_annotations,
+    coco_image_entry,
+    render_overlay,
+    write_coco,
+    write_csv,
+    write_label_tiff,
+    write_png,
+    write_roi_zip,
+)
+from .postprocess import PostprocessParams, postprocess
+from .tiling import predict_tiled
+
+logger = logging.getLogger(__name__)
+
+PredictFn = Callable[[np.ndarray], Instances]
+
+NUCLEI_MASK_SUFFIXES = ("", "_nuclei_mask", "_nuclei_masks", "_nuclei_labels", "_nuclei", "_mask", "_labels")
+NUCLEI_IMAGE_SUFFIXES = ("", "_dapi", "_hoechst", "_nuclei")
+OUTPUT_SUFFIXES = ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Everything besides the model that decides what a run produces."""
+
+    tile_size: int = 1500
+    tile_overlap: float = 0.2
+    # Fragments from two tiles are one object when, inside the region both tiles saw, they
+    # overlap by this fraction of the smaller one.
+    tile_match_overlap: float = 0.5
+    post: PostprocessParams = field(default_factory=PostprocessParams)
+    channel: int = -1
+    nuclei_channel: int | None = None
+    nuclei_masks_dir: str | None = None
+    nuclei_images_dir: str | None = None
+    # Microns per pixel; None reports pixels.
+    pixel_size: float | None = None
+    # Classical nuclei segmentation: about a nucleus radius, and the smallest nucleus, in pixels.
+    nuclei_min_distance: int = 7
+    nuclei_min_area: int = 30
+    progress: bool = True
+
+    @classmethod
+    def from_cfg(cls, cfg, **overrides) -> PredictOptions:
+        """Tiling and post-processing from the config (``INFERENCE.*``, score threshold, channel)."""
+        inf = cfg.INFERENCE
+        tile = int(inf.TILE_SIZE) or int(cfg.INPUT.IMAGE_SIZE)
+        base = cls(
+            tile_size=tile,
+            tile_overlap=float(inf.TILE_OVERLAP),
+            # Config key requested; until it exists the fragment-merge overlap default applies.
+            tile_match_overlap=float(getattr(inf, "TILE_MATCH_OVERLAP", 0.5)),
+            post=PostprocessParams.from_cfg(cfg),
+            channel=int(cfg.INPUT.CHANNEL),
+        )
+        return replace(base, **overrides)
+
+    def validate(self) -> None:
+        if self.tile_size < 32:
+            raise InputError(None, f"tile size must be at least 32 pixels, got {self.tile_size}")
+        if not 0.0 <= self.tile_overlap < 0.9:
+            raise InputError(None, f"tile overlap must be in [0, 0.9), got {self.tile_overlap}")
+        if self.pixel_size is not None and self.pixel_size <= 0:
+            raise InputError(None, f"pixel size must be > 0 microns, got {self.pixel_size}")
+        sources = [self.nuclei_channel is not None, bool(self.nuclei_masks_dir), bool(self.nuclei_images_dir)]
+        if sum(sources) > 1:
+            raise InputError(None, "give only one nuclei source: a nuclei channel, a nuclei mask folder or a nuclei image folder")
+        for directory in (self.nuclei_masks_dir, self.nuclei_images_dir):
+            if directory and not os.path.isdir(directory):
+                raise InputError(directory, "nuclei folder not found")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def collect_inputs(specs: str | Sequence[str], exclude_dir: str | None = None) -> list[str]:
+    """Image files from files, folders (their images, not recursive) and glob patterns."""
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [os.fspath(specs)]
+    found: list[str] = []
+    for spec in specs:
+        if any(ch in spec for ch in "*?["):
+            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p) and is_image_file(p))
+            if not matches:
+                raise InputError(spec, "no image files match this pattern")
+            found.extend(matches)
+        elif os.path.isdir(spec):
+            matches = sorted(os.path.join(spec, f) for f in os.listdir(spec) if is_image_file(f))
+            matches = [p for p in matches if os.path.isfile(p)]
+            if not matches:
+                raise InputError(spec, "folder holds no image files (.tif, .tiff, .png, .jpg, .jpeg, .bmp)")
+            found.extend(matches)
+        elif os.path.isfile(spec):
+            if not is_image_file(spec):
+                raise InputError(spec, "not an image file (.tif, .tiff, .png, .jpg, .jpeg, .bmp)")
+            found.append(spec)
+        else:
+            raise InputError(spec, "input not found")
+    if exclude_dir:
+        out = os.path.abspath(exclude_dir)
+        # Re-running into the input folder must not predict on the previous run's overlays.
+        found = [p for p in found if not (os.path.dirname(os.path.abspath(p)) == out and p.endswith(OUTPUT_SUFFIXES))]
+    unique: dict[str, None] = {}
+    for p in found:
+        unique.setdefault(os.path.abspath(p), None)
+    return list(unique)
+
+
+def output_names(paths: Sequence[str]) -> list[str]:
+    """File stems, made unique (``a/x.tif`` and ``b/x.tif`` → ``x``, ``x_2``)."""
+    names: list[str] = []
+    used: set[str] = set()
+    for p in paths:
+        stem = Path(p).stem
+        name, n = stem, 1
+        while name.lower() in used:
+            n += 1
+            name = f"{stem}_{n}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def find_companion(image_path: str, directory: str, suffixes: Sequence[str]) -> str:
+    """The file in ``directory`` that belongs to ``image_path``: same stem, or the stem without
+    its last ``_part`` (``X_myosin`` → ``X``) plus one of ``suffixes`` (any image extension)."""
+    stem = Path(image_path).stem
+    bases = [stem] + ([stem.rsplit("_", 1)[0]] if "_" in stem else [])
+    files = {Path(f).stem.lower(): os.path.join(directory, f) for f in sorted(os.listdir(directory)) if is_image_file(f)}
+    me = os.path.abspath(image_path)
+    for base in bases:
+        for suffix in suffixes:
+            candidate = files.get((base + suffix).lower())
+            if candidate and os.path.abspath(candidate) != me:
+                return candidate
+    tried = ", ".join(f"{bases[-1]}{s}.*" for s in suffixes if s)
+    raise InputError(directory, f"no nuclei file for {os.path.basename(image_path)} (looked for {stem}.*, {tried})")
+
+
+# --------------------------------------------------------------------------- one image
+
+
+class StageTimer:
+    """Seconds spent per stage, summed over calls (for logs and the benchmark)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def predict_image(
+    image: np.ndarray,
+    predict_fn: PredictFn,
+    options: PredictOptions,
+    timer: StageTimer | None = None,
+) -> CroppedInstances:
+    """Tiled prediction (whole when the image fits one tile), stitching and post-processing."""
+    timer = timer or StageTimer()
+    model_seconds = 0.0
+
+    def timed_predict(tile: np.ndarray) -> Instances:
+        nonlocal model_seconds
+        start = time.perf_counter()
+        try:
+            return predict_fn(tile)
+        finally:
+            model_seconds += time.perf_counter() - start
+
+    start = time.perf_counter()
+    raw = predict_tiled(
+        image,
+        timed_predict,
+        options.tile_size,
+        options.tile_overlap,
+        options.tile_match_overlap,
+        progress=options.progress,
+    )
+    total = time.perf_counter() - start
+    timer.seconds["model"] = timer.seconds.get("model", 0.0) + model_seconds
+    timer.seconds["tiling_merge"] = timer.seconds.get("tiling_merge", 0.0) + total - model_seconds
+    with timer("postprocess"):
+        return postprocess(raw, options.post)
+
+
+def load_nuclei_labels(image_path: str, shape: tuple[int, int], options: PredictOptions) -> np.ndarray | None:
+    from ..measure.nuclei import nuclei_labels_from_mask, segment_nuclei
+
+    seg = {"min_distance": options.nuclei_min_distance, "min_area": options.nuclei_min_area}
+    if options.nuclei_channel is not None:
+        source = image_path
+        labels = segment_nuclei(read_image(image_path, channel=options.nuclei_channel), **seg)
+    elif options.nuclei_images_dir:
+        source = find_companion(image_path, options.nuclei_images_dir, NUCLEI_IMAGE_SUFFIXES)
+        labels = segment_nuclei(read_image(source), **seg)
+    elif options.nuclei_masks_dir:
+        source = find_companion(image_path, options.nuclei_masks_dir, NUCLEI_MASK_SUFFIXES)
+        labels = nuclei_labels_from_mask(read_image(source), **seg)
+    else:
+        return None
+    if labels.shape != tuple(shape):
+        raise ImageReadError(source, f"nuclei image is {labels.shape[1]}x{labels.shape[0]} but the myotube image is {shape[1]}x{shape[0]}")
+    return labels
+
+
+@dataclass
+class ImageResult:
+    path: str
+    name: str
+    instances: CroppedInstances
+    summary: dict
+    annotations: list[dict]
+    seconds: dict[str, float]
+
+
+def process_image(
+    path: str,
+    predict_fn: PredictFn,
+    options: PredictOptions,
+    output_dir: str,
+    name: str | None = None,
+    image_id: int = 1,
+    timer: StageTimer | None = None,
+) -> ImageResult:
+    """Predict one image and write all its outputs (see the module doc)."""
+    from ..measure.table import measure_instances
+
+    timer = timer or StageTimer()
+    name = name or Path(path).stem
+    with timer("read"):
+        image = read_image(path, channel=options.channel)
+    instances = predict_image(image, predict_fn, options, timer)
+    with timer("measure"):
+        nuclei = load_nuclei_labels(path, image.shape[:2], options)
+        measured = measure_instances(instances, options.pixel_size, nuclei)
+    with timer("export"):
+        base = os.path.join(output_dir, name)
+        write_png(base + "_overlay.png", render_overlay(image, instances))
+        write_label_tiff(base + "_labels.tif", instances, options.pixel_size)
+        annotations = coco_annotations(instances, image_id=1)
+        write_coco(base + "_coco.json", [coco_image_entry(os.path.basename(path), instances, 1)], annotations)
+        write_roi_zip(base + "_rois.zip", instances)
+        write_csv(base + "_measurements.csv", measured.rows)
+    summary = {"image": os.path.basename(path), "name": name, "height": image.shape[0], "width": image.shape[1]}
+    summary.update(measured.summary)
+    summary["seconds"] = sum(timer.seconds.values())
+    for ann in annotations:
+        ann["image_id"] = image_id
+    return ImageResult(path, name, instances, summary, annotations, dict(timer.seconds))
+
+
+# --------------------------------------------------------------------------- a run
+
+
+@dataclass
+class RunReport:
+    summaries: list[dict]  # summary row of every image done, in input order
+    failures: list[tuple[str, str]]  # (path, one-line message)
+    output_dir: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, MyotubeError):
+        return str(err).replace("\n", " ")
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+
+
+def run_prediction(
+    inputs: str | Sequence[str],
+    predict_fn: PredictFn,
+    output_dir: str,
+    options: PredictOptions,
+) -> RunReport:
+    """Predict every input image; failures are reported and skipped (see the module doc)."""
+    options.validate()
+    paths = collect_inputs(inputs, exclude_dir=output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    names = output_names(paths)
+    done: list[dict] = []
+    failures: list[tuple[str, str]] = []
+    summary_rows: list[dict] = []
+    images: list[dict] = []
+    annotations: list[dict] = []
+
+    iterator = zip(paths, names)
+    bar = None
+    if options.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(paths), desc="images", unit="image", file=sys.stderr)
+    for image_id, (path, name) in enumerate(iterator, start=1):
+        try:
+            result = process_image(path, predict_fn, options, output_dir, name, image_id)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:  # one bad image must not stop a batch of hundreds
+            message = _one_line(err)
+            if not isinstance(err, MyotubeError):
+                message = f"{path}: {message}"
+                logger.debug("traceback for %s", path, exc_info=True)
+            failures.append((path, message))
+            line = f"failed: {message}"
+            if bar is not None:
+                bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
+            summary_rows.append({"image": os.path.basename(path), "name": name, "error": message})
+        else:
+            done.append(result.summary)
+            summary_rows.append(result.summary)
+            images.append(coco_image_entry(os.path.basename(path), result.instances, image_id))
+            # Only the compact RLEs are kept; masks are dropped so memory stays flat over a batch.
+            annotations.extend(result.annotations)
+            del result
+        # Rewritten after every image: an interrupted batch still leaves a usable summary.
+        write_csv(os.path.join(output_dir, "summary.csv"), summary_rows, _summary_columns(summary_rows))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    for k, ann in enumerate(annotations, start=1):
+        ann["id"] = k
+    write_coco(os.path.join(output_dir, "predictions_coco.json"), images, annotations)
+    return RunReport(done, failures, output_dir)
+
+
+def _summary_columns(rows: list[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key != "error":
+                seen.setdefault(key, None)
+    return [*seen, "error"]

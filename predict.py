@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Segment myotubes in microscopy images with a trained model; export masks and measurements.
+
+Images larger than the model input are predicted in overlapping tiles and stitched. Per image:
+NAME_overlay.png, NAME_labels.tif (uint16), NAME_coco.json, NAME_rois.zip (Fiji),
+NAME_measurements.csv; over all images: summary.csv, predictions_coco.json, config.yaml.
+Exit code 1 if any image failed (the others are still done). See docs/predict.md.
+
+Examples:
+  python predict.py --config-file stage2_config.yaml --weights output_stage2_manual/model_final.pth \\
+      --input images/ --output predictions/
+  python predict.py --config-file stage2_config.yaml --input "plate1/*_myosin.tif" --output out/ \\
+      --channel 1 --nuclei-channel 0 --pixel-size 0.325 --opts INFERENCE.MIN_AREA 300
+"""
+
+import argparse
+import sys
+
+from mask2former.cli import setup_logging, user_errors_exit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE", help="config YAML the model was trained with")
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH",
+        help="model_final.pth (or an HF folder); default: OUTPUT_DIR/model_final.pth of the config if present, "
+        "else MODEL.WEIGHTS; '' = random weights (tests only)",
+    )
+    p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the results (created)")
+    p.add_argument("--channel", type=int, default=None, metavar="N", help="myotube channel of multi-channel images (INPUT.CHANNEL)")
+    nuclei = p.add_mutually_exclusive_group()
+    nuclei.add_argument("--nuclei-channel", type=int, default=None, metavar="N", help="nuclear stain channel of the same image (segmented here)")
+    nuclei.add_argument("--nuclei", default=None, metavar="DIR", help="folder of nuclei masks (binary or label images) named after the images")
+    nuclei.add_argument("--nuclei-images", default=None, metavar="DIR", help="folder of nuclear stain images (e.g. X_dapi.png for X_myosin.png), segmented here")
+    p.add_argument("--tile-size", type=int, default=None, metavar="PX", help="tile side in pixels (INFERENCE.TILE_SIZE; 0 = INPUT.IMAGE_SIZE)")
+    p.add_argument("--tile-overlap", type=float, default=None, metavar="F", help="overlap of neighbouring tiles, fraction (INFERENCE.TILE_OVERLAP)")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="S", help="minimum instance score (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="MICRONS", help="microns per pixel: measurements in microns instead of pixels")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")
+    return p
+
+
+@user_errors_exit
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    from mask2former.inference.command import predict_command
+
+    return predict_command(
+        config_file=args.config_file,
+        inputs=args.input,
+        output=args.output,
+        weights=args.weights,
+        channel=args.channel,
+        nuclei_channel=args.nuclei_channel,
+        nuclei=args.nuclei,
+        nuclei_images=args.nuclei_images,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        score_threshold=args.score_threshold,
+        pixel_size=args.pixel_size,
+        device=args.device,
+        opts=args.opts,
+        progress=not args.no_progress,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
