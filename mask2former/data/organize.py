@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..errors import DatasetError, InputError
 from ..utils.fileio import atomic_write_json
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
-from .coco import _segmentation_problem, validate_coco, write_coco_json
+from .coco import Finding, _segmentation_problem, validate_coco, write_coco_json
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
 from .importers.coco import load_coco_file
 from .io import read_image
@@ -161,7 +161,7 @@ def organize_unified_dataset(
         linked = _place_images(entries, os.path.join(stage, "images"), link, progress)
         for (source, split), (images, annotations) in splits_out.items():
             write_coco_json(os.path.join(stage, "annotations", _annotation_file(source, split)), images, annotations, CATEGORIES)
-        findings = _validate(stage, out)
+        findings = _validate(stage, out, entries)
         summary = {
             "output": out,
             "algorithmic_dataset": algorithmic_dir,
@@ -526,17 +526,23 @@ def _annotation_file(source: str, split: str) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def _validate(stage: str, out: str) -> list:
-    """validate_coco on every written split (what setup_two_stage.py runs); errors abort the swap."""
+def _validate(stage: str, out: str, entries: list[_Entry]) -> list[Finding]:
+    """validate_coco on every written split (what setup_two_stage.py runs); errors abort the swap.
+
+    Findings name the source image rather than its staged copy, and the JSON by its final path.
+    """
+    sources = {os.path.join(stage, "images", e.out_name): e.image.path or e.image.annotation_file for e in entries}
     findings = []
     annotations_dir = os.path.join(stage, "annotations")
     for name in sorted(os.listdir(annotations_dir)):
         findings += validate_coco(os.path.join(annotations_dir, name), os.path.join(stage, "images"))
-    findings = [type(f)(f.level, f.file.replace(stage, out), f.message) for f in findings]
+    findings = [Finding(f.level, sources.get(f.file) or f.file.replace(stage, out), f.message) for f in findings]
     errors = [f for f in findings if f.level == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-        raise DatasetError(errors[0].file, f"the assembled dataset fails validation: {errors[0].message}{more}; nothing was written")
+        raise DatasetError(
+            errors[0].file, f"the assembled dataset fails validation: {errors[0].message}{more}; nothing was written, the old dataset is unchanged"
+        )
     return findings
 
 
