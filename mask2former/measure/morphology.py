@@ -14,8 +14,10 @@ Definitions (all computed on the mask alone, in pixels; :func:`measure_myotube` 
   (a Y-shaped tube: all three arms).
 - width_mean: area / total_length (the width of a tube of that area and length).
 - width_median: median over skeleton pixels of the local width ``2 * distance - 0.5``, where
-  ``distance`` is the Euclidean distance transform (distance to the nearest background pixel
-  centre; the boundary lies half a pixel nearer, on average a quarter pixel either way).
+  ``distance`` is the largest Euclidean distance-transform value within one pixel of the skeleton
+  pixel (the skeleton of a slanted tube runs up to a pixel off the true medial ridge), measured
+  to the nearest background pixel centre (the boundary lies half a pixel nearer; the 0.5 splits
+  the difference between odd and even widths). Quantised: within about half a pixel.
 - branch_points: connected clusters of skeleton pixels with three or more skeleton neighbours.
 - orientation: the mask's principal axis, in degrees in [0, 180), counter-clockwise from the
   image's x axis as displayed (0 = horizontal, 90 = vertical).
@@ -196,7 +198,7 @@ def analyze_shape(mask: np.ndarray, prune_factor: float = 2.0) -> ShapeAnalysis:
 
     degree = _neighbour_count(skeleton)
     _, branch_points = ndi.label(degree >= 3, structure=np.ones((3, 3)))
-    widths = 2.0 * distance[skeleton] - 0.5
+    widths = 2.0 * ndi.maximum_filter(distance, size=3)[skeleton] - 0.5
     return ShapeAnalysis(
         skeleton=skeleton[1:-1, 1:-1],
         distance=distance[1:-1, 1:-1],

@@ -1,0 +1,136 @@
+"""Post-processing steps, each on its own and through the config switches."""
+
+import cv2
+import numpy as np
+import pytest
+
+from mask2former.config import get_cfg
+from mask2former.inference.cropped import CroppedInstances
+from mask2former.inference.postprocess import (
+    PostprocessParams,
+    filter_by_area,
+    filter_by_elongation,
+    filter_by_score,
+    merge_fragments,
+    postprocess,
+    remove_contained,
+)
+
+SIZE = (200, 200)
+
+
+def bar(y0, y1, x0, x1):
+    m = np.zeros(SIZE, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def instances(masks, scores=None):
+    return CroppedInstances.from_masks(np.stack(masks), scores)
+
+
+def full_masks(inst):
+    return [m.to_full(*inst.image_size) for m in inst]
+
+
+def test_score_threshold_keeps_at_or_above():
+    inst = instances([bar(0, 5, 0, 50), bar(10, 15, 0, 50), bar(20, 25, 0, 50)], [0.2, 0.5, 0.9])
+    assert filter_by_score(inst, 0.5).scores.tolist() == pytest.approx([0.5, 0.9])
+
+
+def test_contained_instance_is_removed_and_crossing_is_kept():
+    big = bar(50, 70, 10, 190)
+    inside = bar(52, 68, 40, 80)  # wholly inside big
+    crossing = bar(0, 200, 100, 115)  # crosses big: shares only the crossing
+    out = remove_contained(instances([big, inside, crossing], [0.5, 0.9, 0.6]), 0.9)
+    got = full_masks(out)
+    assert len(got) == 2
+    assert any(np.array_equal(g, big) for g in got) and any(np.array_equal(g, crossing) for g in got)
+
+
+def test_contained_fraction_threshold():
+    big = bar(50, 70, 10, 190)
+    mostly = bar(55, 75, 40, 80)  # 75 % inside big
+    assert len(remove_contained(instances([big, mostly]), 0.9)) == 2
+    assert len(remove_contained(instances([big, mostly]), 0.7)) == 1
+
+
+def test_identical_duplicates_keep_the_higher_score():
+    a = bar(10, 30, 10, 150)
+    out = remove_contained(instances([a, a.copy()], [0.3, 0.8]), 0.9)
+    assert len(out) == 1 and out[0].score == pytest.approx(0.8)
+
+
+def test_overlapping_fragments_merge_into_their_union():
+    left = bar(90, 105, 10, 110)
+    right = bar(90, 105, 60, 190)  # overlaps left by 50 of its 100 columns
+    other = bar(150, 160, 10, 190)
+    out = merge_fragments(instances([left, right, other], [0.6, 0.7, 0.9]), 0.4)
+    got = full_masks(out)
+    assert len(got) == 2
+    merged = [m for m in out if m.y0 == 90][0]
+    assert np.array_equal(merged.to_full(*SIZE), left | right)
+    assert merged.score == pytest.approx(0.7)  # the better fragment's score
+
+
+def test_fragment_overlap_threshold_and_chains():
+    a = bar(90, 105, 0, 80)
+    b = bar(90, 105, 60, 140)  # 20/80 of b overlaps a
+    c = bar(90, 105, 120, 200)
+    assert len(merge_fragments(instances([a, b, c]), 0.5)) == 3
+    out = merge_fragments(instances([a, b, c]), 0.2)
+    assert len(out) == 1 and np.array_equal(full_masks(out)[0], a | b | c)
+
+
+def test_crossing_tubes_are_not_merged():
+    h = bar(90, 105, 0, 200)
+    v = bar(0, 200, 90, 105)
+    assert len(merge_fragments(instances([h, v]), 0.5)) == 2
+
+
+def test_min_area():
+    inst = instances([bar(0, 9, 0, 11), bar(20, 30, 0, 10), bar(40, 60, 0, 50)])
+    assert filter_by_area(inst, 100).areas.tolist() == [100, 1000]
+
+
+def test_min_elongation_drops_round_debris():
+    disc = np.zeros(SIZE, np.uint8)
+    cv2.circle(disc, (50, 50), 20, 1, -1)
+    tube = bar(150, 162, 10, 190)  # 180 x 12: elongation about 15
+    out = filter_by_elongation(instances([disc.astype(bool), tube]), 5.0)
+    assert len(out) == 1 and np.array_equal(full_masks(out)[0], tube)
+
+
+def test_params_from_config_and_switches():
+    cfg = get_cfg()
+    cfg.INFERENCE.MERGE_FRAGMENTS = False
+    cfg.INFERENCE.MIN_AREA = 10
+    cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.3
+    params = PostprocessParams.from_cfg(cfg)
+    assert params.merge_fragments is False and params.min_area == 10 and params.score_threshold == pytest.approx(0.3)
+
+    left = bar(90, 105, 10, 110)
+    right = bar(90, 105, 60, 190)
+    small = bar(0, 2, 0, 2)
+    low = bar(150, 160, 0, 100)
+    inst = instances([left, right, small, low], [0.6, 0.7, 0.9, 0.1])
+    off = postprocess(inst, params)
+    assert len(off) == 2  # merge off: both fragments; small and low-score dropped
+    assert off.scores.tolist() == pytest.approx([0.7, 0.6])  # sorted by score
+    on = postprocess(inst, PostprocessParams(score_threshold=0.3, min_area=10, merge_overlap=0.4))
+    assert len(on) == 1 and np.array_equal(full_masks(on)[0], left | right)
+
+
+def test_remove_contained_before_merging_drops_rather_than_unions():
+    big = bar(50, 70, 10, 190)
+    sub = bar(48, 68, 40, 80)  # 90 % inside big, sticks out by 2 rows
+    params = PostprocessParams(score_threshold=0.0, min_area=0, merge_overlap=0.5, contained_fraction=0.85)
+    out = postprocess(instances([big, sub], [0.5, 0.9]), params)
+    assert len(out) == 1 and np.array_equal(full_masks(out)[0], big)
+    no_removal = postprocess(instances([big, sub], [0.5, 0.9]), PostprocessParams(score_threshold=0.0, min_area=0, remove_contained=False))
+    assert len(no_removal) == 1 and np.array_equal(full_masks(no_removal)[0], big | sub)
+
+
+def test_empty_input():
+    empty = CroppedInstances(50, 60, [])
+    assert len(postprocess(empty, PostprocessParams(min_elongation=3.0))) == 0
