@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -88,6 +89,10 @@ def read_coco_json(json_file: str | os.PathLike) -> dict:
         raise DatasetError(json_file, "not UTF-8 text (is this a JSON file?)") from None
     except json.JSONDecodeError as err:
         raise DatasetError(json_file, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except RecursionError:
+        raise DatasetError(json_file, "not a COCO instances file (JSON nested too deeply)") from None
+    except OSError as err:
+        raise DatasetError(json_file, f"cannot read the file ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise DatasetError(json_file, "not a COCO instances file (top level is not an object)")
     for key in ("images", "annotations", "categories"):
@@ -121,6 +126,9 @@ def validate_coco(
         if not isinstance(cat, dict) or "id" not in cat:
             error(f"category entry without an id: {str(cat)[:80]}")
             continue
+        if not _is_int(cat["id"]):
+            error(f"category id must be an integer, got {str(cat['id'])[:40]}")
+            continue
         if cat["id"] in categories:
             error(f"duplicate category id {cat['id']}")
         categories[cat["id"]] = cat.get("name", str(cat["id"]))
@@ -132,8 +140,14 @@ def validate_coco(
         if not isinstance(img, dict) or not {"id", "file_name", "height", "width"} <= set(img):
             error(f"image entry needs id, file_name, height and width: {str(img)[:80]}")
             continue
-        if not (_positive_int(img["height"]) and _positive_int(img["width"])):
-            error(f"image id {img['id']} ('{img['file_name']}') has invalid size {img['height']}x{img['width']}")
+        if not _is_id(img["id"]):
+            error(f"image id must be an integer or a string, got {str(img['id'])[:40]}")
+            continue
+        if not isinstance(img["file_name"], str) or not img["file_name"] or "\0" in img["file_name"]:
+            error(f"image id {img['id']} has an invalid file_name {str(img['file_name'])[:80]!r}")
+            continue
+        if not (_valid_side(img["height"]) and _valid_side(img["width"])):
+            error(f"image id {img['id']} ('{img['file_name']}') has invalid size {str(img['height'])[:20]}x{str(img['width'])[:20]}")
             continue
         if img["id"] in images:
             error(f"duplicate image id {img['id']} ('{img['file_name']}')")
@@ -150,19 +164,28 @@ def validate_coco(
             error(f"annotation entry is not an object: {str(ann)[:80]}")
             continue
         aid = ann.get("id")
-        label = f"annotation id {aid}"
+        label = f"annotation id {str(aid)[:40]}"
         if aid is None:
-            error(f"annotation without an id (image_id {ann.get('image_id')})")
-        elif aid in ann_ids:
+            error(f"annotation without an id (image_id {str(ann.get('image_id'))[:40]})")
+            continue
+        if not _is_id(aid):
+            error(f"annotation id must be an integer or a string, got {str(aid)[:40]}")
+            continue
+        if aid in ann_ids:
             error(f"duplicate annotation id {aid}")
         ann_ids.add(aid)
-        img = images.get(ann.get("image_id"))
+        image_id = ann.get("image_id")
+        img = images.get(image_id) if _is_id(image_id) else None
         if img is None:
-            error(f"{label} points at unknown image id {ann.get('image_id')}")
+            error(f"{label} points at unknown image id {str(image_id)[:40]}")
             continue
         label += f" (image '{img['file_name']}')"
-        if ann.get("category_id") not in categories:
-            error(f"{label} has unknown category id {ann.get('category_id')}")
+        category_id = ann.get("category_id")
+        if not _is_int(category_id) or category_id not in categories:
+            error(f"{label} has unknown category id {str(category_id)[:40]}")
+            continue
+        if ann.get("iscrowd", 0) not in (0, 1):
+            error(f"{label}: iscrowd must be 0 or 1, got {str(ann.get('iscrowd'))[:40]}")
             continue
         problem = _segmentation_problem(ann.get("segmentation"), img["height"], img["width"])
         if problem:
@@ -181,8 +204,20 @@ def validate_coco(
     return findings
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+# pycocotools rasterises polygons in C ints at 5x resolution; no microscopy field comes near this.
+MAX_IMAGE_SIDE = 2**24
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_id(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, str)
+
+
+def _valid_side(value: Any) -> bool:
+    return _is_int(value) and 0 < value <= MAX_IMAGE_SIDE
 
 
 def _segmentation_problem(segm: Any, height: int, width: int) -> str | None:
@@ -199,30 +234,38 @@ def _segmentation_problem(segm: Any, height: int, width: int) -> str | None:
             pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
             if not np.all(np.isfinite(pts)):
                 return "polygon has non-finite coordinates"
-            if abs(_shoelace(pts)) < 1e-6:
-                return "polygon has zero area"
             if pts[:, 0].min() >= width or pts[:, 1].min() >= height or pts[:, 0].max() < 0 or pts[:, 1].max() < 0:
                 return f"polygon lies outside the {width}x{height} image"
             margin = 1.0
             if pts[:, 0].min() < -margin or pts[:, 1].min() < -margin or pts[:, 0].max() > width + margin or pts[:, 1].max() > height + margin:
                 return f"polygon extends outside the {width}x{height} image"
+            # A bow-tie's signed area cancels out: report the crossing, not "zero area".
             if _self_intersects(pts):
                 return "polygon is self-intersecting"
+            if abs(_shoelace(pts)) < 1e-6:
+                return "polygon has zero area"
         area = int(mask_utils.area(segmentation_to_rle(segm, height, width)))
         if area == 0:
             return "polygon covers no pixel"
         return None
     if isinstance(segm, dict):
         size = segm.get("size")
-        if not (isinstance(size, list) and len(size) == 2):
-            return "RLE needs 'size': [height, width]"
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
+            return "RLE needs 'size': [height, width] (integers)"
         if list(size) != [height, width]:
             return f"RLE size {size[0]}x{size[1]} differs from the image size {height}x{width}"
         counts = segm.get("counts")
         if not isinstance(counts, (list, str)):
             return "RLE needs 'counts' (list or string)"
-        if isinstance(counts, list) and sum(int(c) for c in counts) != height * width:
-            return f"RLE counts cover {sum(int(c) for c in counts)} pixels, image has {height * width}"
+        # pycocotools decodes run lengths in C without bounds checks: garbage counts would give
+        # garbage masks (or worse), so check they are non-negative and cover the image exactly.
+        runs = _rle_string_counts(counts) if isinstance(counts, str) else counts
+        if runs is None:
+            return "RLE 'counts' string is not a valid COCO compressed RLE"
+        if not all(_is_int(c) and c >= 0 for c in runs):
+            return "RLE 'counts' must be non-negative integers"
+        if sum(runs) != height * width:
+            return f"RLE counts cover {sum(runs)} pixels, image has {height * width}"
         try:
             area = int(mask_utils.area(segmentation_to_rle(segm, height, width)))
         except Exception as err:  # pycocotools raises bare exceptions on garbage counts
@@ -233,9 +276,34 @@ def _segmentation_problem(segm: Any, height: int, width: int) -> str | None:
     return f"unsupported segmentation type {type(segm).__name__}"
 
 
+def _rle_string_counts(counts: str) -> list[int] | None:
+    """Run lengths of a COCO compressed RLE string (pycocotools' rleFrString); None if malformed."""
+    runs: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        value, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return None
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:  # the encoder only writes characters '0'..'o'
+                return None
+            value |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                value |= -1 << (5 * k)
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
 def _shoelace(pts: np.ndarray) -> float:
     x, y = pts[:, 0], pts[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
 def _self_intersects(pts: np.ndarray) -> bool:
@@ -321,7 +389,7 @@ def load_coco_instances(
         for ann in by_image[img["id"]]:
             segm = ann["segmentation"]
             bbox = ann.get("bbox")
-            if not bbox or len(bbox) != 4:
+            if not _valid_bbox(bbox):
                 bbox = mask_utils.toBbox(segmentation_to_rle(segm, img["height"], img["width"])).tolist()
             anns.append(
                 {
@@ -347,6 +415,16 @@ def load_coco_instances(
     return records
 
 
+def _valid_bbox(bbox: Any) -> bool:
+    return isinstance(bbox, list) and len(bbox) == 4 and all(_finite_number(v) for v in bbox)
+
+
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 1e300 if isinstance(value, int) else math.isfinite(value)
+
+
 def coco_categories(json_file: str | os.PathLike) -> list[dict]:
     """Categories sorted by COCO id: index i is the contiguous class id i."""
     data = read_coco_json(json_file)
@@ -365,16 +443,18 @@ def record_masks(record: dict) -> np.ndarray:
 def dataset_statistics(json_file: str | os.PathLike) -> dict:
     """Counts read from the JSON: images, instances, instances per image (min/median/max)."""
     data = read_coco_json(json_file)
-    per_image = Counter({img["id"]: 0 for img in data["images"]})
+    # Also called on files that failed validation (setup diagnostics): skip what is malformed.
+    per_image = Counter({img["id"]: 0 for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))})
     for ann in data["annotations"]:
-        if ann.get("image_id") in per_image:
-            per_image[ann["image_id"]] += 1
+        image_id = ann.get("image_id") if isinstance(ann, dict) else None
+        if _is_id(image_id) and image_id in per_image:
+            per_image[image_id] += 1
     counts = list(per_image.values()) or [0]
     return {
         "images": len(data["images"]),
         "instances": len(data["annotations"]),
         "instances_per_image": {"min": int(min(counts)), "median": float(np.median(counts)), "max": int(max(counts))},
-        "categories": [c.get("name", str(c.get("id"))) for c in data["categories"]],
+        "categories": [str(c.get("name", c.get("id"))) for c in data["categories"] if isinstance(c, dict)],
     }
 
 
