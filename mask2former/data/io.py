@@ -41,10 +41,16 @@ def read_image(path: str | os.PathLike, channel: int = -1) -> np.ndarray:
 
 
 def _read_with_opencv(path: str) -> tuple[np.ndarray, bool]:
-    data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII names; cv2.imread does not
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII names; cv2.imread does not
+    except OSError as err:
+        raise ImageReadError(path, f"cannot read the file ({err.strerror or err})") from None
     if data.size == 0:
         raise ImageReadError(path, "file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:  # e.g. a header declaring more pixels than OpenCV accepts
+        raise ImageReadError(path, f"cannot decode image ({_short(err)})") from None
     if image is None:
         raise ImageReadError(path, "cannot decode image (corrupt, truncated or unsupported format)")
     if path.lower().endswith(".png") and not _png_complete(data):
@@ -70,9 +76,15 @@ def _read_tiff(path: str) -> tuple[np.ndarray, bool]:
             series = tif.series[0]
             axes = series.axes.upper()
             image = series.asarray()
+            missing = _missing_planes(tif, series)
+            alpha = _has_alpha(series)
     except Exception as err:  # tifffile raises many types for corrupt files
         raise ImageReadError(path, f"cannot read TIFF ({type(err).__name__}: {_short(err)})") from None
+    if missing:
+        raise ImageReadError(path, f"TIFF file is truncated or corrupt ({missing})")
     image = np.asarray(image)
+    if alpha:  # RGBA: alpha is transparency, not a fluorescence channel
+        image = np.take(image, [0, 1, 2], axis=axes.index("S"))
     # Collapse everything to Y, X and one channel axis; Z/T/Q are max-projected.
     if len(axes) != image.ndim:
         axes = "Q" * (image.ndim - 2) + "YX"
@@ -97,6 +109,36 @@ def _read_tiff(path: str) -> tuple[np.ndarray, bool]:
     if image.ndim not in (2, 3):
         raise ImageReadError(path, f"unsupported TIFF layout {series.axes} {series.shape}")
     return np.ascontiguousarray(image), image.ndim == 3
+
+
+def _missing_planes(tif, series) -> str | None:
+    """A truncated stack loses its last pages; tifffile then only logs a warning and returns the
+    pages it found. ImageJ and tifffile's own metadata say how much there should be."""
+    per_plane = 1
+    for n, axis in zip(series.shape, series.axes):
+        if axis in "YXS":
+            per_plane *= n
+    planes = series.size // max(per_plane, 1)
+    if tif.is_imagej:
+        declared = int((tif.imagej_metadata or {}).get("images", 1))
+        if declared > planes:
+            return f"ImageJ metadata lists {declared} planes, the file holds {planes}"
+    elif tif.is_shaped and tif.shaped_metadata:
+        shape = tif.shaped_metadata[0].get("shape")
+        if shape and int(np.prod(shape, dtype=np.int64)) > series.size:
+            return f"metadata shape {tuple(shape)}, the file holds {tuple(series.shape)}"
+    return None
+
+
+def _has_alpha(series) -> bool:
+    """RGB with an extra sample marked as (associated or unassociated) alpha."""
+    page = series.keyframe
+    return (
+        "S" in series.axes
+        and series.shape[series.axes.index("S")] == 4
+        and page.photometric == 2  # RGB
+        and any(int(e) in (1, 2) for e in (page.extrasamples or ()))
+    )
 
 
 def _short(err: BaseException) -> str:
