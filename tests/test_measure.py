@@ -134,6 +134,12 @@ def test_segment_nuclei_counts_and_splits_touching():
     assert len(set(best)) == truth.max()
 
 
+def test_noise_only_image_has_no_nuclei():
+    noise = np.random.default_rng(3).normal(200, 20, (200, 200)).clip(0, 255).astype(np.uint8)
+    assert segment_nuclei(noise).max() == 0
+    assert segment_nuclei(np.full((50, 50), 7, np.uint8)).max() == 0
+
+
 def test_binary_nuclei_mask_is_split_and_label_image_kept():
     truth = discs((120, 120), [(40, 60), (63, 60), (95, 20)], 12)
     assert nuclei_labels_from_mask(((truth > 0) * 255).astype(np.uint8)).max() == 3
