@@ -12,6 +12,7 @@ import roifile
 import tifffile
 
 from mask2former.errors import InputError
+from mask2former.inference.postprocess import PostprocessParams
 from mask2former.inference.run import (
     PredictOptions,
     collect_inputs,
@@ -19,7 +20,6 @@ from mask2former.inference.run import (
     output_names,
     run_prediction,
 )
-from mask2former.inference.postprocess import PostprocessParams
 from mask2former.structures import Instances
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
