@@ -62,6 +62,28 @@ def loss_terms(model, out, batch) -> dict[str, torch.Tensor]:
     return grouped
 
 
+def training_step(model, batch: dict, optimizer, scheduler, cfg: CfgNode, device: str, use_amp: bool, iteration: int) -> tuple[dict, float]:
+    """One optimisation step; returns the loss values and the LR it used."""
+    batch = {k: _to_device(v, device) for k, v in batch.items() if k != "records"}
+    # The loss runs under autocast too: its point sampling then mixes bf16 logits and fp32 targets safely.
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        out = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], output_auxiliary_logits=True)
+        losses = {k: v.float() for k, v in loss_terms(model, out, batch).items()}
+    total = sum(losses.values())
+    values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))  # one device sync
+    if not math.isfinite(sum(values.values())):
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+        raise TrainingError(f"non-finite loss at iteration {iteration} ({bad}); the last good checkpoint in {cfg.OUTPUT_DIR} is kept — lower SOLVER.BASE_LR or check the data")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE)
+    lr = max(g["lr"] for g in optimizer.param_groups)
+    optimizer.step()
+    scheduler.step()
+    return values, lr
+
+
 def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> str | None:
     """Train ``cfg`` into ``cfg.OUTPUT_DIR``; returns the path of model_final.pth.
 
@@ -123,22 +145,7 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
         t0 = time.perf_counter()
         batch = next(data_iter)
         data_time = time.perf_counter() - t0
-        batch = {k: _to_device(v, device) for k, v in batch.items() if k != "records"}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            out = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], output_auxiliary_logits=True)
-        losses = {k: v.float() for k, v in loss_terms(model, out, batch).items()}
-        total = sum(losses.values())
-        values = {k: v.item() for k, v in losses.items()}
-        if not math.isfinite(total.item()):
-            bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-            raise TrainingError(f"non-finite loss at iteration {it} ({bad}); the last good checkpoint in {out_dir} is kept — lower SOLVER.BASE_LR or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE)
-        lr = optimizer.param_groups[0]["lr"] if len(optimizer.param_groups) == 1 else max(g["lr"] for g in optimizer.param_groups)
-        optimizer.step()
-        scheduler.step()
+        values, lr = training_step(model, batch, optimizer, scheduler, cfg, device, use_amp, it)
         progress.update(1)
         window.append({"total_loss": sum(values.values()), **values, "time": time.perf_counter() - t0, "data_time": data_time})
 
