@@ -8,7 +8,13 @@ import argparse
 import json
 import sys
 
-from mask2former.cli import REPO_ROOT, add_dataset_argument, setup_logging, user_errors_exit
+from mask2former.cli import (
+    REPO_ROOT,
+    add_dataset_argument,
+    add_opts_argument,
+    setup_logging,
+    user_errors_exit,
+)
 from mask2former.diagnostics import collect_report, format_report
 
 
@@ -18,9 +24,10 @@ def main(argv=None) -> int:
     add_dataset_argument(parser)
     parser.add_argument("--config-dir", default=REPO_ROOT, help="folder with stage1_config.yaml and stage2_config.yaml")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    add_opts_argument(parser)  # the overrides training will get, e.g. INPUT.CHANNEL 1 for multi-channel TIFFs
     args = parser.parse_args(argv)
     setup_logging()
-    report = collect_report(args.dataset, args.config_dir)
+    report = collect_report(args.dataset, args.config_dir, args.opts)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["ready"] else 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+from collections.abc import Sequence
 from typing import Any
 
 from .data.catalog import ANNOTATION_FILES, OPTIONAL_SPLITS, dataset_paths
@@ -14,9 +15,18 @@ from .errors import DatasetError
 PACKAGES = ("torch", "transformers", "pycocotools", "numpy", "opencv-python-headless", "scikit-image", "scipy", "tifffile", "fvcore", "skan")
 
 
-def collect_report(dataset_root: str, config_dir: str) -> dict[str, Any]:
-    """Everything a user needs to know before training, as one JSON-ready dict."""
+# Which stage's config (and so which INPUT.CHANNEL) reads each split.
+SPLIT_STAGE = {"myotube_algorithmic_train": 1, "myotube_algorithmic_test": 1, "myotube_manual_train": 2, "myotube_manual_test": 2}
+
+
+def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything a user needs to know before training, as one JSON-ready dict.
+
+    ``opts`` are the KEY VALUE overrides training will get (e.g. ``INPUT.CHANNEL 1``): images
+    are validated the way the stage that uses them will read them.
+    """
     report: dict[str, Any] = {"dataset": os.path.abspath(dataset_root), "splits": {}, "findings": [], "next_steps": []}
+    configs = _stage_configs(config_dir, opts)
     ready = True
     if not os.path.isdir(dataset_root):
         report["findings"].append({"level": "error", "file": dataset_root, "message": "dataset folder not found"})
@@ -35,7 +45,9 @@ def collect_report(dataset_root: str, config_dir: str) -> dict[str, Any]:
                     report["next_steps"].append(f"Add annotations/{ANNOTATION_FILES[name]} (organize_unified_dataset.py writes it)")
                     ready = False
                 continue
-            findings: list[Finding] = validate_coco(json_file, image_root)
+            cfg = configs[SPLIT_STAGE[name]]
+            channel = cfg.INPUT.CHANNEL if not isinstance(cfg, Exception) else -1
+            findings: list[Finding] = validate_coco(json_file, image_root, channel=channel)
             try:
                 split.update(dataset_statistics(json_file))
             except DatasetError:  # the findings already say why
@@ -47,7 +59,7 @@ def collect_report(dataset_root: str, config_dir: str) -> dict[str, Any]:
                 report["next_steps"].append(f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py")
 
     report["environment"] = _environment()
-    report["weights"] = _weights_status(config_dir, dataset_root)
+    report["weights"] = _weights_status(config_dir, configs)
     if report["weights"]["stage1"]["status"] == "missing":
         ready = False
         report["next_steps"].append(report["weights"]["stage1"]["hint"])
@@ -94,17 +106,28 @@ def _environment() -> dict[str, Any]:
     return env
 
 
-def _weights_status(config_dir: str, dataset_root: str) -> dict[str, Any]:
+def _stage_configs(config_dir: str, opts: Sequence[str]) -> dict[int, Any]:
+    """Stage number → its loaded config, or the error that stopped it loading."""
     from .config import load_config
-    from .modeling.weights import describe_weights
 
-    out: dict[str, Any] = {}
+    configs: dict[int, Any] = {}
     for stage in (1, 2):
         path = os.path.join(config_dir, f"stage{stage}_config.yaml")
         try:
-            cfg = load_config(path)
+            configs[stage] = load_config(path, opts)
         except Exception as err:
-            out[f"stage{stage}"] = {"config": path, "status": "missing", "hint": f"Config problem: {err}"}
+            configs[stage] = err
+    return configs
+
+
+def _weights_status(config_dir: str, configs: dict[int, Any]) -> dict[str, Any]:
+    from .modeling.weights import describe_weights
+
+    out: dict[str, Any] = {}
+    for stage, cfg in configs.items():
+        path = os.path.join(config_dir, f"stage{stage}_config.yaml")
+        if isinstance(cfg, Exception):
+            out[f"stage{stage}"] = {"config": path, "status": "missing", "hint": f"Config problem: {cfg}"}
             continue
         out[f"stage{stage}"] = {"config": path, **describe_weights(cfg.MODEL.WEIGHTS, stage=stage)}
     return out

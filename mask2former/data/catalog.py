@@ -33,9 +33,13 @@ class DatasetEntry:
     image_root: str
     _records: list | None = field(default=None, repr=False)
 
-    def load(self, check_images: bool = True) -> list[dict]:
+    def load(self, check_images: bool = True, channel: int = -1) -> list[dict]:
+        """Validated records (cached). ``channel`` is ``INPUT.CHANNEL``: multi-channel images
+        are only readable once a channel is chosen."""
         if self._records is None:
-            self._records = load_coco_instances(self.json_file, self.image_root, self.name, check_images=check_images)
+            self._records = load_coco_instances(
+                self.json_file, self.image_root, self.name, check_images=check_images, channel=channel
+            )
         return self._records
 
     def metadata(self) -> dict:
@@ -95,8 +99,8 @@ def get_dataset(name: str) -> DatasetEntry:
     return _CATALOG[name]
 
 
-def get_dataset_dicts(name: str, check_images: bool = True) -> list[dict]:
-    return get_dataset(name).load(check_images=check_images)
+def get_dataset_dicts(name: str, check_images: bool = True, channel: int = -1) -> list[dict]:
+    return get_dataset(name).load(check_images=check_images, channel=channel)
 
 
 def get_metadata(name: str) -> dict:

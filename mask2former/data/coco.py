@@ -106,8 +106,13 @@ def validate_coco(
     image_root: str | os.PathLike,
     check_images: bool = True,
     num_workers: int = 4,
+    channel: int = -1,
 ) -> list[Finding]:
-    """Every problem of a COCO dataset, errors and warnings, each naming its file."""
+    """Every problem of a COCO dataset, errors and warnings, each naming its file.
+
+    Images are decoded as training will read them: ``channel`` is ``INPUT.CHANNEL`` (a
+    multi-channel image is only valid once a channel is chosen).
+    """
     json_file = os.fspath(json_file)
     try:
         data = read_coco_json(json_file)
@@ -200,7 +205,7 @@ def validate_coco(
             warning(f"image '{img['file_name']}' has no annotations (used as pure background)")
 
     if check_images:
-        findings.extend(_check_image_files(images.values(), os.fspath(image_root), num_workers))
+        findings.extend(_check_image_files(images.values(), os.fspath(image_root), num_workers, channel))
     return findings
 
 
@@ -333,13 +338,13 @@ def _self_intersects(pts: np.ndarray) -> bool:
     return False
 
 
-def _check_image_files(images: Iterable[dict], image_root: str, num_workers: int) -> list[Finding]:
+def _check_image_files(images: Iterable[dict], image_root: str, num_workers: int, channel: int = -1) -> list[Finding]:
     images = list(images)
 
     def check(img: dict) -> Finding | None:
         path = os.path.join(image_root, img["file_name"])
         try:
-            array = read_image(path)
+            array = read_image(path, channel=channel)
         except ImageReadError as err:
             return Finding("error", path, err.problem)
         h, w = array.shape[:2]
@@ -363,14 +368,16 @@ def load_coco_instances(
     image_root: str | os.PathLike,
     dataset_name: str | None = None,
     check_images: bool = True,
+    channel: int = -1,
 ) -> list[dict]:
     """Validated detectron2-style records: one dict per image with its annotations.
 
     Category ids become contiguous indices 0..K-1 in the order of sorted COCO ids (see
-    :func:`coco_categories`). Crowd annotations are kept with ``iscrowd=1``.
+    :func:`coco_categories`). Crowd annotations are kept with ``iscrowd=1``. ``channel`` is
+    ``INPUT.CHANNEL``, used when checking that every image can be read.
     """
     json_file = os.fspath(json_file)
-    findings = validate_coco(json_file, image_root, check_images=check_images)
+    findings = validate_coco(json_file, image_root, check_images=check_images, channel=channel)
     errors = [f for f in findings if f.level == "error"]
     for f in findings:
         if f.level == "warning":
