@@ -206,3 +206,22 @@ def test_importing_the_catalog_registers_nothing():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
+
+
+def test_get_dataset_dicts_validates_with_the_configured_channel(tmp_path, no_detectron2):
+    import numpy as np
+    import tifffile
+
+    root = make_unified_dataset(str(tmp_path / "ds"), size=48, n_train=1, n_test=1, n_manual=1)
+    json_file = os.path.join(root, "annotations", "algorithmic_train_annotations.json")
+    with open(json_file, encoding="utf-8") as f:
+        data = json.load(f)
+    data["images"][0]["file_name"] = "two_channels.tif"
+    tifffile.imwrite(os.path.join(root, "images", "two_channels.tif"), np.zeros((2, 48, 48), np.uint16),
+                     imagej=True, metadata={"axes": "CYX"})
+    with open(json_file, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    register_two_stage_datasets(root)
+    with pytest.raises(DatasetError, match="2 channels"):
+        get_dataset_dicts("myotube_algorithmic_train")
+    assert len(get_dataset_dicts("myotube_algorithmic_train", channel=0)) == 1

@@ -467,3 +467,18 @@ def test_compressed_rle_counts_decoder_matches_pycocotools():
     assert _rle_string_counts("") == []
     assert _rle_string_counts("o") is None  # continuation bit set on the last character
     assert _rle_string_counts("\x7f") is None  # outside the encoder's alphabet
+
+
+def test_multichannel_images_are_validated_with_the_configured_channel(coco):
+    import tifffile
+
+    data = np.random.default_rng(1).integers(0, 4096, (2, H, W), dtype=np.uint16)
+    tifffile.imwrite(coco.images_dir / "two.tif", data, imagej=True, metadata={"axes": "CYX"})
+    coco.write([img(1, "two.tif")], [ann()])
+    errors = coco.errors()  # INPUT.CHANNEL -1: training could not read this image
+    assert len(errors) == 1 and "2 channels" in errors[0] and "two.tif" in errors[0]
+    assert [f for f in validate_coco(coco.json, coco.images_dir, channel=1) if f.level == "error"] == []
+    (record,) = load_coco_instances(coco.json, coco.images_dir, channel=1)
+    assert record["file_name"].endswith("two.tif")
+    with pytest.raises(DatasetError, match="channel 2 requested"):
+        load_coco_instances(coco.json, coco.images_dir, channel=2)
