@@ -7,7 +7,6 @@ mask is kept whole here and instances may overlap.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,7 +42,7 @@ def instances_from_outputs(
     if len(order) == 0:
         return Instances.empty(h, w)
     rh, rw = info.resized_hw
-    masks, scores = [], []
+    masks, scores, boxes = [], [], []
     for start in range(0, len(order), UPSAMPLE_CHUNK):
         idx = order[start : start + UPSAMPLE_CHUNK]
         logits = mask_logits[idx].float()[None]
@@ -53,9 +52,27 @@ def instances_from_outputs(
         area = binary.flatten(1).sum(1)
         mask_score = (prob * binary).flatten(1).sum(1) / area.clamp(min=1)
         scores.append((class_scores[idx] * mask_score).cpu())
+        boxes.append(_boxes_on_device(binary).cpu())  # on the device: far cheaper than on N full masks in numpy
         masks.append(binary.cpu())
-    all_masks = torch.cat(masks).numpy()
-    all_scores = torch.cat(scores).numpy()
-    area = all_masks.reshape(len(all_masks), -1).sum(1)
-    keep = (area >= max(1, min_area)) & (all_scores >= score_threshold)
-    return Instances(all_masks[keep], all_scores[keep]).sorted_by_score()
+    all_scores = torch.cat(scores)
+    all_boxes = torch.cat(boxes)
+    area = torch.cat([m.flatten(1).sum(1) for m in masks])
+    keep = torch.nonzero((area >= max(1, min_area)) & (all_scores >= score_threshold)).flatten()
+    keep = keep[torch.argsort(all_scores[keep], descending=True, stable=True)]
+    all_masks = torch.cat(masks)[keep].numpy() if len(keep) else np.zeros((0, h, w), bool)
+    return Instances(all_masks, all_scores[keep].numpy(), all_boxes[keep].numpy())
+
+
+def _boxes_on_device(binary: torch.Tensor) -> torch.Tensor:
+    """XYXY boxes of (N, H, W) boolean masks (zero boxes for empty masks)."""
+    rows, cols = binary.any(2), binary.any(1)
+    h, w = binary.shape[1:]
+    ar_h = torch.arange(h, device=binary.device)
+    ar_w = torch.arange(w, device=binary.device)
+    y1 = torch.where(rows, ar_h, h).min(1).values
+    y2 = torch.where(rows, ar_h, -1).max(1).values + 1
+    x1 = torch.where(cols, ar_w, w).min(1).values
+    x2 = torch.where(cols, ar_w, -1).max(1).values + 1
+    boxes = torch.stack([x1, y1, x2, y2], 1).float()
+    boxes[~rows.any(1)] = 0
+    return boxes
