@@ -31,4 +31,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # File names that are not valid UTF-8 reach us as surrogate escapes; print them escaped
+    # instead of failing with UnicodeEncodeError on a strict UTF-8 terminal.
+    sys.stdout.reconfigure(errors="backslashreplace")
     sys.exit(main())
