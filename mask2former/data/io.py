@@ -47,14 +47,15 @@ def _read_with_opencv(path: str) -> tuple[np.ndarray, bool]:
         raise ImageReadError(path, f"cannot read the file ({err.strerror or err})") from None
     if data.size == 0:
         raise ImageReadError(path, "file is empty")
+    # Checked before decoding: libpng would print its own complaints about a cut-off file.
+    if _is_png(data) and not _png_complete(data):
+        raise ImageReadError(path, "PNG file is truncated (no IEND chunk)")
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as err:  # e.g. a header declaring more pixels than OpenCV accepts
         raise ImageReadError(path, f"cannot decode image ({_short(err)})") from None
     if image is None:
         raise ImageReadError(path, "cannot decode image (corrupt, truncated or unsupported format)")
-    if path.lower().endswith(".png") and not _png_complete(data):
-        raise ImageReadError(path, "PNG file is truncated (no IEND chunk)")
     if image.ndim == 3:
         if image.shape[2] == 3:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -62,6 +63,11 @@ def _read_with_opencv(path: str) -> tuple[np.ndarray, bool]:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
         return image, True
     return image, False
+
+
+def _is_png(data: np.ndarray) -> bool:
+    # By content, not by name: a JPEG saved as .png decodes fine and has no IEND chunk.
+    return bytes(data[:8]) == b"\x89PNG\r\n\x1a\n"
 
 
 def _png_complete(data: np.ndarray) -> bool:
