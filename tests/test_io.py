@@ -316,3 +316,18 @@ def test_dim_16bit_image_is_stretched_by_percentiles():
 def test_constant_image_gives_no_nan():
     out = to_model_float(np.full((8, 8), 5, np.uint16))
     assert np.isfinite(out).all()
+
+
+def test_jpeg_content_with_a_png_name_is_read(tmp_path):
+    ok, encoded = cv2.imencode(".jpg", np.full((H, W), 90, np.uint8))
+    path = tmp_path / "really_a_jpeg.png"
+    path.write_bytes(encoded.tobytes())
+    assert abs(int(read_image(path).mean()) - 90) <= 2
+
+
+def test_truncated_png_is_reported_without_decoder_noise(tmp_path, capfd):
+    path = cv2_write(tmp_path / "t.png", gray16())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _assert_read_error(path, "truncated")
+    assert capfd.readouterr().err == ""  # libpng never got to print its own messages
