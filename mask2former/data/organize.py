@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -38,6 +38,7 @@ from ..utils.fileio import atomic_write_json
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
 from .coco import Finding, _segmentation_problem, validate_coco, write_coco_json
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
+from .importers.base import polygon_extent_problem
 from .importers.coco import load_coco_file
 from .io import read_image
 
@@ -64,6 +65,8 @@ class _Entry:
     height: int = 0  # real size of the image file
     width: int = 0
     out_name: str = ""
+    annotations: list[dict] = field(default_factory=list)  # COCO annotations without ids
+    annotation_size: tuple[int, int] | None = None  # set when the annotation was drawn on another size
 
 
 # --------------------------------------------------------------------------- public API
@@ -100,7 +103,7 @@ def parse_category_map(items: Sequence[str] | None) -> dict[str, str]:
         name, sep, target = item.rpartition("=")
         target = target.strip().lower()
         if not sep or target not in (MYOTUBE, IGNORE):
-            raise InputError(None, f"--category-map '{item}': expected NAME=myotube or NAME=ignore")
+            raise InputError(None, f"--category-map {item!r}: expected NAME=myotube or NAME=ignore")
         mapping[_category_key(name)] = target
     return mapping
 
@@ -145,17 +148,20 @@ def organize_unified_dataset(
     entries = [_Entry(img, "algorithmic", img.split or TRAIN) for img in algorithmic.images]
     if manual_data:
         _check_duplicates(manual_data.images)
-        manual_images = _drop_empty(manual_data.images, category_targets, keep_empty_manual_images, warnings)
-        splits = _manual_splits(manual_images, manual_data.has_test_split, manual_test_fraction, seed, warnings)
-        entries += [_Entry(img, "manual", split) for img, split in zip(manual_images, splits)]
-        if not any(e.source == "manual" and e.split == TRAIN for e in entries):
-            warnings.append(f"{manual}: no manual training image: Stage 2 needs manual_train_annotations.json")
+        entries += [_Entry(img, "manual", img.split or TRAIN) for img in manual_data.images]
     else:
         warnings.append("no --manual_dataset: only the algorithmic splits are written (Stage 2 needs manual annotations)")
 
     _read_sizes(entries, progress)
+    dropped = _convert_annotations(entries, category_targets, warnings)
+    if manual_data:
+        manual_entries = _drop_empty([e for e in entries if e.source == "manual"], keep_empty_manual_images, warnings)
+        _assign_manual_splits(manual_entries, manual_data.has_test_split, manual_test_fraction, seed, warnings)
+        entries = [e for e in entries if e.source == "algorithmic"] + manual_entries
+        if not any(e.split == TRAIN for e in manual_entries):
+            warnings.append(f"{manual}: no manual training image: Stage 2 needs manual_train_annotations.json")
     renamed = _assign_output_names(entries)
-    splits_out, rescaled, dropped = _build_split_jsons(entries, category_targets, warnings)
+    splits_out, rescaled = _split_jsons(entries)
 
     with _staging_dir(out) as stage:
         linked = _place_images(entries, os.path.join(stage, "images"), link, progress)
@@ -177,7 +183,7 @@ def organize_unified_dataset(
             "splits": {},
             "renamed_images": renamed,
             "rescaled_images": rescaled,
-            "dropped_instances": dropped,
+            "instance_notes": dropped,
             "images_linked": linked,
             "warnings": warnings + [str(f) for f in findings if f.level == "warning"],
         }
@@ -272,16 +278,16 @@ def _resolve_categories(datasets: list[ImportedDataset], category_map: dict[str,
                 n, source = unknown.get(name, (0, dataset.source))
                 unknown[name] = (n + count, source)
     if unknown:
-        listing = ", ".join(f"'{name}' ({n} instances in {src})" for name, (n, src) in sorted(unknown.items()))
+        listing = ", ".join(f"{name!r} ({n} instances in {src})" for name, (n, src) in sorted(unknown.items()))
         raise DatasetError(
             None, f"unknown categories {listing}: map each with --category-map NAME=myotube, or NAME=ignore to leave it out"
         )
     for key in sorted(set(category_map) - used_keys):
-        warnings.append(f"--category-map '{key}' matches no category in the inputs")
+        warnings.append(f"--category-map {key!r} matches no category in the inputs")
     for name, target in targets.items():
         if target == IGNORE:
             count = sum(d.category_counts()[name] for d in datasets)
-            warnings.append(f"{count} instances of category '{name}' left out (--category-map {name}=ignore)")
+            warnings.append(f"{count} instances of category {name!r} left out (--category-map {name}=ignore)")
     return targets
 
 
@@ -291,40 +297,42 @@ def _check_duplicates(images: list[ImportedImage]) -> None:
         first = seen.setdefault(image.source_id, image)
         if first is not image:
             raise DatasetError(
-                image.annotation_file, f"image '{image.name}' is annotated twice (also in {first.annotation_file}); merge the annotations first"
+                image.annotation_file, f"image {image.name!r} is annotated twice (also in {first.annotation_file}); merge the annotations first"
             )
 
 
-def _drop_empty(images: list[ImportedImage], targets: dict[str, str], keep_empty: bool, warnings: list[str]) -> list[ImportedImage]:
+def _drop_empty(entries: list[_Entry], keep_empty: bool, warnings: list[str]) -> list[_Entry]:
     """Images without a kept instance: in annotation tools usually 'not annotated yet', not 'no myotube'."""
     if keep_empty:
-        return images
-    kept = [img for img in images if any(targets.get(inst.category) == MYOTUBE for inst in img.instances)]
-    if len(kept) < len(images):
-        kept_ids = {id(img) for img in kept}
-        empty = [img.name for img in images if id(img) not in kept_ids]
+        return entries
+    kept = [e for e in entries if e.annotations]
+    if len(kept) < len(entries):
+        empty = [e.image.name for e in entries if not e.annotations]
         warnings.append(
-            f"{len(empty)} manual images without any myotube left out (e.g. '{empty[0]}'); "
+            f"{len(empty)} manual images without any myotube left out (e.g. {empty[0]!r}); "
             "use --keep-empty-manual-images if they really show no myotube"
         )
     return kept
 
 
-def _manual_splits(images: list[ImportedImage], source_has_split: bool, fraction: float, seed: int, warnings: list[str]) -> list[str]:
+def _assign_manual_splits(entries: list[_Entry], source_has_split: bool, fraction: float, seed: int, warnings: list[str]) -> None:
+    """The source's own train/test split wins; otherwise a seeded draw of ``fraction`` of the images."""
     if source_has_split:
         if fraction > 0:
             warnings.append("the manual annotations come with a test split: --manual_test_fraction ignored")
-        return [img.split or TRAIN for img in images]
-    n = len(images)
+        return
+    n = len(entries)
     n_test = int(round(fraction * n))
     if fraction > 0:
         n_test = max(n_test, 1)
     n_test = min(n_test, n - 1) if n > 1 else 0
     if fraction > 0 and n_test == 0:
         warnings.append(f"only {n} manual image(s): no manual test split made")
-    order = sorted(range(n), key=lambda i: (images[i].name, images[i].annotation_file))
+    # Sorting first makes the draw independent of file-system listing order.
+    order = sorted(range(n), key=lambda i: (entries[i].image.name, entries[i].image.annotation_file))
     chosen = {order[i] for i in np.random.default_rng(seed).permutation(n)[:n_test]}
-    return [TEST if i in chosen else TRAIN for i in range(n)]
+    for i, e in enumerate(entries):
+        e.split = TEST if i in chosen else TRAIN
 
 
 # --------------------------------------------------------------------------- images
@@ -336,7 +344,7 @@ def _image_shape(image: ImportedImage) -> tuple[int, int]:
     else:
         array = cv2.imdecode(np.frombuffer(image.data or b"", np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
-            raise DatasetError(image.annotation_file, f"embedded image '{image.name}' cannot be decoded")
+            raise DatasetError(image.annotation_file, f"embedded image {image.name!r} cannot be decoded")
     return int(array.shape[0]), int(array.shape[1])
 
 
@@ -434,39 +442,47 @@ def _place_images(entries: list[_Entry], images_dir: str, link: bool, progress: 
 # --------------------------------------------------------------------------- annotations
 
 
-def _build_split_jsons(
-    entries: list[_Entry], targets: dict[str, str], warnings: list[str]
-) -> tuple[dict[tuple[str, str], tuple[list[dict], list[dict]]], list[dict], Counter]:
-    """COCO images/annotations per (source, split), in the order algorithmic train/test, manual train/test."""
+def _convert_annotations(entries: list[_Entry], targets: dict[str, str], warnings: list[str]) -> Counter:
+    """Each entry's instances → COCO annotations at the real image size; returns what was dropped and why."""
+    dropped: Counter = Counter()
+    for e in entries:
+        declared = (e.image.height or e.height, e.image.width or e.width)
+        scale = _scale(e, declared)
+        if scale != (1.0, 1.0):
+            e.annotation_size = declared
+        for inst in e.image.instances:
+            if targets.get(inst.category) != MYOTUBE:
+                continue
+            ann = _to_annotation(inst, e.image, (e.height, e.width), scale, dropped)
+            if ann is not None:
+                e.annotations.append(ann)
+    for reason, n in dropped.items():
+        warnings.append(f"{n} {reason}")
+    if any(e.annotation_size for e in entries):
+        n = sum(1 for e in entries if e.annotation_size)
+        warnings.append(f"{n} images differ in size from their annotation: annotations rescaled to the image (listed in {REPORT_FILE})")
+    return dropped
+
+
+def _split_jsons(entries: list[_Entry]) -> tuple[dict[tuple[str, str], tuple[list[dict], list[dict]]], list[dict]]:
+    """COCO images/annotations with fresh ids per (source, split): algorithmic train/test, manual train/test."""
     out: dict[tuple[str, str], tuple[list[dict], list[dict]]] = {}
     rescaled: list[dict] = []
-    dropped: Counter = Counter()
     for key in (("algorithmic", TRAIN), ("algorithmic", TEST), ("manual", TRAIN), ("manual", TEST)):
         split_entries = [e for e in entries if (e.source, e.split) == key]
         if not split_entries:
             continue
         images, annotations = [], []
         for image_id, e in enumerate(split_entries, start=1):
-            declared = (e.image.height or e.height, e.image.width or e.width)
-            scale = _scale(e, declared)
             record = {"id": image_id, "file_name": e.out_name, "height": e.height, "width": e.width, "original_file_name": e.image.name}
-            if scale != (1.0, 1.0):
-                record["annotation_size"] = list(declared)
-                rescaled.append({"image": e.out_name, "split": f"{key[0]}_{key[1]}", "from": list(declared), "to": [e.height, e.width]})
+            if e.annotation_size:
+                record["annotation_size"] = list(e.annotation_size)
+                rescaled.append({"image": e.out_name, "split": f"{key[0]}_{key[1]}", "from": list(e.annotation_size), "to": [e.height, e.width]})
             images.append(record)
-            for inst in e.image.instances:
-                if targets.get(inst.category) != MYOTUBE:
-                    continue
-                ann = _to_annotation(inst, declared, (e.height, e.width), scale, dropped)
-                if ann is not None:
-                    ann.update(id=len(annotations) + 1, image_id=image_id, category_id=1, iscrowd=0)
-                    annotations.append(ann)
+            for ann in e.annotations:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, **ann, "iscrowd": 0})
         out[key] = (images, annotations)
-    for reason, n in dropped.items():
-        warnings.append(f"{n} {reason}")
-    if rescaled:
-        warnings.append(f"{len(rescaled)} images differ in size from their annotation: annotations rescaled to the image (listed in {REPORT_FILE})")
-    return out, rescaled, dropped
+    return out, rescaled
 
 
 def _scale(entry: _Entry, declared: tuple[int, int]) -> tuple[float, float]:
@@ -478,13 +494,15 @@ def _scale(entry: _Entry, declared: tuple[int, int]) -> tuple[float, float]:
     if abs(sy - sx) > _ASPECT_TOLERANCE * max(sy, sx) and max(abs(entry.height - round(h * sx)), abs(entry.width - round(w * sy))) > 1:
         raise DatasetError(
             entry.image.annotation_file,
-            f"image '{entry.image.name}' is {entry.width}x{entry.height} but was annotated as {w}x{h}: "
+            f"image {entry.image.name!r} is {entry.width}x{entry.height} but was annotated as {w}x{h}: "
             "a different aspect ratio, so probably a different image",
         )
     return sy, sx
 
 
-def _to_annotation(inst: ImportedInstance, declared: tuple[int, int], real: tuple[int, int], scale: tuple[float, float], dropped: Counter) -> dict | None:
+def _to_annotation(
+    inst: ImportedInstance, image: ImportedImage, real: tuple[int, int], scale: tuple[float, float], dropped: Counter
+) -> dict | None:
     height, width = real
     segmentation: Any
     if inst.is_polygon:
@@ -493,6 +511,9 @@ def _to_annotation(inst: ImportedInstance, declared: tuple[int, int], real: tupl
         if not polygons:
             dropped["instances without a polygon of 3 or more points left out"] += 1
             return None
+        problem = polygon_extent_problem(polygons, height, width)
+        if problem:
+            raise DatasetError(image.annotation_file, f"{inst.where}: {problem}")
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
         if _segmentation_problem(polygons, height, width) is None:
             segmentation = polygons

@@ -98,7 +98,7 @@ def load_manual_annotations(path: str | os.PathLike, fmt: str = "auto", image_di
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in _LOADERS:
-        raise DatasetError(None, f"unknown annotation format '{fmt}' (choose from auto, {', '.join(FORMATS)})")
+        raise DatasetError(None, f"unknown annotation format {fmt!r} (choose from auto, {', '.join(FORMATS)})")
     if not os.path.exists(path):
         raise DatasetError(path, "manual annotations not found")
     return _LOADERS[fmt](path, image_dir=os.fspath(image_dir) if image_dir is not None else None)

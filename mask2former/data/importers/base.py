@@ -24,6 +24,10 @@ from pycocotools import mask as mask_utils
 
 from ...errors import DatasetError
 
+# Sanity limits that keep a typo (or a corrupt file) from allocating terabytes: microscopy fields
+# are a few thousand pixels wide; polygons may stray a little outside the image, not kilometres.
+MAX_IMAGE_SIDE = 65536
+MAX_IMAGE_PIXELS = 2**30
 TRAIN = "train"
 TEST = "test"
 UNLABELLED = "unlabelled"
@@ -143,31 +147,61 @@ def resolve_image(name: str, search_dirs: Sequence[str | None], annotation_file:
     """First existing ``dir/name``, then ``dir/basename(name)``, over ``search_dirs`` in order."""
     rel = normalise_relpath(name)
     if re.match(r"^[a-z][a-z0-9+.-]*://", rel, re.IGNORECASE):
-        raise DatasetError(annotation_file, f"image '{name}' is a URL; download it and give a local folder")
+        raise DatasetError(annotation_file, f"image {name!r} is a URL; download it and give a local folder")
+    if "\x00" in rel:
+        raise DatasetError(annotation_file, f"image name {short(name)} contains a NUL character")
     if os.path.isabs(rel) and os.path.isfile(rel):
         return rel
     dirs = list(dict.fromkeys(d for d in search_dirs if d))
     candidates = [os.path.join(d, rel) for d in dirs] + [os.path.join(d, os.path.basename(rel)) for d in dirs]
     for candidate in candidates:
-        if os.path.isfile(candidate):
-            return os.path.normpath(candidate)
+        try:
+            if os.path.isfile(candidate):
+                return os.path.normpath(candidate)
+        except (ValueError, OSError):  # NUL bytes or over-long names: cannot be a file
+            continue
     looked = ", ".join(dirs) or "nowhere"
-    raise DatasetError(annotation_file, f"image '{name}' not found (looked in {looked}; set --manual_image_dir)")
+    raise DatasetError(annotation_file, f"image {name!r} not found (looked in {looked}; set --manual_image_dir)")
 
 
 # --------------------------------------------------------------------------- values
 
 
 def as_int(value: Any, what: str, file: str, minimum: int = 1) -> int:
+    """A whole number given as a JSON number or numeric string (XML attributes are strings)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise DatasetError(file, f"{what} must be an integer, got {short(value)}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise DatasetError(file, f"{what} must be an integer, got {short(value)}") from None
-    if not math.isfinite(number) or number != int(number) or number < minimum:
-        raise DatasetError(file, f"{what} must be an integer >= {minimum}, got {short(value)}")
-    return int(number)
+    if isinstance(value, int):
+        number = value
+    else:
+        try:
+            as_float = float(value)
+        except (ValueError, OverflowError):
+            raise DatasetError(file, f"{what} must be an integer, got {short(value)}") from None
+        if not math.isfinite(as_float) or as_float != int(as_float):
+            raise DatasetError(file, f"{what} must be an integer, got {short(value)}")
+        number = int(as_float)
+    if number < minimum:
+        raise DatasetError(file, f"{what} must be at least {minimum}, got {short(value)}")
+    return number
+
+
+def as_image_size(height: Any, width: Any, what: str, file: str) -> tuple[int, int]:
+    """(height, width) of an annotated image, within the sanity limits."""
+    h = as_int(height, f"{what} height", file)
+    w = as_int(width, f"{what} width", file)
+    if max(h, w) > MAX_IMAGE_SIDE or h * w > MAX_IMAGE_PIXELS:
+        raise DatasetError(file, f"{what} has an implausible size {w}x{h}")
+    return h, w
+
+
+def polygon_extent_problem(polygons: Iterable[Sequence[float]], height: int, width: int) -> str | None:
+    """Coordinates this far outside the image are corrupt data (and would make rasterising explode)."""
+    margin = 4 * max(height, width) + 64
+    for poly in polygons:
+        if poly and (min(poly) < -margin or max(poly[0::2]) > width + margin or max(poly[1::2]) > height + margin):
+            return f"polygon coordinates lie far outside the {width}x{height} image"
+    return None
 
 
 def as_coordinates(values: Any, what: str, file: str) -> list[float]:
@@ -180,7 +214,7 @@ def as_coordinates(values: Any, what: str, file: str) -> list[float]:
             raise DatasetError(file, f"{what}: coordinate {short(v)} is not a number")
         try:
             f = float(v)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise DatasetError(file, f"{what}: coordinate {short(v)} is not a number") from None
         if not math.isfinite(f):
             raise DatasetError(file, f"{what}: coordinate {short(v)} is not finite")
@@ -278,8 +312,7 @@ def coco_rle(segmentation: dict, height: int, width: int, what: str, file: str) 
     counts = segmentation.get("counts")
     if not (isinstance(size, (list, tuple)) and len(size) == 2):
         raise DatasetError(file, f"{what}: RLE needs 'size': [height, width]")
-    h = as_int(size[0], f"{what}: RLE height", file)
-    w = as_int(size[1], f"{what}: RLE width", file)
+    h, w = as_image_size(size[0], size[1], f"{what}: RLE", file)
     if (h, w) != (height, width):
         raise DatasetError(file, f"{what}: RLE size {h}x{w} differs from the image size {height}x{width}")
     if isinstance(counts, str):
@@ -296,12 +329,17 @@ def coco_rle(segmentation: dict, height: int, width: int, what: str, file: str) 
     return mask_utils.frPyObjects({"size": [h, w], "counts": numbers}, h, w)
 
 
-def merge_segmentations(parts: Iterable[list[list[float]] | dict], height: int | None, width: int | None) -> list[list[float]] | dict:
+def merge_segmentations(
+    parts: Iterable[list[list[float]] | dict], height: int | None, width: int | None, what: str, file: str
+) -> list[list[float]] | dict:
     """Union of several segmentations of one object (grouped shapes): polygons stay polygons."""
     parts = list(parts)
     if all(isinstance(p, list) for p in parts):
         return [poly for p in parts for poly in p]
     if height is None or width is None:
-        raise ValueError("merging masks needs the image size")
-    rles = [ImportedInstance("", p).to_rle(height, width) for p in parts]
-    return mask_utils.merge(rles)
+        raise DatasetError(file, f"{what}: grouping polygons with masks needs the image size")
+    for p in parts:
+        problem = polygon_extent_problem(p, height, width) if isinstance(p, list) else None
+        if problem:
+            raise DatasetError(file, f"{what}: {problem}")
+    return mask_utils.merge([ImportedInstance("", p).to_rle(height, width) for p in parts])

@@ -22,7 +22,7 @@ from .base import (
     ImportedImage,
     ImportedInstance,
     as_coordinates,
-    as_int,
+    as_image_size,
     as_label,
     coco_rle,
     read_json,
@@ -90,9 +90,8 @@ def load_coco_file(
             raise DatasetError(json_file, f"image id {short(entry['id'])} has no file_name")
         if entry["id"] in images:
             raise DatasetError(json_file, f"duplicate image id {short(entry['id'])}")
-        what = f"image '{name}'"
-        height = as_int(entry.get("height"), f"{what} height", json_file)
-        width = as_int(entry.get("width"), f"{what} width", json_file)
+        what = f"image {name!r}"
+        height, width = as_image_size(entry.get("height"), entry.get("width"), what, json_file)
         subset_dirs = [os.path.join(parent, "images", split)] if split else []
         dirs = search_dirs if search_dirs is not None else [image_dir, here, os.path.join(here, "images"), os.path.join(parent, "images"), *subset_dirs]
         image_path = resolve_image(name, dirs, json_file)
@@ -107,7 +106,7 @@ def load_coco_file(
         if not _hashable(image_id) or image_id not in images:
             raise DatasetError(json_file, f"annotation #{i} (id {short(ann.get('id'))}) points at unknown image id {short(image_id)}")
         image = images[image_id]
-        what = f"annotation id {short(ann.get('id'))} (image '{image.name}')"
+        what = f"annotation id {short(ann.get('id'))} (image {image.name!r})"
         category_id = ann.get("category_id")
         if not _hashable(category_id) or category_id not in categories:
             raise DatasetError(json_file, f"{what} has unknown category id {short(category_id)}")

@@ -25,6 +25,7 @@ from .base import (
     ImportedImage,
     ImportedInstance,
     as_coordinates,
+    as_image_size,
     as_int,
     as_label,
     mask_rle,
@@ -90,11 +91,10 @@ def load_cvat(path: str, image_dir: str | None = None) -> ImportedDataset:
         if not name:
             raise DatasetError(path, f"<image id=\"{element.get('id')}\"> has no name")
         if name in seen_names:
-            raise DatasetError(path, f"image '{name}' is listed twice")
+            raise DatasetError(path, f"image {name!r} is listed twice")
         seen_names.add(name)
-        what = f"image '{name}'"
-        width = as_int(element.get("width"), f"{what} width", path)
-        height = as_int(element.get("height"), f"{what} height", path)
+        what = f"image {name!r}"
+        height, width = as_image_size(element.get("height"), element.get("width"), what, path)
         subset = element.get("subset")
         split = split_from_name(subset) if subset else None
         dirs = [image_dir, here, os.path.join(here, "images")] + ([os.path.join(here, "images", subset)] if subset else [])
@@ -118,6 +118,8 @@ def load_cvat(path: str, image_dir: str | None = None) -> ImportedDataset:
                 box_h = as_int(shape.get("height"), f"{where} height", path)
                 left = as_int(shape.get("left"), f"{where} left", path, minimum=-(10**9))
                 top = as_int(shape.get("top"), f"{where} top", path, minimum=-(10**9))
+                if box_w * box_h > 4 * width * height:
+                    raise DatasetError(path, f"{where}: mask box {box_w}x{box_h} is far larger than the {width}x{height} image")
                 patch = decode_cvat_rle(shape.get("rle") or "", box_w, box_h, where, path)
                 canvas, clipped = place_mask(patch, left, top, height, width)
                 if clipped:
@@ -131,7 +133,7 @@ def load_cvat(path: str, image_dir: str | None = None) -> ImportedDataset:
             key = (label, group) if group != "0" else (label, f"shape{k}")
             groups[key].append((segmentation, where))
         for (label, _group), parts in groups.items():
-            segm = merge_segmentations([p for p, _ in parts], height, width)
+            segm = merge_segmentations([p for p, _ in parts], height, width, parts[0][1], path)
             image.instances.append(ImportedInstance(label, segm, where=parts[0][1]))
         dataset.images.append(image)
     if not seen_names:
@@ -147,6 +149,6 @@ def _parse_points(text: str | None, what: str, file: str) -> list[float]:
     for pair in text.strip().split(";"):
         xy = pair.split(",")
         if len(xy) != 2:
-            raise DatasetError(file, f"{what}: point '{pair}' is not 'x,y'")
+            raise DatasetError(file, f"{what}: point {pair!r} is not 'x,y'")
         flat.extend(xy)
     return as_coordinates(flat, what, file)

@@ -53,7 +53,7 @@ def find_label_pairs(folder: str, image_dir: str | None = None) -> tuple[list[tu
             if os.path.splitext(f)[1].lower() in LABEL_EXTENSIONS:
                 stem = label_stem(f) or os.path.splitext(f)[0]
                 if stem in labels:
-                    raise DatasetError(os.path.join(label_dir, f), f"a second label file for image '{stem}' (also {os.path.basename(labels[stem])})")
+                    raise DatasetError(os.path.join(label_dir, f), f"a second label file for image {stem!r} (also {os.path.basename(labels[stem])})")
                 labels[stem] = os.path.join(label_dir, f)
     else:
         images_in = image_dir or folder
@@ -62,7 +62,7 @@ def find_label_pairs(folder: str, image_dir: str | None = None) -> tuple[list[tu
             stem = label_stem(f)
             if stem is not None and os.path.isfile(os.path.join(folder, f)):
                 if stem in labels:
-                    raise DatasetError(os.path.join(folder, f), f"a second label file for image '{stem}' (also {os.path.basename(labels[stem])})")
+                    raise DatasetError(os.path.join(folder, f), f"a second label file for image {stem!r} (also {os.path.basename(labels[stem])})")
                 labels[stem] = os.path.join(folder, f)
     if not labels:
         return [], []
@@ -101,6 +101,8 @@ def read_label_image(path: str) -> np.ndarray:
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
             raise DatasetError(path, "label image holds fractional values; ids must be whole numbers")
+        if labels.size and np.abs(labels).max() > 2**32:
+            raise DatasetError(path, "label image holds ids above 2^32; is it an intensity image?")
         labels = labels.astype(np.int64)
     elif labels.dtype.kind == "b":
         labels = labels.astype(np.uint8)

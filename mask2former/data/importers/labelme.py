@@ -28,7 +28,7 @@ from .base import (
     ImportedDataset,
     ImportedImage,
     ImportedInstance,
-    as_int,
+    as_image_size,
     as_label,
     mask_rle,
     merge_segmentations,
@@ -107,8 +107,7 @@ def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | No
         stem = os.path.splitext(image.name)[0]
         image.name = stem + (os.path.splitext(image.name)[1] if os.path.splitext(image.name)[1].lower() in _same_format(ext) else ext)
     if data.get("imageHeight") is not None or data.get("imageWidth") is not None:
-        image.height = as_int(data.get("imageHeight"), "imageHeight", json_file)
-        image.width = as_int(data.get("imageWidth"), "imageWidth", json_file)
+        image.height, image.width = as_image_size(data.get("imageHeight"), data.get("imageWidth"), "imageHeight/imageWidth:", json_file)
 
     groups: dict[tuple[str, Any], list] = defaultdict(list)
     for k, shape in enumerate(data["shapes"]):
@@ -116,6 +115,8 @@ def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | No
         if not isinstance(shape, dict):
             raise DatasetError(json_file, f"{where} is not an object: {short(shape)}")
         shape_type = shape.get("shape_type") or "polygon"
+        if not isinstance(shape_type, str):
+            raise DatasetError(json_file, f"{where}: shape_type must be a string, got {short(shape_type)}")
         if shape_type in _SKIPPED_SHAPES:
             notes[f"{shape_type} shapes skipped (no outline of an object; draw polygons or masks)"] += 1
             continue
@@ -130,7 +131,7 @@ def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | No
                 image.height, image.width = _image_size(image)
             segmentation = _mask_shape(shape, where, json_file, image.height, image.width, notes)  # type: ignore[arg-type]
         else:
-            notes[f"shapes of unknown type '{shape_type}' skipped"] += 1
+            notes[f"shapes of unknown type {shape_type!r} skipped"] += 1
             continue
         label = as_label(shape.get("label"))
         group = shape.get("group_id")
@@ -141,7 +142,7 @@ def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | No
     for (label, _group), parts in groups.items():
         if len(parts) > 1 and any(isinstance(p, dict) for p, _ in parts) and image.height is None:
             image.height, image.width = _image_size(image)
-        segm = merge_segmentations([p for p, _ in parts], image.height, image.width)
+        segm = merge_segmentations([p for p, _ in parts], image.height, image.width, parts[0][1], json_file)
         image.instances.append(ImportedInstance(label, segm, where=f"{json_file} {parts[0][1]}"))
     return image
 

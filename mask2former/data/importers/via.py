@@ -85,15 +85,15 @@ def load_via(path: str, image_dir: str | None = None) -> ImportedDataset:
     entries = []
     for key, entry in metadata.items():
         if not isinstance(entry, dict):
-            raise DatasetError(path, f"entry '{key}' is not an object")
+            raise DatasetError(path, f"entry {key!r} is not an object")
         name = entry.get("filename")
         if not isinstance(name, str) or not name.strip():
-            raise DatasetError(path, f"entry '{key}' has no filename")
+            raise DatasetError(path, f"entry {key!r} has no filename")
         regions = entry.get("regions")
         if isinstance(regions, dict):  # VIA 1.x: {"0": region, "1": region}
             regions = list(regions.values())
         if not isinstance(regions, list):
-            raise DatasetError(path, f"image '{name}': 'regions' must be a list")
+            raise DatasetError(path, f"image {name!r}: 'regions' must be a list")
         entries.append((name, regions))
 
     label_key = _label_attribute(entries, path)
@@ -102,15 +102,17 @@ def load_via(path: str, image_dir: str | None = None) -> ImportedDataset:
     seen: set[str] = set()
     for name, regions in entries:
         if name in seen:
-            raise DatasetError(path, f"image '{name}' is listed twice")
+            raise DatasetError(path, f"image {name!r} is listed twice")
         seen.add(name)
         image = ImportedImage(name=name, annotation_file=path, path=resolve_image(name, dirs, path))
         for k, region in enumerate(regions):
-            where = f"image '{name}' region #{k}"
+            where = f"image {name!r} region #{k}"
             if not isinstance(region, dict) or not isinstance(region.get("shape_attributes"), dict):
                 raise DatasetError(path, f"{where} has no shape_attributes")
             shape = region["shape_attributes"]
             kind = shape.get("name")
+            if not isinstance(kind, str):
+                raise DatasetError(path, f"{where}: region shape name must be a string, got {short(kind)}")
             if kind in _SKIPPED_SHAPES:
                 notes[f"{kind} regions skipped (no outline of an object; draw polygons)"] += 1
                 continue
@@ -145,7 +147,7 @@ def _label_attribute(entries: list[tuple[str, list]], path: str) -> str | None:
         return None
     if len(keys) == 1:
         return next(iter(keys))
-    raise DatasetError(path, f"cannot tell which region attribute holds the class (found {', '.join(sorted(keys))}); rename it to 'label'")
+    raise DatasetError(path, f"cannot tell which region attribute holds the class (found {', '.join(repr(k) for k in sorted(keys))}); rename it to 'label'")
 
 
 def _region_label(attrs: Any, key: str) -> str:
