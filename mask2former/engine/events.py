@@ -26,6 +26,7 @@ def setup_run_logging(output_dir: str, main_process: bool) -> None:
             root.removeHandler(h)
             h.close()
     if not main_process:
+        root.setLevel(logging.WARNING)  # one voice: the main process reports progress
         return
     fmt = logging.Formatter("[%(asctime)s %(name)s] %(message)s", datefmt="%m/%d %H:%M:%S")
     handler = logging.FileHandler(os.path.join(output_dir, "log.txt"), encoding="utf-8")

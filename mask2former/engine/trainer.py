@@ -70,7 +70,13 @@ def training_step(model, batch: dict, optimizer, scheduler, cfg: CfgNode, device
         out = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], output_auxiliary_logits=True)
         losses = {k: v.float() for k, v in loss_terms(model, out, batch).items()}
     total = sum(losses.values())
-    values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))  # one device sync
+    stacked = torch.stack(list(losses.values())).detach()
+    if comm.is_distributed():
+        # Log the mean over all processes, and let every rank see a non-finite loss at once
+        # (one rank stopping alone would leave the others waiting forever).
+        torch.distributed.all_reduce(stacked)
+        stacked /= comm.get_world_size()
+    values = dict(zip(losses, stacked.tolist()))  # one device sync
     if not math.isfinite(sum(values.values())):
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
         raise TrainingError(f"non-finite loss at iteration {iteration} ({bad}); the last good checkpoint in {cfg.OUTPUT_DIR} is kept — lower SOLVER.BASE_LR or check the data")

@@ -58,11 +58,17 @@ def build_hf_config(cfg: CfgNode, class_names: list[str]) -> Mask2FormerConfig:
 def build_model(cfg: CfgNode, class_names: list[str]) -> Mask2FormerForUniversalSegmentation:
     """A randomly initialised model of the configured architecture (weights: see weights.py)."""
     model = Mask2FormerForUniversalSegmentation(build_hf_config(cfg, class_names))
-    configure_memory_savers(model, cfg)
+    configure_trainable_parts(model, cfg)
     return model
 
 
-def configure_memory_savers(model: Mask2FormerForUniversalSegmentation, cfg: CfgNode) -> None:
+def configure_trainable_parts(model: Mask2FormerForUniversalSegmentation, cfg: CfgNode) -> None:
+    # SwinBackbone returns its per-stage normed features; the classifier-style final layernorm
+    # never takes part in the loss. Freezing it keeps DDP from waiting for gradients that never come.
+    encoder = model.model.pixel_level_module.encoder
+    final_norm = getattr(getattr(encoder, "swin", None), "layernorm", None)
+    if final_norm is not None:
+        final_norm.requires_grad_(False)
     if cfg.MODEL.SWIN.USE_CHECKPOINT:
         # The Mask2Former wrapper refuses gradient checkpointing as a whole; its Swin encoder supports it.
         model.model.pixel_level_module.encoder.gradient_checkpointing_enable()

@@ -87,7 +87,7 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None)
 
     Returns ``(model, description)``; the description says what was loaded, for the logs.
     """
-    from .build import build_hf_config, build_model, configure_memory_savers
+    from .build import build_hf_config, build_model, configure_trainable_parts
 
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
     kind = weights_kind(weights)
@@ -99,7 +99,7 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None)
         n = load_project_checkpoint(model, weights)
         return model, f"{weights} ({n} tensors)"
     model = _load_hf_pretrained(weights, build_hf_config(cfg, class_names))
-    configure_memory_savers(model, cfg)
+    configure_trainable_parts(model, cfg)
     return model, f"{weights} (Hugging Face weights; class head re-initialised for {class_names})"
 
 
