@@ -7,6 +7,7 @@ mask is kept whole here and instances may overlap.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
