@@ -237,8 +237,10 @@ def _check_output_location(out: str, inputs: list[str], force: bool) -> None:
         real_in = os.path.realpath(path)
         if real_in == real_out or _inside(real_in, real_out):
             raise InputError(out, f"the output folder contains the input {path}; choose another --output_dataset")
-        if _inside(real_out, real_in if os.path.isdir(real_in) else os.path.dirname(real_in)):
+        if os.path.isdir(real_in) and _inside(real_out, real_in):
             raise InputError(out, f"the output folder would be inside the input {path}; choose another --output_dataset")
+    if os.path.islink(out):
+        raise InputError(out, "is a symbolic link; give the folder it points to")
     if os.path.lexists(out):
         if not os.path.isdir(out):
             raise InputError(out, "exists and is not a folder")

@@ -114,21 +114,27 @@ def read_label_image(path: str) -> np.ndarray:
 
 
 def label_instances(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """(id, boolean mask) for every id > 0, in id order; ids need not be consecutive."""
+    """(id, mask) for every id > 0, in id order; ids need not be consecutive.
+
+    Masks are uint8 in Fortran order, the layout pycocotools encodes without a copy (a C-to-F copy
+    of a 2048² mask costs more than the encoding itself).
+    """
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if len(ids) == 0:
         return []
-    # Consecutive ids keep find_objects' output short even for sparse 32-bit ids.
-    dense = np.searchsorted(ids, labels).astype(np.int32) + 1
-    dense[labels == 0] = 0
+    if ids[-1] <= 4 * len(ids) + 65536:
+        dense, dense_ids = labels, [int(v) for v in range(1, int(ids[-1]) + 1)]
+    else:  # sparse 32-bit ids: renumber so find_objects' list stays short
+        dense = (np.searchsorted(ids, labels).astype(np.int32) + 1) * (labels > 0)
+        dense_ids = [int(v) for v in ids]
     out = []
     for index, bbox in enumerate(ndimage.find_objects(dense)):
         if bbox is None:
             continue
-        mask = np.zeros(labels.shape, dtype=bool)
+        mask = np.zeros(labels.shape, dtype=np.uint8, order="F")
         mask[bbox] = dense[bbox] == index + 1
-        out.append((int(ids[index]), mask))
+        out.append((dense_ids[index], mask))
     return out
 
 
