@@ -57,8 +57,9 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return mask
     h, w = mask.shape
     down = hw[0] < h or hw[1] < w
-    cover = cv2.resize(mask.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
-    out = cover >= 0.5
+    # uint8 0/255 keeps coverage to 1/255 and resizes several times faster than float32.
+    cover = cv2.resize(np.multiply(mask, 255, dtype=np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+    out = cover >= 128
     if down and mask.any():
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
@@ -156,7 +157,8 @@ class MyotubeDatasetMapper:
         h, w = image01.shape[:2]
         pixels = np.zeros((side, side, 3), np.float32)
         pixels[:h, :w] = normalize(image01, self.cfg)
-        full_masks = np.zeros((len(masks), side, side), np.float32)
+        # Masks travel as bool (4x less to copy between worker processes); the loss makes them float.
+        full_masks = np.zeros((len(masks), side, side), bool)
         full_masks[:, :h, :w] = masks
         pixel_mask = np.zeros((side, side), np.int64)
         pixel_mask[:h, :w] = 1

@@ -54,7 +54,8 @@ def class_names_of(dataset_names) -> list[str]:
 def loss_terms(model, out, batch) -> dict[str, torch.Tensor]:
     """HF's weighted loss dict, grouped as loss_ce / loss_mask / loss_dice (last layer) + loss_aux."""
     raw = model.module if hasattr(model, "module") else model
-    loss_dict = raw.get_loss_dict(out.masks_queries_logits, out.class_queries_logits, batch["mask_labels"], batch["class_labels"], out.auxiliary_logits)
+    mask_labels = [m.float() for m in batch["mask_labels"]]
+    loss_dict = raw.get_loss_dict(out.masks_queries_logits, out.class_queries_logits, mask_labels, batch["class_labels"], out.auxiliary_logits)
     grouped = {"loss_ce": loss_dict["loss_cross_entropy"], "loss_mask": loss_dict["loss_mask"], "loss_dice": loss_dict["loss_dice"]}
     aux = [v for k, v in loss_dict.items() if k not in ("loss_cross_entropy", "loss_mask", "loss_dice")]
     if aux:
