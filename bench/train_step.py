@@ -99,7 +99,6 @@ def bench_config(cfg, size: int, batch_size: int, steps: int, warmup: int, amp: 
     else:
         result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()})
-    del model, optimizer, bare_opt
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return result
