@@ -68,7 +68,7 @@ class SyntheticParams:
     nucleus_darkening: tuple[float, float] = (0.45, 0.8)  # myosin left where a nucleus sits
     texture: float = 0.3  # relative amplitude of fibrous texture along the tube
     myoblasts_per_mpx: float = 6.0  # faint mononuclear cells (per 1e6 px²)
-    myoblast_brightness: tuple[float, float] = (0.04, 0.2)  # relative to the median tube
+    myoblast_brightness: tuple[float, float] = (0.03, 0.15)  # relative to the median tube
     round_cells_per_mpx: float = 2.5  # small bright round mononuclear cells
     debris_per_mpx: float = 10.0
     illumination_falloff: tuple[float, float] = (0.0, 0.35)  # vignetting strength
