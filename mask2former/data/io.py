@@ -49,7 +49,7 @@ def _read_with_opencv(path: str) -> tuple[np.ndarray, bool]:
         raise ImageReadError(path, "file is empty")
     # Checked before decoding: libpng would print its own complaints about a cut-off file.
     if _is_png(data) and not _png_complete(data):
-        raise ImageReadError(path, "PNG file is truncated (no IEND chunk)")
+        raise ImageReadError(path, "PNG file is truncated or corrupt (no IEND chunk)")
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as err:  # e.g. a header declaring more pixels than OpenCV accepts
