@@ -333,9 +333,23 @@ def test_labelme_group_id_merges_shapes_into_one_instance(tmp_path):
         shape["group_id"] = 3
     (folder / "field_a.json").write_text(json.dumps(doc))
     dataset = load_manual_annotations(str(folder))
+    assert dataset.format == "labelme" and dataset.categories == ["myotube"]
     assert len(dataset.images[0].instances) == 1
     union = rasterise(POLY_A) | rasterise(POLY_B)
     np.testing.assert_array_equal(dataset.images[0].instances[0].to_mask(H, W), union)
+
+
+def test_labelme_group_of_polygon_and_mask_is_their_union(tmp_path):
+    folder = tmp_path / "labelme"
+    write_labelme(str(folder), {"field_b.png": [("mask", ring_mask()), ("polygon", POLY_A)]})
+    doc = json.loads((folder / "field_b.json").read_text())
+    for shape in doc["shapes"][:2]:
+        shape["group_id"] = 1
+    (folder / "field_b.json").write_text(json.dumps(doc))
+    [image] = load_manual_annotations(str(folder)).images
+    [instance] = image.instances
+    assert not instance.is_polygon
+    np.testing.assert_array_equal(instance.to_mask(H, W), ring_mask() | rasterise(POLY_A))
 
 
 @pytest.mark.parametrize("project", [True, False], ids=["project", "annotation-export"])
@@ -408,6 +422,16 @@ def test_label_image_refuses_colour_and_fractional_labels(tmp_path):
     os.remove(folder / "x_labels.png")
     tifffile.imwrite(str(folder / "x_labels.tif"), np.full((H, W), 1.5, np.float32))
     with pytest.raises(DatasetError, match="fractional"):
+        load_manual_annotations(str(folder))
+
+
+def test_label_stack_is_refused_not_projected(tmp_path):
+    folder = tmp_path / "labels_src"
+    folder.mkdir()
+    write_image(str(folder / "x.png"))
+    labels, _ = label_scene()
+    tifffile.imwrite(str(folder / "x_labels.tif"), np.stack([labels, labels[::-1]]))
+    with pytest.raises(DatasetError, match=r"x_labels.tif: label image is a stack \(2, 48, 64\)"):
         load_manual_annotations(str(folder))
 
 

@@ -303,6 +303,30 @@ def test_output_and_inputs_must_not_nest(sources):
     assert not os.path.exists(os.path.join(sources["algorithmic"], "unified"))
 
 
+def test_output_may_sit_beside_a_manual_file_but_not_be_a_symlink(sources, tmp_path):
+    sources["out"] = str(sources["inputs"] / "cvat" / "unified")  # next to annotations.xml
+    run(sources)
+    assert os.path.isdir(os.path.join(sources["out"], "images"))
+    os.symlink(sources["out"], tmp_path / "link")
+    sources["out"] = str(tmp_path / "link")
+    with pytest.raises(InputError, match="symbolic link"):
+        run(sources, force=True)
+
+
+def test_cli_category_map_and_link_flags(sources):
+    folder = sources["inputs"] / "lm"
+    write_labelme(str(folder), {"a.png": [("polygon", POLY_A), ("polygon", POLY_B)]})
+    doc = json.loads((folder / "a.json").read_text())
+    doc["shapes"][1]["label"] = "nucleus"
+    (folder / "a.json").write_text(json.dumps(doc))
+    sources["manual"] = str(folder)
+    assert run_cli(sources) == 1
+    assert run_cli(sources, "--category-map", "nucleus=ignore", "Myotube=myotube", "--link") == 0
+    data = read_coco_json(os.path.join(sources["out"], "annotations", "manual_train_annotations.json"))
+    assert len(data["annotations"]) == 1
+    assert os.path.samefile(os.path.join(sources["out"], "images", "a.png"), folder / "a.png")
+
+
 def test_missing_parent_folders_are_created_and_removed_on_failure(sources):
     sources["out"] = str(sources["parent"] / "a" / "b" / "ds")
     break_missing_image(sources)

@@ -93,6 +93,11 @@ class ImportedDataset:
     images: list[ImportedImage] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def categories(self) -> list[str]:
+        """Category names used by the instances, sorted."""
+        return sorted(self.category_counts())
+
     def category_counts(self) -> Counter:
         return Counter(inst.category for img in self.images for inst in img.instances)
 

@@ -88,7 +88,9 @@ def find_label_pairs(folder: str, image_dir: str | None = None) -> tuple[list[tu
 
 
 def read_label_image(path: str) -> np.ndarray:
-    """Integer ``(H, W)`` label array; refuses colour, negative and fractional labels."""
+    """Integer ``(H, W)`` label array; refuses stacks, colour, negative and fractional labels."""
+    if path.lower().endswith((".tif", ".tiff")):
+        _refuse_stack(path)
     try:
         labels = read_image(path)
     except ImageReadError as err:
@@ -111,6 +113,19 @@ def read_label_image(path: str) -> np.ndarray:
     if labels.dtype.kind == "i" and labels.min() < 0:
         raise DatasetError(path, "label image has negative ids")
     return labels
+
+
+def _refuse_stack(path: str) -> None:
+    """read_image max-projects Z-stacks, which would merge the ids of different slices."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.series[0].shape
+    except Exception:  # unreadable: read_image reports it properly
+        return
+    if sum(1 for n in shape if n > 1) > 2 and not (len(shape) == 3 and shape[-1] in (3, 4)):
+        raise DatasetError(path, f"label image is a stack {tuple(shape)}; save one 2-D label image per field")
 
 
 def label_instances(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
