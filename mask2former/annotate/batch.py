@@ -1,0 +1,318 @@
+"""Annotate a folder of raw microscopy images: resized images + COCO train/test annotations.
+
+Output layout (what organize_unified_dataset.py takes as its algorithmic dataset)::
+
+    OUT/images/<stem>.png                     resized so the longest side = resolution
+    OUT/annotations/train_annotations.json    COCO, RLE masks, one instance per myotube
+    OUT/annotations/test_annotations.json
+    OUT/annotation_summary.json               counts, per-image instances, failures
+
+Every image is processed in a worker process; an unreadable file is reported (one line, in the
+summary) and skipped, never fatal to the others. Inputs are only read. Every output file is
+written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from ..data.coco import bbox_of_mask, mask_to_rle, write_coco_json
+from ..data.io import is_image_file, read_image
+from ..errors import InputError, MyotubeError
+from ..utils.fileio import atomic_write_json, atomic_write_with
+from .foreground import full_scale
+from .instances import annotate_image
+from .params import AnnotatorParams
+
+logger = logging.getLogger(__name__)
+
+TRAIN_JSON = "train_annotations.json"
+TEST_JSON = "test_annotations.json"
+SUMMARY_JSON = "annotation_summary.json"
+
+
+@dataclass
+class ImageResult:
+    source: str
+    file_name: str | None = None  # written image, relative to OUT/images
+    height: int = 0
+    width: int = 0
+    annotations: list[dict] = field(default_factory=list)  # COCO annotations without ids
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class AnnotationSummary:
+    input_dir: str
+    output_dir: str
+    images: int = 0
+    annotated: int = 0
+    failed: list[str] = field(default_factory=list)  # "path: reason"
+    instances: int = 0
+    instances_per_image: dict[str, int] = field(default_factory=dict)
+    train_images: int = 0
+    test_images: int = 0
+    empty_images: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        counts = list(self.instances_per_image.values()) or [0]
+        out = [
+            f"Annotated {self.annotated}/{self.images} images in {self.seconds:.1f} s: {self.instances} myotube instances "
+            f"(per image min {min(counts)}, median {float(np.median(counts)):g}, max {max(counts)})",
+            f"  train: {self.train_images} images -> {self.files.get('train', '-')}",
+            f"  test:  {self.test_images} images -> {self.files.get('test', '-')}",
+        ]
+        if self.empty_images:
+            out.append(f"  {len(self.empty_images)} images without any myotube: {', '.join(self.empty_images[:5])}"
+                       + (" ..." if len(self.empty_images) > 5 else ""))
+        if self.failed:
+            out.append(f"  {len(self.failed)} files failed and were skipped:")
+            out += [f"    {f}" for f in self.failed]
+        return out
+
+
+def list_inputs(input_dir: str) -> list[str]:
+    """Image files directly inside ``input_dir`` (by extension), sorted by name."""
+    if not os.path.isdir(input_dir):
+        raise InputError(input_dir, "input folder not found")
+    names = sorted(n for n in os.listdir(input_dir) if is_image_file(n) and not n.startswith("."))
+    paths = [os.path.join(input_dir, n) for n in names if not os.path.isdir(os.path.join(input_dir, n))]
+    if not paths:
+        raise InputError(input_dir, "no images found (looked for .tif, .tiff, .png, .jpg, .jpeg, .bmp)")
+    return paths
+
+
+def output_names(paths: list[str]) -> list[str]:
+    """``field.tif`` → ``field.png``; a stem seen before gets its extension appended
+    (``field.jpg`` → ``field_jpg.png``) so no output overwrites another."""
+    used: set[str] = set()
+    names = []
+    for p in paths:
+        stem, ext = os.path.splitext(os.path.basename(p))
+        name = f"{stem}.png"
+        k = 1
+        while name.lower() in used:
+            name = f"{stem}_{ext.lstrip('.').lower()}{'' if k == 1 else k}.png"
+            k += 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def resize_longest(image: np.ndarray, resolution: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    factor = resolution / max(h, w)
+    if abs(factor - 1.0) < 1e-9:
+        return image
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    # Area averaging when shrinking keeps thin tubes; cubic when enlarging avoids blocky edges.
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def storable(image: np.ndarray) -> np.ndarray:
+    """8-bit stays 8-bit; deeper integer data is written as 16-bit PNG (values kept, clipped to
+    65535); float data is scaled by its full scale to 16 bit."""
+    if image.dtype == np.uint8 or image.dtype == np.uint16:
+        return image
+    if image.dtype.kind == "f":
+        scale = full_scale(image)
+        return np.clip(np.rint(image.astype(np.float64) / scale * 65535.0), 0, 65535).astype(np.uint16)
+    return np.clip(image, 0, 65535).astype(np.uint16)
+
+
+def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> ImageResult:
+    path, name, image_dir, resolution, channel, params = task
+    start = time.perf_counter()
+    result = ImageResult(source=path)
+    try:
+        image = read_image(path, channel=channel)
+        image = storable(resize_longest(image, resolution))
+        masks = annotate_image(image, params)
+        out_path = os.path.join(image_dir, name)
+        to_write = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+
+        def writer(tmp: str) -> None:
+            if not cv2.imwrite(tmp, to_write):
+                raise OSError("could not encode the PNG")
+
+        atomic_write_with(out_path, writer, suffix=".png")
+        result.file_name = name
+        result.height, result.width = int(image.shape[0]), int(image.shape[1])
+        result.annotations = [
+            {"category_id": 1, "segmentation": mask_to_rle(m), "bbox": bbox_of_mask(m), "area": float(m.sum()), "iscrowd": 0}
+            for m in masks
+        ]
+    except MyotubeError as err:
+        result.error = str(err)
+    except (OSError, ValueError, cv2.error, MemoryError) as err:
+        result.error = f"{path}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'failed'}"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _init_worker() -> None:
+    # One process per core: more threads per process would only compete.
+    cv2.setNumThreads(1)
+
+
+def annotate_folder(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    resolution: int = 1500,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    channel: int = -1,
+    workers: int = 1,
+    params: AnnotatorParams | None = None,
+    progress: bool = True,
+) -> AnnotationSummary:
+    """Annotate every image in ``input_dir``; write images, train/test COCO JSON and a summary.
+
+    ``test_fraction`` of the successfully annotated images (at least one when there are two or
+    more and the fraction is positive), picked by a ``seed``-ed shuffle, form the test split.
+    Returns the summary; ``summary.failed`` lists the files that could not be processed.
+    """
+    input_dir, output_dir = os.fspath(input_dir), os.fspath(output_dir)
+    if resolution < 16:
+        raise InputError(None, f"--resolution must be at least 16 pixels, got {resolution}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(None, f"--test_fraction must be in [0, 1), got {test_fraction}")
+    paths = list_inputs(input_dir)
+    image_dir = os.path.join(output_dir, "images")
+    if os.path.realpath(image_dir) == os.path.realpath(input_dir):
+        raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
+    os.makedirs(image_dir, exist_ok=True)
+    params = params or AnnotatorParams()
+    names = output_names(paths)
+    tasks = [(p, n, image_dir, int(resolution), int(channel), params) for p, n in zip(paths, names)]
+
+    start = time.perf_counter()
+    results = _run(tasks, workers, progress)
+    summary = AnnotationSummary(input_dir=input_dir, output_dir=output_dir, images=len(paths))
+    done = [r for r in results if r.error is None]
+    summary.failed = [r.error or r.source for r in results if r.error is not None]
+    summary.annotated = len(done)
+    summary.instances = sum(len(r.annotations) for r in done)
+    summary.instances_per_image = {r.file_name: len(r.annotations) for r in done if r.file_name}
+    summary.empty_images = [r.file_name for r in done if r.file_name and not r.annotations]
+
+    order = np.random.default_rng(seed).permutation(len(done))
+    n_test = int(round(len(done) * test_fraction))
+    if test_fraction > 0 and len(done) >= 2:
+        n_test = min(max(n_test, 1), len(done) - 1)
+    test_idx = set(order[:n_test].tolist())
+    splits = {"train": [r for i, r in enumerate(done) if i not in test_idx], "test": [r for i, r in enumerate(done) if i in test_idx]}
+    for split, items in splits.items():
+        if not items:
+            continue
+        path = os.path.join(output_dir, "annotations", TRAIN_JSON if split == "train" else TEST_JSON)
+        images, anns = [], []
+        for image_id, r in enumerate(items, start=1):
+            images.append({"id": image_id, "file_name": r.file_name, "height": r.height, "width": r.width})
+            for a in r.annotations:
+                anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
+        write_coco_json(path, images, anns)
+        summary.files[split] = path
+    summary.train_images, summary.test_images = len(splits["train"]), len(splits["test"])
+    summary.seconds = time.perf_counter() - start
+    summary.files["summary"] = os.path.join(output_dir, SUMMARY_JSON)
+    record = asdict(summary)
+    record["resolution"] = int(resolution)
+    record["seconds_per_image"] = {r.file_name or r.source: round(r.seconds, 3) for r in results}
+    record["params"] = asdict(params)
+    atomic_write_json(summary.files["summary"], record, indent=2)
+    return summary
+
+
+def _run(tasks: list, workers: int, progress: bool) -> list[ImageResult]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="annotating", unit="img", file=sys.stderr, disable=not progress)
+    results: list[ImageResult] = []
+    try:
+        if workers <= 1 or len(tasks) == 1:
+            _init_worker()
+            for t in tasks:
+                results.append(_process_one(t))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker) as pool:
+                for r in pool.map(_process_one, tasks, chunksize=1):
+                    results.append(r)
+                    bar.update()
+    finally:
+        bar.close()
+    return results
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Label myotubes in raw microscopy images with the classical annotator (Stage 1 training data).",
+    )
+    parser.add_argument("--input_dir", required=True, help="folder of raw images (.tif/.tiff/.png/.jpg; 8/16-bit, channels, Z-stacks)")
+    parser.add_argument("--output_dir", required=True, help="output folder: images/, annotations/{train,test}_annotations.json")
+    parser.add_argument("--resolution", type=int, default=1500, help="longest side of the written images in pixels (default 1500)")
+    parser.add_argument("--test_fraction", type=float, default=0.2, help="share of images in the test split (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test shuffle (default 0)")
+    parser.add_argument("--channel", type=int, default=-1, help="channel of multi-channel images holding myosin (default: grayscale/RGB as is)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="parallel processes (default: cores - 1)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="pixels of the written images per pixel of a whole 1500 px field (default: resolution / 1500, i.e. each "
+        "input is a whole field); use 1.0 for crops imaged like a 1500 px field",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..cli import setup_logging, user_errors_exit
+
+    @user_errors_exit
+    def run() -> int:
+        args = build_parser().parse_args(argv)
+        setup_logging()
+        if args.workers < 1:
+            raise InputError(None, f"--workers must be at least 1, got {args.workers}")
+        if args.scale is not None and args.scale <= 0:
+            raise InputError(None, f"--scale must be positive, got {args.scale}")
+        summary = annotate_folder(
+            args.input_dir,
+            args.output_dir,
+            resolution=args.resolution,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            channel=args.channel,
+            workers=args.workers,
+            params=AnnotatorParams(scale=args.scale),
+            progress=not args.no_progress,
+        )
+        for line in summary.lines():
+            print(line)
+        if not summary.annotated:
+            print("error: no image could be annotated", file=sys.stderr)
+        return 0 if summary.ok else 1
+
+    return run()
