@@ -20,21 +20,52 @@ from .errors import ConfigError
 COCO_SWIN_B_WEIGHTS = "facebook/mask2former-swin-base-coco-instance"
 
 
+BASE_KEY = "_BASE_"
+
+
 class CfgNode(_FvCfgNode):
-    """fvcore's CfgNode (``_BASE_`` support) with errors that name the file and key."""
+    """fvcore's CfgNode with ``_BASE_`` chains resolved here and errors that name the file and key."""
+
+    @classmethod
+    def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False, _chain: tuple[str, ...] = ()) -> dict:
+        """The file's mapping merged over its ``_BASE_`` chain (paths relative to the naming file).
+
+        fvcore's version recurses forever on a ``_BASE_`` loop and fails with bare Python errors
+        on empty files, non-UTF-8 text or a ``_BASE_`` that is not a path.
+        """
+        filename = os.fspath(filename)
+        if not os.path.isfile(filename):
+            raise ConfigError(filename, "config file not found")
+        try:
+            with open(filename, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except UnicodeDecodeError:
+            raise ConfigError(filename, "not UTF-8 text (is this a YAML config?)") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(filename, f"not valid YAML: {_one_line(err)}") from None
+        if loaded is None:  # empty, or comments only: no overrides
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(filename, "config must be a YAML mapping of KEY: value")
+        base = loaded.pop(BASE_KEY, None)
+        if base is None:
+            return loaded
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(filename, f"{BASE_KEY} must be the path of another config file, got {base!r}")
+        base = os.path.expanduser(base)
+        if not os.path.isabs(base):
+            base = os.path.join(os.path.dirname(filename), base)
+        if not os.path.isfile(base):
+            raise ConfigError(filename, f"{BASE_KEY} file not found: {base}")
+        chain = _chain + (os.path.realpath(filename),)
+        if os.path.realpath(base) in chain:
+            raise ConfigError(filename, f"{BASE_KEY} chain loops back to {base}")
+        merged = cls.load_yaml_with_base(base, _chain=chain)
+        _merge_dict_into(loaded, merged)
+        return merged
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        if not os.path.isfile(cfg_filename):
-            raise ConfigError(cfg_filename, "config file not found")
-        try:
-            loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=False)
-        except FileNotFoundError as err:
-            raise ConfigError(cfg_filename, f"_BASE_ file not found: {err.filename}") from None
-        except yaml.YAMLError as err:
-            problem = str(err).replace("\n", " ")
-            raise ConfigError(cfg_filename, f"not valid YAML: {problem}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(cfg_filename, "config must be a YAML mapping of KEY: value")
+        loaded = self.load_yaml_with_base(cfg_filename)
         try:
             self.merge_from_other_cfg(type(self)(loaded))
         except (KeyError, ValueError, AssertionError, TypeError) as err:
@@ -49,9 +80,21 @@ class CfgNode(_FvCfgNode):
             raise ConfigError(None, f"--opts: {_one_line(err)}") from None
 
 
-def _one_line(err: BaseException) -> str:
+def _merge_dict_into(override: dict, base: dict) -> None:
+    """Recursively write ``override`` over ``base`` (nested mappings merged, other values replaced)."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge_dict_into(value, base[key])
+        else:
+            base[key] = value
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
     msg = err.args[0] if err.args else str(err)
-    return str(msg).replace("\n", " ").strip("'\"")
+    if not isinstance(msg, str) or len(err.args) != 1:
+        msg = str(err)
+    text = " ".join(str(msg).split()).strip("'\"")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def add_myotube_config(cfg: CfgNode) -> None:
@@ -203,10 +246,21 @@ def load_config(config_file: str | os.PathLike | None, opts: Sequence[str] = (),
         cfg.merge_from_file(os.fspath(config_file))
     if opts:
         cfg.merge_from_list(list(opts))
+    _check_no_nulls(cfg, get_cfg(), config_file)
     _check_values(cfg, config_file)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def _check_no_nulls(cfg: CfgNode, defaults: CfgNode, source, prefix: str = "") -> None:
+    """yacs lets ``null`` replace any value; every key here needs a real one."""
+    for key, default in defaults.items():
+        value = cfg[key]
+        if isinstance(default, CfgNode):
+            _check_no_nulls(value, default, source, f"{prefix}{key}.")
+        elif value is None and default is not None:
+            raise ConfigError(os.fspath(source) if source else None, f"{prefix}{key} is empty (null); its default is {default!r}")
 
 
 def _check_values(cfg: CfgNode, source) -> None:
