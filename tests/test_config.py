@@ -186,6 +186,55 @@ def test_missing_config_file_and_missing_base(tmp_path):
     assert "missing_base.yaml" in str(err.value)
 
 
+def test_base_loop_is_an_error_not_a_recursion(tmp_path):
+    _write(tmp_path / "a.yaml", "_BASE_: sub/b.yaml\nSEED: 1\n")
+    _write(tmp_path / "sub" / "b.yaml", "_BASE_: ../a.yaml\nSEED: 2\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+    _write(tmp_path / "self.yaml", "_BASE_: ./self.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "self.yaml")
+
+
+def test_empty_config_file_means_no_overrides(tmp_path):
+    empty = _write(tmp_path / "empty.yaml", "# nothing to change\n")
+    assert load_config(empty) == load_config(None)
+    child = _write(tmp_path / "child.yaml", "_BASE_: empty.yaml\nSEED: 4\n")
+    assert load_config(child).SEED == 4
+
+
+@pytest.mark.parametrize("base", ["123", "[a.yaml, b.yaml]", "''", "{x: 1}"])
+def test_base_that_is_not_a_path(tmp_path, base):
+    path = _write(tmp_path / "c.yaml", f"_BASE_: {base}\nSEED: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "_BASE_" in str(err.value)
+
+
+def test_non_utf8_config_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("OUTPUT_DIR: ./résultats\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("where", ["file", "opts"])
+def test_null_values_are_refused(tmp_path, where):
+    if where == "file":
+        args = (_write(tmp_path / "n.yaml", "SOLVER:\n  MAX_ITER: null\n"), ())
+    else:
+        args = (None, ["INPUT.IMAGE_SIZE", "None"])
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(*args)
+
+
+def test_messages_stay_one_short_line(tmp_path):
+    path = _write(tmp_path / "section.yaml", "MODEL: 3\n")  # a value where a whole section belongs
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400 + len(str(path))
+
+
 @pytest.mark.parametrize("text, needle", [
     ("SOLVER: [unclosed\n", "YAML"),
     ("- just\n- a list\n", "mapping"),
