@@ -280,7 +280,22 @@ def test_failed_swap_restores_old_output(sources, monkeypatch):
         return real_rename(src, dst)
 
     monkeypatch.setattr(organize_module.os, "rename", rename)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(InputError, match=r"cannot write the dataset \(simulated failure\); nothing was changed"):
+        run(sources, force=True)
+    monkeypatch.undo()
+    assert tree_digest(sources["out"]) == before
+    assert os.listdir(sources["parent"]) == ["myotube_dataset"]
+
+
+def test_full_disk_while_copying_keeps_old_output(sources, monkeypatch):
+    run(sources)
+    before = tree_digest(sources["out"])
+
+    def copy2(src, dst):
+        raise OSError(28, "No space left on device", dst)
+
+    monkeypatch.setattr(organize_module.shutil, "copy2", copy2)
+    with pytest.raises(InputError, match="No space left on device"):
         run(sources, force=True)
     monkeypatch.undo()
     assert tree_digest(sources["out"]) == before

@@ -33,7 +33,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from ..errors import DatasetError, InputError
+from ..errors import DatasetError, ImageReadError, InputError
 from ..utils.fileio import atomic_write_json
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
 from .coco import Finding, _segmentation_problem, validate_coco, write_coco_json
@@ -162,31 +162,41 @@ def organize_unified_dataset(
             warnings.append(f"{manual}: no manual training image: Stage 2 needs manual_train_annotations.json")
     renamed = _assign_output_names(entries)
     splits_out, rescaled = _split_jsons(entries)
+    info = {
+        "output": out,
+        "algorithmic_dataset": algorithmic_dir,
+        "manual_dataset": manual,
+        "manual_format": manual_data.format if manual_data else None,
+        "options": {
+            "manual_test_fraction": manual_test_fraction,
+            "seed": seed,
+            "link": link,
+            "category_map": category_map,
+            "keep_empty_manual_images": keep_empty_manual_images,
+        },
+        "renamed_images": renamed,
+        "rescaled_images": rescaled,
+        "instance_notes": dropped,
+        "warnings": warnings,
+    }
+    try:
+        return _write_dataset(out, entries, splits_out, info, link=link, progress=progress, started=started)
+    except OSError as err:  # disk full, no permission...: the old dataset is untouched either way
+        where = err.filename or out
+        raise InputError(where, f"cannot write the dataset ({err.strerror or err}); nothing was changed") from None
 
+
+def _write_dataset(
+    out: str, entries: list[_Entry], splits_out: dict, info: dict, *, link: bool, progress: bool | None, started: float
+) -> dict[str, Any]:
+    """Stage, validate and swap in the dataset; returns the summary (also saved as organize_report.json)."""
     with _staging_dir(out) as stage:
         linked = _place_images(entries, os.path.join(stage, "images"), link, progress)
         for (source, split), (images, annotations) in splits_out.items():
             write_coco_json(os.path.join(stage, "annotations", _annotation_file(source, split)), images, annotations, CATEGORIES)
         findings = _validate(stage, out, entries)
-        summary = {
-            "output": out,
-            "algorithmic_dataset": algorithmic_dir,
-            "manual_dataset": manual,
-            "manual_format": manual_data.format if manual_data else None,
-            "options": {
-                "manual_test_fraction": manual_test_fraction,
-                "seed": seed,
-                "link": link,
-                "category_map": category_map,
-                "keep_empty_manual_images": keep_empty_manual_images,
-            },
-            "splits": {},
-            "renamed_images": renamed,
-            "rescaled_images": rescaled,
-            "instance_notes": dropped,
-            "images_linked": linked,
-            "warnings": warnings + [str(f) for f in findings if f.level == "warning"],
-        }
+        summary = {**info, "splits": {}, "images_linked": linked}
+        summary["warnings"] = info["warnings"] + [str(f) for f in findings if f.level == "warning"]
         for (source, split), (images, annotations) in splits_out.items():
             summary["splits"][f"myotube_{source}_{split}"] = {
                 "json_file": os.path.join(out, "annotations", _annotation_file(source, split)),
@@ -342,7 +352,10 @@ def _assign_manual_splits(entries: list[_Entry], source_has_split: bool, fractio
 
 def _image_shape(image: ImportedImage) -> tuple[int, int]:
     if image.path is not None:
-        array = read_image(image.path)
+        try:
+            array = read_image(image.path)
+        except OSError as err:  # e.g. no permission to read it
+            raise ImageReadError(image.path, f"cannot read ({err.strerror or err})") from None
     else:
         array = cv2.imdecode(np.frombuffer(image.data or b"", np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
