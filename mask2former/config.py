@@ -275,6 +275,8 @@ def _check_values(cfg: CfgNode, source) -> None:
         raise ConfigError(where, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES must be >= 1")
     if len(cfg.MODEL.SWIN.DEPTHS) != len(cfg.MODEL.SWIN.NUM_HEADS):
         raise ConfigError(where, "MODEL.SWIN.DEPTHS and MODEL.SWIN.NUM_HEADS must have the same length")
+    if cfg.INPUT.CHANNEL < -1:
+        raise ConfigError(where, f"INPUT.CHANNEL must be -1 (image as it is) or a channel index >= 0, got {cfg.INPUT.CHANNEL}")
     if cfg.INPUT.EMPTY_CROP_POLICY not in ("resample", "background"):
         raise ConfigError(where, f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}")
     if cfg.SOLVER.LR_SCHEDULER_NAME not in ("WarmupPolyLR", "WarmupCosineLR"):
