@@ -383,7 +383,8 @@ def load_coco_instances(
         if f.level == "warning":
             logger.warning("%s", f)
     if errors:
-        more = f" (and {len(errors) - 1} more problems; run setup_two_stage.py to list them)" if len(errors) > 1 else ""
+        extra = len(errors) - 1
+        more = f" (and {extra} more problem{'s' if extra > 1 else ''}; run setup_two_stage.py to list them)" if extra else ""
         raise DatasetError(errors[0].file, errors[0].message + more)
     data = read_coco_json(json_file)
     contiguous = {cid: i for i, cid in enumerate(sorted(c["id"] for c in data["categories"]))}
