@@ -430,7 +430,10 @@ def test_several_errors_are_all_listed_and_summarised_in_one_line(coco):
     with pytest.raises(DatasetError) as err:
         coco.load()
     assert "\n" not in str(err.value)
-    assert "2 more problems" in str(err.value)
+    assert "(and 2 more problems; run setup_two_stage.py" in str(err.value)
+    coco.write([img(1)], [ann(1, segmentation=[[1, 1, 2, 2]]), ann(2, category_id=9)])
+    with pytest.raises(DatasetError, match=r"\(and 1 more problem; run"):
+        coco.load()
 
 
 def test_validation_never_modifies_the_dataset(coco):

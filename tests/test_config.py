@@ -255,6 +255,7 @@ def test_malformed_yaml_is_a_config_error(tmp_path, text, needle):
     (["INPUT.EMPTY_CROP_POLICY", "skip"], "EMPTY_CROP_POLICY"),
     (["SOLVER.LR_SCHEDULER_NAME", "Step"], "LR_SCHEDULER_NAME"),
     (["MODEL.DEVICE", "tpu"], "MODEL.DEVICE"),
+    (["INPUT.CHANNEL", "-2"], "INPUT.CHANNEL"),
 ])
 def test_value_checks(opts, needle):
     with pytest.raises(ConfigError, match=needle):
