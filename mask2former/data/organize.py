@@ -259,7 +259,7 @@ def _check_output_location(out: str, inputs: list[str], force: bool) -> None:
             raise InputError(out, "already exists; use --force to replace it (the old one is kept until the new one is complete)")
         unexpected = sorted(set(entries) - _DATASET_ENTRIES)
         if unexpected:
-            raise InputError(out, f"does not look like a dataset folder (holds {', '.join(unexpected[:5])}); refusing to replace it")
+            raise InputError(out, f"does not look like a dataset folder (holds {', '.join(repr(e) for e in unexpected[:5])}); refusing to replace it")
 
 
 def _inside(path: str, folder: str) -> bool:
