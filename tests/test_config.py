@@ -21,6 +21,8 @@ from mask2former.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
 CFG_KEY = re.compile(r"\bcfg\.((?:[A-Z][A-Z0-9_]*)(?:\.[A-Z][A-Z0-9_]*)*)")
+# "inf = cfg.INFERENCE" ... "inf.MIN_AREA": keys read through a local alias of a section.
+CFG_ALIAS = re.compile(r"^\s*(\w+)\s*=\s*cfg\.((?:[A-Z][A-Z0-9_]*)(?:\.[A-Z][A-Z0-9_]*)*)\s*(?:#.*)?$", re.MULTILINE)
 
 
 def _flatten(node: CfgNode, prefix: str = "") -> dict:
@@ -66,7 +68,12 @@ def test_every_key_the_code_reads_is_declared():
     cfg = get_cfg()
     missing = []
     for path in _python_sources():
-        for key in set(CFG_KEY.findall(path.read_text(encoding="utf-8"))):
+        source = path.read_text(encoding="utf-8")
+        keys = set(CFG_KEY.findall(source))
+        for alias, section in CFG_ALIAS.findall(source):
+            pattern = rf"\b{alias}\.([A-Z][A-Z0-9_]*(?:\.[A-Z][A-Z0-9_]*)*)"
+            keys |= {f"{section}.{key}" for key in re.findall(pattern, source)}
+        for key in keys:
             try:
                 _lookup(cfg, key)
             except KeyError:
