@@ -192,7 +192,7 @@ def validate_coco(
         if ann.get("iscrowd", 0) not in (0, 1):
             error(f"{label}: iscrowd must be 0 or 1, got {str(ann.get('iscrowd'))[:40]}")
             continue
-        problem = _segmentation_problem(ann.get("segmentation"), img["height"], img["width"])
+        problem = segmentation_problem(ann.get("segmentation"), img["height"], img["width"])
         if problem:
             error(f"{label}: {problem}")
             continue
@@ -225,7 +225,7 @@ def _valid_side(value: Any) -> bool:
     return _is_int(value) and 0 < value <= MAX_IMAGE_SIDE
 
 
-def _segmentation_problem(segm: Any, height: int, width: int) -> str | None:
+def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
     if segm is None or segm == [] or segm == {}:
         return "has no segmentation"
     if isinstance(segm, list):

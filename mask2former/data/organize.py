@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..errors import DatasetError, ImageReadError, InputError
 from ..utils.fileio import atomic_write_json
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
-from .coco import Finding, _segmentation_problem, validate_coco, write_coco_json
+from .coco import Finding, segmentation_problem, validate_coco, write_coco_json
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
 from .importers.base import polygon_extent_problem
 from .importers.coco import load_coco_file
@@ -530,7 +530,7 @@ def _to_annotation(
         if problem:
             raise DatasetError(image.annotation_file, f"{inst.where}: {problem}")
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-        if _segmentation_problem(polygons, height, width) is None:
+        if segmentation_problem(polygons, height, width) is None:
             segmentation = polygons
         else:
             # Self-intersecting or out-of-image outlines: keep exactly the pixels COCO tools would fill.
