@@ -61,6 +61,7 @@ def split_instances(mask: np.ndarray, params: AnnotatorParams, scale: float) -> 
             direction_length=params.direction_length * s,
             pair_angle=params.pair_angle,
             fork_angle=params.fork_angle,
+            bend_angle=params.bend_angle,
             min_instance_length=params.min_instance_length * s,
         ),
     )

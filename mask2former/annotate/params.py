@@ -64,6 +64,9 @@ class AnnotatorParams:
     pair_angle: float = 45.0
     """Two branches leaving a junction continue one another (one tube passing through) if their
     directions deviate from a straight line by less than this (degrees)."""
+    bend_angle: float = 50.0
+    """Where only two branches meet (a junction whose side branches were pruned), they are one
+    tube unless it turns by more than this (degrees): a V of two tubes meeting end to end."""
     fork_angle: float = 30.0
     """An unpaired branch joins the tube it leaves at a shallow angle (deviation from straight
     below this, degrees) as a branch of that myotube; at steeper angles it is a separate,

@@ -173,6 +173,7 @@ class GroupingParams:
     direction_length: float
     pair_angle: float
     fork_angle: float
+    bend_angle: float
     min_instance_length: float
 
 
@@ -341,9 +342,13 @@ def _pair_through(ends: list[End], uf: _UnionFind, p: GroupingParams) -> list[En
     if len(ends) < 2:
         return list(ends)
     if len(ends) == 2:
-        if ends[0].segment != ends[1].segment:
-            uf.union(ends[0].segment, ends[1].segment)  # a bend or a pruned junction: the tube goes on
-        return []
+        # A pruned junction or a bend: the tube goes on, unless it folds back sharply (two tubes
+        # meeting end to end in a V).
+        straight = -float(ends[0].direction @ ends[1].direction)
+        if ends[0].segment != ends[1].segment and straight >= np.cos(np.deg2rad(p.bend_angle)):
+            uf.union(ends[0].segment, ends[1].segment)
+            return []
+        return list(ends)
     pair_cos = np.cos(np.deg2rad(p.pair_angle))
     dirs = np.stack([e.direction for e in ends])
     straightness = -(dirs @ dirs.T)  # cos(angle between end i and the continuation of end j)
