@@ -12,6 +12,13 @@ from .errors import MyotubeError
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    try:
+        import cv2
+
+        # OpenCV prints its own decoder warnings next to our one-line errors; ours say it all.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):
+        pass
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")

@@ -101,13 +101,16 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     rank, world = comm.get_rank(), comm.get_world_size()
     main = comm.is_main_process()
     out_dir = cfg.OUTPUT_DIR
-    os.makedirs(out_dir, exist_ok=True)
     final_path = os.path.join(out_dir, FINAL)
     if not resume and has_checkpoints(out_dir):
         raise TrainingError(f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR")
-    setup_run_logging(out_dir, main)
     if cfg.SOLVER.IMS_PER_BATCH % world:
         raise TrainingError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world} processes")
+    # Validate the data before anything is written: a refused dataset leaves no output folder behind.
+    class_names = class_names_of(cfg.DATASETS.TRAIN)
+    records = training_records(cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    setup_run_logging(out_dir, main)
     seed = cfg.SEED if cfg.SEED >= 0 else comm.broadcast_object(int(np.random.SeedSequence().entropy % 2**31))
     random.seed(seed + rank)
     np.random.seed((seed + rank) % 2**32)
@@ -115,8 +118,6 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     if main:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
 
-    class_names = class_names_of(cfg.DATASETS.TRAIN)
-    records = training_records(cfg)
     model, described = load_model(cfg, class_names)
     model.to(device).train()
     optimizer = build_optimizer(cfg, model)

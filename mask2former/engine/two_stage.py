@@ -63,6 +63,12 @@ def run_two_stage(config_dir: str, dataset_root: str, stages: list[int], opts: l
         weights = cfgs[2].MODEL.WEIGHTS
         if weights_kind(weights) == "checkpoint" and not os.path.isfile(weights):
             raise WeightsError(weights, "Stage 1 checkpoint not found: run Stage 1 first (python train_two_stage.py --stage 1)")
+    # Every stage's training data is validated now, not hours later when its stage starts.
+    from .data import training_records
+
+    for stage in stages:
+        class_names_of(cfgs[stage].DATASETS.TRAIN)
+        training_records(cfgs[stage])
     finals = {}
     for stage in stages:
         cfg = cfgs[stage]

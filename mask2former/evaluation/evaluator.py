@@ -46,7 +46,7 @@ def evaluate_dataset(model, cfg: CfgNode, dataset_name: str, output_dir: str | N
     was_training = model.training
     predictor = MyotubePredictor(cfg, model=model, device=device)
     try:
-        results = evaluate_predictor(predictor, get_dataset_dicts(dataset_name), cfg, desc=f"eval {dataset_name}")
+        results = evaluate_predictor(predictor, get_dataset_dicts(dataset_name, channel=cfg.INPUT.CHANNEL), cfg, desc=f"eval {dataset_name}")
     finally:
         model.train(was_training)
     if comm.is_main_process():
