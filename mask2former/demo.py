@@ -44,6 +44,8 @@ class DemoPlan:
     image_size: int = 256
     queries: int = 20
     predict_images: int = 2
+    density: str = "medium"
+    device: str = "cpu"
 
     @classmethod
     def quick(cls) -> DemoPlan:
@@ -68,6 +70,7 @@ def _run(cmd: list[str], log, cwd: str | None = None) -> None:
 
 def _training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) -> list[str]:
     return [
+        "MODEL.DEVICE", plan.device,
         "INPUT.IMAGE_SIZE", str(plan.image_size), "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size),
         "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries),
         "SOLVER.MAX_ITER", str(iters), "SOLVER.BASE_LR", str(lr), "SOLVER.IMS_PER_BATCH", str(batch),
@@ -94,7 +97,7 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
 
     step("1. generate synthetic fields")
     raw = os.path.join(output, "raw")
-    common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "progress": False}
+    common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False}
     write_synthetic_dataset(os.path.join(raw, "stage1_pool"), plan.stage1_images, seed=1, **common)
     manual_json = write_synthetic_dataset(os.path.join(raw, "manual"), plan.manual_images, seed=2, **common)
     heldout_json = write_synthetic_dataset(os.path.join(raw, "heldout"), plan.heldout_images, seed=3, **common)
@@ -124,13 +127,14 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
 
     step("4. evaluate on the held-out fields")
     table = evaluate_on_heldout(heldout_json, os.path.join(raw, "heldout", "images"),
-                                {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2, "Stage 2 only (manual, no Stage 1)": s2_only})
+                                {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2, "Stage 2 only (manual, no Stage 1)": s2_only},
+                                plan.device)
 
     step("5. predict two held-out images")
     held_images = sorted(os.listdir(os.path.join(raw, "heldout", "images")))[: plan.predict_images]
     _run([py, os.path.join(REPO_ROOT, "predict.py"), "--config-file", os.path.join(TINY, "stage2_config.yaml"),
           "--weights", os.path.join(s2, "model_final.pth"), "--input", *[os.path.join(raw, "heldout", "images", f) for f in held_images],
-          "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "INPUT.IMAGE_SIZE", str(plan.image_size),
+          "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.image_size),
           "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)], log)
     overview = draw_overview(table, heldout_json, os.path.join(raw, "heldout", "images"), output)
 
@@ -154,7 +158,7 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     return summary
 
 
-def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str]) -> dict:
+def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], device: str = "cpu") -> dict:
     """Annotator and each model against the held-out ground truth (same images, same metrics)."""
     from mask2former.annotate.instances import annotate_instances
     from mask2former.config import load_config
@@ -174,7 +178,7 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str]) ->
     for name, out_dir in models.items():
         cfg = load_config(os.path.join(out_dir, "config.yaml"))  # exactly what the model was trained with
         threshold = cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
-        predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, "model_final.pth"), device="cpu")
+        predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, "model_final.pth"), device=device)
         results[name] = evaluate_predictor(predictor, records, cfg, desc=name)
         results[name].pop("per_image", None)
     return {"results": results, "score_threshold": threshold}
@@ -236,8 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes (replaced)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run of every step, seconds not minutes)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="annotator processes")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a size of the plan, e.g. --set stage1_iters=500 device=cuda")
     args = parser.parse_args(argv)
-    run_demo(args.output, DemoPlan.quick() if args.quick else DemoPlan(), workers=args.workers)
+    plan = DemoPlan.quick() if args.quick else DemoPlan()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not hasattr(plan, key):
+            parser.error(f"--set: unknown field {key!r}; fields: {', '.join(plan.__dict__)}")
+        setattr(plan, key, type(getattr(plan, key))(value))
+    run_demo(args.output, plan, workers=args.workers)
     return 0
 
 
