@@ -147,10 +147,10 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
     tp = sum(r["single_regions"]["tp"] for r in rows)
     fp = sum(r["single_regions"]["fp"] for r in rows)
     fn = sum(r["single_regions"]["fn"] for r in rows)
-    # Parameters were tuned on the even-indexed fields (sorted by name); odd ones are held out.
-    index = {os.path.basename(p).replace("_myosin.png", ""): i for i, p in enumerate(real_fields(data_dir))}
-    tuning = [r for r in annotated if index[r["field"]] % 2 == 0]
-    held_out = [r for r in annotated if index[r["field"]] % 2 == 1]
+    # The parameters were tuned on every other field (even positions in the name-sorted list of
+    # fields with a non-empty human mask); the others were only used to check.
+    tuning = annotated[0::2] if limit is None else []
+    held_out = annotated[1::2] if limit is None else []
     return {
         "data": os.path.abspath(data_dir),
         "fields": len(rows),
@@ -158,8 +158,8 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
         "resolution": RESOLUTION,
         "semantic": summary(annotated),
         "semantic_all_fields_including_empty_human_mask": summary(rows),
-        "semantic_tuning_half": summary(tuning),
-        "semantic_held_out_half": summary(held_out),
+        "semantic_tuning_half": summary(tuning) if tuning else None,
+        "semantic_held_out_half": summary(held_out) if held_out else None,
         "single_myotube_instances": {
             "gt": tp + fn,
             "tp": tp,
@@ -219,6 +219,57 @@ def evaluate_synthetic(per_level: int, size: int, workers: int) -> dict:
             "precision@0.5": tp / (tp + fp) if tp + fp else 1.0,
             "recall@0.5": tp / (tp + fn) if tp + fn else 1.0,
             "mean_semantic_iou": float(np.mean(ious)),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- realism
+
+
+def _field_statistics(image: np.ndarray, truth: np.ndarray) -> dict:
+    from skimage.morphology import skeletonize
+
+    from mask2former.annotate.foreground import normalize_intensity
+
+    img = normalize_intensity(image) * 255.0
+    stats = {"coverage": float(truth.mean()), "background_median": float(np.median(img[~truth])), "p99": float(np.percentile(img, 99))}
+    if truth.any():
+        stats["in_mask_mean"] = float(img[truth].mean())
+        radius = cv2.distanceTransform(truth.astype(np.uint8), cv2.DIST_L2, 5)
+        stats["widths"] = (2 * radius[skeletonize(truth)]).tolist()
+    return stats
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    return [round(float(v), 2) for v in np.percentile(values, [10, 25, 50, 75, 90])] if values else []
+
+
+def realism(data_dir: str, n_real: int, n_synthetic: int) -> dict:
+    """Real fields (human masks) next to synthetic 1500 px fields (ground truth): widths along the
+    skeleton, covered fraction, intensities in 8-bit units. Percentiles 10/25/50/75/90 over fields
+    (widths: over skeleton pixels)."""
+    from mask2former.data.synthetic import DENSITY_LEVELS, generate_field
+
+    out = {}
+    paths = real_fields(data_dir)
+    sets = {}
+    if paths:
+        step = max(1, len(paths) // n_real)
+        sets["real"] = [load_real(p) for p in paths[::step][:n_real]]
+    levels = list(DENSITY_LEVELS)
+    sets["synthetic"] = []
+    for i in range(n_synthetic):
+        f = generate_field(RESOLUTION, seed=500 + i, density=levels[i % len(levels)])
+        sets["synthetic"].append((f.image, f.masks.any(axis=0)))
+    for name, fields in sets.items():
+        rows = [_field_statistics(img, truth) for img, truth in fields]
+        out[name] = {
+            "fields": len(rows),
+            "width_px": _quartiles([w for r in rows for w in r.get("widths", [])]),
+            "coverage": _quartiles([r["coverage"] for r in rows]),
+            "in_mask_mean": _quartiles([r["in_mask_mean"] for r in rows if "in_mask_mean" in r]),
+            "background_median": _quartiles([r["background_median"] for r in rows]),
+            "p99": _quartiles([r["p99"] for r in rows]),
         }
     return out
 
@@ -336,12 +387,13 @@ def markdown(results: dict) -> str:
             "| method | mean IoU | mean Dice | pooled IoU | tuning half mean IoU | held-out half mean IoU |",
             "|---|---|---|---|---|---|",
         ]
+        halves = real["semantic_tuning_half"] is not None
         names = {"annotator": "classical annotator", "triangle": "Gaussian blur + triangle", "otsu": "Gaussian blur + Otsu"}
         for m, label in names.items():
             s = sem[m]
             lines.append(
                 f"| {label} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['pooled_iou']:.3f} | "
-                f"{real['semantic_tuning_half'][m]['mean_iou']:.3f} | {real['semantic_held_out_half'][m]['mean_iou']:.3f} |"
+                + (f"{real['semantic_tuning_half'][m]['mean_iou']:.3f} | {real['semantic_held_out_half'][m]['mean_iou']:.3f} |" if halves else "- | - |")
             )
         inst = real["single_myotube_instances"]
         lines += ["", f"Single-myotube regions: F1@0.5 {inst['f1']:.3f} (precision {inst['precision']:.3f}, "
@@ -355,6 +407,15 @@ def markdown(results: dict) -> str:
     ]
     for level, s in syn["levels"].items():
         lines.append(f"| {level} ({s['coverage']:.2f}) | {s['gt_instances']} | {s['AP']:.1f} | {s['AP50']:.1f} | {s['f1@0.5']:.3f} | {s['mean_semantic_iou']:.3f} |")
+    rl = results.get("realism", {})
+    if rl:
+        lines += ["", "Real vs synthetic fields at 1500 px (percentiles 10/25/50/75/90; intensities in 8-bit units):", "",
+                  "| statistic | " + " | ".join(f"{k} ({v['fields']} fields)" for k, v in rl.items()) + " |",
+                  "|---|" + "---|" * len(rl)]
+        for key, label in (("width_px", "width along the skeleton (px)"), ("coverage", "covered fraction"),
+                           ("in_mask_mean", "mean intensity inside myotubes"), ("background_median", "background median"),
+                           ("p99", "99th percentile")):
+            lines.append(f"| {label} | " + " | ".join(" / ".join(f"{x:g}" for x in v[key]) for v in rl.values()) + " |")
     sp = results["speed"]
     lines += [
         "",
@@ -388,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     results["real"] = evaluate_real(args.data, args.limit, args.workers)
     results["synthetic"] = evaluate_synthetic(args.synthetic_per_level, args.synthetic_size, args.workers)
     results["speed"] = evaluate_speed(args.data, 2 if args.quick else 4, 1 if args.quick else 2, args.workers)
+    results["realism"] = realism(args.data, 4 if args.quick else 20, 3 if args.quick else 12)
     if args.figures:
         results["figures"] = [os.path.relpath(p, REPO_ROOT) for p in write_figures(args.data, os.path.join(REPO_ROOT, "docs", "images"))]
     from bench.common import machine_info

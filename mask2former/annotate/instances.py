@@ -125,7 +125,11 @@ def _share_crossing(masks, mask, nearest_owner, c: int, members: list[int], grou
     orphan = inside & (nearest_owner[y0:y1, x0:x1] == -(c + 1))
     best_distance = np.full(inside.shape, np.inf, np.float32)
     best_member = np.zeros(inside.shape, np.int32)
-    for i in members:
+    through_claims = np.zeros(inside.shape, bool)
+    # Tubes passing through first: where they cross, the pixels belong to both. A tube that ends
+    # here (touching the side of another) stops at the other's edge instead of overlapping it.
+    ordered = sorted(members, key=lambda i: -len(grouping.passages[c].get(i - 1, [])))
+    for i in ordered:
         ends = grouping.passages[c].get(i - 1, [])
         if not ends:
             continue
@@ -140,8 +144,10 @@ def _share_crossing(masks, mask, nearest_owner, c: int, members: list[int], grou
         half_width = max(e.half_width for e in ends) + 1.0
         across = np.abs(dy * ax - dx * ay)
         claim = inside & (across <= half_width)
-        if len(ends) == 1:  # a tube ending here does not extend beyond the junction
-            claim &= (dy * ay + dx * ax) >= -half_width
+        if len(ends) >= 2:
+            through_claims |= claim
+        else:
+            claim &= ((dy * ay + dx * ax) >= -half_width) & ~through_claims
         masks[i - 1, y0:y1, x0:x1] |= claim
         closer = across < best_distance
         best_distance[closer] = across[closer]
