@@ -46,8 +46,8 @@ class SyntheticParams:
     length_median: float = 520.0
     length_sigma: float = 0.55  # lognormal spread
     length_range: tuple[float, float] = (140.0, 1500.0)
-    width_median: float = 36.0
-    width_sigma: float = 0.5
+    width_median: float = 40.0
+    width_sigma: float = 0.55
     width_range: tuple[float, float] = (8.0, 110.0)
     taper_power: tuple[float, float] = (0.25, 0.8)  # width ~ sin(pi s)^p: larger p, longer taper
     bulges: tuple[int, int] = (0, 3)
@@ -63,7 +63,7 @@ class SyntheticParams:
     background_level: tuple[float, float] = (0.03, 0.3)  # relative to the field's tube brightness
     tube_brightness_median: float = 55.0
     tube_brightness_sigma: float = 0.45
-    field_brightness_sigma: float = 0.55  # brightness differs between fields (staining, exposure)
+    field_brightness_sigma: float = 0.7  # brightness differs between fields (staining, exposure)
     edge_softness: float = 0.25  # fraction of the half-width over which intensity rises at the edge
     nucleus_darkening: tuple[float, float] = (0.45, 0.8)  # myosin left where a nucleus sits
     texture: float = 0.3  # relative amplitude of fibrous texture along the tube
