@@ -4,12 +4,14 @@
 folder of raw microscopy files (see utils/batch_myotube_processing.py and docs/annotator.md).
 """
 
+from .batch import annotate_folder
 from .foreground import foreground_mask, normalize_intensity
 from .instances import annotate_image, annotate_instances, split_instances
 from .params import AnnotatorParams
 
 __all__ = [
     "AnnotatorParams",
+    "annotate_folder",
     "annotate_image",
     "annotate_instances",
     "foreground_mask",

@@ -39,6 +39,8 @@ def normalize_intensity(image: np.ndarray) -> np.ndarray:
         img = img.max(axis=2)
     if img.ndim != 2:
         raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {img.shape}")
+    if img.dtype.kind == "f" and not np.isfinite(img).all():
+        img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)  # dead pixels in float exports
     out = img.astype(np.float32)
     out *= np.float32(1.0 / full_scale(img))
     return out
@@ -109,7 +111,8 @@ def remove_non_myotube_components(mask: np.ndarray, params: AnnotatorParams, sca
         return mask
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     x, y, bw, bh, area = (stats[:, i] for i in range(5))
-    keep = (np.maximum(bw, bh) >= params.min_length * scale) & (area >= params.min_area * scale**2)
+    # Floors: a thumbnail of a whole field must still not turn every noise speck into a myotube.
+    keep = (np.maximum(bw, bh) >= max(params.min_length * scale, 8.0)) & (area >= max(params.min_area * scale**2, 16.0))
     keep[0] = False
     round_limit = params.round_max_area * scale**2
     for i in np.flatnonzero(keep & (area < round_limit)):
