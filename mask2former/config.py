@@ -221,6 +221,9 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # Tiled prediction for images larger than the model input. 0: INPUT.IMAGE_SIZE.
     _C.INFERENCE.TILE_SIZE = 0
     _C.INFERENCE.TILE_OVERLAP = 0.2
+    # Fragments from neighbouring tiles are one instance when they overlap by this fraction of the
+    # smaller one inside the region both tiles saw.
+    _C.INFERENCE.TILE_MATCH_OVERLAP = 0.5
     # Post-processing of predicted instances (each step can be switched off).
     _C.INFERENCE.MIN_AREA = 100
     # Minimum skeleton-length / mean-width ratio; 0 disables.

@@ -91,3 +91,49 @@ def test_postprocess_returns_masks_at_the_original_resolution():
     first = inst.masks[np.argmax([m[:20, :20].sum() for m in inst.masks])]
     assert first[:, 40:].sum() == 0  # the padding part of the query's mask is cut away
     assert first[:55, :30].all()
+
+
+def test_a_tile_is_scaled_like_its_whole_field():
+    from mask2former.data.io import percentile_range, percentile_scale
+
+    rng = np.random.default_rng(0)
+    field = rng.normal(100, 5, (200, 200))
+    field[:, :100] += 3000  # bright myotubes on the left half
+    empty_tile = field[:, 150:]
+    own = percentile_scale(empty_tile)
+    as_field = percentile_scale(empty_tile, value_range=percentile_range(field))
+    assert own.max() == 1.0  # noise stretched to full range
+    assert as_field.max() < 0.05  # stays background
+
+
+def test_tiled_prediction_uses_the_field_intensity_range():
+    import contextlib
+
+    from mask2former.config import get_cfg
+    from mask2former.inference.run import PredictOptions, predict_image
+    from mask2former.structures import Instances
+
+    class Recorder:
+        def __init__(self):
+            self.inside = []
+            self.active = False
+
+        @contextlib.contextmanager
+        def fixed_intensity_range(self, field):
+            self.active = True
+            yield
+            self.active = False
+
+        def __call__(self, tile):
+            self.inside.append(self.active)
+            return Instances.empty(*tile.shape[:2])
+
+    cfg = get_cfg()
+    cfg.INPUT.IMAGE_SIZE = 64
+    options = PredictOptions.from_cfg(cfg)
+    recorder = Recorder()
+    predict_image(np.zeros((150, 150), np.uint8), recorder, options)
+    assert len(recorder.inside) > 1 and all(recorder.inside)
+    small = Recorder()
+    predict_image(np.zeros((50, 50), np.uint8), small, options)
+    assert small.inside == [False]  # a whole image keeps its own range

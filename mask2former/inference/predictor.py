@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
 import torch
 
 from ..config import CfgNode, resolve_device
+from ..data.io import percentile_range
 from ..data.mapper import preprocess_image
 from ..modeling.postprocess import instances_from_outputs
 from ..modeling.weights import load_model, read_checkpoint, weights_kind
@@ -44,10 +46,21 @@ class MyotubePredictor:
             self.class_names = class_names or [model.config.id2label[i] for i in sorted(model.config.id2label)]
         self.model = model.to(self.device).eval()
         self.input_size = cfg.INPUT.IMAGE_SIZE
+        self._value_range: np.ndarray | None = None
+
+    @contextlib.contextmanager
+    def fixed_intensity_range(self, field: np.ndarray):
+        """Scale every tile predicted inside this block like the whole ``field``: a mostly empty
+        tile scaled by its own percentiles would have its background noise stretched to full range."""
+        self._value_range = percentile_range(field, self.cfg.INPUT.PERCENTILE_LOW, self.cfg.INPUT.PERCENTILE_HIGH)
+        try:
+            yield self
+        finally:
+            self._value_range = None
 
     @torch.no_grad()
     def raw_outputs(self, image: np.ndarray):
-        pixel_values, info = preprocess_image(image, self.cfg)
+        pixel_values, info = preprocess_image(image, self.cfg, self._value_range)
         with self._autocast():
             out = self.model(pixel_values=pixel_values[None].to(self.device))
         return out.class_queries_logits[0], out.masks_queries_logits[0], info

@@ -15,6 +15,7 @@ and ``predictions_coco.json``. One failing image is reported on one line and the
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -83,7 +84,7 @@ class PredictOptions:
             tile_size=tile,
             tile_overlap=float(inf.TILE_OVERLAP),
             # Config key requested; until it exists the fragment-merge overlap default applies.
-            tile_match_overlap=float(getattr(inf, "TILE_MATCH_OVERLAP", 0.5)),
+            tile_match_overlap=float(inf.TILE_MATCH_OVERLAP),
             post=PostprocessParams.from_cfg(cfg),
             channel=int(cfg.INPUT.CHANNEL),
         )
@@ -208,14 +209,17 @@ def predict_image(
             model_seconds += time.perf_counter() - start
 
     start = time.perf_counter()
-    raw = predict_tiled(
-        image,
-        timed_predict,
-        options.tile_size,
-        options.tile_overlap,
-        options.tile_match_overlap,
-        progress=options.progress,
-    )
+    tiled = max(image.shape[:2]) > options.tile_size
+    field_range = getattr(predict_fn, "fixed_intensity_range", None) if tiled else None
+    with field_range(image) if field_range else contextlib.nullcontext():
+        raw = predict_tiled(
+            image,
+            timed_predict,
+            options.tile_size,
+            options.tile_overlap,
+            options.tile_match_overlap,
+            progress=options.progress,
+        )
     total = time.perf_counter() - start
     timer.seconds["model"] = timer.seconds.get("model", 0.0) + model_seconds
     timer.seconds["tiling_merge"] = timer.seconds.get("tiling_merge", 0.0) + total - model_seconds

@@ -36,7 +36,8 @@ def instances_from_outputs(
     probs = class_logits.float().softmax(-1)[:, :-1]
     class_scores = probs.max(-1).values
     order = torch.argsort(class_scores, descending=True)
-    order = order[class_scores[order] >= max(MIN_CANDIDATE_SCORE, score_threshold * 0.5)]
+    # The final score is class score x mean mask probability <= class score: no weaker query can pass.
+    order = order[class_scores[order] >= max(MIN_CANDIDATE_SCORE, score_threshold)]
     if max_detections > 0:
         order = order[:max_detections]
     h, w = info.original_hw
