@@ -9,7 +9,7 @@ Examples:
 import argparse
 import sys
 
-from mask2former.cli import add_dataset_argument, add_launch_arguments, setup_logging, user_errors_exit
+from mask2former.cli import add_dataset_argument, add_launch_arguments, launch, user_errors_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 @user_errors_exit
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from mask2former.engine.launch import relaunch_with_torchrun
+    return launch(args, lambda: run(args))
 
-    code = relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)
-    if code is not None:
-        return code
-    setup_logging()
+
+def run(args) -> int:
     from mask2former.engine.two_stage import run_train_net
 
     run_train_net(args.config_file, args.dataset, list(args.opts) + list(args.extra_opts), args.eval_only, args.resume)

@@ -21,7 +21,7 @@ from mask2former.cli import (
     add_dataset_argument,
     add_launch_arguments,
     add_opts_argument,
-    setup_logging,
+    launch,
     user_errors_exit,
 )
 
@@ -43,12 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 @user_errors_exit
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from mask2former.engine.launch import relaunch_with_torchrun
+    return launch(args, lambda: run(args))
 
-    code = relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)
-    if code is not None:
-        return code
-    setup_logging()
+
+def run(args) -> int:
     from mask2former.engine.two_stage import run_two_stage
 
     stages = [args.stage] if args.stage else [1, 2]

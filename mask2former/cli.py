@@ -75,3 +75,15 @@ def add_opts_argument(parser) -> None:
         metavar="KEY VALUE",
         help="config overrides applied last, e.g. --opts SOLVER.BASE_LR 1e-4 SOLVER.MAX_ITER 100",
     )
+
+
+def launch(args, run: Callable[[], int | None]) -> int:
+    """Run ``run`` in this process, or first re-run the command line under torchrun when
+    ``--num-gpus``/``--num-machines`` ask for several processes (each then calls ``run``)."""
+    from .engine.launch import relaunch_with_torchrun
+
+    code = relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)
+    if code is not None:
+        return code
+    setup_logging()
+    return int(run() or 0)

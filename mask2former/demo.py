@@ -59,12 +59,15 @@ def _run(cmd: list[str], log, cwd: str | None = None) -> None:
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write(proc.stdout)
+    # Stream the step's own output (progress bars included) and keep a copy in the log.
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.write(line)
+        sys.stdout.write("  " + line if not line.startswith("\r") else line)
+        sys.stdout.flush()
     log.flush()
-    tail = [line for line in proc.stdout.splitlines() if line.strip() and "it/s]" not in line and "s/it]" not in line]
-    print("\n".join("  " + line for line in tail[-12:]), flush=True)
-    if proc.returncode != 0:
+    if proc.wait() != 0:
         raise SystemExit(f"demo step failed (exit {proc.returncode}): {shown}\nfull output: {log.name}")
 
 

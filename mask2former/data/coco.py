@@ -77,22 +77,28 @@ def bbox_of_mask(mask: np.ndarray) -> list[float]:
 # --------------------------------------------------------------------------- reading
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a one-line DatasetError for missing, non-UTF-8 or truncated files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetError(path, "annotation file not found")
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools write a BOM
+            return json.load(f)
+    except UnicodeDecodeError:
+        raise DatasetError(path, "not UTF-8 text (is this a JSON file?)") from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(path, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno}; truncated?)") from None
+    except RecursionError:
+        raise DatasetError(path, "JSON nested too deeply") from None
+    except OSError as err:
+        raise DatasetError(path, f"cannot read the file ({err.strerror or err})") from None
+
+
 def read_coco_json(json_file: str | os.PathLike) -> dict:
     """Parse a COCO instances file; raise a one-line DatasetError if it is not one."""
     json_file = os.fspath(json_file)
-    if not os.path.isfile(json_file):
-        raise DatasetError(json_file, "annotation file not found")
-    try:
-        with open(json_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except UnicodeDecodeError:
-        raise DatasetError(json_file, "not UTF-8 text (is this a JSON file?)") from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(json_file, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except RecursionError:
-        raise DatasetError(json_file, "not a COCO instances file (JSON nested too deeply)") from None
-    except OSError as err:
-        raise DatasetError(json_file, f"cannot read the file ({err.strerror or err})") from None
+    data = read_json(json_file)
     if not isinstance(data, dict):
         raise DatasetError(json_file, "not a COCO instances file (top level is not an object)")
     for key in ("images", "annotations", "categories"):

@@ -10,7 +10,6 @@ image size is known. Malformed input raises :class:`~mask2former.errors.DatasetE
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -23,6 +22,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ...errors import DatasetError
+from ..coco import read_json  # noqa: F401  (re-exported for the importers)
 
 # Sanity limits that keep a typo (or a corrupt file) from allocating terabytes: microscopy fields
 # are a few thousand pixels wide; polygons may stray a little outside the image, not kilometres.
@@ -111,23 +111,6 @@ class ImportedDataset:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def read_json(path: str) -> Any:
-    """Parse a JSON file; a one-line DatasetError for missing, non-UTF-8 or truncated files."""
-    if not os.path.isfile(path):
-        raise DatasetError(path, "annotation file not found")
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except UnicodeDecodeError:
-        raise DatasetError(path, "not UTF-8 text (is this a JSON file?)") from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(path, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno}; truncated?)") from None
-    except RecursionError:
-        raise DatasetError(path, "JSON nested too deeply") from None
-    except OSError as err:
-        raise DatasetError(path, f"cannot read ({err.strerror or err})") from None
 
 
 def split_from_name(name: str) -> str | None:
