@@ -59,12 +59,13 @@ def _run(cmd: list[str], log, cwd: str | None = None) -> None:
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # Stream the step's own output (progress bars included) and keep a copy in the log.
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    # Stream the step's own output as it comes (progress bars redraw in place) and log it.
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
-    for line in proc.stdout:
-        log.write(line)
-        sys.stdout.write("  " + line if not line.startswith("\r") else line)
+    for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+        text = chunk.decode("utf-8", errors="replace")
+        log.write(text)
+        sys.stdout.write(text)
         sys.stdout.flush()
     log.flush()
     if proc.wait() != 0:
