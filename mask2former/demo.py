@@ -134,6 +134,13 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
                                 {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2, "Stage 2 only (manual, no Stage 1)": s2_only},
                                 plan.device)
 
+    from mask2former.evaluation.evaluator import format_table
+    from mask2former.utils.fileio import atomic_write_json, atomic_write_text
+
+    markdown = format_table(table["results"], keys=("AP", "AP50", "f1@0.5", "semantic_iou"))
+    atomic_write_text(os.path.join(output, "demo_results.md"), markdown + "\n")
+    print(f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}", flush=True)
+
     step("5. predict two held-out images")
     held_images = sorted(os.listdir(os.path.join(raw, "heldout", "images")))[: plan.predict_images]
     _run([py, os.path.join(REPO_ROOT, "predict.py"), "--config-file", os.path.join(TINY, "stage2_config.yaml"),
@@ -145,13 +152,8 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     wall = time.perf_counter() - t_start
     names = list(timings)
     step_times = {n: round((timings[names[i + 1]] if i + 1 < len(names) else time.perf_counter()) - timings[n], 1) for i, n in enumerate(names)}
-    from mask2former.evaluation.evaluator import format_table
-    from mask2former.utils.fileio import atomic_write_json, atomic_write_text
-
-    markdown = format_table(table["results"], keys=("AP", "AP50", "f1@0.5", "semantic_iou"))
     summary = {"wall_seconds": round(wall, 1), "step_seconds": step_times, "plan": plan.__dict__, **table}
     atomic_write_json(os.path.join(output, "demo_results.json"), summary, indent=2)
-    atomic_write_text(os.path.join(output, "demo_results.md"), markdown + "\n")
     log.close()
     print(f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}")
     print(f"\nDemo finished in {wall / 60:.1f} min. Results in {output}/:")
