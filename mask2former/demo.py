@@ -37,10 +37,10 @@ class DemoPlan:
     stage1_images: int = 60
     manual_images: int = 6
     heldout_images: int = 10
-    stage1_iters: int = 2000
-    stage2_iters: int = 600
+    stage1_iters: int = 3500
+    stage2_iters: int = 300
     stage1_lr: float = 1e-3
-    stage2_lr: float = 3e-4
+    stage2_lr: float = 1e-4
     image_size: int = 256
     queries: int = 20
     predict_images: int = 2
