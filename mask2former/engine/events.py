@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from ..utils.fileio import atomic_write_with
+from ..utils.fileio import atomic_write_text, atomic_write_with
 
 logger = logging.getLogger("mask2former.train")
 
@@ -72,6 +72,14 @@ def read_metrics(path: str) -> list[dict]:
                     except json.JSONDecodeError:
                         continue  # a line cut by a kill: skip it
     return records
+
+
+def drop_metrics_from(path: str, first_iteration: int) -> None:
+    """Keep only the records of iterations before ``first_iteration`` (atomically)."""
+    if not os.path.isfile(path):
+        return
+    kept = [r for r in read_metrics(path) if r.get("iteration", -1) < first_iteration]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def plot_loss_curve(metrics_path: str, out_png: str, title: str = "") -> str | None:

@@ -28,7 +28,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .data import build_train_loader, training_records
-from .events import MetricsWriter, format_log_line, plot_loss_curve, setup_run_logging
+from .events import MetricsWriter, drop_metrics_from, format_log_line, plot_loss_curve, setup_run_logging
 from .optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("mask2former.train")
@@ -102,6 +102,9 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     main = comm.is_main_process()
     out_dir = cfg.OUTPUT_DIR
     final_path = os.path.join(out_dir, FINAL)
+    if resume and os.path.isfile(final_path):
+        logger.info("%s exists: training is complete, nothing to resume", final_path)
+        return final_path
     if not resume and has_checkpoints(out_dir):
         raise TrainingError(f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR")
     if cfg.SOLVER.IMS_PER_BATCH % world:
@@ -123,9 +126,6 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     start_iter, max_iter = 0, cfg.SOLVER.MAX_ITER
-    if resume and os.path.isfile(final_path):
-        logger.info("%s exists: training is complete, nothing to resume", final_path)
-        return final_path
     state = load_resume_state(out_dir) if resume else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -134,6 +134,8 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
         start_iter = int(state["iteration"])
         set_rng_state(state["rng"])
         described = f"{state['path']} (resumed at iteration {start_iter})"
+        if main:  # iterations logged after that checkpoint are run again: log them once
+            drop_metrics_from(os.path.join(out_dir, "metrics.json"), start_iter)
     logger.info(
         "Training %s: %d images from %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d",
         out_dir, len(records), ", ".join(cfg.DATASETS.TRAIN), class_names, described,
