@@ -131,28 +131,6 @@ def candidate_pairs(masks: Sequence[CroppedMask]) -> list[tuple[int, int]]:
     return list(zip(ii.tolist(), jj.tolist()))
 
 
-class UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
-
-    def groups(self) -> list[list[int]]:
-        out: dict[int, list[int]] = {}
-        for i in range(len(self.parent)):
-            out.setdefault(self.find(i), []).append(i)
-        return list(out.values())
-
-
 @dataclass
 class CroppedInstances:
     """The instances of one ``height x width`` image as crops; order is meaningful (ids follow it)."""

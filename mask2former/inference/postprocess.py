@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cropped import CroppedInstances, UnionFind, candidate_pairs, intersection_area, union_of
+from scipy.cluster.hierarchy import DisjointSet
+
+from .cropped import CroppedInstances, candidate_pairs, intersection_area, union_of
 
 
 @dataclass(frozen=True)
@@ -71,14 +73,14 @@ def remove_contained(instances: CroppedInstances, fraction: float = 0.9) -> Crop
 
 def merge_fragments(instances: CroppedInstances, overlap: float = 0.5) -> CroppedInstances:
     """Union instances overlapping by at least ``overlap`` of the smaller one (chains merge too)."""
-    uf = UnionFind(len(instances))
+    uf = DisjointSet(range(len(instances)))
     for i, j in candidate_pairs(instances.items):
         a, b = instances[i], instances[j]
         common = intersection_area(a, b)
         if common and common >= overlap * min(a.area, b.area):
-            uf.union(i, j)
+            uf.merge(i, j)
     merged = []
-    for group in sorted(uf.groups(), key=min):
+    for group in sorted((sorted(g) for g in uf.subsets()), key=min):
         members = [instances[k] for k in group]
         merged.append(members[0] if len(members) == 1 else union_of(members, max(m.score for m in members)))
     return instances.with_items(merged)

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.cluster.hierarchy import DisjointSet
 
 from ..structures import Instances
 from .cropped import (
     CroppedInstances,
     CroppedMask,
-    UnionFind,
     Window,
     intersect_windows,
     intersection_area,
@@ -84,7 +84,7 @@ def stitch_tiles(
     for i, t in enumerate(owner):
         by_tile[t].append(i)
 
-    uf = UnionFind(len(items))
+    uf = DisjointSet(range(len(items)))
     for ta in range(len(tile_predictions)):
         for tb in range(ta + 1, len(tile_predictions)):
             shared = intersect_windows(tile_predictions[ta][0].window, tile_predictions[tb][0].window)
@@ -102,10 +102,10 @@ def stitch_tiles(
                         if k not in area_in_shared:
                             area_in_shared[k] = items[k].area_in(shared)
                     if common >= match_overlap * min(area_in_shared[i], area_in_shared[j]):
-                        uf.union(i, j)
+                        uf.merge(i, j)
 
     merged = []
-    for group in sorted(uf.groups(), key=min):
+    for group in sorted((sorted(g) for g in uf.subsets()), key=min):
         if len(group) == 1:
             merged.append(items[group[0]])
         else:
