@@ -28,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 import cv2
 import numpy as np
 
+from mask2former.annotate.batch import worker_context
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
 RESOLUTION = 1500
@@ -123,7 +125,7 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
         return None
     from tqdm import tqdm
 
-    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread, mp_context=worker_context()) as pool:
         rows = list(tqdm(pool.map(_real_one, paths), total=len(paths), desc="real fields", file=sys.stderr))
     methods = ("annotator", "triangle", "otsu")
     annotated = [r for r in rows if not r["human_empty"]]
@@ -195,7 +197,7 @@ def evaluate_synthetic(per_level: int, size: int, workers: int) -> dict:
     from mask2former.evaluation.metrics import coco_mask_ap, instance_f1, semantic_iou_dice
 
     tasks = [(level, 10_000 + 100 * k + i, size) for k, level in enumerate(DENSITY_LEVELS) for i in range(per_level)]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread, mp_context=worker_context()) as pool:
         done = list(tqdm(pool.map(_synthetic_one, tasks), total=len(tasks), desc="synthetic fields", file=sys.stderr))
     out = {"size": size, "fields_per_level": per_level, "pixel_scale": 1.0, "levels": {}}
     for level, coverage in DENSITY_LEVELS.items():
@@ -306,7 +308,7 @@ def evaluate_speed(data_dir: str, n_images: int, repeats: int, workers: int) -> 
     times = [_annotate_timed(img) for _ in range(repeats) for img in images]
     batch = images * max(1, (2 * workers) // len(images) + 1)
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread, mp_context=worker_context()) as pool:
         list(pool.map(_annotate_timed, batch))
     wall = time.perf_counter() - t0
     return {

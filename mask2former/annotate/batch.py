@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
 import time
@@ -167,6 +168,12 @@ def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> Image
     return result
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Worker processes started from a clean server process: forking a process whose OpenMP or
+    torch threads are running can deadlock the child (seen when called after training code)."""
+    return multiprocessing.get_context("forkserver")
+
+
 def _init_worker() -> None:
     # One process per core: more threads per process would only compete.
     cv2.setNumThreads(1)
@@ -253,7 +260,7 @@ def _run(tasks: list, workers: int, progress: bool) -> list[ImageResult]:
                 results.append(_process_one(t))
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker, mp_context=worker_context()) as pool:
                 for r in pool.map(_process_one, tasks, chunksize=1):
                     results.append(r)
                     bar.update()
