@@ -96,6 +96,36 @@ def single_myotube_regions(human: np.ndarray, min_area: int) -> tuple[np.ndarray
     return stack, others
 
 
+ERROR_CLASSES = ("missed_regions", "boundary_fn", "interior_fn", "false_regions", "boundary_fp", "interior_fp")
+
+
+def error_breakdown(human: np.ndarray, pred: np.ndarray, band_px: float) -> dict[str, int]:
+    """Pixel counts of where a predicted semantic mask disagrees with the human mask.
+
+    Missed pixels (human, not predicted) are split into ``missed_regions`` (human regions the
+    prediction does not touch at all), ``boundary_fn`` (within ``band_px`` of the prediction: the
+    outline drawn wider) and ``interior_fn`` (farther: faint parts of tubes the prediction found
+    elsewhere). Extra pixels are split the same way into ``false_regions``, ``boundary_fp`` and
+    ``interior_fp``. With ``intersection`` they add up to the union, so each divided by the union
+    is the share of IoU lost to that kind of error.
+    """
+    human, pred = human.astype(bool), pred.astype(bool)
+    size = 2 * int(round(band_px)) + 1
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    out = {"intersection": int((human & pred).sum())}
+    for label, ref, other, prefix in (("fn", human, pred, "missed_regions"), ("fp", pred, human, "false_regions")):
+        wrong = ref & ~other
+        _, regions = cv2.connectedComponents(ref.astype(np.uint8), connectivity=8)
+        touched = np.zeros(regions.max() + 1, bool)
+        touched[np.unique(regions[ref & other])] = True
+        untouched = wrong & ~touched[regions]
+        near = wrong & ~untouched & (cv2.dilate(other.astype(np.uint8), disc) > 0)
+        out[prefix] = int(untouched.sum())
+        out[f"boundary_{label}"] = int(near.sum())
+        out[f"interior_{label}"] = int((wrong & ~untouched & ~near).sum())
+    return out
+
+
 def _real_one(path: str) -> dict:
     from mask2former.annotate import annotate_image
     from mask2former.evaluation.metrics import instance_f1, semantic_iou_dice_binary
@@ -109,7 +139,9 @@ def _real_one(path: str) -> dict:
     for name, pred in {"annotator": union, **baseline_masks(image)}.items():
         sem = semantic_iou_dice_binary(human, pred)
         row[name] = {"iou": sem["iou"], "dice": sem["dice"], "intersection": sem["intersection"], "union": sem["union"], "sum": sem["sum"]}
-    singles, others = single_myotube_regions(human, min_area=int(300 * (max(image.shape[:2]) / RESOLUTION) ** 2))
+    scale = max(image.shape[:2]) / RESOLUTION
+    row["errors"] = error_breakdown(human, union, band_px=4 * scale)
+    singles, others = single_myotube_regions(human, min_area=int(300 * scale**2))
     # Predictions touching a multi-myotube region cannot be judged against this mask: left out.
     judged = [m for m in masks if not (m & others).any()]
     pred = np.stack(judged) if judged else np.zeros((0,) + human.shape, bool)
@@ -146,6 +178,9 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
             }
         return out
 
+    # Pooled over the annotated fields: the share of the union each kind of error takes.
+    union_total = sum(r["annotator"]["union"] for r in annotated)
+    errors = {k: sum(r["errors"][k] for r in annotated) / union_total for k in ERROR_CLASSES} if union_total else None
     tp = sum(r["single_regions"]["tp"] for r in rows)
     fp = sum(r["single_regions"]["fp"] for r in rows)
     fn = sum(r["single_regions"]["fn"] for r in rows)
@@ -162,6 +197,7 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
         "semantic_all_fields_including_empty_human_mask": summary(rows),
         "semantic_tuning_half": summary(tuning) if tuning else None,
         "semantic_held_out_half": summary(held_out) if held_out else None,
+        "annotator_error_shares": errors,
         "single_myotube_instances": {
             "gt": tp + fn,
             "tp": tp,
@@ -173,7 +209,8 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
         },
         "seconds_per_field_in_workers": float(np.mean([r["seconds"] for r in rows])),
         "per_field": [
-            {"field": r["field"], **{m: round(r[m]["iou"], 4) for m in methods}, "single_regions": r["single_regions"]} for r in rows
+            {"field": r["field"], **{m: round(r[m]["iou"], 4) for m in methods}, "single_regions": r["single_regions"], "errors": r["errors"]}
+            for r in rows
         ],
     }
 
@@ -398,6 +435,10 @@ def markdown(results: dict) -> str:
                 + (f"{real['semantic_tuning_half'][m]['mean_iou']:.3f} | {real['semantic_held_out_half'][m]['mean_iou']:.3f} |" if halves else "- | - |")
             )
         inst = real["single_myotube_instances"]
+        err = real.get("annotator_error_shares")
+        if err:
+            lines += ["", "Annotator vs human, share of the pooled union (IoU lost to each kind of error): "
+                      + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in err.items())]
         lines += ["", f"Single-myotube regions: F1@0.5 {inst['f1']:.3f} (precision {inst['precision']:.3f}, "
                   f"recall {inst['recall']:.3f}; {inst['gt']} regions)", ""]
     syn = results["synthetic"]

@@ -242,3 +242,22 @@ def test_root_script_runs_as_a_file(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Annotated 2/2 images" in result.stdout
+
+
+def test_error_breakdown_separates_missed_regions_boundary_and_false_regions():
+    from bench.annotator import ERROR_CLASSES, error_breakdown
+
+    human = np.zeros((100, 100), bool)
+    human[10:30, 10:90] = True  # a tube found with an outline 2 px too narrow
+    human[60:70, 10:50] = True  # a tube not found at all
+    pred = np.zeros_like(human)
+    pred[12:28, 10:90] = True
+    pred[80:90, 60:95] = True  # a predicted tube the human did not draw
+    counts = error_breakdown(human, pred, band_px=4)
+    assert counts["intersection"] == 16 * 80
+    assert counts["missed_regions"] == 10 * 40
+    assert counts["boundary_fn"] == 4 * 80 and counts["interior_fn"] == 0
+    assert counts["false_regions"] == 10 * 35
+    assert counts["boundary_fp"] == counts["interior_fp"] == 0
+    union = (human | pred).sum()
+    assert counts["intersection"] + sum(counts[k] for k in ERROR_CLASSES) == union
