@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.cluster.hierarchy import DisjointSet
 from skimage.morphology import skeletonize
 
 # Neighbour weights clockwise from the top-left; the 8-bit code indexes the crossing-number table.
@@ -126,22 +127,6 @@ def _pixels_by_label(labels: np.ndarray, n: int) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- grouping
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, a: int) -> int:
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
-        return a
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 @dataclass
 class End:
     """Where a segment leaves a junction cluster."""
@@ -185,7 +170,7 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
     # Merge junctions joined by short segments into clusters (one physical crossing).
     # Shortest links first; a cluster stops growing at four branches (two crossing tubes), so a
     # dense tangle does not collapse into one giant junction.
-    node_uf = _UnionFind(len(graph.nodes) + 1)
+    node_uf = DisjointSet(range(len(graph.nodes) + 1))
     internal: set[int] = set()
     degree: dict[int, int] = {}
     for s in segments:
@@ -199,7 +184,7 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
         limit = max(p.junction_merge_distance, p.junction_merge_width_factor * (a.radius + b.radius))
         if s.length > limit:
             break
-        ra, rb = node_uf.find(a.index), node_uf.find(b.index)
+        ra, rb = node_uf[a.index], node_uf[b.index]
         if ra == rb:
             internal.add(s.index)
             cluster_degree[ra] -= 2
@@ -207,14 +192,14 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
         merged_degree = cluster_degree.get(ra, 0) + cluster_degree.get(rb, 0) - 2
         if merged_degree > 4:
             continue
-        node_uf.union(ra, rb)
-        cluster_degree[node_uf.find(ra)] = merged_degree
+        node_uf.merge(ra, rb)
+        cluster_degree[node_uf[ra]] = merged_degree
         internal.add(s.index)
     for s in segments:  # a short loop from a junction back to itself is part of that junction
         if not s.removed and len(s.nodes) == 1 and s.length <= 2 * nodes[s.nodes[0]].radius and _is_loop(s, nodes):
             internal.add(s.index)
 
-    cluster_of_node = {n: node_uf.find(n) for n in nodes}
+    cluster_of_node = {n: node_uf[n] for n in nodes}
     cluster_ids = sorted(set(cluster_of_node.values()))
     cluster_index = {c: i for i, c in enumerate(cluster_ids)}
     members: list[list[int]] = [[] for _ in cluster_ids]
@@ -239,7 +224,7 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
             ends[c].append(End(s.index, c, direction, half_width))
 
     # 1. Tubes passing straight through a junction: their two ends are paired.
-    seg_uf = _UnionFind(len(segments) + 1)
+    seg_uf = DisjointSet(range(len(segments) + 1))
     unpaired: list[End] = []
     for cluster_ends in ends:
         unpaired += _pair_through(cluster_ends, seg_uf, p)
@@ -248,11 +233,11 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
     #    At most one attachment per chain, so a chain never bridges two tubes.
     chain_length: dict[int, int] = {}
     for s in live:
-        root = seg_uf.find(s.index)
+        root = seg_uf[s.index]
         chain_length[root] = chain_length.get(root, 0) + s.length
     loose: dict[int, list[End]] = {}
     for e in unpaired:
-        loose.setdefault(seg_uf.find(e.segment), []).append(e)
+        loose.setdefault(seg_uf[e.segment], []).append(e)
     fork_cos = np.cos(np.deg2rad(p.fork_angle))
     for root in sorted(loose, key=lambda r: chain_length.get(r, 0)):
         chain_ends = loose[root]
@@ -262,17 +247,17 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
         best: tuple[float, End, End] | None = None
         for e in chain_ends:
             for other in ends[e.cluster]:
-                if seg_uf.find(other.segment) == seg_uf.find(e.segment):
+                if seg_uf[other.segment] == seg_uf[e.segment]:
                     continue
                 straightness = -float(e.direction @ other.direction)
                 if best is None or straightness > best[0]:
                     best = (straightness, e, other)
         if best is not None and (best[0] >= fork_cos or short):
-            seg_uf.union(best[1].segment, best[2].segment)
+            seg_uf.merge(best[1].segment, best[2].segment)
 
     groups: dict[int, list[int]] = {}
     for s in live:
-        groups.setdefault(seg_uf.find(s.index), []).append(s.index)
+        groups.setdefault(seg_uf[s.index], []).append(s.index)
     segment_groups = list(groups.values())
     instance_of_segment = {si: k for k, group in enumerate(segment_groups) for si in group}
     instance_clusters = []
@@ -337,7 +322,7 @@ def _direction(pixels: np.ndarray, centre: np.ndarray, radius: float, length: fl
     return (v / norm if norm > 1e-6 else np.zeros(2)), half_width
 
 
-def _pair_through(ends: list[End], uf: _UnionFind, p: GroupingParams) -> list[End]:
+def _pair_through(ends: list[End], uf: DisjointSet, p: GroupingParams) -> list[End]:
     """Pair the ends that continue one another (straightest first); return the unpaired ones."""
     if len(ends) < 2:
         return list(ends)
@@ -346,7 +331,7 @@ def _pair_through(ends: list[End], uf: _UnionFind, p: GroupingParams) -> list[En
         # meeting end to end in a V).
         straight = -float(ends[0].direction @ ends[1].direction)
         if ends[0].segment != ends[1].segment and straight >= np.cos(np.deg2rad(p.bend_angle)):
-            uf.union(ends[0].segment, ends[1].segment)
+            uf.merge(ends[0].segment, ends[1].segment)
             return []
         return list(ends)
     pair_cos = np.cos(np.deg2rad(p.pair_angle))
@@ -364,6 +349,6 @@ def _pair_through(ends: list[End], uf: _UnionFind, p: GroupingParams) -> list[En
             continue
         if straightness[i, j] < pair_cos:
             break
-        uf.union(ends[i].segment, ends[j].segment)
+        uf.merge(ends[i].segment, ends[j].segment)
         paired[i] = paired[j] = True
     return [e for e, done in zip(ends, paired) if not done]
