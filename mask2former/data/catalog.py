@@ -32,6 +32,7 @@ class DatasetEntry:
     json_file: str
     image_root: str
     _records: list | None = field(default=None, repr=False)
+    _metadata: dict | None = field(default=None, repr=False)
 
     def load(self, check_images: bool = True, channel: int = -1) -> list[dict]:
         """Validated records (cached). ``channel`` is ``INPUT.CHANNEL``: multi-channel images
@@ -43,6 +44,12 @@ class DatasetEntry:
         return self._records
 
     def metadata(self) -> dict:
+        """Category names and ids (cached: every stage asks for the class names several times)."""
+        if self._metadata is None:
+            self._metadata = self._read_metadata()
+        return self._metadata
+
+    def _read_metadata(self) -> dict:
         cats = coco_categories(self.json_file)
         return {
             "name": self.name,

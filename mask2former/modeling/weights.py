@@ -109,7 +109,8 @@ def read_checkpoint(path: str) -> dict:
         raise WeightsError(path, "checkpoint not found")
     try:
         # Our checkpoints hold only tensors, numbers and strings: the safe loader reads them.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: reading only the class names (predictor start-up) does not pull in every tensor.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
         raise WeightsError(path, f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
 
