@@ -23,16 +23,19 @@ from mask2former.engine.trainer import training_step
 from mask2former.modeling.build import build_model, count_parameters
 
 
-def make_batch(batch_size: int, size: int, instances: int) -> dict:
+def make_batch(batch_size: int, size: int, instances: int, pin: bool = False) -> dict:
+    """A batch as the training loader delivers it: float pixels, bool masks, pinned when the loader pins."""
     rng = np.random.default_rng(0)
     pixel_values = torch.from_numpy(rng.normal(0, 1, (batch_size, 3, size, size)).astype(np.float32))
-    masks = [torch.from_numpy(synthetic_tube_masks(size, instances, seed=i).astype(np.float32)) for i in range(batch_size)]
-    return {
+    masks = [torch.from_numpy(synthetic_tube_masks(size, instances, seed=i).astype(bool)) for i in range(batch_size)]
+    batch = {
         "pixel_values": pixel_values,
-        "pixel_mask": torch.ones(batch_size, size, size, dtype=torch.long),
         "mask_labels": masks,
         "class_labels": [torch.zeros(instances, dtype=torch.long) for _ in range(batch_size)],
     }
+    if pin:
+        batch = {k: (v.pin_memory() if isinstance(v, torch.Tensor) else [t.pin_memory() for t in v]) for k, v in batch.items()}
+    return batch
 
 
 def _sync(device: str) -> None:
@@ -55,15 +58,19 @@ def bench_config(cfg, size: int, batch_size: int, steps: int, warmup: int, amp: 
     device = resolve_device(cfg)
     torch.manual_seed(0)
     model = build_model(cfg, ["myotube"]).to(device).train()
-    batch = make_batch(batch_size, size, instances)
-    dev_batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else [t.to(device) for t in v]) for k, v in batch.items()}
+    batch = make_batch(batch_size, size, instances, pin=device.startswith("cuda"))
     use_amp = amp and device.startswith("cuda")
 
     bare_opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def bare_step():
+        # Like any plain training loop, the bare step copies the loader's batch to the device itself,
+        # so both steps start from the same host batch.
+        pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+        mask_labels = [m.to(device, non_blocking=True).float() for m in batch["mask_labels"]]
+        class_labels = [c.to(device, non_blocking=True) for c in batch["class_labels"]]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = model(pixel_values=dev_batch["pixel_values"], mask_labels=dev_batch["mask_labels"], class_labels=dev_batch["class_labels"]).loss
+            loss = model(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
         bare_opt.zero_grad(set_to_none=True)
         loss.backward()
         bare_opt.step()

@@ -24,7 +24,7 @@ def _batch(tmp_path, n_images=2, size=128, seed=0, augment=False):
 
 
 def _step_loss(model, batch):
-    out = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], output_auxiliary_logits=True)
+    out = model(pixel_values=batch["pixel_values"], output_auxiliary_logits=True)
     return loss_terms(model, out, batch)
 
 
@@ -129,3 +129,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="cannot read checkpoint"):
         load_model(tiny_cfg(), ["myotube"], str(path))
     assert os.path.getsize(path) == len(b"not a checkpoint")
+
+
+def test_the_model_ignores_pixel_mask_so_batches_do_not_carry_one(tmp_path):
+    # The loader ships no pixel_mask (padding is zero-valued pixels). If a transformers release starts
+    # using it, outputs change here and the mapper must build one again.
+    torch.manual_seed(0)
+    cfg, batch = _batch(tmp_path)
+    assert "pixel_mask" not in batch
+    model = build_model(cfg, ["myotube"]).eval()
+    half = torch.ones(batch["pixel_values"].shape[0], *batch["pixel_values"].shape[2:], dtype=torch.long)
+    half[:, :, 64:] = 0
+    with torch.no_grad():
+        plain = model(pixel_values=batch["pixel_values"])
+        masked = model(pixel_values=batch["pixel_values"], pixel_mask=half)
+    torch.testing.assert_close(plain.masks_queries_logits, masked.masks_queries_logits)
+    torch.testing.assert_close(plain.class_queries_logits, masked.class_queries_logits)

@@ -163,11 +163,10 @@ class MyotubeDatasetMapper:
         # Masks travel as bool (4x less to copy between worker processes); the loss makes them float.
         full_masks = np.zeros((len(masks), side, side), bool)
         full_masks[:, :h, :w] = masks
-        pixel_mask = np.zeros((side, side), np.int64)
-        pixel_mask[:h, :w] = 1
+        # No pixel_mask: HF's Mask2Former ignores it (transformers 5.x), and at 1500 px it would be
+        # another 18 MB per image to copy from the workers and to the GPU for nothing.
         return {
             "pixel_values": torch.from_numpy(pixels.transpose(2, 0, 1).copy()),
-            "pixel_mask": torch.from_numpy(pixel_mask),
             "mask_labels": torch.from_numpy(full_masks),
             "class_labels": torch.from_numpy(classes.astype(np.int64)),
         }
@@ -177,7 +176,6 @@ def collate_samples(samples: list[dict]) -> dict:
     """Stack images; keep per-image mask and class tensors as lists (instance counts differ)."""
     return {
         "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-        "pixel_mask": torch.stack([s["pixel_mask"] for s in samples]),
         "mask_labels": [s["mask_labels"] for s in samples],
         "class_labels": [s["class_labels"] for s in samples],
         "records": [s.get("record") for s in samples],

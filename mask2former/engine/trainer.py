@@ -68,7 +68,7 @@ def training_step(model, batch: dict, optimizer, scheduler, cfg: CfgNode, device
     batch = {k: _to_device(v, device) for k, v in batch.items() if k != "records"}
     # The loss runs under autocast too: its point sampling then mixes bf16 logits and fp32 targets safely.
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-        out = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], output_auxiliary_logits=True)
+        out = model(pixel_values=batch["pixel_values"], output_auxiliary_logits=True)
         losses = {k: v.float() for k, v in loss_terms(model, out, batch).items()}
     total = sum(losses.values())
     stacked = torch.stack(list(losses.values())).detach()
