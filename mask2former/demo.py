@@ -33,10 +33,10 @@ class DemoPlan:
     """Sizes of the demo; ``quick`` shrinks everything for the test suite."""
 
     size: int = 256
-    pixel_scale: float = 0.35
+    pixel_scale: float = 0.5
     stage1_images: int = 60
     manual_images: int = 6
-    heldout_images: int = 10
+    heldout_images: int = 30
     stage1_iters: int = 3500
     stage2_iters: int = 300
     stage1_lr: float = 1e-3
