@@ -111,7 +111,8 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     step("2. annotate the Stage 1 pool and organize the unified dataset")
     annotated = os.path.join(output, "annotator_out")
     _run([py, os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"), "--input_dir", os.path.join(raw, "stage1_pool", "images"),
-          "--output_dir", annotated, "--resolution", str(plan.size), "--test_fraction", "0.1", "--seed", "0", "--workers", str(workers)], log)
+          "--output_dir", annotated, "--resolution", str(plan.size), "--scale", str(plan.pixel_scale), "--test_fraction", "0.1", "--seed", "0",
+          "--workers", str(workers)], log)
     dataset = os.path.join(output, "myotube_dataset")
     _run([py, os.path.join(REPO_ROOT, "organize_unified_dataset.py"), "--algorithmic_dataset", annotated,
           "--manual_dataset", manual_json, "--output_dataset", dataset], log)
@@ -132,7 +133,7 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     step("4. evaluate on the held-out fields")
     table = evaluate_on_heldout(heldout_json, os.path.join(raw, "heldout", "images"),
                                 {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2, "Stage 2 only (manual, no Stage 1)": s2_only},
-                                plan.device)
+                                plan.pixel_scale, plan.device)
 
     from mask2former.evaluation.evaluator import format_table
     from mask2former.utils.fileio import atomic_write_json, atomic_write_text
@@ -147,7 +148,7 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
           "--weights", os.path.join(s2, "model_final.pth"), "--input", *[os.path.join(raw, "heldout", "images", f) for f in held_images],
           "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.image_size),
           "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)], log)
-    overview = draw_overview(table, heldout_json, os.path.join(raw, "heldout", "images"), output)
+    overview = draw_overview(table, heldout_json, os.path.join(raw, "heldout", "images"), output, plan.pixel_scale)
 
     wall = time.perf_counter() - t_start
     names = list(timings)
@@ -164,9 +165,14 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     return summary
 
 
-def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], device: str = "cpu") -> dict:
-    """Annotator and each model against the held-out ground truth (same images, same metrics)."""
+def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], pixel_scale: float, device: str = "cpu") -> dict:
+    """Annotator and each model against the held-out ground truth (same images, same metrics).
+
+    The fields are crops drawn at ``pixel_scale`` of a 1500 px field; the annotator is told so,
+    as the demo's Stage 1 annotation run is (``--scale``).
+    """
     from mask2former.annotate.instances import annotate_instances
+    from mask2former.annotate.params import AnnotatorParams
     from mask2former.config import load_config
     from mask2former.data.coco import load_coco_instances, record_masks
     from mask2former.data.io import read_image
@@ -179,7 +185,7 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], de
     results: dict[str, dict] = {}
     annotator = InstanceEvaluator(score_threshold=0.0)  # the annotator's instances are all "sure"
     for record in records:
-        annotator.add(record_masks(record), annotate_instances(read_image(record["file_name"])))
+        annotator.add(record_masks(record), annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)))
     results["Classical annotator"] = annotator.summarize()
     for name, out_dir in models.items():
         cfg = load_config(os.path.join(out_dir, "config.yaml"))  # exactly what the model was trained with
@@ -190,7 +196,7 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], de
     return {"results": results, "score_threshold": threshold}
 
 
-def draw_overview(table: dict, gt_json: str, image_dir: str, output: str, n_images: int = 2) -> str:
+def draw_overview(table: dict, gt_json: str, image_dir: str, output: str, pixel_scale: float, n_images: int = 2) -> str:
     """Held-out fields side by side: image, ground truth, annotator, Stage 1, Stage 2."""
     import matplotlib
 
@@ -198,6 +204,7 @@ def draw_overview(table: dict, gt_json: str, image_dir: str, output: str, n_imag
     import matplotlib.pyplot as plt
 
     from mask2former.annotate.instances import annotate_instances
+    from mask2former.annotate.params import AnnotatorParams
     from mask2former.config import load_config
     from mask2former.data.coco import load_coco_instances, record_masks
     from mask2former.data.io import read_image, to_uint8_display
@@ -216,7 +223,7 @@ def draw_overview(table: dict, gt_json: str, image_dir: str, output: str, n_imag
         shown = to_uint8_display(image)
         layers = {
             "ground truth": record_masks(record),
-            "annotator": annotate_instances(image).masks,
+            "annotator": annotate_instances(image, AnnotatorParams(scale=pixel_scale)).masks,
             "Stage 1": predictors["Stage 1"](image).masks,
             "Stage 2": predictors["Stage 2"](image).masks,
         }

@@ -21,6 +21,9 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
     for row in rows.values():
         assert 0.0 <= row["AP"] <= 100.0 and 0.0 <= row["semantic_iou"] <= 1.0
     assert rows["Classical annotator"]["images"] == 2
+    # The fields are crops drawn at the plan's pixel scale; the annotator must be told so.
+    annotated = json.loads((out / "annotator_out" / "annotation_summary.json").read_text())
+    assert annotated["params"]["scale"] == results["plan"]["pixel_scale"]
     table = (out / "demo_results.md").read_text()
     assert "Stage 2 (Stage 1 + manual)" in table and table in proc.stdout + "\n"
     for name in ("demo_overview.png", "output_stage1_algorithmic/loss_curve.png", "output_stage2_manual/model_final.pth",
