@@ -9,7 +9,13 @@ Examples:
 import argparse
 import sys
 
-from mask2former.cli import add_dataset_argument, add_launch_arguments, launch, user_errors_exit
+from mask2former.cli import (
+    add_dataset_argument,
+    add_launch_arguments,
+    add_opts_argument,
+    launch,
+    user_errors_exit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
     add_launch_arguments(parser)
-    parser.add_argument("--opts", dest="extra_opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides (as trailing KEY VALUE pairs)")
+    add_opts_argument(parser, dest="extra_opts")  # the trailing KEY VALUE pairs below work too, as in detectron2
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides, e.g. MODEL.WEIGHTS path SOLVER.BASE_LR 1e-4")
     return parser
 

@@ -67,9 +67,10 @@ def add_launch_arguments(parser) -> None:
     )
 
 
-def add_opts_argument(parser) -> None:
+def add_opts_argument(parser, dest: str = "opts") -> None:
     parser.add_argument(
         "--opts",
+        dest=dest,
         default=[],
         nargs="*",
         metavar="KEY VALUE",

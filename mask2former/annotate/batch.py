@@ -15,6 +15,7 @@ written to a temporary name and renamed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ import numpy as np
 from ..data.coco import bbox_of_mask, mask_to_rle, write_coco_json
 from ..data.io import is_image_file, read_image
 from ..errors import InputError, MyotubeError
-from ..utils.fileio import atomic_write_json, atomic_write_with
+from ..utils.fileio import atomic_write_json, atomic_write_with, claim_free_name
 from .foreground import full_scale
 from .instances import annotate_image
 from .params import AnnotatorParams
@@ -102,17 +103,13 @@ def list_inputs(input_dir: str) -> list[str]:
 def output_names(paths: list[str]) -> list[str]:
     """``field.tif`` → ``field.png``; a stem seen before gets its extension appended
     (``field.jpg`` → ``field_jpg.png``) so no output overwrites another."""
-    used: set[str] = set()
+    taken: set[str] = set()
     names = []
     for p in paths:
         stem, ext = os.path.splitext(os.path.basename(p))
-        name = f"{stem}.png"
-        k = 1
-        while name.lower() in used:
-            name = f"{stem}_{ext.lstrip('.').lower()}{'' if k == 1 else k}.png"
-            k += 1
-        used.add(name.lower())
-        names.append(name)
+        suffix = ext.lstrip(".").lower()
+        later = (f"{stem}_{suffix}{'' if k == 1 else k}.png" for k in itertools.count(1))
+        names.append(claim_free_name(itertools.chain([f"{stem}.png"], later), taken))
     return names
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
+import itertools
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from ..errors import DatasetError, ImageReadError, InputError
-from ..utils.fileio import atomic_write_json
+from ..utils.fileio import atomic_write_json, claim_free_name
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
 from .coco import Finding, segmentation_problem, validate_coco, write_coco_json
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
@@ -404,12 +405,8 @@ def _assign_output_names(entries: list[_Entry]) -> dict[str, str]:
         entry = identities[ident][0]
         base = _base_name(entry.image)
         stem, ext = os.path.splitext(base)
-        candidate = f"{entry.source}_{base}"
-        k = 2
-        while candidate.casefold() in taken:
-            candidate = f"{entry.source}_{stem}_{k}{ext}"
-            k += 1
-        taken.add(candidate.casefold())
+        later = (f"{entry.source}_{stem}_{k}{ext}" for k in itertools.count(2))
+        candidate = claim_free_name(itertools.chain([f"{entry.source}_{base}"], later), taken)
         names[ident] = candidate
         renamed[entry.image.path or f"{entry.image.annotation_file}:{entry.image.name}"] = candidate
     for e in entries:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import logging
 import os
 import sys
@@ -31,6 +32,7 @@ import numpy as np
 from ..data.io import is_image_file, read_image
 from ..errors import ImageReadError, InputError, MyotubeError
 from ..structures import Instances
+from ..utils.fileio import claim_free_name
 from .cropped import CroppedInstances
 from .export import (
     coco_annotations,
@@ -143,16 +145,11 @@ def collect_inputs(specs: str | Sequence[str], exclude_dir: str | None = None) -
 
 def output_names(paths: Sequence[str]) -> list[str]:
     """File stems, made unique (``a/x.tif`` and ``b/x.tif`` → ``x``, ``x_2``)."""
+    taken: set[str] = set()
     names: list[str] = []
-    used: set[str] = set()
     for p in paths:
         stem = Path(p).stem
-        name, n = stem, 1
-        while name.lower() in used:
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name.lower())
-        names.append(name)
+        names.append(claim_free_name(itertools.chain([stem], (f"{stem}_{n}" for n in itertools.count(2))), taken))
     return names
 
 

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 
@@ -64,3 +64,13 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None], su
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def claim_free_name(candidates: Iterable[str], taken: set[str]) -> str:
+    """The first of ``candidates`` not yet in ``taken`` (compared case-folded, since macOS and
+    Windows file systems ignore case), recorded in ``taken``. ``candidates`` must not run out."""
+    for name in candidates:
+        if name.casefold() not in taken:
+            taken.add(name.casefold())
+            return name
+    raise ValueError("no free name among the candidates")
