@@ -4,6 +4,7 @@ import pytest
 from mask2former.evaluation.metrics import (
     InstanceEvaluator,
     coco_mask_ap,
+    error_breakdown,
     evaluate_instances,
     instance_f1,
     panoptic_quality,
@@ -75,3 +76,45 @@ def test_evaluator_state_merges_like_a_single_pass(truth):
     merged = parts[0].summarize()
     for key in ("AP", "f1@0.5", "pq", "semantic_iou", "tp", "fp", "fn"):
         assert merged[key] == pytest.approx(one[key])
+
+
+def _bar(y0, y1, x0, x1, size=64):
+    m = np.zeros((size, size), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_error_breakdown_names_each_kind_of_mistake():
+    horizontal, vertical = _bar(10, 14, 0, 64), _bar(0, 64, 30, 34)  # two tubes crossing
+    cut, missed, found = _bar(30, 34, 0, 64), _bar(40, 44, 0, 64), _bar(50, 54, 0, 64)
+    gt = np.stack([horizontal, vertical, cut, missed, found])
+    pred = np.stack([
+        horizontal | vertical,  # one instance for the crossing pair: IoU 0.52 with the horizontal tube, merges the vertical one
+        _bar(30, 34, 0, 20), _bar(30, 34, 22, 42), _bar(30, 34, 44, 64),  # the third tube in three pieces
+        found, _bar(50, 54, 0, 40),  # found, plus a duplicate piece of it
+        _bar(58, 62, 0, 64),  # on background
+    ])
+    errors = error_breakdown(gt, pred)
+    assert errors["gt_matched"] == 2 and errors["gt_merged"] == 1 and errors["gt_split"] == 1 and errors["gt_missed"] == 1
+    assert errors["pred_matched"] == 2 and errors["pred_fragment"] == 3 and errors["pred_duplicate"] == 1 and errors["pred_background"] == 1
+    assert sum(v for k, v in errors.items() if k.startswith("gt_")) == len(gt)
+    assert sum(v for k, v in errors.items() if k.startswith("pred_")) == len(pred)
+
+
+def test_error_breakdown_counts_a_prediction_joining_two_unmatched_tubes_as_a_merge():
+    a, b = _bar(10, 14, 0, 64), _bar(16, 20, 0, 64)  # two tubes side by side
+    joined = _bar(10, 20, 0, 64)
+    errors = error_breakdown(np.stack([a, b]), joined[None])
+    assert errors["gt_merged"] == 2 and errors["pred_merge"] == 1 and errors["gt_matched"] == 0
+
+
+def test_error_breakdown_accepts_rles_and_is_pooled_by_the_evaluator(truth):
+    from mask2former.evaluation.metrics import _encode
+
+    pred = truth[0][:2]
+    assert error_breakdown(_encode(truth[0]), _encode(pred)) == error_breakdown(truth[0], pred)
+    ev = InstanceEvaluator(score_threshold=0.5)
+    for g in truth:
+        ev.add(g, Instances(g[:2], np.ones(2)))
+    errors = ev.summarize()["errors"]
+    assert errors["gt_matched"] == 6 and errors["gt_missed"] == sum(len(g) for g in truth) - 6

@@ -19,6 +19,9 @@ from scipy.optimize import linear_sum_assignment
 
 from ..structures import Instances
 
+ERROR_KINDS_GT = ("matched", "merged", "split", "missed", "poor_mask")
+ERROR_KINDS_PRED = ("matched", "merge", "fragment", "duplicate", "background", "other")
+
 
 def _encode(masks: np.ndarray) -> list[dict]:
     return [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
@@ -127,6 +130,7 @@ class InstanceEvaluator:
         self.gt_rles: list[list[dict]] = []
         self.dt: list[tuple[list[dict], list[float]]] = []
         self.counts = {"tp": 0, "fp": 0, "fn": 0, "iou_sum": 0.0, "intersection": 0.0, "union": 0.0, "sum": 0.0}
+        self.errors = {f"gt_{k}": 0 for k in ERROR_KINDS_GT} | {f"pred_{k}": 0 for k in ERROR_KINDS_PRED}
         self.per_image: list[dict] = []
 
     def add_ap_only(self, gt_masks: np.ndarray, pred: Instances) -> None:
@@ -151,12 +155,15 @@ class InstanceEvaluator:
         c["intersection"] += sem["intersection"]
         c["union"] += sem["union"]
         c["sum"] += sem["sum"]
+        errors = error_breakdown(gt_masks, kept)
+        for k, v in errors.items():
+            self.errors[k] += v
         image = {"name": name, "gt": int(len(gt_masks)), "pred": int(len(kept)), **_prf(tp, fp, fn), "semantic_iou": sem["iou"]}
         self.per_image.append(image)
         return image
 
     def state(self) -> dict:
-        return {"images": self.images, "gt_rles": self.gt_rles, "dt": self.dt, "counts": self.counts, "per_image": self.per_image}
+        return {"images": self.images, "gt_rles": self.gt_rles, "dt": self.dt, "counts": self.counts, "errors": self.errors, "per_image": self.per_image}
 
     def merge(self, state: dict) -> None:
         self.images += state["images"]
@@ -165,6 +172,8 @@ class InstanceEvaluator:
         self.per_image += state["per_image"]
         for k, v in state["counts"].items():
             self.counts[k] += v
+        for k, v in state["errors"].items():
+            self.errors[k] += v
 
     def coco_ap(self) -> dict:
         most = max([100] + [len(g) for g in self.gt_rles] + [len(d[0]) for d in self.dt])
@@ -214,6 +223,7 @@ class InstanceEvaluator:
         result["mean_image_semantic_iou"] = float(np.mean(ious)) if ious else 1.0
         result["images"] = len(self.images)
         result["score_threshold"] = self.score_threshold
+        result["errors"] = dict(self.errors)
         return result
 
 
@@ -225,3 +235,81 @@ def evaluate_instances(
     for gt, pred in zip(gts, preds):
         evaluator.add(gt, pred)
     return evaluator.summarize()
+
+
+
+
+def _intersections(a_rles: list[dict], b_rles: list[dict]) -> np.ndarray:
+    """Pixel counts of every (a, b) intersection, from RLEs (no full-size arrays)."""
+    if not a_rles or not b_rles:
+        return np.zeros((len(a_rles), len(b_rles)))
+    iou = np.asarray(mask_utils.iou(b_rles, a_rles, [0] * len(a_rles)), np.float64).T
+    area_a = mask_utils.area(a_rles).astype(np.float64)
+    area_b = mask_utils.area(b_rles).astype(np.float64)
+    # iou = I / (A + B - I)  =>  I = iou (A + B) / (1 + iou)
+    return np.rint(iou * (area_a[:, None] + area_b[None, :]) / (1.0 + iou))
+
+
+def error_breakdown(gt_masks: np.ndarray | list[dict], pred_masks: np.ndarray | list[dict], cover: float = 0.5) -> dict:
+    """Why each true and each predicted instance is or is not a one-to-one match at IoU > 0.5.
+
+    Masks are (N, H, W) bool stacks or lists of COCO RLEs. A true instance that no prediction
+    matches is
+      - ``missed``: all predictions together cover less than ``cover`` of it;
+      - ``merged``: a prediction covers ``cover`` of it and of another true instance too
+        (two tubes joined at a crossing or along a contact);
+      - ``split``: no prediction covers ``cover`` of it, but two or more predictions lying mostly
+        inside it do together (a tube cut into pieces);
+      - ``poor_mask``: the rest (a prediction on it, but its outline is off).
+    A prediction that matches nothing is a ``merge`` (covers ``cover`` of two true instances), a
+    ``duplicate`` (lies mostly inside a true instance another prediction matched), a ``fragment``
+    (lies mostly inside an unmatched true instance), ``background`` (lies mostly outside every
+    true instance) or ``other``. Returns counts ``gt_<kind>`` and ``pred_<kind>``.
+    """
+    gt = gt_masks if isinstance(gt_masks, list) else _encode(np.asarray(gt_masks, bool))
+    pred = pred_masks if isinstance(pred_masks, list) else _encode(np.asarray(pred_masks, bool))
+    counts = {f"gt_{k}": 0 for k in ERROR_KINDS_GT} | {f"pred_{k}": 0 for k in ERROR_KINDS_PRED}
+    inter = _intersections(gt, pred)  # (G, P)
+    gt_area = mask_utils.area(gt).astype(np.float64) if gt else np.zeros(0)
+    pred_area = mask_utils.area(pred).astype(np.float64) if pred else np.zeros(0)
+    union = gt_area[:, None] + pred_area[None, :] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    gt_matched = np.zeros(len(gt), bool)
+    pred_matched = np.zeros(len(pred), bool)
+    for g, p in _match(iou, 0.5):
+        gt_matched[g] = pred_matched[p] = True
+    covers = inter >= cover * np.maximum(gt_area[:, None], 1)  # prediction p covers true g
+    inside = inter >= cover * np.maximum(pred_area[None, :], 1)  # prediction p lies mostly inside g
+    merging = covers.sum(0) >= 2
+    all_pred = [mask_utils.merge(pred)] if pred else []
+    covered_by_all = _intersections(gt, all_pred)[:, 0] if pred else np.zeros(len(gt))
+    for g in range(len(gt)):
+        pieces = [pred[p] for p in np.flatnonzero(inside[g])]
+        if gt_matched[g]:
+            kind = "matched"
+        elif covered_by_all[g] < cover * gt_area[g]:
+            kind = "missed"
+        elif (covers[g] & merging).any():
+            kind = "merged"
+        elif not covers[g].any() and len(pieces) >= 2 and _intersections([gt[g]], [mask_utils.merge(pieces)])[0, 0] >= cover * gt_area[g]:
+            kind = "split"
+        else:
+            kind = "poor_mask"
+        counts[f"gt_{kind}"] += 1
+    all_gt = [mask_utils.merge(gt)] if gt else []
+    on_gt = _intersections(pred, all_gt)[:, 0] if gt else np.zeros(len(pred))
+    for p in range(len(pred)):
+        if pred_matched[p]:
+            kind = "matched"
+        elif merging[p]:
+            kind = "merge"
+        elif on_gt[p] < cover * pred_area[p]:
+            kind = "background"
+        elif (inside[:, p] & gt_matched).any():
+            kind = "duplicate"
+        elif (inside[:, p] & ~gt_matched).any():
+            kind = "fragment"
+        else:
+            kind = "other"
+        counts[f"pred_{kind}"] += 1
+    return counts

@@ -1,0 +1,240 @@
+"""Recipe experiments: train the demo's model one way, score it on held-out synthetic fields.
+
+    python -m bench.recipe --name backbone_lr --labels exact --seeds 0 1 --opts SOLVER.BACKBONE_MULTIPLIER 1.0
+
+Data are the demo's (``mask2former.demo.DemoPlan``): a Stage 1 pool, a few "manual" fields and
+held-out fields, generated once into ``--work`` and reused by every experiment. ``--labels``
+chooses what Stage 1 learns from: the classical annotator's output (the product) or the exact
+ground truth (the ceiling of the recipe). ``--stage2-iters`` > 0 fine-tunes on the manual fields
+afterwards, as Stage 2 does. Each run is scored on the held-out fields and on its own training
+fields (does it fit them?), with COCO AP, F1@0.5 at the configured score threshold and at the best
+threshold, semantic IoU and the error breakdown (merged, split, missed, false positives).
+Results: ``bench/results/recipe/<name>.json``; ``--table`` prints every stored result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from bench.common import write_results
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO_ROOT, "bench", "results", "recipe")
+TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def build_data(work: str, plan, pool: int) -> dict[str, str]:
+    """Unified dataset roots (annotator and exact Stage 1 labels) plus held-out and train-field COCO files."""
+    from mask2former.annotate import AnnotatorParams, annotate_instances
+    from mask2former.data.catalog import ANNOTATION_FILES
+    from mask2former.data.coco import load_coco_instances, record_masks, write_coco_json
+    from mask2former.data.io import read_image
+    from mask2former.data.synthetic import _coco_annotations, write_synthetic_dataset
+
+    key = f"s{plan.size}_p{plan.pixel_scale}_n{pool}_m{plan.manual_images}_h{plan.heldout_images}_{plan.density}"
+    root = os.path.join(work, key)
+    done = os.path.join(root, "done")
+    paths = {"annotator": os.path.join(root, "labels_annotator"), "exact": os.path.join(root, "labels_exact"),
+             "heldout": os.path.join(root, "heldout", "annotations.json"), "pool": os.path.join(root, "pool", "annotations.json")}
+    if os.path.isfile(done):
+        return paths
+    shutil.rmtree(root, ignore_errors=True)
+    common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False}
+    write_synthetic_dataset(os.path.join(root, "pool"), pool, seed=1, **common)
+    write_synthetic_dataset(os.path.join(root, "manual"), plan.manual_images, seed=2, **common)
+    write_synthetic_dataset(os.path.join(root, "heldout"), plan.heldout_images, seed=3, **common)
+    params = AnnotatorParams(scale=plan.pixel_scale)
+    for labels in ("annotator", "exact"):
+        images = os.path.join(paths[labels], "images")
+        os.makedirs(images)
+        split_files = {}
+        for split, folder in (("myotube_algorithmic_train", "pool"), ("myotube_manual_train", "manual"), ("myotube_manual_test", "heldout")):
+            entries, anns = [], []
+            for record in load_coco_instances(os.path.join(root, folder, "annotations.json"), os.path.join(root, folder, "images")):
+                name = f"{folder}_{os.path.basename(record['file_name'])}"
+                if not os.path.exists(os.path.join(images, name)):
+                    os.link(record["file_name"], os.path.join(images, name))
+                image_id = len(entries) + 1
+                entries.append({"id": image_id, "file_name": name, "height": record["height"], "width": record["width"]})
+                if split == "myotube_algorithmic_train" and labels == "annotator":
+                    masks = annotate_instances(read_image(record["file_name"]), params).masks
+                else:
+                    masks = record_masks(record)
+                anns += _coco_annotations(masks, image_id, len(anns) + 1)
+            split_files[split] = os.path.join(paths[labels], "annotations", ANNOTATION_FILES[split])
+            write_coco_json(split_files[split], entries, anns)
+        # Stage 1's own test split: the first held-out fields, so periodic evaluation has something to read.
+        shutil.copy(split_files["myotube_manual_test"], os.path.join(paths[labels], "annotations", ANNOTATION_FILES["myotube_algorithmic_test"]))
+    open(done, "w").close()
+    return paths
+
+
+def train(dataset: str, config: str, out: str, opts: list[str], log) -> str:
+    final = os.path.join(out, "model_final.pth")
+    if os.path.isfile(final):
+        return final
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, "--dataset", dataset, *opts]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise SystemExit(f"training failed, see {log.name}")
+    print(f"  trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    return final
+
+
+def score(out_dir: str, records: list[dict], device: str = "cpu") -> dict:
+    """Metrics of one trained model on ``records``: at the configured threshold, and the best F1 over THRESHOLDS."""
+    from mask2former.config import load_config
+    from mask2former.data.coco import record_masks
+    from mask2former.data.io import read_image
+    from mask2former.evaluation.metrics import InstanceEvaluator
+    from mask2former.inference.predictor import MyotubePredictor
+
+    cfg = load_config(os.path.join(out_dir, "config.yaml"), ["MODEL.DEVICE", device])
+    predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, "model_final.pth"))
+    evaluators = {t: InstanceEvaluator(score_threshold=t) for t in THRESHOLDS}
+    for record in records:
+        gt = record_masks(record)
+        pred = predictor.predict_all(read_image(record["file_name"]))
+        pred = pred.subset(np.flatnonzero(pred.masks.reshape(len(pred), -1).sum(1) >= cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA))
+        for ev in evaluators.values():
+            ev.add(gt, pred)
+    summaries = {t: ev.summarize() for t, ev in evaluators.items()}
+    configured = cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
+    main = summaries.get(configured) or InstanceEvaluator(configured).summarize()
+    best_t = max(summaries, key=lambda t: summaries[t]["f1@0.5"])
+    return {**_brief(main), "best_f1": summaries[best_t]["f1@0.5"], "best_f1_threshold": best_t}
+
+
+def _brief(summary: dict) -> dict:
+    keys = ("AP", "AP50", "AP75", "f1@0.5", "precision@0.5", "recall@0.5", "semantic_iou", "errors")
+    return {k: summary[k] for k in keys}
+
+
+def annotator_scores(records: list[dict], pixel_scale: float) -> dict:
+    from mask2former.annotate import AnnotatorParams, annotate_instances
+    from mask2former.data.coco import record_masks
+    from mask2former.data.io import read_image
+    from mask2former.evaluation.metrics import InstanceEvaluator
+
+    ev = InstanceEvaluator(score_threshold=0.0)
+    for record in records:
+        ev.add(record_masks(record), annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)))
+    return _brief(ev.summarize())
+
+
+def training_opts(plan, out: str, iters: int, lr: float, batch: int, seed: int) -> list[str]:
+    from mask2former.demo import _training_opts
+
+    opts = _training_opts(plan, out, iters, lr, batch)
+    opts[opts.index("SEED") + 1] = str(seed)
+    return opts + ["TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
+
+
+def run(args) -> dict:
+    from mask2former.data.coco import load_coco_instances
+    from mask2former.demo import DemoPlan
+
+    plan = DemoPlan()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        setattr(plan, key, type(getattr(plan, key))(value))
+    pool = args.pool or plan.stage1_images
+    data = build_data(args.work, plan, pool)
+    heldout = load_coco_instances(data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images"))
+    train_fields = load_coco_instances(data["pool"], os.path.join(os.path.dirname(data["pool"]), "images"))[: args.train_fields]
+    run_dir = os.path.join(args.work, "runs", args.name)
+    os.makedirs(run_dir, exist_ok=True)
+    log = open(os.path.join(run_dir, "train_log.txt"), "a")
+    s1_iters = args.stage1_iters or plan.stage1_iters
+    runs = []
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        s1 = os.path.join(run_dir, f"seed{seed}", "stage1")
+        opts = training_opts(plan, s1, s1_iters, args.stage1_lr or plan.stage1_lr, 2, seed) + list(args.opts)
+        train(data[args.labels], os.path.join(TINY, "stage1_config.yaml"), s1, opts, log)
+        seconds = time.perf_counter() - t0
+        entry = {"seed": seed, "stage1": {"heldout": score(s1, heldout), "train_fields": score(s1, train_fields)}, "train_seconds": round(seconds, 1)}
+        if args.stage2_iters:
+            s2 = os.path.join(run_dir, f"seed{seed}", "stage2")
+            opts2 = training_opts(plan, s2, args.stage2_iters, plan.stage2_lr, 1, seed) + list(args.opts) + list(args.opts2)
+            train(data[args.labels], os.path.join(TINY, "stage2_config.yaml"), s2, opts2 + ["MODEL.WEIGHTS", os.path.join(s1, "model_final.pth")], log)
+            entry["stage2"] = {"heldout": score(s2, heldout)}
+        runs.append(entry)
+        print(json.dumps({k: v for k, v in entry["stage1"]["heldout"].items() if k != "errors"}), flush=True)
+    result = {
+        "name": args.name, "labels": args.labels, "plan": plan.__dict__, "pool": pool, "stage1_iters": s1_iters,
+        "stage2_iters": args.stage2_iters, "opts": list(args.opts), "opts2": list(args.opts2), "seeds": list(args.seeds), "runs": runs,
+        "mean": _mean_over_seeds(runs),
+    }
+    if args.annotator:
+        result["annotator"] = {"heldout": annotator_scores(heldout, plan.pixel_scale), "train_fields": annotator_scores(train_fields, plan.pixel_scale)}
+    write_results(os.path.join(RESULTS, f"{args.name}.json"), result)
+    return result
+
+
+def _mean_over_seeds(runs: list[dict]) -> dict:
+    out: dict = {}
+    for stage in ("stage1", "stage2"):
+        for part in ("heldout", "train_fields"):
+            rows = [r[stage][part] for r in runs if stage in r and part in r[stage]]
+            if rows:
+                out[f"{stage}/{part}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "errors"}
+                out[f"{stage}/{part}"]["errors"] = {k: int(sum(r["errors"][k] for r in rows)) for k in rows[0]["errors"]}
+    return out
+
+
+def print_table(pattern: str = "*") -> None:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, f"{pattern}.json")), key=os.path.getmtime):
+        with open(path) as f:
+            res = json.load(f)
+        for key, m in res["mean"].items():
+            e = m["errors"]
+            rows.append(f"| {res['name']} | {key} | {len(res['seeds'])} | {m['AP']:.1f} | {m['AP50']:.1f} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
+                        f"| {m['semantic_iou']:.3f} | {e['gt_merged']} | {e['gt_split']} | {e['gt_missed']} | {e['gt_poor_mask']} "
+                        f"| {e['pred_background']} | {e['pred_duplicate'] + e['pred_fragment']} |")
+    print("| run | model / fields | seeds | AP | AP50 | F1@0.5 | best F1 | sem. IoU | merged | split | missed | poor | bg FP | dup+frag FP |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", help="result name (bench/results/recipe/NAME.json)")
+    parser.add_argument("--work", default=os.path.join("/tmp", "myotube_recipe"), help="data and model cache")
+    parser.add_argument("--labels", choices=("annotator", "exact"), default="exact")
+    parser.add_argument("--pool", type=int, default=0, help="Stage 1 fields (default: the demo's)")
+    parser.add_argument("--stage1-iters", type=int, default=0)
+    parser.add_argument("--stage1-lr", type=float, default=0.0)
+    parser.add_argument("--stage2-iters", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train-fields", type=int, default=20, help="training fields scored for the fit")
+    parser.add_argument("--annotator", action="store_true", help="score the annotator on the same fields")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="demo plan fields")
+    parser.add_argument("--opts", nargs="*", default=[], help="config overrides for both stages")
+    parser.add_argument("--opts2", nargs="*", default=[], help="config overrides for Stage 2 only")
+    parser.add_argument("--table", nargs="?", const="*", help="print the stored results (glob on names) and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print_table(args.table)
+        return
+    if not args.name:
+        parser.error("--name is required")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
