@@ -30,7 +30,7 @@ from bench.common import write_results
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO_ROOT, "bench", "results", "recipe")
 TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def build_data(work: str, plan, pool: int) -> dict[str, str]:
@@ -135,6 +135,116 @@ def annotator_scores(records: list[dict], pixel_scale: float) -> dict:
     return _brief(ev.summarize())
 
 
+def posthoc(out_dir: str, records: list[dict], pixel_scale: float) -> dict:
+    """One trained model, scored with different inference settings (no retraining).
+
+    - ``mask_threshold_*``: the per-pixel probability that makes a mask pixel;
+    - ``duplicates_iou_0.5``: a prediction whose IoU with a higher-scoring one is 0.5 or more is dropped;
+    - ``skeleton_split``: each prediction is split with the annotator's skeleton graph;
+    - ``predict_*``: predict.py's post-processing steps (contained removal, fragment merging) on
+      and off, at score thresholds 0.5 and 0.8.
+    """
+    from dataclasses import replace
+
+    from mask2former.annotate import AnnotatorParams, split_instances
+    from mask2former.config import load_config
+    from mask2former.data.coco import record_masks
+    from mask2former.data.io import read_image
+    from mask2former.evaluation.metrics import InstanceEvaluator, mask_iou_matrix
+    from mask2former.inference.cropped import CroppedInstances
+    from mask2former.inference.postprocess import PostprocessParams, postprocess
+    from mask2former.inference.predictor import MyotubePredictor
+    from mask2former.modeling.postprocess import instances_from_outputs
+    from mask2former.structures import Instances
+
+    cfg = load_config(os.path.join(out_dir, "config.yaml"), ["MODEL.DEVICE", "cpu"])
+    predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, "model_final.pth"))
+    params = AnnotatorParams(scale=pixel_scale)
+    min_area = cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA
+
+    def without_duplicates(pred: Instances, iou_limit: float) -> Instances:
+        keep: list[int] = []
+        for k in np.argsort(-pred.scores, kind="stable"):
+            if not keep or mask_iou_matrix(pred.masks[k][None], pred.masks[keep]).max() < iou_limit:
+                keep.append(int(k))
+        return pred.subset(np.asarray(keep, int))
+
+    def skeleton_split(pred: Instances) -> Instances:
+        masks, scores = [], []
+        for m, score in zip(pred.masks, pred.scores):
+            pieces = split_instances(m, params, pixel_scale) if score >= 0.05 else m[None]
+            masks += list(pieces if len(pieces) else m[None])
+            scores += [float(score)] * max(1, len(pieces))
+        shape = pred.masks.shape[1:]
+        return Instances(np.asarray(masks, bool).reshape((-1,) + shape), np.asarray(scores, np.float32))
+
+    posts = {
+        "none": PostprocessParams(remove_contained=False, merge_fragments=False, min_area=min_area),
+        "contained": PostprocessParams(remove_contained=True, merge_fragments=False, min_area=min_area),
+        "merge": PostprocessParams(remove_contained=False, merge_fragments=True, min_area=min_area),
+        "contained_and_merge": PostprocessParams(remove_contained=True, merge_fragments=True, min_area=min_area),
+    }
+    evaluators: dict[str, dict[float, InstanceEvaluator]] = {}
+
+    def add(name: str, gt: np.ndarray, pred: Instances, thresholds=(0.5, 0.8)) -> None:
+        for t in thresholds:
+            evaluators.setdefault(name, {}).setdefault(t, InstanceEvaluator(score_threshold=t)).add(gt, pred)
+
+    for record in records:
+        gt = record_masks(record)
+        cls, logits, info = predictor.raw_outputs(read_image(record["file_name"]))
+        for mask_threshold in (0.4, 0.5, 0.6):
+            pred = instances_from_outputs(cls, logits, info, mask_threshold=mask_threshold, min_area=min_area)
+            add(f"mask_threshold_{mask_threshold}", gt, pred)
+            if mask_threshold == 0.5:
+                add("duplicates_iou_0.5", gt, without_duplicates(pred, 0.5))
+                add("skeleton_split", gt, skeleton_split(pred))
+                h, w = pred.image_size
+                for name, post in posts.items():
+                    for t in (0.5, 0.8):
+                        kept = postprocess(CroppedInstances.from_instances(pred, 0, 0, h, w), replace(post, score_threshold=t)).to_instances()
+                        add(f"predict_{name}_score_{t}", gt, kept, thresholds=(0.0,))
+    out = {}
+    for name, by_threshold in evaluators.items():
+        out[name] = {}
+        for t, ev in by_threshold.items():
+            summary = ev.summarize()
+            out[name][str(t)] = {k: summary[k] for k in ("AP", "AP50", "AP75", "f1@0.5", "precision@0.5", "recall@0.5", "semantic_iou", "errors")}
+    return out
+
+
+def resolution_ceiling(records: list[dict], strides=(2, 4, 8)) -> dict:
+    """AP of the ground truth itself after a round trip through a mask grid of each stride.
+
+    A perfect mask head predicting each cell's coverage, upsampled bilinearly like the model's
+    logits (stride 4 is Mask2Former's): what the grid alone costs at strict IoU.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from mask2former.data.coco import record_masks
+    from mask2former.evaluation.metrics import InstanceEvaluator
+    from mask2former.structures import Instances
+
+    out = {}
+    for stride in strides:
+        ev = InstanceEvaluator(score_threshold=0.5)
+        ious = []
+        for record in records:
+            gt = record_masks(record)
+            if not len(gt):
+                continue
+            cover = F.avg_pool2d(torch.from_numpy(gt).float()[None], stride, ceil_mode=True)
+            logits = torch.logit(cover.clamp(1e-4, 1 - 1e-4))
+            back = (F.interpolate(logits, scale_factor=stride, mode="bilinear", align_corners=False)[0, :, : gt.shape[1], : gt.shape[2]] > 0).numpy()
+            ev.add(gt, Instances(back, np.ones(len(gt))))
+            ious += list((gt & back).reshape(len(gt), -1).sum(1) / (gt | back).reshape(len(gt), -1).sum(1))
+        summary = ev.summarize()
+        out[f"stride_{stride}"] = {"AP": summary["AP"], "AP50": summary["AP50"], "AP75": summary["AP75"],
+                                   "mean_instance_iou": float(np.mean(ious)), "p10_instance_iou": float(np.percentile(ious, 10))}
+    return out
+
+
 def training_opts(plan, out: str, iters: int, lr: float, batch: int, seed: int) -> list[str]:
     from mask2former.demo import _training_opts
 
@@ -158,12 +268,12 @@ def run(args) -> dict:
     run_dir = os.path.join(args.work, "runs", args.name)
     os.makedirs(run_dir, exist_ok=True)
     log = open(os.path.join(run_dir, "train_log.txt"), "a")
-    s1_iters = args.stage1_iters or plan.stage1_iters
+    s1_iters = args.stage1_iters
     runs = []
     for seed in args.seeds:
         t0 = time.perf_counter()
         s1 = os.path.join(run_dir, f"seed{seed}", "stage1")
-        opts = training_opts(plan, s1, s1_iters, args.stage1_lr or plan.stage1_lr, 2, seed) + list(args.opts)
+        opts = training_opts(plan, s1, s1_iters, args.stage1_lr, 2, seed) + list(args.opts)
         train(data[args.labels], os.path.join(TINY, "stage1_config.yaml"), s1, opts, log)
         seconds = time.perf_counter() - t0
         entry = {"seed": seed, "stage1": {"heldout": score(s1, heldout), "train_fields": score(s1, train_fields)}, "train_seconds": round(seconds, 1)}
@@ -176,6 +286,7 @@ def run(args) -> dict:
         print(json.dumps({k: v for k, v in entry["stage1"]["heldout"].items() if k != "errors"}), flush=True)
     result = {
         "name": args.name, "labels": args.labels, "plan": plan.__dict__, "pool": pool, "stage1_iters": s1_iters,
+        "stage1_lr": args.stage1_lr,
         "stage2_iters": args.stage2_iters, "opts": list(args.opts), "opts2": list(args.opts2), "seeds": list(args.seeds), "runs": runs,
         "mean": _mean_over_seeds(runs),
     }
@@ -196,18 +307,26 @@ def _mean_over_seeds(runs: list[dict]) -> dict:
     return out
 
 
-def print_table(pattern: str = "*") -> None:
+def print_table(pattern: str = "*", part: str = "") -> None:
+    """One markdown row per stored result and scored part (e.g. ``stage1/heldout``)."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(RESULTS, f"{pattern}.json")), key=os.path.getmtime):
+    results = []
+    for path in glob.glob(os.path.join(RESULTS, f"{pattern}.json")):
         with open(path) as f:
-            res = json.load(f)
-        for key, m in res["mean"].items():
+            results.append(json.load(f))
+    for res in sorted(results, key=lambda r: (r.get("stage1_iters", 0), r.get("pool", 0), r.get("name", ""))):
+        for key, m in res.get("mean", {}).items():
+            if part and key != part:
+                continue
             e = m["errors"]
-            rows.append(f"| {res['name']} | {key} | {len(res['seeds'])} | {m['AP']:.1f} | {m['AP50']:.1f} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
+            change = " ".join(res["opts"]) or "-"
+            rows.append(f"| {res['name']} | {key} | {res['labels']} | {res['pool']} | {res['stage1_iters']} | {res.get('stage1_lr', '')} | {change} "
+                        f"| {len(res['seeds'])} | {m['AP']:.1f} | {m['AP50']:.1f} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
                         f"| {m['semantic_iou']:.3f} | {e['gt_merged']} | {e['gt_split']} | {e['gt_missed']} | {e['gt_poor_mask']} "
                         f"| {e['pred_background']} | {e['pred_duplicate'] + e['pred_fragment']} |")
-    print("| run | model / fields | seeds | AP | AP50 | F1@0.5 | best F1 | sem. IoU | merged | split | missed | poor | bg FP | dup+frag FP |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | model / fields | labels | fields | iterations | LR | other change | seeds | AP | AP50 | F1@0.5 | best F1 | sem. IoU "
+          "| merged | split | missed | outline off | false: background | false: duplicate or fragment |")
+    print("|" + "---|" * 19)
     print("\n".join(rows))
 
 
@@ -217,8 +336,8 @@ def main(argv=None) -> None:
     parser.add_argument("--work", default=os.path.join("/tmp", "myotube_recipe"), help="data and model cache")
     parser.add_argument("--labels", choices=("annotator", "exact"), default="exact")
     parser.add_argument("--pool", type=int, default=0, help="Stage 1 fields (default: the demo's)")
-    parser.add_argument("--stage1-iters", type=int, default=0)
-    parser.add_argument("--stage1-lr", type=float, default=0.0)
+    parser.add_argument("--stage1-iters", type=int, default=3000)
+    parser.add_argument("--stage1-lr", type=float, default=1e-3)
     parser.add_argument("--stage2-iters", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--train-fields", type=int, default=20, help="training fields scored for the fit")
@@ -227,9 +346,31 @@ def main(argv=None) -> None:
     parser.add_argument("--opts", nargs="*", default=[], help="config overrides for both stages")
     parser.add_argument("--opts2", nargs="*", default=[], help="config overrides for Stage 2 only")
     parser.add_argument("--table", nargs="?", const="*", help="print the stored results (glob on names) and exit")
+    parser.add_argument("--part", default="", help="with --table: only this part, e.g. stage1/heldout")
+    parser.add_argument("--posthoc", metavar="RUN", help="score the stored run RUN (seed 0, Stage 1) with other inference settings, and exit")
+    parser.add_argument("--resolution-ceiling", action="store_true", help="score the held-out ground truth after a round trip through mask grids of stride 2, 4, 8, and exit")
     args = parser.parse_args(argv)
     if args.table:
-        print_table(args.table)
+        print_table(args.table, args.part)
+        return
+    if args.posthoc:
+        from mask2former.data.coco import load_coco_instances
+        from mask2former.demo import DemoPlan
+
+        plan = DemoPlan()
+        data = build_data(args.work, plan, plan.stage1_images)
+        heldout = load_coco_instances(data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images"))
+        out_dir = os.path.join(args.work, "runs", args.posthoc, "seed0", "stage1")
+        write_results(os.path.join(RESULTS, f"posthoc_{args.posthoc}.json"), {"run": args.posthoc, "fields": len(heldout), "variants": posthoc(out_dir, heldout, plan.pixel_scale)})
+        return
+    if args.resolution_ceiling:
+        from mask2former.data.coco import load_coco_instances
+        from mask2former.demo import DemoPlan
+
+        plan = DemoPlan()
+        data = build_data(args.work, plan, args.pool or plan.stage1_images)
+        heldout = load_coco_instances(data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images"))
+        write_results(os.path.join(RESULTS, "resolution_ceiling.json"), {"fields": len(heldout), "plan": plan.__dict__, "ceiling": resolution_ceiling(heldout)})
         return
     if not args.name:
         parser.error("--name is required")

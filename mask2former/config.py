@@ -221,14 +221,16 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # Tiled prediction for images larger than the model input. 0: INPUT.IMAGE_SIZE.
     _C.INFERENCE.TILE_SIZE = 0
     _C.INFERENCE.TILE_OVERLAP = 0.2
-    # Fragments from neighbouring tiles are one instance when they overlap by this fraction of the
-    # smaller one inside the region both tiles saw.
+    # Fragments from neighbouring tiles are one instance when their IoU inside the region both
+    # tiles saw is at least this (each fragment matched to at most one of the other tile).
     _C.INFERENCE.TILE_MATCH_OVERLAP = 0.5
     # Post-processing of predicted instances (each step can be switched off).
     _C.INFERENCE.MIN_AREA = 100
     # Minimum skeleton-length / mean-width ratio; 0 disables.
     _C.INFERENCE.MIN_ELONGATION = 0.0
-    _C.INFERENCE.MERGE_FRAGMENTS = True
+    # Off by default: unions chain, and one instance covering two tubes pulls in every instance it
+    # overlaps (on real fields this left a handful of instances per field; see docs/predict.md).
+    _C.INFERENCE.MERGE_FRAGMENTS = False
     # Two instances are merged when their masks overlap by this fraction of the smaller one.
     _C.INFERENCE.MERGE_OVERLAP = 0.5
     _C.INFERENCE.REMOVE_CONTAINED = True

@@ -17,17 +17,43 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "demo_results.json").read_text())
     rows = results["results"]
-    assert set(rows) == {"Classical annotator", "Stage 1 (annotator labels)", "Stage 2 (Stage 1 + manual)", "Stage 2 only (manual, no Stage 1)"}
+    assert set(rows) == {"Classical annotator", "Stage 1 (annotator labels)", "Stage 2 (Stage 1 + manual)",
+                         "Stage 2 only (manual, no Stage 1)", "Exact labels, same budget (ceiling)"}
     for row in rows.values():
         assert 0.0 <= row["AP"] <= 100.0 and 0.0 <= row["semantic_iou"] <= 1.0
+        errors = row["errors"]
+        assert sum(v for k, v in errors.items() if k.startswith("gt_")) == rows["Classical annotator"]["tp"] + rows["Classical annotator"]["fn"]
     assert rows["Classical annotator"]["images"] == 2
+    # The comparison models get the two-stage model's whole budget.
+    plan = results["plan"]
+    for folder in ("output_stage2_only", "output_exact_labels"):
+        assert f"MAX_ITER: {plan['stage1_iters'] + plan['stage2_iters']}" in (out / folder / "config.yaml").read_text()
+    # The ceiling learns from the exact ground truth of the same Stage 1 fields.
+    exact = json.loads((out / "myotube_dataset_exact" / "annotations" / "algorithmic_train_annotations.json").read_text())
+    algorithmic = json.loads((out / "myotube_dataset" / "annotations" / "algorithmic_train_annotations.json").read_text())
+    assert exact["images"] == algorithmic["images"] and exact["annotations"] != algorithmic["annotations"]
     # The fields are crops drawn at the plan's pixel scale; the annotator must be told so.
     annotated = json.loads((out / "annotator_out" / "annotation_summary.json").read_text())
     assert annotated["params"]["scale"] == results["plan"]["pixel_scale"]
     table = (out / "demo_results.md").read_text()
-    assert "Stage 2 (Stage 1 + manual)" in table and table in proc.stdout + "\n"
+    assert "Stage 2 (Stage 1 + manual)" in table and "merged with another" in table
+    assert table.split("\n\n")[0] in proc.stdout
     for name in ("demo_overview.png", "output_stage1_algorithmic/loss_curve.png", "output_stage2_manual/model_final.pth",
                  "output_stage2_only/model_final.pth", "myotube_dataset/annotations/manual_train_annotations.json"):
         assert (out / name).exists(), name
     predictions = os.listdir(out / "predictions")
     assert any(p.endswith(".png") for p in predictions) and any(p.endswith(".csv") for p in predictions)
+
+
+@pytest.mark.slow
+def test_quick_gpu_plan_runs_the_swin_b_architecture_on_cpu(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "mask2former.demo", "--plan", "gpu", "--quick", "--output", str(out), "--workers", "1",
+                           "--set", "ceiling=false", "stage1_iters=2", "stage2_iters=1"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    config = (out / "output_stage2_manual" / "config.yaml").read_text()
+    assert "EMBED_DIM: 128" in config and "DEPTHS:\n    - 2\n    - 2\n    - 18\n    - 2" in config  # Swin-B
+    results = json.loads((out / "demo_results.json").read_text())
+    assert "Exact labels, same budget (ceiling)" not in results["results"] and results["plan"]["config_dir"] == "."

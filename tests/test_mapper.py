@@ -137,3 +137,31 @@ def test_tiled_prediction_uses_the_field_intensity_range():
     small = Recorder()
     predict_image(np.zeros((50, 50), np.uint8), small, options)
     assert small.inside == [False]  # a whole image keeps its own range
+
+
+def test_a_training_crop_of_a_large_field_keeps_image_and_masks_aligned_at_the_chosen_scale(tmp_path):
+    # Only the crop window of the field is resized: the image and its masks must still agree
+    # pixel for pixel, and the tube must come out at the configured scale (40 px wide -> 20 px).
+    size, scale = 600, 0.5
+    tube = np.zeros((size, size), bool)
+    cv2.line(tube.view(np.uint8), (0, 50), (599, 550), 1, thickness=40)
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "f.png"), (tube * 200 + 20).astype(np.uint8))
+    write_coco_json(tmp_path / "f.json", [{"id": 1, "file_name": "f.png", "height": size, "width": size}],
+                    [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(tube), "iscrowd": 0}])
+    record = load_coco_instances(tmp_path / "f.json", tmp_path / "images")[0]
+    crop = 64
+    jitter = scale * size / crop  # the mapper's scale is (crop / longest side) x jitter
+    cfg = tiny_cfg("INPUT.IMAGE_SIZE", crop, "INPUT.MIN_SCALE", jitter, "INPUT.MAX_SCALE", jitter, "INPUT.EMPTY_CROP_RETRIES", 50,
+                   "INPUT.PIXEL_MEAN", [0.0, 0.0, 0.0], "INPUT.PIXEL_STD", [1.0, 1.0, 1.0])
+    mapper = MyotubeDatasetMapper(cfg)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        sample = mapper(record, rng)
+        assert sample["pixel_values"].shape == (3, crop, crop)
+        bright = sample["pixel_values"][0].numpy() > 0.5
+        mask = sample["mask_labels"][0].numpy()
+        assert (bright != mask).mean() < 0.02
+        # Twice the largest inscribed radius (the crop's edge counts as outside): the tube's width.
+        width = 2 * cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5).max()
+        assert mask.sum() < 400 or 17 < width < 23

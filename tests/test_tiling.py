@@ -169,3 +169,29 @@ def test_label_image_resolves_overlaps_by_score():
     assert labels.dtype == np.uint16
     assert labels[7, 7] == 2  # the crossing goes to the higher score
     assert labels[7, 15] == 1 and labels[15, 7] == 2 and labels[0, 0] == 0
+
+
+class MergingPredictor(GroundTruthPredictor):
+    """Like the ground truth, but the first tile reports every tube it sees as one instance
+    (a model joining two crossing tubes)."""
+
+    def __call__(self, tile):
+        out = super().__call__(tile)
+        if len(self.calls) == 1 and len(out) > 1:
+            return Instances(out.masks.any(0)[None], np.array([0.95], np.float32))
+        return out
+
+
+def test_one_tile_joining_two_tubes_does_not_chain_them_into_one_instance():
+    size = (300, 300)
+    # Two tubes crossing inside the first tile, both running on into the other tiles.
+    truth = [tube(*size, [(5, 5), (295, 295)], 13), tube(*size, [(5, 120), (295, 30)], 13)]
+    fake = MergingPredictor(truth, size[1])
+    result = predict_tiled(coordinate_image(*size), fake, 128, 0.25)
+    # The joined instance may absorb a continuation of each tube in the neighbouring tiles, but the
+    # tiles that saw the two tubes apart keep them apart: never one instance for everything.
+    def covers(m, t):
+        return (m.to_full(*size) & t).sum() >= 0.9 * t.sum()
+
+    assert len(result) >= 2
+    assert not any(all(covers(m, t) for t in truth) for m in result)

@@ -134,15 +134,14 @@ class MyotubeDatasetMapper:
         h, w = image01.shape[:2]
         base = self.size / max(h, w)
         scale = base * (rng.uniform(self.cfg.INPUT.MIN_SCALE, self.cfg.INPUT.MAX_SCALE) if self.is_train else 1.0)
-        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
-        img = resize_image(image01, (rh, rw))
-        # Crop window (training) before resizing masks, so only the needed part is rasterised.
-        y0 = int(rng.integers(0, rh - self.size + 1)) if self.is_train and rh > self.size else 0
-        x0 = int(rng.integers(0, rw - self.size + 1)) if self.is_train and rw > self.size else 0
-        img = img[y0 : y0 + self.size, x0 : x0 + self.size]
-        out_masks = []
-        for m in masks:
-            out_masks.append(resize_mask(m, (rh, rw))[y0 : y0 + self.size, x0 : x0 + self.size])
+        # The crop window is chosen in the original image and only that part is resized: a crop of
+        # a large field costs the crop's pixels, not the field's.
+        oy0, oy1 = self._crop_span(h, scale, rng)
+        ox0, ox1 = self._crop_span(w, scale, rng)
+        th, tw = max(1, round((oy1 - oy0) * scale)), max(1, round((ox1 - ox0) * scale))
+        img = resize_image(image01[oy0:oy1, ox0:ox1], (th, tw))[: self.size, : self.size]
+        visible = masks[:, oy0:oy1, ox0:ox1].any(axis=(1, 2)) if len(masks) else np.zeros(0, bool)
+        out_masks = [resize_mask(m[oy0:oy1, ox0:ox1], (th, tw))[: self.size, : self.size] for m in masks[visible]]
         out_masks = np.stack(out_masks) if out_masks else np.zeros((0,) + img.shape[:2], bool)
         if self.is_train:
             if self.cfg.INPUT.HFLIP and rng.random() < 0.5:
@@ -153,7 +152,16 @@ class MyotubeDatasetMapper:
                 k = int(rng.integers(0, 4))
                 img, out_masks = np.rot90(img, k, axes=(0, 1)), np.rot90(out_masks, k, axes=(1, 2))
         keep = out_masks.reshape(len(out_masks), -1).sum(1) >= self.cfg.INPUT.MIN_INSTANCE_AREA if len(out_masks) else np.zeros(0, bool)
-        return np.ascontiguousarray(img), np.ascontiguousarray(out_masks[keep]), classes[keep]
+        return np.ascontiguousarray(img), np.ascontiguousarray(out_masks[keep]), classes[visible][keep]
+
+    def _crop_span(self, length: int, scale: float, rng: np.random.Generator) -> tuple[int, int]:
+        """Original-pixel range along one axis whose resized extent covers one IMAGE_SIZE crop."""
+        if not self.is_train or length * scale <= self.size:
+            return 0, length
+        # extent * scale >= size, so the resized window (rounded) is never short of one crop.
+        extent = min(length, int(np.ceil(self.size / scale)))
+        start = int(rng.integers(0, length - extent + 1))
+        return start, start + extent
 
     def _to_tensors(self, image01, masks, classes) -> dict:
         side = padded_size(self.size)

@@ -68,3 +68,20 @@ def format_table(rows: dict[str, dict], keys: tuple[str, ...] = TABLE_KEYS) -> s
             cells.append("-" if v is None else (f"{v:.1f}" if k.startswith("AP") else f"{v:.3f}"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+ERROR_COLUMNS = (
+    ("gt_matched", "true tubes found"), ("gt_merged", "merged with another"), ("gt_split", "cut into pieces"),
+    ("gt_missed", "missed"), ("gt_poor_mask", "outline off"), ("pred_background", "false: background"),
+    ("pred_duplicate", "false: duplicate"), ("pred_fragment", "false: fragment"), ("pred_merge", "false: merge"),
+    ("pred_other", "false: other"),
+)
+
+
+def format_error_table(rows: dict[str, dict]) -> str:
+    """A markdown table of each row's error breakdown (see :func:`metrics.error_breakdown`)."""
+    lines = ["| | " + " | ".join(title for _, title in ERROR_COLUMNS) + " |", "|" + "---|" * (len(ERROR_COLUMNS) + 1)]
+    for name, res in rows.items():
+        errors = res.get("errors", {})
+        lines.append(f"| {name} | " + " | ".join(str(errors.get(key, "-")) for key, _ in ERROR_COLUMNS) + " |")
+    return "\n".join(lines)

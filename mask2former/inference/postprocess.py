@@ -8,7 +8,9 @@ Order (:func:`postprocess`):
 3. fragment merging (``INFERENCE.MERGE_FRAGMENTS``, ``MERGE_OVERLAP``): two instances whose masks
    overlap by at least that fraction of the smaller one are pieces of one tube; replace them by
    their union (score: the higher one). Crossing tubes share only the crossing, a small fraction
-   of either, and stay apart. Runs after step 2 so duplicates are dropped rather than unioned;
+   of either, and stay apart. Runs after step 2 so duplicates are dropped rather than unioned.
+   Off by default: unions chain, and one instance covering two tubes pulls in every instance it
+   overlaps;
 4. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
 5. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
    as defined in :mod:`mask2former.measure.morphology`. Myotubes are long; round debris is not.
@@ -30,7 +32,7 @@ class PostprocessParams:
     score_threshold: float = 0.5
     remove_contained: bool = True
     contained_fraction: float = 0.9
-    merge_fragments: bool = True
+    merge_fragments: bool = False
     merge_overlap: float = 0.5
     min_area: int = 100
     min_elongation: float = 0.0

@@ -62,8 +62,8 @@ class PredictOptions:
 
     tile_size: int = 1500
     tile_overlap: float = 0.2
-    # Fragments from two tiles are one object when, inside the region both tiles saw, they
-    # overlap by this fraction of the smaller one.
+    # Fragments from two tiles are one object when their IoU inside the region both tiles saw is
+    # at least this (see inference/tiling.py).
     tile_match_overlap: float = 0.5
     post: PostprocessParams = field(default_factory=PostprocessParams)
     channel: int = -1

@@ -3,12 +3,14 @@
 Tiles are all the same size and spread evenly so that neighbours overlap by at least the
 requested fraction. A myotube cut by a tile border is predicted as a fragment in each tile
 it touches; two fragments from overlapping tiles are the same myotube when, inside the
-region both tiles saw, they cover the same pixels: intersection over the smaller of the two
-(restricted to that region) at least ``match_overlap``. Matches are chained, so a tube
+region both tiles saw, they cover the same pixels: their IoU restricted to that region is at
+least ``match_overlap``, and each fragment is matched to at most one fragment of the other tile
+(the assignment with the highest total IoU). Matches are chained across tiles, so a tube
 crossing several tiles becomes one instance, the union of its fragments, with the highest
-fragment score. Duplicates (a tube inside the overlap seen whole by both tiles) merge the same
-way. Instances from the same tile are never merged with each other here: two crossing tubes
-predicted by one tile stay two.
+fragment score, the best-matching pairs first. Duplicates (a tube inside the overlap seen whole by
+both tiles) merge the same way. Instances from the same tile never end up in one instance, not
+even through a chain of matches across other tiles: two crossing tubes predicted by one tile
+stay two, and one tile joining two tubes does not join their continuations in every other tile.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.cluster.hierarchy import DisjointSet
+from scipy.optimize import linear_sum_assignment
 
 from ..structures import Instances
 from .cropped import (
@@ -84,7 +87,7 @@ def stitch_tiles(
     for i, t in enumerate(owner):
         by_tile[t].append(i)
 
-    uf = DisjointSet(range(len(items)))
+    candidates = []  # (IoU inside the shared region, fragment of tile a, fragment of tile b)
     for ta in range(len(tile_predictions)):
         for tb in range(ta + 1, len(tile_predictions)):
             shared = intersect_windows(tile_predictions[ta][0].window, tile_predictions[tb][0].window)
@@ -92,17 +95,30 @@ def stitch_tiles(
                 continue
             in_a = [i for i in by_tile[ta] if intersect_windows(items[i].window, shared)]
             in_b = [j for j in by_tile[tb] if intersect_windows(items[j].window, shared)]
-            area_in_shared: dict[int, int] = {}
-            for i in in_a:
-                for j in in_b:
+            if not in_a or not in_b:
+                continue
+            iou = np.zeros((len(in_a), len(in_b)))
+            area_a = [items[i].area_in(shared) for i in in_a]
+            area_b = [items[j].area_in(shared) for j in in_b]
+            for r, i in enumerate(in_a):
+                for c, j in enumerate(in_b):
                     common = intersection_area(items[i], items[j], within=shared)
-                    if common == 0:
-                        continue
-                    for k in (i, j):
-                        if k not in area_in_shared:
-                            area_in_shared[k] = items[k].area_in(shared)
-                    if common >= match_overlap * min(area_in_shared[i], area_in_shared[j]):
-                        uf.merge(i, j)
+                    if common:
+                        iou[r, c] = common / (area_a[r] + area_b[c] - common)
+            # One-to-one between two tiles: a fragment covering two of the other tile's instances
+            # (two crossing tubes predicted as one) is matched to one of them at most.
+            candidates += [(iou[r, c], in_a[r], in_b[c]) for r, c in zip(*linear_sum_assignment(-iou)) if iou[r, c] >= match_overlap]
+
+    # Best matches first; a group never takes two instances of the same tile, so a joined pair of
+    # tubes in one tile cannot chain the separate tubes of the other tiles into one instance.
+    uf = DisjointSet(range(len(items)))
+    tiles_of = {i: {owner[i]} for i in range(len(items))}
+    for _, i, j in sorted(candidates, key=lambda c: -c[0]):
+        ri, rj = uf[i], uf[j]
+        if ri == rj or tiles_of[ri] & tiles_of[rj]:
+            continue
+        uf.merge(ri, rj)
+        tiles_of[uf[ri]] = tiles_of[ri] | tiles_of[rj]
 
     merged = []
     for group in sorted((sorted(g) for g in uf.subsets()), key=min):

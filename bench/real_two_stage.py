@@ -1,0 +1,460 @@
+"""The two-stage workflow on real fields: annotator labels for Stage 1, a few human masks for Stage 2.
+
+    python -m bench.real_two_stage                      # CPU preset (tiny model)
+    python -m bench.real_two_stage --preset gpu         # Swin-B on a GPU
+    python -m bench.real_two_stage --quick              # 3 fields, a smoke run of every step
+    python -m bench.real_two_stage --heldout DIR --output models/
+
+Fields: ``../shared/data/qa-skmcs-train`` (``*_myosin.png`` + human ``*_myotube_mask.png``), sorted by
+name; the fields with a non-empty human mask are split as in ``bench/annotator.py``: even positions
+are the tuning half, odd positions the held-out half. From the tuning half, ``manual_fields``
+evenly spaced fields are the "manually annotated" Stage 2 fields: their human masks, one instance
+per connected component (the masks are semantic, so touching or crossing myotubes share one
+component and so one instance). The rest of the tuning half is the Stage 1 pool, labelled by the
+classical annotator; its human masks are never used. No stage sees the held-out half.
+
+Every field is resized to ``pixel_scale`` x 1500 px (the toolkit's reference field) and the
+model trains on random ``tile`` px crops of it (the scale jitter is set so the crops keep the
+field's pixel scale), then predicts held-out fields tile by tile as ``predict.py`` does.
+Trained: Stage 1 (annotator labels), Stage 2 (Stage 1 + manual fields), Stage 2 with the Stage 1
+pool mixed into its training data, and Stage 2 only (manual fields, random init, as many
+iterations as Stage 1 + Stage 2 together).
+
+Scored per held-out field, at the working resolution, for every method (the annotator run at that
+resolution, a blurred triangle threshold, the three models):
+- semantic IoU and Dice of the union of the method's instances against the human mask;
+- isolated tubes: human components with an unbranched skeleton are one myotube each; the share
+  matched one-to-one by a predicted instance at IoU > 0.5, and the mean number of predicted pieces
+  touching each (overlapping it by at least 5 % of its area or of the piece's).
+Outputs: ``bench/results/real_two_stage[_<preset>].json``, a markdown table, one overlay picture per
+method (``--figures``) and, with ``--output DIR``, each model as ``DIR/<method>/model_final.pth``
+plus its ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+
+import cv2
+import numpy as np
+
+from bench.common import write_results
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
+REFERENCE_SIZE = 1500
+METHODS = ("annotator", "threshold", "stage1", "stage2", "stage2_replay", "stage2_only")
+MODELS = ("stage1", "stage2", "stage2_replay", "stage2_only")
+LABELS = {
+    "annotator": "Classical annotator",
+    "threshold": "Blur + triangle threshold",
+    "stage1": "Stage 1 (annotator labels)",
+    "stage2": "Stage 2 (Stage 1 + 5 manual)",
+    "stage2_replay": "Stage 2 with the Stage 1 fields mixed in",
+    "stage2_only": "Stage 2 only (manual, no Stage 1)",
+}
+
+
+@dataclass
+class RealPlan:
+    """Sizes of one run; the presets below fill it."""
+
+    config_dir: str = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
+    pixel_scale: float = 0.5  # working field = pixel_scale x 1500 px (0.5: the demo's scale)
+    tile: int = 256  # model input and training crop (INPUT.IMAGE_SIZE)
+    manual_fields: int = 5
+    stage1_iters: int = 4000
+    stage2_iters: int = 300
+    stage1_lr: float = 1e-3
+    stage2_lr: float = 1e-4
+    batch: int = 2
+    queries: int = 20
+    device: str = "cpu"
+    weights: str = ""  # Stage 1 initial weights ("" = random)
+    pool_fields: int = 0  # 0: the whole tuning half minus the manual fields
+    heldout_fields: int = 0  # 0: the whole held-out half
+    extra_opts: tuple[str, ...] = ()
+
+
+PRESETS = {
+    "cpu": RealPlan(),
+    # Swin-B (the shipped stage configs) at the toolkit's full field scale, 512 px crops.
+    "gpu": RealPlan(config_dir=REPO_ROOT, pixel_scale=1.0, tile=512, stage1_iters=1500, stage2_iters=500, stage1_lr=1e-4,
+                    stage2_lr=3e-5, batch=8, queries=100, device="cuda", extra_opts=("DATALOADER.NUM_WORKERS", "8")),
+    "quick": RealPlan(pixel_scale=0.25, tile=128, manual_fields=1, stage1_iters=6, stage2_iters=4, queries=8, pool_fields=1, heldout_fields=1),
+}
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def list_fields(data_dir: str) -> list[str]:
+    """``*_myosin.png`` with a non-empty ``*_myotube_mask.png``, sorted by name."""
+    from mask2former.data.io import read_image
+
+    paths = sorted(glob.glob(os.path.join(data_dir, "*_myosin.png")))
+    return [p for p in paths if os.path.isfile(human_path(p)) and (read_image(human_path(p)) > 0).any()]
+
+
+def human_path(myosin: str) -> str:
+    return myosin.replace("_myosin.png", "_myotube_mask.png")
+
+
+def split_fields(fields: list[str], plan: RealPlan) -> dict[str, list[str]]:
+    tuning, heldout = fields[0::2], fields[1::2]
+    if len(tuning) < plan.manual_fields + 1 or not heldout:
+        raise SystemExit(f"need at least {2 * (plan.manual_fields + 1)} fields with a human mask, found {len(fields)}")
+    picks = np.unique(np.linspace(0, len(tuning) - 1, plan.manual_fields + 2).round().astype(int)[1:-1])
+    manual = [tuning[i] for i in picks]
+    pool = [f for f in tuning if f not in manual]
+    if plan.pool_fields:
+        pool = pool[: plan.pool_fields]
+    if plan.heldout_fields:
+        heldout = heldout[: plan.heldout_fields]
+    return {"pool": pool, "manual": manual, "heldout": heldout}
+
+
+def load_field(myosin: str, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, human mask) resized so the longest side is ``side``."""
+    from mask2former.data.io import read_image
+
+    image = read_image(myosin)
+    human = read_image(human_path(myosin))
+    human = (human.max(axis=2) if human.ndim == 3 else human) > 0
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    truth = cv2.resize(human.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) >= 128
+    return small, truth
+
+
+def components(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """Connected components of a semantic mask as an instance stack (N, H, W)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+    return labels[None] == np.asarray(keep, np.int32)[:, None, None] if keep else np.zeros((0,) + mask.shape, bool)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def build_dataset(root: str, splits: dict[str, list[str]], plan: RealPlan) -> dict:
+    """The unified dataset: Stage 1 pool with annotator labels, manual fields with human components."""
+    from mask2former.annotate import AnnotatorParams, annotate_instances
+    from mask2former.data.catalog import ANNOTATION_FILES
+    from mask2former.data.coco import bbox_of_mask, mask_to_rle, write_coco_json
+
+    side = round(REFERENCE_SIZE * plan.pixel_scale)
+    min_area = max(8, round(300 * plan.pixel_scale**2))
+    images = os.path.join(root, "images")
+    os.makedirs(images, exist_ok=True)
+    params = AnnotatorParams(scale=plan.pixel_scale)
+    counts = {}
+    for split, part in (("myotube_algorithmic_train", "pool"), ("myotube_manual_train", "manual")):
+        entries, anns = [], []
+        for path in splits[part]:
+            image, human = load_field(path, side)
+            name = os.path.basename(path)
+            cv2.imwrite(os.path.join(images, name), image)
+            masks = annotate_instances(image, params).masks if part == "pool" else components(human, min_area)
+            image_id = len(entries) + 1
+            entries.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
+            for m in masks:
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1, "segmentation": mask_to_rle(m),
+                             "area": float(m.sum()), "bbox": bbox_of_mask(m), "iscrowd": 0})
+        write_coco_json(os.path.join(root, "annotations", ANNOTATION_FILES[split]), entries, anns)
+        counts[part] = {"fields": len(entries), "instances": len(anns)}
+    # Stage 1's own test split is required by the layout; the held-out fields are scored here instead.
+    shutil.copy(os.path.join(root, "annotations", ANNOTATION_FILES["myotube_manual_train"]),
+                os.path.join(root, "annotations", ANNOTATION_FILES["myotube_algorithmic_test"]))
+    return counts
+
+
+# --------------------------------------------------------------------------- training
+
+
+def training_opts(plan: RealPlan, out: str, iters: int, lr: float, seed: int) -> list[str]:
+    side = REFERENCE_SIZE * plan.pixel_scale
+    # The mapper resizes a field so its longest side is IMAGE_SIZE, times the scale jitter, then
+    # crops IMAGE_SIZE: a jitter around side / tile keeps the field's own pixel scale (+-10 %).
+    native = side / plan.tile
+    return [
+        "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.tile), "INPUT.MIN_SCALE", f"{0.9 * native:.4f}",
+        "INPUT.MAX_SCALE", f"{1.1 * native:.4f}", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries),
+        "SOLVER.MAX_ITER", str(iters), "SOLVER.BASE_LR", str(lr), "SOLVER.IMS_PER_BATCH", str(plan.batch),
+        "SOLVER.WARMUP_ITERS", str(max(1, iters // 20)), "SOLVER.CHECKPOINT_PERIOD", str(max(1, iters // 4)),
+        "SOLVER.LOG_PERIOD", str(max(1, iters // 50)), "SEED", str(seed), "OUTPUT_DIR", out,
+        "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()", *plan.extra_opts,
+    ]
+
+
+def run_training(config: str, dataset: str, opts: list[str], log_path: str, resume: bool) -> None:
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, "--dataset", dataset,
+           *(["--resume"] if resume else []), *opts]
+    print("$", " ".join(cmd), flush=True)
+    with open(log_path, "a") as log:
+        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
+            raise SystemExit(f"training failed: see {log_path}")
+
+
+def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str, str]:
+    """Stage 1, Stage 2 and Stage 2 only; a finished model is reused, an interrupted one resumed."""
+    stage1 = os.path.join(work, "stage1", "model_final.pth")
+    both = ["DATASETS.TRAIN", "('myotube_manual_train', 'myotube_algorithmic_train')"]
+    runs = {
+        "stage1": ("stage1_config.yaml", plan.stage1_iters, plan.stage1_lr, plan.weights, []),
+        "stage2": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, []),
+        # Stage 2 on the manual fields and the Stage 1 pool together: does replaying Stage 1's data
+        # keep what Stage 1 learned while the few manual fields are added?
+        "stage2_replay": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, both),
+        "stage2_only": ("stage2_config.yaml", plan.stage1_iters + plan.stage2_iters, plan.stage1_lr, "", []),
+    }
+    seconds = {}
+    for method, (config, iters, lr, weights, extra) in runs.items():
+        out = os.path.join(work, method)
+        timing = os.path.join(out, "train_seconds.json")
+        if not os.path.isfile(os.path.join(out, "model_final.pth")):
+            t0 = time.perf_counter()
+            opts = training_opts(plan, out, iters, lr, seed) + ["MODEL.WEIGHTS", weights, *extra]
+            run_training(os.path.join(plan.config_dir, config), dataset, opts, os.path.join(work, "train_log.txt"),
+                         resume=os.path.isfile(os.path.join(out, "last_checkpoint")))
+            with open(timing, "w") as f:
+                json.dump(round(time.perf_counter() - t0, 1), f)
+        if os.path.isfile(timing):  # a model trained by an earlier call keeps its own time
+            with open(timing) as f:
+                seconds[method] = json.load(f)
+    return seconds
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def isolated_tubes(human: np.ndarray, min_area: int) -> np.ndarray:
+    from bench.annotator import single_myotube_regions
+
+    singles, _ = single_myotube_regions(human, min_area=min_area)
+    return singles
+
+
+def instance_proxy(singles: np.ndarray, masks: np.ndarray) -> dict:
+    """Isolated human tubes matched one-to-one at IoU > 0.5, and predicted pieces touching each."""
+    from mask2former.evaluation.metrics import instance_f1
+
+    if not len(singles):
+        return {"tubes": 0, "matched": 0, "pieces": 0}
+    matched = instance_f1(singles, masks)["tp"] if len(masks) else 0
+    pieces = 0
+    if len(masks):
+        s = singles.reshape(len(singles), -1).astype(np.float32)
+        m = masks.reshape(len(masks), -1).astype(np.float32)
+        inter = s @ m.T
+        touching = (inter >= 0.05 * s.sum(1)[:, None]) | (inter >= 0.05 * np.maximum(m.sum(1)[None, :], 1))
+        pieces = int((touching & (inter > 0)).sum())
+    return {"tubes": len(singles), "matched": int(matched), "pieces": pieces}
+
+
+def threshold_instances(image: np.ndarray, min_area: int) -> np.ndarray:
+    from bench.annotator import baseline_masks
+
+    return components(baseline_masks(image)["triangle"], min_area)
+
+
+def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figure_dir: str | None) -> list[dict]:
+    from mask2former.annotate import AnnotatorParams, annotate_instances
+    from mask2former.config import load_config
+    from mask2former.evaluation.metrics import semantic_iou_dice_binary
+    from mask2former.inference.predictor import MyotubePredictor
+    from mask2former.inference.run import PredictOptions, predict_image
+
+    side = round(REFERENCE_SIZE * plan.pixel_scale)
+    min_area = max(8, round(300 * plan.pixel_scale**2))
+    predictors = {}
+    for method, out in models.items():
+        cfg = load_config(os.path.join(out, "config.yaml"), ["MODEL.DEVICE", plan.device])
+        predictors[method] = (MyotubePredictor(cfg, weights=os.path.join(out, "model_final.pth")), PredictOptions.from_cfg(cfg, progress=False))
+    rows = []
+    for k, path in enumerate(paths):
+        image, human = load_field(path, side)
+        found = {
+            "annotator": annotate_instances(image, AnnotatorParams(scale=plan.pixel_scale)).masks,
+            "threshold": threshold_instances(image, min_area),
+        }
+        for method, (predictor, options) in predictors.items():
+            found[method] = predict_image(image, predictor, options).to_instances().masks
+        singles = isolated_tubes(human, min_area)
+        row = {"field": os.path.basename(path).replace("_myosin.png", "")}
+        for method, masks in found.items():
+            union = masks.any(axis=0) if len(masks) else np.zeros_like(human)
+            sem = semantic_iou_dice_binary(human, union)
+            found_px, human_px = int(union.sum()), int(human.sum())
+            row[method] = {"iou": sem["iou"], "dice": sem["dice"], "instances": int(len(masks)),
+                           # Pixel precision and recall: is the method's foreground too wide or too narrow?
+                           "precision": sem["intersection"] / found_px if found_px else 1.0,
+                           "recall": sem["intersection"] / human_px if human_px else 1.0,
+                           **instance_proxy(singles, masks)}
+        rows.append(row)
+        print(f"  {row['field']}: " + ", ".join(f"{m} IoU {row[m]['iou']:.3f}" for m in found), flush=True)
+        if figure_dir and k == 0:
+            write_overlays(figure_dir, row["field"], image, human, found)
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    out = {}
+    methods = [m for m in METHODS if rows and m in rows[0]]
+    for m in methods:
+        tubes = sum(r[m]["tubes"] for r in rows)
+        out[m] = {
+            "mean_iou": float(np.mean([r[m]["iou"] for r in rows])),
+            "mean_dice": float(np.mean([r[m]["dice"] for r in rows])),
+            "mean_pixel_precision": float(np.mean([r[m]["precision"] for r in rows])),
+            "mean_pixel_recall": float(np.mean([r[m]["recall"] for r in rows])),
+            "isolated_tubes": tubes,
+            "isolated_match_rate": sum(r[m]["matched"] for r in rows) / tubes if tubes else None,
+            "pieces_per_isolated_tube": sum(r[m]["pieces"] for r in rows) / tubes if tubes else None,
+            "instances_per_field": float(np.mean([r[m]["instances"] for r in rows])),
+        }
+    return out
+
+
+def write_overlays(figure_dir: str, field: str, image: np.ndarray, human: np.ndarray, found: dict[str, np.ndarray]) -> None:
+    """One picture per method: its instances in colour, the human mask's outline in white."""
+    from mask2former.data.io import to_uint8_display
+    from mask2former.inference.export import instance_colors, write_png
+
+    os.makedirs(figure_dir, exist_ok=True)
+    grey = to_uint8_display(image)
+    base = np.repeat(grey[..., None], 3, axis=2) if grey.ndim == 2 else grey
+    outline = cv2.morphologyEx(human.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    panels = []
+    for method, masks in found.items():
+        rgb = base.astype(np.float32) * 0.6
+        for colour, m in zip(instance_colors(len(masks)), masks):
+            rgb[m] = 0.4 * rgb[m] + 0.6 * np.asarray(colour, np.float32)
+        rgb[outline] = 255
+        picture = rgb.clip(0, 255).astype(np.uint8)
+        write_png(os.path.join(figure_dir, f"{field}_{method}.png"), picture)
+        panels.append((method, picture))
+    _write_panel(os.path.join(figure_dir, f"{field}_all.png"), field, grey, panels)
+
+
+def _write_panel(path: str, field: str, grey: np.ndarray, panels: list[tuple[str, np.ndarray]]) -> None:
+    """All methods side by side, with the image, for the docs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3 * (len(panels) + 1), 3.3), dpi=100)
+    axes[0].imshow(grey, cmap="gray")
+    axes[0].set_title(field, fontsize=8)
+    for ax, (method, picture) in zip(axes[1:], panels):
+        ax.imshow(picture)
+        ax.set_title(LABELS[method], fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown(summary: dict, title: str) -> str:
+    lines = [f"**{title}**", "", "| method | mean IoU | mean Dice | pixel precision | pixel recall | isolated tubes matched | pieces per isolated tube |",
+             "|---|---|---|---|---|---|---|"]
+    for m, s in summary.items():
+        rate = "-" if s["isolated_match_rate"] is None else f"{s['isolated_match_rate']:.3f}"
+        pieces = "-" if s["pieces_per_isolated_tube"] is None else f"{s['pieces_per_isolated_tube']:.2f}"
+        lines.append(f"| {LABELS[m]} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['mean_pixel_precision']:.3f} | {s['mean_pixel_recall']:.3f} | {rate} | {pieces} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args) -> dict:
+    plan = PRESETS["quick" if args.quick else args.preset]
+    plan = replace(plan, **{k: type(getattr(plan, k))(v) for k, v in (s.partition("=")[::2] for s in args.set)})
+    t_start = time.perf_counter()
+    fields = list_fields(args.data)
+    if not fields:
+        print(f"no real fields under {args.data}: skipped")
+        return {}
+    splits = split_fields(fields, plan)
+    work = os.path.abspath(args.work)
+    dataset = os.path.join(work, "dataset")
+    if not os.path.isfile(os.path.join(dataset, "done")):
+        shutil.rmtree(dataset, ignore_errors=True)
+        t0 = time.perf_counter()
+        counts = build_dataset(dataset, splits, plan)
+        counts["seconds"] = round(time.perf_counter() - t0, 1)
+        with open(os.path.join(dataset, "done"), "w") as f:
+            json.dump(counts, f)
+    with open(os.path.join(dataset, "done")) as f:
+        counts = json.load(f)
+    dataset_seconds = counts.pop("seconds", None)
+    print(f"Stage 1 pool {counts['pool']}, manual {counts['manual']}, held-out {len(splits['heldout'])} fields", flush=True)
+    train_seconds = train_models(work, dataset, plan, args.seed)
+    models = {m: os.path.join(work, m) for m in MODELS}
+    t_score = time.perf_counter()
+    figure_dir = os.path.join(work, "figures") if args.figures is None else args.figures
+    heldout_rows = score_fields(splits["heldout"], plan, models, figure_dir)
+    result = {
+        "preset": "quick" if args.quick else args.preset, "plan": asdict(plan), "seed": args.seed, "data": os.path.abspath(args.data),
+        "splits": {k: [os.path.basename(p) for p in v] for k, v in splits.items()}, "label_counts": counts,
+        "train_seconds": train_seconds, "heldout": summarize(heldout_rows), "per_field": {"heldout": heldout_rows},
+    }
+    if args.score_pool:
+        pool_rows = score_fields(splits["pool"], plan, models, None)
+        result["pool"] = summarize(pool_rows)
+        result["per_field"]["pool"] = pool_rows
+    for extra in args.heldout:
+        rows = score_fields(list_fields(extra), plan, models, None)
+        result.setdefault("extra_heldout", {})[os.path.abspath(extra)] = summarize(rows)
+    result["score_seconds"] = round(time.perf_counter() - t_score, 1)
+    result["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
+    # Dataset, training and scoring as one uninterrupted run would take (cached steps included).
+    result["dataset_seconds"] = dataset_seconds
+    result["total_seconds"] = round((dataset_seconds or 0) + sum(train_seconds.values()) + result["score_seconds"], 1)
+    if args.output:
+        for m, out in models.items():
+            dest = os.path.join(args.output, m)
+            os.makedirs(dest, exist_ok=True)
+            for name in ("model_final.pth", "config.yaml"):
+                shutil.copy(os.path.join(out, name), os.path.join(dest, name))
+    text = markdown(result["heldout"], f"Held-out half ({len(heldout_rows)} fields)")
+    if "pool" in result:
+        text += "\n\n" + markdown(result["pool"], "Stage 1 pool (fields Stage 1 trained on, with the annotator's labels)")
+    print("\n" + text, flush=True)
+    result["markdown"] = text
+    suffix = "" if result["preset"] == "cpu" else f"_{result['preset']}"
+    write_results(args.out or os.path.join(REPO_ROOT, "bench", "results", f"real_two_stage{suffix}.json"), result)
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="3 fields and a few iterations: every step, in a minute")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="folder of *_myosin.png + *_myotube_mask.png")
+    parser.add_argument("--heldout", action="append", default=[], metavar="DIR", help="another held-out folder in the same layout (repeatable)")
+    parser.add_argument("--work", default=os.path.join("/tmp", "myotube_real_two_stage"), help="dataset and training folders (reused: delete to start over)")
+    parser.add_argument("--output", help="keep each model as OUTPUT/<method>/model_final.pth + config.yaml")
+    parser.add_argument("--figures", help="folder for the overlay pictures (default: WORK/figures)")
+    parser.add_argument("--score-pool", action="store_true", help="also score the Stage 1 pool fields (the tuning half)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a field of the preset, e.g. --set stage1_iters=3000")
+    parser.add_argument("--out", help="results JSON (default bench/results/real_two_stage[_PRESET].json)")
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
