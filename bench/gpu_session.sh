@@ -13,7 +13,10 @@
 # stopped and the script goes on, so the whole session stays inside about 10 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-python}
+# The project's environment when there is one (make install), else the python on PATH.
+if [ -z "${PY:-}" ]; then
+    if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
+fi
 DATA=${DATA:-../shared/data/qa-skmcs-train}
 RESULTS=bench/results
 WORK=${WORK:-/tmp/myotube_gpu_session}

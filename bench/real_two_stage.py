@@ -308,6 +308,21 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
     return rows
 
 
+def manual_conventions(paths: list[str], plan: RealPlan) -> list[dict]:
+    """How wide each manual field's human mask is drawn: its area against the annotator's foreground."""
+    from mask2former.annotate import AnnotatorParams, annotate_instances
+
+    side = round(REFERENCE_SIZE * plan.pixel_scale)
+    rows = []
+    for path in paths:
+        image, human = load_field(path, side)
+        masks = annotate_instances(image, AnnotatorParams(scale=plan.pixel_scale)).masks
+        annotated = masks.any(axis=0) if len(masks) else np.zeros_like(human)
+        rows.append({"field": os.path.basename(path).replace("_myosin.png", ""), "human_px": int(human.sum()), "annotator_px": int(annotated.sum()),
+                     "human_over_annotator_area": float(human.sum() / max(1, annotated.sum()))})
+    return rows
+
+
 def summarize(rows: list[dict]) -> dict:
     out = {}
     methods = [m for m in METHODS if rows and m in rows[0]]
@@ -411,6 +426,7 @@ def run(args) -> dict:
         "preset": "quick" if args.quick else args.preset, "plan": asdict(plan), "seed": args.seed, "data": os.path.abspath(args.data),
         "splits": {k: [os.path.basename(p) for p in v] for k, v in splits.items()}, "label_counts": counts,
         "train_seconds": train_seconds, "heldout": summarize(heldout_rows), "per_field": {"heldout": heldout_rows},
+        "manual_field_masks": manual_conventions(splits["manual"], plan),
     }
     if args.score_pool:
         pool_rows = score_fields(splits["pool"], plan, models, None)

@@ -198,7 +198,11 @@ def posthoc(out_dir: str, records: list[dict], pixel_scale: float) -> dict:
             add(f"mask_threshold_{mask_threshold}", gt, pred)
             if mask_threshold == 0.5:
                 add("duplicates_iou_0.5", gt, without_duplicates(pred, 0.5))
-                add("skeleton_split", gt, skeleton_split(pred))
+                pieces = skeleton_split(pred)
+                add("skeleton_split", gt, pieces)
+                # The split pieces of duplicate predictions are duplicates too; tiny pieces are spurs.
+                big = pieces.subset(np.flatnonzero(pieces.masks.reshape(len(pieces), -1).sum(1) >= 100 * pixel_scale**2 * 4))
+                add("skeleton_split_then_duplicates_iou_0.5", gt, without_duplicates(big, 0.5))
                 h, w = pred.image_size
                 for name, post in posts.items():
                     for t in (0.5, 0.8):
@@ -284,16 +288,42 @@ def run(args) -> dict:
             entry["stage2"] = {"heldout": score(s2, heldout)}
         runs.append(entry)
         print(json.dumps({k: v for k, v in entry["stage1"]["heldout"].items() if k != "errors"}), flush=True)
-    result = {
+    settings = {
         "name": args.name, "labels": args.labels, "plan": plan.__dict__, "pool": pool, "stage1_iters": s1_iters,
-        "stage1_lr": args.stage1_lr,
-        "stage2_iters": args.stage2_iters, "opts": list(args.opts), "opts2": list(args.opts2), "seeds": list(args.seeds), "runs": runs,
-        "mean": _mean_over_seeds(runs),
+        "stage1_lr": args.stage1_lr, "stage2_iters": args.stage2_iters, "opts": list(args.opts), "opts2": list(args.opts2),
     }
+    runs = _stored_runs(os.path.join(RESULTS, f"{args.name}.json"), settings, exclude=args.seeds) + runs
+    runs.sort(key=lambda r: r["seed"])
+    result = {**settings, "seeds": [r["seed"] for r in runs], "runs": runs, "mean": _mean_over_seeds(runs)}
     if args.annotator:
         result["annotator"] = {"heldout": annotator_scores(heldout, plan.pixel_scale), "train_fields": annotator_scores(train_fields, plan.pixel_scale)}
     write_results(os.path.join(RESULTS, f"{args.name}.json"), result)
     return result
+
+
+def _data_and_model(plan: dict) -> dict:
+    """The demo plan's fields a recipe run uses; its training length, LR and seed come from the command line."""
+    unused = ("seed", "stage1_iters", "stage2_iters", "stage1_lr", "stage2_lr", "predict_images", "ceiling")
+    return {k: v for k, v in plan.items() if k not in unused}
+
+
+def _same_plan(stored: dict, current: dict) -> bool:
+    # Fields added to the plan after a run was stored had their current default then.
+    a, b = _data_and_model(stored), _data_and_model(current)
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
+def _stored_runs(path: str, settings: dict, exclude: list[int]) -> list[dict]:
+    """Runs of other seeds already stored under the same name and settings: ``--seeds 1`` adds seed 1 to them."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        stored = json.load(f)
+    same = all(stored.get(k) == v for k, v in settings.items() if k != "plan") and _same_plan(stored.get("plan", {}), settings["plan"])
+    if not same:
+        print(f"{path}: stored with other settings; replaced by this run", flush=True)
+        return []
+    return [r for r in stored.get("runs", []) if r["seed"] not in exclude]
 
 
 def _mean_over_seeds(runs: list[dict]) -> dict:
@@ -307,6 +337,11 @@ def _mean_over_seeds(runs: list[dict]) -> dict:
     return out
 
 
+def _per_seed(result: dict, key: str, metric: str) -> str:
+    stage, part = key.split("/")
+    return " / ".join(f"{r[stage][part][metric]:.1f}" for r in result["runs"] if stage in r and part in r[stage])
+
+
 def print_table(pattern: str = "*", part: str = "") -> None:
     """One markdown row per stored result and scored part (e.g. ``stage1/heldout``)."""
     rows = []
@@ -318,14 +353,15 @@ def print_table(pattern: str = "*", part: str = "") -> None:
         for key, m in res.get("mean", {}).items():
             if part and key != part:
                 continue
-            e = m["errors"]
+            n = max(1, len(res["seeds"]))
+            e = {k: f"{v / n:.0f}" if n == 1 else f"{v / n:.1f}" for k, v in m["errors"].items()}
             change = " ".join(res["opts"]) or "-"
             rows.append(f"| {res['name']} | {key} | {res['labels']} | {res['pool']} | {res['stage1_iters']} | {res.get('stage1_lr', '')} | {change} "
-                        f"| {len(res['seeds'])} | {m['AP']:.1f} | {m['AP50']:.1f} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
+                        f"| {len(res['seeds'])} | {m['AP']:.1f} ({_per_seed(res, key, 'AP')}) | {m['AP50']:.1f} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
                         f"| {m['semantic_iou']:.3f} | {e['gt_merged']} | {e['gt_split']} | {e['gt_missed']} | {e['gt_poor_mask']} "
-                        f"| {e['pred_background']} | {e['pred_duplicate'] + e['pred_fragment']} |")
-    print("| run | model / fields | labels | fields | iterations | LR | other change | seeds | AP | AP50 | F1@0.5 | best F1 | sem. IoU "
-          "| merged | split | missed | outline off | false: background | false: duplicate or fragment |")
+                        f"| {e['pred_background']} | {(m['errors']['pred_duplicate'] + m['errors']['pred_fragment']) / n:.{0 if n == 1 else 1}f} |")
+    print("| run | model / fields | labels | fields | iterations | LR | other change | seeds | AP (per seed) | AP50 | F1@0.5 | best F1 | sem. IoU "
+          "| merged | split | missed | outline off | false: background | false: duplicate or fragment |  (errors: tubes or predictions per seed)")
     print("|" + "---|" * 19)
     print("\n".join(rows))
 
