@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Segment myotubes in microscopy images with a trained model; export masks and measurements.
 
-Images larger than the model input are predicted in overlapping tiles and stitched. Per image:
+Each image is resized to the pixel scale the model was trained at (recorded in the weights;
+--scale or --pixel-size decide otherwise); images larger than the model input are then predicted
+in overlapping tiles and stitched, and the masks come back at the image's own resolution. Per image:
 NAME_overlay.png, NAME_labels.tif (uint16), NAME_coco.json, NAME_rois.zip (Fiji),
 NAME_measurements.csv; over all images: summary.csv, predictions_coco.json, config.yaml.
 Exit code 1 if any image failed (the others are still done). See docs/predict.md.
@@ -36,10 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     nuclei.add_argument("--nuclei-channel", type=int, default=None, metavar="N", help="nuclear stain channel of the same image (segmented here)")
     nuclei.add_argument("--nuclei", default=None, metavar="DIR", help="folder of nuclei masks (binary or label images) named after the images")
     nuclei.add_argument("--nuclei-images", default=None, metavar="DIR", help="folder of nuclear stain images (e.g. X_dapi.png for X_myosin.png), segmented here")
-    p.add_argument("--tile-size", type=int, default=None, metavar="PX", help="tile side in pixels (INFERENCE.TILE_SIZE; 0 = INPUT.IMAGE_SIZE)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="resize images by F before tiling (INFERENCE.INPUT_SCALE); default: the training scale recorded in the weights, "
+        "or, with --pixel-size and a model that knows its pixel size, the ratio of the two",
+    )
+    p.add_argument("--tile-size", type=int, default=None, metavar="PX", help="tile side in model pixels, after resizing (INFERENCE.TILE_SIZE; 0 = INPUT.IMAGE_SIZE)")
     p.add_argument("--tile-overlap", type=float, default=None, metavar="F", help="overlap of neighbouring tiles, fraction (INFERENCE.TILE_OVERLAP)")
     p.add_argument("--score-threshold", type=float, default=None, metavar="S", help="minimum instance score (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)")
-    p.add_argument("--pixel-size", type=float, default=None, metavar="MICRONS", help="microns per pixel: measurements in microns instead of pixels")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="MICRONS", help="microns per pixel of the input images: measurements in microns "
+                   "instead of pixels, and the resize factor when the model records its own pixel size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")
@@ -61,6 +72,7 @@ def main(argv=None) -> int:
         nuclei_channel=args.nuclei_channel,
         nuclei=args.nuclei,
         nuclei_images=args.nuclei_images,
+        scale=args.scale,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
         score_threshold=args.score_threshold,

@@ -33,8 +33,12 @@ TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def build_data(work: str, plan, pool: int) -> dict[str, str]:
-    """Unified dataset roots (annotator and exact Stage 1 labels) plus held-out and train-field COCO files."""
+def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, str]:
+    """Unified dataset roots (annotator and exact Stage 1 labels) plus held-out and train-field COCO files.
+
+    ``pool_density``: density of the Stage 1 pool when it differs from the plan's (the held-out
+    and manual fields keep the plan's).
+    """
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.data.catalog import ANNOTATION_FILES
     from mask2former.data.coco import load_coco_instances, record_masks, write_coco_json
@@ -42,6 +46,8 @@ def build_data(work: str, plan, pool: int) -> dict[str, str]:
     from mask2former.data.synthetic import _coco_annotations, write_synthetic_dataset
 
     key = f"s{plan.size}_p{plan.pixel_scale}_n{pool}_m{plan.manual_images}_h{plan.heldout_images}_{plan.density}"
+    if pool_density and pool_density != plan.density:
+        key += f"_pool{pool_density}"
     root = os.path.join(work, key)
     done = os.path.join(root, "done")
     paths = {"annotator": os.path.join(root, "labels_annotator"), "exact": os.path.join(root, "labels_exact"),
@@ -50,7 +56,7 @@ def build_data(work: str, plan, pool: int) -> dict[str, str]:
         return paths
     shutil.rmtree(root, ignore_errors=True)
     common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False}
-    write_synthetic_dataset(os.path.join(root, "pool"), pool, seed=1, **common)
+    write_synthetic_dataset(os.path.join(root, "pool"), pool, seed=1, **{**common, "density": pool_density or plan.density})
     write_synthetic_dataset(os.path.join(root, "manual"), plan.manual_images, seed=2, **common)
     write_synthetic_dataset(os.path.join(root, "heldout"), plan.heldout_images, seed=3, **common)
     params = AnnotatorParams(scale=plan.pixel_scale)
@@ -266,7 +272,7 @@ def run(args) -> dict:
         key, _, value = item.partition("=")
         setattr(plan, key, type(getattr(plan, key))(value))
     pool = args.pool or plan.stage1_images
-    data = build_data(args.work, plan, pool)
+    data = build_data(args.work, plan, pool, args.pool_density)
     heldout = load_coco_instances(data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images"))
     train_fields = load_coco_instances(data["pool"], os.path.join(os.path.dirname(data["pool"]), "images"))[: args.train_fields]
     run_dir = os.path.join(args.work, "runs", args.name)
@@ -292,6 +298,8 @@ def run(args) -> dict:
         "name": args.name, "labels": args.labels, "plan": plan.__dict__, "pool": pool, "stage1_iters": s1_iters,
         "stage1_lr": args.stage1_lr, "stage2_iters": args.stage2_iters, "opts": list(args.opts), "opts2": list(args.opts2),
     }
+    if args.pool_density:
+        settings["pool_density"] = args.pool_density
     runs = _stored_runs(os.path.join(RESULTS, f"{args.name}.json"), settings, exclude=args.seeds) + runs
     runs.sort(key=lambda r: r["seed"])
     result = {**settings, "seeds": [r["seed"] for r in runs], "runs": runs, "mean": _mean_over_seeds(runs)}
@@ -372,6 +380,7 @@ def main(argv=None) -> None:
     parser.add_argument("--work", default=os.path.join("/tmp", "myotube_recipe"), help="data and model cache")
     parser.add_argument("--labels", choices=("annotator", "exact"), default="exact")
     parser.add_argument("--pool", type=int, default=0, help="Stage 1 fields (default: the demo's)")
+    parser.add_argument("--pool-density", default="", help="density of the Stage 1 pool (default: the plan's; held-out fields keep it)")
     parser.add_argument("--stage1-iters", type=int, default=3000)
     parser.add_argument("--stage1-lr", type=float, default=1e-3)
     parser.add_argument("--stage2-iters", type=int, default=0)

@@ -218,7 +218,11 @@ def add_myotube_config(cfg: CfgNode) -> None:
     _C.TEST.DETECTIONS_PER_IMAGE = 0
 
     _C.INFERENCE = CfgNode()
-    # Tiled prediction for images larger than the model input. 0: INPUT.IMAGE_SIZE.
+    # Model-input pixels per pixel of a new image: images are resized by this before tiling.
+    # 0: the training scale recorded in the weights (see mask2former/data/scale.py).
+    _C.INFERENCE.INPUT_SCALE = 0.0
+    # Tiled prediction for images larger than the model input: tile side in model-input pixels
+    # (after resizing by the scale). 0: INPUT.IMAGE_SIZE.
     _C.INFERENCE.TILE_SIZE = 0
     _C.INFERENCE.TILE_OVERLAP = 0.2
     # Fragments from neighbouring tiles are one instance when their IoU inside the region both
@@ -286,6 +290,8 @@ def _check_values(cfg: CfgNode, source) -> None:
         raise ConfigError(where, f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}")
     if cfg.SOLVER.LR_SCHEDULER_NAME not in ("WarmupPolyLR", "WarmupCosineLR"):
         raise ConfigError(where, f"SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, got {cfg.SOLVER.LR_SCHEDULER_NAME!r}")
+    if cfg.INFERENCE.INPUT_SCALE < 0:
+        raise ConfigError(where, f"INFERENCE.INPUT_SCALE must be > 0, or 0 for the scale recorded with the weights, got {cfg.INFERENCE.INPUT_SCALE}")
     if cfg.MODEL.DEVICE not in ("auto", "cpu", "cuda") and not str(cfg.MODEL.DEVICE).startswith("cuda:"):
         raise ConfigError(where, f"MODEL.DEVICE must be auto, cpu or cuda, got {cfg.MODEL.DEVICE!r}")
 

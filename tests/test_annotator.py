@@ -151,6 +151,9 @@ def test_folder_output_loads_and_validates(tmp_path):
         records = load_coco_instances(json_file, images)
         for r in records:
             assert max(r["height"], r["width"]) == 160
+            # The size before resizing travels with the record: training records the model's scale from it.
+            original = cv2.imread(str(raw / os.path.basename(r["file_name"])), cv2.IMREAD_UNCHANGED).shape[:2]
+            assert (r["original_height"], r["original_width"]) == original
             assert cv2.imread(r["file_name"], cv2.IMREAD_UNCHANGED).shape == (r["height"], r["width"])
             assert record_masks(r).shape[1:] == (r["height"], r["width"])
         names += [os.path.basename(r["file_name"]) for r in records]

@@ -48,6 +48,9 @@ class ImageResult:
     file_name: str | None = None  # written image, relative to OUT/images
     height: int = 0
     width: int = 0
+    # Size of the input image before resizing: lets training record the model's pixel scale.
+    original_height: int = 0
+    original_width: int = 0
     annotations: list[dict] = field(default_factory=list)  # COCO annotations without ids
     error: str | None = None
     seconds: float = 0.0
@@ -141,6 +144,7 @@ def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> Image
     result = ImageResult(source=path)
     try:
         image = read_image(path, channel=channel)
+        result.original_height, result.original_width = int(image.shape[0]), int(image.shape[1])
         image = storable(resize_longest(image, resolution))
         masks = annotate_image(image, params)
         out_path = os.path.join(image_dir, name)
@@ -229,7 +233,8 @@ def annotate_folder(
         path = os.path.join(output_dir, "annotations", TRAIN_JSON if split == "train" else TEST_JSON)
         images, anns = [], []
         for image_id, r in enumerate(items, start=1):
-            images.append({"id": image_id, "file_name": r.file_name, "height": r.height, "width": r.width})
+            images.append({"id": image_id, "file_name": r.file_name, "height": r.height, "width": r.width,
+                           "original_height": r.original_height, "original_width": r.original_width})
             for a in r.annotations:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
         write_coco_json(path, images, anns)

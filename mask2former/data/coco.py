@@ -415,18 +415,35 @@ def load_coco_instances(
                     "iscrowd": int(ann.get("iscrowd", 0)),
                 }
             )
-        records.append(
-            {
-                "file_name": os.path.join(os.fspath(image_root), img["file_name"]),
-                "height": img["height"],
-                "width": img["width"],
-                "image_id": img["id"],
-                "annotations": anns,
-            }
-        )
+        record = {
+            "file_name": os.path.join(os.fspath(image_root), img["file_name"]),
+            "height": img["height"],
+            "width": img["width"],
+            "image_id": img["id"],
+            "annotations": anns,
+        }
+        record.update(scale_keys(img))
+        records.append(record)
     if dataset_name:
         logger.info("Loaded %d images, %d instances from %s (%s)", len(records), sum(len(r["annotations"]) for r in records), json_file, dataset_name)
     return records
+
+
+# Optional image-entry keys that say how the stored image relates to the microscope's: the size it
+# was resized from, and microns per stored pixel (see data/scale.py).
+SCALE_KEYS = ("original_height", "original_width", "pixel_size_um")
+
+
+def scale_keys(image_entry: dict) -> dict:
+    """The valid optional scale keys of a COCO image entry (invalid ones are ignored)."""
+    out: dict = {}
+    oh, ow = image_entry.get("original_height"), image_entry.get("original_width")
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (oh, ow)):
+        out["original_height"], out["original_width"] = oh, ow
+    size = image_entry.get("pixel_size_um")
+    if _finite_number(size) and size > 0:
+        out["pixel_size_um"] = float(size)
+    return out
 
 
 def _valid_bbox(bbox: Any) -> bool:

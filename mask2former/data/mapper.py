@@ -79,18 +79,23 @@ def normalize(image01: np.ndarray, cfg: CfgNode) -> np.ndarray:
     return (image01 - mean) / std
 
 
-def preprocess_image(image: np.ndarray, cfg: CfgNode, value_range: np.ndarray | None = None) -> tuple[torch.Tensor, ResizeInfo]:
-    """Inference path: raw image → normalised ``(3, S, S)`` tensor (longest side = IMAGE_SIZE, padded).
+def preprocess_image(
+    image: np.ndarray, cfg: CfgNode, value_range: np.ndarray | None = None, scale: float | None = None
+) -> tuple[torch.Tensor, ResizeInfo]:
+    """Inference path: raw image → normalised, zero-padded ``(3, S, S)`` tensor.
 
-    ``value_range``: intensity range of the whole field when ``image`` is one tile of it.
+    ``scale`` None resizes the longest side to IMAGE_SIZE, as training does with each field of its
+    dataset (evaluation); a number resizes by that factor (prediction at the model's recorded
+    pixel scale). S is the larger resized side rounded up to a multiple of 32. ``value_range``: intensity range of the whole field when ``image`` is one tile of it.
     """
     size = cfg.INPUT.IMAGE_SIZE
     h, w = image.shape[:2]
-    scale = size / max(h, w)
+    if scale is None:
+        scale = size / max(h, w)
     rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
     img = to_model_float(image, cfg.INPUT.PERCENTILE_LOW, cfg.INPUT.PERCENTILE_HIGH, value_range)
     img = normalize(resize_image(img, (rh, rw)), cfg)
-    side = padded_size(size)
+    side = padded_size(max(rh, rw))
     padded = np.zeros((side, side, 3), np.float32)
     padded[:rh, :rw] = img
     info = ResizeInfo((h, w), (rh, rw), (side, side), scale)

@@ -486,7 +486,8 @@ def _split_jsons(entries: list[_Entry]) -> tuple[dict[tuple[str, str], tuple[lis
             continue
         images, annotations = [], []
         for image_id, e in enumerate(split_entries, start=1):
-            record = {"id": image_id, "file_name": e.out_name, "height": e.height, "width": e.width, "original_file_name": e.image.name}
+            record = {"id": image_id, "file_name": e.out_name, "height": e.height, "width": e.width, "original_file_name": e.image.name,
+                      **e.image.scale_keys}
             if e.annotation_size:
                 record["annotation_size"] = list(e.annotation_size)
                 rescaled.append({"image": e.out_name, "split": f"{key[0]}_{key[1]}", "from": list(e.annotation_size), "to": [e.height, e.width]})

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ..config import CfgNode, resolve_device, save_config
 from ..data.catalog import get_metadata, is_registered
+from ..data.scale import training_input_scale
 from ..errors import MyotubeError
 from ..modeling.weights import load_model
 from ..utils.fileio import atomic_write_text
@@ -112,6 +113,7 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     # Validate the data before anything is written: a refused dataset leaves no output folder behind.
     class_names = class_names_of(cfg.DATASETS.TRAIN)
     records = training_records(cfg)
+    input_scale = training_input_scale(records, cfg.INPUT.IMAGE_SIZE)
     os.makedirs(out_dir, exist_ok=True)
     setup_run_logging(out_dir, main)
     seed = cfg.SEED if cfg.SEED >= 0 else comm.broadcast_object(int(np.random.SeedSequence().entropy % 2**31))
@@ -137,10 +139,12 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
         if main:  # iterations logged after that checkpoint are run again: log them once
             drop_metrics_from(os.path.join(out_dir, "metrics.json"), start_iter)
     logger.info(
-        "Training %s: %d images from %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d",
+        "Training %s: %d images from %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d; "
+        "pixel scale %s (recorded with the model for predict.py)",
         out_dir, len(records), ", ".join(cfg.DATASETS.TRAIN), class_names, described,
-        sum(p.numel() for p in model.parameters()), device, world, seed,
+        sum(p.numel() for p in model.parameters()), device, world, seed, input_scale.describe() if input_scale else "unknown",
     )
+    scale_record = input_scale.to_dict() if input_scale else None
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
     loader = build_train_loader(cfg, records, cfg.SOLVER.IMS_PER_BATCH // world, seed + start_iter, rank, world, device.startswith("cuda"))
@@ -174,7 +178,8 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
         is_last = it == max_iter - 1
         if not is_last and ((it + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or it == end_iter - 1):
             if main:
-                save_checkpoint(out_dir, _training_state(model, optimizer, scheduler, it + 1, cfg, class_names), it + 1, cfg.SOLVER.MAX_CHECKPOINTS_KEPT)
+                state = _training_state(model, optimizer, scheduler, it + 1, cfg, class_names, scale_record)
+                save_checkpoint(out_dir, state, it + 1, cfg.SOLVER.MAX_CHECKPOINTS_KEPT)
             comm.barrier()
         if cfg.TEST.EVAL_PERIOD > 0 and (it + 1) % cfg.TEST.EVAL_PERIOD == 0 and not is_last:
             run_evaluation(cfg, model, device, it, metrics)
@@ -185,7 +190,8 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
 
     if main:
         raw = model.module if hasattr(model, "module") else model
-        save_atomic({"model": raw.state_dict(), "cfg": cfg.dump(), "class_names": class_names, "iteration": max_iter}, final_path)
+        save_atomic({"model": raw.state_dict(), "cfg": cfg.dump(), "class_names": class_names, "iteration": max_iter,
+                     "input_scale": scale_record}, final_path)
         atomic_write_text(os.path.join(out_dir, "last_checkpoint"), FINAL)
         logger.info("Saved %s", final_path)
     comm.barrier()
@@ -203,7 +209,7 @@ def _to_device(value, device: str):
     return value
 
 
-def _training_state(model, optimizer, scheduler, next_iter: int, cfg: CfgNode, class_names: list[str]) -> dict:
+def _training_state(model, optimizer, scheduler, next_iter: int, cfg: CfgNode, class_names: list[str], input_scale: dict | None) -> dict:
     raw = model.module if hasattr(model, "module") else model
     return {
         "model": raw.state_dict(),
@@ -213,6 +219,7 @@ def _training_state(model, optimizer, scheduler, next_iter: int, cfg: CfgNode, c
         "rng": rng_state(),
         "cfg": cfg.dump(),
         "class_names": class_names,
+        "input_scale": input_scale,
     }
 
 

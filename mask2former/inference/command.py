@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from ..data.scale import prediction_scale
 from ..errors import InputError, WeightsError
 from .run import PredictOptions, collect_inputs, run_prediction
 
@@ -14,6 +15,7 @@ logger = logging.getLogger(__name__)
 # Flag → config key; flags go before --opts so --opts has the last word.
 FLAG_KEYS = {
     "channel": "INPUT.CHANNEL",
+    "scale": "INFERENCE.INPUT_SCALE",
     "tile_size": "INFERENCE.TILE_SIZE",
     "tile_overlap": "INFERENCE.TILE_OVERLAP",
     "score_threshold": "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD",
@@ -44,6 +46,24 @@ def resolve_weights(weights: str | None, cfg) -> str | None:
     return weights
 
 
+def resolve_input_scale(cfg, pixel_size: float | None = None) -> tuple[float, str]:
+    """Model-input pixels per image pixel for ``cfg``'s weights, and why (see data/scale.py)."""
+    from .predictor import input_scale_for_weights
+
+    return prediction_scale(input_scale_for_weights(cfg.MODEL.WEIGHTS), cfg.INFERENCE.INPUT_SCALE, pixel_size)
+
+
+def build_predictor(cfg, pixel_size: float | None = None, **option_overrides):
+    """The predictor and options ``predict.py`` would use for ``cfg`` (its MODEL.WEIGHTS): images
+    resized to the model's training scale, then tiled. For benchmarks and notebooks."""
+    from .predictor import MyotubePredictor
+
+    input_scale, why = resolve_input_scale(cfg, pixel_size)
+    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
+    options = PredictOptions.from_cfg(cfg, input_scale=input_scale, pixel_size=pixel_size, **option_overrides)
+    return MyotubePredictor(cfg, input_scale=input_scale), options
+
+
 def predict_command(
     config_file: str,
     inputs: Sequence[str],
@@ -60,22 +80,29 @@ def predict_command(
     device: str | None = None,
     opts: Sequence[str] = (),
     progress: bool = True,
+    scale: float | None = None,
 ) -> int:
     """Run ``predict.py``; returns the exit code (1 when any image failed)."""
     from ..config import load_config, save_config
 
+    if scale is not None and not scale > 0:
+        raise InputError(None, f"--scale must be > 0, got {scale}")
     flags = {"channel": channel, "tile_size": tile_size, "tile_overlap": tile_overlap,
-             "score_threshold": score_threshold, "device": device}
+             "score_threshold": score_threshold, "device": device, "scale": scale}
     cfg = load_config(config_file, config_overrides(flags, None, opts), freeze=False)
     chosen = resolve_weights(weights, cfg)
     if chosen is not None:
         cfg.merge_from_list(["MODEL.WEIGHTS", chosen])
         # --opts MODEL.WEIGHTS still wins over --weights.
         cfg.merge_from_list(list(opts))
+    input_scale, why = resolve_input_scale(cfg, pixel_size)
+    # The output's config.yaml says which scale was used, not "0 = recorded".
+    cfg.INFERENCE.INPUT_SCALE = input_scale
     cfg.freeze()
 
     options = PredictOptions.from_cfg(
         cfg,
+        input_scale=input_scale,
         nuclei_channel=nuclei_channel,
         nuclei_masks_dir=nuclei,
         nuclei_images_dir=nuclei_images,
@@ -92,10 +119,11 @@ def predict_command(
 
     if not cfg.MODEL.WEIGHTS:
         logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
-    predictor = MyotubePredictor(cfg)
+    predictor = MyotubePredictor(cfg, input_scale=input_scale)
+    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
     logger.info(
-        "Predicting %d image(s) with %s on %s; tiles %d px, overlap %.2f; score >= %.2f; output %s",
-        len(paths), cfg.MODEL.WEIGHTS or "random weights", predictor.device, options.tile_size,
+        "Predicting %d image(s) with %s on %s; tiles of %d model px (%d image px), overlap %.2f; score >= %.2f; output %s",
+        len(paths), cfg.MODEL.WEIGHTS or "random weights", predictor.device, options.tile_size, options.image_tile_size,
         options.tile_overlap, options.post.score_threshold, output,
     )
     os.makedirs(output, exist_ok=True)

@@ -11,6 +11,7 @@ import torch
 from ..config import CfgNode, resolve_device
 from ..data.io import percentile_range
 from ..data.mapper import preprocess_image
+from ..data.scale import InputScale
 from ..modeling.postprocess import instances_from_outputs
 from ..modeling.weights import load_model, read_checkpoint, weights_kind
 from ..structures import Instances
@@ -27,6 +28,13 @@ def class_names_for_weights(weights: str, default: list[str] | None = None) -> l
     return list(default or ["myotube"])
 
 
+def input_scale_for_weights(weights: str) -> InputScale | None:
+    """The training scale stored in a project checkpoint (None for other weights, or older checkpoints)."""
+    if weights and weights_kind(weights) == "checkpoint":
+        return InputScale.from_dict(read_checkpoint(weights).get("input_scale"))
+    return None
+
+
 class MyotubePredictor:
     """``predictor(image) -> Instances`` at the image's own resolution.
 
@@ -34,8 +42,12 @@ class MyotubePredictor:
     Thresholds: MODEL.MASK_FORMER.TEST.{OBJECT_MASK_THRESHOLD, MASK_THRESHOLD, MIN_MASK_AREA}.
     """
 
-    def __init__(self, cfg: CfgNode, weights: str | None = None, device: str | None = None, model=None, class_names=None):
+    def __init__(self, cfg: CfgNode, weights: str | None = None, device: str | None = None, model=None, class_names=None,
+                 input_scale: float | None = None):
+        """``input_scale``: model-input pixels per image pixel (see data/scale.py); None resizes each
+        image's longest side to INPUT.IMAGE_SIZE, as evaluation on a dataset's fields does."""
         self.cfg = cfg
+        self.input_scale = input_scale
         self.device = device or resolve_device(cfg)
         weights = cfg.MODEL.WEIGHTS if weights is None else weights
         if model is None:
@@ -60,7 +72,7 @@ class MyotubePredictor:
 
     @torch.no_grad()
     def raw_outputs(self, image: np.ndarray):
-        pixel_values, info = preprocess_image(image, self.cfg, self._value_range)
+        pixel_values, info = preprocess_image(image, self.cfg, self._value_range, self.input_scale)
         with self._autocast():
             out = self.model(pixel_values=pixel_values[None].to(self.device))
         return out.class_queries_logits[0], out.masks_queries_logits[0], info

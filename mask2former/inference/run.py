@@ -60,8 +60,11 @@ OUTPUT_SUFFIXES = ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_m
 class PredictOptions:
     """Everything besides the model that decides what a run produces."""
 
+    # Tile side in model-input pixels; a tile covers tile_size / input_scale pixels of the image.
     tile_size: int = 1500
     tile_overlap: float = 0.2
+    # Model-input pixels per image pixel: the model's training scale (data/scale.py).
+    input_scale: float = 1.0
     # Fragments from two tiles are one object when their IoU inside the region both tiles saw is
     # at least this (see inference/tiling.py).
     tile_match_overlap: float = 0.5
@@ -92,7 +95,14 @@ class PredictOptions:
         )
         return replace(base, **overrides)
 
+    @property
+    def image_tile_size(self) -> int:
+        """Tile side in pixels of the image: the model sees ``tile_size`` pixels after resizing."""
+        return max(1, round(self.tile_size / self.input_scale))
+
     def validate(self) -> None:
+        if not self.input_scale > 0:
+            raise InputError(None, f"input scale must be > 0, got {self.input_scale}")
         if self.tile_size < 32:
             raise InputError(None, f"tile size must be at least 32 pixels, got {self.tile_size}")
         if not 0.0 <= self.tile_overlap < 0.9:
@@ -206,13 +216,14 @@ def predict_image(
             model_seconds += time.perf_counter() - start
 
     start = time.perf_counter()
-    tiled = max(image.shape[:2]) > options.tile_size
+    tile = options.image_tile_size
+    tiled = max(image.shape[:2]) > tile
     field_range = getattr(predict_fn, "fixed_intensity_range", None) if tiled else None
     with field_range(image) if field_range else contextlib.nullcontext():
         raw = predict_tiled(
             image,
             timed_predict,
-            options.tile_size,
+            tile,
             options.tile_overlap,
             options.tile_match_overlap,
             progress=options.progress,

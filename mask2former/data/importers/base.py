@@ -75,6 +75,9 @@ class ImportedImage:
     width: int | None = None
     instances: list[ImportedInstance] = field(default_factory=list)
     split: str | None = None
+    # Optional COCO image keys saying how the image relates to the microscope's (data/coco.py
+    # SCALE_KEYS): kept through organizing so training can record the model's pixel scale.
+    scale_keys: dict = field(default_factory=dict)
 
     @property
     def source_id(self) -> str:

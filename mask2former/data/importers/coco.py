@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any
 
 from ...errors import DatasetError
+from ..coco import scale_keys
 from .base import (
     ImportedDataset,
     ImportedImage,
@@ -95,7 +96,8 @@ def load_coco_file(
         subset_dirs = [os.path.join(parent, "images", split)] if split else []
         dirs = search_dirs if search_dirs is not None else [image_dir, here, os.path.join(here, "images"), os.path.join(parent, "images"), *subset_dirs]
         image_path = resolve_image(name, dirs, json_file)
-        images[entry["id"]] = ImportedImage(name=name, annotation_file=json_file, path=image_path, height=height, width=width, split=split)
+        images[entry["id"]] = ImportedImage(name=name, annotation_file=json_file, path=image_path, height=height, width=width, split=split,
+                                            scale_keys=scale_keys(entry))
         order.append(entry["id"])
 
     notes: Counter = Counter()
