@@ -11,6 +11,7 @@ import numpy as np
 
 def machine_info() -> dict:
     import torch
+    import transformers
 
     info = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -18,6 +19,7 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),
         "numpy": np.__version__,
         "cuda": torch.cuda.is_available(),

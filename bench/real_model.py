@@ -1,81 +1,91 @@
-"""A trained model and the classical annotator on real fields, against the human myotube masks.
+"""A trained model on real full-size fields, predicted as predict.py does, at the training scale
+and at the image's own pixels (what predict.py did before models recorded their scale).
 
-    python -m bench.real_model --config demo_output/output_stage2_manual/config.yaml \
-        --weights demo_output/output_stage2_manual/model_final.pth --scale 0.35
+    python -m bench.real_two_stage --output models/               # trains and keeps the models
+    python -m bench.real_model --model models/stage1              # this benchmark
 
-The fields of ../shared/data/qa-skmcs-train are resized by ``--scale`` relative to 1500 px (the
-scale the model was trained at: the demo's synthetic fields are 0.35) and predicted in tiles of
-the model's input size, exactly as predict.py does. Reported: semantic IoU/Dice of the union of
-instances (the human masks are semantic: touching myotubes share one region), per field and
-pooled, for the model and for the annotator on the same fields. Skips cleanly without the data.
+Fields: the held-out half of ``bench/real_two_stage.py`` (``../shared/data/qa-skmcs-train``, raw
+2048 px), read as they come from the microscope. Each is predicted through ``predict.py``'s path
+(:func:`mask2former.inference.command.build_predictor`): resized by the scale recorded in the
+model, then tiled, masks back at 2048 px. The same model is also run with ``--scale 1``: tiles
+cut from the raw pixels, tubes 1 / scale times wider than in training. Scored against the human
+masks at 2048 px: semantic IoU of the union of instances, and the isolated-tube proxy of
+``bench/real_two_stage.py``. Skips cleanly without the data.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
+import time
 
-import cv2
 import numpy as np
 
 from bench.common import write_results
+from bench.real_two_stage import (
+    DEFAULT_DATA,
+    PRESETS,
+    human_path,
+    instance_proxy,
+    isolated_tubes,
+    list_fields,
+    split_fields,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
+
+
+def score_model(model_dir: str, fields: list[str], scale: float, device: str) -> dict:
+    """Predict ``fields`` at ``scale`` (0: the recorded training scale) and score them."""
+    from mask2former.config import load_config
+    from mask2former.data.io import read_image
+    from mask2former.evaluation.metrics import semantic_iou_dice_binary
+    from mask2former.inference.command import build_predictor, resolve_input_scale
+    from mask2former.inference.run import predict_image
+
+    cfg = load_config(os.path.join(model_dir, "config.yaml"), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", os.path.join(model_dir, "model_final.pth"),
+                                                             "INFERENCE.INPUT_SCALE", str(scale)])
+    used, why = resolve_input_scale(cfg)
+    predictor, options = build_predictor(cfg, progress=False)
+    rows, t0 = [], time.perf_counter()
+    for path in fields:
+        image = read_image(path)
+        human = read_image(human_path(path))
+        human = (human.max(axis=2) if human.ndim == 3 else human) > 0
+        masks = predict_image(image, predictor, options).to_instances().masks
+        union = masks.any(axis=0) if len(masks) else np.zeros_like(human)
+        # Isolated tubes at the full field's scale: the minimum area of real_two_stage, scaled up.
+        proxy = instance_proxy(isolated_tubes(human, round(300 * (max(human.shape) / 1500) ** 2)), masks)
+        rows.append({"field": os.path.basename(path), "iou": semantic_iou_dice_binary(human, union)["iou"], "instances": int(len(masks)), **proxy})
+        print(f"  {rows[-1]['field']}: IoU {rows[-1]['iou']:.3f}, {len(masks)} instances", flush=True)
+    tubes = sum(r["tubes"] for r in rows)
+    return {"scale": used, "why": why, "fields": len(rows), "mean_iou": float(np.mean([r["iou"] for r in rows])),
+            "isolated_match_rate": sum(r["matched"] for r in rows) / tubes if tubes else None,
+            "pieces_per_isolated_tube": sum(r["pieces"] for r in rows) / tubes if tubes else None,
+            "instances_per_field": float(np.mean([r["instances"] for r in rows])), "seconds": round(time.perf_counter() - t0, 1),
+            "per_field": rows}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="config.yaml the model was trained with")
-    parser.add_argument("--weights", required=True, help="model_final.pth")
+    parser.add_argument("--model", required=True, help="folder with model_final.pth and config.yaml (bench/real_two_stage.py --output)")
     parser.add_argument("--data", default=DEFAULT_DATA)
-    parser.add_argument("--scale", type=float, default=1.0, help="field size relative to 1500 px")
-    parser.add_argument("--fields", type=int, default=20)
+    parser.add_argument("--fields", type=int, default=0, help="first N held-out fields (0: all)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "real_model.json"))
     args = parser.parse_args(argv)
-    myosin = sorted(glob.glob(os.path.join(args.data, "*_myosin.png")))[: args.fields]
-    if not myosin:
+    fields = list_fields(args.data)
+    if not fields:
         print(f"no real fields under {args.data}: skipped")
         return
-
-    from mask2former.annotate.instances import annotate_instances
-    from mask2former.config import load_config
-    from mask2former.data.io import read_image
-    from mask2former.evaluation.metrics import semantic_iou_dice_binary
-    from mask2former.inference.predictor import MyotubePredictor
-    from mask2former.inference.run import PredictOptions, predict_image
-
-    cfg = load_config(args.config, ["MODEL.DEVICE", "cpu"])
-    predictor = MyotubePredictor(cfg, weights=args.weights)
-    options = PredictOptions.from_cfg(cfg)
-    side = int(round(1500 * args.scale))
-    rows, pooled = [], {"model": [0.0, 0.0], "annotator": [0.0, 0.0]}
-    for path in myosin:
-        human_path = path.replace("_myosin.png", "_myotube_mask.png")
-        human = read_image(human_path) > 0
-        if not human.any():
-            continue  # an empty human mask says nothing about segmentation quality
-        image = read_image(path)
-        small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
-        truth = cv2.resize(human.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST) > 0
-        model_union = predict_image(small, predictor, options).to_instances().masks.any(axis=0) if side else None
-        annot = annotate_instances(cv2.resize(image, (1500, 1500), interpolation=cv2.INTER_AREA)).masks.any(axis=0)
-        annot = cv2.resize(annot.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST) > 0
-        row = {"field": os.path.basename(path)}
-        for name, pred in (("model", model_union), ("annotator", annot)):
-            sem = semantic_iou_dice_binary(truth, pred)
-            row[f"{name}_iou"] = sem["iou"]
-            pooled[name][0] += sem["intersection"]
-            pooled[name][1] += sem["union"]
-        rows.append(row)
-        print(f"{row['field']}: model IoU {row['model_iou']:.3f}, annotator IoU {row['annotator_iou']:.3f}", flush=True)
-    summary = {
-        name: {"mean_iou": float(np.mean([r[f"{name}_iou"] for r in rows])), "pooled_iou": inter / union if union else 1.0}
-        for name, (inter, union) in pooled.items()
-    }
-    print(summary)
-    write_results(args.out, {"weights": args.weights, "scale": args.scale, "fields": len(rows), "summary": summary, "per_field": rows})
+    heldout = split_fields(fields, PRESETS["cpu"])["heldout"]
+    heldout = heldout[: args.fields] if args.fields else heldout
+    results = {}
+    for name, scale in (("training_scale", 0.0), ("native_pixels", 1.0)):
+        print(f"{name}:", flush=True)
+        results[name] = score_model(args.model, heldout, scale, args.device)
+        print({k: v for k, v in results[name].items() if k != "per_field"}, flush=True)
+    write_results(args.out, {"model": os.path.abspath(args.model), "data": os.path.abspath(args.data), "results": results})
 
 
 if __name__ == "__main__":

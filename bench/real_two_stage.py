@@ -152,6 +152,7 @@ def build_dataset(root: str, splits: dict[str, list[str]], plan: RealPlan) -> di
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.data.catalog import ANNOTATION_FILES
     from mask2former.data.coco import bbox_of_mask, mask_to_rle, write_coco_json
+    from mask2former.data.io import image_size
 
     side = round(REFERENCE_SIZE * plan.pixel_scale)
     min_area = max(8, round(300 * plan.pixel_scale**2))
@@ -167,7 +168,11 @@ def build_dataset(root: str, splits: dict[str, list[str]], plan: RealPlan) -> di
             cv2.imwrite(os.path.join(images, name), image)
             masks = annotate_instances(image, params).masks if part == "pool" else components(human, min_area)
             image_id = len(entries) + 1
-            entries.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
+            # The size of the microscope's field: the models then record their scale against it, and
+            # predict.py resizes new full-size fields by the same factor.
+            oh, ow = image_size(path)
+            entries.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1],
+                            "original_height": oh, "original_width": ow})
             for m in masks:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1, "segmentation": mask_to_rle(m),
                              "area": float(m.sum()), "bbox": bbox_of_mask(m), "iscrowd": 0})

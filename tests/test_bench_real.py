@@ -51,6 +51,17 @@ def test_quick_real_two_stage_trains_scores_and_keeps_every_model(tmp_path):
     assert len([f for f in figures if f.endswith(".png")]) == 7  # one per method, and all of them side by side
     assert "| Stage 2 (Stage 1 + 5 manual) |" in result["markdown"]
 
+    # The kept model records its scale (fields resized from 300 to 375 px) and bench/real_model.py
+    # predicts raw fields at it, and at the raw pixels for comparison.
+    real_json = tmp_path / "real_model.json"
+    cmd = [sys.executable, "-m", "bench.real_model", "--model", str(tmp_path / "models" / "stage1"), "--data", str(data), "--out", str(real_json)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    scored = json.loads(real_json.read_text())["results"]
+    assert scored["training_scale"]["scale"] == pytest.approx(375 / 300, rel=0.01) and "recorded" in scored["training_scale"]["why"]
+    assert scored["native_pixels"]["scale"] == 1.0
+    assert all(0.0 <= r["mean_iou"] <= 1.0 and r["fields"] == 1 for r in scored.values())
+
 
 def test_components_and_instance_proxy_count_matches_and_pieces():
     from bench.real_two_stage import components, instance_proxy

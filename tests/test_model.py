@@ -103,16 +103,32 @@ def test_project_checkpoint_loads_exactly(tmp_path):
     "weights, expected",
     [
         ("/nonexistent/model_final.pth", "checkpoint not found"),
-        ("/nonexistent/hf_folder", "download"),
-        ("facebook/mask2former-swin-base-coco-instance", "download"),
+        ("/nonexistent/hf_folder", "folder not found"),
+        # The guide's download location, not downloaded yet: a folder, not a hub repo "weights/...".
+        ("weights/mask2former-swin-base-coco-instance", "folder not found"),
+        ("facebook/mask2former-swin-base-coco-instance", "hf download facebook/mask2former-swin-base-coco-instance"),
     ],
 )
-def test_missing_weights_give_one_clear_error(weights, expected, monkeypatch):
+def test_missing_weights_give_one_clear_error(weights, expected, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(WeightsError) as err:
         load_model(tiny_cfg(), ["myotube"], weights)
     message = str(err.value)
     assert expected in message and "\n" not in message and weights in message
+    assert "huggingface-cli" not in message  # not installed by current huggingface_hub releases
+
+
+def test_weights_kind_tells_local_folders_from_hub_ids(tmp_path, monkeypatch):
+    from mask2former.modeling.weights import weights_kind
+
+    monkeypatch.chdir(tmp_path)
+    assert weights_kind("facebook/mask2former-swin-base-coco-instance") == "hub_id"
+    assert weights_kind("weights/anything") == "hf_dir"
+    assert weights_kind("models/coco") == "hub_id"  # no local models/ folder: could be a hub repo
+    (tmp_path / "models").mkdir()
+    assert weights_kind("models/coco") == "hf_dir"  # its first folder is here: a local path
+    assert weights_kind("./coco") == "hf_dir" and weights_kind("out/model_final.pth") == "checkpoint" and weights_kind("") == "none"
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):

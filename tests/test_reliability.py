@@ -90,27 +90,68 @@ def test_full_disk_while_saving_is_reported_and_the_previous_checkpoint_kept(tmp
 
 
 @pytest.mark.slow
-def test_two_process_gloo_ddp_matches_the_single_process_schedule(tmp_path):
-    data = make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=4, n_test=2, n_manual=1)
-    common = ["--stage", "1", "--dataset", data, "--config-dir", os.path.join(REPO_ROOT, "configs", "cpu_tiny"), "--opts",
+def test_two_process_gloo_ddp_runs_both_stages_and_matches_the_single_process_schedule(tmp_path):
+    """The guide's `train_two_stage.py --num-gpus 2` with the shipped batch sizes (Stage 2: 1 image)."""
+    data = make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=4, n_test=2, n_manual=2)
+    common = ["--dataset", data, "--config-dir", os.path.join(REPO_ROOT, "configs", "cpu_tiny"), "--opts",
               "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "5", "SOLVER.LOG_PERIOD", "1", "INPUT.IMAGE_SIZE", "64", "SEED", "2"]
     script = os.path.join(REPO_ROOT, "train_two_stage.py")
     single = subprocess.run([sys.executable, script, *common, "OUTPUT_DIR", str(tmp_path / "single")], env=ENV, capture_output=True, text=True, timeout=240)
     assert single.returncode == 0, single.stderr[-2000:]
     ddp = subprocess.run([sys.executable, script, "--num-gpus", "2", *common, "OUTPUT_DIR", str(tmp_path / "ddp")], env=ENV, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    # Stage 2's batch of 1 on 2 processes is said once, before Stage 1 starts.
+    note = "Stage 2: SOLVER.IMS_PER_BATCH 1 is not divisible by the 2 processes: each process takes 1 image(s), 2 per step in all"
+    assert ddp.stdout.count(note) == 1 and ddp.stdout.index(note) < ddp.stdout.index("== Stage 1")
+    assert ddp.stdout.count("Dataset ") == 1  # printed by rank 0 only
 
-    def lines(run):
-        return [json.loads(x) for x in (tmp_path / run / "metrics.json").read_text().splitlines()]
+    def lines(run, stage):
+        return [json.loads(x) for x in (tmp_path / run / stage / "metrics.json").read_text().splitlines()]
 
-    ddp_lines, single_lines = lines("ddp"), lines("single")
-    ddp_train = [r for r in ddp_lines if "total_loss" in r]
-    single_train = [r for r in single_lines if "total_loss" in r]
-    assert [r["iteration"] for r in ddp_train] == [r["iteration"] for r in single_train] == list(range(5))  # written once
-    assert [r["lr"] for r in ddp_train] == pytest.approx([r["lr"] for r in single_train])
-    assert sum("myotube_algorithmic_test/AP" in r for r in ddp_lines) == 1  # evaluation once, on rank 0
-    evaluated = json.loads((tmp_path / "ddp" / "eval_myotube_algorithmic_test.json").read_text())
-    assert evaluated["images"] == 2  # gathered from both ranks
-    assert open(tmp_path / "ddp" / "config.yaml").read().count("IMS_PER_BATCH: 2") == 1
-    model, _ = load_model(tiny_cfg("INPUT.IMAGE_SIZE", 64), ["myotube"], str(tmp_path / "ddp" / "model_final.pth"))
-    assert sum(p.numel() for p in model.parameters()) > 0
+    for stage, test_split in (("output_stage1_algorithmic", "myotube_algorithmic_test"), ("output_stage2_manual", "myotube_manual_test")):
+        ddp_lines, single_lines = lines("ddp", stage), lines("single", stage)
+        ddp_train = [r for r in ddp_lines if "total_loss" in r]
+        single_train = [r for r in single_lines if "total_loss" in r]
+        assert [r["iteration"] for r in ddp_train] == [r["iteration"] for r in single_train] == list(range(5))  # written once
+        assert [r["lr"] for r in ddp_train] == pytest.approx([r["lr"] for r in single_train])
+        assert sum(f"{test_split}/AP" in r for r in ddp_lines) == 1  # evaluation once, on rank 0
+        evaluated = json.loads((tmp_path / "ddp" / stage / f"eval_{test_split}.json").read_text())
+        assert evaluated["images"] == 2  # gathered from both ranks
+        model, _ = load_model(tiny_cfg("INPUT.IMAGE_SIZE", 64), ["myotube"], str(tmp_path / "ddp" / stage / "model_final.pth"))
+        assert sum(p.numel() for p in model.parameters()) > 0
+        assert not (tmp_path / "ddp" / stage / ".rank0_token").exists()  # the shared-folder check cleans up
+    assert open(tmp_path / "ddp" / "output_stage1_algorithmic" / "config.yaml").read().count("IMS_PER_BATCH: 2") == 1
+
+
+def _shared_folder_worker(rank: int, init_file: str, folders: list[str], results: str) -> None:
+    import torch.distributed as dist
+
+    from mask2former.engine.trainer import TrainingError, check_shared_output_dir
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        os.makedirs(folders[rank], exist_ok=True)
+        check_shared_output_dir(folders[rank])
+        outcome = "ok"
+    except TrainingError as err:
+        outcome = str(err)
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(results, f"rank{rank}.txt"), "w") as f:
+        f.write(outcome)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_every_rank_must_see_rank0s_output_folder(tmp_path, shared):
+    """Two machines without a shared file system: each process writes into its own folder of that name."""
+    import torch.multiprocessing as mp
+
+    folders = [str(tmp_path / "out")] * 2 if shared else [str(tmp_path / "machine0" / "out"), str(tmp_path / "machine1" / "out")]
+    mp.spawn(_shared_folder_worker, args=(str(tmp_path / "init"), folders, str(tmp_path)), nprocs=2, join=True)
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    if shared:
+        assert outcomes == ["ok", "ok"]
+    else:
+        # Both ranks stop with the same one line (neither waits forever for the other).
+        assert outcomes[0] == outcomes[1] and "is not shared: rank 1 on" in outcomes[0] and "\n" not in outcomes[0]
+        assert "file system every machine mounts" in outcomes[0]

@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
+import tifffile
 
 from ..data.coco import bbox_of_mask, mask_to_rle, write_coco_json
-from ..data.io import is_image_file, read_image
+from ..data.io import is_image_file, read_all_channels, read_image, select_channel
 from ..errors import InputError, MyotubeError
 from ..utils.fileio import atomic_write_json, atomic_write_with, claim_free_name
 from .foreground import full_scale
@@ -103,7 +104,7 @@ def list_inputs(input_dir: str) -> list[str]:
     return paths
 
 
-def output_names(paths: list[str]) -> list[str]:
+def output_names(paths: list[str], extension: str = ".png") -> list[str]:
     """``field.tif`` → ``field.png``; a stem seen before gets its extension appended
     (``field.jpg`` → ``field_jpg.png``) so no output overwrites another."""
     taken: set[str] = set()
@@ -111,8 +112,8 @@ def output_names(paths: list[str]) -> list[str]:
     for p in paths:
         stem, ext = os.path.splitext(os.path.basename(p))
         suffix = ext.lstrip(".").lower()
-        later = (f"{stem}_{suffix}{'' if k == 1 else k}.png" for k in itertools.count(1))
-        names.append(claim_free_name(itertools.chain([f"{stem}.png"], later), taken))
+        later = (f"{stem}_{suffix}{'' if k == 1 else k}{extension}" for k in itertools.count(1))
+        names.append(claim_free_name(itertools.chain([f"{stem}{extension}"], later), taken))
     return names
 
 
@@ -143,18 +144,34 @@ def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> Image
     start = time.perf_counter()
     result = ImageResult(source=path)
     try:
-        image = read_image(path, channel=channel)
-        result.original_height, result.original_width = int(image.shape[0]), int(image.shape[1])
-        image = storable(resize_longest(image, resolution))
-        masks = annotate_image(image, params)
         out_path = os.path.join(image_dir, name)
-        to_write = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+        if channel >= 0:
+            # Every channel is written (a TIFF), so INPUT.CHANNEL means the same in Stage 1, whose
+            # images these are, as in Stage 2 and in predict.py, which read the microscope's files.
+            stack = read_all_channels(path)
+            select_channel(path, stack, channel)  # the one-line error of a missing channel
+            result.original_height, result.original_width = int(stack.shape[0]), int(stack.shape[1])
+            stack = storable(resize_longest(stack, resolution))
+            image = stack[..., channel] if stack.ndim == 3 else stack
+            planes = stack.transpose(2, 0, 1) if stack.ndim == 3 else stack[None]
 
-        def writer(tmp: str) -> None:
-            if not cv2.imwrite(tmp, to_write):
-                raise OSError("could not encode the PNG")
+            def writer(tmp: str) -> None:
+                tifffile.imwrite(tmp, planes, photometric="minisblack", metadata={"axes": "CYX"})
 
-        atomic_write_with(out_path, writer, suffix=".png")
+            suffix = ".tif"
+        else:
+            image = read_image(path, channel=channel)
+            result.original_height, result.original_width = int(image.shape[0]), int(image.shape[1])
+            image = storable(resize_longest(image, resolution))
+            to_write = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+
+            def writer(tmp: str) -> None:
+                if not cv2.imwrite(tmp, to_write):
+                    raise OSError("could not encode the PNG")
+
+            suffix = ".png"
+        masks = annotate_image(image, params)
+        atomic_write_with(out_path, writer, suffix=suffix)
         result.file_name = name
         result.height, result.width = int(image.shape[0]), int(image.shape[1])
         result.annotations = [
@@ -208,7 +225,7 @@ def annotate_folder(
         raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
     os.makedirs(image_dir, exist_ok=True)
     params = params or AnnotatorParams()
-    names = output_names(paths)
+    names = output_names(paths, ".tif" if channel >= 0 else ".png")
     tasks = [(p, n, image_dir, int(resolution), int(channel), params) for p, n in zip(paths, names)]
 
     start = time.perf_counter()

@@ -27,6 +27,16 @@ def read_image(path: str | os.PathLike, channel: int = -1) -> np.ndarray:
     ``-1`` keeps grayscale or RGB(A) as is (alpha dropped) and refuses other channel counts.
     """
     path = os.fspath(path)
+    image, channel_axis = _read_any(path)
+    return select_channel(path, image, channel, channel_axis)
+
+
+def read_all_channels(path: str | os.PathLike) -> np.ndarray:
+    """Every channel of ``path``: ``(H, W)`` or ``(H, W, C)`` (Z-stacks max-projected)."""
+    return _read_any(os.fspath(path))[0]
+
+
+def _read_any(path: str) -> tuple[np.ndarray, bool]:
     if not os.path.exists(path):
         raise ImageReadError(path, "file not found")
     if os.path.isdir(path):
@@ -37,7 +47,7 @@ def read_image(path: str | os.PathLike, channel: int = -1) -> np.ndarray:
         image, channel_axis = _read_with_opencv(path)
     if image.size == 0 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageReadError(path, f"image has no pixels (shape {image.shape})")
-    return _select_channel(path, image, channel, channel_axis)
+    return image, channel_axis
 
 
 def _read_with_opencv(path: str) -> tuple[np.ndarray, bool]:
@@ -151,7 +161,8 @@ def _short(err: BaseException) -> str:
     return str(err).replace("\n", " ")[:160]
 
 
-def _select_channel(path: str, image: np.ndarray, channel: int, has_channels: bool) -> np.ndarray:
+def select_channel(path: str, image: np.ndarray, channel: int, has_channels: bool = True) -> np.ndarray:
+    """``read_image``'s channel rule applied to an image read with :func:`read_all_channels`."""
     if image.ndim == 2:
         if channel > 0:
             raise ImageReadError(path, f"channel {channel} requested but the image has a single channel")
@@ -170,9 +181,9 @@ def _select_channel(path: str, image: np.ndarray, channel: int, has_channels: bo
     raise ImageReadError(path, f"image has {n} channels: choose one with --channel / INPUT.CHANNEL")
 
 
-def image_size(path: str | os.PathLike, channel: int = -1) -> tuple[int, int]:
-    """(height, width) of an image, decoding it fully so corrupt files are caught."""
-    image = read_image(path, channel=channel)
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image of any channel count, decoding it fully so corrupt files are caught."""
+    image = read_all_channels(path)
     return int(image.shape[0]), int(image.shape[1])
 
 

@@ -41,7 +41,7 @@ from .coco import Finding, segmentation_problem, validate_coco, write_coco_json
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
 from .importers.base import polygon_extent_problem
 from .importers.coco import load_coco_file
-from .io import read_image
+from .io import read_all_channels
 
 logger = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ def _assign_manual_splits(entries: list[_Entry], source_has_split: bool, fractio
 def _image_shape(image: ImportedImage) -> tuple[int, int]:
     if image.path is not None:
         try:
-            array = read_image(image.path)
+            array = read_all_channels(image.path)
         except OSError as err:  # e.g. no permission to read it
             raise ImageReadError(image.path, f"cannot read ({err.strerror or err})") from None
     else:

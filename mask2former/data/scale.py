@@ -59,30 +59,34 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def record_factor(record: dict, image_size: int) -> float:
-    """Model-input pixels per original pixel for one training record (``load_coco_instances``)."""
+def record_factor(record: dict, image_size: int, jitter: tuple[float, float] = (1.0, 1.0)) -> float:
+    """Model-input pixels per original pixel for one training record (``load_coco_instances``).
+
+    ``jitter``: INPUT.MIN_SCALE and MAX_SCALE; their geometric mean is the nominal training scale
+    (a jitter around ``side / crop`` trains on crops at the field's own scale).
+    """
     side = max(record["height"], record["width"])
-    to_model = image_size / side
+    to_model = image_size / side * (jitter[0] * jitter[1]) ** 0.5
     original = max(record.get("original_height") or 0, record.get("original_width") or 0)
     return to_model * (side / original if original > 0 else 1.0)
 
 
-def record_pixel_size(record: dict, image_size: int) -> float | None:
+def record_pixel_size(record: dict, image_size: int, jitter: tuple[float, float] = (1.0, 1.0)) -> float | None:
     """Microns per model-input pixel for one record, when its image entry gives ``pixel_size_um``
     (microns per pixel of the stored image)."""
     size = record.get("pixel_size_um")
     if not _positive(size):
         return None
-    return float(size) * max(record["height"], record["width"]) / image_size
+    return float(size) * max(record["height"], record["width"]) / (image_size * (jitter[0] * jitter[1]) ** 0.5)
 
 
-def training_input_scale(records: Iterable[dict], image_size: int) -> InputScale | None:
+def training_input_scale(records: Iterable[dict], image_size: int, jitter: tuple[float, float] = (1.0, 1.0)) -> InputScale | None:
     """The scale of a training set: the median over its fields (None for no fields)."""
     records = list(records)
     if not records:
         return None
-    factors = [record_factor(r, image_size) for r in records]
-    sizes = [s for s in (record_pixel_size(r, image_size) for r in records) if s is not None]
+    factors = [record_factor(r, image_size, jitter) for r in records]
+    sizes = [s for s in (record_pixel_size(r, image_size, jitter) for r in records) if s is not None]
     # A pixel size is only meaningful when every field carries one.
     pixel_size = statistics.median(sizes) if len(sizes) == len(records) else None
     return InputScale(statistics.median(factors), pixel_size, min(factors), max(factors), len(records))

@@ -18,7 +18,10 @@ def get_world_size() -> int:
 
 
 def get_rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+    """This process's rank; before the process group is joined, the one torchrun gave it."""
+    if is_distributed():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
 
 
 def get_local_rank() -> int:
@@ -31,6 +34,11 @@ def is_main_process() -> bool:
 
 def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def launched_world_size() -> int:
+    """Processes torchrun started (known before the process group is joined)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
 
 
 def init_distributed(device: str) -> str:

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import random
+import socket
 import time
 
 import numpy as np
@@ -64,6 +65,50 @@ def loss_terms(model, out, batch) -> dict[str, torch.Tensor]:
     return grouped
 
 
+def batch_per_process(total: int, world: int) -> tuple[int, str | None]:
+    """Images per process for SOLVER.IMS_PER_BATCH, the batch over all processes (detectron2's
+    rule), and a note when it does not divide: each process then takes the rounded-up share."""
+    if total % world == 0:
+        return total // world, None
+    per = -(-total // world)
+    return per, (
+        f"SOLVER.IMS_PER_BATCH {total} is not divisible by the {world} processes: each process takes {per} image(s), "
+        f"{per * world} per step in all (SOLVER.BASE_LR unchanged; give a multiple of {world} to choose the batch yourself)"
+    )
+
+
+SHARED_TOKEN = ".rank0_token"
+
+
+def check_shared_output_dir(out_dir: str) -> None:
+    """Every process must see the output folder rank 0 writes to (several machines need a shared
+    file system): rank 0 writes a token file there, every rank reads it back."""
+    if not comm.is_distributed():
+        return
+    path = os.path.join(out_dir, SHARED_TOKEN)
+    token = None
+    if comm.is_main_process():
+        token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        atomic_write_text(path, token)
+    token = comm.broadcast_object(token)  # after rank 0 has written it
+    try:
+        with open(path, encoding="utf-8") as f:
+            seen = f.read().strip() == token
+    except OSError:
+        seen = False
+    views = comm.all_gather_object((seen, comm.get_rank(), socket.gethostname()))
+    comm.barrier()
+    if comm.is_main_process():
+        os.remove(path)
+    blind = [(rank, host) for ok, rank, host in views if not ok]
+    if blind:
+        who = ", ".join(f"rank {rank} on {host}" for rank, host in blind)
+        raise TrainingError(
+            f"OUTPUT_DIR {out_dir} is not shared: {who} cannot see the file rank 0 wrote there; "
+            "with several machines, OUTPUT_DIR and the dataset must be on a file system every machine mounts"
+        )
+
+
 def training_step(model, batch: dict, optimizer, scheduler, cfg: CfgNode, device: str, use_amp: bool, iteration: int) -> tuple[dict, float]:
     """One optimisation step; returns the loss values and the LR it used."""
     batch = {k: _to_device(v, device) for k, v in batch.items() if k != "records"}
@@ -108,14 +153,17 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
         return final_path
     if not resume and has_checkpoints(out_dir):
         raise TrainingError(f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR")
-    if cfg.SOLVER.IMS_PER_BATCH % world:
-        raise TrainingError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world} processes")
+    per_process, batch_note = batch_per_process(cfg.SOLVER.IMS_PER_BATCH, world)
     # Validate the data before anything is written: a refused dataset leaves no output folder behind.
     class_names = class_names_of(cfg.DATASETS.TRAIN)
     records = training_records(cfg)
-    input_scale = training_input_scale(records, cfg.INPUT.IMAGE_SIZE)
+    jitter = (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE) if cfg.INPUT.AUGMENT else (1.0, 1.0)
+    input_scale = training_input_scale(records, cfg.INPUT.IMAGE_SIZE, jitter)
     os.makedirs(out_dir, exist_ok=True)
+    check_shared_output_dir(out_dir)
     setup_run_logging(out_dir, main)
+    if batch_note and main:
+        logger.warning(batch_note)
     seed = cfg.SEED if cfg.SEED >= 0 else comm.broadcast_object(int(np.random.SeedSequence().entropy % 2**31))
     random.seed(seed + rank)
     np.random.seed((seed + rank) % 2**32)
@@ -147,7 +195,7 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     scale_record = input_scale.to_dict() if input_scale else None
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
-    loader = build_train_loader(cfg, records, cfg.SOLVER.IMS_PER_BATCH // world, seed + start_iter, rank, world, device.startswith("cuda"))
+    loader = build_train_loader(cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda"))
     use_amp = device.startswith("cuda") and cfg.SOLVER.AMP.ENABLED
     metrics = MetricsWriter(out_dir, enabled=main)
     end_iter = max_iter if stop_after is None else min(max_iter, start_iter + stop_after)

@@ -12,7 +12,7 @@ from ..errors import ConfigError, WeightsError
 from ..modeling.weights import weights_kind
 from . import comm
 from .checkpoint import FINAL
-from .trainer import class_names_of, train
+from .trainer import batch_per_process, class_names_of, train
 
 logger = logging.getLogger("mask2former.train")
 
@@ -69,6 +69,10 @@ def run_two_stage(config_dir: str, dataset_root: str, stages: list[int], opts: l
     for stage in stages:
         class_names_of(cfgs[stage].DATASETS.TRAIN)
         training_records(cfgs[stage])
+        # Said before Stage 1 starts, not when Stage 2 does.
+        _, note = batch_per_process(cfgs[stage].SOLVER.IMS_PER_BATCH, comm.launched_world_size())
+        if note and comm.is_main_process():
+            print(f"Stage {stage}: {note}", flush=True)
     finals = {}
     for stage in stages:
         cfg = cfgs[stage]
@@ -80,12 +84,28 @@ def run_two_stage(config_dir: str, dataset_root: str, stages: list[int], opts: l
     return finals
 
 
+def eval_weights(cfg: CfgNode, opts: list[str]) -> tuple[str, str]:
+    """What ``--eval-only`` evaluates, and why: MODEL.WEIGHTS when given on the command line, else
+    this config's own trained model (OUTPUT_DIR/model_final.pth) when it exists, else MODEL.WEIGHTS.
+
+    A Stage 2 config's MODEL.WEIGHTS is Stage 1's model, the one it starts from: evaluating it would
+    report Stage 1 under Stage 2's name.
+    """
+    if "MODEL.WEIGHTS" in list(opts)[::2]:
+        return cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS given on the command line"
+    final = os.path.normpath(os.path.join(cfg.OUTPUT_DIR, FINAL))
+    if os.path.isfile(final):
+        return final, f"the model this config trained (OUTPUT_DIR {cfg.OUTPUT_DIR}); give MODEL.WEIGHTS to evaluate another"
+    return cfg.MODEL.WEIGHTS, f"MODEL.WEIGHTS of the config ({final} does not exist)"
+
+
 def run_train_net(config_file: str, dataset_root: str, opts: list[str], eval_only: bool, resume: bool) -> dict:
-    """Train one config, or with ``eval_only`` evaluate MODEL.WEIGHTS on DATASETS.TEST."""
+    """Train one config, or with ``eval_only`` evaluate it (see :func:`eval_weights`) on DATASETS.TEST."""
     cfg = load_config(config_file, opts)
     register_two_stage_datasets(dataset_root)
     if not eval_only:
         return {"model_final": train(cfg, resume=resume)}
+    weights, why = eval_weights(cfg, opts)
     from ..config import resolve_device
     from ..data.catalog import is_registered
     from ..evaluation.evaluator import evaluate_dataset, format_table
@@ -96,8 +116,10 @@ def run_train_net(config_file: str, dataset_root: str, opts: list[str], eval_onl
     names = [n for n in cfg.DATASETS.TEST if is_registered(n)]
     if not names:
         raise ConfigError(config_file, f"none of DATASETS.TEST {list(cfg.DATASETS.TEST)} exists in {dataset_root}")
-    class_names = class_names_for_weights(cfg.MODEL.WEIGHTS, class_names_of(names))
-    model, described = load_model(cfg, class_names)
+    class_names = class_names_for_weights(weights, class_names_of(names))
+    model, described = load_model(cfg, class_names, weights)
+    if comm.is_main_process():
+        print(f"Evaluating {weights or 'random initialisation'} ({why})", flush=True)
     logger.info("Evaluating %s", described)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     results = {name: evaluate_dataset(model.to(device), cfg, name, cfg.OUTPUT_DIR, device) for name in names}

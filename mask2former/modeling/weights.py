@@ -14,26 +14,44 @@ from ..errors import WeightsError
 logger = logging.getLogger(__name__)
 
 
+# Where the guide tells users to put downloaded weights: "weights/NAME" is a folder, never a hub id.
+LOCAL_WEIGHTS_FOLDER = "weights"
+
+
 def weights_kind(weights: str) -> str:
-    """One of ``"none"``, ``"checkpoint"`` (.pth/.pt), ``"hf_dir"`` or ``"hub_id"``."""
+    """One of ``"none"``, ``"checkpoint"`` (.pth/.pt), ``"hf_dir"`` or ``"hub_id"``.
+
+    ``owner/name`` is a hub id unless it looks local: it exists, starts with ``.``, ``/`` or ``~``,
+    its first folder exists here, or that folder is ``weights/`` (the guide's download location).
+    """
     if not weights:
         return "none"
     if weights.endswith((".pth", ".pt")):
         return "checkpoint"
-    if os.path.isdir(os.path.expanduser(weights)) or weights.startswith((".", "/", "~")):
+    path = os.path.expanduser(weights)
+    first = weights.split("/")[0]
+    if os.path.isdir(path) or weights.startswith((".", "/", "~")) or first == LOCAL_WEIGHTS_FOLDER or (weights.count("/") and os.path.isdir(first)):
         return "hf_dir"
-    # "owner/name" that is not a local folder: a Hugging Face hub id.
     return "hub_id" if weights.count("/") == 1 else "hf_dir"
 
 
 def download_hint(weights: str) -> str:
-    repo = weights if weights_kind(weights) == "hub_id" else COCO_SWIN_B_WEIGHTS
-    local = os.path.join("weights", repo.split("/")[-1])
+    """How to get ``weights`` (a hub id), or the COCO weights into the folder ``weights`` names."""
+    if weights_kind(weights) == "hub_id":
+        repo, local = weights, os.path.join(LOCAL_WEIGHTS_FOLDER, weights.split("/")[-1])
+    else:
+        repo, local = COCO_SWIN_B_WEIGHTS, weights or os.path.join(LOCAL_WEIGHTS_FOLDER, COCO_SWIN_B_WEIGHTS.split("/")[-1])
     return (
-        f"download the COCO weights once with `huggingface-cli download {repo} --local-dir {local}` "
-        f"(or `hf download {repo} --local-dir {local}`) on a machine with internet, copy the folder here, "
-        f"and set MODEL.WEIGHTS {local}"
+        f"download the weights once with `hf download {repo} --local-dir {local}` (huggingface_hub's CLI) on a machine "
+        f"with internet, copy the folder here, and set MODEL.WEIGHTS {local}"
     )
+
+
+def missing_folder_message(weights: str) -> str:
+    path = os.path.expanduser(weights)
+    if not os.path.isdir(path):
+        return "folder not found; " + download_hint(weights)
+    return "not a Hugging Face model folder (no config.json); " + download_hint(weights)
 
 
 def hub_cached(repo_id: str) -> bool:
@@ -63,7 +81,7 @@ def describe_weights(weights: str, stage: int = 1) -> dict[str, Any]:
         if os.path.isfile(os.path.join(os.path.expanduser(weights), "config.json")):
             info.update(status="ok")
         else:
-            info.update(status="missing", hint=f"{weights} is not a Hugging Face model folder: " + download_hint(COCO_SWIN_B_WEIGHTS))
+            info.update(status="missing", hint=f"{weights}: " + missing_folder_message(weights))
     else:
         if hub_cached(weights):
             info.update(status="ok", hint="found in the local Hugging Face cache")
@@ -157,7 +175,7 @@ def _load_hf_pretrained(weights: str, hf_config):
 
     location = os.path.expanduser(weights)
     if weights_kind(weights) == "hf_dir" and not os.path.isfile(os.path.join(location, "config.json")):
-        raise WeightsError(weights, "not a Hugging Face model folder (no config.json): " + download_hint(COCO_SWIN_B_WEIGHTS))
+        raise WeightsError(weights, missing_folder_message(weights))
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ...errors import DatasetError
-from ..io import read_image
+from ..io import read_all_channels
 from .base import (
     ImportedDataset,
     ImportedImage,
@@ -174,7 +174,7 @@ def _b64(text: str, what: str, json_file: str) -> bytes:
 def _image_size(image: ImportedImage) -> tuple[int, int]:
     """Mask shapes need the canvas size; old LabelMe files do not store it."""
     if image.path is not None:
-        array = read_image(image.path)
+        array = read_all_channels(image.path)
     else:
         array = cv2.imdecode(np.frombuffer(image.data or b"", np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
