@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the results (created)")
     p.add_argument("--channel", type=int, default=None, metavar="N", help="myotube channel of multi-channel images (INPUT.CHANNEL)")
+    p.add_argument("--z-project", action="store_true", help="an unnamed TIFF axis holds Z planes: max-project it (INPUT.Z_PROJECT)")
     nuclei = p.add_mutually_exclusive_group()
     nuclei.add_argument("--nuclei-channel", type=int, default=None, metavar="N", help="nuclear stain channel of the same image (segmented here)")
     nuclei.add_argument("--nuclei", default=None, metavar="DIR", help="folder of nuclei masks (binary or label images) named after the images")
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-size", type=float, default=None, metavar="MICRONS", help="microns per pixel of the input images: measurements in microns "
                    "instead of pixels, and the resize factor when the model records its own pixel size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
+    p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output (they are removed first)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")
     return p
@@ -69,6 +71,7 @@ def main(argv=None) -> int:
         output=args.output,
         weights=args.weights,
         channel=args.channel,
+        z_project=args.z_project,
         nuclei_channel=args.nuclei_channel,
         nuclei=args.nuclei,
         nuclei_images=args.nuclei_images,
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
         device=args.device,
         opts=args.opts,
         progress=not args.no_progress,
+        force=args.force,
     )
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .errors import MyotubeError
+from .errors import Interrupted, MyotubeError
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -33,6 +33,9 @@ def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
     def wrapper(*args, **kwargs) -> int:
         try:
             return int(main(*args, **kwargs) or 0)
+        except Interrupted as err:
+            print(f"stopped: {err}", file=sys.stderr)
+            return err.exit_code
         except MyotubeError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

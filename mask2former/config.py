@@ -74,10 +74,29 @@ class CfgNode(_FvCfgNode):
     def merge_from_list(self, cfg_list: Sequence[str]) -> None:
         if len(cfg_list) % 2:
             raise ConfigError(None, f"--opts needs KEY VALUE pairs, got an odd number of items: {list(cfg_list)}")
+        items = list(cfg_list)
+        for i in range(0, len(items), 2):
+            items[i + 1] = self._coerce_number(items[i], items[i + 1])
         try:
-            super().merge_from_list(list(cfg_list))
+            super().merge_from_list(items)
         except (KeyError, ValueError, AssertionError, TypeError) as err:
             raise ConfigError(None, f"--opts: {_one_line(err)}") from None
+
+
+    def _coerce_number(self, key, value):
+        """``SOLVER.BASE_LR 1`` or ``-1`` from the command line is the float key's 1.0, not a type error."""
+        node = self
+        for part in str(key).split("."):
+            if not isinstance(node, dict) or part not in node:
+                return value  # unknown keys are reported by the merge itself
+            node = node[part]
+        if isinstance(node, float) and not isinstance(node, bool):
+            try:
+                number = float(value) if isinstance(value, str) else value
+            except ValueError:
+                return value
+            return float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else value
+        return value
 
 
 def _merge_dict_into(override: dict, base: dict) -> None:
@@ -160,6 +179,9 @@ def add_myotube_config(cfg: CfgNode) -> None:
     _C.INPUT.IMAGE_SIZE = 1500
     # -1: use the image as it is (grayscale, or RGB); N: use channel N of a multi-channel image.
     _C.INPUT.CHANNEL = -1
+    # A TIFF axis its metadata does not name ("Q") is refused unless INPUT.CHANNEL says the planes
+    # are channels or this says they are a Z-stack (max-projected like named Z planes).
+    _C.INPUT.Z_PROJECT = False
     # Z-stacks are max-projected.
     _C.INPUT.PERCENTILE_LOW = 0.5
     _C.INPUT.PERCENTILE_HIGH = 99.8
@@ -256,7 +278,14 @@ def load_config(config_file: str | os.PathLike | None, opts: Sequence[str] = (),
     if opts:
         cfg.merge_from_list(list(opts))
     _check_no_nulls(cfg, get_cfg(), config_file)
-    _check_values(cfg, config_file)
+    try:
+        _check_values(cfg, config_file)
+    except ConfigError as err:
+        # A bad value that came from the command line is blamed on --opts, not on the YAML file.
+        key = err.problem.split(" ", 1)[0]
+        if key in list(opts)[::2]:
+            raise ConfigError(None, f"--opts: {err.problem}") from None
+        raise
     if freeze:
         cfg.freeze()
     return cfg

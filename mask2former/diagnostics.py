@@ -47,7 +47,8 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
                 continue
             cfg = configs[SPLIT_STAGE[name]]
             channel = cfg.INPUT.CHANNEL if not isinstance(cfg, Exception) else -1
-            findings: list[Finding] = validate_coco(json_file, image_root, channel=channel)
+            z_project = cfg.INPUT.Z_PROJECT if not isinstance(cfg, Exception) else False
+            findings: list[Finding] = validate_coco(json_file, image_root, channel=channel, z_project=z_project)
             try:
                 split.update(dataset_statistics(json_file))
             except DatasetError:  # the findings already say why

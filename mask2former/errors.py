@@ -33,5 +33,14 @@ class ImageReadError(InputError):
     """An image file is missing, corrupt or has a layout we cannot interpret."""
 
 
+class Interrupted(MyotubeError):
+    """A run stopped by SIGTERM or SIGINT after saving what it needs to continue; ``exit_code`` is
+    the shell's 128 + signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class WeightsError(InputError):
     """Model weights are missing or do not fit the configured architecture."""

@@ -31,7 +31,14 @@ import tifffile
 from ..data.coco import bbox_of_mask, mask_to_rle, write_coco_json
 from ..data.io import is_image_file, read_all_channels, read_image, select_channel
 from ..errors import InputError, MyotubeError
-from ..utils.fileio import atomic_write_json, atomic_write_with, claim_free_name
+from ..utils.fileio import (
+    atomic_write_json,
+    atomic_write_with,
+    claim_free_name,
+    earlier_output_entries,
+    replace_folder,
+    staging_folder,
+)
 from .foreground import full_scale
 from .instances import annotate_image
 from .params import AnnotatorParams
@@ -140,7 +147,7 @@ def storable(image: np.ndarray) -> np.ndarray:
 
 
 def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> ImageResult:
-    path, name, image_dir, resolution, channel, params = task
+    path, name, image_dir, resolution, channel, z_project, params = task
     start = time.perf_counter()
     result = ImageResult(source=path)
     try:
@@ -148,7 +155,7 @@ def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> Image
         if channel >= 0:
             # Every channel is written (a TIFF), so INPUT.CHANNEL means the same in Stage 1, whose
             # images these are, as in Stage 2 and in predict.py, which read the microscope's files.
-            stack = read_all_channels(path)
+            stack = read_all_channels(path, z_project=z_project)
             select_channel(path, stack, channel)  # the one-line error of a missing channel
             result.original_height, result.original_width = int(stack.shape[0]), int(stack.shape[1])
             stack = storable(resize_longest(stack, resolution))
@@ -160,7 +167,7 @@ def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> Image
 
             suffix = ".tif"
         else:
-            image = read_image(path, channel=channel)
+            image = read_image(path, channel=channel, z_project=z_project)
             result.original_height, result.original_width = int(image.shape[0]), int(image.shape[1])
             image = storable(resize_longest(image, resolution))
             to_write = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
@@ -197,6 +204,10 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+# What a folder written by annotate_folder holds: --force replaces only such a folder.
+OUTPUT_ENTRIES = frozenset({"images", "annotations", SUMMARY_JSON})
+
+
 def annotate_folder(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -207,12 +218,16 @@ def annotate_folder(
     workers: int = 1,
     params: AnnotatorParams | None = None,
     progress: bool = True,
+    force: bool = False,
+    z_project: bool = False,
 ) -> AnnotationSummary:
     """Annotate every image in ``input_dir``; write images, train/test COCO JSON and a summary.
 
     ``test_fraction`` of the successfully annotated images (at least one when there are two or
     more and the fraction is positive), picked by a ``seed``-ed shuffle, form the test split.
-    Returns the summary; ``summary.failed`` lists the files that could not be processed.
+    The output is built beside ``output_dir`` and moved into place when complete: an earlier
+    run's output is refused unless ``force``, and then replaced as a whole, never mixed with the
+    new one. Returns the summary; ``summary.failed`` lists the files that could not be processed.
     """
     input_dir, output_dir = os.fspath(input_dir), os.fspath(output_dir)
     if resolution < 16:
@@ -220,13 +235,31 @@ def annotate_folder(
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(None, f"--test_fraction must be in [0, 1), got {test_fraction}")
     paths = list_inputs(input_dir)
-    image_dir = os.path.join(output_dir, "images")
-    if os.path.realpath(image_dir) == os.path.realpath(input_dir):
+    if os.path.realpath(os.path.join(output_dir, "images")) == os.path.realpath(input_dir):
         raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
-    os.makedirs(image_dir, exist_ok=True)
-    params = params or AnnotatorParams()
+    if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
+        raise InputError(output_dir, "exists and is not a folder")
+    earlier = earlier_output_entries(output_dir)
+    if earlier and not force:
+        raise InputError(output_dir, f"holds an earlier run's output ({', '.join(earlier[:3])}); use --force to replace it "
+                         "(the old output is kept until the new one is complete)")
+    unexpected = sorted(set(earlier) - OUTPUT_ENTRIES)
+    if unexpected:
+        raise InputError(output_dir, f"does not look like annotator output (holds {', '.join(repr(e) for e in unexpected[:5])}); refusing to replace it")
+    with staging_folder(output_dir) as stage:
+        summary = _annotate_into(stage, output_dir, input_dir, paths, resolution, test_fraction, seed, channel, z_project, workers,
+                                 params or AnnotatorParams(), progress)
+        replace_folder(stage, output_dir)
+    return summary
+
+
+def _annotate_into(stage: str, output_dir: str, input_dir: str, paths: list[str], resolution: int, test_fraction: float, seed: int,
+                   channel: int, z_project: bool, workers: int, params: AnnotatorParams, progress: bool) -> AnnotationSummary:
+    """Write everything into ``stage``; the summary names the files where they will be, in ``output_dir``."""
+    image_dir = os.path.join(stage, "images")
+    os.makedirs(image_dir)
     names = output_names(paths, ".tif" if channel >= 0 else ".png")
-    tasks = [(p, n, image_dir, int(resolution), int(channel), params) for p, n in zip(paths, names)]
+    tasks = [(p, n, image_dir, int(resolution), int(channel), z_project, params) for p, n in zip(paths, names)]
 
     start = time.perf_counter()
     results = _run(tasks, workers, progress)
@@ -247,15 +280,15 @@ def annotate_folder(
     for split, items in splits.items():
         if not items:
             continue
-        path = os.path.join(output_dir, "annotations", TRAIN_JSON if split == "train" else TEST_JSON)
+        name = os.path.join("annotations", TRAIN_JSON if split == "train" else TEST_JSON)
         images, anns = [], []
         for image_id, r in enumerate(items, start=1):
             images.append({"id": image_id, "file_name": r.file_name, "height": r.height, "width": r.width,
                            "original_height": r.original_height, "original_width": r.original_width})
             for a in r.annotations:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
-        write_coco_json(path, images, anns)
-        summary.files[split] = path
+        write_coco_json(os.path.join(stage, name), images, anns)
+        summary.files[split] = os.path.join(output_dir, name)
     summary.train_images, summary.test_images = len(splits["train"]), len(splits["test"])
     summary.seconds = time.perf_counter() - start
     summary.files["summary"] = os.path.join(output_dir, SUMMARY_JSON)
@@ -263,7 +296,7 @@ def annotate_folder(
     record["resolution"] = int(resolution)
     record["seconds_per_image"] = {r.file_name or r.source: round(r.seconds, 3) for r in results}
     record["params"] = asdict(params)
-    atomic_write_json(summary.files["summary"], record, indent=2)
+    atomic_write_json(os.path.join(stage, SUMMARY_JSON), record, indent=2)
     return summary
 
 
@@ -301,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test_fraction", type=float, default=0.2, help="share of images in the test split (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test shuffle (default 0)")
     parser.add_argument("--channel", type=int, default=-1, help="channel of multi-channel images holding myosin (default: grayscale/RGB as is)")
+    parser.add_argument("--z-project", action="store_true", help="an unnamed TIFF axis holds Z planes: max-project it")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="parallel processes (default: cores - 1)")
     parser.add_argument(
         "--scale",
@@ -309,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixels of the written images per pixel of a whole 1500 px field (default: resolution / 1500, i.e. each "
         "input is a whole field); use 1.0 for crops imaged like a 1500 px field",
     )
+    parser.add_argument("--force", action="store_true", help="replace an earlier run's output folder (as a whole, once the new one is complete)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -334,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             params=AnnotatorParams(scale=args.scale),
             progress=not args.no_progress,
+            force=args.force,
+            z_project=args.z_project,
         )
         for line in summary.lines():
             print(line)

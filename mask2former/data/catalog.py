@@ -34,12 +34,12 @@ class DatasetEntry:
     _records: list | None = field(default=None, repr=False)
     _metadata: dict | None = field(default=None, repr=False)
 
-    def load(self, check_images: bool = True, channel: int = -1) -> list[dict]:
+    def load(self, check_images: bool = True, channel: int = -1, z_project: bool = False) -> list[dict]:
         """Validated records (cached). ``channel`` is ``INPUT.CHANNEL``: multi-channel images
         are only readable once a channel is chosen."""
         if self._records is None:
             self._records = load_coco_instances(
-                self.json_file, self.image_root, self.name, check_images=check_images, channel=channel
+                self.json_file, self.image_root, self.name, check_images=check_images, channel=channel, z_project=z_project
             )
         return self._records
 
@@ -106,8 +106,8 @@ def get_dataset(name: str) -> DatasetEntry:
     return _CATALOG[name]
 
 
-def get_dataset_dicts(name: str, check_images: bool = True, channel: int = -1) -> list[dict]:
-    return get_dataset(name).load(check_images=check_images, channel=channel)
+def get_dataset_dicts(name: str, check_images: bool = True, channel: int = -1, z_project: bool = False) -> list[dict]:
+    return get_dataset(name).load(check_images=check_images, channel=channel, z_project=z_project)
 
 
 def get_metadata(name: str) -> dict:

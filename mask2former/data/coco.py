@@ -113,6 +113,7 @@ def validate_coco(
     check_images: bool = True,
     num_workers: int = 4,
     channel: int = -1,
+    z_project: bool = False,
 ) -> list[Finding]:
     """Every problem of a COCO dataset, errors and warnings, each naming its file.
 
@@ -211,7 +212,7 @@ def validate_coco(
             warning(f"image '{img['file_name']}' has no annotations (used as pure background)")
 
     if check_images:
-        findings.extend(_check_image_files(images.values(), os.fspath(image_root), num_workers, channel))
+        findings.extend(_check_image_files(images.values(), os.fspath(image_root), num_workers, channel, z_project))
     return findings
 
 
@@ -344,13 +345,13 @@ def _self_intersects(pts: np.ndarray) -> bool:
     return False
 
 
-def _check_image_files(images: Iterable[dict], image_root: str, num_workers: int, channel: int = -1) -> list[Finding]:
+def _check_image_files(images: Iterable[dict], image_root: str, num_workers: int, channel: int = -1, z_project: bool = False) -> list[Finding]:
     images = list(images)
 
     def check(img: dict) -> Finding | None:
         path = os.path.join(image_root, img["file_name"])
         try:
-            array = read_image(path, channel=channel)
+            array = read_image(path, channel=channel, z_project=z_project)
         except ImageReadError as err:
             return Finding("error", path, err.problem)
         h, w = array.shape[:2]
@@ -375,6 +376,7 @@ def load_coco_instances(
     dataset_name: str | None = None,
     check_images: bool = True,
     channel: int = -1,
+    z_project: bool = False,
 ) -> list[dict]:
     """Validated detectron2-style records: one dict per image with its annotations.
 
@@ -383,7 +385,7 @@ def load_coco_instances(
     ``INPUT.CHANNEL``, used when checking that every image can be read.
     """
     json_file = os.fspath(json_file)
-    findings = validate_coco(json_file, image_root, check_images=check_images, channel=channel)
+    findings = validate_coco(json_file, image_root, check_images=check_images, channel=channel, z_project=z_project)
     errors = [f for f in findings if f.level == "error"]
     for f in findings:
         if f.level == "warning":

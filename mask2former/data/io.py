@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import cv2
 import numpy as np
 
 from ..errors import ImageReadError
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -20,34 +23,60 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def read_image(path: str | os.PathLike, channel: int = -1) -> np.ndarray:
+def read_image(path: str | os.PathLike, channel: int = -1, z_project: bool = False) -> np.ndarray:
     """Read ``path`` and return ``(H, W)`` (one channel) or ``(H, W, 3)`` (RGB).
 
     Z-stacks are max-projected. ``channel >= 0`` picks one channel of a multi-channel image;
     ``-1`` keeps grayscale or RGB(A) as is (alpha dropped) and refuses other channel counts.
+    A TIFF axis that its metadata does not name (tifffile's "Q") may be channels or Z planes:
+    ``channel >= 0`` reads it as channels, ``z_project`` as a Z-stack, and without either it is
+    an error. Non-finite pixels (NaN, inf) are replaced by the lowest finite value, with a warning.
     """
     path = os.fspath(path)
-    image, channel_axis = _read_any(path)
+    image, channel_axis = _read_any(path, "z" if z_project else ("channels" if channel >= 0 else "ask"))
     return select_channel(path, image, channel, channel_axis)
 
 
-def read_all_channels(path: str | os.PathLike) -> np.ndarray:
-    """Every channel of ``path``: ``(H, W)`` or ``(H, W, C)`` (Z-stacks max-projected)."""
-    return _read_any(os.fspath(path))[0]
+def read_all_channels(path: str | os.PathLike, z_project: bool = False) -> np.ndarray:
+    """Every channel of ``path``: ``(H, W)`` or ``(H, W, C)`` (Z-stacks max-projected; an unnamed
+    TIFF axis counts as channels unless ``z_project``)."""
+    return _read_any(os.fspath(path), "z" if z_project else "channels")[0]
 
 
-def _read_any(path: str) -> tuple[np.ndarray, bool]:
+def _read_any(path: str, unnamed_axis: str) -> tuple[np.ndarray, bool]:
     if not os.path.exists(path):
         raise ImageReadError(path, "file not found")
     if os.path.isdir(path):
         raise ImageReadError(path, "is a directory, not an image")
     if path.lower().endswith((".tif", ".tiff")):
-        image, channel_axis = _read_tiff(path)
+        image, channel_axis = _read_tiff(path, unnamed_axis)
     else:
         image, channel_axis = _read_with_opencv(path)
     if image.size == 0 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageReadError(path, f"image has no pixels (shape {image.shape})")
-    return image, channel_axis
+    return _finite(path, image), channel_axis
+
+
+_WARNED_NON_FINITE: set[str] = set()
+
+
+def _finite(path: str, image: np.ndarray) -> np.ndarray:
+    """Non-finite pixels become the lowest finite value (background, not a bright spot): one NaN
+    would otherwise make the percentile scaling NaN everywhere and the model see nothing."""
+    if image.dtype.kind != "f":
+        return image
+    bad = ~np.isfinite(image)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return image
+    if n_bad == image.size:
+        raise ImageReadError(path, "every pixel is NaN or infinite")
+    image = image.copy()
+    image[bad] = image[~bad].min()
+    if path not in _WARNED_NON_FINITE:  # a training image is read again every epoch
+        _WARNED_NON_FINITE.add(path)
+        logger.warning("%s: %d of %d pixels are NaN or infinite; set to the lowest finite value", path, n_bad, image.size)
+    return image
 
 
 def _read_with_opencv(path: str) -> tuple[np.ndarray, bool]:
@@ -84,7 +113,7 @@ def _png_complete(data: np.ndarray) -> bool:
     return bytes(data[-12:]).find(b"IEND") >= 0
 
 
-def _read_tiff(path: str) -> tuple[np.ndarray, bool]:
+def _read_tiff(path: str, unnamed_axis: str = "ask") -> tuple[np.ndarray, bool]:
     import tifffile
 
     try:
@@ -101,9 +130,19 @@ def _read_tiff(path: str) -> tuple[np.ndarray, bool]:
     image = np.asarray(image)
     if alpha:  # RGBA: alpha is transparency, not a fluorescence channel
         image = np.take(image, [0, 1, 2], axis=axes.index("S"))
-    # Collapse everything to Y, X and one channel axis; Z/T/Q are max-projected.
+    # Collapse everything to Y, X and one channel axis; Z/T are max-projected.
     if len(axes) != image.ndim:
         axes = "Q" * (image.ndim - 2) + "YX"
+    unnamed = [i for i, a in enumerate(axes) if a in "QI" and image.shape[i] > 1]
+    if unnamed and unnamed_axis != "z":
+        if unnamed_axis == "ask" or len(unnamed) > 1 or any(a in "CS" and image.shape[i] > 1 for i, a in enumerate(axes)):
+            planes = " x ".join(str(image.shape[i]) for i in unnamed)
+            raise ImageReadError(
+                path,
+                f"axes {series.axes} {tuple(series.shape)}: {planes} planes not named as channels or Z in the metadata; "
+                "give --channel N (INPUT.CHANNEL) if they are channels, or --z-project (INPUT.Z_PROJECT) if they are a Z-stack",
+            )
+        axes = axes[: unnamed[0]] + "C" + axes[unnamed[0] + 1 :]
     channel_axes = [i for i, a in enumerate(axes) if a in "CS"]
     other = [i for i, a in enumerate(axes) if a not in "YXCS"]
     if len(channel_axes) > 1:
@@ -111,9 +150,6 @@ def _read_tiff(path: str) -> tuple[np.ndarray, bool]:
         extra = [i for i in channel_axes if image.shape[i] == 1]
         other += extra
         channel_axes = [i for i in channel_axes if i not in extra][:1]
-    # Unlabelled leading axes of a small size that look like channels ("QYX" with Q<=4) are
-    # ambiguous: treat them as Z unless there are 2-4 of them in an ImageJ-less file? Keep it simple:
-    # unlabelled axes are Z and get projected.
     for axis in sorted(other, reverse=True):
         image = image.max(axis=axis)
         axes = axes[:axis] + axes[axis + 1 :]

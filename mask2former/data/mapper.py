@@ -119,7 +119,7 @@ class MyotubeDatasetMapper:
 
     def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
         rng = rng if rng is not None else np.random.default_rng()
-        raw = read_image(record["file_name"], channel=self.cfg.INPUT.CHANNEL)
+        raw = read_image(record["file_name"], channel=self.cfg.INPUT.CHANNEL, z_project=self.cfg.INPUT.Z_PROJECT)
         image01 = to_model_float(raw, self.cfg.INPUT.PERCENTILE_LOW, self.cfg.INPUT.PERCENTILE_HIGH)
         h, w = image01.shape[:2]
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd")]

@@ -15,16 +15,14 @@ at any step leaves an existing ``OUT`` as it was.
 
 from __future__ import annotations
 
-import contextlib
 import filecmp
 import itertools
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +33,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from ..errors import DatasetError, ImageReadError, InputError
-from ..utils.fileio import atomic_write_json, claim_free_name
+from ..utils.fileio import atomic_write_json, claim_free_name, replace_folder, staging_folder
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
 from .coco import Finding, segmentation_problem, validate_coco, write_coco_json
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
@@ -191,7 +189,7 @@ def _write_dataset(
     out: str, entries: list[_Entry], splits_out: dict, info: dict, *, link: bool, progress: bool | None, started: float
 ) -> dict[str, Any]:
     """Stage, validate and swap in the dataset; returns the summary (also saved as organize_report.json)."""
-    with _staging_dir(out) as stage:
+    with staging_folder(out) as stage:
         linked = _place_images(entries, os.path.join(stage, "images"), link, progress)
         for (source, split), (images, annotations) in splits_out.items():
             write_coco_json(os.path.join(stage, "annotations", _annotation_file(source, split)), images, annotations, CATEGORIES)
@@ -206,7 +204,7 @@ def _write_dataset(
             }
         summary["seconds"] = round(time.time() - started, 2)
         atomic_write_json(os.path.join(stage, REPORT_FILE), summary, indent=2)
-        _swap_into_place(stage, out)
+        replace_folder(stage, out)
     return summary
 
 
@@ -578,49 +576,6 @@ def _validate(stage: str, out: str, entries: list[_Entry]) -> list[Finding]:
             errors[0].file, f"the assembled dataset fails validation: {errors[0].message}{more}; nothing was written, the old dataset is unchanged"
         )
     return findings
-
-
-@contextlib.contextmanager
-def _staging_dir(out: str) -> Iterator[str]:
-    """A fresh folder beside ``out``; removed again unless it was swapped into place."""
-    parent = os.path.dirname(out)
-    created = []
-    probe = parent
-    while not os.path.isdir(probe):
-        created.append(probe)
-        probe = os.path.dirname(probe)
-    os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        for folder in created:  # innermost first
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
-        raise
-
-
-def _swap_into_place(stage: str, out: str) -> None:
-    """Rename the complete dataset to ``out``; an old ``out`` is kept until this has succeeded."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; a dataset folder should not be
-    if not os.path.lexists(out):
-        os.rename(stage, out)
-        return
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-    os.rmdir(old)  # only the unique name is needed
-    os.rename(out, old)
-    try:
-        os.rename(stage, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    try:
-        shutil.rmtree(old)
-    except OSError as err:
-        logger.warning("the previous dataset was moved to %s but could not be removed (%s)", old, err)
 
 
 def _no_bar(progress: bool | None) -> bool | None:

@@ -66,8 +66,27 @@ def save_atomic(obj: dict, path: str) -> None:
         with atomic_open(path, "wb") as f:
             torch.save(obj, f)
     except OSError as err:
-        reason = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
-        raise CheckpointError(f"{path}: could not save checkpoint ({reason}); the previous checkpoint is kept") from None
+        raise CheckpointError(f"{path}: could not save checkpoint ({write_failure(err)}); {last_good(os.path.dirname(path))}") from None
+
+
+def write_failure(err: OSError) -> str:
+    return "disk full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else (err.strerror or str(err))
+
+
+def last_good(output_dir: str) -> str:
+    """Which checkpoint a failed write leaves to resume from, in words."""
+    kept = list_checkpoints(output_dir)
+    if not kept:
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint {kept[-1]} is kept (continue with --resume once there is space)"
+
+
+def save_final(output_dir: str, state: dict) -> str:
+    """``model_final.pth`` (weights, config, class names, scale), then the pointer to it."""
+    path = os.path.join(output_dir, FINAL)
+    save_atomic(state, path)
+    atomic_write_text(os.path.join(output_dir, POINTER), FINAL)
+    return path
 
 
 def save_checkpoint(output_dir: str, state: dict, iteration: int, max_kept: int = 3) -> str:

@@ -41,7 +41,7 @@ class InfiniteShuffledSampler(Sampler):
 def training_records(cfg: CfgNode) -> list[dict]:
     records = []
     for name in cfg.DATASETS.TRAIN:
-        records.extend(get_dataset_dicts(name, channel=cfg.INPUT.CHANNEL))
+        records.extend(get_dataset_dicts(name, channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT))
     return records
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 from ..utils.fileio import atomic_write_text, atomic_write_with
 
@@ -51,6 +52,47 @@ class MetricsWriter:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=False) + "\n")
             f.flush()
+
+
+class StepLog:
+    """Per-step values averaged over ``period`` steps: one line in log.txt, one record in
+    metrics.json and the progress bar (detectron2's writers, in one place)."""
+
+    def __init__(self, output_dir: str, main_process: bool, period: int, start_iter: int, max_iter: int, device: str):
+        from tqdm import tqdm
+
+        self.metrics = MetricsWriter(output_dir, enabled=main_process)
+        self.period, self.start_iter, self.max_iter, self.device = period, start_iter, max_iter, device
+        self.window: list[dict] = []
+        self.t_start = time.perf_counter()
+        self.bar = tqdm(total=max_iter, initial=start_iter, desc=os.path.basename(os.path.normpath(output_dir)), disable=not main_process,
+                        dynamic_ncols=True)
+
+    def step(self, it: int, losses: dict, lr: float, step_time: float, data_time: float, last: bool) -> None:
+        self.bar.update(1)
+        self.window.append({"total_loss": sum(losses.values()), **losses, "time": step_time, "data_time": data_time})
+        if (it + 1) % self.period and not last:
+            return
+        mean = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[-1]}
+        eta = (time.perf_counter() - self.t_start) / (it + 1 - self.start_iter) * (self.max_iter - it - 1)
+        memory = torch_max_memory_mb(self.device)
+        record = {"iteration": it, **mean, "lr": lr, "eta_seconds": eta, **({"max_memory_mb": memory} if memory is not None else {})}
+        self.metrics.write(record)
+        losses_mean = {k: v for k, v in mean.items() if k not in ("time", "data_time")}
+        logger.info(format_log_line(it, self.max_iter, losses_mean, lr, mean["time"], mean["data_time"], eta, memory))
+        self.bar.set_postfix(loss=f"{mean['total_loss']:.3f}", lr=f"{lr:.2g}")
+        self.window = []
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def torch_max_memory_mb(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def format_log_line(it: int, max_iter: int, losses: dict, lr: float, step_time: float, data_time: float, eta_s: float, memory_mb: float | None) -> str:

@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import random
+import shlex
+import signal
 import socket
+import sys
+import threading
 import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..config import CfgNode, resolve_device, save_config
 from ..data.catalog import get_metadata, is_registered
 from ..data.scale import training_input_scale
-from ..errors import MyotubeError
+from ..errors import Interrupted, MyotubeError
 from ..modeling.weights import load_model
 from ..utils.fileio import atomic_write_text
 from . import comm
 from .checkpoint import (
     FINAL,
     has_checkpoints,
+    last_good,
     load_resume_state,
     rng_state,
-    save_atomic,
     save_checkpoint,
+    save_final,
     set_rng_state,
+    write_failure,
 )
 from .data import build_train_loader, training_records
-from .events import MetricsWriter, drop_metrics_from, format_log_line, plot_loss_curve, setup_run_logging
+from .events import MetricsWriter, StepLog, drop_metrics_from, plot_loss_curve, setup_run_logging
 from .optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("mask2former.train")
@@ -38,6 +44,48 @@ logger = logging.getLogger("mask2former.train")
 
 class TrainingError(MyotubeError):
     pass
+
+
+class StopRequests:
+    """SIGTERM (a cluster's time limit) and SIGINT (Ctrl-C) ask the loop to stop after the current
+    step; it then saves a checkpoint and says how to resume. Handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def stop_now(self) -> int | None:
+        """The signal to stop for, the same on every rank (one rank stopping alone would hang the others)."""
+        if not comm.is_distributed():
+            return self.received
+        flag = torch.tensor([self.received or 0])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+
+def resume_command() -> str:
+    """The command line of this run with ``--resume``."""
+    args = [os.path.basename(sys.argv[0]) if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]]
+    if "--resume" not in args:
+        args.insert(1, "--resume")
+    return "python " + " ".join(shlex.quote(a) for a in args)
 
 
 def class_names_of(dataset_names) -> list[str]:
@@ -142,19 +190,20 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
 
     ``stop_after`` ends the run after that many iterations of this call without writing the final
     model (a checkpoint is written), as an interruption would; ``resume`` then continues.
+    SIGTERM and SIGINT do the same after the current step and raise :class:`Interrupted`.
     """
     device = comm.init_distributed(resolve_device(cfg))
-    rank, world = comm.get_rank(), comm.get_world_size()
-    main = comm.is_main_process()
-    out_dir = cfg.OUTPUT_DIR
+    rank, world, main = comm.get_rank(), comm.get_world_size(), comm.is_main_process()
+    out_dir, max_iter = cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER
     final_path = os.path.join(out_dir, FINAL)
     if resume and os.path.isfile(final_path):
         logger.info("%s exists: training is complete, nothing to resume", final_path)
         return final_path
     if not resume and has_checkpoints(out_dir):
         raise TrainingError(f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR")
+
+    # Data first: a refused dataset leaves no output folder behind.
     per_process, batch_note = batch_per_process(cfg.SOLVER.IMS_PER_BATCH, world)
-    # Validate the data before anything is written: a refused dataset leaves no output folder behind.
     class_names = class_names_of(cfg.DATASETS.TRAIN)
     records = training_records(cfg)
     jitter = (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE) if cfg.INPUT.AUGMENT else (1.0, 1.0)
@@ -164,89 +213,114 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     setup_run_logging(out_dir, main)
     if batch_note and main:
         logger.warning(batch_note)
-    seed = cfg.SEED if cfg.SEED >= 0 else comm.broadcast_object(int(np.random.SeedSequence().entropy % 2**31))
-    random.seed(seed + rank)
-    np.random.seed((seed + rank) % 2**32)
-    torch.manual_seed(seed)  # same initial weights on every rank
+    seed = _seed_everything(cfg, rank)
     if main:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
 
-    model, described = load_model(cfg, class_names)
+    # Model, optimizer and schedule, from the last checkpoint when resuming.
+    model, described = load_model(cfg, class_names, for_training=True)
     model.to(device).train()
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    start_iter, max_iter = 0, cfg.SOLVER.MAX_ITER
-    state = load_resume_state(out_dir) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_iter = int(state["iteration"])
-        set_rng_state(state["rng"])
-        described = f"{state['path']} (resumed at iteration {start_iter})"
-        if main:  # iterations logged after that checkpoint are run again: log them once
-            drop_metrics_from(os.path.join(out_dir, "metrics.json"), start_iter)
+    start_iter, resumed_from = _resume(out_dir, model, optimizer, scheduler) if resume else (0, None)
     logger.info(
         "Training %s: %d images from %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d; "
         "pixel scale %s (recorded with the model for predict.py)",
-        out_dir, len(records), ", ".join(cfg.DATASETS.TRAIN), class_names, described,
+        out_dir, len(records), ", ".join(cfg.DATASETS.TRAIN), class_names, resumed_from or described,
         sum(p.numel() for p in model.parameters()), device, world, seed, input_scale.describe() if input_scale else "unknown",
     )
-    scale_record = input_scale.to_dict() if input_scale else None
+    extra = {"cfg": cfg.dump(), "class_names": class_names, "input_scale": input_scale.to_dict() if input_scale else None}
+    raw = model  # saved and evaluated unwrapped
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
-    loader = build_train_loader(cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda"))
+    data = iter(build_train_loader(cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda")))
     use_amp = device.startswith("cuda") and cfg.SOLVER.AMP.ENABLED
-    metrics = MetricsWriter(out_dir, enabled=main)
     end_iter = max_iter if stop_after is None else min(max_iter, start_iter + stop_after)
-    window: list[dict] = []
-    progress = tqdm(total=max_iter, initial=start_iter, desc=os.path.basename(os.path.normpath(out_dir)), disable=not main, dynamic_ncols=True)
-    data_iter, t_start = iter(loader), time.perf_counter()
+    log = StepLog(out_dir, main, cfg.SOLVER.LOG_PERIOD, start_iter, max_iter, device)
 
-    for it in range(start_iter, end_iter):
-        t0 = time.perf_counter()
-        batch = next(data_iter)
-        data_time = time.perf_counter() - t0
-        values, lr = training_step(model, batch, optimizer, scheduler, cfg, device, use_amp, it)
-        progress.update(1)
-        window.append({"total_loss": sum(values.values()), **values, "time": time.perf_counter() - t0, "data_time": data_time})
+    def save(next_iter: int) -> None:  # rank 0 writes, every rank waits for it
+        if main:
+            state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "iteration": next_iter, "rng": rng_state(), **extra}
+            save_checkpoint(out_dir, state, next_iter, cfg.SOLVER.MAX_CHECKPOINTS_KEPT)
+        comm.barrier()
 
-        if (it + 1) % cfg.SOLVER.LOG_PERIOD == 0 or it == max_iter - 1 or it == end_iter - 1:
-            mean = {k: float(np.mean([w[k] for w in window])) for k in window[-1]}
-            step_time = (time.perf_counter() - t_start) / (it + 1 - start_iter)
-            memory = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-            record = {"iteration": it, **mean, "lr": lr, "eta_seconds": step_time * (max_iter - it - 1)}
-            if memory is not None:
-                record["max_memory_mb"] = memory
-            metrics.write(record)
-            loss_view = {k: v for k, v in mean.items() if k not in ("time", "data_time")}
-            logger.info(format_log_line(it, max_iter, loss_view, lr, mean["time"], mean["data_time"], record["eta_seconds"], memory))
-            progress.set_postfix(loss=f"{mean['total_loss']:.3f}", lr=f"{lr:.2g}")
-            window = []
-        is_last = it == max_iter - 1
-        if not is_last and ((it + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or it == end_iter - 1):
-            if main:
-                state = _training_state(model, optimizer, scheduler, it + 1, cfg, class_names, scale_record)
-                save_checkpoint(out_dir, state, it + 1, cfg.SOLVER.MAX_CHECKPOINTS_KEPT)
-            comm.barrier()
-        if cfg.TEST.EVAL_PERIOD > 0 and (it + 1) % cfg.TEST.EVAL_PERIOD == 0 and not is_last:
-            run_evaluation(cfg, model, device, it, metrics)
-    progress.close()
+    with StopRequests() as stops, _write_failures(out_dir):
+        for it in range(start_iter, end_iter):
+            # One step.
+            t0 = time.perf_counter()
+            batch = next(data)
+            data_time = time.perf_counter() - t0
+            losses, lr = training_step(model, batch, optimizer, scheduler, cfg, device, use_amp, it)
+            log.step(it, losses, lr, time.perf_counter() - t0, data_time, last=it == end_iter - 1)
+            # Then, between steps: checkpoint, stop on request, evaluate.
+            done = it + 1
+            if done == max_iter:
+                break
+            signum = stops.stop_now()
+            if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or done == end_iter or signum:
+                save(done)
+            if signum:
+                log.close()
+                raise _interrupted(signum, out_dir, done, max_iter)
+            if cfg.TEST.EVAL_PERIOD > 0 and done % cfg.TEST.EVAL_PERIOD == 0:
+                run_evaluation(cfg, raw, device, it, log.metrics)
+    log.close()
     if end_iter < max_iter:
         logger.info("Stopped at iteration %d of %d; continue with --resume", end_iter, max_iter)
         return None
 
     if main:
-        raw = model.module if hasattr(model, "module") else model
-        save_atomic({"model": raw.state_dict(), "cfg": cfg.dump(), "class_names": class_names, "iteration": max_iter,
-                     "input_scale": scale_record}, final_path)
-        atomic_write_text(os.path.join(out_dir, "last_checkpoint"), FINAL)
+        save_final(out_dir, {"model": raw.state_dict(), "iteration": max_iter, **extra})
         logger.info("Saved %s", final_path)
     comm.barrier()
-    run_evaluation(cfg, model, device, max_iter - 1, metrics)
+    run_evaluation(cfg, raw, device, max_iter - 1, log.metrics)
     if main:
         plot_loss_curve(os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "loss_curve.png"))
     return final_path
+
+
+@contextlib.contextmanager
+def _write_failures(out_dir: str):
+    """A log or metrics line that cannot be written (full disk, quota) stops training with one line."""
+    try:
+        yield
+    except OSError as err:
+        raise TrainingError(f"{out_dir}: cannot write ({write_failure(err)}); {last_good(out_dir)}") from None
+
+
+def _seed_everything(cfg: CfgNode, rank: int) -> int:
+    """The run's seed (drawn and shared when SEED is -1): the same initial weights on every rank,
+    different augmentations."""
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.broadcast_object(int(np.random.SeedSequence().entropy % 2**31))
+    random.seed(seed + rank)
+    np.random.seed((seed + rank) % 2**32)
+    torch.manual_seed(seed)
+    return seed
+
+
+def _resume(out_dir: str, model, optimizer, scheduler) -> tuple[int, str | None]:
+    """Load the newest checkpoint of ``out_dir``: (the iteration to run next, what was loaded)."""
+    state = load_resume_state(out_dir)
+    if state is None:
+        logger.info("--resume: no checkpoint in %s, starting from the beginning", out_dir)
+        return 0, None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    start_iter = int(state["iteration"])
+    if comm.is_main_process():  # iterations logged after that checkpoint are run again: log them once
+        drop_metrics_from(os.path.join(out_dir, "metrics.json"), start_iter)
+    return start_iter, f"{state['path']} (resumed at iteration {start_iter})"
+
+
+def _interrupted(signum: int, out_dir: str, next_iter: int, max_iter: int) -> Interrupted:
+    name = signal.Signals(signum).name
+    message = (f"{name} received: stopped after iteration {next_iter} of {max_iter}, checkpoint saved in {out_dir}; "
+               f"continue with: {resume_command()}")
+    logger.warning(message)
+    return Interrupted(message, 128 + signum)
 
 
 def _to_device(value, device: str):
@@ -257,30 +331,16 @@ def _to_device(value, device: str):
     return value
 
 
-def _training_state(model, optimizer, scheduler, next_iter: int, cfg: CfgNode, class_names: list[str], input_scale: dict | None) -> dict:
-    raw = model.module if hasattr(model, "module") else model
-    return {
-        "model": raw.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "iteration": next_iter,
-        "rng": rng_state(),
-        "cfg": cfg.dump(),
-        "class_names": class_names,
-        "input_scale": input_scale,
-    }
-
-
 def run_evaluation(cfg: CfgNode, model, device: str, iteration: int, metrics: MetricsWriter) -> dict:
+    """Evaluate ``model`` (unwrapped) on every registered DATASETS.TEST split; results into metrics.json."""
     from ..evaluation.evaluator import evaluate_dataset
 
-    raw = model.module if hasattr(model, "module") else model
     all_results = {}
     for name in cfg.DATASETS.TEST:
         if not is_registered(name):
             logger.warning("Skipping evaluation on %s: not in the dataset folder", name)
             continue
-        results = evaluate_dataset(raw, cfg, name, cfg.OUTPUT_DIR, device)
+        results = evaluate_dataset(model, cfg, name, cfg.OUTPUT_DIR, device)
         if comm.is_main_process():
             metrics.write({"iteration": iteration, **{f"{name}/{k}": v for k, v in results.items() if isinstance(v, (int, float))}})
         all_results[name] = results

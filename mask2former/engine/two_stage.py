@@ -110,13 +110,16 @@ def run_train_net(config_file: str, dataset_root: str, opts: list[str], eval_onl
     from ..data.catalog import is_registered
     from ..evaluation.evaluator import evaluate_dataset, format_table
     from ..inference.predictor import class_names_for_weights
-    from ..modeling.weights import load_model
+    from ..modeling.weights import checkpoint_architecture, load_model
 
     device = comm.init_distributed(resolve_device(cfg))
     names = [n for n in cfg.DATASETS.TEST if is_registered(n)]
     if not names:
         raise ConfigError(config_file, f"none of DATASETS.TEST {list(cfg.DATASETS.TEST)} exists in {dataset_root}")
     class_names = class_names_for_weights(weights, class_names_of(names))
+    cfg, changes = checkpoint_architecture(cfg, weights)
+    for change in changes:
+        logger.info("Architecture from %s: %s", weights, change)
     model, described = load_model(cfg, class_names, weights)
     if comm.is_main_process():
         print(f"Evaluating {weights or 'random initialisation'} ({why})", flush=True)

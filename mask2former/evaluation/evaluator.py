@@ -25,7 +25,7 @@ def evaluate_predictor(predictor, records: list[dict], cfg: CfgNode, desc: str =
     evaluator = InstanceEvaluator(score_threshold=cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)
     mine = records[comm.get_rank() :: comm.get_world_size()]
     for record in tqdm(mine, desc=desc, disable=not comm.is_main_process(), leave=False):
-        image = read_image(record["file_name"], channel=cfg.INPUT.CHANNEL)
+        image = read_image(record["file_name"], channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT)
         pred = predictor.predict_all(image)
         evaluator.add(record_masks(record), pred, name=os.path.basename(record["file_name"]))
     states = comm.all_gather_object(evaluator.state())
@@ -46,7 +46,7 @@ def evaluate_dataset(model, cfg: CfgNode, dataset_name: str, output_dir: str | N
     was_training = model.training
     predictor = MyotubePredictor(cfg, model=model, device=device)
     try:
-        results = evaluate_predictor(predictor, get_dataset_dicts(dataset_name, channel=cfg.INPUT.CHANNEL), cfg, desc=f"eval {dataset_name}")
+        results = evaluate_predictor(predictor, get_dataset_dicts(dataset_name, channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT), cfg, desc=f"eval {dataset_name}")
     finally:
         model.train(was_training)
     if comm.is_main_process():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 
 from ..data.scale import prediction_scale
 from ..errors import InputError, WeightsError
-from .run import PredictOptions, collect_inputs, run_prediction
+from ..utils.fileio import earlier_output_entries
+from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, run_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +19,7 @@ logger = logging.getLogger(__name__)
 FLAG_KEYS = {
     "channel": "INPUT.CHANNEL",
     "scale": "INFERENCE.INPUT_SCALE",
+    "z_project": "INPUT.Z_PROJECT",
     "tile_size": "INFERENCE.TILE_SIZE",
     "tile_overlap": "INFERENCE.TILE_OVERLAP",
     "score_threshold": "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD",
@@ -64,12 +68,39 @@ def build_predictor(cfg, pixel_size: float | None = None, **option_overrides):
     return MyotubePredictor(cfg, input_scale=input_scale), options
 
 
+def is_prediction_output(name: str) -> bool:
+    """A file predict.py writes into its output folder."""
+    return name in RUN_FILES or name.endswith(OUTPUT_SUFFIXES)
+
+
+def prepare_output_folder(output: str, force: bool) -> list[str]:
+    """Create ``output`` (and check that it is writable) before the model loads. An earlier run's
+    results are refused unless ``force``; then they are returned, to be removed before writing."""
+    if os.path.lexists(output) and not os.path.isdir(output):
+        raise InputError(output, "output exists and is not a folder")
+    earlier = earlier_output_entries(output)
+    if earlier and not force:
+        raise InputError(output, f"holds an earlier run's results ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
+                         "use --force to replace them, or choose another --output")
+    foreign = [e for e in earlier if not is_prediction_output(e)]
+    if foreign:
+        raise InputError(output, f"holds files predict.py did not write ({', '.join(repr(e) for e in foreign[:3])}); refusing to replace them")
+    try:
+        os.makedirs(output, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as err:
+        raise InputError(output, f"cannot write the results here ({err.strerror or err})") from None
+    return earlier
+
+
 def predict_command(
     config_file: str,
     inputs: Sequence[str],
     output: str,
     weights: str | None = None,
     channel: int | None = None,
+    z_project: bool = False,
     nuclei_channel: int | None = None,
     nuclei: str | None = None,
     nuclei_images: str | None = None,
@@ -81,6 +112,7 @@ def predict_command(
     opts: Sequence[str] = (),
     progress: bool = True,
     scale: float | None = None,
+    force: bool = False,
 ) -> int:
     """Run ``predict.py``; returns the exit code (1 when any image failed)."""
     from ..config import load_config, save_config
@@ -88,7 +120,7 @@ def predict_command(
     if scale is not None and not scale > 0:
         raise InputError(None, f"--scale must be > 0, got {scale}")
     flags = {"channel": channel, "tile_size": tile_size, "tile_overlap": tile_overlap,
-             "score_threshold": score_threshold, "device": device, "scale": scale}
+             "score_threshold": score_threshold, "device": device, "scale": scale, "z_project": z_project or None}
     cfg = load_config(config_file, config_overrides(flags, None, opts), freeze=False)
     chosen = resolve_weights(weights, cfg)
     if chosen is not None:
@@ -110,10 +142,9 @@ def predict_command(
         progress=progress,
     )
     options.validate()
-    # Check the inputs before spending time on loading the model.
+    # Check the inputs and the output folder before spending time on loading the model.
     paths = collect_inputs(list(inputs), exclude_dir=output)
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise InputError(output, "output exists and is not a folder")
+    earlier = prepare_output_folder(output, force)
 
     from .predictor import MyotubePredictor
 
@@ -126,7 +157,11 @@ def predict_command(
         len(paths), cfg.MODEL.WEIGHTS or "random weights", predictor.device, options.tile_size, options.image_tile_size,
         options.tile_overlap, options.post.score_threshold, output,
     )
-    os.makedirs(output, exist_ok=True)
+    for name in earlier:  # --force: the earlier run's results go, so the folder holds this run only
+        path = os.path.join(output, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if earlier:
+        logger.info("--force: removed %d files of an earlier run from %s", len(earlier), output)
     save_config(cfg, os.path.join(output, "config.yaml"))
     report = run_prediction(paths, predictor, output, options)
     n_ok, n_failed = len(report.summaries), len(report.failures)

@@ -13,7 +13,7 @@ from ..data.io import percentile_range
 from ..data.mapper import preprocess_image
 from ..data.scale import InputScale
 from ..modeling.postprocess import instances_from_outputs
-from ..modeling.weights import load_model, read_checkpoint, weights_kind
+from ..modeling.weights import checkpoint_architecture, load_model, read_checkpoint, weights_kind
 from ..structures import Instances
 
 logger = logging.getLogger(__name__)
@@ -46,10 +46,14 @@ class MyotubePredictor:
                  input_scale: float | None = None):
         """``input_scale``: model-input pixels per image pixel (see data/scale.py); None resizes each
         image's longest side to INPUT.IMAGE_SIZE, as evaluation on a dataset's fields does."""
+        weights = cfg.MODEL.WEIGHTS if weights is None else weights
+        if model is None:
+            cfg, changes = checkpoint_architecture(cfg, weights)
+            for change in changes:
+                logger.info("Architecture from %s: %s", weights, change)
         self.cfg = cfg
         self.input_scale = input_scale
         self.device = device or resolve_device(cfg)
-        weights = cfg.MODEL.WEIGHTS if weights is None else weights
         if model is None:
             self.class_names = class_names or class_names_for_weights(weights)
             model, described = load_model(cfg, self.class_names, weights)

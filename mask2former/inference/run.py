@@ -54,6 +54,8 @@ PredictFn = Callable[[np.ndarray], Instances]
 NUCLEI_MASK_SUFFIXES = ("", "_nuclei_mask", "_nuclei_masks", "_nuclei_labels", "_nuclei", "_mask", "_labels")
 NUCLEI_IMAGE_SUFFIXES = ("", "_dapi", "_hoechst", "_nuclei")
 OUTPUT_SUFFIXES = ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv")
+# Written once per run, beside the per-image files.
+RUN_FILES = ("summary.csv", "predictions_coco.json", "config.yaml")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class PredictOptions:
     tile_match_overlap: float = 0.5
     post: PostprocessParams = field(default_factory=PostprocessParams)
     channel: int = -1
+    # The planes of an unnamed TIFF axis are a Z-stack (max-projected); see data/io.read_image.
+    z_project: bool = False
     nuclei_channel: int | None = None
     nuclei_masks_dir: str | None = None
     nuclei_images_dir: str | None = None
@@ -92,6 +96,7 @@ class PredictOptions:
             tile_match_overlap=float(inf.TILE_MATCH_OVERLAP),
             post=PostprocessParams.from_cfg(cfg),
             channel=int(cfg.INPUT.CHANNEL),
+            z_project=bool(cfg.INPUT.Z_PROJECT),
         )
         return replace(base, **overrides)
 
@@ -241,10 +246,10 @@ def load_nuclei_labels(image_path: str, shape: tuple[int, int], options: Predict
     seg = {"min_distance": options.nuclei_min_distance, "min_area": options.nuclei_min_area}
     if options.nuclei_channel is not None:
         source = image_path
-        labels = segment_nuclei(read_image(image_path, channel=options.nuclei_channel), **seg)
+        labels = segment_nuclei(read_image(image_path, channel=options.nuclei_channel, z_project=options.z_project), **seg)
     elif options.nuclei_images_dir:
         source = find_companion(image_path, options.nuclei_images_dir, NUCLEI_IMAGE_SUFFIXES)
-        labels = segment_nuclei(read_image(source), **seg)
+        labels = segment_nuclei(read_image(source, z_project=options.z_project), **seg)
     elif options.nuclei_masks_dir:
         source = find_companion(image_path, options.nuclei_masks_dir, NUCLEI_MASK_SUFFIXES)
         labels = nuclei_labels_from_mask(read_image(source), **seg)
@@ -280,7 +285,7 @@ def process_image(
     timer = timer or StageTimer()
     name = name or Path(path).stem
     with timer("read"):
-        image = read_image(path, channel=options.channel)
+        image = read_image(path, channel=options.channel, z_project=options.z_project)
     instances = predict_image(image, predict_fn, options, timer)
     with timer("measure"):
         nuclei = load_nuclei_labels(path, image.shape[:2], options)

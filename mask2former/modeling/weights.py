@@ -100,9 +100,50 @@ QUERY_KEYS = ("model.transformer_module.queries_embedder.weight", "model.transfo
 REINIT_PREFIXES = ("class_predictor.", "criterion.empty_weight") + QUERY_KEYS
 
 
-def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None):
+# Config nodes that decide the architecture (MODEL.MASK_FORMER.TEST holds inference thresholds).
+ARCHITECTURE_NODES = ("SWIN", "SEM_SEG_HEAD", "MASK_FORMER")
+
+
+def checkpoint_architecture(cfg: CfgNode, weights: str) -> tuple[CfgNode, list[str]]:
+    """``cfg`` with the architecture of the project checkpoint ``weights``, as it was trained.
+
+    Prediction and evaluation build the model the checkpoint holds, whatever the config file
+    says (a config with other query counts would otherwise pad the model with random queries).
+    Returns the config (``cfg`` itself when nothing differs) and the changes, for the log.
+    """
+    if weights_kind(weights) != "checkpoint" or not os.path.isfile(weights):
+        return cfg, []
+    stored = read_checkpoint(weights).get("cfg")
+    if not isinstance(stored, str):
+        return cfg, []
+    trained = CfgNode.load_cfg(stored)
+    changes: list[tuple[str, Any]] = []
+    for node in ARCHITECTURE_NODES:
+        ours, theirs = cfg.MODEL[node], trained.get("MODEL", {}).get(node, {})
+        for key, value in theirs.items():
+            if key != "TEST" and key in ours and ours[key] != value and not isinstance(value, dict):
+                changes.append((f"MODEL.{node}.{key}", value))
+    if not changes:
+        return cfg, []
+    adopted = cfg.clone()
+    adopted.defrost()
+    adopted.merge_from_list([item for change in changes for item in change])
+    adopted.freeze()
+    return adopted, [f"{key} {value} (the config says {_cfg_value(cfg, key)})" for key, value in changes]
+
+
+def _cfg_value(cfg: CfgNode, key: str):
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None, for_training: bool = False):
     """Build the configured model and load ``weights`` (default ``cfg.MODEL.WEIGHTS``).
 
+    ``for_training``: a checkpoint with fewer queries than the config is grown (learned queries
+    kept, new ones added) only when training starts from it; anywhere else a mismatch is refused.
     Returns ``(model, description)``; the description says what was loaded, for the logs.
     """
     from .build import build_hf_config, build_model, configure_trainable_parts
@@ -114,7 +155,7 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None)
         return build_model(cfg, class_names), "random initialisation"
     if kind == "checkpoint":
         model = build_model(cfg, class_names)
-        n = load_project_checkpoint(model, weights)
+        n = load_project_checkpoint(model, weights, grow_queries=for_training)
         return model, f"{weights} ({n} tensors)"
     model = _load_hf_pretrained(weights, build_hf_config(cfg, class_names))
     configure_trainable_parts(model, cfg)
@@ -133,7 +174,7 @@ def read_checkpoint(path: str) -> dict:
         raise WeightsError(path, f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
 
 
-def load_project_checkpoint(model, path: str) -> int:
+def load_project_checkpoint(model, path: str, grow_queries: bool = False) -> int:
     """Load a project ``.pth`` (model_final.pth or a periodic checkpoint) into ``model``."""
     state = read_checkpoint(path)
     state_dict = state.get("model", state) if isinstance(state, dict) else None
@@ -149,6 +190,13 @@ def load_project_checkpoint(model, path: str) -> int:
             path,
             f"checkpoint does not fit the configured architecture ({len(fatal)} tensors differ, e.g. {fatal[0]}): "
             "use the same MODEL.SWIN / MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER settings as the run that wrote it",
+        )
+    queries = [k for k in mismatched if k in QUERY_KEYS]
+    if queries and not grow_queries:
+        raise WeightsError(
+            path,
+            f"checkpoint has {state_dict[queries[0]].shape[0]} queries, the config {own[queries[0]].shape[0]}: predict and evaluate "
+            "with MODEL.MASK_FORMER.NUM_OBJECT_QUERIES as trained (only training may add queries)",
         )
     loadable = {k: v for k, v in state_dict.items() if k in own and k not in mismatched}
     for key in mismatched:

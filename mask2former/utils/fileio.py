@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -18,6 +22,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
@@ -28,6 +33,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def umask_mode(directory: bool = False) -> int:
+    """The mode the user's umask gives a new file (or folder): mkstemp's temp files are private
+    (0600), and renaming one keeps that mode, which would hide results from the lab's group."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
 
 
 def _fsync_dir(directory: str) -> None:
@@ -59,6 +72,7 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None], su
     os.close(fd)
     try:
         writer(tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -74,3 +88,55 @@ def claim_free_name(candidates: Iterable[str], taken: set[str]) -> str:
             taken.add(name.casefold())
             return name
     raise ValueError("no free name among the candidates")
+
+
+@contextlib.contextmanager
+def staging_folder(out: str | os.PathLike) -> Iterator[str]:
+    """A fresh hidden folder beside ``out`` to build a whole output in; removed again (with any
+    parent folders made for it) unless :func:`replace_folder` moved it into place."""
+    out = os.path.abspath(os.fspath(out))
+    parent = os.path.dirname(out)
+    created = []
+    probe = parent
+    while not os.path.isdir(probe):
+        created.append(probe)
+        probe = os.path.dirname(probe)
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+
+
+def replace_folder(stage: str, out: str | os.PathLike) -> None:
+    """Rename the complete ``stage`` to ``out``; an old ``out`` is kept until this has succeeded."""
+    out = os.path.abspath(os.fspath(out))
+    os.chmod(stage, umask_mode(directory=True))  # mkdtemp makes it private; an output folder should not be
+    if not os.path.lexists(out):
+        os.rename(stage, out)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
+    os.rmdir(old)  # only the unique name is needed
+    os.rename(out, old)
+    try:
+        os.rename(stage, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    try:
+        shutil.rmtree(old)
+    except OSError as err:
+        logger.warning("the previous %s was moved to %s but could not be removed (%s)", os.path.basename(out), old, err)
+
+
+def earlier_output_entries(out: str | os.PathLike) -> list[str]:
+    """The visible entries of an existing output folder (empty when it does not exist)."""
+    out = os.fspath(out)
+    if not os.path.isdir(out):
+        return []
+    return sorted(e for e in os.listdir(out) if not e.startswith("."))

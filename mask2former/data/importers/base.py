@@ -334,3 +334,18 @@ def merge_segmentations(
         if problem:
             raise DatasetError(file, f"{what}: {problem}")
     return mask_utils.merge([ImportedInstance("", p).to_rle(height, width) for p in parts])
+
+
+def counted(n: int, plural_phrase: str) -> str:
+    """``3 polygons skipped``, ``1 polygon skipped``: the phrase's first word is a plural noun."""
+    if n == 1:
+        first, _, rest = plural_phrase.partition(" ")
+        singular = first[:-1] if first.endswith("s") and not first.endswith("ss") else first
+        plural_phrase = f"{singular} {rest}".strip()
+        plural_phrase = plural_phrase.replace(" hold ", " holds ", 1)
+    return f"{n} {plural_phrase}"
+
+
+def note_lines(where: str, notes) -> list[str]:
+    """One warning per kind of note, counted: ``WHERE: 2 masks cut at the image border``."""
+    return [f"{where}: {counted(n, message)}" for message, n in notes.items()]

@@ -26,6 +26,7 @@ from .base import (
     as_image_size,
     as_label,
     coco_rle,
+    note_lines,
     read_json,
     resolve_image,
     short,
@@ -139,7 +140,7 @@ def load_coco_file(
             raise DatasetError(json_file, f"{what}: unsupported segmentation {short(segm)}")
         image.instances.append(ImportedInstance(categories[category_id], segmentation, where=what))
 
-    warnings = [f"{json_file}: {n} {reason}" for reason, n in notes.items()]
+    warnings = note_lines(json_file, notes)
     return [images[i] for i in order], warnings
 
 

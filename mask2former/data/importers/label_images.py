@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from ...errors import DatasetError, ImageReadError
 from ..io import IMAGE_EXTENSIONS, read_image
-from .base import ImportedDataset, ImportedImage, ImportedInstance, mask_rle
+from .base import ImportedDataset, ImportedImage, ImportedInstance, mask_rle, note_lines
 
 LABEL_SUFFIXES = ("_cp_masks", "_labels", "_label", "_masks", "_mask", "_instances")
 LABEL_EXTENSIONS = (".tif", ".tiff", ".png")
@@ -176,5 +176,5 @@ def load_label_images(path: str, image_dir: str | None = None) -> ImportedDatase
         dataset.warnings.append(
             f"{path}: {len(unlabelled)} images without a label file left out (e.g. {os.path.basename(unlabelled[0])})"
         )
-    dataset.warnings.extend(f"{path}: {n} {message}" for message, n in notes.items())
+    dataset.warnings.extend(note_lines(path, notes))
     return dataset

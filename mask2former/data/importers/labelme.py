@@ -33,6 +33,7 @@ from .base import (
     mask_rle,
     merge_segmentations,
     normalise_relpath,
+    note_lines,
     place_mask,
     polygon_from_pairs,
     read_json,
@@ -76,14 +77,14 @@ def load_labelme(path: str, image_dir: str | None = None) -> ImportedDataset:
                 dataset.warnings.append(f"{json_file}: not a LabelMe file (no 'shapes' and 'imagePath'), ignored")
                 continue
             raise DatasetError(json_file, "not a LabelMe file (needs 'shapes' and 'imagePath')")
-        dataset.images.append(_load_one(json_file, data, split, image_dir, notes))
+        dataset.images.append(_load_one(json_file, data, split, image_dir, notes, dataset.warnings))
     if not dataset.images:
         raise DatasetError(path, "no LabelMe JSON file found")
-    dataset.warnings.extend(f"{path}: {n} {message}" for message, n in notes.items())
+    dataset.warnings.extend(note_lines(path, notes))
     return dataset
 
 
-def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | None, notes: Counter) -> ImportedImage:
+def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | None, notes: Counter, warnings: list[str]) -> ImportedImage:
     here = os.path.dirname(os.path.abspath(json_file))
     image_path_field = data.get("imagePath")
     embedded = data.get("imageData")
@@ -123,7 +124,9 @@ def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | No
         if shape_type == "polygon":
             polygon = polygon_from_pairs(shape.get("points"), where, json_file)
             if len(polygon) < 6:
-                notes["polygons with fewer than 3 points skipped"] += 1
+                points = len(polygon) // 2
+                warnings.append(f"{json_file}: {where} (label {shape.get('label')!r}) is a polygon of {points} point{'' if points == 1 else 's'}: "
+                                "skipped (a polygon needs at least 3)")
                 continue
             segmentation: list[list[float]] | dict = [polygon]
         elif shape_type == "mask":

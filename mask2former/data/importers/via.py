@@ -26,6 +26,7 @@ from .base import (
     ImportedImage,
     ImportedInstance,
     as_label,
+    note_lines,
     polygon_from_xy,
     read_json,
     resolve_image,
@@ -129,7 +130,7 @@ def load_via(path: str, image_dir: str | None = None) -> ImportedDataset:
         dataset.images.append(image)
     if not dataset.images:
         raise DatasetError(path, "lists no image")
-    dataset.warnings.extend(f"{path}: {n} {message}" for message, n in notes.items())
+    dataset.warnings.extend(note_lines(path, notes))
     return dataset
 
 
