@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements.txt
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# CI runs `make test`: the linters first (ruff, and import-linter's layers contract in pyproject.toml).
+test: lint
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(STAMP)
@@ -29,6 +30,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -15,14 +15,13 @@ Examples:
       --channel 1 --nuclei-channel 0 --pixel-size 0.325 --opts INFERENCE.MIN_AREA 300
 """
 
-import argparse
 import sys
 
-from mask2former.cli import setup_logging, user_errors_exit
+from mask2former.cli import ArgumentParser, setup_logging, user_errors_exit
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--config-file", required=True, metavar="FILE", help="config YAML the model was trained with")
     p.add_argument(
         "--weights",
@@ -54,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "instead of pixels, and the resize factor when the model records its own pixel size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output (they are removed first)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")
     return p
 

@@ -5,16 +5,15 @@ Training scripts call the same function themselves; run this to check what gets 
 In your own code: ``from mask2former.data.catalog import register_two_stage_datasets``.
 """
 
-import argparse
 import sys
 
-from mask2former.cli import add_dataset_argument, setup_logging, user_errors_exit
+from mask2former.cli import ArgumentParser, add_dataset_argument, setup_logging, user_errors_exit
 from mask2former.data.catalog import ANNOTATION_FILES, get_dataset, register_two_stage_datasets
 
 
 @user_errors_exit
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add_dataset_argument(parser)
     parser.add_argument("--load", action="store_true", help="also load and validate each split")
     args = parser.parse_args(argv)

@@ -4,23 +4,23 @@
 Exit code 0 when ready to train, 1 otherwise. ``--json`` prints one machine-readable object.
 """
 
-import argparse
 import json
 import sys
 
 from mask2former.cli import (
-    REPO_ROOT,
+    ArgumentParser,
     add_dataset_argument,
     add_opts_argument,
     setup_logging,
     user_errors_exit,
 )
 from mask2former.diagnostics import collect_report, format_report
+from mask2former.utils import REPO_ROOT
 
 
 @user_errors_exit
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add_dataset_argument(parser)
     parser.add_argument("--config-dir", default=REPO_ROOT, help="folder with stage1_config.yaml and stage2_config.yaml")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from mask2former.cli import (
+    ArgumentParser,
     add_dataset_argument,
     add_launch_arguments,
     add_opts_argument,
@@ -18,8 +19,8 @@ from mask2former.cli import (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config YAML")
     add_dataset_argument(parser)
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training")

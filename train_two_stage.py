@@ -13,21 +13,21 @@ Examples:
   python train_two_stage.py --num-gpus 4                     # one node, 4 GPUs (DDP via torchrun)
 """
 
-import argparse
 import sys
 
 from mask2former.cli import (
-    REPO_ROOT,
+    ArgumentParser,
     add_dataset_argument,
     add_launch_arguments,
     add_opts_argument,
     launch,
     user_errors_exit,
 )
+from mask2former.utils import REPO_ROOT
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--stage", type=int, choices=(1, 2), help="run only this stage (default: 1 then 2)")
     add_dataset_argument(parser)
     parser.add_argument(

@@ -28,9 +28,9 @@ from concurrent.futures import ProcessPoolExecutor
 import cv2
 import numpy as np
 
+from bench.common import REPO_ROOT, write_results
 from mask2former.annotate.batch import worker_context
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
 RESOLUTION = 1500
 
@@ -474,8 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help="real fields folder (default ../shared/data/qa-skmcs-train)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N real fields")
-    parser.add_argument("--synthetic-per-level", type=int, default=10, help="synthetic fields per density level (default 10)")
-    parser.add_argument("--synthetic-size", type=int, default=1024, help="synthetic field side (default 1024)")
+    parser.add_argument("--synthetic-per-level", type=int, default=10, help="synthetic fields per density level (default %(default)s)")
+    parser.add_argument("--synthetic-size", type=int, default=1024, help="synthetic field side (default %(default)s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 real fields, 2 small synthetic fields per level")
     parser.add_argument("--figures", action="store_true", help="also write docs/images/real_vs_synthetic.png and annotator_examples.png")
@@ -484,9 +484,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.limit = args.limit or 4
         args.synthetic_per_level, args.synthetic_size = 2, 384
-
-    sys.path.insert(0, REPO_ROOT)
-    from bench.common import write_results
 
     results: dict = {"quick": bool(args.quick)}
     results["real"] = evaluate_real(args.data, args.limit, args.workers)

@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from mask2former.utils import REPO_ROOT  # noqa: F401  (for the benchmarks)
+
 
 def machine_info() -> dict:
     import torch

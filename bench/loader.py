@@ -21,7 +21,7 @@ import numpy as np
 from bench.common import synthetic_tube_masks, write_results
 from mask2former.config import load_config
 from mask2former.data.coco import load_coco_instances, mask_to_rle, write_coco_json
-from mask2former.engine.data import build_train_loader
+from mask2former.engine.loader import build_train_loader
 
 
 def make_dataset(root: str, n: int, size: int, instances: int) -> list[dict]:

@@ -30,13 +30,12 @@ import time
 import cv2
 import numpy as np
 
-from bench.common import synthetic_tube_masks, write_results
-from mask2former.inference.postprocess import PostprocessParams
+from bench.common import REPO_ROOT, synthetic_tube_masks, write_results
+from mask2former.inference.filters import PostprocessParams
 from mask2former.inference.run import PredictOptions, StageTimer, process_image
 from mask2former.inference.tiling import tile_grid
 from mask2former.structures import Instances
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHS = {
     "tiny": os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage2_config.yaml"),
     "swinb": os.path.join(REPO_ROOT, "stage2_config.yaml"),

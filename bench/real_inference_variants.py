@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 from scipy.cluster.hierarchy import DisjointSet
 
-from bench.common import write_results
+from bench.common import REPO_ROOT, write_results
 from bench.real_two_stage import (
     DEFAULT_DATA,
     PRESETS,
@@ -35,12 +35,10 @@ from bench.real_two_stage import (
     split_fields,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def stitch_overlap_of_smaller(tile_predictions, match_overlap: float = 0.5):
     """The earlier stitching rule, kept here only to measure it against the current one."""
-    from mask2former.inference.cropped import intersect_windows, intersection_area, union_of
+    from mask2former.structures import intersect_windows, intersection_area, union_of
 
     items, owner = [], []
     for t, (_, masks) in enumerate(tile_predictions):
@@ -71,11 +69,11 @@ def main(argv=None) -> None:
 
     from mask2former.config import load_config
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
-    from mask2former.inference.cropped import CroppedInstances
-    from mask2former.inference.postprocess import postprocess
+    from mask2former.inference.filters import postprocess
     from mask2former.inference.predictor import MyotubePredictor
     from mask2former.inference.run import PredictOptions
     from mask2former.inference.tiling import Tile, stitch_tiles, tile_grid
+    from mask2former.structures import CroppedInstances
 
     plan = PRESETS["cpu"]
     fields = list_fields(args.data)

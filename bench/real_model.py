@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from bench.common import write_results
+from bench.common import REPO_ROOT, write_results
 from bench.real_two_stage import (
     DEFAULT_DATA,
     PRESETS,
@@ -31,8 +31,6 @@ from bench.real_two_stage import (
     list_fields,
     split_fields,
 )
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def score_model(model_dir: str, fields: list[str], scale: float, device: str) -> dict:

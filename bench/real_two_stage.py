@@ -46,9 +46,8 @@ from dataclasses import asdict, dataclass, replace
 import cv2
 import numpy as np
 
-from bench.common import write_results
+from bench.common import REPO_ROOT, write_results
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
 REFERENCE_SIZE = 1500
 METHODS = ("annotator", "threshold", "stage1", "stage2", "stage2_replay", "stage2_only")

@@ -25,9 +25,8 @@ import time
 
 import numpy as np
 
-from bench.common import write_results
+from bench.common import REPO_ROOT, write_results
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO_ROOT, "bench", "results", "recipe")
 TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -43,7 +42,7 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
     from mask2former.data.catalog import ANNOTATION_FILES
     from mask2former.data.coco import load_coco_instances, record_masks, write_coco_json
     from mask2former.data.io import read_image
-    from mask2former.data.synthetic import _coco_annotations, write_synthetic_dataset
+    from mask2former.synthetic_datasets import coco_annotations, write_synthetic_dataset
 
     key = f"s{plan.size}_p{plan.pixel_scale}_n{pool}_m{plan.manual_images}_h{plan.heldout_images}_{plan.density}"
     if pool_density and pool_density != plan.density:
@@ -76,7 +75,7 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
                     masks = annotate_instances(read_image(record["file_name"]), params).masks
                 else:
                     masks = record_masks(record)
-                anns += _coco_annotations(masks, image_id, len(anns) + 1)
+                anns += coco_annotations(masks, image_id, len(anns) + 1)
             split_files[split] = os.path.join(paths[labels], "annotations", ANNOTATION_FILES[split])
             write_coco_json(split_files[split], entries, anns)
         # Stage 1's own test split: the first held-out fields, so periodic evaluation has something to read.
@@ -157,11 +156,10 @@ def posthoc(out_dir: str, records: list[dict], pixel_scale: float) -> dict:
     from mask2former.data.coco import record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator, mask_iou_matrix
-    from mask2former.inference.cropped import CroppedInstances
-    from mask2former.inference.postprocess import PostprocessParams, postprocess
+    from mask2former.inference.filters import PostprocessParams, postprocess
     from mask2former.inference.predictor import MyotubePredictor
-    from mask2former.modeling.postprocess import instances_from_outputs
-    from mask2former.structures import Instances
+    from mask2former.modeling.outputs import instances_from_outputs
+    from mask2former.structures import CroppedInstances, Instances
 
     cfg = load_config(os.path.join(out_dir, "config.yaml"), ["MODEL.DEVICE", "cpu"])
     predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, "model_final.pth"))

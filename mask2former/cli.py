@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
 import sys
 from collections.abc import Callable
 
+from .data.catalog import DEFAULT_DATASET_ROOT
 from .errors import Interrupted, MyotubeError
 
 
@@ -28,7 +30,6 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
     """Turn project errors (bad input, bad config) into one line on stderr and exit code 1."""
-
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
@@ -46,15 +47,14 @@ def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def add_dataset_argument(parser) -> None:
     parser.add_argument(
         "--dataset",
-        default="./myotube_dataset",
+        default=DEFAULT_DATASET_ROOT,
         metavar="DIR",
-        help="unified dataset folder with images/ and annotations/ (default: ./myotube_dataset)",
+        help="unified dataset folder with images/ and annotations/ (default: %(default)s)",
     )
 
 
@@ -68,6 +68,39 @@ def add_launch_arguments(parser) -> None:
         default="auto",
         help="rendezvous address host:port of machine 0 for multi-machine runs ('auto': a free local port)",
     )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with both spellings of every long option (``--output_dir`` and ``--output-dir``),
+    the help text's formatting kept as written, and ``--no-progress`` on every script."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        add_progress_argument(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Options of argument groups too: they all end up in the parser's own tables.
+        for action in self._actions:
+            for name in list(action.option_strings):
+                if name.startswith("--"):
+                    other = "--" + (name[2:].replace("_", "-") if "_" in name else name[2:].replace("-", "_"))
+                    if other not in self._option_string_actions:
+                        action.option_strings.append(other)
+                        self._option_string_actions[other] = action
+        return super().parse_known_args(args, namespace)
+
+
+class _NoProgress(argparse.Action):
+    """Also switches off the progress bars of child processes (tqdm reads TQDM_DISABLE)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ["TQDM_DISABLE"] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_progress_argument(parser) -> None:
+    parser.add_argument("--no-progress", dest="no_progress", nargs=0, action=_NoProgress, default=False, help="no progress bars (for log files)")
 
 
 def add_opts_argument(parser, dest: str = "opts") -> None:
@@ -84,10 +117,15 @@ def add_opts_argument(parser, dest: str = "opts") -> None:
 def launch(args, run: Callable[[], int | None]) -> int:
     """Run ``run`` in this process, or first re-run the command line under torchrun when
     ``--num-gpus``/``--num-machines`` ask for several processes (each then calls ``run``)."""
+    # Imported here, not at the top: argument errors and --help come back without loading torch.
     from .engine.launch import relaunch_with_torchrun
+    from .utils import comm
 
     code = relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)
     if code is not None:
         return code
     setup_logging()
-    return int(run() or 0)
+    try:
+        return int(run() or 0)
+    finally:
+        comm.shutdown()  # leave the process group cleanly (a no-op in a single process)

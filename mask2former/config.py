@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
+from .utils.fileio import atomic_write_text
 
 # Public COCO instance-segmentation checkpoint the Stage 1 architecture matches.
 COCO_SWIN_B_WEIGHTS = "facebook/mask2former-swin-base-coco-instance"
@@ -42,25 +43,29 @@ class CfgNode(_FvCfgNode):
         except UnicodeDecodeError:
             raise ConfigError(filename, "not UTF-8 text (is this a YAML config?)") from None
         except yaml.YAMLError as err:
-            raise ConfigError(filename, f"not valid YAML: {_one_line(err)}") from None
+            raise ConfigError(filename, f"not valid YAML: {one_line(err)}") from None
         if loaded is None:  # empty, or comments only: no overrides
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(filename, "config must be a YAML mapping of KEY: value")
-        base = loaded.pop(BASE_KEY, None)
-        if base is None:
+        bases = loaded.pop(BASE_KEY, None)
+        if bases is None:
             return loaded
-        if not isinstance(base, str) or not base.strip():
-            raise ConfigError(filename, f"{BASE_KEY} must be the path of another config file, got {base!r}")
-        base = os.path.expanduser(base)
-        if not os.path.isabs(base):
-            base = os.path.join(os.path.dirname(filename), base)
-        if not os.path.isfile(base):
-            raise ConfigError(filename, f"{BASE_KEY} file not found: {base}")
+        # One base, or a list merged in order (a tiny preset: a stage's data, then a shared architecture).
+        bases = bases if isinstance(bases, list) and bases else [bases]
         chain = _chain + (os.path.realpath(filename),)
-        if os.path.realpath(base) in chain:
-            raise ConfigError(filename, f"{BASE_KEY} chain loops back to {base}")
-        merged = cls.load_yaml_with_base(base, _chain=chain)
+        merged: dict = {}
+        for base in bases:
+            if not isinstance(base, str) or not base.strip():
+                raise ConfigError(filename, f"{BASE_KEY} must be the path of another config file (or a list of them), got {base!r}")
+            base = os.path.expanduser(base)
+            if not os.path.isabs(base):
+                base = os.path.join(os.path.dirname(filename), base)
+            if not os.path.isfile(base):
+                raise ConfigError(filename, f"{BASE_KEY} file not found: {base}")
+            if os.path.realpath(base) in chain:
+                raise ConfigError(filename, f"{BASE_KEY} chain loops back to {base}")
+            _merge_dict_into(cls.load_yaml_with_base(base, _chain=chain), merged)
         _merge_dict_into(loaded, merged)
         return merged
 
@@ -69,7 +74,7 @@ class CfgNode(_FvCfgNode):
         try:
             self.merge_from_other_cfg(type(self)(loaded))
         except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(cfg_filename, _one_line(err)) from None
+            raise ConfigError(cfg_filename, one_line(err)) from None
 
     def merge_from_list(self, cfg_list: Sequence[str]) -> None:
         if len(cfg_list) % 2:
@@ -80,7 +85,7 @@ class CfgNode(_FvCfgNode):
         try:
             super().merge_from_list(items)
         except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(None, f"--opts: {_one_line(err)}") from None
+            raise ConfigError(None, f"--opts: {one_line(err)}") from None
 
 
     def _coerce_number(self, key, value):
@@ -106,14 +111,6 @@ def _merge_dict_into(override: dict, base: dict) -> None:
             _merge_dict_into(value, base[key])
         else:
             base[key] = value
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    msg = err.args[0] if err.args else str(err)
-    if not isinstance(msg, str) or len(err.args) != 1:
-        msg = str(err)
-    text = " ".join(str(msg).split()).strip("'\"")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def add_myotube_config(cfg: CfgNode) -> None:
@@ -317,6 +314,8 @@ def _check_values(cfg: CfgNode, source) -> None:
         raise ConfigError(where, f"INPUT.CHANNEL must be -1 (image as it is) or a channel index >= 0, got {cfg.INPUT.CHANNEL}")
     if cfg.INPUT.EMPTY_CROP_POLICY not in ("resample", "background"):
         raise ConfigError(where, f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}")
+    if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
+        raise ConfigError(where, f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
     if cfg.SOLVER.LR_SCHEDULER_NAME not in ("WarmupPolyLR", "WarmupCosineLR"):
         raise ConfigError(where, f"SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, got {cfg.SOLVER.LR_SCHEDULER_NAME!r}")
     if cfg.INFERENCE.INPUT_SCALE < 0:
@@ -327,8 +326,6 @@ def _check_values(cfg: CfgNode, source) -> None:
 
 def save_config(cfg: CfgNode, path: str | os.PathLike) -> None:
     """Write the merged config atomically (what the run really used)."""
-    from .utils.fileio import atomic_write_text
-
     atomic_write_text(path, cfg.dump())
 
 

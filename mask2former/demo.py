@@ -29,7 +29,21 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mask2former.annotate.instances import annotate_instances
+from mask2former.annotate.params import AnnotatorParams
+from mask2former.config import load_config
+from mask2former.data.catalog import ANNOTATION_FILES, DEFAULT_DATASET_ROOT
+from mask2former.data.coco import load_coco_instances, read_coco_json, record_masks, write_coco_json
+from mask2former.data.io import read_image, to_uint8_display
+from mask2former.engine.two_stage import STAGE_OUTPUT_NAMES
+from mask2former.evaluation.evaluator import evaluate_predictor, format_error_table, format_table
+from mask2former.evaluation.metrics import InstanceEvaluator
+from mask2former.inference.predictor import MyotubePredictor
+from mask2former.modeling.weights import FINAL
+from mask2former.synthetic_datasets import write_synthetic_dataset
+from mask2former.utils import REPO_ROOT
+from mask2former.utils.fileio import atomic_write_json, atomic_write_text
+
 CEILING = "Exact labels, same budget (ceiling)"
 
 
@@ -121,9 +135,6 @@ def _training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) 
 
 def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
     """A copy of the unified ``dataset`` whose Stage 1 labels are the exact ground truth of the same fields."""
-    from mask2former.data.catalog import ANNOTATION_FILES
-    from mask2former.data.coco import read_coco_json, write_coco_json
-
     truth = read_coco_json(pool_json)
     by_stem = {os.path.splitext(img["file_name"])[0]: img["id"] for img in truth["images"]}
     # The organizer prefixes names that clash with the manual images; its report maps them back.
@@ -152,8 +163,6 @@ def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
 
 
 def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
-    from mask2former.data.synthetic import write_synthetic_dataset
-
     t_start = time.perf_counter()
     output = os.path.abspath(output)
     if os.path.exists(output):
@@ -181,15 +190,15 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     _run([py, os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"), "--input_dir", os.path.join(raw, "stage1_pool", "images"),
           "--output_dir", annotated, "--resolution", str(plan.size), "--scale", str(plan.pixel_scale), "--test_fraction", "0.1", "--seed", "0",
           "--workers", str(workers)], log)
-    dataset = os.path.join(output, "myotube_dataset")
+    dataset = os.path.join(output, os.path.basename(DEFAULT_DATASET_ROOT))
     _run([py, os.path.join(REPO_ROOT, "organize_unified_dataset.py"), "--algorithmic_dataset", annotated,
           "--manual_dataset", manual_json, "--output_dataset", dataset], log)
 
     step("3. check the dataset, train Stage 1, Stage 2, and the comparison models")
     configs = plan.configs
     _run([py, os.path.join(REPO_ROOT, "setup_two_stage.py"), "--dataset", dataset, "--config-dir", configs], log)
-    s1 = os.path.join(output, "output_stage1_algorithmic")
-    s2 = os.path.join(output, "output_stage2_manual")
+    s1 = os.path.join(output, STAGE_OUTPUT_NAMES[1])
+    s2 = os.path.join(output, STAGE_OUTPUT_NAMES[2])
     s2_only = os.path.join(output, "output_stage2_only")
     exact = os.path.join(output, "output_exact_labels")
     total_iters = plan.stage1_iters + plan.stage2_iters
@@ -197,7 +206,7 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     _run([py, train, "--stage", "1", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS", plan.weights,
           *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch)], log)
     _run([py, train, "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts",
-          "MODEL.WEIGHTS", os.path.join(s1, "model_final.pth"), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)], log)
+          "MODEL.WEIGHTS", os.path.join(s1, FINAL), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)], log)
     # The comparisons get the two-stage model's whole budget: Stage 1 + Stage 2 iterations.
     _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
           "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
@@ -211,8 +220,6 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     step("4. evaluate on the held-out fields")
     table = evaluate_on_heldout(heldout_json, os.path.join(raw, "heldout", "images"), models, plan.pixel_scale, plan.device)
 
-    from mask2former.evaluation.evaluator import format_error_table, format_table
-    from mask2former.utils.fileio import atomic_write_json, atomic_write_text
 
     markdown = format_table(table["results"], keys=("AP", "AP50", "AP75", "f1@0.5", "semantic_iou"))
     errors = format_error_table(table["results"])
@@ -222,7 +229,7 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     step("5. predict two held-out images")
     held_images = sorted(os.listdir(os.path.join(raw, "heldout", "images")))[: plan.predict_images]
     _run([py, os.path.join(REPO_ROOT, "predict.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"),
-          "--weights", os.path.join(s2, "model_final.pth"), "--input", *[os.path.join(raw, "heldout", "images", f) for f in held_images],
+          "--weights", os.path.join(s2, FINAL), "--input", *[os.path.join(raw, "heldout", "images", f) for f in held_images],
           "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.image_size),
           "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)], log)
     overview = draw_overview(table, heldout_json, os.path.join(raw, "heldout", "images"), output, plan.pixel_scale, plan.device)
@@ -248,15 +255,6 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], pi
     The fields are crops drawn at ``pixel_scale`` of a 1500 px field; the annotator is told so,
     as the demo's Stage 1 annotation run is (``--scale``).
     """
-    from mask2former.annotate.instances import annotate_instances
-    from mask2former.annotate.params import AnnotatorParams
-    from mask2former.config import load_config
-    from mask2former.data.coco import load_coco_instances, record_masks
-    from mask2former.data.io import read_image
-    from mask2former.evaluation.evaluator import evaluate_predictor
-    from mask2former.evaluation.metrics import InstanceEvaluator
-    from mask2former.inference.predictor import MyotubePredictor
-
     records = load_coco_instances(gt_json, image_dir)
     threshold = None
     results: dict[str, dict] = {}
@@ -267,7 +265,7 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], pi
     for name, out_dir in models.items():
         cfg = load_config(os.path.join(out_dir, "config.yaml"))  # exactly what the model was trained with
         threshold = cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
-        predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, "model_final.pth"), device=device)
+        predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, FINAL), device=device)
         results[name] = evaluate_predictor(predictor, records, cfg, desc=name)
         results[name].pop("per_image", None)
     return {"results": results, "score_threshold": threshold}
@@ -280,19 +278,13 @@ def draw_overview(table: dict, gt_json: str, image_dir: str, output: str, pixel_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mask2former.annotate.instances import annotate_instances
-    from mask2former.annotate.params import AnnotatorParams
-    from mask2former.config import load_config
-    from mask2former.data.coco import load_coco_instances, record_masks
-    from mask2former.data.io import read_image, to_uint8_display
-    from mask2former.inference.predictor import MyotubePredictor
 
     records = load_coco_instances(gt_json, image_dir)[:n_images]
     columns = ["image", "ground truth", "annotator", "Stage 1", "Stage 2"]
     fig, axes = plt.subplots(len(records), len(columns), figsize=(3 * len(columns), 3 * len(records)), dpi=110, squeeze=False)
     predictors = {}
-    for col, sub in (("Stage 1", "output_stage1_algorithmic"), ("Stage 2", "output_stage2_manual")):
-        weights = os.path.join(output, sub, "model_final.pth")
+    for col, sub in (("Stage 1", STAGE_OUTPUT_NAMES[1]), ("Stage 2", STAGE_OUTPUT_NAMES[2])):
+        weights = os.path.join(output, sub, FINAL)
         cfg = load_config(os.path.join(output, sub, "config.yaml"))
         predictors[col] = MyotubePredictor(cfg, weights=weights, device=device)
     for row, record in enumerate(records):

@@ -8,6 +8,7 @@ import platform
 from collections.abc import Sequence
 from typing import Any
 
+from .config import load_config
 from .data.catalog import ANNOTATION_FILES, OPTIONAL_SPLITS, dataset_paths
 from .data.coco import Finding, dataset_statistics, validate_coco
 from .errors import DatasetError
@@ -109,8 +110,6 @@ def _environment() -> dict[str, Any]:
 
 def _stage_configs(config_dir: str, opts: Sequence[str]) -> dict[int, Any]:
     """Stage number → its loaded config, or the error that stopped it loading."""
-    from .config import load_config
-
     configs: dict[int, Any] = {}
     for stage in (1, 2):
         path = os.path.join(config_dir, f"stage{stage}_config.yaml")

@@ -44,3 +44,14 @@ class Interrupted(MyotubeError):
 
 class WeightsError(InputError):
     """Model weights are missing or do not fit the configured architecture."""
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (for the ``error: ...`` line), cut at ``limit`` characters.
+    Project errors keep their own text; others are prefixed with their type."""
+    if isinstance(err, MyotubeError):
+        text = " ".join(str(err).split())
+    else:
+        msg = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
+        text = " ".join(msg.split()).strip("'\"")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -13,12 +13,15 @@ import pytest
 import tifffile
 
 from mask2former.annotate import AnnotatorParams, annotate_image, annotate_instances, foreground_mask
-from mask2former.annotate.batch import annotate_folder, main, output_names
+from mask2former.annotate.batch import annotate_folder, output_names
 from mask2former.data.coco import load_coco_instances, record_masks, validate_coco
 from mask2former.data.synthetic import SyntheticParams, generate_field
+from tests.conftest import REPO_ROOT
+from tests.scripts import load_script
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CROP = AnnotatorParams(scale=1.0)  # test images are crops drawn at the reference pixel size
+
+main = load_script("utils/batch_myotube_processing.py").main
 
 
 def tubes_on_background(size: int, segments: list[tuple], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

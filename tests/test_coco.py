@@ -458,7 +458,7 @@ def test_mask_to_rle_is_json_ready_and_exact():
 
 
 def test_compressed_rle_counts_decoder_matches_pycocotools():
-    from mask2former.data.coco import _rle_string_counts
+    from mask2former.data.coco import rle_string_counts
 
     rng = np.random.default_rng(7)
     for shape in [(1, 1), (5, 3), (40, 33), (64, 64)]:
@@ -466,10 +466,12 @@ def test_compressed_rle_counts_decoder_matches_pycocotools():
             mask = rng.random(shape) < density
             expected = uncompressed_rle(mask)["counts"]
             compressed = mask_utils.frPyObjects({"size": list(shape), "counts": expected}, *shape)
-            assert _rle_string_counts(compressed["counts"].decode("ascii")) == expected
-    assert _rle_string_counts("") == []
-    assert _rle_string_counts("o") is None  # continuation bit set on the last character
-    assert _rle_string_counts("\x7f") is None  # outside the encoder's alphabet
+            assert rle_string_counts(compressed["counts"].decode("ascii")) == expected
+    assert rle_string_counts("") == []
+    with pytest.raises(ValueError, match="ends in the middle"):
+        rle_string_counts("o")  # continuation bit set on the last character
+    with pytest.raises(ValueError, match="outside the COCO alphabet"):
+        rle_string_counts("\x7f")
 
 
 def test_multichannel_images_are_validated_with_the_configured_channel(coco):

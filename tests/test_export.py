@@ -12,7 +12,6 @@ import tifffile
 from pycocotools import mask as mask_utils
 
 from mask2former.data.coco import load_coco_instances
-from mask2former.inference.cropped import CroppedInstances
 from mask2former.inference.export import (
     coco_annotations,
     coco_image_entry,
@@ -24,6 +23,7 @@ from mask2former.inference.export import (
     write_png,
     write_roi_zip,
 )
+from mask2former.structures import CroppedInstances
 
 SIZE = (160, 240)
 

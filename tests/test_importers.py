@@ -20,9 +20,8 @@ import tifffile
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-from mask2former.data.coco import read_coco_json, segmentation_to_mask
+from mask2former.data.coco import read_coco_json, rle_string_counts, segmentation_to_mask
 from mask2former.data.importers import FORMATS, decode_cvat_rle, detect_format, load_manual_annotations
-from mask2former.data.importers.base import rle_string_counts
 from mask2former.data.organize import organize_unified_dataset
 from mask2former.errors import DatasetError
 from mask2former.evaluation.metrics import mask_iou_matrix
@@ -538,6 +537,6 @@ def test_rle_string_decoder_matches_pycocotools():
     for _ in range(20):
         mask = rng.random((17, 23)) > rng.uniform(0.2, 0.8)
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        counts = rle_string_counts(rle["counts"])
+        counts = rle_string_counts(rle["counts"].decode("ascii"))
         back = mask_utils.decode(mask_utils.frPyObjects({"size": [17, 23], "counts": counts}, 17, 23))
         np.testing.assert_array_equal(back.astype(bool), mask)

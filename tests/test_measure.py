@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mask2former.inference.cropped import CroppedInstances
 from mask2former.measure.morphology import analyze_shape, measure_myotube, orientation_degrees
 from mask2former.measure.nuclei import assign_nuclei, nuclei_labels_from_mask, segment_nuclei, split_touching
 from mask2former.measure.table import measure_instances
+from mask2former.structures import CroppedInstances
 
 
 def rotated_rect(length, width, angle_deg, size=500):

@@ -12,7 +12,7 @@ import roifile
 import tifffile
 
 from mask2former.errors import InputError
-from mask2former.inference.postprocess import PostprocessParams
+from mask2former.inference.filters import PostprocessParams
 from mask2former.inference.run import (
     PredictOptions,
     collect_inputs,
@@ -21,8 +21,8 @@ from mask2former.inference.run import (
     run_prediction,
 )
 from mask2former.structures import Instances
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_STAGE2 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage2_config.yaml")
 
 

@@ -17,6 +17,7 @@ from mask2former.engine import checkpoint as checkpoint_module
 from mask2former.engine.checkpoint import CheckpointError, list_checkpoints
 from mask2former.engine.events import read_metrics
 from mask2former.engine.trainer import train
+from mask2former.modeling.build import build_model
 from mask2former.modeling.weights import load_model
 from tests.fixtures import make_unified_dataset
 from tests.tiny import REPO_ROOT, TINY_STAGE1, tiny_cfg
@@ -105,6 +106,10 @@ def test_two_process_gloo_ddp_runs_both_stages_and_matches_the_single_process_sc
     assert ddp.stdout.count(note) == 1 and ddp.stdout.index(note) < ddp.stdout.index("== Stage 1")
     assert ddp.stdout.count("Dataset ") == 1  # printed by rank 0 only
 
+    torch.manual_seed(2)  # SEED 2: the initial weights of Stage 1; Stage 2 starts from Stage 1's final model
+    start = {"output_stage1_algorithmic": build_model(tiny_cfg("INPUT.IMAGE_SIZE", 64), ["myotube"]).state_dict(),
+             "output_stage2_manual": torch.load(tmp_path / "ddp" / "output_stage1_algorithmic" / "model_final.pth", weights_only=True)["model"]}
+
     def lines(run, stage):
         return [json.loads(x) for x in (tmp_path / run / stage / "metrics.json").read_text().splitlines()]
 
@@ -117,8 +122,10 @@ def test_two_process_gloo_ddp_runs_both_stages_and_matches_the_single_process_sc
         assert sum(f"{test_split}/AP" in r for r in ddp_lines) == 1  # evaluation once, on rank 0
         evaluated = json.loads((tmp_path / "ddp" / stage / f"eval_{test_split}.json").read_text())
         assert evaluated["images"] == 2  # gathered from both ranks
-        model, _ = load_model(tiny_cfg("INPUT.IMAGE_SIZE", 64), ["myotube"], str(tmp_path / "ddp" / stage / "model_final.pth"))
-        assert sum(p.numel() for p in model.parameters()) > 0
+        # Both runs trained from the same start; each moved the weights away from it.
+        trained = {run: torch.load(tmp_path / run / stage / "model_final.pth", weights_only=True)["model"] for run in ("ddp", "single")}
+        key = "model.transformer_module.queries_features.weight"
+        assert not torch.equal(trained["ddp"][key], start[stage][key]) and not torch.equal(trained["single"][key], start[stage][key])
         assert not (tmp_path / "ddp" / stage / ".rank0_token").exists()  # the shared-folder check cleans up
     assert open(tmp_path / "ddp" / "output_stage1_algorithmic" / "config.yaml").read().count("IMS_PER_BATCH: 2") == 1
 

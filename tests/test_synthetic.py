@@ -12,7 +12,11 @@ import pytest
 
 from mask2former.data.catalog import ANNOTATION_FILES
 from mask2former.data.coco import load_coco_instances, record_masks, validate_coco
-from mask2former.data.synthetic import DENSITY_LEVELS, generate_field, main, write_synthetic_dataset
+from mask2former.data.synthetic import DENSITY_LEVELS, generate_field
+from mask2former.synthetic_datasets import write_synthetic_dataset
+from tests.scripts import load_script
+
+main = load_script("utils/make_synthetic_dataset.py").main
 
 
 def test_same_seed_same_field_and_different_seed_differs():

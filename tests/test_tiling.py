@@ -4,9 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mask2former.inference.cropped import CroppedInstances, CroppedMask, label_image
 from mask2former.inference.tiling import predict_tiled, stitch_tiles, tile_grid
-from mask2former.structures import Instances
+from mask2former.structures import CroppedInstances, CroppedMask, Instances, label_image
 
 
 def coordinate_image(height, width):
@@ -41,7 +40,7 @@ def tube(height, width, points, thickness):
 
 def predict(masks, size, tile=128, overlap=0.25):
     fake = GroundTruthPredictor(masks, size[1])
-    out = predict_tiled(coordinate_image(*size), fake, tile, overlap)
+    out = predict_tiled(coordinate_image(*size), fake, tile, overlap, 0.5)
     return out, fake
 
 
@@ -86,7 +85,7 @@ def test_rejects_bad_tiling_and_mismatched_predictor():
         return Instances.empty(tile.shape[0] + 1, tile.shape[1])
 
     with pytest.raises(ValueError, match="size"):
-        predict_tiled(coordinate_image(300, 300), wrong_size, 128, 0.2)
+        predict_tiled(coordinate_image(300, 300), wrong_size, 128, 0.2, 0.5)
 
 
 # --------------------------------------------------------------------------- stitching
@@ -147,7 +146,7 @@ def test_fragments_from_the_same_tile_are_not_stitched():
     tile = tile_grid(100, 100, 100, 0.2)[0]
     a = CroppedMask.from_mask(np.pad(np.ones((10, 10), bool), ((0, 90), (0, 90))), 0.9)
     b = CroppedMask.from_mask(np.pad(np.ones((10, 10), bool), ((0, 90), (0, 90))), 0.8)
-    assert len(stitch_tiles([(tile, [a, b])])) == 2
+    assert len(stitch_tiles([(tile, [a, b])], 0.5)) == 2
 
 
 def test_many_tile_stitching_keeps_memory_in_crops():
@@ -187,7 +186,7 @@ def test_one_tile_joining_two_tubes_does_not_chain_them_into_one_instance():
     # Two tubes crossing inside the first tile, both running on into the other tiles.
     truth = [tube(*size, [(5, 5), (295, 295)], 13), tube(*size, [(5, 120), (295, 30)], 13)]
     fake = MergingPredictor(truth, size[1])
-    result = predict_tiled(coordinate_image(*size), fake, 128, 0.25)
+    result = predict_tiled(coordinate_image(*size), fake, 128, 0.25, 0.5)
     # The joined instance may absorb a continuation of each tube in the neighbouring tiles, but the
     # tiles that saw the two tubes apart keep them apart: never one instance for everything.
     def covers(m, t):

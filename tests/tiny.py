@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from mask2former.config import load_config
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_STAGE1 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage1_config.yaml")
 TINY_STAGE2 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage2_config.yaml")
 

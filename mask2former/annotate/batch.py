@@ -14,7 +14,6 @@ written to a temporary name and renamed.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import logging
 import multiprocessing
@@ -319,63 +318,3 @@ def _run(tasks: list, workers: int, progress: bool) -> list[ImageResult]:
     finally:
         bar.close()
     return results
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Label myotubes in raw microscopy images with the classical annotator (Stage 1 training data).",
-    )
-    parser.add_argument("--input_dir", required=True, help="folder of raw images (.tif/.tiff/.png/.jpg; 8/16-bit, channels, Z-stacks)")
-    parser.add_argument("--output_dir", required=True, help="output folder: images/, annotations/{train,test}_annotations.json")
-    parser.add_argument("--resolution", type=int, default=1500, help="longest side of the written images in pixels (default 1500)")
-    parser.add_argument("--test_fraction", type=float, default=0.2, help="share of images in the test split (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test shuffle (default 0)")
-    parser.add_argument("--channel", type=int, default=-1, help="channel of multi-channel images holding myosin (default: grayscale/RGB as is)")
-    parser.add_argument("--z-project", action="store_true", help="an unnamed TIFF axis holds Z planes: max-project it")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="parallel processes (default: cores - 1)")
-    parser.add_argument(
-        "--scale",
-        type=float,
-        default=None,
-        help="pixels of the written images per pixel of a whole 1500 px field (default: resolution / 1500, i.e. each "
-        "input is a whole field); use 1.0 for crops imaged like a 1500 px field",
-    )
-    parser.add_argument("--force", action="store_true", help="replace an earlier run's output folder (as a whole, once the new one is complete)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..cli import setup_logging, user_errors_exit
-
-    @user_errors_exit
-    def run() -> int:
-        args = build_parser().parse_args(argv)
-        setup_logging()
-        if args.workers < 1:
-            raise InputError(None, f"--workers must be at least 1, got {args.workers}")
-        if args.scale is not None and args.scale <= 0:
-            raise InputError(None, f"--scale must be positive, got {args.scale}")
-        summary = annotate_folder(
-            args.input_dir,
-            args.output_dir,
-            resolution=args.resolution,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            channel=args.channel,
-            workers=args.workers,
-            params=AnnotatorParams(scale=args.scale),
-            progress=not args.no_progress,
-            force=args.force,
-            z_project=args.z_project,
-        )
-        for line in summary.lines():
-            print(line)
-        if not summary.annotated:
-            print("error: no image could be annotated", file=sys.stderr)
-        return 0 if summary.ok else 1
-
-    return run()

@@ -82,7 +82,3 @@ class AnnotatorParams:
 
     def replace(self, **changes) -> AnnotatorParams:
         return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]

@@ -20,9 +20,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..errors import DatasetError, ImageReadError
+from ..utils.fileio import atomic_write_json
 from .io import read_image
 
 logger = logging.getLogger(__name__)
+
+# The one category of every dataset and result file.
+MYOTUBE = "myotube"
+CATEGORIES = [{"id": 1, "name": MYOTUBE, "supercategory": "cell"}]
 
 BBOX_MODE_XYWH_ABS = 1  # detectron2's BoxMode.XYWH_ABS
 
@@ -271,8 +276,9 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
             return "RLE needs 'counts' (list or string)"
         # pycocotools decodes run lengths in C without bounds checks: garbage counts would give
         # garbage masks (or worse), so check they are non-negative and cover the image exactly.
-        runs = _rle_string_counts(counts) if isinstance(counts, str) else counts
-        if runs is None:
+        try:
+            runs = rle_string_counts(counts) if isinstance(counts, str) else counts
+        except ValueError:
             return "RLE 'counts' string is not a valid COCO compressed RLE"
         if not all(_is_int(c) and c >= 0 for c in runs):
             return "RLE 'counts' must be non-negative integers"
@@ -288,18 +294,22 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
     return f"unsupported segmentation type {type(segm).__name__}"
 
 
-def _rle_string_counts(counts: str) -> list[int] | None:
-    """Run lengths of a COCO compressed RLE string (pycocotools' rleFrString); None if malformed."""
+def rle_string_counts(counts: str) -> list[int]:
+    """Run lengths of a COCO compressed RLE string (pycocotools' rleFrString, with bounds checks).
+
+    pycocotools trusts the string and writes past its buffer on garbage, so a user's RLE is
+    checked here before it is ever handed to the C code. ValueError says what is wrong.
+    """
     runs: list[int] = []
     p, n = 0, len(counts)
     while p < n:
         value, k, more = 0, 0, True
         while more:
             if p >= n:
-                return None
+                raise ValueError("RLE string ends in the middle of a number")
             c = ord(counts[p]) - 48
             if not 0 <= c < 64:  # the encoder only writes characters '0'..'o'
-                return None
+                raise ValueError("RLE string has a character outside the COCO alphabet")
             value |= (c & 0x1F) << (5 * k)
             more = bool(c & 0x20)
             p += 1
@@ -493,8 +503,6 @@ def dataset_statistics(json_file: str | os.PathLike) -> dict:
 
 def write_coco_json(path: str | os.PathLike, images: list[dict], annotations: list[dict], categories: list[dict] | None = None) -> None:
     """Write a COCO instances file atomically."""
-    from ..utils.fileio import atomic_write_json
-
     if categories is None:
-        categories = [{"id": 1, "name": "myotube", "supercategory": "cell"}]
+        categories = CATEGORIES
     atomic_write_json(path, {"images": images, "annotations": annotations, "categories": categories})

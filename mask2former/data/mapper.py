@@ -7,7 +7,6 @@ resolution (the HF loss samples points from them), so thin myotubes are not lost
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from skimage.morphology import skeletonize
 
 from ..config import CfgNode
+from ..structures import ResizeInfo
 from .coco import segmentation_to_mask
 from .io import read_image, to_model_float
 
@@ -22,16 +22,6 @@ logger = logging.getLogger(__name__)
 
 # The Swin backbone halves the resolution five times (patch 4, then 3 merges): pad to a multiple of 32.
 SIZE_DIVISIBILITY = 32
-
-
-@dataclass
-class ResizeInfo:
-    """How an original image maps onto the model input: ``input = original * scale`` then padding."""
-
-    original_hw: tuple[int, int]
-    resized_hw: tuple[int, int]
-    padded_hw: tuple[int, int]
-    scale: float
 
 
 def padded_size(size: int) -> int:

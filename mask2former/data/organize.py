@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ..errors import DatasetError, ImageReadError, InputError
 from ..utils.fileio import atomic_write_json, claim_free_name, replace_folder, staging_folder
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
-from .coco import Finding, segmentation_problem, validate_coco, write_coco_json
+from .coco import CATEGORIES, MYOTUBE, Finding, segmentation_problem, validate_coco, write_coco_json
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
 from .importers.base import polygon_extent_problem
 from .importers.coco import load_coco_file
@@ -43,9 +43,7 @@ from .io import read_all_channels
 
 logger = logging.getLogger(__name__)
 
-MYOTUBE = "myotube"
 IGNORE = "ignore"
-CATEGORIES = [{"id": 1, "name": MYOTUBE, "supercategory": "cell"}]
 ALGORITHMIC_FILES = {TRAIN: "train_annotations.json", TEST: "test_annotations.json"}
 REPORT_FILE = "organize_report.json"
 # Entries an existing OUT may hold for --force to replace it: protects folders that are not datasets.

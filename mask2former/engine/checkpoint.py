@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from ..errors import MyotubeError
+from ..modeling.weights import FINAL
 from ..utils.fileio import atomic_open, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 POINTER = "last_checkpoint"
-FINAL = "model_final.pth"
 _PERIODIC = re.compile(r"model_(\d{7})\.pth$")
 
 

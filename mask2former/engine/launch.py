@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 
-from . import comm
+from ..utils import comm
 
 
 def _free_port() -> int:

@@ -20,8 +20,6 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
         wd = 0.0 if no_decay else cfg.SOLVER.WEIGHT_DECAY
         groups.setdefault((lr, wd), []).append(param)
     param_groups = [{"params": ps, "lr": lr, "weight_decay": wd, "initial_lr": lr} for (lr, wd), ps in groups.items()]
-    if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
-        raise ValueError(f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
     # The fused CUDA kernel updates all parameters in a few launches instead of one per tensor.
     fused = all(p.is_cuda for g in param_groups for p in g["params"])
     return torch.optim.AdamW(param_groups, lr=cfg.SOLVER.BASE_LR, fused=fused or None)

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from ..config import CfgNode, resolve_device, save_config
-from ..data.catalog import get_metadata, is_registered
+from ..data.catalog import get_metadata
 from ..data.scale import training_input_scale
 from ..errors import Interrupted, MyotubeError
 from ..modeling.weights import load_model
+from ..utils import comm
 from ..utils.fileio import atomic_write_text
-from . import comm
 from .checkpoint import (
     FINAL,
     has_checkpoints,
@@ -35,8 +35,9 @@ from .checkpoint import (
     set_rng_state,
     write_failure,
 )
-from .data import build_train_loader, training_records
-from .events import MetricsWriter, StepLog, drop_metrics_from, plot_loss_curve, setup_run_logging
+from .evaluate import evaluate_test_sets
+from .events import StepLog, drop_metrics_from, plot_loss_curve, setup_run_logging
+from .loader import build_train_loader, training_records
 from .optim import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("mask2former.train")
@@ -264,7 +265,7 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
                 log.close()
                 raise _interrupted(signum, out_dir, done, max_iter)
             if cfg.TEST.EVAL_PERIOD > 0 and done % cfg.TEST.EVAL_PERIOD == 0:
-                run_evaluation(cfg, raw, device, it, log.metrics)
+                evaluate_test_sets(cfg, raw, device, log.metrics, it)
     log.close()
     if end_iter < max_iter:
         logger.info("Stopped at iteration %d of %d; continue with --resume", end_iter, max_iter)
@@ -274,7 +275,7 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
         save_final(out_dir, {"model": raw.state_dict(), "iteration": max_iter, **extra})
         logger.info("Saved %s", final_path)
     comm.barrier()
-    run_evaluation(cfg, raw, device, max_iter - 1, log.metrics)
+    evaluate_test_sets(cfg, raw, device, log.metrics, max_iter - 1)
     if main:
         plot_loss_curve(os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "loss_curve.png"))
     return final_path
@@ -329,19 +330,3 @@ def _to_device(value, device: str):
     if isinstance(value, list):
         return [_to_device(v, device) for v in value]
     return value
-
-
-def run_evaluation(cfg: CfgNode, model, device: str, iteration: int, metrics: MetricsWriter) -> dict:
-    """Evaluate ``model`` (unwrapped) on every registered DATASETS.TEST split; results into metrics.json."""
-    from ..evaluation.evaluator import evaluate_dataset
-
-    all_results = {}
-    for name in cfg.DATASETS.TEST:
-        if not is_registered(name):
-            logger.warning("Skipping evaluation on %s: not in the dataset folder", name)
-            continue
-        results = evaluate_dataset(model, cfg, name, cfg.OUTPUT_DIR, device)
-        if comm.is_main_process():
-            metrics.write({"iteration": iteration, **{f"{name}/{k}": v for k, v in results.items() if isinstance(v, (int, float))}})
-        all_results[name] = results
-    return all_results

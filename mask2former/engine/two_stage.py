@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import os
 
-from ..config import CfgNode, load_config
-from ..data.catalog import ANNOTATION_FILES, dataset_paths, register_two_stage_datasets
+from ..config import CfgNode, load_config, resolve_device
+from ..data.catalog import ANNOTATION_FILES, dataset_paths, is_registered, register_two_stage_datasets
 from ..data.coco import dataset_statistics
 from ..errors import ConfigError, WeightsError
-from ..modeling.weights import weights_kind
-from . import comm
+from ..evaluation.evaluator import format_table
+from ..inference.predictor import class_names_for_weights
+from ..modeling.weights import checkpoint_architecture, load_model, weights_kind
+from ..utils import comm
 from .checkpoint import FINAL
+from .evaluate import evaluate_test_sets
+from .loader import training_records
 from .trainer import batch_per_process, class_names_of, train
 
 logger = logging.getLogger("mask2former.train")
@@ -64,8 +68,6 @@ def run_two_stage(config_dir: str, dataset_root: str, stages: list[int], opts: l
         if weights_kind(weights) == "checkpoint" and not os.path.isfile(weights):
             raise WeightsError(weights, "Stage 1 checkpoint not found: run Stage 1 first (python train_two_stage.py --stage 1)")
     # Every stage's training data is validated now, not hours later when its stage starts.
-    from .data import training_records
-
     for stage in stages:
         class_names_of(cfgs[stage].DATASETS.TRAIN)
         training_records(cfgs[stage])
@@ -106,12 +108,6 @@ def run_train_net(config_file: str, dataset_root: str, opts: list[str], eval_onl
     if not eval_only:
         return {"model_final": train(cfg, resume=resume)}
     weights, why = eval_weights(cfg, opts)
-    from ..config import resolve_device
-    from ..data.catalog import is_registered
-    from ..evaluation.evaluator import evaluate_dataset, format_table
-    from ..inference.predictor import class_names_for_weights
-    from ..modeling.weights import checkpoint_architecture, load_model
-
     device = comm.init_distributed(resolve_device(cfg))
     names = [n for n in cfg.DATASETS.TEST if is_registered(n)]
     if not names:
@@ -125,7 +121,7 @@ def run_train_net(config_file: str, dataset_root: str, opts: list[str], eval_onl
         print(f"Evaluating {weights or 'random initialisation'} ({why})", flush=True)
     logger.info("Evaluating %s", described)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    results = {name: evaluate_dataset(model.to(device), cfg, name, cfg.OUTPUT_DIR, device) for name in names}
+    results = evaluate_test_sets(cfg, model.to(device), device)
     if comm.is_main_process():
         print(format_table(results))
     return results

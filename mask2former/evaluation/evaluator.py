@@ -1,4 +1,8 @@
-"""Evaluate a model on a registered dataset: COCO mask AP plus F1, PQ and semantic IoU/Dice."""
+"""Score a predictor on dataset records: COCO mask AP plus F1, PQ and semantic IoU/Dice; result tables.
+
+Any object with ``predict_all(image) -> Instances`` is a predictor; running a model over a
+registered dataset is :mod:`mask2former.engine.evaluate`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,9 @@ import os
 from tqdm import tqdm
 
 from ..config import CfgNode
-from ..data.catalog import get_dataset_dicts
 from ..data.coco import record_masks
 from ..data.io import read_image
-from ..engine import comm
-from ..utils.fileio import atomic_write_json
+from ..utils import comm
 from .metrics import InstanceEvaluator
 
 logger = logging.getLogger(__name__)
@@ -36,24 +38,6 @@ def evaluate_predictor(predictor, records: list[dict], cfg: CfgNode, desc: str =
         total.merge(state)
     results = total.summarize()
     results["per_image"] = total.per_image
-    return results
-
-
-def evaluate_dataset(model, cfg: CfgNode, dataset_name: str, output_dir: str | None = None, device: str = "cpu") -> dict:
-    """Evaluate on ``dataset_name``; the main process writes ``eval_<dataset>.json`` and logs a table."""
-    from ..inference.predictor import MyotubePredictor
-
-    was_training = model.training
-    predictor = MyotubePredictor(cfg, model=model, device=device)
-    try:
-        results = evaluate_predictor(predictor, get_dataset_dicts(dataset_name, channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT), cfg, desc=f"eval {dataset_name}")
-    finally:
-        model.train(was_training)
-    if comm.is_main_process():
-        results["dataset"] = dataset_name
-        if output_dir:
-            atomic_write_json(os.path.join(output_dir, f"eval_{dataset_name}.json"), results, indent=2)
-        logger.info("Evaluation on %s (%d images):\n%s", dataset_name, results["images"], format_table({dataset_name: results}))
     return results
 
 

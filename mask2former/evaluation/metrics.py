@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy.optimize import linear_sum_assignment
 
+from ..data.coco import CATEGORIES
 from ..structures import Instances
 
 ERROR_KINDS_GT = ("matched", "merged", "split", "missed", "poor_mask")
@@ -193,7 +194,7 @@ class InstanceEvaluator:
         if not results:
             return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "max_dets": max_dets}
         gt_api = COCO()
-        gt_api.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "myotube"}]}
+        gt_api.dataset = {"images": images, "annotations": annotations, "categories": CATEGORIES}
         with contextlib.redirect_stdout(io.StringIO()):
             gt_api.createIndex()
             dt_api = gt_api.loadRes(results)

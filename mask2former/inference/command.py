@@ -8,8 +8,10 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 
+from ..config import load_config, save_config
 from ..data.scale import prediction_scale
 from ..errors import InputError, WeightsError
+from ..modeling.weights import FINAL
 from ..utils.fileio import earlier_output_entries
 from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, run_prediction
 
@@ -27,10 +29,9 @@ FLAG_KEYS = {
 }
 
 
-def config_overrides(flags: dict, weights: str | None, opts: Sequence[str]) -> list[str]:
+def config_overrides(flags: dict, opts: Sequence[str]) -> list[str]:
+    """Flags as KEY VALUE pairs, then ``--opts`` (which have the last word)."""
     out: list[str] = []
-    if weights is not None:
-        out += ["MODEL.WEIGHTS", weights]
     for flag, key in FLAG_KEYS.items():
         value = flags.get(flag)
         if value is not None:
@@ -41,7 +42,7 @@ def config_overrides(flags: dict, weights: str | None, opts: Sequence[str]) -> l
 def resolve_weights(weights: str | None, cfg) -> str | None:
     """``None``: ``OUTPUT_DIR/model_final.pth`` of the config when it exists, else MODEL.WEIGHTS."""
     if weights is None:
-        final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+        final = os.path.join(cfg.OUTPUT_DIR, FINAL)
         if os.path.isfile(final):
             return final
         return None
@@ -115,13 +116,11 @@ def predict_command(
     force: bool = False,
 ) -> int:
     """Run ``predict.py``; returns the exit code (1 when any image failed)."""
-    from ..config import load_config, save_config
-
     if scale is not None and not scale > 0:
         raise InputError(None, f"--scale must be > 0, got {scale}")
     flags = {"channel": channel, "tile_size": tile_size, "tile_overlap": tile_overlap,
              "score_threshold": score_threshold, "device": device, "scale": scale, "z_project": z_project or None}
-    cfg = load_config(config_file, config_overrides(flags, None, opts), freeze=False)
+    cfg = load_config(config_file, config_overrides(flags, opts), freeze=False)
     chosen = resolve_weights(weights, cfg)
     if chosen is not None:
         cfg.merge_from_list(["MODEL.WEIGHTS", chosen])

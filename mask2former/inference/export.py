@@ -15,13 +15,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ..data.coco import mask_to_rle
+from ..data.coco import CATEGORIES, mask_to_rle
 from ..data.io import to_uint8_display
+from ..structures import CroppedInstances, CroppedMask, label_image
 from ..utils.fileio import atomic_open, atomic_write_json, atomic_write_with
-from .cropped import CroppedInstances, CroppedMask, label_image
-
-CATEGORIES = [{"id": 1, "name": "myotube", "supercategory": "cell"}]
-
 
 # --------------------------------------------------------------------------- label image
 

@@ -12,7 +12,7 @@ from ..config import CfgNode, resolve_device
 from ..data.io import percentile_range
 from ..data.mapper import preprocess_image
 from ..data.scale import InputScale
-from ..modeling.postprocess import instances_from_outputs
+from ..modeling.outputs import instances_from_outputs
 from ..modeling.weights import checkpoint_architecture, load_model, read_checkpoint, weights_kind
 from ..structures import Instances
 

@@ -29,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import get_cfg
 from ..data.io import is_image_file, read_image
-from ..errors import ImageReadError, InputError, MyotubeError
-from ..structures import Instances
+from ..errors import ImageReadError, InputError, MyotubeError, one_line
+from ..measure.nuclei import nuclei_labels_from_mask, segment_nuclei
+from ..measure.table import measure_instances
+from ..structures import CroppedInstances, Instances
 from ..utils.fileio import claim_free_name
-from .cropped import CroppedInstances
 from .export import (
     coco_annotations,
     coco_image_entry,
@@ -44,10 +46,11 @@ from .export import (
     write_png,
     write_roi_zip,
 )
-from .postprocess import PostprocessParams, postprocess
+from .filters import PostprocessParams, postprocess
 from .tiling import predict_tiled
 
 logger = logging.getLogger(__name__)
+_DEFAULTS = get_cfg()
 
 PredictFn = Callable[[np.ndarray], Instances]
 
@@ -63,13 +66,13 @@ class PredictOptions:
     """Everything besides the model that decides what a run produces."""
 
     # Tile side in model-input pixels; a tile covers tile_size / input_scale pixels of the image.
-    tile_size: int = 1500
-    tile_overlap: float = 0.2
+    tile_size: int = _DEFAULTS.INPUT.IMAGE_SIZE
+    tile_overlap: float = _DEFAULTS.INFERENCE.TILE_OVERLAP
     # Model-input pixels per image pixel: the model's training scale (data/scale.py).
     input_scale: float = 1.0
     # Fragments from two tiles are one object when their IoU inside the region both tiles saw is
     # at least this (see inference/tiling.py).
-    tile_match_overlap: float = 0.5
+    tile_match_overlap: float = _DEFAULTS.INFERENCE.TILE_MATCH_OVERLAP
     post: PostprocessParams = field(default_factory=PostprocessParams)
     channel: int = -1
     # The planes of an unnamed TIFF axis are a Z-stack (max-projected); see data/io.read_image.
@@ -92,7 +95,6 @@ class PredictOptions:
         base = cls(
             tile_size=tile,
             tile_overlap=float(inf.TILE_OVERLAP),
-            # Config key requested; until it exists the fragment-merge overlap default applies.
             tile_match_overlap=float(inf.TILE_MATCH_OVERLAP),
             post=PostprocessParams.from_cfg(cfg),
             channel=int(cfg.INPUT.CHANNEL),
@@ -241,8 +243,6 @@ def predict_image(
 
 
 def load_nuclei_labels(image_path: str, shape: tuple[int, int], options: PredictOptions) -> np.ndarray | None:
-    from ..measure.nuclei import nuclei_labels_from_mask, segment_nuclei
-
     seg = {"min_distance": options.nuclei_min_distance, "min_area": options.nuclei_min_area}
     if options.nuclei_channel is not None:
         source = image_path
@@ -280,8 +280,6 @@ def process_image(
     timer: StageTimer | None = None,
 ) -> ImageResult:
     """Predict one image and write all its outputs (see the module doc)."""
-    from ..measure.table import measure_instances
-
     timer = timer or StageTimer()
     name = name or Path(path).stem
     with timer("read"):
@@ -320,12 +318,6 @@ class RunReport:
         return not self.failures
 
 
-def _one_line(err: BaseException) -> str:
-    if isinstance(err, MyotubeError):
-        return str(err).replace("\n", " ")
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
-
-
 def run_prediction(
     inputs: str | Sequence[str],
     predict_fn: PredictFn,
@@ -355,9 +347,9 @@ def run_prediction(
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:  # one bad image must not stop a batch of hundreds
-            message = _one_line(err)
+            message = one_line(err, limit=1000)
             if not isinstance(err, MyotubeError):
-                message = f"{path}: {message}"
+                message = f"{path}: {type(err).__name__}: {message}"
                 logger.debug("traceback for %s", path, exc_info=True)
             failures.append((path, message))
             line = f"failed: {message}"

@@ -23,10 +23,10 @@ import numpy as np
 from scipy.cluster.hierarchy import DisjointSet
 from scipy.optimize import linear_sum_assignment
 
-from ..structures import Instances
-from .cropped import (
+from ..structures import (
     CroppedInstances,
     CroppedMask,
+    Instances,
     Window,
     intersect_windows,
     intersection_area,
@@ -73,7 +73,7 @@ def tile_grid(height: int, width: int, tile_size: int, overlap: float) -> list[T
 
 def stitch_tiles(
     tile_predictions: list[tuple[Tile, list[CroppedMask]]],
-    match_overlap: float = 0.5,
+    match_overlap: float,
 ) -> list[CroppedMask]:
     """Merge fragments of one object predicted in different, overlapping tiles (see module doc)."""
     items: list[CroppedMask] = []
@@ -134,8 +134,8 @@ def predict_tiled(
     image: np.ndarray,
     predict_fn: PredictFn,
     tile_size: int,
-    overlap: float = 0.2,
-    match_overlap: float = 0.5,
+    overlap: float,
+    match_overlap: float,
     progress: bool = False,
 ) -> CroppedInstances:
     """Predict ``image`` whole if it fits ``tile_size``, otherwise tile by tile, then stitch.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..inference.cropped import CroppedInstances
+from ..structures import CroppedInstances
 from .morphology import ShapeAnalysis, analyze_shape
 
 

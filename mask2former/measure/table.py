@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..inference.cropped import CroppedInstances
+from ..structures import CroppedInstances
 from .morphology import analyze_shape, measure_myotube, unit_suffix
 from .nuclei import NucleiAssignment, assign_nuclei
 

@@ -10,10 +10,13 @@ import torch
 
 from ..config import COCO_SWIN_B_WEIGHTS, CfgNode
 from ..errors import WeightsError
+from .build import build_hf_config, build_model, configure_trainable_parts
 
 logger = logging.getLogger(__name__)
 
 
+# A training run's final model: weights, config, class names and pixel scale (MODEL.WEIGHTS takes it).
+FINAL = "model_final.pth"
 # Where the guide tells users to put downloaded weights: "weights/NAME" is a folder, never a hub id.
 LOCAL_WEIGHTS_FOLDER = "weights"
 
@@ -146,8 +149,6 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None,
     kept, new ones added) only when training starts from it; anywhere else a mismatch is refused.
     Returns ``(model, description)``; the description says what was loaded, for the logs.
     """
-    from .build import build_hf_config, build_model, configure_trainable_parts
-
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
     kind = weights_kind(weights)
     if kind == "none":

@@ -22,11 +22,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ...errors import DatasetError
-from ..coco import read_json  # noqa: F401  (re-exported for the importers)
+from ..coco import MAX_IMAGE_SIDE, read_json, rle_string_counts  # noqa: F401  (read_json: re-exported for the importers)
 
 # Sanity limits that keep a typo (or a corrupt file) from allocating terabytes: microscopy fields
 # are a few thousand pixels wide; polygons may stray a little outside the image, not kilometres.
-MAX_IMAGE_SIDE = 65536
 MAX_IMAGE_PIXELS = 2**30
 TRAIN = "train"
 TEST = "test"
@@ -103,10 +102,6 @@ class ImportedDataset:
 
     def category_counts(self) -> Counter:
         return Counter(inst.category for img in self.images for inst in img.instances)
-
-    @property
-    def num_instances(self) -> int:
-        return sum(len(img.instances) for img in self.images)
 
     @property
     def has_test_split(self) -> bool:
@@ -249,11 +244,6 @@ def polygon_from_pairs(points: Any, what: str, file: str) -> list[float]:
 # --------------------------------------------------------------------------- masks
 
 
-def mask_rle(mask: np.ndarray) -> dict:
-    """Full-image boolean mask → compressed RLE with bytes counts (pycocotools' own form)."""
-    return mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
-
-
 def place_mask(patch: np.ndarray, left: int, top: int, height: int, width: int) -> tuple[np.ndarray, bool]:
     """Paste a box-sized mask into a ``height x width`` canvas; True if part of it was cut off."""
     canvas = np.zeros((height, width), dtype=bool)
@@ -264,37 +254,6 @@ def place_mask(patch: np.ndarray, left: int, top: int, height: int, width: int) 
         canvas[y0:y1, x0:x1] = patch[y0 - top : y1 - top, x0 - left : x1 - left]
     clipped = bool(patch.any()) and int(canvas.sum()) != int(patch.sum())
     return canvas, clipped
-
-
-def rle_string_counts(counts: bytes) -> list[int]:
-    """Decode COCO's compressed RLE string in Python (pycocotools' rleFrString, with bounds checks).
-
-    pycocotools trusts the string and writes past its buffer on garbage, so a user's RLE is
-    checked here before it is ever handed to the C code.
-    """
-    out: list[int] = []
-    p = 0
-    n = len(counts)
-    while p < n:
-        x = 0
-        k = 0
-        more = True
-        while more:
-            if p >= n:
-                raise ValueError("RLE string ends in the middle of a number")
-            c = counts[p] - 48
-            if c < 0 or c > 63:
-                raise ValueError("RLE string has a character outside the COCO alphabet")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        out.append(x)
-    return out
 
 
 def coco_rle(segmentation: dict, height: int, width: int, what: str, file: str) -> dict:
@@ -308,7 +267,7 @@ def coco_rle(segmentation: dict, height: int, width: int, what: str, file: str) 
         raise DatasetError(file, f"{what}: RLE size {h}x{w} differs from the image size {height}x{width}")
     if isinstance(counts, str):
         try:
-            numbers = rle_string_counts(counts.encode("ascii"))
+            numbers = rle_string_counts(counts)
         except (ValueError, UnicodeEncodeError) as err:
             raise DatasetError(file, f"{what}: RLE counts cannot be decoded ({err})") from None
     elif isinstance(counts, list):

@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from ...errors import DatasetError
+from ..coco import mask_to_rle
 from .base import (
     ImportedDataset,
     ImportedImage,
@@ -28,7 +29,6 @@ from .base import (
     as_image_size,
     as_int,
     as_label,
-    mask_rle,
     merge_segmentations,
     place_mask,
     resolve_image,
@@ -124,7 +124,7 @@ def load_cvat(path: str, image_dir: str | None = None) -> ImportedDataset:
                 canvas, clipped = place_mask(patch, left, top, height, width)
                 if clipped:
                     skipped["masks cut at the image border (they extended outside it)"] += 1
-                segmentation = mask_rle(canvas)
+                segmentation = mask_to_rle(canvas)
             else:
                 skipped[f"unknown <{shape.tag}> elements skipped"] += 1
                 continue

@@ -23,8 +23,9 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import DatasetError, ImageReadError
+from ..coco import mask_to_rle
 from ..io import IMAGE_EXTENSIONS, read_image
-from .base import ImportedDataset, ImportedImage, ImportedInstance, mask_rle, note_lines
+from .base import ImportedDataset, ImportedImage, ImportedInstance, note_lines
 
 LABEL_SUFFIXES = ("_cp_masks", "_labels", "_label", "_masks", "_mask", "_instances")
 LABEL_EXTENSIONS = (".tif", ".tiff", ".png")
@@ -168,7 +169,7 @@ def load_label_images(path: str, image_dir: str | None = None) -> ImportedDatase
             name=os.path.basename(image_path), annotation_file=label_path, path=image_path, height=int(labels.shape[0]), width=int(labels.shape[1])
         )
         for label_id, mask in label_instances(labels):
-            image.instances.append(ImportedInstance("myotube", mask_rle(mask), where=f"{label_path} id {label_id}"))
+            image.instances.append(ImportedInstance("myotube", mask_to_rle(mask), where=f"{label_path} id {label_id}"))
         if len(image.instances) == 1 and ndimage.label(labels > 0)[1] > 1:
             notes["label images hold one id over several separate regions: semantic masks? (touching objects would be one instance)"] += 1
         dataset.images.append(image)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ...errors import DatasetError
+from ..coco import mask_to_rle
 from ..io import read_all_channels
 from .base import (
     ImportedDataset,
@@ -30,7 +31,6 @@ from .base import (
     ImportedInstance,
     as_image_size,
     as_label,
-    mask_rle,
     merge_segmentations,
     normalise_relpath,
     note_lines,
@@ -164,7 +164,7 @@ def _mask_shape(shape: dict, where: str, json_file: str, height: int, width: int
     canvas, clipped = place_mask(patch, int(corners[0]), int(corners[1]), height, width)
     if clipped:
         notes["masks cut at the image border (they extended outside it)"] += 1
-    return mask_rle(canvas)
+    return mask_to_rle(canvas)
 
 
 def _b64(text: str, what: str, json_file: str) -> bytes:

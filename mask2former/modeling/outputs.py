@@ -11,8 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.mapper import ResizeInfo
-from ..structures import Instances
+from ..structures import Instances, ResizeInfo
 
 # Queries scoring below this never matter for AP in practice; skipping them saves upsampling work.
 MIN_CANDIDATE_SCORE = 1e-3

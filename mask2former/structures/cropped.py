@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..structures import Instances
+from .instances import Instances
 
 # (y0, x0, y1, x1), end-exclusive.
 Window = tuple[int, int, int, int]

@@ -24,18 +24,24 @@ from dataclasses import dataclass
 
 from scipy.cluster.hierarchy import DisjointSet
 
-from .cropped import CroppedInstances, candidate_pairs, intersection_area, union_of
+from ..config import get_cfg
+from ..measure.morphology import elongation
+from ..structures import CroppedInstances, candidate_pairs, intersection_area, union_of
+
+_DEFAULTS = get_cfg()
 
 
 @dataclass(frozen=True)
 class PostprocessParams:
-    score_threshold: float = 0.5
-    remove_contained: bool = True
-    contained_fraction: float = 0.9
-    merge_fragments: bool = False
-    merge_overlap: float = 0.5
-    min_area: int = 100
-    min_elongation: float = 0.0
+    """The INFERENCE.* post-processing settings; the defaults are the config's (one place)."""
+
+    score_threshold: float = _DEFAULTS.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
+    remove_contained: bool = _DEFAULTS.INFERENCE.REMOVE_CONTAINED
+    contained_fraction: float = _DEFAULTS.INFERENCE.CONTAINED_FRACTION
+    merge_fragments: bool = _DEFAULTS.INFERENCE.MERGE_FRAGMENTS
+    merge_overlap: float = _DEFAULTS.INFERENCE.MERGE_OVERLAP
+    min_area: int = _DEFAULTS.INFERENCE.MIN_AREA
+    min_elongation: float = _DEFAULTS.INFERENCE.MIN_ELONGATION
 
     @classmethod
     def from_cfg(cls, cfg) -> PostprocessParams:
@@ -93,8 +99,6 @@ def filter_by_area(instances: CroppedInstances, min_area: int) -> CroppedInstanc
 
 
 def filter_by_elongation(instances: CroppedInstances, min_elongation: float) -> CroppedInstances:
-    from ..measure.morphology import elongation
-
     return instances.subset(k for k, m in enumerate(instances) if elongation(m.mask) >= min_elongation)
 
 

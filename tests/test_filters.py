@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from mask2former.config import get_cfg
-from mask2former.inference.cropped import CroppedInstances
-from mask2former.inference.postprocess import (
+from mask2former.inference.filters import (
     PostprocessParams,
     filter_by_area,
     filter_by_elongation,
@@ -15,6 +14,7 @@ from mask2former.inference.postprocess import (
     postprocess,
     remove_contained,
 )
+from mask2former.structures import CroppedInstances
 
 SIZE = (200, 200)
 
