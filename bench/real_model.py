@@ -4,7 +4,7 @@ and at the image's own pixels (what predict.py did before models recorded their 
     python -m bench.real_two_stage --output models/               # trains and keeps the models
     python -m bench.real_model --model models/stage1              # this benchmark
 
-Fields: the held-out half of ``bench/real_two_stage.py`` (``../shared/data/qa-skmcs-train``, raw
+Fields: the held-out half (or, with ``--part pool``, the Stage 1 pool) of ``bench/real_two_stage.py`` (``../shared/data/qa-skmcs-train``, raw
 2048 px), read as they come from the microscope. Each is predicted through ``predict.py``'s path
 (:func:`mask2former.inference.command.build_predictor`): resized by the scale recorded in the
 model, then tiled, masks back at 2048 px. The same model is also run with ``--scale 1``: tiles
@@ -69,6 +69,11 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True, help="folder with model_final.pth and config.yaml (bench/real_two_stage.py --output)")
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--fields", type=int, default=0, help="first N held-out fields (0: all)")
+    parser.add_argument("--part", choices=("heldout", "pool"), default="heldout",
+                        help="which fields: the held-out half, or the Stage 1 pool of the tuning half (to choose settings on)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0],
+                        help="resize factors to compare; 0 = the training scale recorded in the model (default %(default)s)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="the split of bench/real_two_stage.py's preset (default %(default)s)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "real_model.json"))
     args = parser.parse_args(argv)
@@ -76,14 +81,16 @@ def main(argv=None) -> None:
     if not fields:
         print(f"no real fields under {args.data}: skipped")
         return
-    heldout = split_fields(fields, PRESETS["cpu"])["heldout"]
-    heldout = heldout[: args.fields] if args.fields else heldout
+    chosen = split_fields(fields, PRESETS[args.preset])[args.part]
+    chosen = chosen[: args.fields] if args.fields else chosen
     results = {}
-    for name, scale in (("training_scale", 0.0), ("native_pixels", 1.0)):
+    for scale in args.scales:
+        name = "training_scale" if scale == 0 else "native_pixels" if scale == 1 else f"scale_{scale:g}"
         print(f"{name}:", flush=True)
-        results[name] = score_model(args.model, heldout, scale, args.device)
+        results[name] = score_model(args.model, chosen, scale, args.device)
         print({k: v for k, v in results[name].items() if k != "per_field"}, flush=True)
-    write_results(args.out, {"model": os.path.abspath(args.model), "data": os.path.abspath(args.data), "results": results})
+    write_results(args.out, {"model": os.path.abspath(args.model), "data": os.path.abspath(args.data), "part": args.part,
+                             "results": results})
 
 
 if __name__ == "__main__":

@@ -212,11 +212,14 @@ def test_tiff_channels_z_stacks_and_sixteen_bit(tmp_path):
     tifffile.imwrite(raw / "stack_myosin.tif", zstack, imagej=True, metadata={"axes": "ZCYX"})
     summary = annotate_folder(raw, tmp_path / "out", resolution=180, test_fraction=0.0, channel=0, workers=1, progress=False)
     assert summary.ok and summary.instances > 0 and summary.test_images == 0
-    written = cv2.imread(str(tmp_path / "out" / "images" / "stack_myosin.png"), cv2.IMREAD_UNCHANGED)
-    assert written.dtype == np.uint16 and np.array_equal(written, f.image)  # max projection of channel 0
+    # Every channel is kept (so INPUT.CHANNEL 0 picks the same channel in training), Z max-projected.
+    written = tifffile.imread(tmp_path / "out" / "images" / "stack_myosin.tif")
+    assert written.dtype == np.uint16 and written.shape == (2, 180, 180)
+    assert np.array_equal(written[0], f.image) and np.array_equal(written[1], f.nuclei_image)
     assert not os.path.exists(tmp_path / "out" / "annotations" / "test_annotations.json")
     direct = annotate_image(f.image)
-    written_masks = record_masks(load_coco_instances(tmp_path / "out" / "annotations" / "train_annotations.json", tmp_path / "out" / "images")[0])
+    written_masks = record_masks(load_coco_instances(tmp_path / "out" / "annotations" / "train_annotations.json", tmp_path / "out" / "images",
+                                                     channel=0)[0])
     assert np.array_equal(written_masks, direct)
 
 

@@ -54,7 +54,8 @@ def test_quick_real_two_stage_trains_scores_and_keeps_every_model(tmp_path):
     # The kept model records its scale (fields resized from 300 to 375 px) and bench/real_model.py
     # predicts raw fields at it, and at the raw pixels for comparison.
     real_json = tmp_path / "real_model.json"
-    cmd = [sys.executable, "-m", "bench.real_model", "--model", str(tmp_path / "models" / "stage1"), "--data", str(data), "--out", str(real_json)]
+    cmd = [sys.executable, "-m", "bench.real_model", "--model", str(tmp_path / "models" / "stage1"), "--data", str(data), "--out", str(real_json),
+           "--preset", "quick"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     scored = json.loads(real_json.read_text())["results"]

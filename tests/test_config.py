@@ -316,8 +316,10 @@ def test_stage1_output_is_stage2_input():
 @pytest.mark.parametrize("stage", [1, 2])
 def test_cpu_tiny_presets_inherit_their_stage_config(stage, monkeypatch, tmp_path):
     tiny_path = Path(REPO_ROOT, "configs", "cpu_tiny", f"stage{stage}_config.yaml")
-    base = yaml.safe_load(tiny_path.read_text())["_BASE_"]
-    assert os.path.normpath(tiny_path.parent / base) == os.path.normpath(Path(REPO_ROOT, f"stage{stage}_config.yaml"))
+    # The stage's config first, then the tiny architecture shared by both stages.
+    bases = yaml.safe_load(tiny_path.read_text())["_BASE_"]
+    assert [os.path.normpath(tiny_path.parent / b) for b in bases] == [
+        os.path.normpath(Path(REPO_ROOT, f"stage{stage}_config.yaml")), os.path.normpath(tiny_path.parent / "Base-Tiny.yaml")]
 
     monkeypatch.chdir(tmp_path)
     tiny = load_config(tiny_path)
@@ -334,6 +336,7 @@ def test_cpu_tiny_presets_inherit_their_stage_config(stage, monkeypatch, tmp_pat
     assert tuple(tiny.DATASETS.TEST) == tuple(full.DATASETS.TEST)
     assert tiny.OUTPUT_DIR == full.OUTPUT_DIR
     tiny_yaml = yaml.safe_load(tiny_path.read_text())
+    _merge(tiny_yaml, yaml.safe_load((tiny_path.parent / "Base-Tiny.yaml").read_text()))
     for key, value in _flatten(full).items():
         node = tiny_yaml
         for part in key.split("."):
@@ -342,6 +345,25 @@ def test_cpu_tiny_presets_inherit_their_stage_config(stage, monkeypatch, tmp_pat
             assert _lookup(tiny, key) == value, key
     if stage == 2:
         assert tiny.MODEL.WEIGHTS == full.MODEL.WEIGHTS  # still fine-tunes the Stage 1 model
+
+
+def _merge(into: dict, other: dict) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into.setdefault(key, value)
+
+
+def test_base_lists_merge_in_order_and_loops_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("SOLVER:\n  BASE_LR: 0.1\n  MAX_ITER: 7\n")
+    (tmp_path / "b.yaml").write_text("SOLVER:\n  BASE_LR: 0.2\n")
+    (tmp_path / "c.yaml").write_text("_BASE_: [a.yaml, b.yaml]\nSOLVER:\n  WARMUP_ITERS: 3\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS) == (0.2, 7, 3)
+    (tmp_path / "loop.yaml").write_text("_BASE_: [a.yaml, loop.yaml]\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "loop.yaml")
 
 
 # --------------------------------------------------------------------------- save/load round-trip

@@ -262,7 +262,7 @@ def test_failing_input_leaves_existing_output_intact(sources, capsys, breaker):
 def test_validation_failure_keeps_old_output(sources, monkeypatch):
     run(sources)
     before = tree_digest(sources["out"])
-    monkeypatch.setattr(organize_module, "validate_coco", lambda json_file, root: [Finding("error", json_file, "broken on purpose")])
+    monkeypatch.setattr(organize_module, "validate_coco", lambda json_file, root, **kwargs: [Finding("error", json_file, "broken on purpose")])
     with pytest.raises(DatasetError, match=r"fails validation: broken on purpose \(and 2 more problems\); nothing was written"):
         run(sources, force=True)
     assert tree_digest(sources["out"]) == before

@@ -157,7 +157,7 @@ def test_training_may_still_grow_the_queries(tmp_path):
 
 def test_a_tiff_without_axes_metadata_needs_channel_or_z_project(tmp_path, model):
     planes = np.stack([field_image(96, seed=s) for s in range(4)]).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "q.tif", planes)  # tifffile writes axes "QYX"
+    tifffile.imwrite(tmp_path / "q.tif", planes, photometric="minisblack")  # tifffile writes axes "QYX"
     before = snapshot(tmp_path)
     out = predict(model, tmp_path / "q.tif", tmp_path / "o1", cwd=tmp_path)
     assert out.returncode == 1

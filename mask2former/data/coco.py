@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 
 from ..errors import DatasetError, ImageReadError
 from ..utils.fileio import atomic_write_json
-from .io import read_image
+from .io import read_all_channels, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +117,13 @@ def validate_coco(
     image_root: str | os.PathLike,
     check_images: bool = True,
     num_workers: int = 4,
-    channel: int = -1,
+    channel: int | None = -1,
     z_project: bool = False,
 ) -> list[Finding]:
     """Every problem of a COCO dataset, errors and warnings, each naming its file.
 
     Images are decoded as training will read them: ``channel`` is ``INPUT.CHANNEL`` (a
-    multi-channel image is only valid once a channel is chosen).
+    multi-channel image is only valid once a channel is chosen); None accepts any channel count.
     """
     json_file = os.fspath(json_file)
     try:
@@ -355,13 +355,14 @@ def _self_intersects(pts: np.ndarray) -> bool:
     return False
 
 
-def _check_image_files(images: Iterable[dict], image_root: str, num_workers: int, channel: int = -1, z_project: bool = False) -> list[Finding]:
+def _check_image_files(images: Iterable[dict], image_root: str, num_workers: int, channel: int | None = -1, z_project: bool = False) -> list[Finding]:
     images = list(images)
 
     def check(img: dict) -> Finding | None:
         path = os.path.join(image_root, img["file_name"])
         try:
-            array = read_image(path, channel=channel, z_project=z_project)
+            # channel None: any channel layout (the organizer, which knows no INPUT.CHANNEL).
+            array = read_all_channels(path, z_project=z_project) if channel is None else read_image(path, channel=channel, z_project=z_project)
         except ImageReadError as err:
             return Finding("error", path, err.problem)
         h, w = array.shape[:2]

@@ -62,11 +62,12 @@ def _positive(value) -> bool:
 def record_factor(record: dict, image_size: int, jitter: tuple[float, float] = (1.0, 1.0)) -> float:
     """Model-input pixels per original pixel for one training record (``load_coco_instances``).
 
-    ``jitter``: INPUT.MIN_SCALE and MAX_SCALE; their geometric mean is the nominal training scale
-    (a jitter around ``side / crop`` trains on crops at the field's own scale).
+    ``jitter``: INPUT.MIN_SCALE and MAX_SCALE; the mapper draws the scale uniformly between them,
+    so their mean is the nominal training scale (a jitter around ``side / crop`` trains on crops at
+    the field's own scale).
     """
     side = max(record["height"], record["width"])
-    to_model = image_size / side * (jitter[0] * jitter[1]) ** 0.5
+    to_model = image_size / side * (jitter[0] + jitter[1]) / 2
     original = max(record.get("original_height") or 0, record.get("original_width") or 0)
     return to_model * (side / original if original > 0 else 1.0)
 
@@ -77,7 +78,7 @@ def record_pixel_size(record: dict, image_size: int, jitter: tuple[float, float]
     size = record.get("pixel_size_um")
     if not _positive(size):
         return None
-    return float(size) * max(record["height"], record["width"]) / (image_size * (jitter[0] * jitter[1]) ** 0.5)
+    return float(size) * max(record["height"], record["width"]) / (image_size * (jitter[0] + jitter[1]) / 2)
 
 
 def training_input_scale(records: Iterable[dict], image_size: int, jitter: tuple[float, float] = (1.0, 1.0)) -> InputScale | None:

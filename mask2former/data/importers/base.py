@@ -296,12 +296,15 @@ def merge_segmentations(
 
 
 def counted(n: int, plural_phrase: str) -> str:
-    """``3 polygons skipped``, ``1 polygon skipped``: the phrase's first word is a plural noun."""
+    """``3 polygons skipped``, ``1 polygon skipped``: the phrase starts with a plural noun (or an adjective and one)."""
     if n == 1:
-        first, _, rest = plural_phrase.partition(" ")
-        singular = first[:-1] if first.endswith("s") and not first.endswith("ss") else first
-        plural_phrase = f"{singular} {rest}".strip()
-        plural_phrase = plural_phrase.replace(" hold ", " holds ", 1)
+        words = plural_phrase.split(" ")
+        # The noun is the first or second word ("masks cut ...", "label images hold ...").
+        for i in range(min(2, len(words))):
+            if words[i].endswith("s") and not words[i].endswith("ss"):
+                words[i] = words[i][:-1]
+                break
+        plural_phrase = " ".join(words).replace(" hold ", " holds ", 1)
     return f"{n} {plural_phrase}"
 
 
