@@ -32,10 +32,13 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the results (created)")
-    p.add_argument("--channel", type=int, default=None, metavar="N", help="myotube channel of multi-channel images (INPUT.CHANNEL)")
+    p.add_argument("--channel", default=None, metavar="N|NAME", help="myotube channel of multi-channel images, by index (INPUT.CHANNEL) "
+                   "or by the name the file gives it (e.g. MyHC)")
+    p.add_argument("--scene", default=None, metavar="N|NAME", help="series (TIFF) or scene (CZI, ND2, LIF) to read; default the first")
     p.add_argument("--z-project", action="store_true", help="an unnamed TIFF axis holds Z planes: max-project it (INPUT.Z_PROJECT)")
     nuclei = p.add_mutually_exclusive_group()
-    nuclei.add_argument("--nuclei-channel", type=int, default=None, metavar="N", help="nuclear stain channel of the same image (segmented here)")
+    nuclei.add_argument("--nuclei-channel", default=None, metavar="N|NAME", help="nuclear stain channel of the same image, by index or name "
+                        "(e.g. DAPI; segmented here)")
     nuclei.add_argument("--nuclei", default=None, metavar="DIR", help="folder of nuclei masks (binary or label images) named after the images")
     nuclei.add_argument("--nuclei-images", default=None, metavar="DIR", help="folder of nuclear stain images (e.g. X_dapi.png for X_myosin.png), segmented here")
     p.add_argument(
@@ -49,8 +52,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--tile-size", type=int, default=None, metavar="PX", help="tile side in model pixels, after resizing (INFERENCE.TILE_SIZE; 0 = INPUT.IMAGE_SIZE)")
     p.add_argument("--tile-overlap", type=float, default=None, metavar="F", help="overlap of neighbouring tiles, fraction (INFERENCE.TILE_OVERLAP)")
     p.add_argument("--score-threshold", type=float, default=None, metavar="S", help="minimum instance score (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)")
-    p.add_argument("--pixel-size", type=float, default=None, metavar="MICRONS", help="microns per pixel of the input images: measurements in microns "
+    p.add_argument("--pixel-size", type=float, default=None, metavar="MICRONS", help="microns per pixel of the input images (default: what the file says: OME, ImageJ, CZI, ND2, LIF): measurements in microns "
                    "instead of pixels, and the resize factor when the model records its own pixel size")
+    p.add_argument("--fusion-min-nuclei", type=int, default=2, metavar="N",
+                   help="a myotube with at least N nuclei counts as fused in the fusion index (default %(default)s)")
+    p.add_argument("--nuclei-radius-um", type=float, default=None, metavar="UM", help="about a nucleus radius in microns (needs the pixel size)")
+    p.add_argument("--nuclei-min-area-um2", type=float, default=None, metavar="UM2", help="smallest nucleus in square microns (needs the pixel size)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output (they are removed first)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")
@@ -74,6 +81,10 @@ def main(argv=None) -> int:
         nuclei=args.nuclei,
         nuclei_images=args.nuclei_images,
         scale=args.scale,
+        scene=args.scene,
+        fusion_min_nuclei=args.fusion_min_nuclei,
+        nuclei_radius_um=args.nuclei_radius_um,
+        nuclei_min_area_um2=args.nuclei_min_area_um2,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
         score_threshold=args.score_threshold,

@@ -372,6 +372,31 @@ def print_table(pattern: str = "*", part: str = "") -> None:
     print("\n".join(rows))
 
 
+def doc_table(part: str = "stage1/heldout") -> str:
+    """The recipe table of docs/model_vs_annotator.md: one row per stored run, mean over its seeds."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+        with open(path) as f:
+            res = json.load(f)
+        m = res.get("mean", {}).get(part)
+        if "runs" not in res or not m:
+            continue
+        n = len(res["runs"])
+        changes = [" ".join(res["opts"])] if res["opts"] else []
+        if res.get("pool_density"):
+            changes.append(f"pool density {res['pool_density']}")
+        if res["labels"] != "exact":
+            changes.append(f"{res['labels']} labels")
+        stage, split = part.split("/")
+        per_seed = " / ".join(f"{r[stage][split]['AP']:.1f}" for r in res["runs"])
+        rows.append((res["stage1_iters"], res["name"], f"| `{res['name']}` | {', '.join(changes) or '-'} | {res['stage1_iters']} | {res['pool']} "
+                     f"| {res['stage1_lr']:g} | {n} | {m['AP']:.1f} | {per_seed} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
+                     f"| {m['semantic_iou']:.3f} | {' / '.join(str(r[stage][split]['errors']['gt_merged']) for r in res['runs'])} |"))
+    header = ("| run | change | iterations | fields | LR | seeds | AP (mean) | AP per seed | F1@0.5 | best F1 | sem. IoU | tubes merged, of 116 (per seed) |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    return "\n".join([header] + [r[2] for r in sorted(rows)])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", help="result name (bench/results/recipe/NAME.json)")
@@ -390,11 +415,15 @@ def main(argv=None) -> None:
     parser.add_argument("--opts2", nargs="*", default=[], help="config overrides for Stage 2 only")
     parser.add_argument("--table", nargs="?", const="*", help="print the stored results (glob on names) and exit")
     parser.add_argument("--part", default="", help="with --table: only this part, e.g. stage1/heldout")
+    parser.add_argument("--doc-table", action="store_true", help="print the table of docs/model_vs_annotator.md and exit")
     parser.add_argument("--posthoc", metavar="RUN", help="score the stored run RUN (seed 0, Stage 1) with other inference settings, and exit")
     parser.add_argument("--resolution-ceiling", action="store_true", help="score the held-out ground truth after a round trip through mask grids of stride 2, 4, 8, and exit")
     args = parser.parse_args(argv)
     if args.table:
         print_table(args.table, args.part)
+        return
+    if args.doc_table:
+        print(doc_table())
         return
     if args.posthoc:
         from mask2former.data.coco import load_coco_instances

@@ -394,7 +394,7 @@ def _convert_images(root: Path, writer: Callable[[Path, np.ndarray, int], str], 
 
 
 def _unusual_formats(images: Path, gray: np.ndarray, i: int) -> str:
-    """One unusual format per image: 16-bit PNG, RGB(A) PNG, 16-bit RGB TIFF, Z-stack TIFF."""
+    """One unusual format per image: 16-bit PNG, RGB(A) PNG, 16-bit TIFF, Z-stack TIFF."""
     kind = ["png16", "rgb", "rgba", "tif_rgb16", "zstack"][i]
     if kind == "png16":
         cv2.imwrite(str(images / "g16.png"), gray.astype(np.uint16) * 200)
@@ -403,9 +403,9 @@ def _unusual_formats(images: Path, gray: np.ndarray, i: int) -> str:
         img = np.dstack([gray, gray // 2, np.full_like(gray, 30)] + ([np.full_like(gray, 255)] if kind == "rgba" else []))
         cv2.imwrite(str(images / f"{kind}.png"), img)
         return f"{kind}.png"
-    if kind == "tif_rgb16":
-        tifffile.imwrite(images / "rgb16.tif", np.dstack([gray] * 3).astype(np.uint16) * 100, photometric="rgb")
-        return "rgb16.tif"
+    if kind == "tif_rgb16":  # a 16-bit grey TIFF stored as RGB by some software: RGB only for 8-bit PNG/JPG
+        tifffile.imwrite(images / "g16.tif", gray.astype(np.uint16) * 100, photometric="minisblack")
+        return "g16.tif"
     stack = np.stack([gray // 3, gray, gray // 2]).astype(np.uint16)
     tifffile.imwrite(images / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
     return "z.tif"

@@ -79,38 +79,34 @@ def test_float_tiff(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "f.tif"), data)
 
 
-@pytest.mark.parametrize("ext", [".png", ".tif"])
-def test_rgb_is_returned_in_rgb_order(tmp_path, ext):
+def test_rgb_png_is_returned_in_rgb_order(tmp_path):
     data = rgb8()
-    path = tmp_path / f"rgb{ext}"
-    if ext == ".png":
-        cv2_write(path, data)
-    else:
-        tifffile.imwrite(path, data, photometric="rgb")
-    out = read_image(path)
+    out = read_image(cv2_write(tmp_path / "rgb.png", data))
     assert out.shape == (H, W, 3)
     np.testing.assert_array_equal(out, data)
 
 
-def test_rgb16_tiff(tmp_path):
-    data = RNG.integers(0, 65536, (H, W, 3), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "rgb16.tif", data, photometric="rgb")
-    out = read_image(tmp_path / "rgb16.tif")
-    assert out.dtype == np.uint16
-    np.testing.assert_array_equal(out, data)
+def test_rgb_tiffs_are_channels_in_rgb_order(tmp_path):
+    """A microscope's RGB-stored TIFF is three channels: one must be chosen, and they come in R, G, B order."""
+    for name, data in (("rgb.tif", rgb8()), ("rgb16.tif", RNG.integers(0, 65536, (H, W, 3), dtype=np.uint16))):
+        tifffile.imwrite(tmp_path / name, data, photometric="rgb")
+        with pytest.raises(ImageReadError, match=r"image has 3 channels \(0, 1, 2\): choose one with --channel"):
+            read_image(tmp_path / name)
+        for c in range(3):
+            out = read_image(tmp_path / name, channel=c)
+            assert out.dtype == data.dtype
+            np.testing.assert_array_equal(out, data[..., c])
 
 
-@pytest.mark.parametrize("ext", [".png", ".tif"])
-def test_rgba_drops_alpha(tmp_path, ext):
+def test_rgba_drops_alpha(tmp_path):
     data = np.dstack([rgb8(), RNG.integers(0, 256, (H, W), dtype=np.uint8)])
-    path = tmp_path / f"rgba{ext}"
-    if ext == ".png":
-        cv2_write(path, data)
-    else:
-        tifffile.imwrite(path, data, photometric="rgb")  # 4th sample stored as unassociated alpha
-    out = read_image(path)
+    out = read_image(cv2_write(tmp_path / "rgba.png", data))
     assert out.shape == (H, W, 3)
     np.testing.assert_array_equal(out, data[..., :3])
+    tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb")  # 4th sample stored as unassociated alpha
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.tif", channel=2), data[..., 2])
+    with pytest.raises(ImageReadError, match="channel 3 requested but the image has 3 channels"):
+        read_image(tmp_path / "rgba.tif", channel=3)  # alpha is not a channel
 
 
 def test_rgb_channel_choice(tmp_path):
@@ -148,12 +144,12 @@ def test_multichannel_tiff_needs_a_channel_choice(tmp_path, n_channels):
         read_image(path, channel=n_channels)
 
 
-def test_three_channel_imagej_tiff_reads_as_rgb(tmp_path):
+def test_three_channel_imagej_tiff_needs_a_channel(tmp_path):
     data = RNG.integers(0, 4096, (3, H, W), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "c3.tif", data, imagej=True, metadata={"axes": "CYX"})
-    out = read_image(tmp_path / "c3.tif")
-    assert out.shape == (H, W, 3)
-    np.testing.assert_array_equal(out, np.moveaxis(data, 0, -1))
+    with pytest.raises(ImageReadError, match=r"c3.tif: image has 3 channels \(0, 1, 2\)"):
+        read_image(tmp_path / "c3.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "c3.tif", channel=2), data[2])
 
 
 def test_z_stack_is_max_projected(tmp_path):

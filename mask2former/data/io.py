@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -16,45 +17,168 @@ from ..errors import ImageReadError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+# Read by bioio and its reader plugins (the extra "formats"); everything else by tifffile or OpenCV.
+MICROSCOPE_FORMATS = {".czi": "bioio-czi", ".nd2": "bioio-nd2", ".lif": "bioio-lif"}
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", *MICROSCOPE_FORMATS)
+FORMATS_INSTALL = 'pip install "myotube-mask2former[formats]"'
+
+
+@dataclass
+class ImageMetadata:
+    """What a file says about itself, beyond its pixels.
+
+    ``pixel_size_um``: microns per pixel (X), with ``pixel_size_source`` naming where it came from
+    ("OME", "ImageJ", "CZI", ...). ``scenes``: the series / scenes the file holds; ``scene`` the
+    one read.
+    """
+
+    channel_names: list[str] | None = None
+    pixel_size_um: float | None = None
+    pixel_size_source: str | None = None
+    scenes: list[str] = field(default_factory=list)
+    scene: str | None = None
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def read_image(path: str | os.PathLike, channel: int = -1, z_project: bool = False) -> np.ndarray:
+def read_image(path: str | os.PathLike, channel: int | str = -1, z_project: bool = False, scene: int | str | None = None) -> np.ndarray:
     """Read ``path`` and return ``(H, W)`` (one channel) or ``(H, W, 3)`` (RGB).
 
-    Z-stacks are max-projected. ``channel >= 0`` picks one channel of a multi-channel image;
-    ``-1`` keeps grayscale or RGB(A) as is (alpha dropped) and refuses other channel counts.
+    Z-stacks are max-projected. ``channel`` picks one channel of a multi-channel image, by index
+    or, where the file names its channels, by name (case-insensitive); ``-1`` keeps grayscale or
+    an 8-bit RGB(A) PNG/JPG as is (alpha dropped) and refuses other channel counts, listing them.
     A TIFF axis that its metadata does not name (tifffile's "Q") may be channels or Z planes:
-    ``channel >= 0`` reads it as channels, ``z_project`` as a Z-stack, and without either it is
-    an error. Non-finite pixels (NaN, inf) are replaced by the lowest finite value, with a warning.
+    a channel reads it as channels, ``z_project`` as a Z-stack, and without either it is an error.
+    ``scene``: the series (TIFF) or scene (CZI, ND2, LIF) to read, by index or name; default the
+    first. Non-finite pixels (NaN, inf) are replaced by the lowest finite value, with a warning.
     """
+    return read_image_and_metadata(path, channel, z_project, scene)[0]
+
+
+def read_image_and_metadata(
+    path: str | os.PathLike, channel: int | str = -1, z_project: bool = False, scene: int | str | None = None
+) -> tuple[np.ndarray, ImageMetadata]:
+    """:func:`read_image`, and what the file says about itself (pixel size, channel names, scenes)."""
     path = os.fspath(path)
-    image, channel_axis = _read_any(path, "z" if z_project else ("channels" if channel >= 0 else "ask"))
-    return select_channel(path, image, channel, channel_axis)
+    wants_channel = isinstance(channel, str) or channel >= 0
+    image, channel_axis, meta = _read_any(path, "z" if z_project else ("channels" if wants_channel else "ask"), scene)
+    if isinstance(channel, str):
+        channel = channel_index(path, channel, meta)
+    return select_channel(path, image, channel, channel_axis, meta.channel_names), meta
 
 
-def read_all_channels(path: str | os.PathLike, z_project: bool = False) -> np.ndarray:
+def read_all_channels(path: str | os.PathLike, z_project: bool = False, scene: int | str | None = None) -> np.ndarray:
     """Every channel of ``path``: ``(H, W)`` or ``(H, W, C)`` (Z-stacks max-projected; an unnamed
     TIFF axis counts as channels unless ``z_project``)."""
-    return _read_any(os.fspath(path), "z" if z_project else "channels")[0]
+    return _read_any(os.fspath(path), "z" if z_project else "channels", scene)[0]
 
 
-def _read_any(path: str, unnamed_axis: str) -> tuple[np.ndarray, bool]:
+def read_metadata(path: str | os.PathLike, scene: int | str | None = None) -> ImageMetadata:
+    """Channel names, pixel size and scenes of ``path``, without reading its pixels (TIFF), or
+    through bioio for the microscope formats. Formats without such metadata give an empty record."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext in MICROSCOPE_FORMATS:
+        return _read_bioio(path, scene, pixels=False)[2]
+    if ext in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return _tiff_metadata(tif, _series_index(path, tif, scene))
+        except ImageReadError:
+            raise
+        except Exception as err:
+            raise ImageReadError(path, f"cannot read TIFF ({type(err).__name__}: {_short(err)})") from None
+    return ImageMetadata()
+
+
+def channel_index(path: str, name: str, meta: ImageMetadata) -> int:
+    """The index of the channel called ``name`` (a number in a string is an index)."""
+    if name.strip().lstrip("-").isdigit():
+        return int(name)
+    names = meta.channel_names or []
+    for i, known in enumerate(names):
+        if known.casefold() == name.strip().casefold():
+            return i
+    if not names:
+        raise ImageReadError(path, f"channel {name!r} asked for by name, but the file names no channels; give its index")
+    raise ImageReadError(path, f"no channel named {name!r}; the channels are {_channel_list(names, len(names))}")
+
+
+def _channel_list(names: list[str] | None, n: int) -> str:
+    if names and len(names) == n:
+        return ", ".join(f"{i} ({nm})" for i, nm in enumerate(names))
+    return ", ".join(str(i) for i in range(n))
+
+
+def _read_any(path: str, unnamed_axis: str, scene: int | str | None = None) -> tuple[np.ndarray, bool, ImageMetadata]:
     if not os.path.exists(path):
         raise ImageReadError(path, "file not found")
     if os.path.isdir(path):
         raise ImageReadError(path, "is a directory, not an image")
-    if path.lower().endswith((".tif", ".tiff")):
-        image, channel_axis = _read_tiff(path, unnamed_axis)
+    ext = os.path.splitext(path)[1].lower()
+    if ext in MICROSCOPE_FORMATS:
+        image, channel_axis, meta = _read_bioio(path, scene)
+    elif ext in (".tif", ".tiff"):
+        image, channel_axis, meta = _read_tiff(path, unnamed_axis, scene)
     else:
+        if scene not in (None, 0, "0"):
+            raise ImageReadError(path, f"scene {scene!r} asked for, but a {ext} file holds one image")
         image, channel_axis = _read_with_opencv(path)
+        meta = ImageMetadata()
     if image.size == 0 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageReadError(path, f"image has no pixels (shape {image.shape})")
-    return _finite(path, image), channel_axis
+    return _finite(path, image), channel_axis, meta
+
+
+def _read_bioio(path: str, scene: int | str | None, pixels: bool = True) -> tuple[np.ndarray | None, bool, ImageMetadata]:
+    """CZI, ND2 and LIF through bioio: one scene, time point 0, Z max-projected, channels last."""
+    plugin = MICROSCOPE_FORMATS[os.path.splitext(path)[1].lower()]
+    try:
+        from bioio import BioImage
+    except ImportError:
+        raise ImageReadError(path, f"reading this format needs bioio and {plugin}: {FORMATS_INSTALL} (or pip install bioio {plugin})") from None
+    try:
+        img = BioImage(path)
+        scenes = [str(s) for s in img.scenes]
+    except ImportError as err:
+        raise ImageReadError(path, f"reading this format needs {plugin} ({_short(err)}): {FORMATS_INSTALL}") from None
+    except Exception as err:
+        if "UnsupportedFileFormat" in type(err).__name__:
+            raise ImageReadError(path, f"no bioio reader for this file; install {plugin}: {FORMATS_INSTALL}") from None
+        raise ImageReadError(path, f"cannot read ({type(err).__name__}: {_short(err)})") from None
+    index = _scene_index(path, scenes, scene)
+    try:
+        img.set_scene(index)
+        names = [str(n) for n in (img.channel_names or [])] or None
+        size = img.physical_pixel_sizes.X
+        source = os.path.splitext(path)[1][1:].upper() if size else None
+        meta = ImageMetadata(names, float(size) if size else None, source, scenes, scenes[index])
+        if not pixels:
+            return None, False, meta
+        data = np.asarray(img.get_image_data("CZYX", T=0)).max(axis=1)  # (C, Y, X)
+    except ImageReadError:
+        raise
+    except Exception as err:
+        raise ImageReadError(path, f"cannot read scene {scenes[index]!r} ({type(err).__name__}: {_short(err)})") from None
+    image = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
+    return np.ascontiguousarray(image), image.ndim == 3, meta
+
+
+def _scene_index(path: str, scenes: list[str], scene: int | str | None) -> int:
+    if scene is None:
+        return 0
+    if isinstance(scene, int) or str(scene).strip().isdigit():
+        index = int(scene)
+        if 0 <= index < len(scenes):
+            return index
+    elif str(scene) in scenes:
+        return scenes.index(str(scene))
+    listed = ", ".join(f"{i} ({n})" for i, n in enumerate(scenes))
+    raise ImageReadError(path, f"no scene {scene!r}; the file holds {len(scenes)}: {listed}")
 
 
 _WARNED_NON_FINITE: set[str] = set()
@@ -113,16 +237,20 @@ def _png_complete(data: np.ndarray) -> bool:
     return bytes(data[-12:]).find(b"IEND") >= 0
 
 
-def _read_tiff(path: str, unnamed_axis: str = "ask") -> tuple[np.ndarray, bool]:
+def _read_tiff(path: str, unnamed_axis: str = "ask", scene: int | str | None = None) -> tuple[np.ndarray, bool, ImageMetadata]:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
+            index = _series_index(path, tif, scene)
+            series = tif.series[index]
             axes = series.axes.upper()
             image = series.asarray()
             missing = _missing_planes(tif, series)
             alpha = _has_alpha(series)
+            meta = _tiff_metadata(tif, index)
+    except ImageReadError:
+        raise
     except Exception as err:  # tifffile raises many types for corrupt files
         raise ImageReadError(path, f"cannot read TIFF ({type(err).__name__}: {_short(err)})") from None
     if missing:
@@ -160,7 +288,56 @@ def _read_tiff(path: str, unnamed_axis: str = "ask") -> tuple[np.ndarray, bool]:
             image = image[..., 0]
     if image.ndim not in (2, 3):
         raise ImageReadError(path, f"unsupported TIFF layout {series.axes} {series.shape}")
-    return np.ascontiguousarray(image), image.ndim == 3
+    return np.ascontiguousarray(image), image.ndim == 3, meta
+
+
+def _series_index(path: str, tif, scene: int | str | None) -> int:
+    names = [s.name or f"series {i}" for i, s in enumerate(tif.series)]
+    return _scene_index(path, names, scene)
+
+
+# Length units of microscopy metadata, in microns.
+UNITS_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def _tiff_metadata(tif, index: int) -> ImageMetadata:
+    """Pixel size and channel names from OME-XML, else the pixel size of ImageJ's calibration."""
+    scenes = [s.name or f"series {i}" for i, s in enumerate(tif.series)]
+    meta = ImageMetadata(scenes=scenes, scene=scenes[index])
+    if tif.is_ome and tif.ome_metadata:
+        _ome_metadata(tif.ome_metadata, index, meta)
+    if meta.pixel_size_um is None and tif.is_imagej:
+        unit = str((tif.imagej_metadata or {}).get("unit", "")).replace("\\u00B5", "µ").lower()
+        resolution = tif.pages.first.tags.get("XResolution")
+        if unit in UNITS_UM and resolution is not None:
+            num, den = resolution.value
+            if num > 0:
+                meta.pixel_size_um, meta.pixel_size_source = den / num * UNITS_UM[unit], "ImageJ"
+    return meta
+
+
+def _ome_metadata(xml: str, index: int, meta: ImageMetadata) -> None:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return
+    images = [e for e in root if e.tag.split("}")[-1] == "Image"]
+    if index >= len(images):
+        return
+    pixels = next((e for e in images[index] if e.tag.split("}")[-1] == "Pixels"), None)
+    if pixels is None:
+        return
+    size, unit = pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm")
+    if size and unit.lower() in UNITS_UM:
+        try:
+            meta.pixel_size_um, meta.pixel_size_source = float(size) * UNITS_UM[unit.lower()], "OME"
+        except ValueError:
+            pass
+    names = [c.get("Name") for c in pixels if c.tag.split("}")[-1] == "Channel"]
+    if names and all(names):
+        meta.channel_names = [str(n) for n in names]
 
 
 def _missing_planes(tif, series) -> str | None:
@@ -197,7 +374,7 @@ def _short(err: BaseException) -> str:
     return str(err).replace("\n", " ")[:160]
 
 
-def select_channel(path: str, image: np.ndarray, channel: int, has_channels: bool = True) -> np.ndarray:
+def select_channel(path: str, image: np.ndarray, channel: int, has_channels: bool = True, names: list[str] | None = None) -> np.ndarray:
     """``read_image``'s channel rule applied to an image read with :func:`read_all_channels`."""
     if image.ndim == 2:
         if channel > 0:
@@ -206,15 +383,17 @@ def select_channel(path: str, image: np.ndarray, channel: int, has_channels: boo
     n = image.shape[2]
     if channel >= 0:
         if channel >= n:
-            raise ImageReadError(path, f"channel {channel} requested but the image has {n} channels")
+            raise ImageReadError(path, f"channel {channel} requested but the image has {n} channels: {_channel_list(names, n)}")
         return np.ascontiguousarray(image[..., channel])
     if n == 1:
         return image[..., 0]
-    if n == 3:
+    # Only an 8-bit PNG/JPG is a photograph-style RGB(A) image; a microscope's channels are not colours.
+    rgb_file = not path.lower().endswith((".tif", ".tiff", *MICROSCOPE_FORMATS)) and image.dtype == np.uint8
+    if rgb_file and n == 3:
         return image
-    if n == 4 and not path.lower().endswith((".tif", ".tiff")):
+    if rgb_file and n == 4:
         return np.ascontiguousarray(image[..., :3])  # RGBA PNG: drop alpha
-    raise ImageReadError(path, f"image has {n} channels: choose one with --channel / INPUT.CHANNEL")
+    raise ImageReadError(path, f"image has {n} channels ({_channel_list(names, n)}): choose one with --channel / INPUT.CHANNEL")
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -51,11 +51,25 @@ def resolve_weights(weights: str | None, cfg) -> str | None:
     return weights
 
 
-def resolve_input_scale(cfg, pixel_size: float | None = None) -> tuple[float, str]:
-    """Model-input pixels per image pixel for ``cfg``'s weights, and why (see data/scale.py)."""
+def _index_or_name(channel: int | str | None) -> tuple[int | None, str | None]:
+    """``1`` / ``"1"`` is an index; ``"MyHC"`` a name, resolved per file."""
+    if channel is None or isinstance(channel, int):
+        return channel, None
+    text = str(channel).strip()
+    return (int(text), None) if text.lstrip("-").isdigit() else (None, text)
+
+
+def recorded_scale(cfg):
+    """The training scale stored with ``cfg``'s weights (None for weights without one)."""
+    # Imported here, not at the top: bad inputs are refused before torch and transformers load.
     from .predictor import input_scale_for_weights
 
-    return prediction_scale(input_scale_for_weights(cfg.MODEL.WEIGHTS), cfg.INFERENCE.INPUT_SCALE, pixel_size)
+    return input_scale_for_weights(cfg.MODEL.WEIGHTS)
+
+
+def resolve_input_scale(cfg, pixel_size: float | None = None) -> tuple[float, str]:
+    """Model-input pixels per image pixel for ``cfg``'s weights, and why (see data/scale.py)."""
+    return prediction_scale(recorded_scale(cfg), cfg.INFERENCE.INPUT_SCALE, pixel_size)
 
 
 def build_predictor(cfg, pixel_size: float | None = None, **option_overrides):
@@ -100,9 +114,9 @@ def predict_command(
     inputs: Sequence[str],
     output: str,
     weights: str | None = None,
-    channel: int | None = None,
+    channel: int | str | None = None,
     z_project: bool = False,
-    nuclei_channel: int | None = None,
+    nuclei_channel: int | str | None = None,
     nuclei: str | None = None,
     nuclei_images: str | None = None,
     tile_size: int | None = None,
@@ -114,10 +128,16 @@ def predict_command(
     progress: bool = True,
     scale: float | None = None,
     force: bool = False,
+    scene: int | str | None = None,
+    fusion_min_nuclei: int = 2,
+    nuclei_radius_um: float | None = None,
+    nuclei_min_area_um2: float | None = None,
 ) -> int:
     """Run ``predict.py``; returns the exit code (1 when any image failed)."""
     if scale is not None and not scale > 0:
         raise InputError(None, f"--scale must be > 0, got {scale}")
+    channel, channel_name = _index_or_name(channel)
+    nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
     flags = {"channel": channel, "tile_size": tile_size, "tile_overlap": tile_overlap,
              "score_threshold": score_threshold, "device": device, "scale": scale, "z_project": z_project or None}
     cfg = load_config(config_file, config_overrides(flags, opts), freeze=False)
@@ -126,11 +146,14 @@ def predict_command(
         cfg.merge_from_list(["MODEL.WEIGHTS", chosen])
         # --opts MODEL.WEIGHTS still wins over --weights.
         cfg.merge_from_list(list(opts))
+    scale_by_hand = cfg.INFERENCE.INPUT_SCALE > 0
     input_scale, why = resolve_input_scale(cfg, pixel_size)
     # The output's config.yaml says which scale was used, not "0 = recorded".
     cfg.INFERENCE.INPUT_SCALE = input_scale
     cfg.freeze()
 
+    recorded = recorded_scale(cfg)
+    overrides = {"channel": channel_name} if channel_name else {}
     options = PredictOptions.from_cfg(
         cfg,
         input_scale=input_scale,
@@ -139,6 +162,14 @@ def predict_command(
         nuclei_images_dir=nuclei_images,
         pixel_size=pixel_size,
         progress=progress,
+        scene=scene,
+        fusion_min_nuclei=fusion_min_nuclei,
+        nuclei_radius_um=nuclei_radius_um,
+        nuclei_min_area_um2=nuclei_min_area_um2,
+        # A scale by hand is the scale for every image; otherwise images that state their pixel size
+        # are resized to the model's microns per pixel, when the model records them.
+        model_pixel_size_um=None if scale_by_hand or recorded is None else recorded.pixel_size_um,
+        **overrides,
     )
     options.validate()
     # Check the inputs and the output folder before spending time on loading the model.

@@ -29,15 +29,21 @@ def write_label_tiff(path: str | os.PathLike, instances: CroppedInstances, pixel
     Written as an ImageJ TIFF so Fiji opens it with its calibration when ``pixel_size`` (microns
     per pixel) is known. Returns the label array.
     """
+    labels = label_image(instances, np.uint16)
+    write_labels_tiff(path, labels, pixel_size)
+    return labels
+
+
+def write_labels_tiff(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
+    """A uint16 label array as an ImageJ TIFF, calibrated in microns when ``pixel_size`` is known."""
     import tifffile
 
-    labels = label_image(instances, np.uint16)
+    labels = labels.astype(np.uint16, copy=False)
     kwargs: dict = {"imagej": True, "photometric": "minisblack"}
     if pixel_size:
         kwargs["resolution"] = (1.0 / pixel_size, 1.0 / pixel_size)
         kwargs["metadata"] = {"unit": "um"}
     atomic_write_with(path, lambda tmp: tifffile.imwrite(tmp, labels, **kwargs), suffix=".tif")
-    return labels
 
 
 # --------------------------------------------------------------------------- COCO
@@ -158,8 +164,14 @@ def instance_colors(n: int) -> np.ndarray:
     return np.array([[int(255 * c) for c in colorsys.hsv_to_rgb(h, 0.85, 1.0)] for h in hues], np.uint8).reshape(-1, 3)
 
 
-def render_overlay(image: np.ndarray, instances: CroppedInstances, alpha: float = 0.35, show_ids: bool = True) -> np.ndarray:
-    """RGB uint8: the image (percentile-scaled), each instance filled, outlined and numbered."""
+# Nuclei outlines: one colour for all, apart from the myotubes' many.
+NUCLEUS_COLOR = (255, 255, 255)
+
+
+def render_overlay(image: np.ndarray, instances: CroppedInstances, alpha: float = 0.35, show_ids: bool = True,
+                   nuclei_labels: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8: the image (percentile-scaled), each instance filled, outlined and numbered; with
+    ``nuclei_labels``, every nucleus outlined in white."""
     canvas = to_uint8_display(image).copy()
     h, w = canvas.shape[:2]
     thickness = max(1, round(min(h, w) / 700))
@@ -181,6 +193,11 @@ def render_overlay(image: np.ndarray, instances: CroppedInstances, alpha: float 
             dist = cv2.distanceTransform(np.pad(m.mask, 1).astype(np.uint8), cv2.DIST_L2, 3)
             y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
             labels_at.append((int(k), (int(x) - 1 + m.x0, int(y) - 1 + m.y0)))
+    if nuclei_labels is not None and nuclei_labels.any():
+        # Outlines of every label at once: pixels whose 3x3 neighbourhood holds another value.
+        lab = np.asarray(nuclei_labels)
+        edge = (lab > 0) & ((cv2.dilate(lab.astype(np.float32), np.ones((3, 3))) != lab) | (cv2.erode(lab.astype(np.float32), np.ones((3, 3))) != lab))
+        canvas[edge] = NUCLEUS_COLOR
     for k, (x, y) in labels_at:
         text = str(k + 1)
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from ..config import get_cfg
-from ..data.io import is_image_file, read_image
+from ..data.io import is_image_file, read_image, read_image_and_metadata
 from ..errors import ImageReadError, InputError, MyotubeError, one_line
-from ..measure.nuclei import nuclei_labels_from_mask, segment_nuclei
+from ..measure.nuclei import nuclei_labels_from_mask, nucleus_rows, segment_nuclei
 from ..measure.table import measure_instances
 from ..structures import CroppedInstances, Instances
 from ..utils.fileio import claim_free_name
@@ -43,6 +43,7 @@ from .export import (
     write_coco,
     write_csv,
     write_label_tiff,
+    write_labels_tiff,
     write_png,
     write_roi_zip,
 )
@@ -74,17 +75,28 @@ class PredictOptions:
     # at least this (see inference/tiling.py).
     tile_match_overlap: float = _DEFAULTS.INFERENCE.TILE_MATCH_OVERLAP
     post: PostprocessParams = field(default_factory=PostprocessParams)
-    channel: int = -1
+    # By index, or by name where the file names its channels.
+    channel: int | str = -1
     # The planes of an unnamed TIFF axis are a Z-stack (max-projected); see data/io.read_image.
     z_project: bool = False
-    nuclei_channel: int | None = None
+    # Series (TIFF) or scene (CZI, ND2, LIF), by index or name; None: the first.
+    scene: int | str | None = None
+    nuclei_channel: int | str | None = None
     nuclei_masks_dir: str | None = None
     nuclei_images_dir: str | None = None
-    # Microns per pixel; None reports pixels.
+    # Microns per pixel, for every image; None: each image's own metadata, else pixels.
     pixel_size: float | None = None
-    # Classical nuclei segmentation: about a nucleus radius, and the smallest nucleus, in pixels.
+    # Microns per model pixel, when the model records it: each image whose metadata gives its
+    # pixel size is then resized by the ratio (unless the scale was fixed by hand).
+    model_pixel_size_um: float | None = None
+    # Classical nuclei segmentation: about a nucleus radius, and the smallest nucleus, in pixels,
+    # or in microns (they win when the image's pixel size is known).
     nuclei_min_distance: int = 7
     nuclei_min_area: int = 30
+    nuclei_radius_um: float | None = None
+    nuclei_min_area_um2: float | None = None
+    # A myotube with at least this many nuclei counts as fused (fusion index).
+    fusion_min_nuclei: int = 2
     progress: bool = True
 
     @classmethod
@@ -116,6 +128,11 @@ class PredictOptions:
             raise InputError(None, f"tile overlap must be in [0, 0.9), got {self.tile_overlap}")
         if self.pixel_size is not None and self.pixel_size <= 0:
             raise InputError(None, f"pixel size must be > 0 microns, got {self.pixel_size}")
+        if self.fusion_min_nuclei < 1:
+            raise InputError(None, f"--fusion-min-nuclei must be at least 1, got {self.fusion_min_nuclei}")
+        for name, value in (("--nuclei-radius-um", self.nuclei_radius_um), ("--nuclei-min-area-um2", self.nuclei_min_area_um2)):
+            if value is not None and value <= 0:
+                raise InputError(None, f"{name} must be > 0, got {value}")
         sources = [self.nuclei_channel is not None, bool(self.nuclei_masks_dir), bool(self.nuclei_images_dir)]
         if sum(sources) > 1:
             raise InputError(None, "give only one nuclei source: a nuclei channel, a nuclei mask folder or a nuclei image folder")
@@ -161,11 +178,12 @@ def collect_inputs(specs: str | Sequence[str], exclude_dir: str | None = None) -
 
 
 def output_names(paths: Sequence[str]) -> list[str]:
-    """File stems, made unique (``a/x.tif`` and ``b/x.tif`` → ``x``, ``x_2``)."""
+    """File stems, made unique (``a/x.tif`` and ``b/x.tif`` → ``x``, ``x_2``; ``x.ome.tif`` → ``x``)."""
     taken: set[str] = set()
     names: list[str] = []
     for p in paths:
         stem = Path(p).stem
+        stem = stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
         names.append(claim_free_name(itertools.chain([stem], (f"{stem}_{n}" for n in itertools.count(2))), taken))
     return names
 
@@ -242,11 +260,25 @@ def predict_image(
         return postprocess(raw, options.post)
 
 
-def load_nuclei_labels(image_path: str, shape: tuple[int, int], options: PredictOptions) -> np.ndarray | None:
+def nuclei_settings(options: PredictOptions, pixel_size: float | None, path: str) -> dict:
+    """The segmentation's radius and minimum area in pixels, from microns when given in microns."""
     seg = {"min_distance": options.nuclei_min_distance, "min_area": options.nuclei_min_area}
+    if options.nuclei_radius_um is not None or options.nuclei_min_area_um2 is not None:
+        if not pixel_size:
+            raise InputError(path, "nuclei settings in microns need the pixel size: the file does not say it, give --pixel-size")
+        if options.nuclei_radius_um is not None:
+            seg["min_distance"] = max(1, round(options.nuclei_radius_um / pixel_size))
+        if options.nuclei_min_area_um2 is not None:
+            seg["min_area"] = max(1, round(options.nuclei_min_area_um2 / pixel_size**2))
+    return seg
+
+
+def load_nuclei_labels(image_path: str, shape: tuple[int, int], options: PredictOptions, pixel_size: float | None = None) -> np.ndarray | None:
+    seg = nuclei_settings(options, pixel_size, image_path)
     if options.nuclei_channel is not None:
         source = image_path
-        labels = segment_nuclei(read_image(image_path, channel=options.nuclei_channel, z_project=options.z_project), **seg)
+        nuclei_image = read_image(image_path, channel=options.nuclei_channel, z_project=options.z_project, scene=options.scene)
+        labels = segment_nuclei(nuclei_image, **seg)
     elif options.nuclei_images_dir:
         source = find_companion(image_path, options.nuclei_images_dir, NUCLEI_IMAGE_SUFFIXES)
         labels = segment_nuclei(read_image(source, z_project=options.z_project), **seg)
@@ -258,6 +290,21 @@ def load_nuclei_labels(image_path: str, shape: tuple[int, int], options: Predict
     if labels.shape != tuple(shape):
         raise ImageReadError(source, f"nuclei image is {labels.shape[1]}x{labels.shape[0]} but the myotube image is {shape[1]}x{shape[0]}")
     return labels
+
+
+@contextlib.contextmanager
+def _at_scale(predict_fn: PredictFn, factor: float):
+    """Let a predictor that resizes its inputs (MyotubePredictor.input_scale) use ``factor`` for
+    one image; stand-in predictors without that attribute are left alone."""
+    previous = getattr(predict_fn, "input_scale", None)
+    if previous is None:
+        yield
+        return
+    predict_fn.input_scale = factor
+    try:
+        yield
+    finally:
+        predict_fn.input_scale = previous
 
 
 @dataclass
@@ -283,20 +330,33 @@ def process_image(
     timer = timer or StageTimer()
     name = name or Path(path).stem
     with timer("read"):
-        image = read_image(path, channel=options.channel, z_project=options.z_project)
-    instances = predict_image(image, predict_fn, options, timer)
+        image, meta = read_image_and_metadata(path, channel=options.channel, z_project=options.z_project, scene=options.scene)
+    pixel_size, source = (options.pixel_size, "--pixel-size") if options.pixel_size else (meta.pixel_size_um, meta.pixel_size_source)
+    if options.model_pixel_size_um and meta.pixel_size_um and not options.pixel_size:
+        # Both sizes known: this image is resized to the model's microns per pixel.
+        options = replace(options, input_scale=meta.pixel_size_um / options.model_pixel_size_um)
+    with _at_scale(predict_fn, options.input_scale):
+        instances = predict_image(image, predict_fn, options, timer)
     with timer("measure"):
-        nuclei = load_nuclei_labels(path, image.shape[:2], options)
-        measured = measure_instances(instances, options.pixel_size, nuclei)
+        nuclei = load_nuclei_labels(path, image.shape[:2], options, pixel_size)
+        measured = measure_instances(instances, pixel_size, nuclei, fusion_min_nuclei=options.fusion_min_nuclei)
     with timer("export"):
         base = os.path.join(output_dir, name)
-        write_png(base + "_overlay.png", render_overlay(image, instances))
-        write_label_tiff(base + "_labels.tif", instances, options.pixel_size)
+        write_png(base + "_overlay.png", render_overlay(image, instances, nuclei_labels=nuclei))
+        write_label_tiff(base + "_labels.tif", instances, pixel_size)
         annotations = coco_annotations(instances, image_id=1)
         write_coco(base + "_coco.json", [coco_image_entry(os.path.basename(path), instances, 1)], annotations)
         write_roi_zip(base + "_rois.zip", instances)
         write_csv(base + "_measurements.csv", measured.rows)
-    summary = {"image": os.path.basename(path), "name": name, "height": image.shape[0], "width": image.shape[1]}
+        if nuclei is not None:
+            write_labels_tiff(base + "_nuclei_labels.tif", nuclei, pixel_size)
+            write_csv(base + "_nuclei.csv", nucleus_rows(measured.nuclei, pixel_size),
+                      ["id", *(f"{k}_{'um' if pixel_size else 'px'}" for k in ("centroid_x", "centroid_y")),
+                       f"area_{'um' if pixel_size else 'px'}2", "myotube", "position"])
+    summary = {"image": os.path.basename(path), "name": name, "height": image.shape[0], "width": image.shape[1],
+               "pixel_size_um": pixel_size or "", "pixel_size_source": source or "", "scale": options.input_scale}
+    if meta.scene is not None and len(meta.scenes) > 1:
+        summary["scene"] = meta.scene
     summary.update(measured.summary)
     summary["seconds"] = sum(timer.seconds.values())
     for ann in annotations:

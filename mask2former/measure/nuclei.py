@@ -9,8 +9,8 @@ Definitions:
   pruned skeleton), divided by the tube's local radius there (distance-transform value at the
   nearest skeleton pixel). Central when that ratio is at most ``central_ratio`` (default 0.5,
   i.e. in the middle half of the tube's width), peripheral otherwise.
-- Fusion index: nuclei inside myotubes that hold at least two nuclei, divided by all nuclei
-  in the image (0 when the image has no nuclei).
+- Fusion index: nuclei inside myotubes that hold at least ``fusion_min_nuclei`` nuclei (default
+  two: a myotube is a fused cell), divided by all nuclei in the image (0 when it has none).
 """
 
 from __future__ import annotations
@@ -129,6 +129,9 @@ class NucleiAssignment:
     central: np.ndarray  # (n_nuclei,) bool, meaningful where myotube_of >= 0
     per_myotube: np.ndarray  # (n_myotubes,) nuclei count
     central_per_myotube: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (n_nuclei, 2) row, column
+    areas: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (n_nuclei,) pixels
+    fusion_min_nuclei: int = 2
 
     @property
     def peripheral_per_myotube(self) -> np.ndarray:
@@ -140,9 +143,9 @@ class NucleiAssignment:
 
     @property
     def nuclei_in_fused(self) -> int:
-        """Nuclei inside myotubes holding at least two nuclei."""
+        """Nuclei inside myotubes holding at least ``fusion_min_nuclei`` nuclei."""
         inside = self.myotube_of[self.myotube_of >= 0]
-        return int(np.count_nonzero(self.per_myotube[inside] >= 2)) if len(inside) else 0
+        return int(np.count_nonzero(self.per_myotube[inside] >= self.fusion_min_nuclei)) if len(inside) else 0
 
     @property
     def fusion_index(self) -> float:
@@ -155,6 +158,7 @@ def assign_nuclei(
     min_inside: float = 0.5,
     central_ratio: float = 0.5,
     shapes: list[ShapeAnalysis] | None = None,
+    fusion_min_nuclei: int = 2,
 ) -> NucleiAssignment:
     """Count each nucleus in the myotube covering most of it (see the module doc)."""
     labels = np.asarray(nuclei_labels)
@@ -177,8 +181,8 @@ def assign_nuclei(
 
     per_myotube = np.bincount(myotube_of[myotube_of >= 0], minlength=len(instances)).astype(int)
     central = np.zeros(n_nuclei, bool)
+    centroids = np.array(ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n_nuclei + 1))).reshape(-1, 2) if n_nuclei else np.zeros((0, 2))
     if n_nuclei and len(instances):
-        centroids = np.array(ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n_nuclei + 1))).reshape(-1, 2)
         for k in np.unique(myotube_of[myotube_of >= 0]):
             m = instances[int(k)]
             shape = shapes[int(k)] if shapes is not None else analyze_shape(m.mask)
@@ -192,4 +196,21 @@ def assign_nuclei(
                 nearest = int(np.argmin(d2))
                 central[n] = np.sqrt(d2[nearest]) <= central_ratio * radius[nearest]
     central_per = np.bincount(myotube_of[(myotube_of >= 0) & central], minlength=len(instances)).astype(int)
-    return NucleiAssignment(n_nuclei, myotube_of, central, per_myotube, central_per)
+    return NucleiAssignment(n_nuclei, myotube_of, central, per_myotube, central_per, centroids, nucleus_area[1:].astype(int), fusion_min_nuclei)
+
+
+def nucleus_rows(assignment: NucleiAssignment, pixel_size: float | None = None) -> list[dict]:
+    """One row per nucleus: id (its value in the label image), centroid, area, the myotube it
+    belongs to (id, empty outside every myotube) and its position there."""
+    u = "um" if pixel_size else "px"
+    scale = pixel_size or 1.0
+    rows = []
+    for n in range(assignment.n_nuclei):
+        k = int(assignment.myotube_of[n])
+        y, x = assignment.centroids[n]
+        rows.append({
+            "id": n + 1, f"centroid_x_{u}": float(x) * scale, f"centroid_y_{u}": float(y) * scale,
+            f"area_{u}2": float(assignment.areas[n]) * scale * scale,
+            "myotube": k + 1 if k >= 0 else "", "position": ("central" if assignment.central[n] else "peripheral") if k >= 0 else "",
+        })
+    return rows

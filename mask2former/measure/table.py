@@ -24,13 +24,14 @@ def measure_instances(
     nuclei_labels: np.ndarray | None = None,
     min_inside: float = 0.5,
     central_ratio: float = 0.5,
+    fusion_min_nuclei: int = 2,
 ) -> ImageMeasurements:
     """Measure every myotube (see :mod:`.morphology`) and, with nuclei labels, count nuclei
     per myotube and the image's fusion index (see :mod:`.nuclei`).
 
     Summary: ``myotubes``, ``coverage`` (fraction of the image inside any myotube), mean length
     and mean width over myotubes, and with nuclei ``nuclei``, ``nuclei_in_myotubes``,
-    ``nuclei_in_fused`` (in myotubes with >= 2 nuclei), ``fusion_index``.
+    ``nuclei_in_fused`` (in myotubes with at least ``fusion_min_nuclei`` nuclei), ``fusion_index``.
     """
     shapes = [analyze_shape(m.mask) for m in instances]
     rows = []
@@ -53,7 +54,7 @@ def measure_instances(
 
     assignment = None
     if nuclei_labels is not None:
-        assignment = assign_nuclei(nuclei_labels, instances, min_inside, central_ratio, shapes=shapes)
+        assignment = assign_nuclei(nuclei_labels, instances, min_inside, central_ratio, shapes=shapes, fusion_min_nuclei=fusion_min_nuclei)
         for k, row in enumerate(rows):
             row["nuclei"] = int(assignment.per_myotube[k])
             row["nuclei_central"] = int(assignment.central_per_myotube[k])
