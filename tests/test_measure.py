@@ -219,3 +219,16 @@ def test_image_summary_coverage_and_nuclei_columns():
     assert m.summary["mean_length_px"] == pytest.approx(np.mean([r["length_px"] for r in m.rows]))
     no_nuclei = measure_instances(inst, pixel_size=0.5)
     assert "fusion_index" not in no_nuclei.summary and "mean_width_um" in no_nuclei.summary
+
+
+def test_the_fast_distance_and_hole_filling_match_scipy():
+    from scipy import ndimage as ndi
+
+    from mask2former.measure.morphology import euclidean_distance
+    from mask2former.measure.nuclei import fill_holes
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = ndi.binary_opening(rng.random((80, 90)) > 0.4)
+        assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+        np.testing.assert_allclose(euclidean_distance(mask), ndi.distance_transform_edt(mask), atol=1e-4)

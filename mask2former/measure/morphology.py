@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
@@ -205,6 +206,12 @@ def _longest_path(sk, distance: np.ndarray) -> tuple[float, float]:
     return length_sum, total
 
 
+def euclidean_distance(mask: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance of each foreground pixel to the background (as scipy's
+    distance_transform_edt, in float32), with OpenCV's exact algorithm: several times faster."""
+    return cv2.distanceTransform(np.asarray(mask, np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
 def analyze_shape(mask: np.ndarray, prune_factor: float = 2.0) -> ShapeAnalysis:
     """Skeleton, lengths, branch points and median width of one (cropped) mask."""
     from skimage.morphology import skeletonize
@@ -212,7 +219,7 @@ def analyze_shape(mask: np.ndarray, prune_factor: float = 2.0) -> ShapeAnalysis:
     mask = np.asarray(mask, bool)
     # One pixel of background around the crop: the distance transform and thinning need a border.
     padded = np.pad(mask, 1)
-    distance = ndi.distance_transform_edt(padded)
+    distance = euclidean_distance(padded)
     skeleton = skeletonize(padded)
     if not skeleton.any():
         empty = np.zeros_like(mask)

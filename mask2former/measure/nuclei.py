@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
 from ..structures import CroppedInstances
-from .morphology import ShapeAnalysis, analyze_shape
+from .morphology import ShapeAnalysis, analyze_shape, euclidean_distance
 
 
 def split_touching(binary: np.ndarray, min_distance: int = 7, min_area: int = 30) -> np.ndarray:
@@ -42,7 +43,7 @@ def split_touching(binary: np.ndarray, min_distance: int = 7, min_area: int = 30
     components[~binary] = 0
     if not binary.any():
         return np.zeros(binary.shape, np.int32)
-    distance = ndi.distance_transform_edt(binary)
+    distance = euclidean_distance(binary)
     # Smoothing the distance map keeps ragged outlines from seeding extra nuclei.
     smooth = ndi.gaussian_filter(distance, 1.0)
     peaks = peak_local_max(smooth, min_distance=max(1, int(min_distance)), labels=components, exclude_border=False)
@@ -104,8 +105,16 @@ def segment_nuclei(
         binary = (img > threshold_local(img, block, offset=0)) & (img > otsu * 0.5)
     else:
         raise ValueError(f"unknown nuclei threshold method {method!r} (otsu or local)")
-    binary = ndi.binary_fill_holes(binary)
-    return split_touching(binary, min_distance=min_distance, min_area=min_area)
+    return split_touching(fill_holes(binary), min_distance=min_distance, min_area=min_area)
+
+
+def fill_holes(binary: np.ndarray) -> np.ndarray:
+    """scipy's binary_fill_holes (background 4-connected to the border stays), by OpenCV's flood fill."""
+    h, w = binary.shape
+    outside = np.ones((h + 2, w + 2), np.uint8)  # a frame of background around the image
+    outside[1:-1, 1:-1] = ~binary
+    cv2.floodFill(outside, None, (0, 0), 2, flags=4)
+    return binary | (outside[1:-1, 1:-1] == 1)
 
 
 def nuclei_labels_from_mask(mask: np.ndarray, min_distance: int = 7, min_area: int = 30) -> np.ndarray:
@@ -181,7 +190,7 @@ def assign_nuclei(
 
     per_myotube = np.bincount(myotube_of[myotube_of >= 0], minlength=len(instances)).astype(int)
     central = np.zeros(n_nuclei, bool)
-    centroids = np.array(ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n_nuclei + 1))).reshape(-1, 2) if n_nuclei else np.zeros((0, 2))
+    centroids = _centroids(labels, n_nuclei, nucleus_area)
     if n_nuclei and len(instances):
         for k in np.unique(myotube_of[myotube_of >= 0]):
             m = instances[int(k)]
@@ -197,6 +206,18 @@ def assign_nuclei(
                 central[n] = np.sqrt(d2[nearest]) <= central_ratio * radius[nearest]
     central_per = np.bincount(myotube_of[(myotube_of >= 0) & central], minlength=len(instances)).astype(int)
     return NucleiAssignment(n_nuclei, myotube_of, central, per_myotube, central_per, centroids, nucleus_area[1:].astype(int), fusion_min_nuclei)
+
+
+def _centroids(labels: np.ndarray, n: int, areas: np.ndarray) -> np.ndarray:
+    """(n, 2) mean row and column of each label 1..n (NaN for an empty label)."""
+    if not n:
+        return np.zeros((0, 2))
+    flat = labels.ravel()
+    rows, cols = np.indices(labels.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cy = np.bincount(flat, rows.ravel(), minlength=n + 1)[1:] / areas[1:]
+        cx = np.bincount(flat, cols.ravel(), minlength=n + 1)[1:] / areas[1:]
+    return np.stack([cy, cx], axis=1)
 
 
 def nucleus_rows(assignment: NucleiAssignment, pixel_size: float | None = None) -> list[dict]:
