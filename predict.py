@@ -18,6 +18,7 @@ Examples:
 import sys
 
 from mask2former.cli import ArgumentParser, setup_logging, user_errors_exit
+from mask2former.utils.processes import default_workers
 
 
 def build_parser() -> ArgumentParser:
@@ -58,6 +59,9 @@ def build_parser() -> ArgumentParser:
                    help="a myotube with at least N nuclei counts as fused in the fusion index (default %(default)s)")
     p.add_argument("--nuclei-radius-um", type=float, default=None, metavar="UM", help="about a nucleus radius in microns (needs the pixel size)")
     p.add_argument("--nuclei-min-area-um2", type=float, default=None, metavar="UM2", help="smallest nucleus in square microns (needs the pixel size)")
+    p.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                   help="processes that measure and export while the model predicts the next image (default: cores - 1, at most 8, "
+                   "here %(default)s; 0: everything in turn)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output (they are removed first)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")
@@ -93,6 +97,7 @@ def main(argv=None) -> int:
         opts=args.opts,
         progress=not args.no_progress,
         force=args.force,
+        workers=args.workers,
     )
 
 

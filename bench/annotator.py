@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from bench.common import REPO_ROOT, write_results
-from mask2former.annotate.batch import worker_context
+from mask2former.utils.processes import worker_context
 
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
 RESOLUTION = 1500

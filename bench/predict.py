@@ -10,6 +10,9 @@ stitching, post-processing, measurements, exports):
 - model: the real predictor with random weights (tiny preset and the Swin-B architecture of
   stage2_config.yaml), both with INPUT.IMAGE_SIZE 1500, so a 1500 image is one tile and a 2048
   image four. Random weights find (almost) no instances, so this part measures the model.
+- throughput: images per second of whole runs (run_prediction, as predict.py) with the tiny model
+  on 1500 px real fields with nuclei, measuring in turn (--workers 0) and overlapped with the
+  model (--workers 1, 2): the model runs on every tile, the instances are the human masks.
 - overhead: a stand-in predictor that returns realistic instances (the human myotube masks of
   ../shared/data/qa-skmcs-train, split per tile, with their DAPI images for the nuclei; synthetic
   tubes when that folder is absent), timing tiling/stitching, post-processing, measurements
@@ -180,6 +183,47 @@ def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> lis
     return runs
 
 
+class ModelThenMasks:
+    """The tiny model's cost on every tile, with realistic instances (the tile's mask components)."""
+
+    def __init__(self, device: str):
+        from mask2former.config import load_config
+        from mask2former.inference.predictor import MyotubePredictor
+
+        cfg = load_config(ARCHS["tiny"], ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "INPUT.IMAGE_SIZE", "1500"])
+        self.model = MyotubePredictor(cfg, input_scale=1.0)
+        self.masks = MaskComponentsPredictor()
+
+    def __call__(self, tile: np.ndarray) -> Instances:
+        self.model(tile)
+        return self.masks(tile)
+
+
+def bench_throughput(data: str, fields: int, folder: str, device: str, workers: list[int]) -> list[dict]:
+    """Whole runs over ``fields`` 1500 px fields with nuclei: images per second for each worker count."""
+    from mask2former.inference.run import run_prediction
+
+    pairs = _real_fields(data, fields) if data and os.path.isdir(data) else []
+    if not pairs:
+        return []
+    inputs = os.path.join(folder, "throughput")
+    os.makedirs(inputs, exist_ok=True)
+    for k, (mask_path, dapi_path) in enumerate(pairs):
+        cv2.imwrite(os.path.join(inputs, f"F{k:02d}_myotube.png"), cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)[:1500, :1500])
+        cv2.imwrite(os.path.join(inputs, f"F{k:02d}_dapi.png"), cv2.imread(dapi_path, cv2.IMREAD_GRAYSCALE)[:1500, :1500])
+    predictor = ModelThenMasks(device)
+    runs = []
+    for w in workers:
+        options = PredictOptions(tile_size=1500, tile_overlap=0.2, nuclei_images_dir=inputs, post=PostprocessParams(), progress=False, workers=w)
+        start = time.perf_counter()
+        report = run_prediction(os.path.join(inputs, "*_myotube.png"), predictor, os.path.join(folder, f"throughput_out_{w}"), options)
+        seconds = time.perf_counter() - start
+        run = {"workers": w, "images": len(report.summaries), "seconds": round(seconds, 2), "images_per_second": round(len(report.summaries) / seconds, 3)}
+        print(run, flush=True)
+        runs.append(run)
+    return runs
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny architecture only, one repeat, 3 real fields")
@@ -190,6 +234,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help="real fields for the overhead part (skipped if absent)")
     parser.add_argument("--fields", type=int, default=None, help="real fields for the overhead part (default 10, quick 3)")
     parser.add_argument("--skip-model", action="store_true", help="overhead part only")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts of the throughput part (default %(default)s)")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "predict.json"))
     args = parser.parse_args(argv)
     archs = args.archs or (["tiny"] if args.quick else ["tiny", "swinb"])
@@ -203,6 +248,8 @@ def main(argv=None) -> None:
                      "load_average_start": [round(v, 2) for v in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as folder:
         results["overhead"] = bench_overhead(args.sizes, args.data, fields, folder)
+        if not args.skip_model:
+            results["throughput"] = bench_throughput(args.data, fields, folder, args.device, args.workers)
         results["model"] = []
         if not args.skip_model:
             for arch in archs:

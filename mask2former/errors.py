@@ -20,6 +20,10 @@ class InputError(MyotubeError, ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
+    def __reduce__(self):
+        # Rebuilt from its own arguments, so it crosses from a worker process intact.
+        return type(self), (self.path, self.problem)
+
 
 class ConfigError(InputError):
     """A config file or override is wrong (unknown key, bad value, missing _BASE_)."""
@@ -40,6 +44,9 @@ class Interrupted(MyotubeError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+    def __reduce__(self):
+        return type(self), (str(self), self.exit_code)
 
 
 class WeightsError(InputError):

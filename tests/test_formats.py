@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import sys
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -220,3 +222,24 @@ def test_predict_help_lists_the_format_and_nuclei_flags(tmp_path):
     assert out.returncode == 0
     for flag in (b"--scene", b"--fusion-min-nuclei", b"--nuclei-radius-um", b"--nuclei-min-area-um2", b"N|NAME"):
         assert flag in out.stdout, flag
+
+
+def test_overlapped_measuring_gives_the_same_results_in_order(tmp_path):
+    """Workers measure and export while the model predicts the next image: same files, same order,
+    failures reported in place."""
+    stack, _ = nuclei_field()
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k in range(4):
+        write_ome(inputs / f"f{k}.ome.tif", np.roll(stack, 7 * k, axis=2), pixel_size=0.5)
+    (inputs / "f2b.tif").write_bytes(b"broken")  # sorts between f2 and f3
+    options = PredictOptions(tile_size=256, channel="MyHC", nuclei_channel="DAPI", progress=False)
+    serial = run_prediction(str(inputs), TubesPredictor(), str(tmp_path / "serial"), options)
+    overlapped = run_prediction(str(inputs), TubesPredictor(), str(tmp_path / "overlapped"), replace(options, workers=2))
+    assert [f[0] for f in serial.failures] == [f[0] for f in overlapped.failures] == [str(inputs / "f2b.tif")]
+    assert [s["image"] for s in overlapped.summaries] == [s["image"] for s in serial.summaries] == [f"f{k}.ome.tif" for k in range(4)]
+    for name in sorted(os.listdir(tmp_path / "serial")):
+        if name.endswith((".tif", ".csv")) and name != "summary.csv":
+            assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "overlapped" / name).read_bytes(), name
+    rows = [r["image"] for r in read_rows(tmp_path / "overlapped" / "summary.csv")]
+    assert rows == ["f0.ome.tif", "f1.ome.tif", "f2.ome.tif", "f2b.tif", "f3.ome.tif"]

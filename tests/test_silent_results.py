@@ -416,3 +416,15 @@ def test_resume_with_nothing_to_resume_says_it_starts_fresh(tmp_path):
               "2", "INPUT.IMAGE_SIZE", "64", "OUTPUT_DIR", str(tmp_path / "run"), cwd=tmp_path)
     assert out.returncode == 0, text(out.stderr)[-2000:]
     assert "--resume: no checkpoint in" in text(out.stderr) and "starting from the beginning" in text(out.stderr)
+
+
+def test_project_errors_cross_process_boundaries_intact():
+    """Workers that measure and export send their errors back pickled."""
+    import pickle
+
+    from mask2former.errors import ConfigError, ImageReadError, Interrupted
+
+    for err in (ImageReadError("/a/b.tif", "cannot read"), ConfigError(None, "bad key"), Interrupted("stopped", 143)):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)
+    assert pickle.loads(pickle.dumps(Interrupted("stopped", 143))).exit_code == 143

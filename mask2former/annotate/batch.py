@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from ..utils.fileio import (
     replace_folder,
     staging_folder,
 )
+from ..utils.processes import worker_context
 from .foreground import full_scale
 from .instances import annotate_image
 from .params import AnnotatorParams
@@ -190,12 +190,6 @@ def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> Image
         result.error = f"{path}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'failed'}"
     result.seconds = time.perf_counter() - start
     return result
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """Worker processes started from a clean server process: forking a process whose OpenMP or
-    torch threads are running can deadlock the child (seen when called after training code)."""
-    return multiprocessing.get_context("forkserver")
 
 
 def _init_worker() -> None:

@@ -132,6 +132,7 @@ def predict_command(
     fusion_min_nuclei: int = 2,
     nuclei_radius_um: float | None = None,
     nuclei_min_area_um2: float | None = None,
+    workers: int = 0,
 ) -> int:
     """Run ``predict.py``; returns the exit code (1 when any image failed)."""
     if scale is not None and not scale > 0:
@@ -166,6 +167,7 @@ def predict_command(
         fusion_min_nuclei=fusion_min_nuclei,
         nuclei_radius_um=nuclei_radius_um,
         nuclei_min_area_um2=nuclei_min_area_um2,
+        workers=workers,
         # A scale by hand is the scale for every image; otherwise images that state their pixel size
         # are resized to the model's microns per pixel, when the model records them.
         model_pixel_size_um=None if scale_by_hand or recorded is None else recorded.pixel_size_um,

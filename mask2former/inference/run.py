@@ -22,7 +22,9 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,12 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from ..config import get_cfg
-from ..data.io import is_image_file, read_image, read_image_and_metadata
+from ..data.io import ImageMetadata, is_image_file, read_image, read_image_and_metadata
 from ..errors import ImageReadError, InputError, MyotubeError, one_line
 from ..measure.nuclei import nuclei_labels_from_mask, nucleus_rows, segment_nuclei
 from ..measure.table import measure_instances
 from ..structures import CroppedInstances, Instances
 from ..utils.fileio import claim_free_name
+from ..utils.processes import worker_context
 from .export import (
     coco_annotations,
     coco_image_entry,
@@ -97,6 +100,8 @@ class PredictOptions:
     nuclei_min_area_um2: float | None = None
     # A myotube with at least this many nuclei counts as fused (fusion index).
     fusion_min_nuclei: int = 2
+    # Processes that measure and export while the model predicts the next image (0: all in turn).
+    workers: int = 0
     progress: bool = True
 
     @classmethod
@@ -128,6 +133,8 @@ class PredictOptions:
             raise InputError(None, f"tile overlap must be in [0, 0.9), got {self.tile_overlap}")
         if self.pixel_size is not None and self.pixel_size <= 0:
             raise InputError(None, f"pixel size must be > 0 microns, got {self.pixel_size}")
+        if self.workers < 0:
+            raise InputError(None, f"--workers must be 0 or more, got {self.workers}")
         if self.fusion_min_nuclei < 1:
             raise InputError(None, f"--fusion-min-nuclei must be at least 1, got {self.fusion_min_nuclei}")
         for name, value in (("--nuclei-radius-um", self.nuclei_radius_um), ("--nuclei-min-area-um2", self.nuclei_min_area_um2)):
@@ -317,6 +324,72 @@ class ImageResult:
     seconds: dict[str, float]
 
 
+@dataclass
+class Predicted:
+    """One image after the model: what measuring and exporting need (picklable, for a worker)."""
+
+    path: str
+    name: str
+    image: np.ndarray
+    instances: CroppedInstances
+    pixel_size: float | None
+    pixel_size_source: str | None
+    scene: str | None
+    options: PredictOptions
+    seconds: dict[str, float]
+
+
+def read_and_predict(path: str, predict_fn: PredictFn, options: PredictOptions, name: str, timer: StageTimer) -> Predicted:
+    """Read one image, resize it to the model's scale, predict its instances (tiled)."""
+    with timer("read"):
+        image, meta = read_image_and_metadata(path, channel=options.channel, z_project=options.z_project, scene=options.scene)
+    return predict_read_image(path, name, image, meta, predict_fn, options, timer)
+
+
+def predict_read_image(path: str, name: str, image: np.ndarray, meta: ImageMetadata, predict_fn: PredictFn, options: PredictOptions,
+                       timer: StageTimer) -> Predicted:
+    """The model's part for an image already read: its pixel size, its scale, its instances."""
+    pixel_size, source = (options.pixel_size, "--pixel-size") if options.pixel_size else (meta.pixel_size_um, meta.pixel_size_source)
+    if options.model_pixel_size_um and meta.pixel_size_um and not options.pixel_size:
+        # Both sizes known: this image is resized to the model's microns per pixel.
+        options = replace(options, input_scale=meta.pixel_size_um / options.model_pixel_size_um)
+    with _at_scale(predict_fn, options.input_scale):
+        instances = predict_image(image, predict_fn, options, timer)
+    scene = meta.scene if meta.scene is not None and len(meta.scenes) > 1 else None
+    return Predicted(path, name, image, instances, pixel_size, source, scene, options, dict(timer.seconds))
+
+
+def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1) -> ImageResult:
+    """Nuclei, measurements and every per-image file of one predicted image."""
+    p, options, timer = predicted, predicted.options, StageTimer()
+    timer.seconds.update(p.seconds)
+    with timer("measure"):
+        nuclei = load_nuclei_labels(p.path, p.image.shape[:2], options, p.pixel_size)
+        measured = measure_instances(p.instances, p.pixel_size, nuclei, fusion_min_nuclei=options.fusion_min_nuclei)
+    with timer("export"):
+        base = os.path.join(output_dir, p.name)
+        write_png(base + "_overlay.png", render_overlay(p.image, p.instances, nuclei_labels=nuclei))
+        write_label_tiff(base + "_labels.tif", p.instances, p.pixel_size)
+        annotations = coco_annotations(p.instances, image_id=1)
+        write_coco(base + "_coco.json", [coco_image_entry(os.path.basename(p.path), p.instances, 1)], annotations)
+        write_roi_zip(base + "_rois.zip", p.instances)
+        write_csv(base + "_measurements.csv", measured.rows)
+        if nuclei is not None:
+            u = "um" if p.pixel_size else "px"
+            write_labels_tiff(base + "_nuclei_labels.tif", nuclei, p.pixel_size)
+            write_csv(base + "_nuclei.csv", nucleus_rows(measured.nuclei, p.pixel_size),
+                      ["id", f"centroid_x_{u}", f"centroid_y_{u}", f"area_{u}2", "myotube", "position"])
+    summary = {"image": os.path.basename(p.path), "name": p.name, "height": p.image.shape[0], "width": p.image.shape[1],
+               "pixel_size_um": p.pixel_size or "", "pixel_size_source": p.pixel_size_source or "", "scale": options.input_scale}
+    if p.scene is not None:
+        summary["scene"] = p.scene
+    summary.update(measured.summary)
+    summary["seconds"] = sum(timer.seconds.values())
+    for ann in annotations:
+        ann["image_id"] = image_id
+    return ImageResult(p.path, p.name, p.instances, summary, annotations, dict(timer.seconds))
+
+
 def process_image(
     path: str,
     predict_fn: PredictFn,
@@ -328,40 +401,10 @@ def process_image(
 ) -> ImageResult:
     """Predict one image and write all its outputs (see the module doc)."""
     timer = timer or StageTimer()
-    name = name or Path(path).stem
-    with timer("read"):
-        image, meta = read_image_and_metadata(path, channel=options.channel, z_project=options.z_project, scene=options.scene)
-    pixel_size, source = (options.pixel_size, "--pixel-size") if options.pixel_size else (meta.pixel_size_um, meta.pixel_size_source)
-    if options.model_pixel_size_um and meta.pixel_size_um and not options.pixel_size:
-        # Both sizes known: this image is resized to the model's microns per pixel.
-        options = replace(options, input_scale=meta.pixel_size_um / options.model_pixel_size_um)
-    with _at_scale(predict_fn, options.input_scale):
-        instances = predict_image(image, predict_fn, options, timer)
-    with timer("measure"):
-        nuclei = load_nuclei_labels(path, image.shape[:2], options, pixel_size)
-        measured = measure_instances(instances, pixel_size, nuclei, fusion_min_nuclei=options.fusion_min_nuclei)
-    with timer("export"):
-        base = os.path.join(output_dir, name)
-        write_png(base + "_overlay.png", render_overlay(image, instances, nuclei_labels=nuclei))
-        write_label_tiff(base + "_labels.tif", instances, pixel_size)
-        annotations = coco_annotations(instances, image_id=1)
-        write_coco(base + "_coco.json", [coco_image_entry(os.path.basename(path), instances, 1)], annotations)
-        write_roi_zip(base + "_rois.zip", instances)
-        write_csv(base + "_measurements.csv", measured.rows)
-        if nuclei is not None:
-            write_labels_tiff(base + "_nuclei_labels.tif", nuclei, pixel_size)
-            write_csv(base + "_nuclei.csv", nucleus_rows(measured.nuclei, pixel_size),
-                      ["id", *(f"{k}_{'um' if pixel_size else 'px'}" for k in ("centroid_x", "centroid_y")),
-                       f"area_{'um' if pixel_size else 'px'}2", "myotube", "position"])
-    summary = {"image": os.path.basename(path), "name": name, "height": image.shape[0], "width": image.shape[1],
-               "pixel_size_um": pixel_size or "", "pixel_size_source": source or "", "scale": options.input_scale}
-    if meta.scene is not None and len(meta.scenes) > 1:
-        summary["scene"] = meta.scene
-    summary.update(measured.summary)
-    summary["seconds"] = sum(timer.seconds.values())
-    for ann in annotations:
-        ann["image_id"] = image_id
-    return ImageResult(path, name, instances, summary, annotations, dict(timer.seconds))
+    predicted = read_and_predict(path, predict_fn, options, name or Path(path).stem, timer)
+    result = measure_and_export(predicted, output_dir, image_id)
+    timer.seconds.update(result.seconds)
+    return result
 
 
 # --------------------------------------------------------------------------- a run
@@ -395,46 +438,102 @@ def run_prediction(
     images: list[dict] = []
     annotations: list[dict] = []
 
-    iterator = zip(paths, names)
     bar = None
     if options.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), desc="images", unit="image", file=sys.stderr)
-    for image_id, (path, name) in enumerate(iterator, start=1):
-        try:
-            result = process_image(path, predict_fn, options, output_dir, name, image_id)
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as err:  # one bad image must not stop a batch of hundreds
-            message = one_line(err, limit=1000)
-            if not isinstance(err, MyotubeError):
-                message = f"{path}: {type(err).__name__}: {message}"
-                logger.debug("traceback for %s", path, exc_info=True)
+
+    def record(path: str, name: str, image_id: int, outcome: ImageResult | BaseException) -> None:
+        if isinstance(outcome, BaseException):  # one bad image must not stop a batch of hundreds
+            message = one_line(outcome, limit=1000)
+            if not isinstance(outcome, MyotubeError):
+                message = f"{path}: {type(outcome).__name__}: {message}"
+                logger.debug("traceback for %s", path, exc_info=outcome)
             failures.append((path, message))
-            line = f"failed: {message}"
-            if bar is not None:
-                bar.write(line, file=sys.stderr)
-            else:
-                print(line, file=sys.stderr)
+            (bar.write if bar is not None else print)(f"failed: {message}", file=sys.stderr)
             summary_rows.append({"image": os.path.basename(path), "name": name, "error": message})
         else:
-            done.append(result.summary)
-            summary_rows.append(result.summary)
-            images.append(coco_image_entry(os.path.basename(path), result.instances, image_id))
+            done.append(outcome.summary)
+            summary_rows.append(outcome.summary)
+            images.append(coco_image_entry(os.path.basename(path), outcome.instances, image_id))
             # Only the compact RLEs are kept; masks are dropped so memory stays flat over a batch.
-            annotations.extend(result.annotations)
-            del result
+            annotations.extend(outcome.annotations)
         # Rewritten after every image: an interrupted batch still leaves a usable summary.
         write_csv(os.path.join(output_dir, "summary.csv"), summary_rows, _summary_columns(summary_rows))
         if bar is not None:
             bar.update(1)
+
+    jobs = [(image_id, path, name) for image_id, (path, name) in enumerate(zip(paths, names), start=1)]
+    if options.workers > 0:
+        _run_overlapped(jobs, predict_fn, output_dir, options, record)
+    else:
+        for image_id, path, name in jobs:
+            try:
+                outcome: ImageResult | BaseException = process_image(path, predict_fn, options, output_dir, name, image_id)
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as err:
+                outcome = err
+            record(path, name, image_id, outcome)
     if bar is not None:
         bar.close()
     for k, ann in enumerate(annotations, start=1):
         ann["id"] = k
     write_coco(os.path.join(output_dir, "predictions_coco.json"), images, annotations)
     return RunReport(done, failures, output_dir)
+
+
+def _run_overlapped(jobs, predict_fn: PredictFn, output_dir: str, options: PredictOptions, record) -> None:
+    """The model in this process, one image after the other; reading the next image in a thread,
+    measuring and exporting in ``options.workers`` processes. Results are recorded in input order,
+    and at most ``2 x workers`` predicted images wait, so memory stays bounded."""
+    reader = ThreadPoolExecutor(1)
+    pool = ProcessPoolExecutor(options.workers, mp_context=worker_context())
+    waiting: deque = deque()  # (image_id, path, name, future or exception), in input order
+
+    def flush(limit: int) -> None:
+        while len(waiting) > limit:
+            image_id, path, name, pending = waiting.popleft()
+            try:
+                outcome = pending.result() if isinstance(pending, Future) else pending
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as err:
+                outcome = err
+            record(path, name, image_id, outcome)
+
+    try:
+        read_ahead = reader.submit(_read_for, jobs[0][1], options) if jobs else None
+        for k, (image_id, path, name) in enumerate(jobs):
+            image_and_meta = read_ahead
+            read_ahead = reader.submit(_read_for, jobs[k + 1][1], options) if k + 1 < len(jobs) else None
+            try:
+                predicted = _predict_read(path, name, image_and_meta, predict_fn, options)
+                waiting.append((image_id, path, name, pool.submit(measure_and_export, predicted, output_dir, image_id)))
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as err:
+                waiting.append((image_id, path, name, err))
+            flush(2 * options.workers)
+        flush(0)
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_for(path: str, options: PredictOptions):
+    start = time.perf_counter()
+    image, meta = read_image_and_metadata(path, channel=options.channel, z_project=options.z_project, scene=options.scene)
+    return image, meta, time.perf_counter() - start
+
+
+def _predict_read(path: str, name: str, read: Future, predict_fn: PredictFn, options: PredictOptions) -> Predicted:
+    """:func:`read_and_predict` for an image a reader thread has read."""
+    image, meta, read_seconds = read.result()
+    timer = StageTimer()
+    timer.seconds["read"] = read_seconds
+    return predict_read_image(path, name, image, meta, predict_fn, options, timer)
 
 
 def _summary_columns(rows: list[dict]) -> list[str]:
