@@ -43,10 +43,10 @@ def marked_tables(path: str) -> list[tuple[int, list[str], list[str]]]:
             continue
         rows = []
         j = i + 1
-        while j < len(lines) and not lines[j].startswith("|"):
+        while j < len(lines) and not lines[j].lstrip().startswith("|"):
             j += 1
-        while j < len(lines) and lines[j].startswith("|"):
-            rows.append(lines[j])
+        while j < len(lines) and lines[j].lstrip().startswith("|"):  # tables inside list items are indented
+            rows.append(lines[j].strip())
             j += 1
         sources = []
         for pattern in match.group(1).split():

@@ -11,6 +11,15 @@ import torch
 from ..config import COCO_SWIN_B_WEIGHTS, CfgNode
 from ..errors import WeightsError
 from .build import build_hf_config, build_model, configure_trainable_parts
+from .detectron2 import (
+    ARCHITECTURE_KEYS,
+    architecture,
+    check_head,
+    describe_differences,
+    read_detectron2,
+    swin_name,
+    to_transformers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +31,8 @@ LOCAL_WEIGHTS_FOLDER = "weights"
 
 
 def weights_kind(weights: str) -> str:
-    """One of ``"none"``, ``"checkpoint"`` (.pth/.pt), ``"hf_dir"`` or ``"hub_id"``.
+    """One of ``"none"``, ``"checkpoint"`` (.pth/.pt: ours or a detectron2 training checkpoint, told
+    apart by content), ``"detectron2"`` (.pkl: the detectron2 model zoo), ``"hf_dir"`` or ``"hub_id"``.
 
     ``owner/name`` is a hub id unless it looks local: it exists, starts with ``.``, ``/`` or ``~``,
     its first folder exists here, or that folder is ``weights/`` (the guide's download location).
@@ -31,6 +41,8 @@ def weights_kind(weights: str) -> str:
         return "none"
     if weights.endswith((".pth", ".pt")):
         return "checkpoint"
+    if weights.endswith(".pkl"):
+        return "detectron2"
     path = os.path.expanduser(weights)
     first = weights.split("/")[0]
     if os.path.isdir(path) or weights.startswith((".", "/", "~")) or first == LOCAL_WEIGHTS_FOLDER or (weights.count("/") and os.path.isdir(first)):
@@ -73,6 +85,8 @@ def describe_weights(weights: str, stage: int = 1) -> dict[str, Any]:
     info: dict[str, Any] = {"weights": weights, "kind": kind}
     if kind == "none":
         info.update(status="random", hint="no weights: the model starts from random initialisation")
+    elif kind == "detectron2":
+        info.update(status="ok") if os.path.isfile(weights) else info.update(status="missing", hint=f"detectron2 weights {weights} not found")
     elif kind == "checkpoint":
         if os.path.isfile(weights):
             info.update(status="ok")
@@ -154,13 +168,60 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None,
     if kind == "none":
         logger.warning("MODEL.WEIGHTS is empty: the model starts from random initialisation")
         return build_model(cfg, class_names), "random initialisation"
-    if kind == "checkpoint":
+    if kind in ("checkpoint", "detectron2"):
+        if not os.path.isfile(weights):
+            raise WeightsError(weights, "checkpoint not found" if kind == "checkpoint" else "weights file not found")
         model = build_model(cfg, class_names)
+        d2 = read_detectron2(weights)
+        if d2 is not None:
+            return model, load_detectron2_state(model, weights, d2, cfg, grow_queries=for_training)
+        if kind == "detectron2":
+            raise WeightsError(weights, "not a detectron2 Mask2Former checkpoint (no backbone.* / sem_seg_head.* weights)")
         n = load_project_checkpoint(model, weights, grow_queries=for_training)
         return model, f"{weights} ({n} tensors)"
     model = _load_hf_pretrained(weights, build_hf_config(cfg, class_names))
     configure_trainable_parts(model, cfg)
     return model, f"{weights} (Hugging Face weights; class head re-initialised for {class_names})"
+
+
+def load_detectron2_state(model, path: str, state: dict, cfg: CfgNode, grow_queries: bool = False) -> str:
+    """Load a detectron2 Mask2Former state dict into ``model``; returns what was loaded, for the log.
+
+    The architecture must be the config's (read from the shapes; refused otherwise). Queries are
+    grown as from hub weights (training only), the class head is re-initialised when the class
+    count differs, and every key loaded, re-initialised or left over is reported.
+    """
+    check_head(path, state)
+    theirs = architecture(state)
+    ours = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in ((k, _cfg_value(cfg, k)) for k in ARCHITECTURE_KEYS)}
+    differences = describe_differences(ours, theirs)
+    if differences:
+        raise WeightsError(path, f"the checkpoint is a {swin_name(theirs)} Mask2Former that differs from the config: {'; '.join(differences[:3])}"
+                           "; set these keys (e.g. --opts) to load it")
+    converted, unexpected = to_transformers(state)
+    own = model.state_dict()
+    loadable, reinitialised = {}, []
+    for key, target in own.items():
+        source = converted.get(key)
+        if source is None:
+            reinitialised.append(key)
+        elif tuple(source.shape) == tuple(target.shape):
+            loadable[key] = source.to(target.dtype)
+        elif key in QUERY_KEYS:
+            if not grow_queries:
+                raise WeightsError(path, f"checkpoint has {source.shape[0]} queries, the config {target.shape[0]}: predict and evaluate "
+                                   "with MODEL.MASK_FORMER.NUM_OBJECT_QUERIES as trained (only training may add queries)")
+            loadable[key] = _grow_queries(source.to(target.dtype), target)
+        elif key.startswith(REINIT_PREFIXES):
+            reinitialised.append(key)
+        else:
+            raise WeightsError(path, f"{key} has shape {tuple(source.shape)} in the checkpoint, {tuple(target.shape)} in the model")
+    model.load_state_dict(loadable, strict=False)
+    unused = sorted(set(converted) - set(own))
+    logger.info("detectron2 %s: loaded %d tensors; re-initialised: %s; unexpected (not loaded): %s", path, len(loadable),
+                ", ".join(reinitialised) or "none", ", ".join(unexpected + unused) or "none")
+    return f"{path} (detectron2 {swin_name(theirs)} Mask2Former, {theirs['classes']} classes; {len(loadable)} tensors loaded, " \
+           f"{len(reinitialised)} re-initialised)"
 
 
 def read_checkpoint(path: str) -> dict:
