@@ -371,7 +371,10 @@ def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1)
         write_png(base + "_overlay.png", render_overlay(p.image, p.instances, nuclei_labels=nuclei))
         write_label_tiff(base + "_labels.tif", p.instances, p.pixel_size)
         annotations = coco_annotations(p.instances, image_id=1)
-        write_coco(base + "_coco.json", [coco_image_entry(os.path.basename(p.path), p.instances, 1)], annotations)
+        # Where the image is and how it was read: the napari reader shows it under the instances.
+        entry = {**coco_image_entry(os.path.basename(p.path), p.instances, 1), "original_path": os.path.abspath(p.path),
+                 "channel": options.channel, "scene": options.scene, "pixel_size_um": p.pixel_size}
+        write_coco(base + "_coco.json", [entry], annotations)
         write_roi_zip(base + "_rois.zip", p.instances)
         write_csv(base + "_measurements.csv", measured.rows)
         if nuclei is not None:
