@@ -27,11 +27,10 @@ def main(argv=None) -> None:
         print(f"no real fields under {args.data}: skipped")
         return
     import napari
+    from qtpy.QtWidgets import QApplication
     from skimage.io import imsave
 
     from mask2former.napari._widget import MyotubeWidget
-
-    from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=True)
     viewer.open(fields[args.field])

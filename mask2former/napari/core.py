@@ -25,7 +25,14 @@ import shutil
 
 import numpy as np
 
-from ..data.coco import CATEGORIES, bbox_of_mask, mask_to_rle, read_coco_json, segmentation_to_mask, write_coco_json
+from ..data.coco import (
+    CATEGORIES,
+    bbox_of_mask,
+    mask_to_rle,
+    read_coco_json,
+    segmentation_to_mask,
+    write_coco_json,
+)
 from ..data.io import read_image, read_metadata
 from ..errors import InputError
 
