@@ -243,7 +243,7 @@ def test_predict_refuses_an_earlier_output_and_force_replaces_it(tmp_path, model
     assert [r.split(",")[0] for r in rows] == ["a.png"]
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "my_notes.txt").write_text("keep me")
-    one_line_error(predict(model, inputs, tmp_path / "notes", "--force", cwd=tmp_path), "notes", "did not write")
+    one_line_error(predict(model, inputs, tmp_path / "notes", "--force", cwd=tmp_path), "notes", "are not prediction results")
     assert (tmp_path / "notes" / "my_notes.txt").read_text() == "keep me"
 
 

@@ -33,7 +33,7 @@ from ..utils.fileio import (
     atomic_write_json,
     atomic_write_with,
     claim_free_name,
-    earlier_output_entries,
+    earlier_output,
     replace_folder,
     staging_folder,
 )
@@ -230,15 +230,8 @@ def annotate_folder(
     paths = list_inputs(input_dir)
     if os.path.realpath(os.path.join(output_dir, "images")) == os.path.realpath(input_dir):
         raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
-    if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
-        raise InputError(output_dir, "exists and is not a folder")
-    earlier = earlier_output_entries(output_dir)
-    if earlier and not force:
-        raise InputError(output_dir, f"holds an earlier run's output ({', '.join(earlier[:3])}); use --force to replace it "
-                         "(the old output is kept until the new one is complete)")
-    unexpected = sorted(set(earlier) - OUTPUT_ENTRIES)
-    if unexpected:
-        raise InputError(output_dir, f"does not look like annotator output (holds {', '.join(repr(e) for e in unexpected[:5])}); refusing to replace it")
+    # With --force the old output is kept until the new one is complete, then replaced as a whole.
+    earlier_output(output_dir, force, OUTPUT_ENTRIES.__contains__, "annotator output")
     with staging_folder(output_dir) as stage:
         summary = _annotate_into(stage, output_dir, input_dir, paths, resolution, test_fraction, seed, channel, z_project, workers,
                                  params or AnnotatorParams(), progress)

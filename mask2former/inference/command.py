@@ -12,7 +12,7 @@ from ..config import load_config, save_config
 from ..data.scale import prediction_scale
 from ..errors import InputError, WeightsError
 from ..modeling.weights import FINAL
-from ..utils.fileio import earlier_output_entries
+from ..utils.fileio import earlier_output
 from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, run_prediction
 
 logger = logging.getLogger(__name__)
@@ -91,15 +91,7 @@ def is_prediction_output(name: str) -> bool:
 def prepare_output_folder(output: str, force: bool) -> list[str]:
     """Create ``output`` (and check that it is writable) before the model loads. An earlier run's
     results are refused unless ``force``; then they are returned, to be removed before writing."""
-    if os.path.lexists(output) and not os.path.isdir(output):
-        raise InputError(output, "output exists and is not a folder")
-    earlier = earlier_output_entries(output)
-    if earlier and not force:
-        raise InputError(output, f"holds an earlier run's results ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
-                         "use --force to replace them, or choose another --output")
-    foreign = [e for e in earlier if not is_prediction_output(e)]
-    if foreign:
-        raise InputError(output, f"holds files predict.py did not write ({', '.join(repr(e) for e in foreign[:3])}); refusing to replace them")
+    earlier = earlier_output(output, force, is_prediction_output, "prediction results")
     try:
         os.makedirs(output, exist_ok=True)
         with tempfile.TemporaryFile(dir=output):
