@@ -122,6 +122,8 @@ class MyotubeWidget(QWidget):
             self.progress.setValue(0)
             return None
 
+    # The package's heavy parts load on first use (torch, transformers, numba: seconds), so the
+    # widget opens at once.
     def _annotate(self, image: np.ndarray) -> CroppedInstances:
         from ..annotate import annotate_instances
 
