@@ -66,6 +66,11 @@ def json_numbers(paths: list[str]) -> list[float]:
         if isinstance(value, (int, float)):
             if math.isfinite(value):
                 out.append(float(value))
+        elif isinstance(value, str):  # e.g. a config override stored as text ("128")
+            try:
+                walk(float(value))
+            except ValueError:
+                pass
         elif isinstance(value, dict):
             for v in value.values():
                 walk(v)
