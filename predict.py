@@ -59,9 +59,10 @@ def build_parser() -> ArgumentParser:
                    help="a myotube with at least N nuclei counts as fused in the fusion index (default %(default)s)")
     p.add_argument("--nuclei-radius-um", type=float, default=None, metavar="UM", help="about a nucleus radius in microns (needs the pixel size)")
     p.add_argument("--nuclei-min-area-um2", type=float, default=None, metavar="UM2", help="smallest nucleus in square microns (needs the pixel size)")
-    p.add_argument("--workers", type=int, default=default_workers(), metavar="N",
-                   help="processes that measure and export while the model predicts the next image (default: cores - 1, at most 8, "
-                   "here %(default)s; 0: everything in turn)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that measure and export while the model predicts the next image (default: with a GPU every "
+                   f"core but one, at most 8, here {default_workers()}; on the CPU 0, as the model's threads use every core; "
+                   "0: everything in turn)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output (they are removed first)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")

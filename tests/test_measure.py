@@ -232,3 +232,29 @@ def test_the_fast_distance_and_hole_filling_match_scipy():
         mask = ndi.binary_opening(rng.random((80, 90)) > 0.4)
         assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
         np.testing.assert_allclose(euclidean_distance(mask), ndi.distance_transform_edt(mask), atol=1e-4)
+
+
+def test_the_fast_relabelling_and_smoothing_match_skimage_and_scipy():
+    from scipy import ndimage as ndi
+    from skimage.segmentation import relabel_sequential
+
+    from mask2former.measure.nuclei import _relabel, gaussian_blur
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        labels = rng.choice([0, 3, 7, 8, 40, 1000], size=(40, 50)).astype(np.int32)
+        assert np.array_equal(_relabel(labels), relabel_sequential(labels)[0])
+        image = rng.random((70, 60)).astype(np.float32) * 255
+        for sigma in (1.0, 1.5):
+            np.testing.assert_allclose(gaussian_blur(image, sigma), ndi.gaussian_filter(image, sigma), atol=1e-3)
+
+
+def test_branch_points_and_widths_of_a_skeleton_touching_the_crop_edge():
+    # A plus sign filling its whole crop: the skeleton reaches the crop's edge, one branch point.
+    mask = np.zeros((41, 41), bool)
+    mask[17:24, :] = True
+    mask[:, 17:24] = True
+    shape = analyze_shape(mask)
+    assert shape.branch_points == 1
+    assert 5.0 <= shape.width_median <= 8.0
+    assert 38 <= shape.length <= 44

@@ -239,3 +239,13 @@ def test_cli_tiny_model_checkpoint_end_to_end(tmp_path, capsys):
     summary = read_csv(out / "summary.csv")
     assert [r["image"] for r in summary] == ["bad.tif", "big.tif", "small.tif"]
     assert "fusion_index" in summary[1] and "mean_length_um" in summary[1]
+
+
+def test_measuring_workers_default_to_none_on_cpu_and_free_cores_on_gpu(monkeypatch):
+    from mask2former.utils import processes
+
+    monkeypatch.setattr(processes.os, "cpu_count", lambda: 16)
+    assert processes.default_workers("cpu") == 0
+    assert processes.default_workers("cuda:0") == 8
+    monkeypatch.setattr(processes.os, "cpu_count", lambda: 2)
+    assert processes.default_workers("cuda") == 1

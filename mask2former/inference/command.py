@@ -7,12 +7,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..config import load_config, save_config
 from ..data.scale import prediction_scale
 from ..errors import InputError, WeightsError
 from ..modeling.weights import FINAL
 from ..utils.fileio import earlier_output
+from ..utils.processes import default_workers
 from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, run_prediction
 
 logger = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ def predict_command(
     fusion_min_nuclei: int = 2,
     nuclei_radius_um: float | None = None,
     nuclei_min_area_um2: float | None = None,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> int:
     """Run ``predict.py``; returns the exit code (1 when any image failed)."""
     if scale is not None and not scale > 0:
@@ -159,7 +161,7 @@ def predict_command(
         fusion_min_nuclei=fusion_min_nuclei,
         nuclei_radius_um=nuclei_radius_um,
         nuclei_min_area_um2=nuclei_min_area_um2,
-        workers=workers,
+        workers=workers or 0,  # the default depends on the device: set once the model is loaded
         # A scale by hand is the scale for every image; otherwise images that state their pixel size
         # are resized to the model's microns per pixel, when the model records them.
         model_pixel_size_um=None if scale_by_hand or recorded is None else recorded.pixel_size_um,
@@ -175,11 +177,14 @@ def predict_command(
     if not cfg.MODEL.WEIGHTS:
         logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
     predictor = MyotubePredictor(cfg, input_scale=input_scale)
+    if workers is None:
+        options = replace(options, workers=default_workers(str(predictor.device)))
     logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
     logger.info(
-        "Predicting %d image(s) with %s on %s; tiles of %d model px (%d image px), overlap %.2f; score >= %.2f; output %s",
+        "Predicting %d image(s) with %s on %s; tiles of %d model px (%d image px), overlap %.2f; score >= %.2f; "
+        "%d measuring worker(s); output %s",
         len(paths), cfg.MODEL.WEIGHTS or "random weights", predictor.device, options.tile_size, options.image_tile_size,
-        options.tile_overlap, options.post.score_threshold, output,
+        options.tile_overlap, options.post.score_threshold, options.workers, output,
     )
     for name in earlier:  # --force: the earlier run's results go, so the folder holds this run only
         path = os.path.join(output, name)

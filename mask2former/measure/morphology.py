@@ -34,8 +34,6 @@ from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
-_NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
-
 
 @dataclass
 class ShapeAnalysis:
@@ -49,8 +47,20 @@ class ShapeAnalysis:
     width_median: float
 
 
-def _neighbour_count(skeleton: np.ndarray) -> np.ndarray:
-    return ndi.convolve(skeleton.astype(np.uint8), _NEIGHBOURS, mode="constant") * skeleton
+_OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+
+
+def _neighbour_count(skeleton: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Skeleton neighbours of the skeleton pixels (ys, xs), which lie off the array's edge."""
+    return sum(skeleton[ys + dy, xs + dx].astype(np.int32) for dy, dx in _OFFSETS)
+
+
+def _max_around(values: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Largest value in the 3x3 neighbourhood of each pixel (ys, xs), which lie off the array's edge."""
+    best = values[ys, xs]
+    for dy, dx in _OFFSETS:
+        best = np.maximum(best, values[ys + dy, xs + dx])
+    return best
 
 
 def _tip(distance_value: float) -> float:
@@ -80,12 +90,16 @@ def _branches(sk) -> tuple[list[np.ndarray], np.ndarray]:
     return paths, lengths
 
 
-def _prune_spurs(skeleton: np.ndarray, distance: np.ndarray, prune_factor: float, max_rounds: int = 3) -> np.ndarray:
+def _prune_spurs(
+    skeleton: np.ndarray, distance: np.ndarray, prune_factor: float, max_rounds: int = 3
+) -> tuple[np.ndarray, tuple | None]:
+    """The pruned skeleton, and skan's graph of it with its branches when the last round found
+    nothing to prune (so the caller need not build the same graph again), else None."""
     from skan.csr import Skeleton
 
     for _ in range(max_rounds):
         if np.count_nonzero(skeleton) < 3:
-            return skeleton
+            return skeleton, None
         sk = Skeleton(skeleton)
         paths, lengths = _branches(sk)
         deg = sk.degrees
@@ -111,12 +125,12 @@ def _prune_spurs(skeleton: np.ndarray, distance: np.ndarray, prune_factor: float
             keep = 2 if len(spurs) >= branches_at.get(junction, 0) else 0
             to_prune.extend(i for _, i in spurs[: max(0, len(spurs) - keep)])
         if not to_prune:
-            return skeleton
+            return skeleton, (sk, paths, lengths)
         pruned = _wipe_paths(sk, skeleton, sorted(set(to_prune)))
         if not pruned.any():
-            return skeleton
+            return skeleton, (sk, paths, lengths)
         skeleton = pruned
-    return skeleton
+    return skeleton, None
 
 
 def _wipe_paths(sk, skeleton: np.ndarray, indices: list[int]) -> np.ndarray:
@@ -156,9 +170,9 @@ def _wipe_paths(sk, skeleton: np.ndarray, indices: list[int]) -> np.ndarray:
     return out
 
 
-def _longest_path(sk, distance: np.ndarray) -> tuple[float, float]:
+def _longest_path(sk, distance: np.ndarray, branches: tuple | None = None) -> tuple[float, float]:
     """(sum over pieces of the longest tip-to-tip path, total length with tips)."""
-    paths, lengths = _branches(sk)
+    paths, lengths = branches if branches is not None else _branches(sk)
     deg = sk.degrees
     coords = np.round(sk.coordinates).astype(int)
     tip = {}
@@ -224,25 +238,30 @@ def analyze_shape(mask: np.ndarray, prune_factor: float = 2.0) -> ShapeAnalysis:
     if not skeleton.any():
         empty = np.zeros_like(mask)
         return ShapeAnalysis(empty, distance[1:-1, 1:-1], 0.0, 0.0, 0, 0.0)
-    skeleton = _prune_spurs(skeleton, distance, prune_factor)
+    skeleton, graph = _prune_spurs(skeleton, distance, prune_factor)
 
     # Isolated skeleton pixels (round blobs) are not paths for skan: a disc of radius r has
     # length 2r.
-    labels, n_pieces = ndi.label(skeleton, structure=np.ones((3, 3)))
-    sizes = np.bincount(labels.ravel(), minlength=n_pieces + 1)
-    single = np.isin(labels, np.flatnonzero(sizes == 1)) & skeleton
-    length = total = float(sum(2 * _tip(d) for d in distance[single]))
-    rest = skeleton & ~single
-    if rest.any():
+    ys, xs = np.nonzero(skeleton)
+    degree = _neighbour_count(skeleton, ys, xs)
+    single = degree == 0
+    length = total = float(sum(2 * _tip(d) for d in distance[ys[single], xs[single]]))
+    if not single.all():
         from skan.csr import Skeleton
 
-        piece_length, piece_total = _longest_path(Skeleton(rest), distance)
+        if graph is not None and not single.any():
+            piece_length, piece_total = _longest_path(graph[0], distance, graph[1:])
+        else:
+            rest = skeleton.copy()
+            rest[ys[single], xs[single]] = False
+            piece_length, piece_total = _longest_path(Skeleton(rest), distance)
         length += piece_length
         total += piece_total
 
-    degree = _neighbour_count(skeleton)
-    _, branch_points = ndi.label(degree >= 3, structure=np.ones((3, 3)))
-    widths = 2.0 * ndi.maximum_filter(distance, size=3)[skeleton] - 0.5
+    junction = np.zeros_like(skeleton)
+    junction[ys[degree >= 3], xs[degree >= 3]] = True
+    _, branch_points = ndi.label(junction, structure=np.ones((3, 3)))
+    widths = 2.0 * _max_around(distance, ys, xs) - 0.5
     return ShapeAnalysis(
         skeleton=skeleton[1:-1, 1:-1],
         distance=distance[1:-1, 1:-1],
