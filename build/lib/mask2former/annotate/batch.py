@@ -1,0 +1,307 @@
+"""Annotate a folder of raw microscopy images: resized images + COCO train/test annotations.
+
+Output layout (what organize_unified_dataset.py takes as its algorithmic dataset)::
+
+    OUT/images/<stem>.png                     resized so the longest side = resolution
+    OUT/annotations/train_annotations.json    COCO, RLE masks, one instance per myotube
+    OUT/annotations/test_annotations.json
+    OUT/annotation_summary.json               counts, per-image instances, failures
+
+Every image is processed in a worker process; an unreadable file is reported (one line, in the
+summary) and skipped, never fatal to the others. Inputs are only read. Every output file is
+written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+import tifffile
+
+from ..data.coco import bbox_of_mask, mask_to_rle, write_coco_json
+from ..data.io import is_image_file, read_all_channels, read_image, select_channel
+from ..errors import InputError, MyotubeError
+from ..utils.fileio import (
+    atomic_write_json,
+    atomic_write_with,
+    claim_free_name,
+    earlier_output,
+    replace_folder,
+    staging_folder,
+)
+from ..utils.processes import worker_context
+from .foreground import full_scale
+from .instances import annotate_image
+from .params import AnnotatorParams
+
+logger = logging.getLogger(__name__)
+
+TRAIN_JSON = "train_annotations.json"
+TEST_JSON = "test_annotations.json"
+SUMMARY_JSON = "annotation_summary.json"
+
+
+@dataclass
+class ImageResult:
+    source: str
+    file_name: str | None = None  # written image, relative to OUT/images
+    height: int = 0
+    width: int = 0
+    # Size of the input image before resizing: lets training record the model's pixel scale.
+    original_height: int = 0
+    original_width: int = 0
+    annotations: list[dict] = field(default_factory=list)  # COCO annotations without ids
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class AnnotationSummary:
+    input_dir: str
+    output_dir: str
+    images: int = 0
+    annotated: int = 0
+    failed: list[str] = field(default_factory=list)  # "path: reason"
+    instances: int = 0
+    instances_per_image: dict[str, int] = field(default_factory=dict)
+    train_images: int = 0
+    test_images: int = 0
+    empty_images: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        counts = list(self.instances_per_image.values()) or [0]
+        out = [
+            f"Annotated {self.annotated}/{self.images} images in {self.seconds:.1f} s: {self.instances} myotube instances "
+            f"(per image min {min(counts)}, median {float(np.median(counts)):g}, max {max(counts)})",
+            f"  train: {self.train_images} images -> {self.files.get('train', '-')}",
+            f"  test:  {self.test_images} images -> {self.files.get('test', '-')}",
+        ]
+        if self.empty_images:
+            out.append(f"  {len(self.empty_images)} images without any myotube: {', '.join(self.empty_images[:5])}"
+                       + (" ..." if len(self.empty_images) > 5 else ""))
+        if self.failed:
+            out.append(f"  {len(self.failed)} files failed and were skipped:")
+            out += [f"    {f}" for f in self.failed]
+        return out
+
+
+def list_inputs(input_dir: str) -> list[str]:
+    """Image files directly inside ``input_dir`` (by extension), sorted by name."""
+    if not os.path.isdir(input_dir):
+        raise InputError(input_dir, "input folder not found")
+    names = sorted(n for n in os.listdir(input_dir) if is_image_file(n) and not n.startswith("."))
+    paths = [os.path.join(input_dir, n) for n in names if not os.path.isdir(os.path.join(input_dir, n))]
+    if not paths:
+        raise InputError(input_dir, "no images found (looked for .tif, .tiff, .png, .jpg, .jpeg, .bmp)")
+    return paths
+
+
+def output_names(paths: list[str], extension: str = ".png") -> list[str]:
+    """``field.tif`` → ``field.png``; a stem seen before gets its extension appended
+    (``field.jpg`` → ``field_jpg.png``) so no output overwrites another."""
+    taken: set[str] = set()
+    names = []
+    for p in paths:
+        stem, ext = os.path.splitext(os.path.basename(p))
+        suffix = ext.lstrip(".").lower()
+        later = (f"{stem}_{suffix}{'' if k == 1 else k}{extension}" for k in itertools.count(1))
+        names.append(claim_free_name(itertools.chain([f"{stem}{extension}"], later), taken))
+    return names
+
+
+def resize_longest(image: np.ndarray, resolution: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    factor = resolution / max(h, w)
+    if abs(factor - 1.0) < 1e-9:
+        return image
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    # Area averaging when shrinking keeps thin tubes; cubic when enlarging avoids blocky edges.
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def storable(image: np.ndarray) -> np.ndarray:
+    """8-bit stays 8-bit; deeper integer data is written as 16-bit PNG (values kept, clipped to
+    65535); float data is scaled by its full scale to 16 bit."""
+    if image.dtype == np.uint8 or image.dtype == np.uint16:
+        return image
+    if image.dtype.kind == "f":
+        scale = full_scale(image)
+        return np.clip(np.rint(image.astype(np.float64) / scale * 65535.0), 0, 65535).astype(np.uint16)
+    return np.clip(image, 0, 65535).astype(np.uint16)
+
+
+def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> ImageResult:
+    path, name, image_dir, resolution, channel, z_project, params = task
+    start = time.perf_counter()
+    result = ImageResult(source=path)
+    try:
+        out_path = os.path.join(image_dir, name)
+        if channel >= 0:
+            # Every channel is written (a TIFF), so INPUT.CHANNEL means the same in Stage 1, whose
+            # images these are, as in Stage 2 and in predict.py, which read the microscope's files.
+            stack = read_all_channels(path, z_project=z_project)
+            select_channel(path, stack, channel)  # the one-line error of a missing channel
+            result.original_height, result.original_width = int(stack.shape[0]), int(stack.shape[1])
+            stack = storable(resize_longest(stack, resolution))
+            image = stack[..., channel] if stack.ndim == 3 else stack
+            planes = stack.transpose(2, 0, 1) if stack.ndim == 3 else stack[None]
+
+            def writer(tmp: str) -> None:
+                tifffile.imwrite(tmp, planes, photometric="minisblack", metadata={"axes": "CYX"})
+
+            suffix = ".tif"
+        else:
+            image = read_image(path, channel=channel, z_project=z_project)
+            result.original_height, result.original_width = int(image.shape[0]), int(image.shape[1])
+            image = storable(resize_longest(image, resolution))
+            to_write = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+
+            def writer(tmp: str) -> None:
+                if not cv2.imwrite(tmp, to_write):
+                    raise OSError("could not encode the PNG")
+
+            suffix = ".png"
+        masks = annotate_image(image, params)
+        atomic_write_with(out_path, writer, suffix=suffix)
+        result.file_name = name
+        result.height, result.width = int(image.shape[0]), int(image.shape[1])
+        result.annotations = [
+            {"category_id": 1, "segmentation": mask_to_rle(m), "bbox": bbox_of_mask(m), "area": float(m.sum()), "iscrowd": 0}
+            for m in masks
+        ]
+    except MyotubeError as err:
+        result.error = str(err)
+    except (OSError, ValueError, cv2.error, MemoryError) as err:
+        result.error = f"{path}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'failed'}"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _init_worker() -> None:
+    # One process per core: more threads per process would only compete.
+    cv2.setNumThreads(1)
+
+
+# What a folder written by annotate_folder holds: --force replaces only such a folder.
+OUTPUT_ENTRIES = frozenset({"images", "annotations", SUMMARY_JSON})
+
+
+def annotate_folder(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    resolution: int = 1500,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    channel: int = -1,
+    workers: int = 1,
+    params: AnnotatorParams | None = None,
+    progress: bool = True,
+    force: bool = False,
+    z_project: bool = False,
+) -> AnnotationSummary:
+    """Annotate every image in ``input_dir``; write images, train/test COCO JSON and a summary.
+
+    ``test_fraction`` of the successfully annotated images (at least one when there are two or
+    more and the fraction is positive), picked by a ``seed``-ed shuffle, form the test split.
+    The output is built beside ``output_dir`` and moved into place when complete: an earlier
+    run's output is refused unless ``force``, and then replaced as a whole, never mixed with the
+    new one. Returns the summary; ``summary.failed`` lists the files that could not be processed.
+    """
+    input_dir, output_dir = os.fspath(input_dir), os.fspath(output_dir)
+    if resolution < 16:
+        raise InputError(None, f"--resolution must be at least 16 pixels, got {resolution}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(None, f"--test_fraction must be in [0, 1), got {test_fraction}")
+    paths = list_inputs(input_dir)
+    if os.path.realpath(os.path.join(output_dir, "images")) == os.path.realpath(input_dir):
+        raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
+    # With --force the old output is kept until the new one is complete, then replaced as a whole.
+    earlier_output(output_dir, force, OUTPUT_ENTRIES.__contains__, "annotator output")
+    with staging_folder(output_dir) as stage:
+        summary = _annotate_into(stage, output_dir, input_dir, paths, resolution, test_fraction, seed, channel, z_project, workers,
+                                 params or AnnotatorParams(), progress)
+        replace_folder(stage, output_dir)
+    return summary
+
+
+def _annotate_into(stage: str, output_dir: str, input_dir: str, paths: list[str], resolution: int, test_fraction: float, seed: int,
+                   channel: int, z_project: bool, workers: int, params: AnnotatorParams, progress: bool) -> AnnotationSummary:
+    """Write everything into ``stage``; the summary names the files where they will be, in ``output_dir``."""
+    image_dir = os.path.join(stage, "images")
+    os.makedirs(image_dir)
+    names = output_names(paths, ".tif" if channel >= 0 else ".png")
+    tasks = [(p, n, image_dir, int(resolution), int(channel), z_project, params) for p, n in zip(paths, names)]
+
+    start = time.perf_counter()
+    results = _run(tasks, workers, progress)
+    summary = AnnotationSummary(input_dir=input_dir, output_dir=output_dir, images=len(paths))
+    done = [r for r in results if r.error is None]
+    summary.failed = [r.error or r.source for r in results if r.error is not None]
+    summary.annotated = len(done)
+    summary.instances = sum(len(r.annotations) for r in done)
+    summary.instances_per_image = {r.file_name: len(r.annotations) for r in done if r.file_name}
+    summary.empty_images = [r.file_name for r in done if r.file_name and not r.annotations]
+
+    order = np.random.default_rng(seed).permutation(len(done))
+    n_test = int(round(len(done) * test_fraction))
+    if test_fraction > 0 and len(done) >= 2:
+        n_test = min(max(n_test, 1), len(done) - 1)
+    test_idx = set(order[:n_test].tolist())
+    splits = {"train": [r for i, r in enumerate(done) if i not in test_idx], "test": [r for i, r in enumerate(done) if i in test_idx]}
+    for split, items in splits.items():
+        if not items:
+            continue
+        name = os.path.join("annotations", TRAIN_JSON if split == "train" else TEST_JSON)
+        images, anns = [], []
+        for image_id, r in enumerate(items, start=1):
+            images.append({"id": image_id, "file_name": r.file_name, "height": r.height, "width": r.width,
+                           "original_height": r.original_height, "original_width": r.original_width})
+            for a in r.annotations:
+                anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
+        write_coco_json(os.path.join(stage, name), images, anns)
+        summary.files[split] = os.path.join(output_dir, name)
+    summary.train_images, summary.test_images = len(splits["train"]), len(splits["test"])
+    summary.seconds = time.perf_counter() - start
+    summary.files["summary"] = os.path.join(output_dir, SUMMARY_JSON)
+    record = asdict(summary)
+    record["resolution"] = int(resolution)
+    record["seconds_per_image"] = {r.file_name or r.source: round(r.seconds, 3) for r in results}
+    record["params"] = asdict(params)
+    atomic_write_json(os.path.join(stage, SUMMARY_JSON), record, indent=2)
+    return summary
+
+
+def _run(tasks: list, workers: int, progress: bool) -> list[ImageResult]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="annotating", unit="img", file=sys.stderr, disable=not progress)
+    results: list[ImageResult] = []
+    try:
+        if workers <= 1 or len(tasks) == 1:
+            _init_worker()
+            for t in tasks:
+                results.append(_process_one(t))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker, mp_context=worker_context()) as pool:
+                for r in pool.map(_process_one, tasks, chunksize=1):
+                    results.append(r)
+                    bar.update()
+    finally:
+        bar.close()
+    return results

@@ -1,0 +1,131 @@
+"""Shared helpers for the thin root scripts: error reporting and logging set-up."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from .data.catalog import DEFAULT_DATASET_ROOT
+from .errors import Interrupted, MyotubeError
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    try:
+        import cv2
+
+        # OpenCV prints its own decoder warnings next to our one-line errors; ours say it all.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):
+        pass
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    else:
+        root.setLevel(level)
+
+
+def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Turn project errors (bad input, bad config) into one line on stderr and exit code 1."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return int(main(*args, **kwargs) or 0)
+        except Interrupted as err:
+            print(f"stopped: {err}", file=sys.stderr)
+            return err.exit_code
+        except MyotubeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+
+
+def add_dataset_argument(parser) -> None:
+    parser.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET_ROOT,
+        metavar="DIR",
+        help="unified dataset folder with images/ and annotations/ (default: %(default)s)",
+    )
+
+
+def add_launch_arguments(parser) -> None:
+    """detectron2's launch options: processes per machine, machines, rank, rendezvous URL."""
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; CPU uses gloo)")
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="rendezvous address host:port of machine 0 for multi-machine runs ('auto': a free local port)",
+    )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with both spellings of every long option (``--output_dir`` and ``--output-dir``),
+    the help text's formatting kept as written, and ``--no-progress`` on every script."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        add_progress_argument(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Options of argument groups too: they all end up in the parser's own tables.
+        for action in self._actions:
+            for name in list(action.option_strings):
+                if name.startswith("--"):
+                    other = "--" + (name[2:].replace("_", "-") if "_" in name else name[2:].replace("-", "_"))
+                    if other not in self._option_string_actions:
+                        action.option_strings.append(other)
+                        self._option_string_actions[other] = action
+        return super().parse_known_args(args, namespace)
+
+
+class _NoProgress(argparse.Action):
+    """Also switches off the progress bars of child processes (tqdm reads TQDM_DISABLE)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ["TQDM_DISABLE"] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_progress_argument(parser) -> None:
+    parser.add_argument("--no-progress", dest="no_progress", nargs=0, action=_NoProgress, default=False, help="no progress bars (for log files)")
+
+
+def add_opts_argument(parser, dest: str = "opts") -> None:
+    parser.add_argument(
+        "--opts",
+        dest=dest,
+        default=[],
+        nargs="*",
+        metavar="KEY VALUE",
+        help="config overrides applied last, e.g. --opts SOLVER.BASE_LR 1e-4 SOLVER.MAX_ITER 100",
+    )
+
+
+def launch(args, run: Callable[[], int | None]) -> int:
+    """Run ``run`` in this process, or first re-run the command line under torchrun when
+    ``--num-gpus``/``--num-machines`` ask for several processes (each then calls ``run``)."""
+    # Imported here, not at the top: argument errors and --help come back without loading torch.
+    from .engine.launch import relaunch_with_torchrun
+    from .utils import comm
+
+    code = relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)
+    if code is not None:
+        return code
+    setup_logging()
+    try:
+        return int(run() or 0)
+    finally:
+        comm.shutdown()  # leave the process group cleanly (a no-op in a single process)

@@ -1,0 +1,340 @@
+"""One config tree, detectron2 style.
+
+Every key is declared with its default in :func:`add_myotube_config`; YAML files only override,
+share settings through ``_BASE_`` (resolved relative to the file that names it), and trailing
+``KEY VALUE`` pairs (``--opts``) come last. Unknown keys are an error, so a typo such as
+``MODEL.WETGHTS`` never passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import yaml
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+from .errors import ConfigError, one_line
+from .utils.fileio import atomic_write_text
+
+# Public COCO instance-segmentation checkpoint the Stage 1 architecture matches.
+COCO_SWIN_B_WEIGHTS = "facebook/mask2former-swin-base-coco-instance"
+
+
+BASE_KEY = "_BASE_"
+
+
+class CfgNode(_FvCfgNode):
+    """fvcore's CfgNode with ``_BASE_`` chains resolved here and errors that name the file and key."""
+
+    @classmethod
+    def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False, _chain: tuple[str, ...] = ()) -> dict:
+        """The file's mapping merged over its ``_BASE_`` chain (paths relative to the naming file).
+
+        fvcore's version recurses forever on a ``_BASE_`` loop and fails with bare Python errors
+        on empty files, non-UTF-8 text or a ``_BASE_`` that is not a path.
+        """
+        filename = os.fspath(filename)
+        if not os.path.isfile(filename):
+            raise ConfigError(filename, "config file not found")
+        try:
+            with open(filename, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except UnicodeDecodeError:
+            raise ConfigError(filename, "not UTF-8 text (is this a YAML config?)") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(filename, f"not valid YAML: {one_line(err)}") from None
+        if loaded is None:  # empty, or comments only: no overrides
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(filename, "config must be a YAML mapping of KEY: value")
+        bases = loaded.pop(BASE_KEY, None)
+        if bases is None:
+            return loaded
+        # One base, or a list merged in order (a tiny preset: a stage's data, then a shared architecture).
+        bases = bases if isinstance(bases, list) and bases else [bases]
+        chain = _chain + (os.path.realpath(filename),)
+        merged: dict = {}
+        for base in bases:
+            if not isinstance(base, str) or not base.strip():
+                raise ConfigError(filename, f"{BASE_KEY} must be the path of another config file (or a list of them), got {base!r}")
+            base = os.path.expanduser(base)
+            if not os.path.isabs(base):
+                base = os.path.join(os.path.dirname(filename), base)
+            if not os.path.isfile(base):
+                raise ConfigError(filename, f"{BASE_KEY} file not found: {base}")
+            if os.path.realpath(base) in chain:
+                raise ConfigError(filename, f"{BASE_KEY} chain loops back to {base}")
+            _merge_dict_into(cls.load_yaml_with_base(base, _chain=chain), merged)
+        _merge_dict_into(loaded, merged)
+        return merged
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
+        loaded = self.load_yaml_with_base(cfg_filename)
+        try:
+            self.merge_from_other_cfg(type(self)(loaded))
+        except (KeyError, ValueError, AssertionError, TypeError) as err:
+            raise ConfigError(cfg_filename, one_line(err)) from None
+
+    def merge_from_list(self, cfg_list: Sequence[str]) -> None:
+        if len(cfg_list) % 2:
+            raise ConfigError(None, f"--opts needs KEY VALUE pairs, got an odd number of items: {list(cfg_list)}")
+        items = list(cfg_list)
+        for i in range(0, len(items), 2):
+            items[i + 1] = self._coerce_number(items[i], items[i + 1])
+        try:
+            super().merge_from_list(items)
+        except (KeyError, ValueError, AssertionError, TypeError) as err:
+            raise ConfigError(None, f"--opts: {one_line(err)}") from None
+
+
+    def _coerce_number(self, key, value):
+        """``SOLVER.BASE_LR 1`` or ``-1`` from the command line is the float key's 1.0, not a type error."""
+        node = self
+        for part in str(key).split("."):
+            if not isinstance(node, dict) or part not in node:
+                return value  # unknown keys are reported by the merge itself
+            node = node[part]
+        if isinstance(node, float) and not isinstance(node, bool):
+            try:
+                number = float(value) if isinstance(value, str) else value
+            except ValueError:
+                return value
+            return float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else value
+        return value
+
+
+def _merge_dict_into(override: dict, base: dict) -> None:
+    """Recursively write ``override`` over ``base`` (nested mappings merged, other values replaced)."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge_dict_into(value, base[key])
+        else:
+            base[key] = value
+
+
+def add_myotube_config(cfg: CfgNode) -> None:
+    """Declare every key with its default. YAML files may only override these."""
+    _C = cfg
+    _C.VERSION = 2
+    _C.OUTPUT_DIR = "./output"
+    # -1: pick a random seed and log it (detectron2's convention).
+    _C.SEED = -1
+
+    _C.MODEL = CfgNode()
+    # "auto": cuda when available, else cpu.
+    _C.MODEL.DEVICE = "auto"
+    # A local Hugging Face model directory, a hub id, a project checkpoint (.pth) or "" (random init).
+    _C.MODEL.WEIGHTS = ""
+
+    _C.MODEL.SWIN = CfgNode()
+    _C.MODEL.SWIN.EMBED_DIM = 128
+    _C.MODEL.SWIN.DEPTHS = [2, 2, 18, 2]
+    _C.MODEL.SWIN.NUM_HEADS = [4, 8, 16, 32]
+    _C.MODEL.SWIN.WINDOW_SIZE = 12
+    _C.MODEL.SWIN.PATCH_SIZE = 4
+    _C.MODEL.SWIN.MLP_RATIO = 4.0
+    _C.MODEL.SWIN.DROP_PATH_RATE = 0.3
+    _C.MODEL.SWIN.PRETRAIN_IMG_SIZE = 384
+    # Gradient checkpointing inside the Swin stages: trades compute for memory at 1500x1500.
+    _C.MODEL.SWIN.USE_CHECKPOINT = False
+
+    _C.MODEL.SEM_SEG_HEAD = CfgNode()
+    # Pixel decoder width (HF: feature_size) and mask embedding size (HF: mask_feature_size).
+    _C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 256
+    _C.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
+    _C.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 6
+    _C.MODEL.SEM_SEG_HEAD.ENC_FEEDFORWARD_DIM = 1024
+
+    _C.MODEL.MASK_FORMER = CfgNode()
+    _C.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 200
+    _C.MODEL.MASK_FORMER.HIDDEN_DIM = 256
+    _C.MODEL.MASK_FORMER.NHEADS = 8
+    _C.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048
+    _C.MODEL.MASK_FORMER.DEC_LAYERS = 10
+    _C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
+    _C.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT = 0.1
+    _C.MODEL.MASK_FORMER.CLASS_WEIGHT = 2.0
+    _C.MODEL.MASK_FORMER.MASK_WEIGHT = 5.0
+    _C.MODEL.MASK_FORMER.DICE_WEIGHT = 5.0
+    _C.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 12544
+    _C.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0
+    _C.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    _C.MODEL.MASK_FORMER.TEST = CfgNode()
+    # Minimum instance score (class probability x mean mask probability) kept by predict.py and
+    # by the threshold-based metrics (F1, semantic IoU). COCO AP ranks all detections instead.
+    _C.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.5
+    # Per-pixel probability above which a pixel belongs to an instance's mask.
+    _C.MODEL.MASK_FORMER.TEST.MASK_THRESHOLD = 0.5
+    # Instances whose mask has fewer pixels than this are dropped.
+    _C.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA = 16
+
+    _C.INPUT = CfgNode()
+    # Training/inference resolution: images are resized so the longest side is IMAGE_SIZE,
+    # then padded (or cropped after scale jitter) to IMAGE_SIZE x IMAGE_SIZE.
+    _C.INPUT.IMAGE_SIZE = 1500
+    # -1: use the image as it is (grayscale, or RGB); N: use channel N of a multi-channel image.
+    _C.INPUT.CHANNEL = -1
+    # A TIFF axis its metadata does not name ("Q") is refused unless INPUT.CHANNEL says the planes
+    # are channels or this says they are a Z-stack (max-projected like named Z planes).
+    _C.INPUT.Z_PROJECT = False
+    # Z-stacks are max-projected.
+    _C.INPUT.PERCENTILE_LOW = 0.5
+    _C.INPUT.PERCENTILE_HIGH = 99.8
+    # Applied after percentile scaling to [0, 1]; ImageNet statistics suit the pretrained Swin.
+    _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+    _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+    _C.INPUT.AUGMENT = True
+    # Conservative scale jitter around the nominal size, then a random IMAGE_SIZE crop.
+    _C.INPUT.MIN_SCALE = 0.8
+    _C.INPUT.MAX_SCALE = 1.25
+    _C.INPUT.HFLIP = True
+    _C.INPUT.VFLIP = True
+    _C.INPUT.ROTATE_90 = True
+    # Instances with fewer pixels than this after augmentation are dropped from the target.
+    _C.INPUT.MIN_INSTANCE_AREA = 8
+    # A crop that lost every instance: "resample" another crop (up to EMPTY_CROP_RETRIES times,
+    # then train on it as background) or "background" (train on it as pure background at once).
+    _C.INPUT.EMPTY_CROP_POLICY = "resample"
+    _C.INPUT.EMPTY_CROP_RETRIES = 10
+
+    _C.DATASETS = CfgNode()
+    _C.DATASETS.TRAIN = ("myotube_algorithmic_train",)
+    _C.DATASETS.TEST = ("myotube_algorithmic_test",)
+
+    _C.DATALOADER = CfgNode()
+    _C.DATALOADER.NUM_WORKERS = 4
+
+    _C.SOLVER = CfgNode()
+    _C.SOLVER.OPTIMIZER = "ADAMW"
+    # Total batch over all processes (detectron2 semantics).
+    _C.SOLVER.IMS_PER_BATCH = 2
+    _C.SOLVER.BASE_LR = 1e-4
+    _C.SOLVER.WEIGHT_DECAY = 0.05
+    _C.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    _C.SOLVER.MAX_ITER = 4000
+    _C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # or "WarmupCosineLR"
+    _C.SOLVER.POLY_LR_POWER = 0.9
+    _C.SOLVER.WARMUP_ITERS = 100
+    _C.SOLVER.WARMUP_FACTOR = 0.01
+    _C.SOLVER.CHECKPOINT_PERIOD = 500
+    # Older periodic checkpoints beyond this many are deleted (model_final.pth is always kept).
+    _C.SOLVER.MAX_CHECKPOINTS_KEPT = 3
+    _C.SOLVER.LOG_PERIOD = 20
+    _C.SOLVER.CLIP_GRADIENTS = CfgNode()
+    _C.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    _C.SOLVER.AMP = CfgNode()
+    # Mixed precision (bf16 autocast) is used only on CUDA.
+    _C.SOLVER.AMP.ENABLED = True
+
+    _C.TEST = CfgNode()
+    # 0 disables periodic evaluation; evaluation always runs at the end of training.
+    _C.TEST.EVAL_PERIOD = 0
+    # Detections kept per image for COCO AP; 0 means "all queries". COCO's default 100 caps recall.
+    _C.TEST.DETECTIONS_PER_IMAGE = 0
+
+    _C.INFERENCE = CfgNode()
+    # Model-input pixels per pixel of a new image: images are resized by this before tiling.
+    # 0: the training scale recorded in the weights (see mask2former/data/scale.py).
+    _C.INFERENCE.INPUT_SCALE = 0.0
+    # Tiled prediction for images larger than the model input: tile side in model-input pixels
+    # (after resizing by the scale). 0: INPUT.IMAGE_SIZE.
+    _C.INFERENCE.TILE_SIZE = 0
+    _C.INFERENCE.TILE_OVERLAP = 0.2
+    # Fragments from neighbouring tiles are one instance when their IoU inside the region both
+    # tiles saw is at least this (each fragment matched to at most one of the other tile).
+    _C.INFERENCE.TILE_MATCH_OVERLAP = 0.5
+    # Post-processing of predicted instances (each step can be switched off).
+    _C.INFERENCE.MIN_AREA = 100
+    # Minimum skeleton-length / mean-width ratio; 0 disables.
+    _C.INFERENCE.MIN_ELONGATION = 0.0
+    # Off by default: unions chain, and one instance covering two tubes pulls in every instance it
+    # overlaps (on real fields this left a handful of instances per field; see docs/predict.md).
+    _C.INFERENCE.MERGE_FRAGMENTS = False
+    # Two instances are merged when their masks overlap by this fraction of the smaller one.
+    _C.INFERENCE.MERGE_OVERLAP = 0.5
+    _C.INFERENCE.REMOVE_CONTAINED = True
+    _C.INFERENCE.CONTAINED_FRACTION = 0.9
+
+
+def get_cfg() -> CfgNode:
+    """A fresh config holding every default."""
+    cfg = CfgNode()
+    add_myotube_config(cfg)
+    return cfg
+
+
+def load_config(config_file: str | os.PathLike | None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
+    """Defaults, then ``config_file`` (with its ``_BASE_`` chain), then ``opts``."""
+    cfg = get_cfg()
+    if config_file:
+        cfg.merge_from_file(os.fspath(config_file))
+    if opts:
+        cfg.merge_from_list(list(opts))
+    _check_no_nulls(cfg, get_cfg(), config_file)
+    try:
+        _check_values(cfg, config_file)
+    except ConfigError as err:
+        # A bad value that came from the command line is blamed on --opts, not on the YAML file.
+        key = err.problem.split(" ", 1)[0]
+        if key in list(opts)[::2]:
+            raise ConfigError(None, f"--opts: {err.problem}") from None
+        raise
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def _check_no_nulls(cfg: CfgNode, defaults: CfgNode, source, prefix: str = "") -> None:
+    """yacs lets ``null`` replace any value; every key here needs a real one."""
+    for key, default in defaults.items():
+        value = cfg[key]
+        if isinstance(default, CfgNode):
+            _check_no_nulls(value, default, source, f"{prefix}{key}.")
+        elif value is None and default is not None:
+            raise ConfigError(os.fspath(source) if source else None, f"{prefix}{key} is empty (null); its default is {default!r}")
+
+
+def _check_values(cfg: CfgNode, source) -> None:
+    where = os.fspath(source) if source else None
+    if cfg.SOLVER.IMS_PER_BATCH < 1:
+        raise ConfigError(where, f"SOLVER.IMS_PER_BATCH must be >= 1, got {cfg.SOLVER.IMS_PER_BATCH}")
+    if cfg.SOLVER.MAX_ITER < 1:
+        raise ConfigError(where, f"SOLVER.MAX_ITER must be >= 1, got {cfg.SOLVER.MAX_ITER}")
+    if cfg.SOLVER.BASE_LR <= 0:
+        raise ConfigError(where, f"SOLVER.BASE_LR must be > 0, got {cfg.SOLVER.BASE_LR}")
+    if cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES < 1:
+        raise ConfigError(where, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES must be >= 1")
+    if len(cfg.MODEL.SWIN.DEPTHS) != len(cfg.MODEL.SWIN.NUM_HEADS):
+        raise ConfigError(where, "MODEL.SWIN.DEPTHS and MODEL.SWIN.NUM_HEADS must have the same length")
+    if cfg.INPUT.CHANNEL < -1:
+        raise ConfigError(where, f"INPUT.CHANNEL must be -1 (image as it is) or a channel index >= 0, got {cfg.INPUT.CHANNEL}")
+    if cfg.INPUT.EMPTY_CROP_POLICY not in ("resample", "background"):
+        raise ConfigError(where, f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}")
+    if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
+        raise ConfigError(where, f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
+    if cfg.SOLVER.LR_SCHEDULER_NAME not in ("WarmupPolyLR", "WarmupCosineLR"):
+        raise ConfigError(where, f"SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, got {cfg.SOLVER.LR_SCHEDULER_NAME!r}")
+    if cfg.INFERENCE.INPUT_SCALE < 0:
+        raise ConfigError(where, f"INFERENCE.INPUT_SCALE must be > 0, or 0 for the scale recorded with the weights, got {cfg.INFERENCE.INPUT_SCALE}")
+    if cfg.MODEL.DEVICE not in ("auto", "cpu", "cuda") and not str(cfg.MODEL.DEVICE).startswith("cuda:"):
+        raise ConfigError(where, f"MODEL.DEVICE must be auto, cpu or cuda, got {cfg.MODEL.DEVICE!r}")
+
+
+def save_config(cfg: CfgNode, path: str | os.PathLike) -> None:
+    """Write the merged config atomically (what the run really used)."""
+    atomic_write_text(path, cfg.dump())
+
+
+def resolve_device(cfg: CfgNode) -> str:
+    import torch
+
+    device = cfg.MODEL.DEVICE
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(None, "MODEL.DEVICE is cuda but no CUDA GPU is available; use --opts MODEL.DEVICE cpu")
+    return device

@@ -1,0 +1,198 @@
+"""What ``predict.py`` does after parsing: flags → config → model → :func:`run_prediction`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ..config import load_config, save_config
+from ..data.scale import prediction_scale
+from ..errors import InputError, WeightsError
+from ..modeling.weights import FINAL
+from ..utils.fileio import earlier_output
+from ..utils.processes import default_workers
+from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, run_prediction
+
+logger = logging.getLogger(__name__)
+
+# Flag → config key; flags go before --opts so --opts has the last word.
+FLAG_KEYS = {
+    "channel": "INPUT.CHANNEL",
+    "scale": "INFERENCE.INPUT_SCALE",
+    "z_project": "INPUT.Z_PROJECT",
+    "tile_size": "INFERENCE.TILE_SIZE",
+    "tile_overlap": "INFERENCE.TILE_OVERLAP",
+    "score_threshold": "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD",
+    "device": "MODEL.DEVICE",
+}
+
+
+def config_overrides(flags: dict, opts: Sequence[str]) -> list[str]:
+    """Flags as KEY VALUE pairs, then ``--opts`` (which have the last word)."""
+    out: list[str] = []
+    for flag, key in FLAG_KEYS.items():
+        value = flags.get(flag)
+        if value is not None:
+            out += [key, str(value)]
+    return out + list(opts)
+
+
+def resolve_weights(weights: str | None, cfg) -> str | None:
+    """``None``: ``OUTPUT_DIR/model_final.pth`` of the config when it exists, else MODEL.WEIGHTS."""
+    if weights is None:
+        final = os.path.join(cfg.OUTPUT_DIR, FINAL)
+        if os.path.isfile(final):
+            return final
+        return None
+    if weights.endswith((".pth", ".pt")) and not os.path.isfile(weights):
+        raise WeightsError(weights, "weights file not found")
+    return weights
+
+
+def _index_or_name(channel: int | str | None) -> tuple[int | None, str | None]:
+    """``1`` / ``"1"`` is an index; ``"MyHC"`` a name, resolved per file."""
+    if channel is None or isinstance(channel, int):
+        return channel, None
+    text = str(channel).strip()
+    return (int(text), None) if text.lstrip("-").isdigit() else (None, text)
+
+
+def recorded_scale(cfg):
+    """The training scale stored with ``cfg``'s weights (None for weights without one)."""
+    # Imported here, not at the top: bad inputs are refused before torch and transformers load.
+    from .predictor import input_scale_for_weights
+
+    return input_scale_for_weights(cfg.MODEL.WEIGHTS)
+
+
+def resolve_input_scale(cfg, pixel_size: float | None = None) -> tuple[float, str]:
+    """Model-input pixels per image pixel for ``cfg``'s weights, and why (see data/scale.py)."""
+    return prediction_scale(recorded_scale(cfg), cfg.INFERENCE.INPUT_SCALE, pixel_size)
+
+
+def build_predictor(cfg, pixel_size: float | None = None, **option_overrides):
+    """The predictor and options ``predict.py`` would use for ``cfg`` (its MODEL.WEIGHTS): images
+    resized to the model's training scale, then tiled. For benchmarks and notebooks."""
+    from .predictor import MyotubePredictor
+
+    input_scale, why = resolve_input_scale(cfg, pixel_size)
+    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
+    options = PredictOptions.from_cfg(cfg, input_scale=input_scale, pixel_size=pixel_size, **option_overrides)
+    return MyotubePredictor(cfg, input_scale=input_scale), options
+
+
+def is_prediction_output(name: str) -> bool:
+    """A file predict.py writes into its output folder."""
+    return name in RUN_FILES or name.endswith(OUTPUT_SUFFIXES)
+
+
+def prepare_output_folder(output: str, force: bool) -> list[str]:
+    """Create ``output`` (and check that it is writable) before the model loads. An earlier run's
+    results are refused unless ``force``; then they are returned, to be removed before writing."""
+    earlier = earlier_output(output, force, is_prediction_output, "prediction results")
+    try:
+        os.makedirs(output, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as err:
+        raise InputError(output, f"cannot write the results here ({err.strerror or err})") from None
+    return earlier
+
+
+def predict_command(
+    config_file: str,
+    inputs: Sequence[str],
+    output: str,
+    weights: str | None = None,
+    channel: int | str | None = None,
+    z_project: bool = False,
+    nuclei_channel: int | str | None = None,
+    nuclei: str | None = None,
+    nuclei_images: str | None = None,
+    tile_size: int | None = None,
+    tile_overlap: float | None = None,
+    score_threshold: float | None = None,
+    pixel_size: float | None = None,
+    device: str | None = None,
+    opts: Sequence[str] = (),
+    progress: bool = True,
+    scale: float | None = None,
+    force: bool = False,
+    scene: int | str | None = None,
+    fusion_min_nuclei: int = 2,
+    nuclei_radius_um: float | None = None,
+    nuclei_min_area_um2: float | None = None,
+    workers: int | None = None,
+) -> int:
+    """Run ``predict.py``; returns the exit code (1 when any image failed)."""
+    if scale is not None and not scale > 0:
+        raise InputError(None, f"--scale must be > 0, got {scale}")
+    channel, channel_name = _index_or_name(channel)
+    nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
+    flags = {"channel": channel, "tile_size": tile_size, "tile_overlap": tile_overlap,
+             "score_threshold": score_threshold, "device": device, "scale": scale, "z_project": z_project or None}
+    cfg = load_config(config_file, config_overrides(flags, opts), freeze=False)
+    chosen = resolve_weights(weights, cfg)
+    if chosen is not None:
+        cfg.merge_from_list(["MODEL.WEIGHTS", chosen])
+        # --opts MODEL.WEIGHTS still wins over --weights.
+        cfg.merge_from_list(list(opts))
+    scale_by_hand = cfg.INFERENCE.INPUT_SCALE > 0
+    input_scale, why = resolve_input_scale(cfg, pixel_size)
+    # The output's config.yaml says which scale was used, not "0 = recorded".
+    cfg.INFERENCE.INPUT_SCALE = input_scale
+    cfg.freeze()
+
+    recorded = recorded_scale(cfg)
+    overrides = {"channel": channel_name} if channel_name else {}
+    options = PredictOptions.from_cfg(
+        cfg,
+        input_scale=input_scale,
+        nuclei_channel=nuclei_channel,
+        nuclei_masks_dir=nuclei,
+        nuclei_images_dir=nuclei_images,
+        pixel_size=pixel_size,
+        progress=progress,
+        scene=scene,
+        fusion_min_nuclei=fusion_min_nuclei,
+        nuclei_radius_um=nuclei_radius_um,
+        nuclei_min_area_um2=nuclei_min_area_um2,
+        workers=workers or 0,  # the default depends on the device: set once the model is loaded
+        # A scale by hand is the scale for every image; otherwise images that state their pixel size
+        # are resized to the model's microns per pixel, when the model records them.
+        model_pixel_size_um=None if scale_by_hand or recorded is None else recorded.pixel_size_um,
+        **overrides,
+    )
+    options.validate()
+    # Check the inputs and the output folder before spending time on loading the model.
+    paths = collect_inputs(list(inputs), exclude_dir=output)
+    earlier = prepare_output_folder(output, force)
+
+    from .predictor import MyotubePredictor
+
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
+    predictor = MyotubePredictor(cfg, input_scale=input_scale)
+    if workers is None:
+        options = replace(options, workers=default_workers(str(predictor.device)))
+    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
+    logger.info(
+        "Predicting %d image(s) with %s on %s; tiles of %d model px (%d image px), overlap %.2f; score >= %.2f; "
+        "%d measuring worker(s); output %s",
+        len(paths), cfg.MODEL.WEIGHTS or "random weights", predictor.device, options.tile_size, options.image_tile_size,
+        options.tile_overlap, options.post.score_threshold, options.workers, output,
+    )
+    for name in earlier:  # --force: the earlier run's results go, so the folder holds this run only
+        path = os.path.join(output, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if earlier:
+        logger.info("--force: removed %d files of an earlier run from %s", len(earlier), output)
+    save_config(cfg, os.path.join(output, "config.yaml"))
+    report = run_prediction(paths, predictor, output, options)
+    n_ok, n_failed = len(report.summaries), len(report.failures)
+    logger.info("%d image(s) done, %d failed; results in %s", n_ok, n_failed, output)
+    return 1 if n_failed else 0

@@ -1,0 +1,116 @@
+"""Post-processing of predicted myotubes; each step is one config key and can be switched off.
+
+Order (:func:`postprocess`):
+
+1. score threshold (``MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD``): drop low-confidence instances;
+2. contained removal (``INFERENCE.REMOVE_CONTAINED``, ``CONTAINED_FRACTION``): an instance with at
+   least that fraction of its pixels inside a larger one is a duplicate or a sub-part; drop it;
+3. fragment merging (``INFERENCE.MERGE_FRAGMENTS``, ``MERGE_OVERLAP``): two instances whose masks
+   overlap by at least that fraction of the smaller one are pieces of one tube; replace them by
+   their union (score: the higher one). Crossing tubes share only the crossing, a small fraction
+   of either, and stay apart. Runs after step 2 so duplicates are dropped rather than unioned.
+   Off by default: unions chain, and one instance covering two tubes pulls in every instance it
+   overlaps;
+4. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
+5. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
+   as defined in :mod:`mask2former.measure.morphology`. Myotubes are long; round debris is not.
+
+The result is sorted by score (highest first); output ids follow that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scipy.cluster.hierarchy import DisjointSet
+
+from ..config import get_cfg
+from ..measure.morphology import elongation
+from ..structures import CroppedInstances, candidate_pairs, intersection_area, union_of
+
+_DEFAULTS = get_cfg()
+
+
+@dataclass(frozen=True)
+class PostprocessParams:
+    """The INFERENCE.* post-processing settings; the defaults are the config's (one place)."""
+
+    score_threshold: float = _DEFAULTS.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
+    remove_contained: bool = _DEFAULTS.INFERENCE.REMOVE_CONTAINED
+    contained_fraction: float = _DEFAULTS.INFERENCE.CONTAINED_FRACTION
+    merge_fragments: bool = _DEFAULTS.INFERENCE.MERGE_FRAGMENTS
+    merge_overlap: float = _DEFAULTS.INFERENCE.MERGE_OVERLAP
+    min_area: int = _DEFAULTS.INFERENCE.MIN_AREA
+    min_elongation: float = _DEFAULTS.INFERENCE.MIN_ELONGATION
+
+    @classmethod
+    def from_cfg(cls, cfg) -> PostprocessParams:
+        inf = cfg.INFERENCE
+        return cls(
+            score_threshold=float(cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD),
+            remove_contained=bool(inf.REMOVE_CONTAINED),
+            contained_fraction=float(inf.CONTAINED_FRACTION),
+            merge_fragments=bool(inf.MERGE_FRAGMENTS),
+            merge_overlap=float(inf.MERGE_OVERLAP),
+            min_area=int(inf.MIN_AREA),
+            min_elongation=float(inf.MIN_ELONGATION),
+        )
+
+
+def filter_by_score(instances: CroppedInstances, threshold: float) -> CroppedInstances:
+    return instances.subset(k for k, m in enumerate(instances) if m.score >= threshold)
+
+
+def remove_contained(instances: CroppedInstances, fraction: float = 0.9) -> CroppedInstances:
+    """Drop every instance with at least ``fraction`` of its area inside a larger instance.
+
+    Of two near-identical masks (equal area), the lower-scoring one goes.
+    """
+    drop: set[int] = set()
+    for i, j in candidate_pairs(instances.items):
+        a, b = instances[i], instances[j]
+        common = intersection_area(a, b)
+        if common == 0:
+            continue
+        # The smaller (or, at equal size, lower-scoring, or later) instance is the candidate.
+        small, large = (i, j) if (a.area, a.score, -i) < (b.area, b.score, -j) else (j, i)
+        if common >= fraction * instances[small].area:
+            drop.add(small)
+    return instances.subset(k for k in range(len(instances)) if k not in drop)
+
+
+def merge_fragments(instances: CroppedInstances, overlap: float = 0.5) -> CroppedInstances:
+    """Union instances overlapping by at least ``overlap`` of the smaller one (chains merge too)."""
+    uf = DisjointSet(range(len(instances)))
+    for i, j in candidate_pairs(instances.items):
+        a, b = instances[i], instances[j]
+        common = intersection_area(a, b)
+        if common and common >= overlap * min(a.area, b.area):
+            uf.merge(i, j)
+    merged = []
+    for group in sorted((sorted(g) for g in uf.subsets()), key=min):
+        members = [instances[k] for k in group]
+        merged.append(members[0] if len(members) == 1 else union_of(members, max(m.score for m in members)))
+    return instances.with_items(merged)
+
+
+def filter_by_area(instances: CroppedInstances, min_area: int) -> CroppedInstances:
+    return instances.subset(k for k, m in enumerate(instances) if m.area >= min_area)
+
+
+def filter_by_elongation(instances: CroppedInstances, min_elongation: float) -> CroppedInstances:
+    return instances.subset(k for k, m in enumerate(instances) if elongation(m.mask) >= min_elongation)
+
+
+def postprocess(instances: CroppedInstances, params: PostprocessParams) -> CroppedInstances:
+    """All enabled steps in the order of the module doc; sorted by score, highest first."""
+    out = filter_by_score(instances, params.score_threshold)
+    if params.remove_contained:
+        out = remove_contained(out, params.contained_fraction)
+    if params.merge_fragments:
+        out = merge_fragments(out, params.merge_overlap)
+    if params.min_area > 0:
+        out = filter_by_area(out, params.min_area)
+    if params.min_elongation > 0:
+        out = filter_by_elongation(out, params.min_elongation)
+    return out.sorted_by_score()

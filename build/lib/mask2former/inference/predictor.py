@@ -1,0 +1,104 @@
+"""Predict myotube instances on one image with a trained model (the image is predicted whole)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+import torch
+
+from ..config import CfgNode, resolve_device
+from ..data.io import percentile_range
+from ..data.mapper import preprocess_image
+from ..data.scale import InputScale
+from ..modeling.outputs import instances_from_outputs
+from ..modeling.weights import checkpoint_architecture, load_model, read_checkpoint, weights_kind
+from ..structures import Instances
+
+logger = logging.getLogger(__name__)
+
+
+def class_names_for_weights(weights: str, default: list[str] | None = None) -> list[str]:
+    """Class names stored in a project checkpoint, else ``default`` (one class, ``myotube``)."""
+    if weights_kind(weights) == "checkpoint":
+        names = read_checkpoint(weights).get("class_names")
+        if names:
+            return list(names)
+    return list(default or ["myotube"])
+
+
+def input_scale_for_weights(weights: str) -> InputScale | None:
+    """The training scale stored in a project checkpoint (None for other weights, or older checkpoints)."""
+    if weights and weights_kind(weights) == "checkpoint":
+        return InputScale.from_dict(read_checkpoint(weights).get("input_scale"))
+    return None
+
+
+class MyotubePredictor:
+    """``predictor(image) -> Instances`` at the image's own resolution.
+
+    ``image`` is what :func:`mask2former.data.io.read_image` returns (any dtype, (H, W) or (H, W, 3)).
+    Thresholds: MODEL.MASK_FORMER.TEST.{OBJECT_MASK_THRESHOLD, MASK_THRESHOLD, MIN_MASK_AREA}.
+    """
+
+    def __init__(self, cfg: CfgNode, weights: str | None = None, device: str | None = None, model=None, class_names=None,
+                 input_scale: float | None = None):
+        """``input_scale``: model-input pixels per image pixel (see data/scale.py); None resizes each
+        image's longest side to INPUT.IMAGE_SIZE, as evaluation on a dataset's fields does."""
+        weights = cfg.MODEL.WEIGHTS if weights is None else weights
+        if model is None:
+            cfg, changes = checkpoint_architecture(cfg, weights)
+            for change in changes:
+                logger.info("Architecture from %s: %s", weights, change)
+        self.cfg = cfg
+        self.input_scale = input_scale
+        self.device = device or resolve_device(cfg)
+        if model is None:
+            self.class_names = class_names or class_names_for_weights(weights)
+            model, described = load_model(cfg, self.class_names, weights)
+            logger.info("Predictor weights: %s", described)
+        else:
+            self.class_names = class_names or [model.config.id2label[i] for i in sorted(model.config.id2label)]
+        self.model = model.to(self.device).eval()
+        self.input_size = cfg.INPUT.IMAGE_SIZE
+        self._value_range: np.ndarray | None = None
+
+    @contextlib.contextmanager
+    def fixed_intensity_range(self, field: np.ndarray):
+        """Scale every tile predicted inside this block like the whole ``field``: a mostly empty
+        tile scaled by its own percentiles would have its background noise stretched to full range."""
+        self._value_range = percentile_range(field, self.cfg.INPUT.PERCENTILE_LOW, self.cfg.INPUT.PERCENTILE_HIGH)
+        try:
+            yield self
+        finally:
+            self._value_range = None
+
+    @torch.no_grad()
+    def raw_outputs(self, image: np.ndarray):
+        pixel_values, info = preprocess_image(image, self.cfg, self._value_range, self.input_scale)
+        with self._autocast():
+            out = self.model(pixel_values=pixel_values[None].to(self.device))
+        return out.class_queries_logits[0], out.masks_queries_logits[0], info
+
+    def predict_all(self, image: np.ndarray) -> Instances:
+        """Every candidate (for COCO AP, which ranks by score): no score threshold."""
+        t = self.cfg.MODEL.MASK_FORMER.TEST
+        cls, masks, info = self.raw_outputs(image)
+        return instances_from_outputs(
+            cls, masks, info, mask_threshold=t.MASK_THRESHOLD, score_threshold=0.0,
+            max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE, min_area=1,
+        )
+
+    def __call__(self, image: np.ndarray) -> Instances:
+        t = self.cfg.MODEL.MASK_FORMER.TEST
+        cls, masks, info = self.raw_outputs(image)
+        return instances_from_outputs(
+            cls, masks, info, mask_threshold=t.MASK_THRESHOLD, score_threshold=t.OBJECT_MASK_THRESHOLD,
+            max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE, min_area=t.MIN_MASK_AREA,
+        )
+
+    def _autocast(self):
+        if str(self.device).startswith("cuda") and self.cfg.SOLVER.AMP.ENABLED:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
