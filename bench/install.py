@@ -4,7 +4,8 @@
     python -m bench.install --extras formats     # core and one extra
 
 Each environment gets torch (TORCH_SPEC, as the Makefile) and then the package, with pip's cache
-as it is on this machine, so the times are what a second install costs here, not a download.
+as it is on this machine, so the times are what a second install costs here, not a download. The
+package is the committed tree (git archive HEAD).
 Results go to bench/results/install.json.
 """
 
@@ -30,7 +31,7 @@ def folder_size(path: str) -> int:
     return total
 
 
-def install(folder: str, extra: str | None, torch_spec: str) -> dict:
+def install(folder: str, source: str, extra: str | None, torch_spec: str) -> dict:
     venv = os.path.join(folder, extra or "core")
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     python = os.path.join(venv, "bin", "python")
@@ -38,7 +39,7 @@ def install(folder: str, extra: str | None, torch_spec: str) -> dict:
     subprocess.run([*pip, *torch_spec.split()], check=True)
     base = folder_size(venv)
     start = time.perf_counter()
-    target = REPO_ROOT + (f"[{extra}]" if extra else "")
+    target = source + (f"[{extra}]" if extra else "")
     subprocess.run([*pip, target], check=True)
     seconds = time.perf_counter() - start
     size = folder_size(venv)
@@ -54,8 +55,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_install_") as folder:
+        # The committed tree, exported: building in the checkout would leave build/ behind.
+        source = os.path.join(folder, "source")
+        os.makedirs(source)
+        archive = subprocess.run(["git", "-C", REPO_ROOT, "archive", "HEAD"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", source], input=archive, check=True)
         for extra in [None, *args.extras]:
-            run = install(folder, extra, args.torch_spec)
+            run = install(folder, source, extra, args.torch_spec)
             print(run, flush=True)
             runs.append(run)
     core = runs[0]

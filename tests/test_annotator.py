@@ -270,3 +270,36 @@ def test_error_breakdown_separates_missed_regions_boundary_and_false_regions():
     assert counts["boundary_fp"] == counts["interior_fp"] == 0
     union = (human | pred).sum()
     assert counts["intersection"] + sum(counts[k] for k in ERROR_CLASSES) == union
+
+
+def test_scale_from_the_pixel_size_makes_two_magnifications_agree(tmp_path, capsys):
+    """--reference-pixel-size: an image's scale follows from its microns per pixel, so the same
+    field at two magnifications (0.5 and 1.0 um per pixel, 2x apart in size) is annotated alike;
+    the image entries record the written images' pixel size."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    f = generate_field(320, seed=2, density="sparse")
+    tifffile.imwrite(raw / "fine.ome.tif", f.image, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    coarse = cv2.resize(f.image, (160, 160), interpolation=cv2.INTER_AREA)
+    tifffile.imwrite(raw / "coarse.ome.tif", coarse, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 1.0, "PhysicalSizeY": 1.0})
+    # Written at 160 px: 1.0 um per pixel for both; a reference pixel of 0.5 um gives scale 0.5.
+    assert main(["--input_dir", str(raw), "--output_dir", str(tmp_path / "out"), "--resolution", "160", "--test_fraction", "0",
+                 "--reference-pixel-size", "0.5", "--workers", "1", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "out" / "annotation_summary.json").read_text())
+    assert summary["scale_per_image"] == {"fine.ome.png": 0.5, "coarse.ome.png": 0.5}
+    coco = json.loads((tmp_path / "out" / "annotations" / "train_annotations.json").read_text())
+    assert {e["file_name"]: e["pixel_size_um"] for e in coco["images"]} == {"fine.ome.png": 1.0, "coarse.ome.png": 1.0}
+    counts = summary["instances_per_image"]
+    assert counts["fine.ome.png"] == counts["coarse.ome.png"] > 0
+
+    # A file without a pixel size: one line naming it, unless --pixel-size says it.
+    png = tmp_path / "png"
+    png.mkdir()
+    cv2.imwrite(str(png / "field.png"), coarse)
+    args = ["--input_dir", str(png), "--resolution", "160", "--reference-pixel-size", "0.5", "--workers", "1", "--no-progress"]
+    assert main([*args, "--output_dir", str(tmp_path / "o1")]) == 1
+    err = capsys.readouterr()
+    assert "field.png" in err.out + err.err and "--pixel-size" in err.out + err.err
+    assert main([*args, "--output_dir", str(tmp_path / "o2"), "--pixel-size", "1.0"]) == 0
+    assert main(["--input_dir", str(png), "--output_dir", str(tmp_path / "o3"), "--scale", "1", "--reference-pixel-size", "0.5"]) == 1
+    assert "give one" in capsys.readouterr().err

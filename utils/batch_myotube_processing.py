@@ -41,6 +41,12 @@ def build_parser() -> ArgumentParser:
         help="pixels of the written images per pixel of a whole 1500 px field (default: resolution / 1500, i.e. each "
         "input is a whole field); use 1.0 for crops imaged like a 1500 px field",
     )
+    parser.add_argument("--reference-pixel-size", type=float, default=None, metavar="UM",
+                        help="the scale as a physical size: microns per pixel of the 1500 px reference field the annotator's "
+                        "lengths are given in; each image's scale then follows from its pixel size (instead of --scale)")
+    parser.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                        help="microns per pixel of the input images (default: what the file says: OME, ImageJ, CZI, ND2, LIF); "
+                        "recorded in the annotations so models know their scale in microns")
     parser.add_argument("--force", action="store_true", help="replace an earlier run's output folder (as a whole, once the new one is complete)")
     return parser
 
@@ -55,8 +61,8 @@ def main(argv=None) -> int:
         raise InputError(None, f"--scale must be positive, got {args.scale}")
     summary = annotate_folder(
         args.input_dir, args.output_dir, resolution=args.resolution, test_fraction=args.test_fraction, seed=args.seed,
-        channel=args.channel, workers=args.workers, params=AnnotatorParams(scale=args.scale), progress=not args.no_progress,
-        force=args.force, z_project=args.z_project,
+        channel=args.channel, workers=args.workers, params=AnnotatorParams(scale=args.scale, reference_pixel_size_um=args.reference_pixel_size),
+        progress=not args.no_progress, force=args.force, z_project=args.z_project, pixel_size=args.pixel_size,
     )
     for line in summary.lines():
         print(line)

@@ -27,7 +27,7 @@ import numpy as np
 import tifffile
 
 from ..data.coco import bbox_of_mask, mask_to_rle, write_coco_json
-from ..data.io import is_image_file, read_all_channels, read_image, select_channel
+from ..data.io import is_image_file, read_all_channels, read_image, read_metadata, select_channel
 from ..errors import InputError, MyotubeError
 from ..utils.fileio import (
     atomic_write_json,
@@ -58,6 +58,8 @@ class ImageResult:
     # Size of the input image before resizing: lets training record the model's pixel scale.
     original_height: int = 0
     original_width: int = 0
+    pixel_size_um: float | None = None  # of the written image, when the input's is known
+    scale: float = 0.0  # pixels of the written image per reference pixel (AnnotatorParams)
     annotations: list[dict] = field(default_factory=list)  # COCO annotations without ids
     error: str | None = None
     seconds: float = 0.0
@@ -145,8 +147,17 @@ def storable(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 65535).astype(np.uint16)
 
 
-def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> ImageResult:
-    path, name, image_dir, resolution, channel, z_project, params = task
+def _written_pixel_size(path: str, given: float | None, height: int, width: int, written: tuple[int, ...]) -> float | None:
+    """Microns per pixel of the written (resized) image: the input's (``given``, else the file's
+    metadata) times the resize."""
+    size = given or read_metadata(path).pixel_size_um
+    if not size:
+        return None
+    return float(size) * max(height, width) / max(written[0], written[1])
+
+
+def _process_one(task: tuple) -> ImageResult:
+    path, name, image_dir, resolution, channel, z_project, params, pixel_size = task
     start = time.perf_counter()
     result = ImageResult(source=path)
     try:
@@ -176,6 +187,12 @@ def _process_one(task: tuple[str, str, str, int, int, AnnotatorParams]) -> Image
                     raise OSError("could not encode the PNG")
 
             suffix = ".png"
+        result.pixel_size_um = _written_pixel_size(path, pixel_size, result.original_height, result.original_width, image.shape)
+        if params.reference_pixel_size_um:
+            if result.pixel_size_um is None:
+                raise InputError(path, "the file does not say its pixel size, which --reference-pixel-size needs: give --pixel-size")
+            params = params.replace(scale=params.physical_scale(result.pixel_size_um))
+        result.scale = params.pixel_scale(*image.shape[:2])
         masks = annotate_image(image, params)
         atomic_write_with(out_path, writer, suffix=suffix)
         result.file_name = name
@@ -213,6 +230,7 @@ def annotate_folder(
     progress: bool = True,
     force: bool = False,
     z_project: bool = False,
+    pixel_size: float | None = None,
 ) -> AnnotationSummary:
     """Annotate every image in ``input_dir``; write images, train/test COCO JSON and a summary.
 
@@ -221,12 +239,21 @@ def annotate_folder(
     The output is built beside ``output_dir`` and moved into place when complete: an earlier
     run's output is refused unless ``force``, and then replaced as a whole, never mixed with the
     new one. Returns the summary; ``summary.failed`` lists the files that could not be processed.
+
+    ``pixel_size`` (microns per input pixel) overrides the files' metadata. The image entries then
+    carry ``pixel_size_um`` of the written images, and with ``params.reference_pixel_size_um`` each
+    image's annotator scale follows from it.
     """
     input_dir, output_dir = os.fspath(input_dir), os.fspath(output_dir)
     if resolution < 16:
         raise InputError(None, f"--resolution must be at least 16 pixels, got {resolution}")
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(None, f"--test_fraction must be in [0, 1), got {test_fraction}")
+    for flag, value in (("--pixel-size", pixel_size), ("--reference-pixel-size", params.reference_pixel_size_um if params else None)):
+        if value is not None and not value > 0:
+            raise InputError(None, f"{flag} must be positive, got {value}")
+    if params is not None and params.scale is not None and params.reference_pixel_size_um:
+        raise InputError(None, "--scale and --reference-pixel-size both set the scale: give one")
     paths = list_inputs(input_dir)
     if os.path.realpath(os.path.join(output_dir, "images")) == os.path.realpath(input_dir):
         raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
@@ -234,18 +261,19 @@ def annotate_folder(
     earlier_output(output_dir, force, OUTPUT_ENTRIES.__contains__, "annotator output")
     with staging_folder(output_dir) as stage:
         summary = _annotate_into(stage, output_dir, input_dir, paths, resolution, test_fraction, seed, channel, z_project, workers,
-                                 params or AnnotatorParams(), progress)
+                                 params or AnnotatorParams(), progress, pixel_size)
         replace_folder(stage, output_dir)
     return summary
 
 
 def _annotate_into(stage: str, output_dir: str, input_dir: str, paths: list[str], resolution: int, test_fraction: float, seed: int,
-                   channel: int, z_project: bool, workers: int, params: AnnotatorParams, progress: bool) -> AnnotationSummary:
+                   channel: int, z_project: bool, workers: int, params: AnnotatorParams, progress: bool,
+                   pixel_size: float | None) -> AnnotationSummary:
     """Write everything into ``stage``; the summary names the files where they will be, in ``output_dir``."""
     image_dir = os.path.join(stage, "images")
     os.makedirs(image_dir)
     names = output_names(paths, ".tif" if channel >= 0 else ".png")
-    tasks = [(p, n, image_dir, int(resolution), int(channel), z_project, params) for p, n in zip(paths, names)]
+    tasks = [(p, n, image_dir, int(resolution), int(channel), z_project, params, pixel_size) for p, n in zip(paths, names)]
 
     start = time.perf_counter()
     results = _run(tasks, workers, progress)
@@ -269,8 +297,11 @@ def _annotate_into(stage: str, output_dir: str, input_dir: str, paths: list[str]
         name = os.path.join("annotations", TRAIN_JSON if split == "train" else TEST_JSON)
         images, anns = [], []
         for image_id, r in enumerate(items, start=1):
-            images.append({"id": image_id, "file_name": r.file_name, "height": r.height, "width": r.width,
-                           "original_height": r.original_height, "original_width": r.original_width})
+            entry = {"id": image_id, "file_name": r.file_name, "height": r.height, "width": r.width,
+                     "original_height": r.original_height, "original_width": r.original_width}
+            if r.pixel_size_um:
+                entry["pixel_size_um"] = r.pixel_size_um
+            images.append(entry)
             for a in r.annotations:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
         write_coco_json(os.path.join(stage, name), images, anns)
@@ -281,6 +312,8 @@ def _annotate_into(stage: str, output_dir: str, input_dir: str, paths: list[str]
     record = asdict(summary)
     record["resolution"] = int(resolution)
     record["seconds_per_image"] = {r.file_name or r.source: round(r.seconds, 3) for r in results}
+    # The annotator's lengths in pixels of each written image: reference lengths times this.
+    record["scale_per_image"] = {r.file_name: round(r.scale, 4) for r in done}
     record["params"] = asdict(params)
     atomic_write_json(os.path.join(stage, SUMMARY_JSON), record, indent=2)
     return summary

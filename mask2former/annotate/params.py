@@ -21,6 +21,10 @@ class AnnotatorParams:
     scale: float | None = None
     """Pixels of this image per reference pixel; ``None`` = longest side / ``reference_size``
     (the image is a whole field). Set 1.0 for crops taken at the reference resolution."""
+    reference_pixel_size_um: float | None = None
+    """Microns per reference pixel. When set, each image's scale comes from its own pixel size
+    (:meth:`physical_scale`) instead of its size, so crops, tiles and whole fields of any
+    magnification are measured alike."""
 
     # ---- foreground (semantic) mask
     smoothing_sigma: float = 1.5
@@ -79,6 +83,12 @@ class AnnotatorParams:
         if self.scale is not None:
             return float(self.scale)
         return max(height, width) / float(self.reference_size)
+
+    def physical_scale(self, pixel_size_um: float) -> float:
+        """Pixels of an image with ``pixel_size_um`` microns per pixel per reference pixel."""
+        if not self.reference_pixel_size_um:
+            raise ValueError("physical_scale needs reference_pixel_size_um")
+        return float(self.reference_pixel_size_um) / float(pixel_size_um)
 
     def replace(self, **changes) -> AnnotatorParams:
         return dataclasses.replace(self, **changes)
