@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,19 +85,30 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
     return paths
 
 
-def train(dataset: str, config: str, out: str, opts: list[str], log) -> str:
+def train(dataset: str, config: str, out: str, opts: list[str], log) -> float:
+    """Train into ``out`` unless its model_final.pth exists; the training's wall time in seconds either way."""
     final = os.path.join(out, "model_final.pth")
+    timing = os.path.join(out, "train_seconds.json")
     if os.path.isfile(final):
-        return final
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, "--dataset", dataset, *opts]
+        with open(timing) as f:
+            return json.load(f)["seconds"]
+    # An interrupted run (stopped bench, killed machine) continues from its last checkpoint.
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--resume", "--config-file", config, "--dataset", dataset, *opts]
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode:
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        returncode = proc.wait()
+    finally:
+        if proc.poll() is None:  # the bench itself was stopped: the training checkpoints and exits too
+            proc.terminate()
+            proc.wait()
+    if returncode:
         raise SystemExit(f"training failed, see {log.name}")
-    print(f"  trained in {time.perf_counter() - t0:.0f} s", flush=True)
-    return final
+    seconds = round(time.perf_counter() - t0, 1)
+    print(f"  trained in {seconds:.0f} s", flush=True)
+    write_results(timing, {"seconds": seconds})
+    return seconds
 
 
 def score(out_dir: str, records: list[dict], device: str = "cpu") -> dict:
@@ -279,17 +291,16 @@ def run(args) -> dict:
     s1_iters = args.stage1_iters
     runs = []
     for seed in args.seeds:
-        t0 = time.perf_counter()
         s1 = os.path.join(run_dir, f"seed{seed}", "stage1")
         opts = training_opts(plan, s1, s1_iters, args.stage1_lr, 2, seed) + list(args.opts)
-        train(data[args.labels], os.path.join(TINY, "stage1_config.yaml"), s1, opts, log)
-        seconds = time.perf_counter() - t0
-        entry = {"seed": seed, "stage1": {"heldout": score(s1, heldout), "train_fields": score(s1, train_fields)}, "train_seconds": round(seconds, 1)}
+        seconds = train(data[args.labels], os.path.join(TINY, "stage1_config.yaml"), s1, opts, log)
+        entry = {"seed": seed, "stage1": {"heldout": score(s1, heldout), "train_fields": score(s1, train_fields)}, "train_seconds": seconds}
         if args.stage2_iters:
             s2 = os.path.join(run_dir, f"seed{seed}", "stage2")
             opts2 = training_opts(plan, s2, args.stage2_iters, plan.stage2_lr, 1, seed) + list(args.opts) + list(args.opts2)
-            train(data[args.labels], os.path.join(TINY, "stage2_config.yaml"), s2, opts2 + ["MODEL.WEIGHTS", os.path.join(s1, "model_final.pth")], log)
+            seconds2 = train(data[args.labels], os.path.join(TINY, "stage2_config.yaml"), s2, opts2 + ["MODEL.WEIGHTS", os.path.join(s1, "model_final.pth")], log)
             entry["stage2"] = {"heldout": score(s2, heldout)}
+            entry["stage2_train_seconds"] = seconds2
         runs.append(entry)
         print(json.dumps({k: v for k, v in entry["stage1"]["heldout"].items() if k != "errors"}), flush=True)
     settings = {
@@ -446,6 +457,8 @@ def main(argv=None) -> None:
         return
     if not args.name:
         parser.error("--name is required")
+    # SIGTERM unwinds like Ctrl-C, so a running training is stopped with its checkpoint, not orphaned.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     run(args)
 
 
