@@ -1,9 +1,13 @@
-"""Shared by the benchmarks: machine description and JSON output."""
+"""Shared by the benchmarks: machine description, JSON output, and training runs they reuse or resume."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -37,6 +41,44 @@ def write_results(path: str, results: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write_json(path, {"machine": machine_info(), **results}, indent=2)
     print(f"wrote {path}")
+
+
+def train_once(config: str, dataset: str, opts: list[str], out: str, log_path: str) -> float | None:
+    """Train with ``train_net.py`` into ``out`` (its OUTPUT_DIR) unless ``out`` holds model_final.pth.
+
+    An interrupted training continues from its last checkpoint. Returns the training's wall time in
+    seconds, kept in ``out/train_seconds.json`` so that a reused model reports its own (None for a
+    model trained without it).
+    """
+    from mask2former.utils.fileio import atomic_write_json
+
+    timing = os.path.join(out, "train_seconds.json")
+    if not os.path.isfile(os.path.join(out, "model_final.pth")):
+        resume = ["--resume"] if os.path.isfile(os.path.join(out, "last_checkpoint")) else []
+        cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, "--dataset", dataset, *resume, *opts]
+        print("$", " ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        with open(log_path, "a") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                returncode = proc.wait()
+            finally:
+                if proc.poll() is None:  # the bench was stopped: the training saves a checkpoint and exits too
+                    proc.terminate()
+                    proc.wait()
+        if returncode:
+            raise SystemExit(f"training failed: see {log_path}")
+        atomic_write_json(timing, round(time.perf_counter() - t0, 1))
+        print(f"  trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    if not os.path.isfile(timing):
+        return None
+    with open(timing) as f:
+        return json.load(f)
+
+
+def exit_on_sigterm() -> None:
+    """Let SIGTERM unwind like Ctrl-C, so that a running ``train_once`` stops its training with a checkpoint."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def synthetic_tube_masks(size: int, n: int, seed: int = 0) -> np.ndarray:

@@ -38,15 +38,13 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
 
-from bench.common import REPO_ROOT, write_results
+from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
 REFERENCE_SIZE = 1500
@@ -201,16 +199,7 @@ def training_opts(plan: RealPlan, out: str, iters: int, lr: float, seed: int) ->
     ]
 
 
-def run_training(config: str, dataset: str, opts: list[str], log_path: str, resume: bool) -> None:
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, "--dataset", dataset,
-           *(["--resume"] if resume else []), *opts]
-    print("$", " ".join(cmd), flush=True)
-    with open(log_path, "a") as log:
-        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
-            raise SystemExit(f"training failed: see {log_path}")
-
-
-def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str, str]:
+def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str, float]:
     """Stage 1, Stage 2 and Stage 2 only; a finished model is reused, an interrupted one resumed."""
     stage1 = os.path.join(work, "stage1", "model_final.pth")
     both = ["DATASETS.TRAIN", "('myotube_manual_train', 'myotube_algorithmic_train')"]
@@ -225,17 +214,10 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
     seconds = {}
     for method, (config, iters, lr, weights, extra) in runs.items():
         out = os.path.join(work, method)
-        timing = os.path.join(out, "train_seconds.json")
-        if not os.path.isfile(os.path.join(out, "model_final.pth")):
-            t0 = time.perf_counter()
-            opts = training_opts(plan, out, iters, lr, seed) + ["MODEL.WEIGHTS", weights, *extra]
-            run_training(os.path.join(plan.config_dir, config), dataset, opts, os.path.join(work, "train_log.txt"),
-                         resume=os.path.isfile(os.path.join(out, "last_checkpoint")))
-            with open(timing, "w") as f:
-                json.dump(round(time.perf_counter() - t0, 1), f)
-        if os.path.isfile(timing):  # a model trained by an earlier call keeps its own time
-            with open(timing) as f:
-                seconds[method] = json.load(f)
+        opts = training_opts(plan, out, iters, lr, seed) + ["MODEL.WEIGHTS", weights, *extra]
+        took = train_once(os.path.join(plan.config_dir, config), dataset, opts, out, os.path.join(work, "train_log.txt"))
+        if took is not None:
+            seconds[method] = took
     return seconds
 
 
@@ -473,6 +455,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a field of the preset, e.g. --set stage1_iters=3000")
     parser.add_argument("--out", help="results JSON (default bench/results/real_two_stage[_PRESET].json)")
+    exit_on_sigterm()
     run(parser.parse_args(argv))
 
 

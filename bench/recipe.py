@@ -19,14 +19,10 @@ import glob
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 
-from bench.common import REPO_ROOT, write_results
+from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 
 RESULTS = os.path.join(REPO_ROOT, "bench", "results", "recipe")
 TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
@@ -83,32 +79,6 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
         shutil.copy(split_files["myotube_manual_test"], os.path.join(paths[labels], "annotations", ANNOTATION_FILES["myotube_algorithmic_test"]))
     open(done, "w").close()
     return paths
-
-
-def train(dataset: str, config: str, out: str, opts: list[str], log) -> float:
-    """Train into ``out`` unless its model_final.pth exists; the training's wall time in seconds either way."""
-    final = os.path.join(out, "model_final.pth")
-    timing = os.path.join(out, "train_seconds.json")
-    if os.path.isfile(final):
-        with open(timing) as f:
-            return json.load(f)["seconds"]
-    # An interrupted run (stopped bench, killed machine) continues from its last checkpoint.
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--resume", "--config-file", config, "--dataset", dataset, *opts]
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        returncode = proc.wait()
-    finally:
-        if proc.poll() is None:  # the bench itself was stopped: the training checkpoints and exits too
-            proc.terminate()
-            proc.wait()
-    if returncode:
-        raise SystemExit(f"training failed, see {log.name}")
-    seconds = round(time.perf_counter() - t0, 1)
-    print(f"  trained in {seconds:.0f} s", flush=True)
-    write_results(timing, {"seconds": seconds})
-    return seconds
 
 
 def score(out_dir: str, records: list[dict], device: str = "cpu") -> dict:
@@ -287,18 +257,18 @@ def run(args) -> dict:
     train_fields = load_coco_instances(data["pool"], os.path.join(os.path.dirname(data["pool"]), "images"))[: args.train_fields]
     run_dir = os.path.join(args.work, "runs", args.name)
     os.makedirs(run_dir, exist_ok=True)
-    log = open(os.path.join(run_dir, "train_log.txt"), "a")
+    log = os.path.join(run_dir, "train_log.txt")
     s1_iters = args.stage1_iters
     runs = []
     for seed in args.seeds:
         s1 = os.path.join(run_dir, f"seed{seed}", "stage1")
         opts = training_opts(plan, s1, s1_iters, args.stage1_lr, 2, seed) + list(args.opts)
-        seconds = train(data[args.labels], os.path.join(TINY, "stage1_config.yaml"), s1, opts, log)
+        seconds = train_once(os.path.join(TINY, "stage1_config.yaml"), data[args.labels], opts, s1, log)
         entry = {"seed": seed, "stage1": {"heldout": score(s1, heldout), "train_fields": score(s1, train_fields)}, "train_seconds": seconds}
         if args.stage2_iters:
             s2 = os.path.join(run_dir, f"seed{seed}", "stage2")
             opts2 = training_opts(plan, s2, args.stage2_iters, plan.stage2_lr, 1, seed) + list(args.opts) + list(args.opts2)
-            seconds2 = train(data[args.labels], os.path.join(TINY, "stage2_config.yaml"), s2, opts2 + ["MODEL.WEIGHTS", os.path.join(s1, "model_final.pth")], log)
+            seconds2 = train_once(os.path.join(TINY, "stage2_config.yaml"), data[args.labels], opts2 + ["MODEL.WEIGHTS", os.path.join(s1, "model_final.pth")], s2, log)
             entry["stage2"] = {"heldout": score(s2, heldout)}
             entry["stage2_train_seconds"] = seconds2
         runs.append(entry)
@@ -457,8 +427,7 @@ def main(argv=None) -> None:
         return
     if not args.name:
         parser.error("--name is required")
-    # SIGTERM unwinds like Ctrl-C, so a running training is stopped with its checkpoint, not orphaned.
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    exit_on_sigterm()
     run(args)
 
 
