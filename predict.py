@@ -9,6 +9,7 @@ NAME_measurements.csv; over all images: summary.csv, predictions_coco.json, conf
 Exit code 1 if any image failed (the others are still done). See docs/predict.md.
 
 Examples:
+  python predict.py --weights myotube-base --input images/ --output predictions/
   python predict.py --config-file stage2_config.yaml --weights output_stage2_manual/model_final.pth \\
       --input images/ --output predictions/
   python predict.py --config-file stage2_config.yaml --input "plate1/*_myosin.tif" --output out/ \\
@@ -23,13 +24,15 @@ from mask2former.utils.processes import default_workers
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--config-file", required=True, metavar="FILE", help="config YAML the model was trained with")
+    p.add_argument("--config-file", default=None, metavar="FILE",
+                   help="config YAML the model was trained with; default: the config stored with --weights "
+                   "(named models and model_final.pth carry theirs)")
     p.add_argument(
         "--weights",
         default=None,
-        metavar="PATH",
-        help="model_final.pth (or an HF folder); default: OUTPUT_DIR/model_final.pth of the config if present, "
-        "else MODEL.WEIGHTS; '' = random weights (tests only)",
+        metavar="PATH|NAME",
+        help="model_final.pth, a model shipped with the package by name (e.g. myotube-base), or an HF folder; "
+        "default: OUTPUT_DIR/model_final.pth of the config if present, else MODEL.WEIGHTS; '' = random weights (tests only)",
     )
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the results (created)")

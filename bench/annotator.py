@@ -380,7 +380,7 @@ def _colour_instances(masks: np.ndarray, shape: tuple[int, int], seed: int = 3) 
 
 
 def write_figures(data_dir: str, out_dir: str) -> list[str]:
-    """docs/images/real_vs_synthetic.png and docs/images/annotator_examples.png."""
+    """docs/images/annotator_examples.png (real_vs_synthetic.png comes from bench/realism.py)."""
     from mask2former.annotate import AnnotatorParams, annotate_image
     from mask2former.data.synthetic import generate_field
 
@@ -393,10 +393,6 @@ def write_figures(data_dir: str, out_dir: str) -> list[str]:
     real_path = next((p for p in paths if "17M_100_mM_Dex_XY02" in p), paths[0] if paths else None)
     if real_path:
         image, human = load_real(real_path)
-        row = np.hstack([small(_stretch(image)), np.full((panel, 8), 255, np.uint8), small(_stretch(synthetic.image))])
-        path = os.path.join(out_dir, "real_vs_synthetic.png")
-        cv2.imwrite(path, row, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-        written.append(path)
     gray = lambda img: cv2.cvtColor(small(_stretch(img)), cv2.COLOR_GRAY2BGR)  # noqa: E731
     colour = lambda masks, shape: cv2.resize(_colour_instances(masks, shape), (panel, panel), interpolation=cv2.INTER_NEAREST)  # noqa: E731
     rows = []
@@ -478,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-size", type=int, default=1024, help="synthetic field side (default %(default)s)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 real fields, 2 small synthetic fields per level")
-    parser.add_argument("--figures", action="store_true", help="also write docs/images/real_vs_synthetic.png and annotator_examples.png")
+    parser.add_argument("--figures", action="store_true", help="also write docs/images/annotator_examples.png")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "annotator.json"))
     args = parser.parse_args(argv)
     if args.quick:

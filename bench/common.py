@@ -15,31 +15,38 @@ import numpy as np
 from mask2former.utils import REPO_ROOT  # noqa: F401  (for the benchmarks)
 
 
-def machine_info() -> dict:
-    import torch
-    import transformers
-
+def machine_info(with_torch: bool = True) -> dict:
+    """Date, Python, platform, cores, numpy; torch, transformers and the GPU unless ``with_torch``
+    is False (for benchmarks that never load torch: importing it only to describe it costs
+    seconds and memory)."""
     info = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+    }
+    if not with_torch:
+        return info
+    import torch
+    import transformers
+
+    info.update({
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
         "cuda": torch.cuda.is_available(),
-    }
+    })
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
-def write_results(path: str, results: dict) -> None:
+def write_results(path: str, results: dict, with_torch: bool = True) -> None:
     from mask2former.utils.fileio import atomic_write_json
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_json(path, {"machine": machine_info(), **results}, indent=2)
+    atomic_write_json(path, {"machine": machine_info(with_torch), **results}, indent=2)
     print(f"wrote {path}")
 
 

@@ -16,9 +16,11 @@ classical annotator; its human masks are never used. No stage sees the held-out 
 Every field is resized to ``pixel_scale`` x 1500 px (the toolkit's reference field) and the
 model trains on random ``tile`` px crops of it (the scale jitter is set so the crops keep the
 field's pixel scale), then predicts held-out fields tile by tile as ``predict.py`` does.
-Trained: Stage 1 (annotator labels), Stage 2 (Stage 1 + manual fields), Stage 2 with the Stage 1
-pool mixed into its training data, and Stage 2 only (manual fields, random init, as many
-iterations as Stage 1 + Stage 2 together).
+Stage 1 starts from the shipped base model (``myotube-base``, pretrained on generated fields) unless
+``--set weights=`` says otherwise. Trained: Stage 1 (annotator labels), Stage 2 (Stage 1 + manual
+fields), Stage 2 with the Stage 1 pool mixed into its training data, Stage 2 only (manual fields,
+from the base) and Stage 2 from scratch (manual fields, random weights), the last two with as many
+iterations as Stage 1 + Stage 2 together. The base model alone is scored too.
 
 Scored per held-out field, at the working resolution, for every method (the annotator run at that
 resolution, a blurred triangle threshold, the three models):
@@ -48,15 +50,17 @@ from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
 REFERENCE_SIZE = 1500
-METHODS = ("annotator", "threshold", "stage1", "stage2", "stage2_replay", "stage2_only")
-MODELS = ("stage1", "stage2", "stage2_replay", "stage2_only")
+METHODS = ("annotator", "threshold", "base", "stage1", "stage2", "stage2_replay", "stage2_only", "stage2_scratch")
+MODELS = ("stage1", "stage2", "stage2_replay", "stage2_only", "stage2_scratch")
 LABELS = {
     "annotator": "Classical annotator",
     "threshold": "Blur + triangle threshold",
     "stage1": "Stage 1 (annotator labels)",
     "stage2": "Stage 2 (Stage 1 + 5 manual)",
     "stage2_replay": "Stage 2 with the Stage 1 fields mixed in",
-    "stage2_only": "Stage 2 only (manual, no Stage 1)",
+    "base": "Base model alone (no training)",
+    "stage2_only": "Stage 2 only (manual, from the base)",
+    "stage2_scratch": "Stage 2 from scratch (manual, random weights)",
 }
 
 
@@ -70,12 +74,13 @@ class RealPlan:
     manual_fields: int = 5
     stage1_iters: int = 4000
     stage2_iters: int = 300
-    stage1_lr: float = 1e-3
+    stage1_lr: float = 2e-4  # fine-tuning the base
     stage2_lr: float = 1e-4
+    scratch_lr: float = 1e-3  # the from-scratch comparison
     batch: int = 2
-    queries: int = 20
+    queries: int = 64  # the base model's
     device: str = "cpu"
-    weights: str = ""  # Stage 1 initial weights ("" = random)
+    weights: str = "myotube-base"  # Stage 1 initial weights ("" = random)
     pool_fields: int = 0  # 0: the whole tuning half minus the manual fields
     heldout_fields: int = 0  # 0: the whole held-out half
     extra_opts: tuple[str, ...] = ()
@@ -85,7 +90,8 @@ PRESETS = {
     "cpu": RealPlan(),
     # Swin-B (the shipped stage configs) at the toolkit's full field scale, 512 px crops.
     "gpu": RealPlan(config_dir=REPO_ROOT, pixel_scale=1.0, tile=512, stage1_iters=1500, stage2_iters=500, stage1_lr=1e-4,
-                    stage2_lr=3e-5, batch=8, queries=100, device="cuda", extra_opts=("DATALOADER.NUM_WORKERS", "8")),
+                    stage2_lr=3e-5, scratch_lr=1e-4, batch=8, queries=100, device="cuda", weights="",
+                    extra_opts=("DATALOADER.NUM_WORKERS", "8")),
     "quick": RealPlan(pixel_scale=0.25, tile=128, manual_fields=1, stage1_iters=6, stage2_iters=4, queries=8, pool_fields=1, heldout_fields=1),
 }
 
@@ -209,10 +215,13 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
         # Stage 2 on the manual fields and the Stage 1 pool together: does replaying Stage 1's data
         # keep what Stage 1 learned while the few manual fields are added?
         "stage2_replay": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, both),
-        "stage2_only": ("stage2_config.yaml", plan.stage1_iters + plan.stage2_iters, plan.stage1_lr, "", []),
+        "stage2_only": ("stage2_config.yaml", plan.stage1_iters + plan.stage2_iters, plan.stage1_lr, plan.weights, []),
+        "stage2_scratch": ("stage2_config.yaml", plan.stage1_iters + plan.stage2_iters, plan.scratch_lr, "", []),
     }
     seconds = {}
     for method, (config, iters, lr, weights, extra) in runs.items():
+        if method == "stage2_only" and not plan.weights:  # the same as from scratch
+            continue
         out = os.path.join(work, method)
         opts = training_opts(plan, out, iters, lr, seed) + ["MODEL.WEIGHTS", weights, *extra]
         took = train_once(os.path.join(plan.config_dir, config), dataset, opts, out, os.path.join(work, "train_log.txt"))
@@ -260,13 +269,18 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.predictor import MyotubePredictor
     from mask2former.inference.run import PredictOptions, predict_image
+    from mask2former.modeling.weights import checkpoint_config
 
     side = round(REFERENCE_SIZE * plan.pixel_scale)
     min_area = max(8, round(300 * plan.pixel_scale**2))
     predictors = {}
     for method, out in models.items():
-        cfg = load_config(os.path.join(out, "config.yaml"), ["MODEL.DEVICE", plan.device])
-        predictors[method] = (MyotubePredictor(cfg, weights=os.path.join(out, "model_final.pth")), PredictOptions.from_cfg(cfg, progress=False))
+        if os.path.isdir(out):
+            cfg, weights = load_config(os.path.join(out, "config.yaml"), ["MODEL.DEVICE", plan.device]), os.path.join(out, "model_final.pth")
+        else:  # a named model: the config it carries
+            cfg, weights = checkpoint_config(out), out
+            cfg.MODEL.DEVICE = plan.device
+        predictors[method] = (MyotubePredictor(cfg, weights=weights), PredictOptions.from_cfg(cfg, progress=False))
     rows = []
     for k, path in enumerate(paths):
         image, human = load_field(path, side)
@@ -404,10 +418,11 @@ def run(args) -> dict:
     dataset_seconds = counts.pop("seconds", None)
     print(f"Stage 1 pool {counts['pool']}, manual {counts['manual']}, held-out {len(splits['heldout'])} fields", flush=True)
     train_seconds = train_models(work, dataset, plan, args.seed)
-    models = {m: os.path.join(work, m) for m in MODELS}
+    models = {m: os.path.join(work, m) for m in MODELS if not (m == "stage2_only" and not plan.weights)}
+    scored = {"base": plan.weights, **models} if plan.weights else models
     t_score = time.perf_counter()
     figure_dir = os.path.join(work, "figures") if args.figures is None else args.figures
-    heldout_rows = score_fields(splits["heldout"], plan, models, figure_dir)
+    heldout_rows = score_fields(splits["heldout"], plan, scored, figure_dir)
     result = {
         "preset": "quick" if args.quick else args.preset, "plan": asdict(plan), "seed": args.seed, "data": os.path.abspath(args.data),
         "splits": {k: [os.path.basename(p) for p in v] for k, v in splits.items()}, "label_counts": counts,
@@ -415,11 +430,11 @@ def run(args) -> dict:
         "manual_field_masks": manual_conventions(splits["manual"], plan),
     }
     if args.score_pool:
-        pool_rows = score_fields(splits["pool"], plan, models, None)
+        pool_rows = score_fields(splits["pool"], plan, scored, None)
         result["pool"] = summarize(pool_rows)
         result["per_field"]["pool"] = pool_rows
     for extra in args.heldout:
-        rows = score_fields(list_fields(extra), plan, models, None)
+        rows = score_fields(list_fields(extra), plan, scored, None)
         result.setdefault("extra_heldout", {})[os.path.abspath(extra)] = summarize(rows)
     result["score_seconds"] = round(time.perf_counter() - t_score, 1)
     result["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)

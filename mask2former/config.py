@@ -127,6 +127,20 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # A local Hugging Face model directory, a hub id, a project checkpoint (.pth) or "" (random init).
     _C.MODEL.WEIGHTS = ""
 
+    # The backbone: "swin" (MODEL.SWIN, the seed's), "convnext" (MODEL.CONVNEXT) or "resnet"
+    # (MODEL.RESNET); all three are transformers' own backbones (no timm, no torchvision).
+    _C.MODEL.BACKBONE = CfgNode()
+    _C.MODEL.BACKBONE.NAME = "swin"
+    _C.MODEL.CONVNEXT = CfgNode()
+    _C.MODEL.CONVNEXT.HIDDEN_SIZES = [96, 192, 384, 768]
+    _C.MODEL.CONVNEXT.DEPTHS = [3, 3, 9, 3]
+    _C.MODEL.CONVNEXT.DROP_PATH_RATE = 0.0
+    _C.MODEL.RESNET = CfgNode()
+    _C.MODEL.RESNET.EMBEDDING_SIZE = 64
+    _C.MODEL.RESNET.HIDDEN_SIZES = [256, 512, 1024, 2048]
+    _C.MODEL.RESNET.DEPTHS = [3, 4, 6, 3]
+    _C.MODEL.RESNET.LAYER_TYPE = "bottleneck"  # or "basic"
+
     _C.MODEL.SWIN = CfgNode()
     _C.MODEL.SWIN.EMBED_DIM = 128
     _C.MODEL.SWIN.DEPTHS = [2, 2, 18, 2]
@@ -203,6 +217,26 @@ def add_myotube_config(cfg: CfgNode) -> None:
     _C.DATASETS.TRAIN = ("myotube_algorithmic_train",)
     _C.DATASETS.TEST = ("myotube_algorithmic_test",)
 
+    # Pretraining on generated fields (the base model): when ENABLED, training draws a fresh field
+    # for every sample from the generator instead of reading DATASETS.TRAIN; field k of the stream
+    # is the same for a given SEED, so a resumed run goes on where it stopped and never repeats one.
+    _C.SYNTHETIC = CfgNode()
+    _C.SYNTHETIC.ENABLED = False
+    _C.SYNTHETIC.PRESET = "realistic"  # mask2former.data.synthetic.GENERATOR_PRESETS
+    # Pixel scale of the model's fields against the generator's reference field (a 2048 px field
+    # drawn at 1500 px): 0.5 puts a whole 2048 px field at about 750 model pixels.
+    _C.SYNTHETIC.PIXEL_SCALE = 0.5
+    # Each field's scale is PIXEL_SCALE times a log-uniform factor in this range.
+    _C.SYNTHETIC.SCALE_JITTER = (0.8, 1.25)
+    # Covered fraction of each field, uniform in this range.
+    _C.SYNTHETIC.DENSITY = (0.04, 0.3)
+    # Square field sides in model pixels, one drawn per step with these weights (crops of growing
+    # size teach the model whole fields, not only small crops).
+    _C.SYNTHETIC.FIELD_SIZES = (256,)
+    _C.SYNTHETIC.FIELD_SIZE_WEIGHTS = (1.0,)
+    _C.SYNTHETIC.BIT_DEPTH = 8
+    _C.SYNTHETIC.SEED = 0
+
     _C.DATALOADER = CfgNode()
     _C.DATALOADER.NUM_WORKERS = 4
 
@@ -267,9 +301,11 @@ def get_cfg() -> CfgNode:
     return cfg
 
 
-def load_config(config_file: str | os.PathLike | None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
-    """Defaults, then ``config_file`` (with its ``_BASE_`` chain), then ``opts``."""
-    cfg = get_cfg()
+def load_config(config_file: str | os.PathLike | None, opts: Sequence[str] = (), freeze: bool = True,
+                base: CfgNode | None = None) -> CfgNode:
+    """Defaults (or a copy of ``base``: a config stored with a model), then ``config_file`` (with its
+    ``_BASE_`` chain), then ``opts``."""
+    cfg = get_cfg() if base is None else base.clone()
     if config_file:
         cfg.merge_from_file(os.fspath(config_file))
     if opts:
@@ -308,6 +344,11 @@ def _check_values(cfg: CfgNode, source) -> None:
         raise ConfigError(where, f"SOLVER.BASE_LR must be > 0, got {cfg.SOLVER.BASE_LR}")
     if cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES < 1:
         raise ConfigError(where, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES must be >= 1")
+    if cfg.MODEL.BACKBONE.NAME not in ("swin", "convnext", "resnet"):
+        raise ConfigError(where, f"MODEL.BACKBONE.NAME must be swin, convnext or resnet, got {cfg.MODEL.BACKBONE.NAME!r}")
+    for node in ("CONVNEXT", "RESNET"):
+        if len(cfg.MODEL[node].DEPTHS) != len(cfg.MODEL[node].HIDDEN_SIZES):
+            raise ConfigError(where, f"MODEL.{node}.DEPTHS and MODEL.{node}.HIDDEN_SIZES must have the same length")
     if len(cfg.MODEL.SWIN.DEPTHS) != len(cfg.MODEL.SWIN.NUM_HEADS):
         raise ConfigError(where, "MODEL.SWIN.DEPTHS and MODEL.SWIN.NUM_HEADS must have the same length")
     if cfg.INPUT.CHANNEL < -1:
@@ -316,6 +357,8 @@ def _check_values(cfg: CfgNode, source) -> None:
         raise ConfigError(where, f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}")
     if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
         raise ConfigError(where, f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
+    if cfg.SYNTHETIC.ENABLED:
+        _check_synthetic(cfg.SYNTHETIC, where)
     if cfg.SOLVER.LR_SCHEDULER_NAME not in ("WarmupPolyLR", "WarmupCosineLR"):
         raise ConfigError(where, f"SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, got {cfg.SOLVER.LR_SCHEDULER_NAME!r}")
     if cfg.INFERENCE.INPUT_SCALE < 0:
@@ -338,3 +381,21 @@ def resolve_device(cfg: CfgNode) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(None, "MODEL.DEVICE is cuda but no CUDA GPU is available; use --opts MODEL.DEVICE cpu")
     return device
+
+
+def _check_synthetic(node: CfgNode, where) -> None:
+    # SYNTHETIC.PRESET is checked by the stream (the generator's presets live in the data layer).
+    if node.PIXEL_SCALE <= 0:
+        raise ConfigError(where, f"SYNTHETIC.PIXEL_SCALE must be > 0, got {node.PIXEL_SCALE}")
+    for key in ("SCALE_JITTER", "DENSITY"):
+        low, high = node[key]
+        if not 0 < low <= high:
+            raise ConfigError(where, f"SYNTHETIC.{key} must be two numbers 0 < low <= high, got {list(node[key])}")
+    if node.DENSITY[1] >= 0.9:
+        raise ConfigError(where, f"SYNTHETIC.DENSITY must stay below 0.9, got {list(node.DENSITY)}")
+    if not node.FIELD_SIZES or len(node.FIELD_SIZES) != len(node.FIELD_SIZE_WEIGHTS):
+        raise ConfigError(where, "SYNTHETIC.FIELD_SIZES and SYNTHETIC.FIELD_SIZE_WEIGHTS must be non-empty and of the same length")
+    if min(node.FIELD_SIZES) < 32 or min(node.FIELD_SIZE_WEIGHTS) < 0 or sum(node.FIELD_SIZE_WEIGHTS) <= 0:
+        raise ConfigError(where, "SYNTHETIC.FIELD_SIZES must be >= 32 px and FIELD_SIZE_WEIGHTS non-negative with a positive sum")
+    if node.BIT_DEPTH not in (8, 16):
+        raise ConfigError(where, f"SYNTHETIC.BIT_DEPTH must be 8 or 16, got {node.BIT_DEPTH}")

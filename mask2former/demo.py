@@ -3,12 +3,14 @@
 1. generate synthetic fields: a pool for Stage 1, a few fields whose ground truth plays the manual
    annotations, and a held-out test set;
 2. label the Stage 1 pool with the classical annotator and organize the unified dataset;
-3. check it with setup_two_stage.py and train both stages, plus two comparison models with the
-   same total iterations as Stage 1 + Stage 2: a Stage-2-only model (the manual fields without
-   Stage 1) and the ceiling of the recipe (the Stage 1 fields with their exact ground truth
-   instead of the annotator's labels, the only use of that ground truth);
-4. evaluate the annotator and the models on the held-out set: one table of scores, one of errors
-   (tubes merged, cut into pieces, missed; false detections by kind);
+3. check it with setup_two_stage.py and train both stages, Stage 1 starting from the shipped base
+   model (``myotube-base``, pretrained on generated fields, as the seed's Stage 1 starts from
+   COCO weights), plus comparison models with the same total iterations as Stage 1 + Stage 2: Stage
+   2 only (the manual fields, from the base), Stage 2 from scratch (the manual fields, random
+   weights), and optionally the ceiling of the recipe (``--set ceiling=true``: the Stage 1 fields
+   with their exact ground truth instead of the annotator's labels);
+4. evaluate the annotator, the base model alone and the trained models on the held-out set: one
+   table of scores, one of errors (tubes merged, cut into pieces, missed; false detections by kind);
 5. predict two held-out images with predict.py; pictures and the tables go to the output folder.
 
 ``--plan cpu`` (default) trains the tiny CPU preset; ``--plan gpu`` the real Swin-B architecture
@@ -39,12 +41,17 @@ from mask2former.engine.two_stage import STAGE_OUTPUT_NAMES
 from mask2former.evaluation.evaluator import evaluate_predictor, format_error_table, format_table
 from mask2former.evaluation.metrics import InstanceEvaluator
 from mask2former.inference.predictor import MyotubePredictor
-from mask2former.modeling.weights import FINAL
+from mask2former.modeling.weights import FINAL, checkpoint_config
+from mask2former.modeling.zoo import is_zoo_name
+from mask2former.data.synthetic import generator_params
 from mask2former.synthetic_datasets import write_synthetic_dataset
 from mask2former.utils import REPO_ROOT
 from mask2former.utils.fileio import atomic_write_json, atomic_write_text
 
 CEILING = "Exact labels, same budget (ceiling)"
+BASE_ALONE = "Base model alone (myotube-base, no training)"
+STAGE2_ONLY = "Stage 2 only (manual, from the base)"
+SCRATCH = "Stage 2 from scratch (manual, random weights)"
 
 
 @dataclass
@@ -58,27 +65,32 @@ class DemoPlan:
     manual_images: int = 6
     heldout_images: int = 30
     # Four trainings (Stage 1, Stage 2, and the two comparison models with Stage 1 + Stage 2
-    # iterations each) fit about 15 minutes on a slow 2-core machine.
-    stage1_iters: int = 800
+    # iterations each) fit well within 15 minutes on a slow 2-core machine.
+    stage1_iters: int = 500
     stage2_iters: int = 100
-    # 2e-3 beat 1e-3 at 800 iterations (2 seeds; bench/results/recipe/d_lr*_800.json).
-    stage1_lr: float = 2e-3
+    # Fine-tuning the base: a tenth of the base's pretraining LR.
+    stage1_lr: float = 2e-4
     stage2_lr: float = 1e-4
+    # The from-scratch comparison: 2e-3 beat 1e-3 at 800 iterations (2 seeds; bench/results/recipe/d_lr*_800.json).
+    scratch_lr: float = 2e-3
     stage1_batch: int = 2
     stage2_batch: int = 1
     image_size: int = 256
-    queries: int = 20
+    # The base model's query count (enough for whole real fields).
+    queries: int = 64
     predict_images: int = 2
     density: str = "medium"
+    # Generator preset of every field (mask2former.data.synthetic.GENERATOR_PRESETS).
+    generator: str = "realistic"
     device: str = "cpu"
     # Folder of stage1_config.yaml / stage2_config.yaml, relative to the repository.
     config_dir: str = "configs/cpu_tiny"
-    # Stage 1's initial weights ("" = random initialisation).
-    weights: str = ""
+    # Stage 1's initial weights: the shipped base model ("" = random initialisation).
+    weights: str = "myotube-base"
     loader_workers: int = 0
     seed: int = 0
     # Also train on the exact labels of the Stage 1 fields (the ceiling of the recipe).
-    ceiling: bool = True
+    ceiling: bool = False
 
     @classmethod
     def named(cls, name: str) -> DemoPlan:
@@ -87,8 +99,8 @@ class DemoPlan:
         if name == "gpu":
             # Swin-B (the shipped stage configs), 512 px crops at the reference pixel scale.
             return cls(size=512, pixel_scale=1.0, image_size=512, queries=100, stage1_iters=300, stage2_iters=60,
-                       stage1_lr=1e-4, stage2_lr=3e-5, stage1_batch=8, stage2_batch=4, device="cuda", config_dir=".",
-                       loader_workers=8)
+                       stage1_lr=1e-4, stage2_lr=3e-5, scratch_lr=1e-4, stage1_batch=8, stage2_batch=4, device="cuda", config_dir=".",
+                       loader_workers=8, weights="")
         raise ValueError(f"unknown plan {name!r}: cpu or gpu")
 
     def quick(self) -> DemoPlan:
@@ -178,7 +190,8 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
 
     step("1. generate synthetic fields")
     raw = os.path.join(output, "raw")
-    common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False}
+    common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False,
+              "params": generator_params(plan.generator)}
     write_synthetic_dataset(os.path.join(raw, "stage1_pool"), plan.stage1_images, seed=1, **common)
     manual_json = write_synthetic_dataset(os.path.join(raw, "manual"), plan.manual_images, seed=2, **common)
     heldout_json = write_synthetic_dataset(os.path.join(raw, "heldout"), plan.heldout_images, seed=3, **common)
@@ -200,6 +213,7 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     s1 = os.path.join(output, STAGE_OUTPUT_NAMES[1])
     s2 = os.path.join(output, STAGE_OUTPUT_NAMES[2])
     s2_only = os.path.join(output, "output_stage2_only")
+    scratch = os.path.join(output, "output_stage2_scratch")
     exact = os.path.join(output, "output_exact_labels")
     total_iters = plan.stage1_iters + plan.stage2_iters
     train = os.path.join(REPO_ROOT, "train_two_stage.py")
@@ -208,9 +222,14 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     _run([py, train, "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts",
           "MODEL.WEIGHTS", os.path.join(s1, FINAL), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)], log)
     # The comparisons get the two-stage model's whole budget: Stage 1 + Stage 2 iterations.
+    models = {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2}
+    if plan.weights:
+        _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
+              "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
+        models[STAGE2_ONLY] = s2_only
     _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
-          "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
-    models = {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2, "Stage 2 only (manual, no Stage 1)": s2_only}
+          "MODEL.WEIGHTS", "", *_training_opts(plan, scratch, total_iters, plan.scratch_lr, plan.stage1_batch)], log)
+    models[SCRATCH] = scratch
     if plan.ceiling:
         exact_dataset = exact_label_dataset(dataset, os.path.join(raw, "stage1_pool", "annotations.json"), os.path.join(output, "myotube_dataset_exact"))
         _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage1_config.yaml"), "--dataset", exact_dataset,
@@ -218,6 +237,8 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
         models[CEILING] = exact
 
     step("4. evaluate on the held-out fields")
+    if plan.weights and is_zoo_name(plan.weights):
+        models = {BASE_ALONE: plan.weights, **models}
     table = evaluate_on_heldout(heldout_json, os.path.join(raw, "heldout", "images"), models, plan.pixel_scale, plan.device)
 
 
@@ -262,10 +283,15 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], pi
     for record in records:
         annotator.add(record_masks(record), annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)))
     results["Classical annotator"] = annotator.summarize()
-    for name, out_dir in models.items():
-        cfg = load_config(os.path.join(out_dir, "config.yaml"))  # exactly what the model was trained with
+    for name, source in models.items():
+        if os.path.isdir(source):  # a training's output: exactly what the model was trained with
+            cfg, weights = load_config(os.path.join(source, "config.yaml")), os.path.join(source, FINAL)
+        else:  # a named model: the config it carries
+            cfg, weights = checkpoint_config(source), source
+            cfg.MODEL.DEVICE = device
+            cfg.freeze()
         threshold = cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
-        predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, FINAL), device=device)
+        predictor = MyotubePredictor(cfg, weights=weights, device=device)
         results[name] = evaluate_predictor(predictor, records, cfg, desc=name)
         results[name].pop("per_image", None)
     return {"results": results, "score_threshold": threshold}

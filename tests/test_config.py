@@ -328,7 +328,7 @@ def test_cpu_tiny_presets_inherit_their_stage_config(stage, monkeypatch, tmp_pat
     assert tiny.MODEL.SWIN.DEPTHS == [1, 1, 1, 1]
     assert len(tiny.MODEL.SWIN.NUM_HEADS) == 4
     assert tiny.MODEL.SWIN.EMBED_DIM < full.MODEL.SWIN.EMBED_DIM
-    assert 10 <= tiny.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES <= 20
+    assert tiny.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 64  # the base model's queries
     assert 128 <= tiny.INPUT.IMAGE_SIZE <= 256
     assert tiny.MODEL.DEVICE == "cpu"
     # Whatever the preset does not override comes from the stage config.

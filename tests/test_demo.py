@@ -12,13 +12,17 @@ from tests.tiny import REPO_ROOT
 def test_quick_demo_runs_every_step_end_to_end(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-m", "mask2former.demo", "--quick", "--output", str(out), "--workers", "1"],
+    proc = subprocess.run([sys.executable, "-m", "mask2former.demo", "--quick", "--output", str(out), "--workers", "1", "--set", "ceiling=true"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "demo_results.json").read_text())
     rows = results["results"]
-    assert set(rows) == {"Classical annotator", "Stage 1 (annotator labels)", "Stage 2 (Stage 1 + manual)",
-                         "Stage 2 only (manual, no Stage 1)", "Exact labels, same budget (ceiling)"}
+    assert set(rows) == {"Classical annotator", "Base model alone (myotube-base, no training)", "Stage 1 (annotator labels)",
+                         "Stage 2 (Stage 1 + manual)", "Stage 2 only (manual, from the base)", "Stage 2 from scratch (manual, random weights)",
+                         "Exact labels, same budget (ceiling)"}
+    # Stage 1 starts from the shipped base model; the from-scratch comparison from random weights.
+    assert "WEIGHTS: myotube-base" in (out / "output_stage1_algorithmic" / "config.yaml").read_text()
+    assert "WEIGHTS: ''" in (out / "output_stage2_scratch" / "config.yaml").read_text()
     # The annotator's row, recomputed here from the held-out fields and their ground truth.
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.data.coco import load_coco_instances, record_masks
@@ -38,7 +42,7 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
     assert rows["Classical annotator"]["images"] == 2
     # The comparison models get the two-stage model's whole budget.
     plan = results["plan"]
-    for folder in ("output_stage2_only", "output_exact_labels"):
+    for folder in ("output_stage2_only", "output_stage2_scratch", "output_exact_labels"):
         assert f"MAX_ITER: {plan['stage1_iters'] + plan['stage2_iters']}" in (out / folder / "config.yaml").read_text()
     # The ceiling learns from the exact ground truth of the same Stage 1 fields.
     exact = json.loads((out / "myotube_dataset_exact" / "annotations" / "algorithmic_train_annotations.json").read_text())

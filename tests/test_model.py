@@ -161,3 +161,34 @@ def test_the_model_ignores_pixel_mask_so_batches_do_not_carry_one(tmp_path):
         masked = model(pixel_values=batch["pixel_values"], pixel_mask=half)
     torch.testing.assert_close(plain.masks_queries_logits, masked.masks_queries_logits)
     torch.testing.assert_close(plain.class_queries_logits, masked.class_queries_logits)
+
+
+CONV_BACKBONES = {
+    "resnet": ("MODEL.BACKBONE.NAME", "resnet", "MODEL.RESNET.EMBEDDING_SIZE", 16, "MODEL.RESNET.HIDDEN_SIZES", "[16, 24, 32, 48]",
+               "MODEL.RESNET.DEPTHS", "[1, 1, 1, 1]", "MODEL.RESNET.LAYER_TYPE", "basic"),
+    "convnext": ("MODEL.BACKBONE.NAME", "convnext", "MODEL.CONVNEXT.HIDDEN_SIZES", "[16, 24, 32, 48]", "MODEL.CONVNEXT.DEPTHS", "[1, 1, 1, 1]"),
+}
+
+
+@pytest.mark.parametrize("backbone", list(CONV_BACKBONES))
+def test_convolutional_backbones_train_and_their_checkpoints_rebuild_themselves(backbone, tmp_path):
+    from mask2former.modeling.weights import checkpoint_architecture
+
+    torch.manual_seed(0)
+    cfg, batch = _batch(tmp_path)
+    conv_cfg = tiny_cfg(*CONV_BACKBONES[backbone])
+    model = build_model(conv_cfg, ["myotube"]).train()
+    encoder = type(model.model.pixel_level_module.encoder).__name__
+    assert backbone in encoder.lower(), encoder
+    total = sum(_step_loss(model, batch).values())
+    total.backward()
+    backbone_grads = [p.grad for n, p in model.named_parameters() if n.startswith("model.pixel_level_module.encoder.") and p.requires_grad]
+    assert backbone_grads and all(g is not None and torch.isfinite(g).all() for g in backbone_grads)
+    # A checkpoint names its backbone: a Swin config file predicting with it builds the checkpoint's.
+    path = str(tmp_path / "conv.pth")
+    torch.save({"model": model.state_dict(), "cfg": conv_cfg.dump(), "class_names": ["myotube"]}, path)
+    adopted, changes = checkpoint_architecture(tiny_cfg(), path)
+    assert adopted.MODEL.BACKBONE.NAME == backbone and any(c.startswith("MODEL.BACKBONE.NAME") for c in changes)
+    loaded = load_model(adopted, ["myotube"], path)[0]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key

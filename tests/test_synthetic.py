@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from mask2former.data.catalog import ANNOTATION_FILES
 from mask2former.data.coco import load_coco_instances, record_masks, validate_coco
-from mask2former.data.synthetic import DENSITY_LEVELS, generate_field
+from mask2former.data.synthetic import DENSITY_LEVELS, REALISTIC, generate_field, generator_params
 from mask2former.synthetic_datasets import write_synthetic_dataset
 from tests.scripts import load_script
 
@@ -138,3 +139,52 @@ def test_cli_writes_a_dataset_and_reports_bad_arguments(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "bad"), "--num-images", "2", "--density", "crowded"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "density" in err[0]
+
+
+# --------------------------------------------------------------------------- the realistic preset
+
+def _touching_pairs(masks: np.ndarray) -> int:
+    """Pairs of instances whose masks touch or overlap along more than a few pixels."""
+    grown = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for m in masks])
+    flat, grown_flat = masks.reshape(len(masks), -1).astype(np.int32), grown.reshape(len(masks), -1).astype(np.int32)
+    contact = grown_flat @ flat.T
+    np.fill_diagonal(contact, 0)
+    return int((contact > 20).sum() // 2)
+
+
+def test_realistic_preset_is_deterministic_and_keeps_the_mask_contract():
+    a = generate_field(192, seed=3, params=REALISTIC, pixel_scale=0.5)
+    b = generate_field(192, seed=3, params=REALISTIC, pixel_scale=0.5)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
+    assert not np.array_equal(a.image, generate_field(192, seed=3, pixel_scale=0.5).image)
+    union = a.masks.any(axis=0)
+    assert float(a.image[union].mean()) > 2.0 * float(np.median(a.image[~union]))
+
+
+def test_parallel_tubes_are_laid_alongside_and_touch_their_neighbour():
+    alongside = replace(REALISTIC, parallel_probability=1.0, branch_probability=0.0, protrusions=(0, 0))
+    never = replace(alongside, parallel_probability=0.0)
+    touching = sum(_touching_pairs(generate_field(256, seed=s, density=0.1, pixel_scale=0.5, params=alongside).masks) for s in range(3))
+    apart = sum(_touching_pairs(generate_field(256, seed=s, density=0.1, pixel_scale=0.5, params=never).masks) for s in range(3))
+    assert touching > apart + 3, (touching, apart)
+
+
+def test_tube_ends_fade_and_spread_bodies_are_brighter_than_their_tube():
+    from mask2former.data.synthetic import _along_tube, _Tube
+
+    path = np.stack([np.linspace(10, 190, 91), np.full(91, 50.0)], axis=1)
+    radii = np.full(91, 8.0)
+    lobe = np.stack([np.linspace(90, 110, 11), np.full(11, 80.0)], axis=1)
+    tube = _Tube([path, lobe], [radii, np.full(11, 10.0)], 50.0, False, 16.0, 180.0, [1.0, 2.0], end_fade=0.2)
+    along = _along_tube(tube, (120, 200), np.zeros(2))
+    assert along[50, 100] == pytest.approx(1.0, abs=1e-3)  # the middle of the tube
+    for end, inward in ((11, 22), (189, 178)):  # both ends fade towards a quarter
+        assert along[50, end] < 0.45 < along[50, inward] < 1.0
+    assert along[80, 100] == pytest.approx(2.0, abs=1e-3)  # the spread body, twice as bright
+
+
+def test_generator_presets_by_name():
+    assert generator_params("realistic") is REALISTIC
+    assert generator_params(None) == generator_params("classic")
+    with pytest.raises(ValueError, match="unknown generator preset"):
+        generator_params("cartoon")

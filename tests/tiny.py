@@ -11,5 +11,10 @@ TINY_STAGE1 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage1_config.yaml
 TINY_STAGE2 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage2_config.yaml")
 
 
+# The presets start Stage 1 from the shipped base model with its 64 queries; unit tests build a
+# random 16-query model unless they say otherwise.
+UNIT_DEFAULTS = ("MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16)
+
+
 def tiny_cfg(*opts, stage: int = 1, freeze: bool = True):
-    return load_config(TINY_STAGE1 if stage == 1 else TINY_STAGE2, [str(o) for o in opts], freeze=freeze)
+    return load_config(TINY_STAGE1 if stage == 1 else TINY_STAGE2, [str(o) for o in (*UNIT_DEFAULTS, *opts)], freeze=freeze)

@@ -159,20 +159,24 @@ class MyotubeDatasetMapper:
         return start, start + extent
 
     def _to_tensors(self, image01, masks, classes) -> dict:
-        side = padded_size(self.size)
-        h, w = image01.shape[:2]
-        pixels = np.zeros((side, side, 3), np.float32)
-        pixels[:h, :w] = normalize(image01, self.cfg)
-        # Masks travel as bool (4x less to copy between worker processes); the loss makes them float.
-        full_masks = np.zeros((len(masks), side, side), bool)
-        full_masks[:, :h, :w] = masks
-        # No pixel_mask: HF's Mask2Former ignores it (transformers 5.x), and at 1500 px it would be
-        # another 18 MB per image to copy from the workers and to the GPU for nothing.
-        return {
-            "pixel_values": torch.from_numpy(pixels.transpose(2, 0, 1).copy()),
-            "mask_labels": torch.from_numpy(full_masks),
-            "class_labels": torch.from_numpy(classes.astype(np.int64)),
-        }
+        return training_sample(image01, masks, classes, self.cfg, padded_size(self.size))
+
+
+def training_sample(image01: np.ndarray, masks: np.ndarray, classes: np.ndarray, cfg: CfgNode, side: int) -> dict:
+    """Model inputs of one training image: normalised pixels and masks zero-padded to ``side``."""
+    h, w = image01.shape[:2]
+    pixels = np.zeros((side, side, 3), np.float32)
+    pixels[:h, :w] = normalize(image01, cfg)
+    # Masks travel as bool (4x less to copy between worker processes); the loss makes them float.
+    full_masks = np.zeros((len(masks), side, side), bool)
+    full_masks[:, :h, :w] = masks
+    # No pixel_mask: HF's Mask2Former ignores it (transformers 5.x), and at 1500 px it would be
+    # another 18 MB per image to copy from the workers and to the GPU for nothing.
+    return {
+        "pixel_values": torch.from_numpy(pixels.transpose(2, 0, 1).copy()),
+        "mask_labels": torch.from_numpy(full_masks),
+        "class_labels": torch.from_numpy(classes.astype(np.int64)),
+    }
 
 
 def collate_samples(samples: list[dict]) -> dict:

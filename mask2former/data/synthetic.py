@@ -75,6 +75,68 @@ class SyntheticParams:
     free_nuclei_per_mpx: float = 90.0
     dapi_background: tuple[float, float] = (2.0, 10.0)
     max_tubes: int = 300
+    # Appearance added for the base model's fields (``REALISTIC``). The defaults switch each one
+    # off and draw no random numbers for it, so a seed gives the same field as before they existed.
+    profile_steps: tuple[float, float, float, float] = (0.45, 0.25, 0.18, 0.12)  # cross-section: edge, then inward
+    end_fade: tuple[float, float] = (0.0, 0.0)  # fraction of the length over which each end fades out
+    max_branches: int = 2
+    branch_width: tuple[float, float] = (0.5, 0.8)  # branch root width relative to the parent
+    spread_probability: float = 0.0  # a flat, bright, wide cell body on the tube (spread cytoplasm)
+    spread_brightness: tuple[float, float] = (1.4, 2.4)  # relative to the tube
+    parallel_probability: float = 0.0  # a new tube laid alongside an earlier one, touching it
+    nucleus_cluster_probability: float = 0.0  # per tube: one packed cluster of nuclei
+    nucleus_cluster_size: tuple[int, int] = (4, 12)
+    illumination_variation: float = 0.07  # std of the slow multiplicative illumination pattern
+    psf_sigma_range: tuple[float, float] | None = None  # per field, instead of psf_sigma
+
+
+REALISTIC = SyntheticParams(
+    # Widths, lengths and branching matched to the annotator's tubes on real fields
+    # (bench/results/realism.json): real tubes branch less often than the classic ones.
+    length_median=450.0,
+    length_range=(80.0, 1500.0),
+    width_median=36.0,
+    width_sigma=0.7,
+    width_range=(5.0, 130.0),
+    taper_power=(0.25, 0.8),
+    protrusions=(0, 0),
+    edge_roughness=0.08,
+    branch_probability=0.25,
+    max_branches=2,
+    branch_width=(0.55, 0.95),
+    background_level=(0.0, 0.2),
+    tube_brightness_median=48.0,
+    texture=0.15,
+    edge_softness=0.15,
+    profile_steps=(0.7, 0.16, 0.09, 0.05),
+    end_fade=(0.05, 0.25),
+    spread_probability=0.2,
+    parallel_probability=0.2,
+    nucleus_cluster_probability=0.4,
+    tube_brightness_sigma=0.5,
+    illumination_falloff=(0.0, 0.6),
+    illumination_variation=0.12,
+    psf_sigma_range=(0.6, 2.2),
+    gain=(1.0, 10.0),
+)
+"""Fields closer to real cultures (docs/base_model.md): wide, flat-topped tubes with soft ends,
+more and wider branches, spread bright cell bodies, tubes touching side by side, packed nuclear
+clusters, stronger uneven illumination, and blur and noise that vary between fields."""
+
+GENERATOR_PRESETS = {"classic": SyntheticParams(), "realistic": REALISTIC}
+"""Named generator settings: ``classic`` (the default of :func:`generate_field`) and ``realistic``
+(what the shipped base model was pretrained on)."""
+
+
+def generator_params(name: str | SyntheticParams | None) -> SyntheticParams:
+    """Settings by preset name (or passed through)."""
+    if name is None:
+        return SyntheticParams()
+    if isinstance(name, SyntheticParams):
+        return name
+    if name not in GENERATOR_PRESETS:
+        raise ValueError(f"unknown generator preset {name!r} (choose {', '.join(GENERATOR_PRESETS)})")
+    return GENERATOR_PRESETS[name]
 
 
 @dataclass
@@ -123,6 +185,8 @@ class _Tube:
     branched: bool
     width: float
     length: float
+    gains: list[float] = field(default_factory=list)  # brightness of each path relative to the tube
+    end_fade: float = 0.0  # fraction of each path's length over which its free ends fade
 
 
 def _centre_line(rng: np.random.Generator, start: np.ndarray, heading: float, length: float, p: SyntheticParams, scale: float) -> np.ndarray:
@@ -167,12 +231,12 @@ def _make_tube(rng: np.random.Generator, h: int, w: int, p: SyntheticParams, sca
     paths = [main]
     branched = False
     if rng.random() < p.branch_probability:
-        for _ in range(rng.integers(1, 3)):
+        for _ in range(rng.integers(1, p.max_branches + 1)):
             k = int(rng.uniform(0.25, 0.75) * len(main))
             tangent = main[min(k + 2, len(main) - 1)] - main[max(k - 2, 0)]
             angle = np.arctan2(tangent[1], tangent[0]) + rng.choice([-1, 1]) * np.deg2rad(rng.uniform(*p.branch_angle))
             branch = _centre_line(rng, main[k], angle, rng.uniform(*p.branch_length) * length, p, scale)
-            r0 = radii[0][k] * rng.uniform(0.5, 0.8)
+            r0 = radii[0][k] * rng.uniform(*p.branch_width)
             taper = np.sin(np.linspace(np.pi / 2, np.pi, len(branch))) ** rng.uniform(*p.taper_power)
             paths.append(branch)
             radii.append(np.maximum(r0 * taper, 1.0))
@@ -184,11 +248,46 @@ def _make_tube(rng: np.random.Generator, h: int, w: int, p: SyntheticParams, sca
         spike = _centre_line(rng, main[k], angle, radii[0][k] + rng.uniform(15, 60) * scale, p, scale)
         paths.append(spike)
         radii.append(np.linspace(rng.uniform(2.0, 4.5) * scale, 1.0, len(spike)))
-    return _Tube(paths, radii, brightness, branched, width, length)
+    gains = [1.0] * len(paths)
+    if p.spread_probability > 0 and rng.random() < p.spread_probability:
+        # Spread cytoplasm: a short, very wide, flat and bright lobe sitting on the tube.
+        k = int(rng.uniform(0.1, 0.9) * len(main))
+        tangent = main[min(k + 2, len(main) - 1)] - main[max(k - 2, 0)]
+        angle = np.arctan2(tangent[1], tangent[0]) + rng.normal(0, 0.6)
+        lobe_length = rng.uniform(1.0, 2.5) * width
+        lobe = _centre_line(rng, main[k] - 0.5 * lobe_length * np.array([np.cos(angle), np.sin(angle)]), angle, lobe_length, p, scale)
+        r_lobe = max(radii[0][k], 0.3 * width) * rng.uniform(1.3, 2.4)
+        paths.append(lobe)
+        radii.append(np.maximum(r_lobe * np.sin(np.linspace(0.15, np.pi - 0.15, len(lobe))) ** 0.35, 1.0))
+        gains.append(float(rng.uniform(*p.spread_brightness)))
+    fade = float(rng.uniform(*p.end_fade)) if p.end_fade[1] > 0 else 0.0
+    return _Tube(paths, radii, brightness, branched, width, length, gains, fade)
 
 
-def _draw_discs(canvas: np.ndarray, path: np.ndarray, radii: np.ndarray, offset: np.ndarray, factor: float = 1.0, value: int = 1) -> None:
-    """Union of discs along a centre line: a tube of varying width, drawn with ``value``."""
+def _parallel_tube(rng: np.random.Generator, neighbour: _Tube, p: SyntheticParams, scale: float, brightness: float) -> _Tube:
+    """A tube laid alongside part of ``neighbour``'s centre line, touching it: the contacts that
+    a model must not merge."""
+    main, r_main = neighbour.paths[0], neighbour.radii[0]
+    n = len(main)
+    span = int(np.clip(rng.uniform(0.4, 1.0) * n, 3, n))
+    start = int(rng.integers(0, n - span + 1))
+    path, r_near = main[start : start + span], r_main[start : start + span]
+    width = float(np.clip(p.width_median * np.exp(rng.normal(0, p.width_sigma)), *p.width_range)) * scale
+    radii = _width_profile(rng, span, width / 2, p)
+    tangent = np.gradient(ndi.gaussian_filter1d(path, 3.0, axis=0, mode="nearest"), axis=0)
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1) / (np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9)
+    # Touching (0.85) to just apart (1.1); the gap drifts slowly along the tube.
+    gap = ndi.gaussian_filter1d(rng.uniform(0.85, 1.1, span), 8.0, mode="nearest")
+    side = rng.choice([-1.0, 1.0])
+    shifted = path + side * normal * ((r_near + radii) * gap)[:, None]
+    fade = float(rng.uniform(*p.end_fade)) if p.end_fade[1] > 0 else 0.0
+    length = float(np.sum(np.linalg.norm(np.diff(shifted, axis=0), axis=1)))
+    return _Tube([shifted], [radii], brightness, False, width, length, [1.0], fade)
+
+
+def _draw_discs(canvas: np.ndarray, path: np.ndarray, radii: np.ndarray, offset: np.ndarray, factor: float = 1.0, value=1) -> None:
+    """Union of discs along a centre line: a tube of varying width, drawn with ``value`` (one
+    number, or one per point of the path)."""
     shift = 2  # quarter-pixel precision
     r = radii * factor
     # Discs a third of their radius apart overlap into a smooth outline; closer ones add nothing.
@@ -201,8 +300,12 @@ def _draw_discs(canvas: np.ndarray, path: np.ndarray, radii: np.ndarray, offset:
         keep.append(len(path) - 1)
     pts = np.round((path[keep] - offset) * (1 << shift)).astype(np.int64)
     rr = np.maximum(np.round(r[keep] * (1 << shift)), 1 << shift).astype(np.int64)
-    for (x, y), radius in zip(pts.tolist(), rr.tolist()):
-        cv2.circle(canvas, (x, y), radius, value, -1, cv2.LINE_8, shift)
+    values = np.broadcast_to(np.asarray(value, dtype=float), (len(path),))[keep]
+    # Brightest last: a pixel takes the largest value of the discs covering it, so a faded end
+    # never darkens the wider middle it overlaps.
+    order = np.argsort(values, kind="stable")
+    for (x, y), radius, v in zip(pts[order].tolist(), rr[order].tolist(), values[order].tolist()):
+        cv2.circle(canvas, (x, y), radius, v, -1, cv2.LINE_8, shift)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -240,6 +343,7 @@ def generate_field(
     gain = np.exp(rng.uniform(np.log(p.gain[0]), np.log(p.gain[1])))
     read_noise = rng.uniform(*p.read_noise)
     illumination = _illumination(rng, h, w, p)
+    psf_sigma = float(rng.uniform(*p.psf_sigma_range)) if p.psf_sigma_range else p.psf_sigma
 
     signal = np.zeros((h, w), np.float32)  # myosin, 8-bit units
     nuclei = _Nuclei(np.zeros((h, w), np.float32), np.zeros((h, w), np.int32))
@@ -252,7 +356,11 @@ def generate_field(
     attempts = 0
     while n_covered < target * h * w and len(crops) < p.max_tubes and attempts < 4 * p.max_tubes:
         attempts += 1
-        tube = _make_tube(rng, h, w, p, scale, brightness_median * np.exp(rng.normal(0, p.tube_brightness_sigma)))
+        tube_brightness = brightness_median * np.exp(rng.normal(0, p.tube_brightness_sigma))
+        if tubes and p.parallel_probability > 0 and rng.random() < p.parallel_probability:
+            tube = _parallel_tube(rng, tubes[int(rng.integers(len(tubes)))], p, scale, tube_brightness)
+        else:
+            tube = _make_tube(rng, h, w, p, scale, tube_brightness)
         drawn = _render_tube(tube, signal, texture, p)
         if drawn is None:
             continue
@@ -272,9 +380,9 @@ def generate_field(
     _free_nuclei(rng, nuclei, h, w, p, scale)
     signal *= cv2.GaussianBlur(attenuation, (0, 0), 0.7 * scale)
 
-    image = _camera(rng, signal, background, illumination, gain, read_noise, p, scale, bit_depth)
+    image = _camera(rng, signal, background, illumination, gain, read_noise, psf_sigma, scale, bit_depth)
     dapi_bg = rng.uniform(*p.dapi_background)
-    nuclei_image = _camera(rng, nuclei.signal, dapi_bg, illumination, gain * 2, read_noise, p, scale, bit_depth)
+    nuclei_image = _camera(rng, nuclei.signal, dapi_bg, illumination, gain * 2, read_noise, psf_sigma, scale, bit_depth)
     stack = np.zeros((len(crops), h, w), bool)
     for k, (crop, (y0, y1, x0, x1)) in enumerate(crops):
         stack[k, y0:y1, x0:x1] = crop
@@ -300,7 +408,7 @@ def _illumination(rng: np.random.Generator, h: int, w: int, p: SyntheticParams) 
     cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
     r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / float(max(h, w) ** 2)
     vignette = 1.0 - rng.uniform(*p.illumination_falloff) * r2
-    coarse = cv2.resize(rng.normal(0.0, 0.07, (4, 4)).astype(np.float32), (gw, gh), interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(rng.normal(0.0, p.illumination_variation, (4, 4)).astype(np.float32), (gw, gh), interpolation=cv2.INTER_CUBIC)
     field = cv2.resize((vignette * (1.0 + coarse)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(field, 0.4, 1.3)
 
@@ -321,7 +429,7 @@ def _render_tube(tube: _Tube, signal: np.ndarray, texture: np.ndarray, p: Synthe
     # Concentric layers (outermost drawn first, inner ones overwrite it with higher codes) give
     # the rounded cross-section of a cylinder without a distance transform per tube.
     layers = (1.0, 1.0 - p.edge_softness, 1.0 - 2 * p.edge_softness, 0.35)
-    level = np.cumsum([0.0, 0.45, 0.25, 0.18, 0.12]).astype(np.float32)
+    level = np.cumsum([0.0, *p.profile_steps]).astype(np.float32)
     codes = np.zeros((ch, cw), np.uint8)
     for k, factor in enumerate(layers, start=1):
         for path, radii in zip(tube.paths, tube.radii):
@@ -331,8 +439,27 @@ def _render_tube(tube: _Tube, signal: np.ndarray, texture: np.ndarray, p: Synthe
         return None
     profile = level[codes]
     profile *= texture[cy0:cy1, cx0:cx1]
+    if tube.end_fade > 0 or any(g != 1.0 for g in tube.gains):
+        profile *= _along_tube(tube, (ch, cw), offset)
     signal[cy0:cy1, cx0:cx1] += tube.brightness * profile
     return outer, (cy0, cy1, cx0, cx1)
+
+
+def _along_tube(tube: _Tube, shape: tuple[int, int], offset: np.ndarray) -> np.ndarray:
+    """Brightness along the tube: free ends fading out (soft ends, main tube at both ends, branches
+    at their tip) and each path's own gain (bright spread bodies), drawn in path order."""
+    along = np.ones(shape, np.float32)
+    for k, (path, radii) in enumerate(zip(tube.paths, tube.radii)):
+        gain = tube.gains[k] if k < len(tube.gains) else 1.0
+        values = np.full(len(path), gain)
+        if tube.end_fade > 0:
+            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
+            ramp = tube.end_fade * max(arc[-1], 1.0)
+            to_end = arc[-1] - arc if k else np.minimum(arc, arc[-1] - arc)
+            t = np.clip(to_end / ramp, 0.0, 1.0)
+            values *= 0.25 + 0.75 * t * t * (3 - 2 * t)  # smoothstep from a quarter of the brightness
+        _draw_discs(along, path, radii, offset, 1.05, values)
+    return along
 
 
 def _texture(rng: np.random.Generator, h: int, w: int, p: SyntheticParams, scale: float) -> np.ndarray:
@@ -382,6 +509,21 @@ def _nuclei_in_tube(rng, tube: _Tube, nuclei: _Nuclei, attenuation, h, w, p: Syn
                 _ellipse(attenuation, centre, (a, b), angle, float(rng.uniform(*p.nucleus_darkening)))
         gap = rng.uniform(*p.nucleus_spacing) * scale
         s += gap * (0.45 if rng.random() < 0.5 else 1.0)  # clusters of two or three
+    if p.nucleus_cluster_probability > 0 and rng.random() < p.nucleus_cluster_probability:
+        wide = np.flatnonzero(radii >= 6 * scale)
+        if len(wide):
+            k = int(rng.choice(wide))
+            tangent = main[min(k + 1, len(main) - 1)] - main[max(k - 1, 0)]
+            theta = np.arctan2(tangent[1], tangent[0])
+            axis, across = np.array([np.cos(theta), np.sin(theta)]), np.array([-np.sin(theta), np.cos(theta)])
+            for _ in range(int(rng.integers(p.nucleus_cluster_size[0], p.nucleus_cluster_size[1] + 1))):
+                centre = main[k] + axis * rng.normal(0, 1.2 * radii[k]) + across * rng.normal(0, 0.35 * radii[k])
+                a = min(p.nucleus_size[0] * scale * rng.uniform(0.7, 1.1), 0.9 * radii[k] * 2)
+                b = min(p.nucleus_size[1] * scale * rng.uniform(0.7, 1.1), 0.8 * radii[k])
+                angle = np.degrees(theta) + rng.normal(0, 25)
+                nuclei.add(rng, centre, (a, b), angle, p)
+                if 0 <= centre[0] < w and 0 <= centre[1] < h:
+                    _ellipse(attenuation, centre, (a, b), angle, float(rng.uniform(*p.nucleus_darkening)))
 
 
 @dataclass
@@ -448,9 +590,9 @@ def _blob(rng, signal, centre, axes, angle, value, scale, irregularity) -> None:
         signal[ys0:ys1, xs0:xs1] += local[ys0 - y0 : ys1 - y0, xs0 - x0 : xs1 - x0]
 
 
-def _camera(rng, signal, background, illumination, gain, read_noise, p: SyntheticParams, scale, bit_depth) -> np.ndarray:
+def _camera(rng, signal, background, illumination, gain, read_noise, psf_sigma: float, scale, bit_depth) -> np.ndarray:
     """Optics and sensor: blur, uneven illumination, offset, Poisson-Gaussian noise, clipping."""
-    optical = cv2.GaussianBlur(signal, (0, 0), p.psf_sigma * scale) + background
+    optical = cv2.GaussianBlur(signal, (0, 0), psf_sigma * scale) + background
     optical *= illumination
     full = 255.0 if bit_depth == 8 else 4095.0
     units = full / 255.0
@@ -464,6 +606,9 @@ def _camera(rng, signal, background, illumination, gain, read_noise, p: Syntheti
 
 __all__ = [
     "DENSITY_LEVELS",
+    "GENERATOR_PRESETS",
+    "REALISTIC",
+    "generator_params",
     "SyntheticField",
     "SyntheticParams",
     "density_value",

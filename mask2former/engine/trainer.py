@@ -19,7 +19,9 @@ import torch
 
 from ..config import CfgNode, resolve_device, save_config
 from ..data.catalog import get_metadata
-from ..data.scale import training_input_scale
+from ..data.coco import MYOTUBE
+from ..data.scale import InputScale, training_input_scale
+from ..data.synthetic_stream import stream_input_scale_factor
 from ..errors import Interrupted, MyotubeError
 from ..modeling.weights import load_model
 from ..utils import comm
@@ -205,10 +207,7 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
 
     # Data first: a refused dataset leaves no output folder behind.
     per_process, batch_note = batch_per_process(cfg.SOLVER.IMS_PER_BATCH, world)
-    class_names = class_names_of(cfg.DATASETS.TRAIN)
-    records = training_records(cfg)
-    jitter = (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE) if cfg.INPUT.AUGMENT else (1.0, 1.0)
-    input_scale = training_input_scale(records, cfg.INPUT.IMAGE_SIZE, jitter)
+    class_names, records, input_scale, source = training_data(cfg)
     os.makedirs(out_dir, exist_ok=True)
     check_shared_output_dir(out_dir)
     setup_run_logging(out_dir, main)
@@ -225,16 +224,16 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     scheduler = build_lr_scheduler(cfg, optimizer)
     start_iter, resumed_from = _resume(out_dir, model, optimizer, scheduler) if resume else (0, None)
     logger.info(
-        "Training %s: %d images from %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d; "
+        "Training %s: %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d; "
         "pixel scale %s (recorded with the model for predict.py)",
-        out_dir, len(records), ", ".join(cfg.DATASETS.TRAIN), class_names, resumed_from or described,
+        out_dir, source, class_names, resumed_from or described,
         sum(p.numel() for p in model.parameters()), device, world, seed, input_scale.describe() if input_scale else "unknown",
     )
     extra = {"cfg": cfg.dump(), "class_names": class_names, "input_scale": input_scale.to_dict() if input_scale else None}
     raw = model  # saved and evaluated unwrapped
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
-    data = iter(build_train_loader(cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda")))
+    data = iter(build_train_loader(cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda"), start_iter))
     use_amp = device.startswith("cuda") and cfg.SOLVER.AMP.ENABLED
     end_iter = max_iter if stop_after is None else min(max_iter, start_iter + stop_after)
     log = StepLog(out_dir, main, cfg.SOLVER.LOG_PERIOD, start_iter, max_iter, device)
@@ -279,6 +278,21 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     if main:
         plot_loss_curve(os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "loss_curve.png"))
     return final_path
+
+
+def training_data(cfg: CfgNode) -> tuple[list[str], list[dict], InputScale | None, str]:
+    """Class names, registered records (none for generated fields), the training pixel scale and
+    a description of the data for the start-up line."""
+    if cfg.SYNTHETIC.ENABLED:
+        node = cfg.SYNTHETIC
+        scale = InputScale(stream_input_scale_factor(cfg))
+        source = (f"generated fields ({node.PRESET} preset, stream seed {node.SEED}, sides {list(node.FIELD_SIZES)} px, "
+                  f"pixel scale {node.PIXEL_SCALE} x {list(node.SCALE_JITTER)}, density {list(node.DENSITY)})")
+        return [MYOTUBE], [], scale, source
+    class_names = class_names_of(cfg.DATASETS.TRAIN)
+    records = training_records(cfg)
+    jitter = (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE) if cfg.INPUT.AUGMENT else (1.0, 1.0)
+    return class_names, records, training_input_scale(records, cfg.INPUT.IMAGE_SIZE, jitter), f"{len(records)} images from {', '.join(cfg.DATASETS.TRAIN)}"
 
 
 @contextlib.contextmanager

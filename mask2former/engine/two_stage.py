@@ -104,7 +104,9 @@ def eval_weights(cfg: CfgNode, opts: list[str]) -> tuple[str, str]:
 def run_train_net(config_file: str, dataset_root: str, opts: list[str], eval_only: bool, resume: bool) -> dict:
     """Train one config, or with ``eval_only`` evaluate it (see :func:`eval_weights`) on DATASETS.TEST."""
     cfg = load_config(config_file, opts)
-    register_two_stage_datasets(dataset_root)
+    # Pretraining on generated fields needs no dataset folder (its test splits are used when present).
+    if not (cfg.SYNTHETIC.ENABLED and not eval_only and not os.path.isdir(dataset_root)):
+        register_two_stage_datasets(dataset_root)
     if not eval_only:
         return {"model_final": train(cfg, resume=resume)}
     weights, why = eval_weights(cfg, opts)

@@ -9,10 +9,10 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..config import load_config, save_config
+from ..config import CfgNode, load_config, save_config
 from ..data.scale import prediction_scale
 from ..errors import InputError, WeightsError
-from ..modeling.weights import FINAL
+from ..modeling.weights import FINAL, checkpoint_config
 from ..utils.fileio import earlier_output
 from ..utils.processes import default_workers
 from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, run_prediction
@@ -41,7 +41,19 @@ def config_overrides(flags: dict, opts: Sequence[str]) -> list[str]:
     return out + list(opts)
 
 
-def resolve_weights(weights: str | None, cfg) -> str | None:
+def prediction_config(config_file: str | None, weights: str | None, overrides: Sequence[str] = ()) -> CfgNode:
+    """The unfrozen config to predict with: ``config_file`` with ``overrides``, or without a config
+    file the one ``weights`` carries (a named model such as ``myotube-base``, or a project
+    ``model_final.pth``: the architecture and inference settings it was trained with)."""
+    if config_file:
+        return load_config(config_file, overrides, freeze=False)
+    if not weights:
+        raise InputError(None, "give --config-file, or --weights naming a model that carries its config "
+                         "(a named model such as myotube-base, or a model_final.pth)")
+    return load_config(None, overrides, freeze=False, base=checkpoint_config(weights))
+
+
+def choose_weights(weights: str | None, cfg) -> str | None:
     """``None``: ``OUTPUT_DIR/model_final.pth`` of the config when it exists, else MODEL.WEIGHTS."""
     if weights is None:
         final = os.path.join(cfg.OUTPUT_DIR, FINAL)
@@ -104,7 +116,7 @@ def prepare_output_folder(output: str, force: bool) -> list[str]:
 
 
 def predict_command(
-    config_file: str,
+    config_file: str | None,
     inputs: Sequence[str],
     output: str,
     weights: str | None = None,
@@ -128,15 +140,16 @@ def predict_command(
     nuclei_min_area_um2: float | None = None,
     workers: int | None = None,
 ) -> int:
-    """Run ``predict.py``; returns the exit code (1 when any image failed)."""
+    """Run ``predict.py``; returns the exit code (1 when any image failed). Without ``config_file``
+    the config comes from ``weights`` (see :func:`prediction_config`)."""
     if scale is not None and not scale > 0:
         raise InputError(None, f"--scale must be > 0, got {scale}")
     channel, channel_name = _index_or_name(channel)
     nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
     flags = {"channel": channel, "tile_size": tile_size, "tile_overlap": tile_overlap,
              "score_threshold": score_threshold, "device": device, "scale": scale, "z_project": z_project or None}
-    cfg = load_config(config_file, config_overrides(flags, opts), freeze=False)
-    chosen = resolve_weights(weights, cfg)
+    cfg = prediction_config(config_file, weights, config_overrides(flags, opts))
+    chosen = choose_weights(weights, cfg)
     if chosen is not None:
         cfg.merge_from_list(["MODEL.WEIGHTS", chosen])
         # --opts MODEL.WEIGHTS still wins over --weights.

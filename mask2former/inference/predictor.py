@@ -13,14 +13,21 @@ from ..data.io import percentile_range
 from ..data.mapper import preprocess_image
 from ..data.scale import InputScale
 from ..modeling.outputs import instances_from_outputs
-from ..modeling.weights import checkpoint_architecture, load_model, read_checkpoint, weights_kind
+from ..modeling.weights import (
+    checkpoint_architecture,
+    load_model,
+    read_checkpoint,
+    resolve_weights,
+    weights_kind,
+)
 from ..structures import Instances
 
 logger = logging.getLogger(__name__)
 
 
 def class_names_for_weights(weights: str, default: list[str] | None = None) -> list[str]:
-    """Class names stored in a project checkpoint, else ``default`` (one class, ``myotube``)."""
+    """Class names stored in a project checkpoint or zoo model, else ``default`` (one class, ``myotube``)."""
+    weights = resolve_weights(weights)
     if weights_kind(weights) == "checkpoint":
         names = read_checkpoint(weights).get("class_names")
         if names:
@@ -29,7 +36,9 @@ def class_names_for_weights(weights: str, default: list[str] | None = None) -> l
 
 
 def input_scale_for_weights(weights: str) -> InputScale | None:
-    """The training scale stored in a project checkpoint (None for other weights, or older checkpoints)."""
+    """The training scale stored in a project checkpoint or zoo model (None for other weights, or
+    older checkpoints)."""
+    weights = resolve_weights(weights)
     if weights and weights_kind(weights) == "checkpoint":
         return InputScale.from_dict(read_checkpoint(weights).get("input_scale"))
     return None

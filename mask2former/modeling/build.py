@@ -1,10 +1,16 @@
-"""Build transformers' Mask2FormerForUniversalSegmentation (Swin backbone) from our config."""
+"""Build transformers' Mask2FormerForUniversalSegmentation (Swin, ConvNeXt or ResNet backbone) from our config."""
 
 from __future__ import annotations
 
 import logging
 
-from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+from transformers import (
+    ConvNextConfig,
+    Mask2FormerConfig,
+    Mask2FormerForUniversalSegmentation,
+    ResNetConfig,
+    SwinConfig,
+)
 
 from ..config import CfgNode
 
@@ -14,10 +20,19 @@ logger = logging.getLogger(__name__)
 BACKBONE_PREFIX = "model.pixel_level_module.encoder."
 
 
-def build_hf_config(cfg: CfgNode, class_names: list[str]) -> Mask2FormerConfig:
-    """The HF config for ``cfg``; ``class_names`` (from the dataset) fixes ``num_labels``."""
+def build_backbone_config(cfg: CfgNode):
+    """transformers' backbone config for MODEL.BACKBONE.NAME, returning all four stages."""
+    name = cfg.MODEL.BACKBONE.NAME
+    if name == "convnext":
+        node = cfg.MODEL.CONVNEXT
+        return ConvNextConfig(hidden_sizes=list(node.HIDDEN_SIZES), depths=list(node.DEPTHS), drop_path_rate=node.DROP_PATH_RATE,
+                              out_features=[f"stage{i + 1}" for i in range(len(node.DEPTHS))])
+    if name == "resnet":
+        node = cfg.MODEL.RESNET
+        return ResNetConfig(embedding_size=node.EMBEDDING_SIZE, hidden_sizes=list(node.HIDDEN_SIZES), depths=list(node.DEPTHS),
+                            layer_type=node.LAYER_TYPE, out_features=[f"stage{i + 1}" for i in range(len(node.DEPTHS))])
     swin = cfg.MODEL.SWIN
-    backbone = SwinConfig(
+    return SwinConfig(
         image_size=swin.PRETRAIN_IMG_SIZE,
         patch_size=swin.PATCH_SIZE,
         embed_dim=swin.EMBED_DIM,
@@ -28,6 +43,23 @@ def build_hf_config(cfg: CfgNode, class_names: list[str]) -> Mask2FormerConfig:
         drop_path_rate=swin.DROP_PATH_RATE,
         out_features=[f"stage{i + 1}" for i in range(len(swin.DEPTHS))],
     )
+
+
+class _KnownBackboneNote(logging.Filter):
+    """transformers warns that any backbone but Swin "may not be compatible"; ResNet and ConvNeXt
+    are tested here (tests/test_model.py), so the warning would only alarm users."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is not a supported model and may not be compatible" not in record.getMessage()
+
+
+_MASK2FORMER_CONFIG_LOGGER = "transformers.models.mask2former.configuration_mask2former"
+logging.getLogger(_MASK2FORMER_CONFIG_LOGGER).addFilter(_KnownBackboneNote())
+
+
+def build_hf_config(cfg: CfgNode, class_names: list[str]) -> Mask2FormerConfig:
+    """The HF config for ``cfg``; ``class_names`` (from the dataset) fixes ``num_labels``."""
+    backbone = build_backbone_config(cfg)
     mf = cfg.MODEL.MASK_FORMER
     head = cfg.MODEL.SEM_SEG_HEAD
     id2label = dict(enumerate(class_names))
@@ -69,7 +101,7 @@ def configure_trainable_parts(model: Mask2FormerForUniversalSegmentation, cfg: C
     final_norm = getattr(getattr(encoder, "swin", None), "layernorm", None)
     if final_norm is not None:
         final_norm.requires_grad_(False)
-    if cfg.MODEL.SWIN.USE_CHECKPOINT:
+    if cfg.MODEL.SWIN.USE_CHECKPOINT and cfg.MODEL.BACKBONE.NAME == "swin":
         # The Mask2Former wrapper refuses gradient checkpointing as a whole; its Swin encoder supports it.
         model.model.pixel_level_module.encoder.gradient_checkpointing_enable()
 

@@ -1,4 +1,5 @@
-"""Where model weights come from: a local HF directory, a hub id, a project checkpoint, or nothing."""
+"""Where model weights come from: a model of the package's zoo (by name), a local HF directory, a hub
+id, a project checkpoint, or nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..config import COCO_SWIN_B_WEIGHTS, CfgNode
+from ..config import COCO_SWIN_B_WEIGHTS, CfgNode, get_cfg
 from ..errors import WeightsError
 from .build import build_hf_config, build_model, configure_trainable_parts
 from .detectron2 import (
@@ -20,6 +21,7 @@ from .detectron2 import (
     swin_name,
     to_transformers,
 )
+from .zoo import is_zoo_name, zoo_path
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +33,18 @@ LOCAL_WEIGHTS_FOLDER = "weights"
 
 
 def weights_kind(weights: str) -> str:
-    """One of ``"none"``, ``"checkpoint"`` (.pth/.pt: ours or a detectron2 training checkpoint, told
-    apart by content), ``"detectron2"`` (.pkl: the detectron2 model zoo), ``"hf_dir"`` or ``"hub_id"``.
+    """One of ``"none"``, ``"zoo"`` (a model shipped with the package, by name: see zoo.py),
+    ``"checkpoint"`` (.pth/.pt: ours or a detectron2 training checkpoint, told apart by content),
+    ``"detectron2"`` (.pkl: the detectron2 model zoo), ``"hf_dir"`` or ``"hub_id"``.
 
+    A zoo name wins over a folder of the same name here (``./NAME`` names the folder).
     ``owner/name`` is a hub id unless it looks local: it exists, starts with ``.``, ``/`` or ``~``,
     its first folder exists here, or that folder is ``weights/`` (the guide's download location).
     """
     if not weights:
         return "none"
+    if is_zoo_name(weights):
+        return "zoo"
     if weights.endswith((".pth", ".pt")):
         return "checkpoint"
     if weights.endswith(".pkl"):
@@ -48,6 +54,13 @@ def weights_kind(weights: str) -> str:
     if os.path.isdir(path) or weights.startswith((".", "/", "~")) or first == LOCAL_WEIGHTS_FOLDER or (weights.count("/") and os.path.isdir(first)):
         return "hf_dir"
     return "hub_id" if weights.count("/") == 1 else "hf_dir"
+
+
+def resolve_weights(weights: str) -> str:
+    """What to read for ``weights``: a zoo name becomes its installed file, once its checksum has
+    been checked (:func:`zoo_path`; one-line :class:`WeightsError` otherwise); anything else is
+    returned as it is. Every reader of MODEL.WEIGHTS goes through here."""
+    return zoo_path(weights) if weights_kind(weights) == "zoo" else weights
 
 
 def download_hint(weights: str) -> str:
@@ -85,6 +98,11 @@ def describe_weights(weights: str, stage: int = 1) -> dict[str, Any]:
     info: dict[str, Any] = {"weights": weights, "kind": kind}
     if kind == "none":
         info.update(status="random", hint="no weights: the model starts from random initialisation")
+    elif kind == "zoo":
+        try:
+            info.update(status="ok", path=zoo_path(weights), hint="a model shipped with the package")
+        except WeightsError as err:
+            info.update(status="missing", hint=str(err))
     elif kind == "detectron2":
         info.update(status="ok") if os.path.isfile(weights) else info.update(status="missing", hint=f"detectron2 weights {weights} not found")
     elif kind == "checkpoint":
@@ -118,7 +136,7 @@ REINIT_PREFIXES = ("class_predictor.", "criterion.empty_weight") + QUERY_KEYS
 
 
 # Config nodes that decide the architecture (MODEL.MASK_FORMER.TEST holds inference thresholds).
-ARCHITECTURE_NODES = ("SWIN", "SEM_SEG_HEAD", "MASK_FORMER")
+ARCHITECTURE_NODES = ("BACKBONE", "SWIN", "CONVNEXT", "RESNET", "SEM_SEG_HEAD", "MASK_FORMER")
 
 
 def checkpoint_architecture(cfg: CfgNode, weights: str) -> tuple[CfgNode, list[str]]:
@@ -128,6 +146,7 @@ def checkpoint_architecture(cfg: CfgNode, weights: str) -> tuple[CfgNode, list[s
     says (a config with other query counts would otherwise pad the model with random queries).
     Returns the config (``cfg`` itself when nothing differs) and the changes, for the log.
     """
+    weights = resolve_weights(weights)
     if weights_kind(weights) != "checkpoint" or not os.path.isfile(weights):
         return cfg, []
     stored = read_checkpoint(weights).get("cfg")
@@ -149,6 +168,54 @@ def checkpoint_architecture(cfg: CfgNode, weights: str) -> tuple[CfgNode, list[s
     return adopted, [f"{key} {value} (the config says {_cfg_value(cfg, key)})" for key, value in changes]
 
 
+def checkpoint_config(weights: str) -> CfgNode:
+    """The config a project checkpoint (or a zoo model) was trained with, for predicting without a
+    config file: architecture, input and inference settings as trained.
+
+    Keys this version does not know are left out (a checkpoint may come from another release), and
+    MODEL.DEVICE becomes ``auto``: the device a model was trained on says nothing about this machine.
+    MODEL.WEIGHTS is ``weights`` itself. Raises :class:`WeightsError` for weights that hold no config.
+    """
+    path = resolve_weights(weights)
+    if weights_kind(path) != "checkpoint":
+        raise WeightsError(weights, "only a project checkpoint (.pth) or a named model carries its config: give --config-file")
+    state = read_checkpoint(path)
+    stored = state.get("cfg") if isinstance(state, dict) else None
+    if not isinstance(stored, str):
+        raise WeightsError(weights, "the checkpoint holds no config: give --config-file")
+    cfg = get_cfg()
+    try:
+        trained = CfgNode.load_cfg(stored)
+    except Exception as err:
+        raise WeightsError(weights, f"the checkpoint's config is unreadable ({type(err).__name__}): give --config-file") from None
+    known, unknown = _known_keys(trained, cfg)
+    if unknown:
+        logger.info("%s: config keys unknown to this version, ignored: %s", weights, ", ".join(unknown))
+    try:
+        cfg.merge_from_other_cfg(CfgNode(known))
+    except (KeyError, ValueError, AssertionError, TypeError) as err:
+        raise WeightsError(weights, f"the checkpoint's config does not fit this version ({str(err).splitlines()[0][:160]}): "
+                           "give --config-file") from None
+    cfg.MODEL.WEIGHTS = weights
+    cfg.MODEL.DEVICE = "auto"
+    return cfg
+
+
+def _known_keys(stored: dict, defaults: CfgNode, prefix: str = "") -> tuple[dict, list[str]]:
+    """``stored`` without the keys ``defaults`` lacks, and those keys' full names."""
+    known: dict = {}
+    unknown: list[str] = []
+    for key, value in stored.items():
+        if key not in defaults:
+            unknown.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(defaults[key], dict):
+            known[key], more = _known_keys(value, defaults[key], f"{prefix}{key}.")
+            unknown += more
+        else:
+            known[key] = value
+    return known, unknown
+
+
 def _cfg_value(cfg: CfgNode, key: str):
     value = cfg
     for part in key.split("."):
@@ -164,6 +231,8 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None,
     Returns ``(model, description)``; the description says what was loaded, for the logs.
     """
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
+    name = weights if weights_kind(weights) == "zoo" else None
+    weights = resolve_weights(weights)
     kind = weights_kind(weights)
     if kind == "none":
         logger.warning("MODEL.WEIGHTS is empty: the model starts from random initialisation")
@@ -178,7 +247,7 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None,
         if kind == "detectron2":
             raise WeightsError(weights, "not a detectron2 Mask2Former checkpoint (no backbone.* / sem_seg_head.* weights)")
         n = load_project_checkpoint(model, weights, grow_queries=for_training)
-        return model, f"{weights} ({n} tensors)"
+        return model, f"{name} ({weights}, {n} tensors)" if name else f"{weights} ({n} tensors)"
     model = _load_hf_pretrained(weights, build_hf_config(cfg, class_names))
     configure_trainable_parts(model, cfg)
     return model, f"{weights} (Hugging Face weights; class head re-initialised for {class_names})"
@@ -225,7 +294,9 @@ def load_detectron2_state(model, path: str, state: dict, cfg: CfgNode, grow_quer
 
 
 def read_checkpoint(path: str) -> dict:
-    """torch.load a project checkpoint; one-line errors for missing or corrupt files."""
+    """torch.load a project checkpoint (or a zoo model, by name); one-line errors for missing or
+    corrupt files."""
+    path = resolve_weights(path)
     if not os.path.isfile(path):
         raise WeightsError(path, "checkpoint not found")
     try:

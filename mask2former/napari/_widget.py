@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 from ..errors import MyotubeError
 from ..structures import CroppedInstances
 from ..utils import REPO_ROOT
-from .core import TOP, UNDER, layers_from_masks, save_manual_annotation
+from .core import TOP, TRAINED_MODEL, UNDER, layers_from_masks, model_choices, save_manual_annotation
 
 MODEL, ANNOTATOR = "trained model", "classical annotator"
 TABLE_COLUMNS = ("id", "score", "area", "length", "width_mean", "branch_points")
@@ -39,10 +39,18 @@ class MyotubeWidget(QWidget):
         self.viewer = napari_viewer
         self.source = QComboBox()
         self.source.addItems([MODEL, ANNOTATOR])
-        self.weights = QLineEdit(os.path.join("output_stage2_manual", "model_final.pth"))
+        # The weights: a named model shipped with the package (the default when installed) or a file;
+        # the list offers the choices, the line takes any path.
+        self.weights_choice = QComboBox()
+        self.weights_choice.setEditable(True)
+        self.weights_choice.addItems(model_choices())
+        self.weights = self.weights_choice.lineEdit()
         browse = QPushButton("…")
         browse.clicked.connect(self._browse_weights)
-        self.config = QLineEdit(os.path.join(REPO_ROOT, "stage2_config.yaml"))
+        # Named models and model_final.pth carry their config: an empty field uses it.
+        default_config = "" if self.weights.text() != TRAINED_MODEL else os.path.join(REPO_ROOT, "stage2_config.yaml")
+        self.config = QLineEdit(default_config)
+        self.config.setPlaceholderText("the config stored with the model")
         self.channel = QLineEdit("")
         self.channel.setPlaceholderText("index or name, for multi-channel images")
         self.predict_button = QPushButton("Predict")
@@ -57,7 +65,7 @@ class MyotubeWidget(QWidget):
         self.save_button.clicked.connect(lambda: self.save())
 
         weights_row = QHBoxLayout()
-        weights_row.addWidget(self.weights)
+        weights_row.addWidget(self.weights_choice, 1)
         weights_row.addWidget(browse)
         form = QFormLayout()
         form.addRow("labels from", self.source)
@@ -131,11 +139,12 @@ class MyotubeWidget(QWidget):
         return CroppedInstances.from_instances(found, 0, 0, *image.shape[:2])
 
     def _run_model(self, image: np.ndarray) -> CroppedInstances:
-        from ..config import load_config
-        from ..inference.command import build_predictor
+        from ..inference.command import build_predictor, prediction_config
         from ..inference.run import predict_image
 
-        cfg = load_config(self.config.text(), ["MODEL.WEIGHTS", self.weights.text(), "MODEL.DEVICE", "auto"])
+        weights = self.weights.text().strip()
+        cfg = prediction_config(self.config.text().strip() or None, weights, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "auto"])
+        cfg.freeze()
         predictor, options = build_predictor(cfg, progress=False)
         return predict_image(image, predictor, options)
 

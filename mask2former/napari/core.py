@@ -34,9 +34,22 @@ from ..data.coco import (
     write_coco_json,
 )
 from ..data.io import read_image, read_metadata
-from ..errors import InputError
+from ..errors import InputError, MyotubeError
+from ..modeling.zoo import available_models
 
 TOP, UNDER, NUCLEI = "myotubes", "myotubes under others", "nuclei"
+# Stage 2's model, where train_two_stage.py writes it (relative to the working directory).
+TRAINED_MODEL = os.path.join("output_stage2_manual", "model_final.pth")
+
+
+def model_choices() -> list[str]:
+    """The weights the widget offers, the default first: the models shipped with the package (by
+    name, ready without training), then Stage 2's model_final.pth."""
+    try:
+        named = available_models()
+    except MyotubeError:  # a broken manifest is reported when a model is loaded, not when napari opens
+        named = []
+    return named + [TRAINED_MODEL]
 
 
 def layers_from_masks(masks: np.ndarray, scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,208 @@
+"""The base model's learning curve on held-out generated fields, next to the classical annotator.
+
+A pretraining run (``configs/base/myotube_base.yaml``) keeps a checkpoint every
+SOLVER.CHECKPOINT_PERIOD iterations. This benchmark scores each of them on a fixed held-out set of
+generated fields with exact labels, the same fields for every run and every backbone, and the
+annotator on the same fields:
+
+- held-out set: 45 fields of 256 px drawn with the ``realistic`` preset at pixel scale 0.5 (the
+  base's training scale), sparse / medium / dense in turn, seeds apart from the training stream;
+- columns: COCO mask AP, AP50, F1@0.5 at the model's score threshold, semantic IoU, and the
+  error breakdown's "merged" true tubes;
+- CPU time: the sum of the run's logged step times up to the checkpoint (metrics.json), so a
+  resumed run counts only the time it trained.
+
+    python -m bench.base_model --runs output_base/swin_tiny [output_base/resnet ...] [--every 1000]
+    python -m bench.base_model --table              # markdown from bench/results/base_model/*.json
+    python -m bench.base_model --plot docs/images/base_learning_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+from bench.common import REPO_ROOT, write_results
+
+RESULTS = os.path.join(REPO_ROOT, "bench", "results", "base_model")
+HELDOUT = dict(num_images=45, size=256, pixel_scale=0.5, seed=1000, density=("sparse", "medium", "dense"))
+CHECKPOINT = re.compile(r"model_(\d{7})\.pth$")
+
+
+def heldout_dataset(folder: str) -> tuple[str, str]:
+    """(annotations.json, images folder) of the held-out fields, written once into ``folder``."""
+    from mask2former.data.synthetic import REALISTIC
+    from mask2former.synthetic_datasets import write_synthetic_dataset
+
+    gt = os.path.join(folder, "annotations.json")
+    if not os.path.isfile(gt):
+        write_synthetic_dataset(folder, params=REALISTIC, progress=False, **HELDOUT)
+    return gt, os.path.join(folder, "images")
+
+
+def score_annotator(records: list[dict]) -> dict:
+    from mask2former.annotate.instances import annotate_instances
+    from mask2former.annotate.params import AnnotatorParams
+    from mask2former.data.coco import record_masks
+    from mask2former.data.io import read_image
+    from mask2former.evaluation.metrics import InstanceEvaluator
+
+    evaluator = InstanceEvaluator(score_threshold=0.0)  # the annotator's instances are all "sure"
+    for record in records:
+        image = read_image(record["file_name"])
+        evaluator.add(record_masks(record), annotate_instances(image, AnnotatorParams(scale=HELDOUT["pixel_scale"])))
+    return _keep(evaluator.summarize())
+
+
+def _keep(result: dict) -> dict:
+    keys = ("AP", "AP50", "AP75", "f1@0.5", "precision@0.5", "recall@0.5", "semantic_iou", "PQ", "images")
+    out = {k: result[k] for k in keys if k in result}
+    out["gt_merged"] = result.get("errors", {}).get("gt_merged")
+    out["gt_total"] = result.get("tp", 0) + result.get("fn", 0)
+    return out
+
+
+def cpu_seconds(run: str, iteration: int) -> float:
+    """Logged step time of ``run`` up to ``iteration`` (each metrics.json row averages LOG_PERIOD steps)."""
+    rows = []
+    with open(os.path.join(run, "metrics.json"), encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if "time" in row and "total_loss" in row:
+                rows.append((row["iteration"], row["time"]))
+    total, previous = 0.0, -1
+    for it, seconds in sorted(rows):
+        if it >= iteration:
+            break
+        total += seconds * (it - previous)
+        previous = it
+    return total
+
+
+def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
+    found = []
+    for path in glob.glob(os.path.join(run, "model_*.pth")):
+        m = CHECKPOINT.search(path)
+        if m and int(m.group(1)) % every == 0:
+            found.append((int(m.group(1)), path))
+    final = os.path.join(run, "model_final.pth")
+    if os.path.isfile(final):
+        import torch
+
+        state = torch.load(final, map_location="cpu", weights_only=False)
+        found.append((int(state.get("iteration", 0)), final))
+    return sorted(set(found))
+
+
+def score_checkpoint(path: str, records: list[dict]) -> dict:
+    from mask2former.config import CfgNode, get_cfg
+    from mask2former.evaluation.evaluator import evaluate_predictor
+    from mask2former.inference.predictor import MyotubePredictor
+    from mask2former.modeling.weights import read_checkpoint
+
+    cfg = get_cfg()
+    cfg.merge_from_other_cfg(CfgNode.load_cfg(read_checkpoint(path)["cfg"]))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    # The held-out fields are drawn at the training scale: predict them at their own pixels.
+    predictor = MyotubePredictor(cfg, weights=path, device="cpu", input_scale=1.0)
+    return _keep(evaluate_predictor(predictor, records, cfg, desc=os.path.basename(path)))
+
+
+def evaluate_runs(runs: list[str], every: int, work: str) -> None:
+    from mask2former.data.coco import load_coco_instances
+
+    gt, images = heldout_dataset(os.path.join(work, "heldout"))
+    records = load_coco_instances(gt, images)
+    annotator_path = os.path.join(RESULTS, "annotator.json")
+    if not os.path.isfile(annotator_path):
+        write_results(annotator_path, {"heldout": HELDOUT, "preset": "realistic", "annotator": score_annotator(records)})
+    for run in runs:
+        name = os.path.basename(os.path.normpath(run))
+        out_path = os.path.join(RESULTS, f"{name}.json")
+        done = {}
+        if os.path.isfile(out_path):
+            with open(out_path, encoding="utf-8") as f:
+                done = {row["iteration"]: row for row in json.load(f)["curve"]}
+        with open(os.path.join(run, "config.yaml"), encoding="utf-8") as f:
+            config_text = f.read()
+        for iteration, path in checkpoints(run, every):
+            if iteration in done:
+                continue
+            row = {"iteration": iteration, "cpu_hours": round(cpu_seconds(run, iteration) / 3600, 3), **score_checkpoint(path, records)}
+            done[iteration] = row
+            print(f"{name} {iteration}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}", flush=True)
+            write_results(out_path, {"run": name, "heldout": HELDOUT, "preset": "realistic", "config": config_text,
+                                     "curve": [done[k] for k in sorted(done)]})
+
+
+def load_results() -> tuple[dict | None, dict[str, list[dict]]]:
+    annotator, curves = None, {}
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if "annotator" in data:
+            annotator = data["annotator"]
+        elif "curve" in data:
+            curves[data["run"]] = data["curve"]
+    return annotator, curves
+
+
+def table() -> str:
+    annotator, curves = load_results()
+    lines = ["| model | iterations | CPU hours | AP | AP50 | F1@0.5 | sem. IoU | tubes merged |", "|---|---|---|---|---|---|---|---|"]
+    if annotator:
+        lines.append(f"| classical annotator | - | - | {annotator['AP']:.1f} | {annotator['AP50']:.1f} | {annotator['f1@0.5']:.3f} | "
+                     f"{annotator['semantic_iou']:.3f} | {annotator['gt_merged']} of {annotator['gt_total']} |")
+    for name, rows in curves.items():
+        for r in rows:
+            lines.append(f"| `{name}` | {r['iteration']} | {r['cpu_hours']:.2f} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['f1@0.5']:.3f} | "
+                         f"{r['semantic_iou']:.3f} | {r['gt_merged']} of {r['gt_total']} |")
+    return "\n".join(lines)
+
+
+def plot(path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    annotator, curves = load_results()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for ax, key, label in ((axes[0], "AP", "held-out mask AP"), (axes[1], "f1@0.5", "held-out F1@0.5")):
+        for name, rows in curves.items():
+            ax.plot([r["cpu_hours"] for r in rows], [r[key] for r in rows], marker="o", label=name)
+        if annotator:
+            ax.axhline(annotator[key], color="k", linestyle="--", label="classical annotator")
+        ax.set_xlabel("CPU hours of training (2 cores)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="*", default=[], help="pretraining output folders to score")
+    parser.add_argument("--every", type=int, default=1000, help="score checkpoints whose iteration is a multiple of this")
+    parser.add_argument("--work", default=os.path.join(REPO_ROOT, "output_base"), help="folder for the held-out fields")
+    parser.add_argument("--table", action="store_true", help="print the markdown table of all results")
+    parser.add_argument("--plot", metavar="PNG", help="draw the learning curves")
+    args = parser.parse_args(argv)
+    if args.runs:
+        evaluate_runs(args.runs, args.every, args.work)
+    if args.table:
+        print(table())
+    if args.plot:
+        plot(args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

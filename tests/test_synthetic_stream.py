@@ -1,0 +1,103 @@
+"""The generated-field stream the base model pretrains on: seeded, never repeating, resumable."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mask2former.config import load_config
+from mask2former.data.synthetic_stream import StreamSampler, SyntheticFieldStream, stream_input_scale_factor
+from mask2former.engine.trainer import train
+from mask2former.errors import ConfigError
+from tests.tiny import REPO_ROOT, tiny_cfg
+
+STREAM = ("SYNTHETIC.ENABLED", True, "DATASETS.TRAIN", "()", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", 0)
+
+
+def _stream_cfg(*opts):
+    return tiny_cfg(*STREAM, "SYNTHETIC.FIELD_SIZES", "(64, 96)", "SYNTHETIC.FIELD_SIZE_WEIGHTS", "(0.5, 0.5)", *opts)
+
+
+def test_a_stream_index_always_gives_the_same_field_and_others_differ():
+    stream = SyntheticFieldStream(_stream_cfg(), batch_span=2)
+    a, b, c = stream[5], stream[5], stream[6]
+    assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["mask_labels"], b["mask_labels"])
+    assert not torch.equal(a["pixel_values"][:, :64, :64], c["pixel_values"][:, :64, :64])
+    other_seed = SyntheticFieldStream(_stream_cfg("SYNTHETIC.SEED", 1), batch_span=2).draw(5)
+    assert not np.array_equal(other_seed.image, stream.draw(5).image)
+
+
+def test_samples_carry_the_generators_exact_masks():
+    cfg = _stream_cfg("INPUT.MIN_INSTANCE_AREA", 1)
+    stream = SyntheticFieldStream(cfg, batch_span=1)
+    for index in range(4):
+        field = stream.draw(index)
+        sample = stream[index]
+        side = field.image.shape[0]
+        masks = sample["mask_labels"][:, :side, :side].numpy()
+        kept = field.masks[field.masks.reshape(len(field.masks), -1).sum(1) >= 1]
+        assert np.array_equal(masks, kept)
+        assert not sample["mask_labels"][:, side:, :].any()  # padding holds no instance
+        assert sample["class_labels"].tolist() == [0] * len(kept)
+
+
+def test_every_sample_of_a_step_has_one_size_drawn_from_the_configured_sides():
+    stream = SyntheticFieldStream(_stream_cfg(), batch_span=4)
+    sizes = [stream.field_size(i) for i in range(64)]
+    for step in range(16):
+        assert len(set(sizes[4 * step : 4 * step + 4])) == 1
+    assert set(sizes) == {64, 96}
+
+
+def test_the_sampler_never_draws_an_index_twice_across_processes_and_resumes_in_place():
+    per, world = 3, 2
+    taken = [list(itertools.islice(iter(StreamSampler(per, 0, rank, world)), per * 10)) for rank in range(world)]
+    everything = taken[0] + taken[1]
+    assert len(set(everything)) == len(everything) == per * world * 10
+    assert sorted(everything) == list(range(per * world * 10))
+    # Resuming at step 4 draws exactly what the uninterrupted run drew from its step 4 on.
+    resumed = list(itertools.islice(iter(StreamSampler(per, 4, 1, world)), per * 6))
+    assert resumed == taken[1][per * 4 :]
+
+
+@pytest.mark.parametrize("key,value,problem", [
+    ("SYNTHETIC.PIXEL_SCALE", "0", "PIXEL_SCALE"),
+    ("SYNTHETIC.DENSITY", "(0.3, 0.1)", "DENSITY"),
+    ("SYNTHETIC.FIELD_SIZES", "(64, 96)", "FIELD_SIZE_WEIGHTS"),
+    ("SYNTHETIC.FIELD_SIZES", "(16,)", "FIELD_SIZES"),
+    ("SYNTHETIC.BIT_DEPTH", "12", "BIT_DEPTH"),
+])
+def test_bad_stream_settings_are_refused_by_name(key, value, problem):
+    with pytest.raises(ConfigError, match=problem):
+        tiny_cfg(*STREAM, key, value)
+
+
+def test_an_unknown_generator_preset_is_refused_by_name():
+    with pytest.raises(ConfigError, match="SYNTHETIC.PRESET"):
+        SyntheticFieldStream(tiny_cfg(*STREAM, "SYNTHETIC.PRESET", "cartoon"), 1)
+
+
+def test_pretraining_on_the_stream_needs_no_dataset_and_records_its_scale(tmp_path):
+    out = str(tmp_path / "base")
+    cfg = _stream_cfg("OUTPUT_DIR", out, "SOLVER.MAX_ITER", 4, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.CHECKPOINT_PERIOD", 2,
+                      "SOLVER.LOG_PERIOD", 1, "SEED", 0, "INPUT.IMAGE_SIZE", 96)
+    final = train(cfg)
+    state = torch.load(final, map_location="cpu", weights_only=False)
+    assert state["class_names"] == ["myotube"]
+    assert state["input_scale"]["factor"] == pytest.approx(stream_input_scale_factor(cfg))
+    # 0.5 of the reference field (a 2048 px field drawn at 1500 px): a 2048 px field is 750 model px.
+    assert 2048 * stream_input_scale_factor(load_config(f"{REPO_ROOT}/configs/base/myotube_base.yaml")) == pytest.approx(750, rel=0.01)
+
+
+def test_a_resumed_pretraining_continues_the_stream_where_it_stopped(tmp_path):
+    def run(out, stop_after=None, resume=False):
+        cfg = _stream_cfg("OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", 4, "SOLVER.IMS_PER_BATCH", 1, "SOLVER.CHECKPOINT_PERIOD", 2,
+                          "SOLVER.LOG_PERIOD", 1, "SEED", 0, "INPUT.IMAGE_SIZE", 96)
+        return train(cfg, resume=resume, stop_after=stop_after)
+
+    whole = torch.load(run(tmp_path / "whole"), map_location="cpu", weights_only=False)["model"]
+    assert run(tmp_path / "split", stop_after=2) is None
+    split = torch.load(run(tmp_path / "split", resume=True), map_location="cpu", weights_only=False)["model"]
+    for key in whole:
+        assert torch.allclose(whole[key], split[key], atol=1e-5), key
