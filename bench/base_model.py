@@ -12,7 +12,12 @@ annotator on the same fields:
 - CPU time: the sum of the run's logged step times up to the checkpoint (metrics.json), so a
   resumed run counts only the time it trained.
 
+``--calibrate`` chooses the score threshold a model is published with (predict.py keeps the
+instances above it; F1 counts them): F1@0.5 at thresholds 0.3-0.9 on 30 *validation* fields
+(other seeds than the held-out set, which never takes part in a choice).
+
     python -m bench.base_model --runs output_base/swin_tiny [output_base/resnet ...] [--every 1000]
+    python -m bench.base_model --calibrate output_base/swin_tiny/model_final.pth   # score threshold
     python -m bench.base_model --table              # markdown from bench/results/base_model/*.json
     python -m bench.base_model --plot docs/images/base_learning_curve.png
 """
@@ -30,17 +35,19 @@ from bench.common import REPO_ROOT, write_results
 
 RESULTS = os.path.join(REPO_ROOT, "bench", "results", "base_model")
 HELDOUT = dict(num_images=45, size=256, pixel_scale=0.5, seed=1000, density=("sparse", "medium", "dense"))
+VALIDATION = dict(HELDOUT, num_images=30, seed=2000)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CHECKPOINT = re.compile(r"model_(\d{7})\.pth$")
 
 
-def heldout_dataset(folder: str) -> tuple[str, str]:
-    """(annotations.json, images folder) of the held-out fields, written once into ``folder``."""
+def heldout_dataset(folder: str, plan: dict = HELDOUT) -> tuple[str, str]:
+    """(annotations.json, images folder) of the held-out (or validation) fields, written once into ``folder``."""
     from mask2former.data.synthetic import REALISTIC
     from mask2former.synthetic_datasets import write_synthetic_dataset
 
     gt = os.path.join(folder, "annotations.json")
     if not os.path.isfile(gt):
-        write_synthetic_dataset(folder, params=REALISTIC, progress=False, **HELDOUT)
+        write_synthetic_dataset(folder, params=REALISTIC, progress=False, **plan)
     return gt, os.path.join(folder, "images")
 
 
@@ -98,19 +105,44 @@ def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
     return sorted(set(found))
 
 
-def score_checkpoint(path: str, records: list[dict]) -> dict:
-    from mask2former.config import CfgNode, get_cfg
-    from mask2former.evaluation.evaluator import evaluate_predictor
+def _predictor(path: str):
     from mask2former.inference.predictor import MyotubePredictor
-    from mask2former.modeling.weights import read_checkpoint
+    from mask2former.modeling.weights import checkpoint_config
 
-    cfg = get_cfg()
-    cfg.merge_from_other_cfg(CfgNode.load_cfg(read_checkpoint(path)["cfg"]))
+    cfg = checkpoint_config(path)
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    # The held-out fields are drawn at the training scale: predict them at their own pixels.
-    predictor = MyotubePredictor(cfg, weights=path, device="cpu", input_scale=1.0)
+    # The fields are drawn at the training scale: predict them at their own pixels.
+    return cfg, MyotubePredictor(cfg, weights=path, device="cpu", input_scale=1.0)
+
+
+def score_checkpoint(path: str, records: list[dict]) -> dict:
+    from mask2former.evaluation.evaluator import evaluate_predictor
+
+    cfg, predictor = _predictor(path)
     return _keep(evaluate_predictor(predictor, records, cfg, desc=os.path.basename(path)))
+
+
+def calibrate(path: str, work: str) -> dict:
+    """F1@0.5 by score threshold on the validation fields; the best threshold."""
+    from mask2former.data.coco import load_coco_instances, record_masks
+    from mask2former.data.io import read_image
+    from mask2former.evaluation.metrics import InstanceEvaluator
+
+    gt, images = heldout_dataset(os.path.join(work, "validation"), VALIDATION)
+    _, predictor = _predictor(path)
+    pairs = [(record_masks(r), predictor.predict_all(read_image(r["file_name"]))) for r in load_coco_instances(gt, images)]
+    f1 = {}
+    for threshold in THRESHOLDS:
+        evaluator = InstanceEvaluator(score_threshold=threshold)
+        for truth, pred in pairs:
+            evaluator.add(truth, pred)
+        f1[str(threshold)] = round(evaluator.summarize()["f1@0.5"], 4)
+    best = max(THRESHOLDS, key=lambda t: f1[str(t)])
+    result = {"checkpoint": os.path.relpath(path, REPO_ROOT), "validation": VALIDATION, "f1_by_threshold": f1, "best_threshold": best}
+    write_results(os.path.join(RESULTS, "calibration.json"), {"calibration": result})
+    print(f"F1@0.5 by score threshold on {len(pairs)} validation fields: {f1}; best {best}")
+    return result
 
 
 def evaluate_runs(runs: list[str], every: int, work: str) -> None:
@@ -140,6 +172,22 @@ def evaluate_runs(runs: list[str], every: int, work: str) -> None:
                                      "curve": [done[k] for k in sorted(done)]})
 
 
+def score_named(name: str, work: str) -> dict:
+    """The model shipped as ``name``, as it is published (its own score threshold), on the held-out fields."""
+    from mask2former.data.coco import load_coco_instances
+    from mask2former.modeling.zoo import zoo_models, zoo_path
+
+    gt, images = heldout_dataset(os.path.join(work, "heldout"))
+    row = score_checkpoint(name, load_coco_instances(gt, images))
+    import torch
+
+    state = torch.load(zoo_path(name), map_location="cpu", weights_only=True)
+    row.update(iteration=int(state.get("iteration", 0)), sha256=zoo_models()[name].sha256)
+    write_results(os.path.join(RESULTS, f"named_{name}.json"), {"named": name, "heldout": HELDOUT, "row": row})
+    print(f"{name}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}")
+    return row
+
+
 def load_results() -> tuple[dict | None, dict[str, list[dict]]]:
     annotator, curves = None, {}
     for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
@@ -147,6 +195,8 @@ def load_results() -> tuple[dict | None, dict[str, list[dict]]]:
             data = json.load(f)
         if "annotator" in data:
             annotator = data["annotator"]
+        elif "calibration" in data or "named" in data:
+            continue
         elif "curve" in data:
             curves[data["run"]] = data["curve"]
     return annotator, curves
@@ -192,11 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="*", default=[], help="pretraining output folders to score")
     parser.add_argument("--every", type=int, default=1000, help="score checkpoints whose iteration is a multiple of this")
     parser.add_argument("--work", default=os.path.join(REPO_ROOT, "output_base"), help="folder for the held-out fields")
+    parser.add_argument("--calibrate", metavar="CHECKPOINT", help="choose the score threshold on the validation fields")
+    parser.add_argument("--named", metavar="NAME", help="score a model shipped with the package, as published")
     parser.add_argument("--table", action="store_true", help="print the markdown table of all results")
     parser.add_argument("--plot", metavar="PNG", help="draw the learning curves")
     args = parser.parse_args(argv)
     if args.runs:
         evaluate_runs(args.runs, args.every, args.work)
+    if args.calibrate:
+        calibrate(args.calibrate, args.work)
+    if args.named:
+        score_named(args.named, args.work)
     if args.table:
         print(table())
     if args.plot:

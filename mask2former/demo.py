@@ -37,13 +37,13 @@ from mask2former.config import load_config
 from mask2former.data.catalog import ANNOTATION_FILES, DEFAULT_DATASET_ROOT
 from mask2former.data.coco import load_coco_instances, read_coco_json, record_masks, write_coco_json
 from mask2former.data.io import read_image, to_uint8_display
+from mask2former.data.synthetic import generator_params
 from mask2former.engine.two_stage import STAGE_OUTPUT_NAMES
 from mask2former.evaluation.evaluator import evaluate_predictor, format_error_table, format_table
 from mask2former.evaluation.metrics import InstanceEvaluator
 from mask2former.inference.predictor import MyotubePredictor
 from mask2former.modeling.weights import FINAL, checkpoint_config
 from mask2former.modeling.zoo import is_zoo_name
-from mask2former.data.synthetic import generator_params
 from mask2former.synthetic_datasets import write_synthetic_dataset
 from mask2former.utils import REPO_ROOT
 from mask2former.utils.fileio import atomic_write_json, atomic_write_text

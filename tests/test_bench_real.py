@@ -39,16 +39,20 @@ def test_quick_real_two_stage_trains_scores_and_keeps_every_model(tmp_path):
     assert result["splits"]["manual"][0] in ("F_XY00_myosin.png", "F_XY02_myosin.png")
     assert result["splits"]["pool"] and not set(result["splits"]["pool"]) & set(result["splits"]["manual"])
     for part in (result["heldout"], result["pool"], *result["extra_heldout"].values()):
-        assert set(part) == {"annotator", "threshold", "stage1", "stage2", "stage2_replay", "stage2_only"}
+        assert set(part) == {"annotator", "threshold", "base", "stage1", "stage2", "stage2_replay", "stage2_only", "stage2_scratch"}
         for row in part.values():
             assert 0.0 <= row["mean_iou"] <= 1.0 and 0.0 <= row["mean_dice"] <= 1.0
     # The threshold's union is the blurred foreground: on clean generated fields it finds most of it.
     assert result["heldout"]["threshold"]["mean_iou"] > 0.5
-    for method in ("stage1", "stage2", "stage2_replay", "stage2_only"):
+    for method in ("stage1", "stage2", "stage2_replay", "stage2_only", "stage2_scratch"):
         for name in ("model_final.pth", "config.yaml"):
             assert (tmp_path / "models" / method / name).is_file()
+    # Stage 1 and Stage 2 only start from the shipped base model, the from-scratch row from random weights.
+    assert "WEIGHTS: myotube-base" in (tmp_path / "models" / "stage1" / "config.yaml").read_text()
+    assert "WEIGHTS: myotube-base" in (tmp_path / "models" / "stage2_only" / "config.yaml").read_text()
+    assert "WEIGHTS: ''" in (tmp_path / "models" / "stage2_scratch" / "config.yaml").read_text()
     figures = os.listdir(tmp_path / "work" / "figures")
-    assert len([f for f in figures if f.endswith(".png")]) == 7  # one per method, and all of them side by side
+    assert len([f for f in figures if f.endswith(".png")]) == 9  # one per method, and all of them side by side
     assert "| Stage 2 (Stage 1 + 5 manual) |" in result["markdown"]
 
     # The kept model records its scale (fields resized from 300 to 375 px) and bench/real_model.py

@@ -116,11 +116,12 @@ def test_two_stage_cli_end_to_end(tmp_path):
         assert {"total_loss", "loss_ce", "loss_mask", "loss_dice", "lr", "time", "data_time"} <= set(train_lines[0])
     assert (s1 / "eval_myotube_algorithmic_test.json").is_file()
     assert (s2 / "eval_myotube_manual_test.json").is_file()
-    # Stage 2 starts from Stage 1's final weights
+    # Stage 1 starts from the shipped base model, Stage 2 from Stage 1's final weights
+    assert "myotube-base" in (s1 / "config.yaml").read_text() and "myotube-base" in (s1 / "log.txt").read_text()
     stage2_cfg = (s2 / "config.yaml").read_text()
     assert "output_stage1_algorithmic/model_final.pth" in stage2_cfg
     assert "output_stage1_algorithmic/model_final.pth" in (s2 / "log.txt").read_text()
-    cfg2 = tiny_cfg("MODEL.WEIGHTS", str(s1 / "model_final.pth"), stage=2)
+    cfg2 = tiny_cfg("MODEL.WEIGHTS", str(s1 / "model_final.pth"), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 64, stage=2)  # the presets' queries
     start, _ = load_model(cfg2, ["myotube"])
     stage1 = torch.load(s1 / "model_final.pth", weights_only=True)["model"]
     assert all(torch.equal(v, start.state_dict()[k]) for k, v in stage1.items())

@@ -135,6 +135,16 @@ def test_publish_keeps_weights_config_and_scale_and_records_the_checksum(empty_z
     assert sorted(os.listdir(empty_zoo)) == sorted([f"{NAME}.pth", zoo.MANIFEST])  # no temp files left
 
 
+def test_publish_writes_chosen_settings_into_the_models_config(empty_zoo, training_checkpoint):
+    from mask2former.config import CfgNode
+
+    zoo.publish(training_checkpoint, NAME, settings=["MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.7"])
+    shipped = CfgNode.load_cfg(torch.load(os.path.join(empty_zoo, f"{NAME}.pth"), weights_only=True)["cfg"])
+    assert shipped.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD == 0.7
+    with pytest.raises(WeightsError, match="cannot apply the settings"):
+        zoo.publish(training_checkpoint, NAME, settings=["MODEL.NO_SUCH_KEY", "1"])
+
+
 def test_publish_refuses_a_checkpoint_without_its_config(empty_zoo, tmp_path):
     bare = tmp_path / "bare.pth"
     torch.save({"model": build_model(tiny_cfg(), ["myotube"]).state_dict()}, bare)

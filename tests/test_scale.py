@@ -101,11 +101,11 @@ def test_a_field_at_two_resolutions_gives_the_same_instances(tmp_path):
     from mask2former.data.synthetic import generate_field
     from mask2former.modeling.build import build_model
 
-    cfg = load_config(TINY_STAGE2, ["MODEL.WEIGHTS", ""])
+    cfg = load_config(TINY_STAGE2, ["MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "16"])
     torch.manual_seed(0)
     weights = tmp_path / "model_final.pth"
     # Trained on fields like the 300 px one, 0.5 um per pixel.
-    torch.save({"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"],
+    torch.save({"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"], "cfg": cfg.dump(),
                 "input_scale": InputScale(1.0, pixel_size_um=0.5).to_dict()}, weights)
     field = generate_field(300, seed=3, pixel_scale=0.5).image
     (tmp_path / "a").mkdir()

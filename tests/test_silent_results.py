@@ -130,17 +130,17 @@ def test_nan_pixels_in_the_annotator_and_in_training(tmp_path):
 def test_prediction_builds_the_checkpoints_architecture_and_is_deterministic(tmp_path):
     eight = save_tiny_model(tmp_path / "q8.pth", queries=8)
     cv2.imwrite(str(tmp_path / "f.png"), field_image())
-    # The tiny config says 16 queries; the checkpoint has 8: the model is built with 8, and says so.
+    # The tiny preset says 64 queries; the checkpoint has 8: the model is built with 8, and says so.
     first = predict(eight, tmp_path / "f.png", tmp_path / "run1", cwd=tmp_path)
     assert first.returncode == 0, text(first.stderr)[-2000:]
-    assert "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES 8 (the config says 16)" in text(first.stderr)
+    assert "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES 8 (the config says 64)" in text(first.stderr)
     second = predict(eight, tmp_path / "f.png", tmp_path / "run2", cwd=tmp_path)
     assert (tmp_path / "run1" / "f_labels.tif").read_bytes() == (tmp_path / "run2" / "f_labels.tif").read_bytes()
     assert second.returncode == 0
     # A checkpoint that does not say how it was trained is refused rather than padded with random queries.
     bare = save_tiny_model(tmp_path / "bare.pth", queries=8, with_config=False)
     out = predict(bare, tmp_path / "f.png", tmp_path / "run3", cwd=tmp_path)
-    one_line_error(out, "bare.pth", "checkpoint has 8 queries, the config 16")
+    one_line_error(out, "bare.pth", "checkpoint has 8 queries, the config 64")
 
 
 def test_training_may_still_grow_the_queries(tmp_path):

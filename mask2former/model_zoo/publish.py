@@ -21,6 +21,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="project checkpoint that holds its config (model_final.pth)")
     p.add_argument("--name", required=True, help="the model's name, e.g. myotube-base")
     p.add_argument("--description", default=None, help="one line for models.json (default: the entry's current one)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY VALUE", dest="settings",
+                   help="config settings written into the model, e.g. MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD 0.7")
     return p
 
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mask2former.modeling.zoo import publish
 
-    model = publish(args.checkpoint, args.name, args.description)
+    model = publish(args.checkpoint, args.name, args.description, args.settings)
     print(f"{model.name}: {model.path} ({model.size_bytes} bytes, sha256 {model.sha256})")
     return 0
 

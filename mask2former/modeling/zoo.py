@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -160,7 +161,7 @@ def zoo_path(name: str) -> str:
 # --------------------------------------------------------------------------- publishing
 
 
-def publish(checkpoint: str, name: str, description: str | None = None) -> ZooModel:
+def publish(checkpoint: str, name: str, description: str | None = None, settings: Sequence[str] = ()) -> ZooModel:
     """Write ``checkpoint`` into the zoo as ``name`` and record its checksum in the manifest.
 
     ``checkpoint`` is a project checkpoint (``model_final.pth`` or a periodic one) that holds its
@@ -168,7 +169,9 @@ def publish(checkpoint: str, name: str, description: str | None = None) -> ZooMo
     Only the weights, iteration, config, class names and pixel scale are kept; tensors are written
     as they are (no dtype change). The file is written through a temp file and renamed, then the
     manifest is updated, so an interrupted publish never leaves a half-written model behind a
-    matching checksum. ``description``: kept from the manifest when not given.
+    matching checksum. ``description``: kept from the manifest when not given. ``settings``:
+    ``KEY VALUE`` pairs written into the model's config (inference settings chosen after training,
+    such as the score threshold); a key the config does not have is refused.
     """
     import torch
 
@@ -186,6 +189,8 @@ def publish(checkpoint: str, name: str, description: str | None = None) -> ZooMo
     if not isinstance(state.get("cfg"), str):
         raise WeightsError(checkpoint, "holds no config ('cfg'): publish a model_final.pth or a checkpoint written by train_net.py")
     stripped = {key: state[key] for key in KEPT_KEYS if key in state}
+    if settings:
+        stripped["cfg"] = _with_settings(state["cfg"], list(settings), checkpoint)
     stripped.setdefault("class_names", ["myotube"])
 
     models = dict(zoo_models())
@@ -200,3 +205,16 @@ def publish(checkpoint: str, name: str, description: str | None = None) -> ZooMo
     models[name] = model
     atomic_write_text(manifest_path(), json.dumps({n: m.entry() for n, m in models.items()}, indent=2) + "\n")
     return model
+
+
+def _with_settings(cfg_text: str, settings: list[str], checkpoint: str) -> str:
+    from ..config import CfgNode
+
+    if len(settings) % 2:
+        raise WeightsError(checkpoint, f"settings come as KEY VALUE pairs, got {len(settings)} words")
+    cfg = CfgNode.load_cfg(cfg_text)
+    try:
+        cfg.merge_from_list(settings)
+    except (KeyError, ValueError, AssertionError) as err:
+        raise WeightsError(checkpoint, f"cannot apply the settings {settings}: {str(err).splitlines()[0][:160]}") from None
+    return cfg.dump()
