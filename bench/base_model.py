@@ -18,6 +18,7 @@ instances above it; F1 counts them): F1@0.5 at thresholds 0.3-0.9 on 30 *validat
 
     python -m bench.base_model --runs output_base/swin_tiny [output_base/resnet ...] [--every 1000]
     python -m bench.base_model --calibrate output_base/swin_tiny/model_final.pth   # score threshold
+    python -m bench.base_model --score output_base/resnet_tiny/model_final.pth 0.7   # at a chosen threshold
     python -m bench.base_model --table              # markdown from bench/results/base_model/*.json
     python -m bench.base_model --plot docs/images/base_learning_curve.png
 """
@@ -105,22 +106,39 @@ def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
     return sorted(set(found))
 
 
-def _predictor(path: str):
+def _predictor(path: str, threshold: float | None = None):
     from mask2former.inference.predictor import MyotubePredictor
     from mask2former.modeling.weights import checkpoint_config
 
     cfg = checkpoint_config(path)
     cfg.MODEL.DEVICE = "cpu"
+    if threshold is not None:
+        cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = threshold
     cfg.freeze()
     # The fields are drawn at the training scale: predict them at their own pixels.
     return cfg, MyotubePredictor(cfg, weights=path, device="cpu", input_scale=1.0)
 
 
-def score_checkpoint(path: str, records: list[dict]) -> dict:
+def score_checkpoint(path: str, records: list[dict], threshold: float | None = None) -> dict:
+    """Held-out metrics of one checkpoint, at its own score threshold or at ``threshold``."""
     from mask2former.evaluation.evaluator import evaluate_predictor
 
-    cfg, predictor = _predictor(path)
+    cfg, predictor = _predictor(path, threshold)
     return _keep(evaluate_predictor(predictor, records, cfg, desc=os.path.basename(path)))
+
+
+def score_at_threshold(path: str, threshold: float, work: str) -> dict:
+    """A checkpoint on the held-out fields at the score threshold its validation fields chose."""
+    from mask2former.data.coco import load_coco_instances
+
+    gt, images = heldout_dataset(os.path.join(work, "heldout"))
+    row = score_checkpoint(path, load_coco_instances(gt, images), threshold)
+    run = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    stem = os.path.splitext(os.path.basename(path))[0].replace("model_", "")
+    out = os.path.join(RESULTS, f"{run}_{stem}_threshold{str(threshold).replace('.', '')}.json")
+    write_results(out, {"checkpoint": os.path.relpath(path, REPO_ROOT), "score_threshold": threshold, "heldout": HELDOUT, "row": row})
+    print(f"{path} at score threshold {threshold}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f}")
+    return row
 
 
 def calibrate(path: str, work: str) -> dict:
@@ -195,7 +213,7 @@ def load_results() -> tuple[dict | None, dict[str, list[dict]]]:
             data = json.load(f)
         if "annotator" in data:
             annotator = data["annotator"]
-        elif "calibration" in data or "named" in data:
+        elif "calibration" in data or "named" in data or "score_threshold" in data:
             continue
         elif "curve" in data:
             curves[data["run"]] = data["curve"]
@@ -244,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=os.path.join(REPO_ROOT, "output_base"), help="folder for the held-out fields")
     parser.add_argument("--calibrate", metavar="CHECKPOINT", help="choose the score threshold on the validation fields")
     parser.add_argument("--named", metavar="NAME", help="score a model shipped with the package, as published")
+    parser.add_argument("--score", nargs=2, metavar=("CHECKPOINT", "THRESHOLD"), help="score a checkpoint at a chosen score threshold")
     parser.add_argument("--table", action="store_true", help="print the markdown table of all results")
     parser.add_argument("--plot", metavar="PNG", help="draw the learning curves")
     args = parser.parse_args(argv)
@@ -253,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         calibrate(args.calibrate, args.work)
     if args.named:
         score_named(args.named, args.work)
+    if args.score:
+        score_at_threshold(args.score[0], float(args.score[1]), args.work)
     if args.table:
         print(table())
     if args.plot:
