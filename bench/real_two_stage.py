@@ -265,7 +265,6 @@ def threshold_instances(image: np.ndarray, min_area: int) -> np.ndarray:
 
 def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figure_dir: str | None) -> list[dict]:
     from mask2former.annotate import AnnotatorParams, annotate_instances
-    from mask2former.config import load_config
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.predictor import MyotubePredictor
     from mask2former.inference.run import PredictOptions, predict_image
@@ -275,11 +274,10 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
     min_area = max(8, round(300 * plan.pixel_scale**2))
     predictors = {}
     for method, out in models.items():
-        if os.path.isdir(out):
-            cfg, weights = load_config(os.path.join(out, "config.yaml"), ["MODEL.DEVICE", plan.device]), os.path.join(out, "model_final.pth")
-        else:  # a named model: the config it carries
-            cfg, weights = checkpoint_config(out), out
-            cfg.MODEL.DEVICE = plan.device
+        # A training's model_final.pth or a named model: either carries the config it was trained with.
+        weights = os.path.join(out, "model_final.pth") if os.path.isdir(out) else out
+        cfg = checkpoint_config(weights)
+        cfg.MODEL.DEVICE = plan.device
         predictors[method] = (MyotubePredictor(cfg, weights=weights), PredictOptions.from_cfg(cfg, progress=False))
     rows = []
     for k, path in enumerate(paths):

@@ -174,6 +174,39 @@ def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
     return out
 
 
+def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log) -> dict[str, str]:
+    """Check the dataset, train Stage 1 and Stage 2 and the comparison models; their output folders by row name."""
+    py = sys.executable
+    configs = plan.configs
+    _run([py, os.path.join(REPO_ROOT, "setup_two_stage.py"), "--dataset", dataset, "--config-dir", configs], log)
+    s1 = os.path.join(output, STAGE_OUTPUT_NAMES[1])
+    s2 = os.path.join(output, STAGE_OUTPUT_NAMES[2])
+    s2_only = os.path.join(output, "output_stage2_only")
+    scratch = os.path.join(output, "output_stage2_scratch")
+    exact = os.path.join(output, "output_exact_labels")
+    total_iters = plan.stage1_iters + plan.stage2_iters
+    train = os.path.join(REPO_ROOT, "train_two_stage.py")
+    _run([py, train, "--stage", "1", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS", plan.weights,
+          *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch)], log)
+    _run([py, train, "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts",
+          "MODEL.WEIGHTS", os.path.join(s1, FINAL), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)], log)
+    # The comparisons get the two-stage model's whole budget: Stage 1 + Stage 2 iterations.
+    models = {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2}
+    if plan.weights:
+        _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
+              "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
+        models[STAGE2_ONLY] = s2_only
+    _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
+          "MODEL.WEIGHTS", "", *_training_opts(plan, scratch, total_iters, plan.scratch_lr, plan.stage1_batch)], log)
+    models[SCRATCH] = scratch
+    if plan.ceiling:
+        exact_dataset = exact_label_dataset(dataset, pool_json, os.path.join(output, "myotube_dataset_exact"))
+        _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage1_config.yaml"), "--dataset", exact_dataset,
+              "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, exact, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
+        models[CEILING] = exact
+    return models
+
+
 def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     t_start = time.perf_counter()
     output = os.path.abspath(output)
@@ -208,33 +241,7 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
           "--manual_dataset", manual_json, "--output_dataset", dataset], log)
 
     step("3. check the dataset, train Stage 1, Stage 2, and the comparison models")
-    configs = plan.configs
-    _run([py, os.path.join(REPO_ROOT, "setup_two_stage.py"), "--dataset", dataset, "--config-dir", configs], log)
-    s1 = os.path.join(output, STAGE_OUTPUT_NAMES[1])
-    s2 = os.path.join(output, STAGE_OUTPUT_NAMES[2])
-    s2_only = os.path.join(output, "output_stage2_only")
-    scratch = os.path.join(output, "output_stage2_scratch")
-    exact = os.path.join(output, "output_exact_labels")
-    total_iters = plan.stage1_iters + plan.stage2_iters
-    train = os.path.join(REPO_ROOT, "train_two_stage.py")
-    _run([py, train, "--stage", "1", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS", plan.weights,
-          *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch)], log)
-    _run([py, train, "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts",
-          "MODEL.WEIGHTS", os.path.join(s1, FINAL), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)], log)
-    # The comparisons get the two-stage model's whole budget: Stage 1 + Stage 2 iterations.
-    models = {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2}
-    if plan.weights:
-        _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
-              "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
-        models[STAGE2_ONLY] = s2_only
-    _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
-          "MODEL.WEIGHTS", "", *_training_opts(plan, scratch, total_iters, plan.scratch_lr, plan.stage1_batch)], log)
-    models[SCRATCH] = scratch
-    if plan.ceiling:
-        exact_dataset = exact_label_dataset(dataset, os.path.join(raw, "stage1_pool", "annotations.json"), os.path.join(output, "myotube_dataset_exact"))
-        _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage1_config.yaml"), "--dataset", exact_dataset,
-              "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, exact, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
-        models[CEILING] = exact
+    models = train_models(plan, dataset, os.path.join(raw, "stage1_pool", "annotations.json"), output, log)
 
     step("4. evaluate on the held-out fields")
     if plan.weights and is_zoo_name(plan.weights):
@@ -249,8 +256,8 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
 
     step("5. predict two held-out images")
     held_images = sorted(os.listdir(os.path.join(raw, "heldout", "images")))[: plan.predict_images]
-    _run([py, os.path.join(REPO_ROOT, "predict.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"),
-          "--weights", os.path.join(s2, FINAL), "--input", *[os.path.join(raw, "heldout", "images", f) for f in held_images],
+    _run([py, os.path.join(REPO_ROOT, "predict.py"), "--config-file", os.path.join(plan.configs, "stage2_config.yaml"),
+          "--weights", os.path.join(output, STAGE_OUTPUT_NAMES[2], FINAL), "--input", *[os.path.join(raw, "heldout", "images", f) for f in held_images],
           "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.image_size),
           "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)], log)
     overview = draw_overview(table, heldout_json, os.path.join(raw, "heldout", "images"), output, plan.pixel_scale, plan.device)
@@ -284,12 +291,11 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], pi
         annotator.add(record_masks(record), annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)))
     results["Classical annotator"] = annotator.summarize()
     for name, source in models.items():
-        if os.path.isdir(source):  # a training's output: exactly what the model was trained with
-            cfg, weights = load_config(os.path.join(source, "config.yaml")), os.path.join(source, FINAL)
-        else:  # a named model: the config it carries
-            cfg, weights = checkpoint_config(source), source
-            cfg.MODEL.DEVICE = device
-            cfg.freeze()
+        # A training's model_final.pth or a named model: either carries the config it was trained with.
+        weights = os.path.join(source, FINAL) if os.path.isdir(source) else source
+        cfg = checkpoint_config(weights)
+        cfg.MODEL.DEVICE = device
+        cfg.freeze()
         threshold = cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
         predictor = MyotubePredictor(cfg, weights=weights, device=device)
         results[name] = evaluate_predictor(predictor, records, cfg, desc=name)

@@ -349,6 +349,33 @@ def generate_field(
     nuclei = _Nuclei(np.zeros((h, w), np.float32), np.zeros((h, w), np.int32))
     attenuation = np.ones((h, w), np.float32)  # myosin is displaced where nuclei sit
     texture = _texture(rng, h, w, p, scale)
+    crops, tubes = _place_tubes(rng, h, w, p, scale, target, brightness_median, signal, texture, nuclei, attenuation)
+
+    _background_cells(rng, signal, h, w, p, scale, brightness_median)
+    _free_nuclei(rng, nuclei, h, w, p, scale)
+    signal *= cv2.GaussianBlur(attenuation, (0, 0), 0.7 * scale)
+
+    image = _camera(rng, signal, background, illumination, gain, read_noise, psf_sigma, scale, bit_depth)
+    dapi_bg = rng.uniform(*p.dapi_background)
+    nuclei_image = _camera(rng, nuclei.signal, dapi_bg, illumination, gain * 2, read_noise, psf_sigma, scale, bit_depth)
+    stack = np.zeros((len(crops), h, w), bool)
+    for k, (crop, (y0, y1, x0, x1)) in enumerate(crops):
+        stack[k, y0:y1, x0:x1] = crop
+    return SyntheticField(
+        image=image,
+        masks=stack,
+        nuclei_image=nuclei_image,
+        nuclei_labels=nuclei.labels,
+        density=target,
+        branched=np.array([t.branched for t in tubes], bool),
+        widths=np.array([t.width for t in tubes], float),
+        lengths=np.array([t.length for t in tubes], float),
+    )
+
+
+def _place_tubes(rng, h, w, p: SyntheticParams, scale, target, brightness_median, signal, texture, nuclei: _Nuclei, attenuation):
+    """Draw tubes (and their nuclei) into ``signal`` until they cover ``target`` of the field: each
+    tube's mask inside its box with the box, and the tubes."""
     crops: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
     tubes: list[_Tube] = []
     covered = np.zeros((h, w), bool)
@@ -375,27 +402,7 @@ def generate_field(
         n_covered += int((crop & ~window).sum())
         window |= crop
         _nuclei_in_tube(rng, tube, nuclei, attenuation, h, w, p, scale)
-
-    _background_cells(rng, signal, h, w, p, scale, brightness_median)
-    _free_nuclei(rng, nuclei, h, w, p, scale)
-    signal *= cv2.GaussianBlur(attenuation, (0, 0), 0.7 * scale)
-
-    image = _camera(rng, signal, background, illumination, gain, read_noise, psf_sigma, scale, bit_depth)
-    dapi_bg = rng.uniform(*p.dapi_background)
-    nuclei_image = _camera(rng, nuclei.signal, dapi_bg, illumination, gain * 2, read_noise, psf_sigma, scale, bit_depth)
-    stack = np.zeros((len(crops), h, w), bool)
-    for k, (crop, (y0, y1, x0, x1)) in enumerate(crops):
-        stack[k, y0:y1, x0:x1] = crop
-    return SyntheticField(
-        image=image,
-        masks=stack,
-        nuclei_image=nuclei_image,
-        nuclei_labels=nuclei.labels,
-        density=target,
-        branched=np.array([t.branched for t in tubes], bool),
-        widths=np.array([t.width for t in tubes], float),
-        lengths=np.array([t.length for t in tubes], float),
-    )
+    return crops, tubes
 
 
 def _illumination(rng: np.random.Generator, h: int, w: int, p: SyntheticParams) -> np.ndarray:
