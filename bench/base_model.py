@@ -12,13 +12,17 @@ annotator on the same fields:
 - CPU time: the sum of the run's logged step times up to the checkpoint (metrics.json), so a
   resumed run counts only the time it trained.
 
-``--calibrate`` chooses the score threshold a model is published with (predict.py keeps the
-instances above it; F1 counts them): F1@0.5 at thresholds 0.3-0.9 on 30 *validation* fields
-(other seeds than the held-out set, which never takes part in a choice).
+F1@0.5 and the merge count are scored on what predict.py keeps: the candidates above the score
+threshold, after its post-processing (duplicate and contained removal, minimum area). AP ranks all
+candidates.
+
+``--calibrate`` chooses the two settings a model is published with, the score threshold and the
+duplicate IoU (``INFERENCE.DUPLICATE_IOU``, 0 = off): F1@0.5 on a grid of both on 30 *validation*
+fields (other seeds than the held-out set, which never takes part in a choice).
 
     python -m bench.base_model --runs output_base/swin_tiny [output_base/resnet ...] [--every 1000]
     python -m bench.base_model --calibrate output_base/swin_tiny/model_final.pth   # score threshold
-    python -m bench.base_model --score output_base/resnet_tiny/model_final.pth 0.7   # at a chosen threshold
+    python -m bench.base_model --score output_base/resnet_tiny/model_final.pth 0.7 0.5   # at chosen settings
     python -m bench.base_model --table              # markdown from bench/results/base_model/*.json
     python -m bench.base_model --plot docs/images/base_learning_curve.png
 """
@@ -38,6 +42,7 @@ RESULTS = os.path.join(REPO_ROOT, "bench", "results", "base_model")
 HELDOUT = dict(num_images=45, size=256, pixel_scale=0.5, seed=1000, density=("sparse", "medium", "dense"))
 VALIDATION = dict(HELDOUT, num_images=30, seed=2000)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DUPLICATE_IOUS = (0.0, 0.5, 0.3)
 CHECKPOINT = re.compile(r"model_(\d{7})\.pth$")
 
 
@@ -91,6 +96,22 @@ def cpu_seconds(run: str, iteration: int) -> float:
     return total
 
 
+def continued_from(run: str) -> tuple[str, int, float] | None:
+    """(earlier run, its iterations, its CPU seconds) when ``run`` started from the final model of
+    another pretraining run (its MODEL.WEIGHTS), so that its curve continues that one's."""
+    import yaml
+
+    with open(os.path.join(run, "config.yaml"), encoding="utf-8") as f:
+        weights = (yaml.safe_load(f).get("MODEL") or {}).get("WEIGHTS") or ""
+    earlier = os.path.dirname(weights)
+    if os.path.basename(weights) != "model_final.pth" or not os.path.isfile(os.path.join(earlier, "metrics.json")):
+        return None
+    import torch
+
+    iterations = int(torch.load(weights, map_location="cpu", weights_only=False).get("iteration", 0))
+    return os.path.basename(os.path.normpath(earlier)), iterations, cpu_seconds(earlier, iterations)
+
+
 def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
     found = []
     for path in glob.glob(os.path.join(run, "model_*.pth")):
@@ -106,7 +127,7 @@ def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
     return sorted(set(found))
 
 
-def _predictor(path: str, threshold: float | None = None):
+def _predictor(path: str, threshold: float | None = None, duplicate_iou: float | None = None):
     from mask2former.inference.predictor import MyotubePredictor
     from mask2former.modeling.weights import checkpoint_config
 
@@ -114,52 +135,65 @@ def _predictor(path: str, threshold: float | None = None):
     cfg.MODEL.DEVICE = "cpu"
     if threshold is not None:
         cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = threshold
+    if duplicate_iou is not None:
+        cfg.INFERENCE.DUPLICATE_IOU = duplicate_iou
     cfg.freeze()
     # The fields are drawn at the training scale: predict them at their own pixels.
     return cfg, MyotubePredictor(cfg, weights=path, device="cpu", input_scale=1.0)
 
 
-def score_checkpoint(path: str, records: list[dict], threshold: float | None = None) -> dict:
-    """Held-out metrics of one checkpoint, at its own score threshold or at ``threshold``."""
+def score_checkpoint(path: str, records: list[dict], threshold: float | None = None, duplicate_iou: float | None = None) -> dict:
+    """Held-out metrics of one checkpoint, at its own settings or at the ones given."""
     from mask2former.evaluation.evaluator import evaluate_predictor
 
-    cfg, predictor = _predictor(path, threshold)
+    cfg, predictor = _predictor(path, threshold, duplicate_iou)
     return _keep(evaluate_predictor(predictor, records, cfg, desc=os.path.basename(path)))
 
 
-def score_at_threshold(path: str, threshold: float, work: str) -> dict:
-    """A checkpoint on the held-out fields at the score threshold its validation fields chose."""
+def score_at_threshold(path: str, threshold: float, duplicate_iou: float, work: str) -> dict:
+    """A checkpoint on the held-out fields at the settings its validation fields chose."""
     from mask2former.data.coco import load_coco_instances
 
     gt, images = heldout_dataset(os.path.join(work, "heldout"))
-    row = score_checkpoint(path, load_coco_instances(gt, images), threshold)
+    row = score_checkpoint(path, load_coco_instances(gt, images), threshold, duplicate_iou)
     run = os.path.basename(os.path.dirname(os.path.abspath(path)))
     stem = os.path.splitext(os.path.basename(path))[0].replace("model_", "")
     out = os.path.join(RESULTS, f"{run}_{stem}_threshold{str(threshold).replace('.', '')}.json")
-    write_results(out, {"checkpoint": os.path.relpath(path, REPO_ROOT), "score_threshold": threshold, "heldout": HELDOUT, "row": row})
-    print(f"{path} at score threshold {threshold}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f}")
+    write_results(out, {"checkpoint": os.path.relpath(path, REPO_ROOT), "score_threshold": threshold,
+                        "duplicate_iou": duplicate_iou, "heldout": HELDOUT, "row": row})
+    print(f"{path} at score threshold {threshold}, duplicate IoU {duplicate_iou}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f}")
     return row
 
 
 def calibrate(path: str, work: str) -> dict:
-    """F1@0.5 by score threshold on the validation fields; the best threshold."""
+    """F1@0.5 on the validation fields for each score threshold and duplicate IoU; the best pair."""
+    from dataclasses import replace
+
     from mask2former.data.coco import load_coco_instances, record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator
+    from mask2former.inference.filters import PostprocessParams
 
     gt, images = heldout_dataset(os.path.join(work, "validation"), VALIDATION)
-    _, predictor = _predictor(path)
+    cfg, predictor = _predictor(path)
     pairs = [(record_masks(r), predictor.predict_all(read_image(r["file_name"]))) for r in load_coco_instances(gt, images)]
-    f1 = {}
-    for threshold in THRESHOLDS:
-        evaluator = InstanceEvaluator(score_threshold=threshold)
-        for truth, pred in pairs:
-            evaluator.add(truth, pred)
-        f1[str(threshold)] = round(evaluator.summarize()["f1@0.5"], 4)
-    best = max(THRESHOLDS, key=lambda t: f1[str(t)])
-    result = {"checkpoint": os.path.relpath(path, REPO_ROOT), "validation": VALIDATION, "f1_by_threshold": f1, "best_threshold": best}
-    write_results(os.path.join(RESULTS, "calibration.json"), {"calibration": result})
-    print(f"F1@0.5 by score threshold on {len(pairs)} validation fields: {f1}; best {best}")
+    configured = PostprocessParams.from_cfg(cfg)
+    f1: dict[str, dict[str, float]] = {}
+    for duplicate_iou in DUPLICATE_IOUS:
+        f1[str(duplicate_iou)] = {}
+        for threshold in THRESHOLDS:
+            params = replace(configured, score_threshold=threshold, duplicate_iou=duplicate_iou)
+            evaluator = InstanceEvaluator(score_threshold=threshold)
+            for truth, candidates in pairs:
+                evaluator.add(truth, candidates, kept=predictor.kept(candidates, params))
+            f1[str(duplicate_iou)][str(threshold)] = round(evaluator.summarize()["f1@0.5"], 4)
+    best_iou, best_threshold = max(((d, t) for d in DUPLICATE_IOUS for t in THRESHOLDS), key=lambda p: f1[str(p[0])][str(p[1])])
+    result = {"checkpoint": os.path.relpath(path, REPO_ROOT), "validation": VALIDATION, "f1_by_duplicate_iou_and_threshold": f1,
+              "best_threshold": best_threshold, "best_duplicate_iou": best_iou}
+    run = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    write_results(os.path.join(RESULTS, f"calibration_{run}.json"), {"calibration": result})
+    print(f"F1@0.5 on {len(pairs)} validation fields by duplicate IoU and score threshold: {f1}; "
+          f"best threshold {best_threshold}, duplicate IoU {best_iou}")
     return result
 
 
@@ -180,14 +214,18 @@ def evaluate_runs(runs: list[str], every: int, work: str) -> None:
                 done = {row["iteration"]: row for row in json.load(f)["curve"]}
         with open(os.path.join(run, "config.yaml"), encoding="utf-8") as f:
             config_text = f.read()
+        # A run that continues another counts its iterations and CPU time on top of that one's.
+        earlier = continued_from(run)
+        _, offset_iterations, offset_seconds = earlier or ("", 0, 0.0)
         for iteration, path in checkpoints(run, every):
-            if iteration in done:
+            if iteration == 0 or offset_iterations + iteration in done:
                 continue
-            row = {"iteration": iteration, "cpu_hours": round(cpu_seconds(run, iteration) / 3600, 3), **score_checkpoint(path, records)}
-            done[iteration] = row
-            print(f"{name} {iteration}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}", flush=True)
+            total_seconds = offset_seconds + cpu_seconds(run, iteration)
+            row = {"iteration": offset_iterations + iteration, "cpu_hours": round(total_seconds / 3600, 3), **score_checkpoint(path, records)}
+            done[row["iteration"]] = row
+            print(f"{name} {row['iteration']}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}", flush=True)
             write_results(out_path, {"run": name, "heldout": HELDOUT, "preset": "realistic", "config": config_text,
-                                     "curve": [done[k] for k in sorted(done)]})
+                                     "continues": earlier[0] if earlier else None, "curve": [done[k] for k in sorted(done)]})
 
 
 def score_named(name: str, work: str) -> dict:
@@ -260,9 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="*", default=[], help="pretraining output folders to score")
     parser.add_argument("--every", type=int, default=1000, help="score checkpoints whose iteration is a multiple of this")
     parser.add_argument("--work", default=os.path.join(REPO_ROOT, "output_base"), help="folder for the held-out fields")
-    parser.add_argument("--calibrate", metavar="CHECKPOINT", help="choose the score threshold on the validation fields")
+    parser.add_argument("--calibrate", metavar="CHECKPOINT", help="choose the score threshold and duplicate IoU on the validation fields")
     parser.add_argument("--named", metavar="NAME", help="score a model shipped with the package, as published")
-    parser.add_argument("--score", nargs=2, metavar=("CHECKPOINT", "THRESHOLD"), help="score a checkpoint at a chosen score threshold")
+    parser.add_argument("--score", nargs=3, metavar=("CHECKPOINT", "THRESHOLD", "DUPLICATE_IOU"),
+                        help="score a checkpoint at a chosen score threshold and duplicate IoU")
     parser.add_argument("--table", action="store_true", help="print the markdown table of all results")
     parser.add_argument("--plot", metavar="PNG", help="draw the learning curves")
     args = parser.parse_args(argv)
@@ -273,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.named:
         score_named(args.named, args.work)
     if args.score:
-        score_at_threshold(args.score[0], float(args.score[1]), args.work)
+        score_at_threshold(args.score[0], float(args.score[1]), float(args.score[2]), args.work)
     if args.table:
         print(table())
     if args.plot:

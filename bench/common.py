@@ -51,15 +51,34 @@ def write_results(path: str, results: dict, with_torch: bool = True) -> None:
 
 
 def train_once(config: str, dataset: str, opts: list[str], out: str, log_path: str) -> float | None:
-    """Train with ``train_net.py`` into ``out`` (its OUTPUT_DIR) unless ``out`` holds model_final.pth.
+    """Train with ``train_net.py`` into ``out`` (its OUTPUT_DIR) unless ``out`` holds model_final.pth
+    trained by the same request.
 
-    An interrupted training continues from its last checkpoint. Returns the training's wall time in
-    seconds, kept in ``out/train_seconds.json`` so that a reused model reports its own (None for a
-    model trained without it).
+    The request (the merged config, options included, and the dataset folder) is kept in
+    ``out/train_request.json``: a folder trained with other settings is refused rather than reused,
+    so a second run with other ``--set`` values never scores the first run's models. An
+    interrupted training of the same request continues from its last checkpoint. Returns the
+    training's wall time in seconds, kept in ``out/train_seconds.json`` so that a reused model
+    reports its own (None for a model trained without it).
     """
+    from mask2former.config import load_config
     from mask2former.utils.fileio import atomic_write_json
 
     timing = os.path.join(out, "train_seconds.json")
+    request_path = os.path.join(out, "train_request.json")
+    # The merged config (its _BASE_ files and the options included) and the dataset folder.
+    request = {"config": load_config(config, [str(o) for o in opts], freeze=False).dump(), "dataset": os.path.abspath(dataset)}
+    if os.path.isdir(out) and os.listdir(out):
+        recorded = None
+        if os.path.isfile(request_path):
+            with open(request_path, encoding="utf-8") as f:
+                recorded = json.load(f)
+        if recorded != request:
+            raise SystemExit(f"{out} holds a training of other settings (or of an unknown request): "
+                             "delete it or choose another work folder")
+    else:
+        os.makedirs(out, exist_ok=True)
+        atomic_write_json(request_path, request, indent=2)
     if not os.path.isfile(os.path.join(out, "model_final.pth")):
         resume = ["--resume"] if os.path.isfile(os.path.join(out, "last_checkpoint")) else []
         cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, "--dataset", dataset, *resume, *opts]

@@ -41,12 +41,13 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
+from mask2former.utils.settings import with_settings
 
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
 REFERENCE_SIZE = 1500
@@ -148,6 +149,16 @@ def components(mask: np.ndarray, min_area: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- dataset
+
+
+def dataset_folder_name(splits: dict[str, list[str]], plan: RealPlan) -> str:
+    """``dataset-<hash>`` of what the dataset is built from (the fields of each split and the working
+    scale), so that other settings build their own dataset and their models train on it."""
+    import hashlib
+
+    key = json.dumps({"splits": {k: [os.path.abspath(p) for p in v] for k, v in splits.items()}, "pixel_scale": plan.pixel_scale},
+                     sort_keys=True)
+    return "dataset-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def build_dataset(root: str, splits: dict[str, list[str]], plan: RealPlan) -> dict:
@@ -278,7 +289,8 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
         weights = os.path.join(out, "model_final.pth") if os.path.isdir(out) else out
         cfg = checkpoint_config(weights)
         cfg.MODEL.DEVICE = plan.device
-        predictors[method] = (MyotubePredictor(cfg, weights=weights), PredictOptions.from_cfg(cfg, progress=False))
+        # The fields are loaded at the training scale already: the model sees their own pixels.
+        predictors[method] = (MyotubePredictor(cfg, weights=weights, input_scale=1.0), PredictOptions.from_cfg(cfg, progress=False))
     rows = []
     for k, path in enumerate(paths):
         image, human = load_field(path, side)
@@ -395,7 +407,10 @@ def markdown(summary: dict, title: str) -> str:
 
 def run(args) -> dict:
     plan = PRESETS["quick" if args.quick else args.preset]
-    plan = replace(plan, **{k: type(getattr(plan, k))(v) for k, v in (s.partition("=")[::2] for s in args.set)})
+    try:
+        plan = with_settings(plan, args.set)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     t_start = time.perf_counter()
     fields = list_fields(args.data)
     if not fields:
@@ -403,7 +418,7 @@ def run(args) -> dict:
         return {}
     splits = split_fields(fields, plan)
     work = os.path.abspath(args.work)
-    dataset = os.path.join(work, "dataset")
+    dataset = os.path.join(work, dataset_folder_name(splits, plan))
     if not os.path.isfile(os.path.join(dataset, "done")):
         shutil.rmtree(dataset, ignore_errors=True)
         t0 = time.perf_counter()
@@ -461,7 +476,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="3 fields and a few iterations: every step, in a minute")
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder of *_myosin.png + *_myotube_mask.png")
     parser.add_argument("--heldout", action="append", default=[], metavar="DIR", help="another held-out folder in the same layout (repeatable)")
-    parser.add_argument("--work", default=os.path.join("/tmp", "myotube_real_two_stage"), help="dataset and training folders (reused: delete to start over)")
+    parser.add_argument("--work", default=os.path.join(REPO_ROOT, "output_bench", "real_two_stage"),
+                        help="dataset and training folders (reused by a rerun of the same settings; other settings are refused)")
     parser.add_argument("--output", help="keep each model as OUTPUT/<method>/model_final.pth + config.yaml")
     parser.add_argument("--figures", help="folder for the overlay pictures (default: WORK/figures)")
     parser.add_argument("--score-pool", action="store_true", help="also score the Stage 1 pool fields (the tuning half)")

@@ -246,11 +246,12 @@ def training_opts(plan, out: str, iters: int, lr: float, batch: int, seed: int) 
 def run(args) -> dict:
     from mask2former.data.coco import load_coco_instances
     from mask2former.demo import DemoPlan
+    from mask2former.utils.settings import with_settings
 
-    plan = DemoPlan()
-    for item in args.set:
-        key, _, value = item.partition("=")
-        setattr(plan, key, type(getattr(plan, key))(value))
+    try:
+        plan = with_settings(DemoPlan(), args.set)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     pool = args.pool or plan.stage1_images
     data = build_data(args.work, plan, pool, args.pool_density)
     heldout = load_coco_instances(data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images"))

@@ -292,6 +292,10 @@ def add_myotube_config(cfg: CfgNode) -> None:
     _C.INFERENCE.MERGE_OVERLAP = 0.5
     _C.INFERENCE.REMOVE_CONTAINED = True
     _C.INFERENCE.CONTAINED_FRACTION = 0.9
+    # Of two instances whose masks have an IoU of at least this, the lower-scoring one is a
+    # duplicate and goes (mask non-maximum suppression); 0 disables. Crossing tubes share only the
+    # crossing, far below it.
+    _C.INFERENCE.DUPLICATE_IOU = 0.5
 
 
 def get_cfg() -> CfgNode:

@@ -47,6 +47,7 @@ from mask2former.modeling.zoo import is_zoo_name
 from mask2former.synthetic_datasets import write_synthetic_dataset
 from mask2former.utils import REPO_ROOT
 from mask2former.utils.fileio import atomic_write_json, atomic_write_text
+from mask2former.utils.settings import with_settings
 
 CEILING = "Exact labels, same budget (ceiling)"
 BASE_ALONE = "Base model alone (myotube-base, no training)"
@@ -361,12 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = DemoPlan.named(args.plan)
     if args.quick:
         plan = plan.quick()
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if not hasattr(plan, key):
-            parser.error(f"--set: unknown field {key!r}; fields: {', '.join(plan.__dict__)}")
-        kind = type(getattr(plan, key))
-        setattr(plan, key, value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
+    try:
+        plan = with_settings(plan, args.set)
+    except ValueError as err:
+        parser.error(str(err))
     run_demo(args.output, plan, workers=args.workers)
     return 0
 

@@ -324,10 +324,10 @@ def test_cpu_tiny_presets_inherit_their_stage_config(stage, monkeypatch, tmp_pat
     monkeypatch.chdir(tmp_path)
     tiny = load_config(tiny_path)
     full = load_config(os.path.join(REPO_ROOT, f"stage{stage}_config.yaml"))
-    # Tiny model.
-    assert tiny.MODEL.SWIN.DEPTHS == [1, 1, 1, 1]
-    assert len(tiny.MODEL.SWIN.NUM_HEADS) == 4
-    assert tiny.MODEL.SWIN.EMBED_DIM < full.MODEL.SWIN.EMBED_DIM
+    # Tiny model: a small ResNet backbone where the full configs have Swin-B.
+    assert tiny.MODEL.BACKBONE.NAME == "resnet" and full.MODEL.BACKBONE.NAME == "swin"
+    assert tiny.MODEL.RESNET.DEPTHS == [1, 1, 1, 1] and tiny.MODEL.RESNET.LAYER_TYPE == "basic"
+    assert tiny.MODEL.MASK_FORMER.HIDDEN_DIM < full.MODEL.MASK_FORMER.HIDDEN_DIM
     assert tiny.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 64  # the base model's queries
     assert 128 <= tiny.INPUT.IMAGE_SIZE <= 256
     assert tiny.MODEL.DEVICE == "cpu"

@@ -12,7 +12,7 @@ from mask2former.errors import WeightsError
 from mask2former.modeling.build import build_model
 from mask2former.modeling.detectron2 import IGNORED, architecture, to_detectron2, to_transformers
 from mask2former.modeling.weights import load_model
-from tests.tiny import tiny_cfg
+from tests.tiny import SWIN_TINY, tiny_cfg
 
 
 def detectron2_swin_b_instance_keys() -> list[str]:
@@ -75,7 +75,7 @@ def test_every_key_of_the_swin_b_instance_model_is_mapped_onto_ours():
 
 def _tiny_source(seed: int = 0, queries: int = 16, classes: list[str] | None = None):
     torch.manual_seed(seed)
-    cfg = tiny_cfg("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", queries)
+    cfg = tiny_cfg(*SWIN_TINY, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", queries)
     return cfg, build_model(cfg, classes or ["myotube"]).eval()
 
 
@@ -106,7 +106,7 @@ def test_round_trip_through_both_detectron2_layouts_gives_identical_outputs(tmp_
 def test_queries_grow_for_training_and_coco_class_heads_are_reinitialised(tmp_path, caplog):
     cfg8, source = _tiny_source(queries=8, classes=[f"c{i}" for i in range(80)])
     path = _save_layouts(source, tmp_path)["zoo pickle"]
-    cfg16 = tiny_cfg("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16)
+    cfg16 = tiny_cfg(*SWIN_TINY, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16)
     with caplog.at_level("INFO"):
         model, _ = load_model(cfg16, ["myotube"], path, for_training=True)
     own, src = model.state_dict(), source.state_dict()
@@ -122,7 +122,7 @@ def test_an_architecture_mismatch_is_refused_naming_the_keys(tmp_path):
     _, source = _tiny_source()
     path = _save_layouts(source, tmp_path)["zoo pickle"]
     with pytest.raises(WeightsError) as err:
-        load_model(tiny_cfg("MODEL.SWIN.EMBED_DIM", 32), ["myotube"], path)
+        load_model(tiny_cfg(*SWIN_TINY, "MODEL.SWIN.EMBED_DIM", 32), ["myotube"], path)
     assert "MODEL.SWIN.EMBED_DIM 24 (the config says 32)" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -146,7 +146,7 @@ def test_resnet_maskformer_and_truncated_checkpoints_get_one_line(tmp_path):
     with open(resnet, "wb") as f:
         pickle.dump({"model": {"backbone.res2.0.conv1.weight": np.zeros((1, 1)), "sem_seg_head.predictor.query_embed.weight": np.zeros((1, 1))}}, f)
     with pytest.raises(WeightsError, match="ResNet backbone: only Swin backbones"):
-        load_model(tiny_cfg(), ["myotube"], str(resnet))
+        load_model(tiny_cfg(*SWIN_TINY), ["myotube"], str(resnet))
     _, source = _tiny_source()
     state = to_detectron2(source.state_dict())
     # MaskFormer (v1, semantic segmentation): a plain transformer decoder instead of the masked-attention one.
@@ -154,7 +154,7 @@ def test_resnet_maskformer_and_truncated_checkpoints_get_one_line(tmp_path):
     v1["sem_seg_head.predictor.transformer.decoder.layers.0.linear1.weight"] = torch.zeros(2, 2)
     torch.save({"model": v1}, tmp_path / "maskformer.pth")
     with pytest.raises(WeightsError, match="not a Mask2Former head") as err:
-        load_model(tiny_cfg(), ["myotube"], str(tmp_path / "maskformer.pth"))
+        load_model(tiny_cfg(*SWIN_TINY), ["myotube"], str(tmp_path / "maskformer.pth"))
     assert "\n" not in str(err.value)
     good = _save_layouts(source, tmp_path)
     for path in good.values():
@@ -162,7 +162,7 @@ def test_resnet_maskformer_and_truncated_checkpoints_get_one_line(tmp_path):
         cut = tmp_path / ("cut_" + path.split("/")[-1])
         cut.write_bytes(data[: len(data) // 2])
         with pytest.raises(WeightsError, match="truncated or corrupt"):
-            load_model(tiny_cfg(), ["myotube"], str(cut))
+            load_model(tiny_cfg(*SWIN_TINY), ["myotube"], str(cut))
 
 
 def test_a_pickle_that_builds_other_objects_is_refused(tmp_path):
@@ -174,7 +174,7 @@ def test_a_pickle_that_builds_other_objects_is_refused(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"model": {"backbone.patch_embed.proj.weight": Evil()}}, f)
     with pytest.raises(WeightsError, match="refusing to load builtins.print"):
-        load_model(tiny_cfg(), ["myotube"], str(path))
+        load_model(tiny_cfg(*SWIN_TINY), ["myotube"], str(path))
 
 
 def test_convert_writes_a_hugging_face_folder_that_loads_like_hub_weights(tmp_path, capsys):

@@ -13,6 +13,7 @@ from mask2former.inference.filters import (
     merge_fragments,
     postprocess,
     remove_contained,
+    remove_duplicates,
 )
 from mask2former.structures import CroppedInstances
 
@@ -46,6 +47,25 @@ def test_contained_instance_is_removed_and_crossing_is_kept():
     got = full_masks(out)
     assert len(got) == 2
     assert any(np.array_equal(g, big) for g in got) and any(np.array_equal(g, crossing) for g in got)
+
+
+def test_duplicates_go_in_score_order_and_crossing_tubes_stay():
+    tube = bar(50, 70, 10, 190)
+    shifted = bar(54, 74, 14, 190)  # the same tube found by a second query: IoU 0.65
+    crossing = bar(0, 200, 100, 120)  # shares only the crossing with either: IoU 0.05
+    out = remove_duplicates(instances([tube, shifted, crossing], [0.6, 0.8, 0.7]), 0.5)
+    got = full_masks(out)
+    assert len(got) == 2
+    assert any(np.array_equal(g, shifted) for g in got) and any(np.array_equal(g, crossing) for g in got)
+    # Below the IoU limit nothing goes.
+    assert len(remove_duplicates(instances([tube, shifted, crossing], [0.6, 0.8, 0.7]), 0.7)) == 3
+
+
+def test_duplicate_removal_is_greedy_from_the_top():
+    # a ~ b and b ~ c but a and c differ: b goes (a is kept first), so c survives.
+    a, b, c = bar(50, 70, 10, 110), bar(50, 70, 40, 140), bar(50, 70, 70, 170)
+    out = remove_duplicates(instances([a, b, c], [0.9, 0.8, 0.7]), 0.4)
+    assert sorted(out.scores.tolist()) == pytest.approx([0.7, 0.9])
 
 
 def test_contained_fraction_threshold():
@@ -134,3 +154,18 @@ def test_remove_contained_before_merging_drops_rather_than_unions():
 def test_empty_input():
     empty = CroppedInstances(50, 60, [])
     assert len(postprocess(empty, PostprocessParams(min_elongation=3.0))) == 0
+
+
+def test_predictor_scores_what_predict_py_keeps():
+    from mask2former.inference.predictor import MyotubePredictor
+    from mask2former.structures import Instances
+    from tests.tiny import tiny_cfg
+
+    tube, shifted, crossing = bar(50, 70, 10, 190), bar(54, 74, 14, 190), bar(0, 200, 100, 120)
+    unsure = bar(150, 170, 10, 190)
+    candidates = Instances(np.stack([tube, shifted, crossing, unsure]), [0.9, 0.8, 0.7, 0.3])
+    settings = ("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.5, "INFERENCE.MIN_AREA", 0)
+    kept = MyotubePredictor(tiny_cfg(*settings, "INFERENCE.DUPLICATE_IOU", 0.5), device="cpu").kept(candidates)
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.7])
+    without = MyotubePredictor(tiny_cfg(*settings, "INFERENCE.DUPLICATE_IOU", 0.0), device="cpu").kept(candidates)
+    assert without.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])

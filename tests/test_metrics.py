@@ -118,3 +118,16 @@ def test_error_breakdown_accepts_rles_and_is_pooled_by_the_evaluator(truth):
         ev.add(g, Instances(g[:2], np.ones(2)))
     errors = ev.summarize()["errors"]
     assert errors["gt_matched"] == 6 and errors["gt_missed"] == sum(len(g) for g in truth) - 6
+
+
+def test_f1_scores_the_kept_instances_and_ap_every_candidate(truth):
+    gts = truth[0]
+    doubled = Instances(np.concatenate([gts, gts]), np.concatenate([np.full(len(gts), 0.9), np.full(len(gts), 0.8)]))
+    raw = InstanceEvaluator(score_threshold=0.5)
+    raw.add(gts, doubled)
+    after = InstanceEvaluator(score_threshold=0.5)
+    after.add(gts, doubled, kept=doubled.subset(np.arange(len(gts))))
+    raw_result, kept_result = raw.summarize(), after.summarize()
+    assert raw_result["precision@0.5"] == pytest.approx(0.5) and kept_result["precision@0.5"] == 1.0
+    assert kept_result["f1@0.5"] == 1.0 and kept_result["errors"]["pred_duplicate"] == 0
+    assert kept_result["AP"] == pytest.approx(raw_result["AP"])  # AP ranks the same candidates either way

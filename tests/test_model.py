@@ -11,7 +11,7 @@ from mask2former.errors import WeightsError
 from mask2former.modeling.build import build_model
 from mask2former.modeling.weights import QUERY_KEYS, load_model
 from tests.fixtures import make_coco_dataset
-from tests.tiny import tiny_cfg
+from tests.tiny import SWIN_TINY, tiny_cfg
 
 
 def _batch(tmp_path, n_images=2, size=128, seed=0, augment=False):
@@ -132,7 +132,7 @@ def test_weights_kind_tells_local_folders_from_hub_ids(tmp_path, monkeypatch):
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
-    other = build_model(tiny_cfg("MODEL.SWIN.EMBED_DIM", 32), ["myotube"])
+    other = build_model(tiny_cfg("MODEL.RESNET.EMBEDDING_SIZE", 32), ["myotube"])
     path = tmp_path / "other.pth"
     torch.save({"model": other.state_dict()}, path)
     with pytest.raises(WeightsError, match="does not fit the configured architecture"):
@@ -187,7 +187,7 @@ def test_convolutional_backbones_train_and_their_checkpoints_rebuild_themselves(
     # A checkpoint names its backbone: a Swin config file predicting with it builds the checkpoint's.
     path = str(tmp_path / "conv.pth")
     torch.save({"model": model.state_dict(), "cfg": conv_cfg.dump(), "class_names": ["myotube"]}, path)
-    adopted, changes = checkpoint_architecture(tiny_cfg(), path)
+    adopted, changes = checkpoint_architecture(tiny_cfg(*SWIN_TINY), path)
     assert adopted.MODEL.BACKBONE.NAME == backbone and any(c.startswith("MODEL.BACKBONE.NAME") for c in changes)
     loaded = load_model(adopted, ["myotube"], path)[0]
     for key, value in model.state_dict().items():

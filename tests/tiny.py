@@ -14,6 +14,8 @@ TINY_STAGE2 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage2_config.yaml
 # The presets start Stage 1 from the shipped base model with its 64 queries; unit tests build a
 # random 16-query model unless they say otherwise.
 UNIT_DEFAULTS = ("MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16)
+# The tiny architecture's backbone is a ResNet; tests of Swin-only paths (the detectron2 bridge) ask for the Swin.
+SWIN_TINY = ("MODEL.BACKBONE.NAME", "swin")
 
 
 def tiny_cfg(*opts, stage: int = 1, freeze: bool = True):

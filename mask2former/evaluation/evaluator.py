@@ -1,7 +1,9 @@
 """Score a predictor on dataset records: COCO mask AP plus F1, PQ and semantic IoU/Dice; result tables.
 
-Any object with ``predict_all(image) -> Instances`` is a predictor; running a model over a
-registered dataset is :mod:`mask2former.engine.evaluate`.
+Any object with ``predict_all(image) -> Instances`` (every candidate, for AP) is a predictor; one
+that also has ``kept(candidates) -> Instances`` (what a user gets after post-processing) is scored on
+those for F1, PQ and semantic IoU. Running a model over a registered dataset is
+:mod:`mask2former.engine.evaluate`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def evaluate_predictor(predictor, records: list[dict], cfg: CfgNode, desc: str =
     for record in tqdm(mine, desc=desc, disable=not comm.is_main_process(), leave=False):
         image = read_image(record["file_name"], channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT)
         pred = predictor.predict_all(image)
-        evaluator.add(record_masks(record), pred, name=os.path.basename(record["file_name"]))
+        kept = predictor.kept(pred) if hasattr(predictor, "kept") else None
+        evaluator.add(record_masks(record), pred, name=os.path.basename(record["file_name"]), kept=kept)
     states = comm.all_gather_object(evaluator.state())
     if not comm.is_main_process():
         return {}

@@ -140,10 +140,14 @@ class InstanceEvaluator:
         self.gt_rles.append(_encode(gt_masks))
         self.dt.append((_encode(pred.masks), [float(s) for s in pred.scores]))
 
-    def add(self, gt_masks: np.ndarray, pred: Instances, name: str = "") -> dict:
-        """Add one image; returns its own threshold-based metrics."""
+    def add(self, gt_masks: np.ndarray, pred: Instances, name: str = "", kept: Instances | None = None) -> dict:
+        """Add one image; returns its own threshold-based metrics.
+
+        AP ranks every candidate of ``pred``. The other metrics score ``kept``, the instances a user
+        gets (after post-processing); by default the candidates with score >= ``score_threshold``.
+        """
         self.add_ap_only(gt_masks, pred)
-        kept = pred.masks[pred.scores >= self.score_threshold]
+        kept = pred.masks[pred.scores >= self.score_threshold] if kept is None else kept.masks
         iou = mask_iou_matrix(gt_masks, kept)
         matches = _match(iou, 0.5)
         tp, fp, fn = len(matches), len(kept) - len(matches), len(gt_masks) - len(matches)

@@ -3,16 +3,19 @@
 Order (:func:`postprocess`):
 
 1. score threshold (``MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD``): drop low-confidence instances;
-2. contained removal (``INFERENCE.REMOVE_CONTAINED``, ``CONTAINED_FRACTION``): an instance with at
+2. duplicate removal (``INFERENCE.DUPLICATE_IOU``): of two instances whose masks have at least that
+   IoU, the lower-scoring one goes (mask non-maximum suppression, in score order). Mask2Former's
+   queries are not exclusive, so two queries can find the same tube;
+3. contained removal (``INFERENCE.REMOVE_CONTAINED``, ``CONTAINED_FRACTION``): an instance with at
    least that fraction of its pixels inside a larger one is a duplicate or a sub-part; drop it;
-3. fragment merging (``INFERENCE.MERGE_FRAGMENTS``, ``MERGE_OVERLAP``): two instances whose masks
+4. fragment merging (``INFERENCE.MERGE_FRAGMENTS``, ``MERGE_OVERLAP``): two instances whose masks
    overlap by at least that fraction of the smaller one are pieces of one tube; replace them by
    their union (score: the higher one). Crossing tubes share only the crossing, a small fraction
-   of either, and stay apart. Runs after step 2 so duplicates are dropped rather than unioned.
+   of either, and stay apart. Runs after steps 2-3 so duplicates are dropped rather than unioned.
    Off by default: unions chain, and one instance covering two tubes pulls in every instance it
    overlaps;
-4. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
-5. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
+5. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
+6. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
    as defined in :mod:`mask2former.measure.morphology`. Myotubes are long; round debris is not.
 
 The result is sorted by score (highest first); output ids follow that order.
@@ -36,6 +39,7 @@ class PostprocessParams:
     """The INFERENCE.* post-processing settings; the defaults are the config's (one place)."""
 
     score_threshold: float = _DEFAULTS.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
+    duplicate_iou: float = _DEFAULTS.INFERENCE.DUPLICATE_IOU
     remove_contained: bool = _DEFAULTS.INFERENCE.REMOVE_CONTAINED
     contained_fraction: float = _DEFAULTS.INFERENCE.CONTAINED_FRACTION
     merge_fragments: bool = _DEFAULTS.INFERENCE.MERGE_FRAGMENTS
@@ -48,6 +52,7 @@ class PostprocessParams:
         inf = cfg.INFERENCE
         return cls(
             score_threshold=float(cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD),
+            duplicate_iou=float(inf.DUPLICATE_IOU),
             remove_contained=bool(inf.REMOVE_CONTAINED),
             contained_fraction=float(inf.CONTAINED_FRACTION),
             merge_fragments=bool(inf.MERGE_FRAGMENTS),
@@ -59,6 +64,23 @@ class PostprocessParams:
 
 def filter_by_score(instances: CroppedInstances, threshold: float) -> CroppedInstances:
     return instances.subset(k for k, m in enumerate(instances) if m.score >= threshold)
+
+
+def remove_duplicates(instances: CroppedInstances, iou: float = 0.5) -> CroppedInstances:
+    """Greedy mask non-maximum suppression: visiting instances from the highest score down, drop
+    each one whose mask IoU with an already kept instance is at least ``iou``."""
+    overlapping: dict[int, list[int]] = {}
+    for i, j in candidate_pairs(instances.items):
+        a, b = instances[i], instances[j]
+        common = intersection_area(a, b)
+        if common and common >= iou * (a.area + b.area - common):
+            overlapping.setdefault(i, []).append(j)
+            overlapping.setdefault(j, []).append(i)
+    kept: set[int] = set()
+    for k in sorted(range(len(instances)), key=lambda k: (-instances[k].score, k)):
+        if not any(other in kept for other in overlapping.get(k, ())):
+            kept.add(k)
+    return instances.subset(k for k in range(len(instances)) if k in kept)
 
 
 def remove_contained(instances: CroppedInstances, fraction: float = 0.9) -> CroppedInstances:
@@ -105,6 +127,8 @@ def filter_by_elongation(instances: CroppedInstances, min_elongation: float) -> 
 def postprocess(instances: CroppedInstances, params: PostprocessParams) -> CroppedInstances:
     """All enabled steps in the order of the module doc; sorted by score, highest first."""
     out = filter_by_score(instances, params.score_threshold)
+    if params.duplicate_iou > 0:
+        out = remove_duplicates(out, params.duplicate_iou)
     if params.remove_contained:
         out = remove_contained(out, params.contained_fraction)
     if params.merge_fragments:

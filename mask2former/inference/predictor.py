@@ -20,7 +20,8 @@ from ..modeling.weights import (
     resolve_weights,
     weights_kind,
 )
-from ..structures import Instances
+from ..structures import CroppedInstances, Instances
+from .filters import PostprocessParams, postprocess
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,15 @@ class MyotubePredictor:
             cls, masks, info, mask_threshold=t.MASK_THRESHOLD, score_threshold=t.OBJECT_MASK_THRESHOLD,
             max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE, min_area=t.MIN_MASK_AREA,
         )
+
+    def kept(self, candidates: Instances, params: PostprocessParams | None = None) -> Instances:
+        """What predict.py keeps of :meth:`predict_all`'s candidates for an image it predicts whole:
+        MIN_MASK_AREA, then the post-processing (score threshold first; ``params`` defaults to the
+        config's). F1 is scored on these."""
+        params = params or PostprocessParams.from_cfg(self.cfg)
+        areas = candidates.masks.reshape(len(candidates), -1).sum(1)
+        large = candidates.subset(np.flatnonzero(areas >= max(1, self.cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA)))
+        return postprocess(CroppedInstances.from_instances(large), params).to_instances()
 
     def _autocast(self):
         if str(self.device).startswith("cuda") and self.cfg.SOLVER.AMP.ENABLED:
