@@ -1,3 +1,5 @@
 """Two-stage Mask2Former instance segmentation of myotubes."""
 
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it (setuptools' dynamic version) and
+# every command prints it with --version.
+__version__ = "0.2.0"

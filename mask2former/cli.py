@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from .data.catalog import DEFAULT_DATASET_ROOT
 from .errors import Interrupted, MyotubeError
+from .utils import add_version_argument
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -72,12 +73,14 @@ def add_launch_arguments(parser) -> None:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with both spellings of every long option (``--output_dir`` and ``--output-dir``),
-    the help text's formatting kept as written, and ``--no-progress`` on every script."""
+    the help text's formatting kept as written, and ``--no-progress`` and ``--version`` on every
+    script."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
         add_progress_argument(self)
+        add_version_argument(self)
 
     def parse_known_args(self, args=None, namespace=None):
         # Options of argument groups too: they all end up in the parser's own tables.

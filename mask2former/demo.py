@@ -45,7 +45,7 @@ from mask2former.inference.predictor import MyotubePredictor
 from mask2former.modeling.weights import FINAL, checkpoint_config
 from mask2former.modeling.zoo import is_zoo_name
 from mask2former.synthetic_datasets import write_synthetic_dataset
-from mask2former.utils import REPO_ROOT
+from mask2former.utils import REPO_ROOT, add_version_argument
 from mask2former.utils.fileio import atomic_write_json, atomic_write_text
 from mask2former.utils.settings import with_settings
 
@@ -351,7 +351,9 @@ def _colour_instances(rgb: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m mask2former.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_argument(parser)
     parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes (replaced)")
     parser.add_argument("--plan", choices=("cpu", "gpu"), default="cpu",
                         help="cpu: the tiny model on 2 cores; gpu: the real Swin-B architecture on one GPU (random init unless --set weights=DIR)")

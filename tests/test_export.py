@@ -135,8 +135,17 @@ def test_overlay_colours_instances_and_writes_png(tmp_path, crossing):
 def test_csv_round_trip(tmp_path):
     rows = [{"id": 1, "length_px": 12.3456789}, {"id": 2, "length_px": 3.0, "nuclei": 4}]
     path = tmp_path / "m.csv"
-    write_csv(path, rows)
+    write_csv(path, rows, ["id", "length_px", "nuclei"])
     with open(path, newline="") as f:
         back = list(csv.DictReader(f))
     assert back[0] == {"id": "1", "length_px": "12.3457", "nuclei": ""}
     assert back[1]["nuclei"] == "4"
+
+
+def test_csv_without_rows_has_its_header_and_refuses_unnamed_keys(tmp_path):
+    write_csv(tmp_path / "empty.csv", [], ["id", "length_px"])
+    assert (tmp_path / "empty.csv").read_text(encoding="utf-8").splitlines() == ["id,length_px"]
+    # A key outside the columns is a mistake in the caller's column list, not a column to drop.
+    with pytest.raises(ValueError):
+        write_csv(tmp_path / "extra.csv", [{"id": 1, "length_px": 2.0, "width_px": 3.0}], ["id", "length_px"])
+    assert [p.name for p in tmp_path.iterdir()] == ["empty.csv"]  # nothing half-written left behind

@@ -218,16 +218,16 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
 # --------------------------------------------------------------------------- CSV
 
 
-def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
-    """Rows of dicts → CSV; columns default to the union of keys in first-seen order."""
-    if columns is None:
-        seen: dict[str, None] = {}
-        for row in rows:
-            for key in row:
-                seen.setdefault(key, None)
-        columns = list(seen)
+def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Rows of dicts → CSV under the header ``columns``, also when there are no rows.
+
+    The columns are the caller's, not read off the rows: a table with no rows still has its header
+    (a script that reads many tables needs no special case for an empty one). A row missing a column
+    leaves its cell empty; a row with a key outside ``columns`` is a ValueError rather than a
+    column silently dropped.
+    """
     with atomic_open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="raise")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _fmt(v) for k, v in row.items()})

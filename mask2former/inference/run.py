@@ -34,7 +34,7 @@ import numpy as np
 from ..config import get_cfg
 from ..data.io import ImageMetadata, is_image_file, read_image, read_image_and_metadata
 from ..errors import ImageReadError, InputError, MyotubeError, one_line
-from ..measure.nuclei import nuclei_labels_from_mask, nucleus_rows, segment_nuclei
+from ..measure.nuclei import nuclei_labels_from_mask, nucleus_columns, nucleus_rows, segment_nuclei
 from ..measure.table import measure_instances
 from ..structures import CroppedInstances, Instances
 from ..utils.fileio import claim_free_name
@@ -376,12 +376,10 @@ def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1)
                  "channel": options.channel, "scene": options.scene, "pixel_size_um": p.pixel_size}
         write_coco(base + "_coco.json", [entry], annotations)
         write_roi_zip(base + "_rois.zip", p.instances)
-        write_csv(base + "_measurements.csv", measured.rows)
+        write_csv(base + "_measurements.csv", measured.rows, measured.columns)
         if nuclei is not None:
-            u = "um" if p.pixel_size else "px"
             write_labels_tiff(base + "_nuclei_labels.tif", nuclei, p.pixel_size)
-            write_csv(base + "_nuclei.csv", nucleus_rows(measured.nuclei, p.pixel_size),
-                      ["id", f"centroid_x_{u}", f"centroid_y_{u}", f"area_{u}2", "myotube", "position"])
+            write_csv(base + "_nuclei.csv", nucleus_rows(measured.nuclei, p.pixel_size), nucleus_columns(p.pixel_size))
     summary = {"image": os.path.basename(p.path), "name": p.name, "height": p.image.shape[0], "width": p.image.shape[1],
                "pixel_size_um": p.pixel_size or "", "pixel_size_source": p.pixel_size_source or "", "scale": options.input_scale}
     if p.scene is not None:
@@ -463,7 +461,7 @@ def run_prediction(
             # Only the compact RLEs are kept; masks are dropped so memory stays flat over a batch.
             annotations.extend(outcome.annotations)
         # Rewritten after every image: an interrupted batch still leaves a usable summary.
-        write_csv(os.path.join(output_dir, "summary.csv"), summary_rows, _summary_columns(summary_rows))
+        write_summary_csv(os.path.join(output_dir, "summary.csv"), summary_rows)
         if bar is not None:
             bar.update(1)
 
@@ -539,10 +537,24 @@ def _predict_read(path: str, name: str, read: Future, predict_fn: PredictFn, opt
     return predict_read_image(path, name, image, meta, predict_fn, options, timer)
 
 
-def _summary_columns(rows: list[dict]) -> list[str]:
-    seen: dict[str, None] = {}
+# summary.csv: the columns every image's row starts with and the two it ends with, named here so
+# that the header has them with no row yet and when every image failed. Each image's own columns
+# (scene, its measurement summary in its unit, nuclei) come between, in first-seen order.
+SUMMARY_LEADING_COLUMNS = ("image", "name", "height", "width", "pixel_size_um", "pixel_size_source", "scale")
+SUMMARY_TRAILING_COLUMNS = ("seconds", "error")
+
+
+def summary_columns(rows: Sequence[dict]) -> list[str]:
+    """summary.csv's columns for these rows: the leading ones, every other key in first-seen
+    order, then ``seconds`` and ``error`` (a failed image has only image, name and error)."""
+    seen = dict.fromkeys(SUMMARY_LEADING_COLUMNS)
     for row in rows:
         for key in row:
-            if key != "error":
+            if key not in SUMMARY_TRAILING_COLUMNS:
                 seen.setdefault(key, None)
-    return [*seen, "error"]
+    return [*seen, *SUMMARY_TRAILING_COLUMNS]
+
+
+def write_summary_csv(path: str | os.PathLike, rows: Sequence[dict]) -> None:
+    """One row per image, done or failed, under :func:`summary_columns`' header."""
+    write_csv(path, rows, summary_columns(rows))

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..structures import CroppedInstances
-from .morphology import ShapeAnalysis, analyze_shape, euclidean_distance
+from .morphology import ShapeAnalysis, analyze_shape, euclidean_distance, unit_suffix
 
 
 def split_touching(binary: np.ndarray, min_distance: int = 7, min_area: int = 30) -> np.ndarray:
@@ -243,10 +243,21 @@ def _centroids(labels: np.ndarray, n: int, areas: np.ndarray) -> np.ndarray:
     return np.stack([cy, cx], axis=1)
 
 
+# Columns of the per-nucleus table (NAME_nuclei.csv), in order; "{u}" is the length unit, "um" with
+# a pixel size, else "px". Named here so that an image without nuclei still gets the header.
+NUCLEUS_COLUMNS = ("id", "centroid_x_{u}", "centroid_y_{u}", "area_{u}2", "myotube", "position")
+
+
+def nucleus_columns(pixel_size: float | None = None) -> list[str]:
+    """The per-nucleus table's columns for this unit (the keys of every :func:`nucleus_rows` row)."""
+    u = unit_suffix(pixel_size)
+    return [c.format(u=u) for c in NUCLEUS_COLUMNS]
+
+
 def nucleus_rows(assignment: NucleiAssignment, pixel_size: float | None = None) -> list[dict]:
     """One row per nucleus: id (its value in the label image), centroid, area, the myotube it
     belongs to (id, empty outside every myotube) and its position there."""
-    u = "um" if pixel_size else "px"
+    u = unit_suffix(pixel_size)
     scale = pixel_size or 1.0
     rows = []
     for n in range(assignment.n_nuclei):

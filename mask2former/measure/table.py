@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -10,12 +10,31 @@ from ..structures import CroppedInstances
 from .morphology import analyze_shape, measure_myotube, unit_suffix
 from .nuclei import NucleiAssignment, assign_nuclei
 
+# Columns of the per-myotube table (NAME_measurements.csv), in order; "{u}" is the length unit, "um"
+# with a pixel size, else "px". Named here rather than taken from the first row, so that an image
+# without myotubes still gets a table with its header (a script reading many tables needs no special
+# case for an empty one).
+MYOTUBE_COLUMNS = (
+    "id", "score", "area_{u}2", "length_{u}", "total_length_{u}", "width_mean_{u}", "width_median_{u}", "elongation",
+    "orientation_deg", "branch_points", "centroid_x", "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+)
+# Appended when the image has nuclei labels.
+MYOTUBE_NUCLEI_COLUMNS = ("nuclei", "nuclei_central", "nuclei_peripheral")
+
+
+def myotube_columns(pixel_size: float | None = None, nuclei: bool = False) -> list[str]:
+    """The per-myotube table's columns for this unit, with the nuclei counts when ``nuclei``."""
+    u = unit_suffix(pixel_size)
+    return [c.format(u=u) for c in (*MYOTUBE_COLUMNS, *(MYOTUBE_NUCLEI_COLUMNS if nuclei else ()))]
+
 
 @dataclass
 class ImageMeasurements:
     rows: list[dict]  # one per myotube, ``id`` = position + 1
     summary: dict  # one per image
     nuclei: NucleiAssignment | None = None
+    # The keys of every row, in table order (see myotube_columns): known with no row at all.
+    columns: list[str] = field(default_factory=myotube_columns)
 
 
 def measure_instances(
@@ -68,7 +87,7 @@ def measure_instances(
                 "mean_nuclei_per_myotube": _mean(assignment.per_myotube),
             }
         )
-    return ImageMeasurements(rows, summary, assignment)
+    return ImageMeasurements(rows, summary, assignment, myotube_columns(pixel_size, nuclei=assignment is not None))
 
 
 def _mean(values) -> float:

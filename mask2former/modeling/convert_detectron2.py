@@ -18,6 +18,7 @@ import sys
 
 from ..config import get_cfg
 from ..errors import MyotubeError, WeightsError
+from ..utils import add_version_argument
 from .build import build_model
 from .detectron2 import architecture, check_head, read_detectron2, swin_name
 from .weights import load_detectron2_state
@@ -44,7 +45,9 @@ def convert(source: str, out_dir: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m mask2former.modeling.convert_detectron2", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_argument(parser)
     parser.add_argument("source", help="detectron2 checkpoint: model zoo .pkl or a training model_final.pth")
     parser.add_argument("out_dir", help="Hugging Face folder to write (config.json + model.safetensors)")
     args = parser.parse_args(argv)

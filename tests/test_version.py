@@ -1,0 +1,70 @@
+"""One version number: mask2former.__version__, which pyproject.toml reads and every command prints
+with --version."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import mask2former
+from tests.conftest import REPO_ROOT
+
+ROOT_SCRIPTS = [
+    "predict.py",
+    "train_net.py",
+    "train_two_stage.py",
+    "setup_two_stage.py",
+    "organize_unified_dataset.py",
+    "register_two_stage_datasets.py",
+    "utils/batch_myotube_processing.py",
+    "utils/make_synthetic_dataset.py",
+]
+MODULES = [
+    "mask2former.demo",
+    "mask2former.modeling.convert_detectron2",
+    "mask2former.model_zoo.publish",
+]
+
+
+def run_version(command: list[str], cwd) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, *command, "--version"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("script", ROOT_SCRIPTS)
+def test_every_root_script_prints_its_name_and_the_version(script, tmp_path):
+    out = run_version([os.path.join(REPO_ROOT, script)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{os.path.basename(script)} {mask2former.__version__}"
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_command_prints_the_version(module):
+    out = run_version(["-m", module], cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"python -m {module} {mask2former.__version__}"
+
+
+def test_the_version_is_written_once_and_pyproject_reads_it():
+    setuptools_config = pytest.importorskip("setuptools.config.pyprojecttoml")
+    path = os.path.join(REPO_ROOT, "pyproject.toml")
+    raw = setuptools_config.read_configuration(path, expand=False)
+    assert "version" not in raw["project"] and "version" in raw["project"]["dynamic"]
+    assert raw["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mask2former.__version__"}
+    # setuptools resolves it to the package's number, as a build would.
+    assert setuptools_config.read_configuration(path)["project"]["version"] == mask2former.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", mask2former.__version__)
+
+
+def test_the_changelog_and_citation_name_the_version():
+    with open(os.path.join(REPO_ROOT, "CHANGELOG.md"), encoding="utf-8") as f:
+        assert f"## [{mask2former.__version__}]" in f.read()
+    with open(os.path.join(REPO_ROOT, "CITATION.cff"), encoding="utf-8") as f:
+        assert re.search(rf'^version: "?{re.escape(mask2former.__version__)}"?$', f.read(), re.MULTILINE)
