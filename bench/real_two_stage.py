@@ -268,6 +268,64 @@ def instance_proxy(singles: np.ndarray, masks: np.ndarray) -> dict:
     return {"tubes": len(singles), "matched": int(matched), "pieces": pieces}
 
 
+def tile_edges(shape: tuple[int, int], tile: int, overlap: float, reach: int = 3) -> np.ndarray:
+    """Pixels within ``reach`` of an inner tile border of prediction's tiling (the field's own edges
+    are no tile border)."""
+    from mask2former.inference.tiling import tile_grid
+
+    h, w = shape
+    edges = np.zeros((h, w), bool)
+    for t in tile_grid(h, w, tile, overlap):
+        for y in (t.y0, t.y1):
+            if 0 < y < h:
+                edges[max(0, y - reach) : y + reach, t.x0 : t.x1] = True
+        for x in (t.x0, t.x1):
+            if 0 < x < w:
+                edges[t.y0 : t.y1, max(0, x - reach) : x + reach] = True
+    return edges
+
+
+def seam_breakdown(singles: np.ndarray, masks: np.ndarray, edges: np.ndarray) -> dict:
+    """Where the pieces of each cut isolated tube meet: on a tile border or inside a tile; and how
+    much of the instances' outlines lies on tile borders.
+
+    Each pixel of a tube's skeleton belongs to the highest-scoring instance covering it (``masks``
+    come sorted by score), or to none. A tube is cut when its skeleton runs through two or more
+    instances; its pieces meet where neighbouring skeleton pixels belong to different ones. The cut
+    is "at a tile border" when most of those meeting pixels lie on one (``edges``).
+    """
+    from skimage.morphology import skeletonize
+
+    kernel = np.ones((3, 3), np.uint8)
+    outline_px = on_border_px = 0
+    for m in masks:
+        outline = m & ~cv2.erode(m.astype(np.uint8), kernel).astype(bool)
+        outline_px += int(outline.sum())
+        on_border_px += int((outline & edges).sum())
+    cut = at_border = 0
+    for tube in singles:
+        ys, xs = np.nonzero(tube)
+        if not len(ys):
+            continue
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        skeleton = skeletonize(tube[y0:y1, x0:x1])
+        owner = np.full(skeleton.shape, -1, np.int32)
+        for k in range(len(masks) - 1, -1, -1):  # the highest score is written last
+            owner[masks[k, y0:y1, x0:x1] & skeleton] = k
+        if len(set(np.unique(owner[skeleton]).tolist()) - {-1}) < 2:
+            continue
+        cut += 1
+        padded = np.pad(np.where(skeleton, owner, -2), 1, constant_values=-2)
+        meeting = np.zeros(skeleton.shape, bool)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                neighbour = padded[1 + dy : 1 + dy + skeleton.shape[0], 1 + dx : 1 + dx + skeleton.shape[1]]
+                meeting |= skeleton & (neighbour != -2) & (neighbour != owner)
+        if meeting.any() and (meeting & edges[y0:y1, x0:x1]).sum() * 2 >= meeting.sum():
+            at_border += 1
+    return {"cut_tubes": cut, "cut_at_tile_border": at_border, "outline_px": outline_px, "outline_on_tile_border_px": on_border_px}
+
+
 def threshold_instances(image: np.ndarray, min_area: int) -> np.ndarray:
     from bench.annotator import baseline_masks
 
@@ -298,8 +356,10 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
             "annotator": annotate_instances(image, AnnotatorParams(scale=plan.pixel_scale)).masks,
             "threshold": threshold_instances(image, min_area),
         }
+        edges = {}
         for method, (predictor, options) in predictors.items():
             found[method] = predict_image(image, predictor, options).to_instances().masks
+            edges[method] = tile_edges(image.shape[:2], options.image_tile_size, options.tile_overlap)
         singles = isolated_tubes(human, min_area)
         row = {"field": os.path.basename(path).replace("_myosin.png", "")}
         for method, masks in found.items():
@@ -311,6 +371,8 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
                            "precision": sem["intersection"] / found_px if found_px else 1.0,
                            "recall": sem["intersection"] / human_px if human_px else 1.0,
                            **instance_proxy(singles, masks)}
+            if method in edges:  # a tiled model: where its cut tubes are cut
+                row[method].update(seam_breakdown(singles, masks, edges[method]))
         rows.append(row)
         print(f"  {row['field']}: " + ", ".join(f"{m} IoU {row[m]['iou']:.3f}" for m in found), flush=True)
         if figure_dir and k == 0:
@@ -348,6 +410,14 @@ def summarize(rows: list[dict]) -> dict:
             "pieces_per_isolated_tube": sum(r[m]["pieces"] for r in rows) / tubes if tubes else None,
             "instances_per_field": float(np.mean([r[m]["instances"] for r in rows])),
         }
+        if "cut_tubes" in rows[0][m]:
+            cut = sum(r[m]["cut_tubes"] for r in rows)
+            outline = sum(r[m]["outline_px"] for r in rows)
+            out[m].update({
+                "cut_isolated_tubes": cut,
+                "cut_at_tile_border": sum(r[m]["cut_at_tile_border"] for r in rows),
+                "share_of_outline_on_tile_borders": sum(r[m]["outline_on_tile_border_px"] for r in rows) / outline if outline else None,
+            })
     return out
 
 
@@ -399,6 +469,14 @@ def markdown(summary: dict, title: str) -> str:
         rate = "-" if s["isolated_match_rate"] is None else f"{s['isolated_match_rate']:.3f}"
         pieces = "-" if s["pieces_per_isolated_tube"] is None else f"{s['pieces_per_isolated_tube']:.2f}"
         lines.append(f"| {LABELS[m]} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['mean_pixel_precision']:.3f} | {s['mean_pixel_recall']:.3f} | {rate} | {pieces} |")
+    tiled = {m: s for m, s in summary.items() if "cut_isolated_tubes" in s}
+    if tiled:
+        lines += ["", "| model | isolated tubes cut | pieces meet at a tile border | inside a tile | share of instance outlines on tile borders |",
+                  "|---|---|---|---|---|"]
+        for m, s in tiled.items():
+            share = "-" if s["share_of_outline_on_tile_borders"] is None else f"{s['share_of_outline_on_tile_borders']:.3f}"
+            lines.append(f"| {LABELS[m]} | {s['cut_isolated_tubes']} | {s['cut_at_tile_border']} | "
+                         f"{s['cut_isolated_tubes'] - s['cut_at_tile_border']} | {share} |")
     return "\n".join(lines)
 
 

@@ -81,3 +81,27 @@ def test_components_and_instance_proxy_count_matches_and_pieces():
     found = np.concatenate([tubes[:1], halves])  # the first tube whole, the second in two pieces
     proxy = instance_proxy(tubes, found)
     assert proxy == {"tubes": 2, "matched": 1, "pieces": 3}
+
+
+def test_seam_breakdown_tells_cuts_on_a_tile_border_from_cuts_inside_a_tile():
+    from bench.real_two_stage import seam_breakdown, tile_edges
+
+    # Tiles of 64 px with overlap 0.25 on a 112 px field: inner borders at 48 and 64 along each axis;
+    # the field's own edges are none.
+    edges = tile_edges((112, 112), 64, 0.25)
+    assert edges[:, 46:51].all() and edges[46:51, :].all()
+    assert not edges[20:40, 30].any() and not edges[20:40, 0].any() and not edges[80:, 111].any()
+    tubes = np.zeros((3, 112, 112), bool)
+    tubes[0, 10:18, 5:105] = True  # cut where the tiles meet
+    tubes[1, 50:58, 5:105] = True  # cut in the middle of a tile
+    tubes[2, 90:98, 5:105] = True  # found whole
+    pieces = np.zeros((5, 112, 112), bool)
+    pieces[0, 10:18, 5:48], pieces[1, 10:18, 48:105] = True, True
+    pieces[2, 50:58, 5:30], pieces[3, 50:58, 30:105] = True, True
+    pieces[4] = tubes[2]
+    seams = seam_breakdown(tubes, pieces, edges)
+    assert (seams["cut_tubes"], seams["cut_at_tile_border"]) == (2, 1)
+    # Pieces 0 and 1 end on a border: part of the outlines lies on tile borders, most does not.
+    assert 0 < seams["outline_on_tile_border_px"] < seams["outline_px"]
+    whole = seam_breakdown(tubes[2:], pieces[4:], edges)
+    assert whole["cut_tubes"] == 0

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -51,12 +51,10 @@ from .export import (
     write_roi_zip,
 )
 from .filters import PostprocessParams, postprocess
-from .tiling import predict_tiled
+from .tiling import PredictFn, predict_tiled
 
 logger = logging.getLogger(__name__)
 _DEFAULTS = get_cfg()
-
-PredictFn = Callable[[np.ndarray], Instances]
 
 NUCLEI_MASK_SUFFIXES = ("", "_nuclei_mask", "_nuclei_masks", "_nuclei_labels", "_nuclei", "_mask", "_labels")
 NUCLEI_IMAGE_SUFFIXES = ("", "_dapi", "_hoechst", "_nuclei")
