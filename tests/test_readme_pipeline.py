@@ -30,7 +30,7 @@ def readme_pipeline() -> list[list[str]]:
     """The commands of the README's "The pipeline" block."""
     with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    block = text.split("## The pipeline", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    block = text.split("### The pipeline", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = []
     for line in block.strip().splitlines():
         line = line.split(" #", 1)[0].strip()
