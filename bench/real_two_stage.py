@@ -416,6 +416,7 @@ def summarize(rows: list[dict]) -> dict:
             out[m].update({
                 "cut_isolated_tubes": cut,
                 "cut_at_tile_border": sum(r[m]["cut_at_tile_border"] for r in rows),
+                "cut_inside_tile": cut - sum(r[m]["cut_at_tile_border"] for r in rows),
                 "share_of_outline_on_tile_borders": sum(r[m]["outline_on_tile_border_px"] for r in rows) / outline if outline else None,
             })
     return out
@@ -475,8 +476,7 @@ def markdown(summary: dict, title: str) -> str:
                   "|---|---|---|---|---|"]
         for m, s in tiled.items():
             share = "-" if s["share_of_outline_on_tile_borders"] is None else f"{s['share_of_outline_on_tile_borders']:.3f}"
-            lines.append(f"| {LABELS[m]} | {s['cut_isolated_tubes']} | {s['cut_at_tile_border']} | "
-                         f"{s['cut_isolated_tubes'] - s['cut_at_tile_border']} | {share} |")
+            lines.append(f"| {LABELS[m]} | {s['cut_isolated_tubes']} | {s['cut_at_tile_border']} | {s['cut_inside_tile']} | {share} |")
     return "\n".join(lines)
 
 

@@ -113,7 +113,8 @@ def test_the_main_result_tables_are_marked():
         ("README.md", "bench/results/demo.json"),
         ("docs/benchmarks.md", "bench/results/real_two_stage.json"),
         ("docs/benchmarks.md", "bench/results/annotator.json"),
-        ("docs/annotation.md", "bench/results/real_two_stage.json"),
+        ("docs/annotation.md", "bench/results/real_two_stage_random_init.json"),
+        ("docs/base_model.md", "bench/results/base_model/named_myotube-base.json"),
         ("docs/predict.md", "bench/results/predict.json"),
         ("docs/model_vs_annotator.md", "bench/results/recipe/resolution_ceiling.json"),
     ]:
