@@ -106,10 +106,15 @@ def continued_from(run: str) -> tuple[str, int, float] | None:
     earlier = os.path.dirname(weights)
     if os.path.basename(weights) != "model_final.pth" or not os.path.isfile(os.path.join(earlier, "metrics.json")):
         return None
-    import torch
-
-    iterations = int(torch.load(weights, map_location="cpu", weights_only=False).get("iteration", 0))
+    iterations = checkpoint_iteration(weights)
     return os.path.basename(os.path.normpath(earlier)), iterations, cpu_seconds(earlier, iterations)
+
+
+def checkpoint_iteration(path: str) -> int:
+    """The iteration a project checkpoint (or a named model) was saved at, read memory-mapped."""
+    from mask2former.modeling.weights import read_checkpoint
+
+    return int(read_checkpoint(path).get("iteration", 0))
 
 
 def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
@@ -120,10 +125,7 @@ def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
             found.append((int(m.group(1)), path))
     final = os.path.join(run, "model_final.pth")
     if os.path.isfile(final):
-        import torch
-
-        state = torch.load(final, map_location="cpu", weights_only=False)
-        found.append((int(state.get("iteration", 0)), final))
+        found.append((checkpoint_iteration(final), final))
     return sorted(set(found))
 
 
@@ -231,14 +233,11 @@ def evaluate_runs(runs: list[str], every: int, work: str) -> None:
 def score_named(name: str, work: str) -> dict:
     """The model shipped as ``name``, as it is published (its own score threshold), on the held-out fields."""
     from mask2former.data.coco import load_coco_instances
-    from mask2former.modeling.zoo import zoo_models, zoo_path
+    from mask2former.modeling.zoo import zoo_models
 
     gt, images = heldout_dataset(os.path.join(work, "heldout"))
     row = score_checkpoint(name, load_coco_instances(gt, images))
-    import torch
-
-    state = torch.load(zoo_path(name), map_location="cpu", weights_only=True)
-    row.update(iteration=int(state.get("iteration", 0)), sha256=zoo_models()[name].sha256)
+    row.update(iteration=checkpoint_iteration(name), sha256=zoo_models()[name].sha256)
     write_results(os.path.join(RESULTS, f"named_{name}.json"), {"named": name, "heldout": HELDOUT, "row": row})
     print(f"{name}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}")
     return row

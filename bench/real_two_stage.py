@@ -412,11 +412,12 @@ def summarize(rows: list[dict]) -> dict:
         }
         if "cut_tubes" in rows[0][m]:
             cut = sum(r[m]["cut_tubes"] for r in rows)
+            at_border = sum(r[m]["cut_at_tile_border"] for r in rows)
             outline = sum(r[m]["outline_px"] for r in rows)
             out[m].update({
                 "cut_isolated_tubes": cut,
-                "cut_at_tile_border": sum(r[m]["cut_at_tile_border"] for r in rows),
-                "cut_inside_tile": cut - sum(r[m]["cut_at_tile_border"] for r in rows),
+                "cut_at_tile_border": at_border,
+                "cut_inside_tile": cut - at_border,
                 "share_of_outline_on_tile_borders": sum(r[m]["outline_on_tile_border_px"] for r in rows) / outline if outline else None,
             })
     return out

@@ -208,6 +208,41 @@ def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log)
     return models
 
 
+def generate_fields(raw: str, plan: DemoPlan) -> tuple[str, str]:
+    """The Stage 1 pool, the 'manual' fields and the held-out fields, each with exact ground truth;
+    returns the manual and held-out annotation files."""
+    common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False,
+              "params": generator_params(plan.generator)}
+    write_synthetic_dataset(os.path.join(raw, "stage1_pool"), plan.stage1_images, seed=1, **common)
+    manual_json = write_synthetic_dataset(os.path.join(raw, "manual"), plan.manual_images, seed=2, **common)
+    heldout_json = write_synthetic_dataset(os.path.join(raw, "heldout"), plan.heldout_images, seed=3, **common)
+    print(f"  {plan.stage1_images} Stage 1 fields, {plan.manual_images} 'manually annotated' fields, "
+          f"{plan.heldout_images} held-out fields with ground truth ({plan.size} px)")
+    return manual_json, heldout_json
+
+
+def annotate_and_organize(raw: str, manual_json: str, output: str, plan: DemoPlan, workers: int, log) -> str:
+    """The annotator labels the Stage 1 pool; the organizer joins it with the manual fields. Returns
+    the unified dataset folder."""
+    annotated = os.path.join(output, "annotator_out")
+    _run([sys.executable, os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"), "--input_dir", os.path.join(raw, "stage1_pool", "images"),
+          "--output_dir", annotated, "--resolution", str(plan.size), "--scale", str(plan.pixel_scale), "--test_fraction", "0.1", "--seed", "0",
+          "--workers", str(workers)], log)
+    dataset = os.path.join(output, os.path.basename(DEFAULT_DATASET_ROOT))
+    _run([sys.executable, os.path.join(REPO_ROOT, "organize_unified_dataset.py"), "--algorithmic_dataset", annotated,
+          "--manual_dataset", manual_json, "--output_dataset", dataset], log)
+    return dataset
+
+
+def predict_examples(image_dir: str, output: str, plan: DemoPlan, log) -> None:
+    """``predict.py`` with the Stage 2 model on the first held-out images, as a user would run it."""
+    held_images = sorted(os.listdir(image_dir))[: plan.predict_images]
+    _run([sys.executable, os.path.join(REPO_ROOT, "predict.py"), "--config-file", os.path.join(plan.configs, "stage2_config.yaml"),
+          "--weights", os.path.join(output, STAGE_OUTPUT_NAMES[2], FINAL), "--input", *[os.path.join(image_dir, f) for f in held_images],
+          "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.image_size),
+          "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)], log)
+
+
 def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     t_start = time.perf_counter()
     output = os.path.abspath(output)
@@ -215,7 +250,6 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
         shutil.rmtree(output)
     os.makedirs(output)
     log = open(os.path.join(output, "demo_log.txt"), "w", encoding="utf-8")
-    py = sys.executable
     timings: dict[str, float] = {}
 
     def step(name: str):
@@ -224,22 +258,10 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
 
     step("1. generate synthetic fields")
     raw = os.path.join(output, "raw")
-    common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False,
-              "params": generator_params(plan.generator)}
-    write_synthetic_dataset(os.path.join(raw, "stage1_pool"), plan.stage1_images, seed=1, **common)
-    manual_json = write_synthetic_dataset(os.path.join(raw, "manual"), plan.manual_images, seed=2, **common)
-    heldout_json = write_synthetic_dataset(os.path.join(raw, "heldout"), plan.heldout_images, seed=3, **common)
-    print(f"  {plan.stage1_images} Stage 1 fields, {plan.manual_images} 'manually annotated' fields, "
-          f"{plan.heldout_images} held-out fields with ground truth ({plan.size} px)")
+    manual_json, heldout_json = generate_fields(raw, plan)
 
     step("2. annotate the Stage 1 pool and organize the unified dataset")
-    annotated = os.path.join(output, "annotator_out")
-    _run([py, os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"), "--input_dir", os.path.join(raw, "stage1_pool", "images"),
-          "--output_dir", annotated, "--resolution", str(plan.size), "--scale", str(plan.pixel_scale), "--test_fraction", "0.1", "--seed", "0",
-          "--workers", str(workers)], log)
-    dataset = os.path.join(output, os.path.basename(DEFAULT_DATASET_ROOT))
-    _run([py, os.path.join(REPO_ROOT, "organize_unified_dataset.py"), "--algorithmic_dataset", annotated,
-          "--manual_dataset", manual_json, "--output_dataset", dataset], log)
+    dataset = annotate_and_organize(raw, manual_json, output, plan, workers, log)
 
     step("3. check the dataset, train Stage 1, Stage 2, and the comparison models")
     models = train_models(plan, dataset, os.path.join(raw, "stage1_pool", "annotations.json"), output, log)
@@ -249,18 +271,13 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
         models = {BASE_ALONE: plan.weights, **models}
     table = evaluate_on_heldout(heldout_json, os.path.join(raw, "heldout", "images"), models, plan.pixel_scale, plan.device)
 
-
     markdown = format_table(table["results"], keys=("AP", "AP50", "AP75", "f1@0.5", "semantic_iou"))
     errors = format_error_table(table["results"])
     atomic_write_text(os.path.join(output, "demo_results.md"), markdown + "\n\nWhere each method goes wrong (counts over the held-out fields):\n\n" + errors + "\n")
     print(f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}\n\n{errors}", flush=True)
 
     step("5. predict two held-out images")
-    held_images = sorted(os.listdir(os.path.join(raw, "heldout", "images")))[: plan.predict_images]
-    _run([py, os.path.join(REPO_ROOT, "predict.py"), "--config-file", os.path.join(plan.configs, "stage2_config.yaml"),
-          "--weights", os.path.join(output, STAGE_OUTPUT_NAMES[2], FINAL), "--input", *[os.path.join(raw, "heldout", "images", f) for f in held_images],
-          "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.image_size),
-          "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)], log)
+    predict_examples(os.path.join(raw, "heldout", "images"), output, plan, log)
     overview = draw_overview(table, heldout_json, os.path.join(raw, "heldout", "images"), output, plan.pixel_scale, plan.device)
 
     wall = time.perf_counter() - t_start
