@@ -332,7 +332,8 @@ def threshold_instances(image: np.ndarray, min_area: int) -> np.ndarray:
     return components(baseline_masks(image)["triangle"], min_area)
 
 
-def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figure_dir: str | None) -> list[dict]:
+def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figure_dir: str | None,
+                 predict_opts: tuple[str, ...] = ()) -> list[dict]:
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.predictor import MyotubePredictor
@@ -347,6 +348,7 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
         weights = os.path.join(out, "model_final.pth") if os.path.isdir(out) else out
         cfg = checkpoint_config(weights)
         cfg.MODEL.DEVICE = plan.device
+        cfg.merge_from_list(list(predict_opts))
         # The fields are loaded at the training scale already: the model sees their own pixels.
         predictors[method] = (MyotubePredictor(cfg, weights=weights, input_scale=1.0), PredictOptions.from_cfg(cfg, progress=False))
     rows = []
@@ -356,9 +358,11 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
             "annotator": annotate_instances(image, AnnotatorParams(scale=plan.pixel_scale)).masks,
             "threshold": threshold_instances(image, min_area),
         }
-        edges = {}
+        edges, seconds = {}, {}
         for method, (predictor, options) in predictors.items():
+            start = time.perf_counter()
             found[method] = predict_image(image, predictor, options).to_instances().masks
+            seconds[method] = time.perf_counter() - start
             edges[method] = tile_edges(image.shape[:2], options.image_tile_size, options.tile_overlap)
         singles = isolated_tubes(human, min_area)
         row = {"field": os.path.basename(path).replace("_myosin.png", "")}
@@ -371,8 +375,8 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
                            "precision": sem["intersection"] / found_px if found_px else 1.0,
                            "recall": sem["intersection"] / human_px if human_px else 1.0,
                            **instance_proxy(singles, masks)}
-            if method in edges:  # a tiled model: where its cut tubes are cut
-                row[method].update(seam_breakdown(singles, masks, edges[method]))
+            if method in edges:  # a tiled model: where its cut tubes are cut, and its prediction time
+                row[method].update(seam_breakdown(singles, masks, edges[method]), seconds=seconds[method])
         rows.append(row)
         print(f"  {row['field']}: " + ", ".join(f"{m} IoU {row[m]['iou']:.3f}" for m in found), flush=True)
         if figure_dir and k == 0:
@@ -420,6 +424,8 @@ def summarize(rows: list[dict]) -> dict:
                 "cut_inside_tile": cut - at_border,
                 "share_of_outline_on_tile_borders": sum(r[m]["outline_on_tile_border_px"] for r in rows) / outline if outline else None,
             })
+        if "seconds" in rows[0][m]:
+            out[m]["predict_seconds_per_field"] = float(np.mean([r[m]["seconds"] for r in rows]))
     return out
 
 
@@ -512,21 +518,24 @@ def run(args) -> dict:
     train_seconds = train_models(work, dataset, plan, args.seed)
     models = {m: os.path.join(work, m) for m in MODELS if not (m == "stage2_only" and not plan.weights)}
     scored = {"base": plan.weights, **models} if plan.weights else models
+    if args.methods:
+        scored = {m: w for m, w in scored.items() if m in args.methods}
+    predict_opts = tuple(args.predict_opts)
     t_score = time.perf_counter()
     figure_dir = os.path.join(work, "figures") if args.figures is None else args.figures
-    heldout_rows = score_fields(splits["heldout"], plan, scored, figure_dir)
+    heldout_rows = score_fields(splits["heldout"], plan, scored, figure_dir, predict_opts)
     result = {
         "preset": "quick" if args.quick else args.preset, "plan": asdict(plan), "seed": args.seed, "data": os.path.abspath(args.data),
         "splits": {k: [os.path.basename(p) for p in v] for k, v in splits.items()}, "label_counts": counts,
-        "train_seconds": train_seconds, "heldout": summarize(heldout_rows), "per_field": {"heldout": heldout_rows},
+        "train_seconds": train_seconds, "predict_opts": list(predict_opts), "heldout": summarize(heldout_rows), "per_field": {"heldout": heldout_rows},
         "manual_field_masks": manual_conventions(splits["manual"], plan),
     }
     if args.score_pool:
-        pool_rows = score_fields(splits["pool"], plan, scored, None)
+        pool_rows = score_fields(splits["pool"], plan, scored, None, predict_opts)
         result["pool"] = summarize(pool_rows)
         result["per_field"]["pool"] = pool_rows
     for extra in args.heldout:
-        rows = score_fields(list_fields(extra), plan, scored, None)
+        rows = score_fields(list_fields(extra), plan, scored, None, predict_opts)
         result.setdefault("extra_heldout", {})[os.path.abspath(extra)] = summarize(rows)
     result["score_seconds"] = round(time.perf_counter() - t_score, 1)
     result["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
@@ -560,6 +569,10 @@ def main(argv=None) -> None:
     parser.add_argument("--output", help="keep each model as OUTPUT/<method>/model_final.pth + config.yaml")
     parser.add_argument("--figures", help="folder for the overlay pictures (default: WORK/figures)")
     parser.add_argument("--score-pool", action="store_true", help="also score the Stage 1 pool fields (the tuning half)")
+    parser.add_argument("--methods", nargs="*", choices=("base", *MODELS), metavar="MODEL",
+                        help="score only these models (the annotator and the threshold are always scored)")
+    parser.add_argument("--predict-opts", nargs="*", default=[], metavar="KEY VALUE",
+                        help="config settings for prediction only, on every scored model, e.g. INFERENCE.JOIN_PIECES True")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a field of the preset, e.g. --set stage1_iters=3000")
     parser.add_argument("--out", help="results JSON (default bench/results/real_two_stage[_PRESET].json)")

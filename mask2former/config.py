@@ -236,6 +236,10 @@ def add_myotube_config(cfg: CfgNode) -> None:
     _C.SYNTHETIC.FIELD_SIZE_WEIGHTS = (1.0,)
     _C.SYNTHETIC.BIT_DEPTH = 8
     _C.SYNTHETIC.SEED = 0
+    # Training on registered datasets (ENABLED off), this fraction of the steps draws generated
+    # fields from the stream instead: fine-tuning the base model on the annotator's labels, which
+    # merge crossing tubes, then keeps rehearsing the exact labels it was pretrained on. 0 = off.
+    _C.SYNTHETIC.REPLAY = 0.0
 
     _C.DATALOADER = CfgNode()
     _C.DATALOADER.NUM_WORKERS = 4
@@ -296,6 +300,11 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # duplicate and goes (mask non-maximum suppression); 0 disables. Crossing tubes share only the
     # crossing, far below it.
     _C.INFERENCE.DUPLICATE_IOU = 0.5
+    # Join pieces of one tube that continue each other end to end (inference/joining.py): ends
+    # within JOIN_MAX_GAP tube widths, pointing at each other within JOIN_MAX_ANGLE degrees.
+    _C.INFERENCE.JOIN_PIECES = False
+    _C.INFERENCE.JOIN_MAX_GAP = 2.0
+    _C.INFERENCE.JOIN_MAX_ANGLE = 30.0
 
 
 def get_cfg() -> CfgNode:
@@ -361,7 +370,9 @@ def _check_values(cfg: CfgNode, source) -> None:
         raise ConfigError(where, f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}")
     if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
         raise ConfigError(where, f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
-    if cfg.SYNTHETIC.ENABLED:
+    if not 0.0 <= cfg.SYNTHETIC.REPLAY < 1.0:
+        raise ConfigError(where, f"SYNTHETIC.REPLAY must be in [0, 1), got {cfg.SYNTHETIC.REPLAY}")
+    if cfg.SYNTHETIC.ENABLED or cfg.SYNTHETIC.REPLAY > 0:
         _check_synthetic(cfg.SYNTHETIC, where)
     if cfg.SOLVER.LR_SCHEDULER_NAME not in ("WarmupPolyLR", "WarmupCosineLR"):
         raise ConfigError(where, f"SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, got {cfg.SOLVER.LR_SCHEDULER_NAME!r}")

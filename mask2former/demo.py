@@ -92,6 +92,10 @@ class DemoPlan:
     seed: int = 0
     # Also train on the exact labels of the Stage 1 fields (the ceiling of the recipe).
     ceiling: bool = False
+    # Share of Stage 1's steps that replay generated fields with exact labels (SYNTHETIC.REPLAY).
+    stage1_replay: float = 0.0
+    # Train the comparison rows (Stage 2 only, from scratch); off for quick A/B runs of the two stages.
+    comparisons: bool = True
 
     @classmethod
     def named(cls, name: str) -> DemoPlan:
@@ -187,12 +191,16 @@ def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log)
     exact = os.path.join(output, "output_exact_labels")
     total_iters = plan.stage1_iters + plan.stage2_iters
     train = os.path.join(REPO_ROOT, "train_two_stage.py")
+    replay = ["SYNTHETIC.REPLAY", str(plan.stage1_replay), "SYNTHETIC.FIELD_SIZES", f"({plan.image_size},)",
+              "SYNTHETIC.FIELD_SIZE_WEIGHTS", "(1.0,)"] if plan.stage1_replay > 0 else []
     _run([py, train, "--stage", "1", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS", plan.weights,
-          *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch)], log)
+          *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch), *replay], log)
     _run([py, train, "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts",
           "MODEL.WEIGHTS", os.path.join(s1, FINAL), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)], log)
     # The comparisons get the two-stage model's whole budget: Stage 1 + Stage 2 iterations.
     models = {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2}
+    if not plan.comparisons:
+        return models
     if plan.weights:
         _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
               "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)], log)

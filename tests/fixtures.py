@@ -28,6 +28,14 @@ def draw_tube_masks(rng: np.random.Generator, size: int, n: int) -> list[np.ndar
     return masks
 
 
+def polyline_mask(height: int, width: int, points, thickness: int) -> np.ndarray:
+    """A tube of ``thickness`` pixels along the polyline ``points`` ((x, y) pairs)."""
+    m = np.zeros((height, width), np.uint8)
+    pts = np.round(np.asarray(points)).astype(np.int32)
+    cv2.polylines(m, [pts], False, 1, thickness=thickness)
+    return m.astype(bool)
+
+
 def render_image(rng: np.random.Generator, masks: list[np.ndarray], size: int, dtype=np.uint8) -> np.ndarray:
     img = rng.normal(20, 4, (size, size))
     for m in masks:

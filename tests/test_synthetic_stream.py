@@ -7,9 +7,18 @@ import pytest
 import torch
 
 from mask2former.config import load_config
+from mask2former.data.catalog import register_two_stage_datasets
 from mask2former.data.synthetic_stream import StreamSampler, SyntheticFieldStream, stream_input_scale_factor
+from mask2former.engine.loader import (
+    FIELDS,
+    InfiniteShuffledSampler,
+    ReplaySampler,
+    build_train_loader,
+    training_records,
+)
 from mask2former.engine.trainer import train
 from mask2former.errors import ConfigError
+from tests.fixtures import make_unified_dataset
 from tests.tiny import REPO_ROOT, tiny_cfg
 
 STREAM = ("SYNTHETIC.ENABLED", True, "DATASETS.TRAIN", "()", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", 0)
@@ -101,3 +110,46 @@ def test_a_resumed_pretraining_continues_the_stream_where_it_stopped(tmp_path):
     split = torch.load(run(tmp_path / "split", resume=True), map_location="cpu", weights_only=False)["model"]
     for key in whole:
         assert torch.allclose(whole[key], split[key], atol=1e-5), key
+
+
+def _steps(sampler: ReplaySampler, per: int, steps: int) -> list[list[tuple[str, int]]]:
+    keys = list(itertools.islice(iter(sampler), per * steps))
+    return [keys[per * k : per * (k + 1)] for k in range(steps)]
+
+
+def test_replay_takes_its_share_of_steps_from_the_stream_and_every_rank_agrees_on_which():
+    per, world, steps = 2, 2, 400
+    ranks = [_steps(ReplaySampler(InfiniteShuffledSampler(5, 0, rank, world), 0.3, per, seed=7, rank=rank, world_size=world), per, steps)
+             for rank in range(world)]
+    kinds = [[step[0][0] for step in rank] for rank in ranks]
+    assert kinds[0] == kinds[1]
+    for rank in ranks:
+        assert all(len({source for source, _ in step}) == 1 for step in rank)  # one source per batch
+    replayed = [k for k, kind in enumerate(kinds[0]) if kind != FIELDS]
+    assert 0.2 < len(replayed) / steps < 0.4
+    generated = [index for rank in ranks for step in rank for source, index in step if source != FIELDS]
+    assert len(generated) == len(set(generated)) == len(replayed) * per * world
+    records = [{index for step in rank for source, index in step if source == FIELDS} for rank in ranks]
+    assert records[0] | records[1] == set(range(5))  # the ranks share the records, pass after pass
+    # A run resumed at step 100 replays the same steps with the same generated fields.
+    resumed = _steps(ReplaySampler(InfiniteShuffledSampler(5, 1, 0, world), 0.3, per, seed=7, start_step=100, world_size=world), per, 50)
+    assert [s for s in resumed if s[0][0] != FIELDS] == [s for s in ranks[0][100:150] if s[0][0] != FIELDS]
+
+
+def test_no_replay_and_a_replay_share_out_of_range_is_refused():
+    assert all(source == FIELDS for step in _steps(ReplaySampler(InfiniteShuffledSampler(3, 0), 0.0, 2, seed=0), 2, 50)
+               for source, _ in step)
+    with pytest.raises(ConfigError, match="SYNTHETIC.REPLAY"):
+        tiny_cfg("SYNTHETIC.REPLAY", 1.0)
+
+
+def test_fine_tuning_with_replay_batches_registered_fields_and_generated_ones(tmp_path):
+    register_two_stage_datasets(make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=3, n_test=1, n_manual=1))
+    cfg = tiny_cfg("SYNTHETIC.REPLAY", 0.5, "SYNTHETIC.FIELD_SIZES", "(64,)", "INPUT.IMAGE_SIZE", 64, "DATALOADER.NUM_WORKERS", 0)
+    records = training_records(cfg)
+    loader = iter(build_train_loader(cfg, records, 2, seed=0, rank=0, world_size=1, pin_memory=False))
+    names = [[record["file_name"] for record in next(loader)["records"]] for _ in range(12)]
+    generated = [batch for batch in names if batch[0].startswith("synthetic:")]
+    assert 0 < len(generated) < len(names)
+    assert all(all(name.startswith("synthetic:") for name in batch) for batch in generated)
+    assert {name for batch in names if batch not in generated for name in batch} <= {r["file_name"] for r in records}

@@ -1,11 +1,11 @@
 """Tiled prediction: the grid, and stitching instances cut by tile borders back into one."""
 
-import cv2
 import numpy as np
 import pytest
 
 from mask2former.inference.tiling import predict_tiled, stitch_tiles, tile_grid
 from mask2former.structures import CroppedInstances, CroppedMask, Instances, label_image
+from tests.fixtures import polyline_mask as tube
 
 
 def coordinate_image(height, width):
@@ -29,13 +29,6 @@ class GroundTruthPredictor:
         crops = self.masks[:, y0 : y0 + h, x0 : x0 + w]
         keep = crops.reshape(len(crops), -1).any(1)
         return Instances(crops[keep], np.full(int(keep.sum()), self.score, np.float32))
-
-
-def tube(height, width, points, thickness):
-    m = np.zeros((height, width), np.uint8)
-    pts = np.round(np.asarray(points)).astype(np.int32)
-    cv2.polylines(m, [pts], False, 1, thickness=thickness)
-    return m.astype(bool)
 
 
 def predict(masks, size, tile=128, overlap=0.25):

@@ -1,4 +1,9 @@
-"""Training data loader: an infinite, seeded, rank-sharded stream of mapped samples."""
+"""Training data loader: an infinite, seeded, rank-sharded stream of mapped samples.
+
+Three sources: the registered fields (shuffled passes), the generated stream (SYNTHETIC.ENABLED),
+or the registered fields with a share of the steps replaying the generated stream
+(SYNTHETIC.REPLAY). A step's batch always comes from one source: its samples form one tensor.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,50 @@ class InfiniteShuffledSampler(Sampler):
             yield from torch.randperm(self.size, generator=g)[self.rank :: self.world_size].tolist()
 
 
+FIELDS, STREAM = "fields", "stream"
+
+
+class ReplayDataset(Dataset):
+    """Keys ``(FIELDS, i)``: registered record ``i``; ``(STREAM, k)``: generated field ``k``."""
+
+    def __init__(self, fields: MappedDataset, stream: SyntheticFieldStream):
+        self.fields, self.stream = fields, stream
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __getitem__(self, key: tuple[str, int]) -> dict:
+        source, index = key
+        return (self.stream if source == STREAM else self.fields)[index]
+
+
+class ReplaySampler(Sampler):
+    """Per step, ``per_process`` keys of one source: the generated stream with probability
+    ``fraction``, decided by ``(seed, step)`` alone so that every rank and a resumed run agree;
+    otherwise the next records of the shuffled passes. Stream indices follow the step as in
+    :class:`StreamSampler`, so no generated field is drawn twice."""
+
+    def __init__(self, records: Sampler, fraction: float, per_process: int, seed: int, start_step: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.records, self.fraction, self.per_process, self.seed = records, fraction, per_process, seed
+        self.start_step, self.rank, self.world_size = start_step, rank, world_size
+
+    def replays(self, step: int) -> bool:
+        return bool(np.random.default_rng([self.seed, 2, step]).random() < self.fraction)
+
+    def __iter__(self):
+        order = iter(self.records)
+        step = self.start_step
+        while True:
+            if self.replays(step):
+                first = (step * self.world_size + self.rank) * self.per_process
+                yield from ((STREAM, k) for k in range(first, first + self.per_process))
+            else:
+                for _ in range(self.per_process):
+                    yield (FIELDS, next(order))
+            step += 1
+
+
 def training_records(cfg: CfgNode) -> list[dict]:
     """The registered training fields (none when training draws generated fields)."""
     if cfg.SYNTHETIC.ENABLED:
@@ -52,20 +101,26 @@ def training_records(cfg: CfgNode) -> list[dict]:
 def build_train_loader(cfg: CfgNode, records: list[dict], batch_per_process: int, seed: int, rank: int, world_size: int,
                        pin_memory: bool, start_iter: int = 0) -> DataLoader:
     """Endless batches: shuffled passes over ``records`` (reshuffled from ``seed``), or, with
-    SYNTHETIC.ENABLED, the generated stream from the step ``start_iter`` on."""
+    SYNTHETIC.ENABLED, the generated stream from the step ``start_iter`` on; with SYNTHETIC.REPLAY,
+    the records with that share of the steps from the stream."""
     workers = cfg.DATALOADER.NUM_WORKERS
+    generated = cfg.SYNTHETIC.ENABLED or cfg.SYNTHETIC.REPLAY > 0
     if cfg.SYNTHETIC.ENABLED:
         dataset = SyntheticFieldStream(cfg, batch_per_process * world_size)
         sampler = StreamSampler(batch_per_process, start_iter, rank, world_size)
     else:
         dataset = MappedDataset(records, MyotubeDatasetMapper(cfg, is_train=True))
         sampler = InfiniteShuffledSampler(len(dataset), seed, rank, world_size)
+        if cfg.SYNTHETIC.REPLAY > 0:
+            dataset = ReplayDataset(dataset, SyntheticFieldStream(cfg, batch_per_process * world_size))
+            sampler = ReplaySampler(sampler, float(cfg.SYNTHETIC.REPLAY), batch_per_process, int(cfg.SYNTHETIC.SEED), start_iter,
+                                    rank, world_size)
     return DataLoader(
         dataset,
         batch_size=batch_per_process,
         sampler=sampler,
         num_workers=workers,
-        worker_init_fn=stream_worker_init if cfg.SYNTHETIC.ENABLED and workers > 0 else None,
+        worker_init_fn=stream_worker_init if generated and workers > 0 else None,
         collate_fn=collate_samples,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,

@@ -292,7 +292,10 @@ def training_data(cfg: CfgNode) -> tuple[list[str], list[dict], InputScale | Non
     class_names = class_names_of(cfg.DATASETS.TRAIN)
     records = training_records(cfg)
     jitter = (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE) if cfg.INPUT.AUGMENT else (1.0, 1.0)
-    return class_names, records, training_input_scale(records, cfg.INPUT.IMAGE_SIZE, jitter), f"{len(records)} images from {', '.join(cfg.DATASETS.TRAIN)}"
+    source = f"{len(records)} images from {', '.join(cfg.DATASETS.TRAIN)}"
+    if cfg.SYNTHETIC.REPLAY > 0:
+        source += f", {cfg.SYNTHETIC.REPLAY:.0%} of the steps replaying generated fields ({cfg.SYNTHETIC.PRESET} preset, stream seed {cfg.SYNTHETIC.SEED})"
+    return class_names, records, training_input_scale(records, cfg.INPUT.IMAGE_SIZE, jitter), source
 
 
 @contextlib.contextmanager

@@ -14,8 +14,12 @@ Order (:func:`postprocess`):
    of either, and stay apart. Runs after steps 2-3 so duplicates are dropped rather than unioned.
    Off by default: unions chain, and one instance covering two tubes pulls in every instance it
    overlaps;
-5. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
-6. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
+5. joining pieces (``INFERENCE.JOIN_PIECES``, ``JOIN_MAX_GAP``, ``JOIN_MAX_ANGLE``): two instances
+   whose skeleton ends continue each other, end to end, are one tube cut in pieces; replace them by
+   their union (:mod:`mask2former.inference.joining`). Crossing tubes meet at an angle and stay
+   apart. Off by default;
+6. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
+7. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
    as defined in :mod:`mask2former.measure.morphology`. Myotubes are long; round debris is not.
 
 The result is sorted by score (highest first); output ids follow that order.
@@ -30,6 +34,7 @@ from scipy.cluster.hierarchy import DisjointSet
 from ..config import get_cfg
 from ..measure.morphology import elongation
 from ..structures import CroppedInstances, candidate_pairs, intersection_area, union_of
+from .joining import join_pieces
 
 _DEFAULTS = get_cfg()
 
@@ -44,6 +49,9 @@ class PostprocessParams:
     contained_fraction: float = _DEFAULTS.INFERENCE.CONTAINED_FRACTION
     merge_fragments: bool = _DEFAULTS.INFERENCE.MERGE_FRAGMENTS
     merge_overlap: float = _DEFAULTS.INFERENCE.MERGE_OVERLAP
+    join_pieces: bool = _DEFAULTS.INFERENCE.JOIN_PIECES
+    join_max_gap: float = _DEFAULTS.INFERENCE.JOIN_MAX_GAP
+    join_max_angle: float = _DEFAULTS.INFERENCE.JOIN_MAX_ANGLE
     min_area: int = _DEFAULTS.INFERENCE.MIN_AREA
     min_elongation: float = _DEFAULTS.INFERENCE.MIN_ELONGATION
 
@@ -57,6 +65,9 @@ class PostprocessParams:
             contained_fraction=float(inf.CONTAINED_FRACTION),
             merge_fragments=bool(inf.MERGE_FRAGMENTS),
             merge_overlap=float(inf.MERGE_OVERLAP),
+            join_pieces=bool(inf.JOIN_PIECES),
+            join_max_gap=float(inf.JOIN_MAX_GAP),
+            join_max_angle=float(inf.JOIN_MAX_ANGLE),
             min_area=int(inf.MIN_AREA),
             min_elongation=float(inf.MIN_ELONGATION),
         )
@@ -133,6 +144,8 @@ def postprocess(instances: CroppedInstances, params: PostprocessParams) -> Cropp
         out = remove_contained(out, params.contained_fraction)
     if params.merge_fragments:
         out = merge_fragments(out, params.merge_overlap)
+    if params.join_pieces:
+        out = join_pieces(out, params.join_max_gap, params.join_max_angle)
     if params.min_area > 0:
         out = filter_by_area(out, params.min_area)
     if params.min_elongation > 0:
