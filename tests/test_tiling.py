@@ -187,3 +187,73 @@ def test_one_tile_joining_two_tubes_does_not_chain_them_into_one_instance():
 
     assert len(result) >= 2
     assert not any(all(covers(m, t) for t in truth) for m in result)
+
+
+# --------------------------------------------------------------------------- whole tubes on generated fields
+
+
+def tiles_touched(mask, tiles) -> int:
+    return sum(bool(mask[t.y0 : t.y1, t.x0 : t.x1].any()) for t in tiles)
+
+
+def test_tubes_of_a_generated_field_crossing_four_tiles_or_more_come_back_one_instance_each():
+    from mask2former.data.synthetic import REALISTIC, generate_field
+
+    field = generate_field(512, seed=11, density="medium", pixel_scale=0.5, params=REALISTIC)
+    size = field.image.shape[:2]
+    tiles = tile_grid(*size, 128, 0.25)
+    long = [m for m in field.masks if tiles_touched(m, tiles) >= 4]
+    assert len(long) >= 3
+    result, _ = predict(field.masks, size)
+    got = [m.to_full(*size) for m in result]
+    for t in long:
+        assert sum(np.array_equal(g, t) for g in got) == 1
+
+
+def test_two_tubes_crossing_on_a_tile_border_stay_two():
+    size = (384, 384)
+    tiles = tile_grid(*size, 128, 0.25)
+    border = sorted({t.x1 for t in tiles})[0]  # the right edge of the first column of tiles
+    truth = [tube(*size, [(border - 150, 20), (border + 150, 360)], 13), tube(*size, [(border + 150, 20), (border - 150, 360)], 13)]
+    crossing = truth[0] & truth[1]
+    ys, xs = np.nonzero(crossing)
+    assert abs(xs.mean() - border) < 3  # the crossing lies on the border itself
+    result, _ = predict(truth, size)
+    assert_same_masks(result, truth)
+
+
+class CuttingPredictor(GroundTruthPredictor):
+    """Like the ground truth, but every tube is cut in two across the middle column of each tile
+    (a model losing a tube inside a tile, away from any tile border)."""
+
+    def __call__(self, tile):
+        out = super().__call__(tile)
+        h, w = tile.shape[:2]
+        pieces, scores = [], []
+        for mask, score in zip(out.masks, out.scores):
+            left, right = mask.copy(), mask.copy()
+            left[:, w // 2 - 2 :] = False
+            right[:, : w // 2 + 2] = False
+            for piece in (left, right):
+                if piece.sum() > 30:
+                    pieces.append(piece)
+                    scores.append(score)
+        return Instances(np.array(pieces, bool).reshape(-1, h, w), np.array(scores, np.float32))
+
+
+def test_pieces_cut_inside_tiles_are_joined_and_crossing_tubes_stay_apart():
+    from mask2former.inference.filters import PostprocessParams, postprocess
+
+    size = (300, 640)
+    # The first tube is cut in every tile; the second crosses it and runs down between the tiles'
+    # middle columns (235 and 320), so no cut runs along it.
+    truth = [tube(*size, [(5, 150), (635, 150)], 11), tube(*size, [(275, 5), (285, 295)], 11)]
+    fake = CuttingPredictor(truth, size[1])
+    stitched = predict_tiled(coordinate_image(*size), fake, 128, 0.25, 0.5)
+    assert len(stitched) > 2  # the cuts inside tiles leave pieces that stitching cannot join
+    joined = postprocess(stitched, PostprocessParams(min_area=0, join_pieces=True, duplicate_iou=0.0))
+    got = [m.to_full(*size) for m in joined]
+    assert len(got) == 2
+    for t in truth:
+        best = max(got, key=lambda g: (g & t).sum())
+        assert (best & t).sum() >= 0.9 * t.sum() and (best & ~t).sum() <= 0.1 * t.sum()
