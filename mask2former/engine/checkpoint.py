@@ -140,3 +140,50 @@ def load_resume_state(output_dir: str) -> dict | None:
         state["path"] = path
         return state
     return None
+
+
+class Checkpointer:
+    """Saving and resuming of one training run, out of the loop (detectron2's checkpointer and
+    periodic checkpointer in one): :meth:`resume` loads the newest checkpoint, :meth:`step` saves
+    every ``period`` iterations (or when asked), :meth:`save_final` writes ``model_final.pth``.
+
+    Rank 0 writes; every rank waits for it, so no rank runs ahead of a checkpoint being written.
+    ``extra`` (config, class names, training scale) goes into every file, so each can be predicted
+    with on its own.
+    """
+
+    def __init__(self, output_dir: str, model, optimizer, scheduler, extra: dict, period: int, max_kept: int, main: bool,
+                 barrier=lambda: None):
+        self.output_dir, self.model, self.optimizer, self.scheduler = output_dir, model, optimizer, scheduler
+        self.extra, self.period, self.max_kept, self.main, self.barrier = extra, period, max_kept, main, barrier
+
+    def resume(self) -> tuple[int, dict | None]:
+        """Restore model, optimizer, schedule and RNG from the newest checkpoint: (the iteration to
+        run next, the loaded state without its tensors' bulk), or (0, None) when there is none."""
+        state = load_resume_state(self.output_dir)
+        if state is None:
+            return 0, None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        return int(state["iteration"]), {"path": state["path"], "iteration": int(state["iteration"])}
+
+    def save(self, next_iter: int) -> None:
+        if self.main:
+            state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "iteration": next_iter, "rng": rng_state(), **self.extra}
+            save_checkpoint(self.output_dir, state, next_iter, self.max_kept)
+        self.barrier()
+
+    def step(self, next_iter: int, force: bool = False) -> None:
+        """After an iteration: save when ``next_iter`` is a multiple of the period, or ``force``."""
+        if force or next_iter % self.period == 0:
+            self.save(next_iter)
+
+    def save_final(self, max_iter: int) -> str:
+        path = os.path.join(self.output_dir, FINAL)
+        if self.main:
+            save_final(self.output_dir, {"model": self.model.state_dict(), "iteration": max_iter, **self.extra})
+        self.barrier()
+        return path

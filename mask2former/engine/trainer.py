@@ -13,6 +13,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,17 +28,7 @@ from ..errors import Interrupted, MyotubeError
 from ..modeling.weights import load_model
 from ..utils import comm
 from ..utils.fileio import atomic_write_text
-from .checkpoint import (
-    FINAL,
-    has_checkpoints,
-    last_good,
-    load_resume_state,
-    rng_state,
-    save_checkpoint,
-    save_final,
-    set_rng_state,
-    write_failure,
-)
+from .checkpoint import FINAL, Checkpointer, has_checkpoints, last_good, write_failure
 from .evaluate import evaluate_test_sets
 from .events import StepLog, drop_metrics_from, plot_loss_curve, setup_run_logging
 from .loader import build_train_loader, training_records
@@ -188,6 +180,22 @@ def training_step(model, batch: dict, optimizer, scheduler, cfg: CfgNode, device
     return values, lr
 
 
+@dataclass
+class TrainingRun:
+    """What the loop needs, set up by :func:`start_run`: the model (``raw``, and ``model`` wrapped
+    for DDP), its optimizer and schedule, the checkpointer, the endless batches and the step log."""
+
+    raw: torch.nn.Module
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    checkpointer: Checkpointer
+    data: Iterator[dict]
+    log: StepLog
+    start_iter: int
+    use_amp: bool
+
+
 def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> str | None:
     """Train ``cfg`` into ``cfg.OUTPUT_DIR``; returns the path of model_final.pth.
 
@@ -196,15 +204,49 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     SIGTERM and SIGINT do the same after the current step and raise :class:`Interrupted`.
     """
     device = comm.init_distributed(resolve_device(cfg))
-    rank, world, main = comm.get_rank(), comm.get_world_size(), comm.is_main_process()
     out_dir, max_iter = cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER
-    final_path = os.path.join(out_dir, FINAL)
-    if resume and os.path.isfile(final_path):
-        logger.info("%s exists: training is complete, nothing to resume", final_path)
-        return final_path
+    if resume and os.path.isfile(os.path.join(out_dir, FINAL)):
+        logger.info("%s exists: training is complete, nothing to resume", os.path.join(out_dir, FINAL))
+        return os.path.join(out_dir, FINAL)
     if not resume and has_checkpoints(out_dir):
         raise TrainingError(f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR")
+    run = start_run(cfg, device, resume)
+    end_iter = max_iter if stop_after is None else min(max_iter, run.start_iter + stop_after)
+    with StopRequests() as stops, _write_failures(out_dir):
+        for it in range(run.start_iter, end_iter):
+            t0 = time.perf_counter()
+            batch = next(run.data)
+            data_time = time.perf_counter() - t0
+            losses, lr = training_step(run.model, batch, run.optimizer, run.scheduler, cfg, device, run.use_amp, it)
+            run.log.step(it, losses, lr, time.perf_counter() - t0, data_time, last=it == end_iter - 1)
+            # Then, between steps: checkpoint, stop on request, evaluate.
+            done = it + 1
+            if done == max_iter:
+                break
+            signum = stops.stop_now()
+            run.checkpointer.step(done, force=done == end_iter or bool(signum))
+            if signum:
+                run.log.close()
+                raise _interrupted(signum, out_dir, done, max_iter)
+            if cfg.TEST.EVAL_PERIOD > 0 and done % cfg.TEST.EVAL_PERIOD == 0:
+                evaluate_test_sets(cfg, run.raw, device, run.log.metrics, it)
+    run.log.close()
+    if end_iter < max_iter:
+        logger.info("Stopped at iteration %d of %d; continue with --resume", end_iter, max_iter)
+        return None
+    final_path = run.checkpointer.save_final(max_iter)
+    logger.info("Saved %s", final_path)
+    evaluate_test_sets(cfg, run.raw, device, run.log.metrics, max_iter - 1)
+    if comm.is_main_process():
+        plot_loss_curve(os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "loss_curve.png"))
+    return final_path
 
+
+def start_run(cfg: CfgNode, device: str, resume: bool) -> TrainingRun:
+    """Data, output folder and logging, seed, model, optimizer, schedule and checkpointer (restored
+    from the newest checkpoint when ``resume``), and the loader from the iteration to run next."""
+    rank, world, main = comm.get_rank(), comm.get_world_size(), comm.is_main_process()
+    out_dir = cfg.OUTPUT_DIR
     # Data first: a refused dataset leaves no output folder behind.
     per_process, batch_note = batch_per_process(cfg.SOLVER.IMS_PER_BATCH, world)
     class_names, records, input_scale, source = training_data(cfg)
@@ -217,67 +259,27 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
     if main:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
 
-    # Model, optimizer and schedule, from the last checkpoint when resuming.
-    model, described = load_model(cfg, class_names, for_training=True)
-    model.to(device).train()
-    optimizer = build_optimizer(cfg, model)
+    raw, described = load_model(cfg, class_names, for_training=True)
+    raw.to(device).train()
+    optimizer = build_optimizer(cfg, raw)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    start_iter, resumed_from = _resume(out_dir, model, optimizer, scheduler) if resume else (0, None)
+    extra = {"cfg": cfg.dump(), "class_names": class_names, "input_scale": input_scale.to_dict() if input_scale else None}
+    checkpointer = Checkpointer(out_dir, raw, optimizer, scheduler, extra, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_CHECKPOINTS_KEPT,
+                                main, barrier=comm.barrier)
+    start_iter, resumed_from = _resume(checkpointer) if resume else (0, None)
     logger.info(
         "Training %s: %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d; "
         "pixel scale %s (recorded with the model for predict.py)",
         out_dir, source, class_names, resumed_from or described,
-        sum(p.numel() for p in model.parameters()), device, world, seed, input_scale.describe() if input_scale else "unknown",
+        sum(p.numel() for p in raw.parameters()), device, world, seed, input_scale.describe() if input_scale else "unknown",
     )
-    extra = {"cfg": cfg.dump(), "class_names": class_names, "input_scale": input_scale.to_dict() if input_scale else None}
-    raw = model  # saved and evaluated unwrapped
+    model = raw  # saved and evaluated unwrapped
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
+        model = torch.nn.parallel.DistributedDataParallel(raw, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
     data = iter(build_train_loader(cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda"), start_iter))
+    log = StepLog(out_dir, main, cfg.SOLVER.LOG_PERIOD, start_iter, cfg.SOLVER.MAX_ITER, device)
     use_amp = device.startswith("cuda") and cfg.SOLVER.AMP.ENABLED
-    end_iter = max_iter if stop_after is None else min(max_iter, start_iter + stop_after)
-    log = StepLog(out_dir, main, cfg.SOLVER.LOG_PERIOD, start_iter, max_iter, device)
-
-    def save(next_iter: int) -> None:  # rank 0 writes, every rank waits for it
-        if main:
-            state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "iteration": next_iter, "rng": rng_state(), **extra}
-            save_checkpoint(out_dir, state, next_iter, cfg.SOLVER.MAX_CHECKPOINTS_KEPT)
-        comm.barrier()
-
-    with StopRequests() as stops, _write_failures(out_dir):
-        for it in range(start_iter, end_iter):
-            # One step.
-            t0 = time.perf_counter()
-            batch = next(data)
-            data_time = time.perf_counter() - t0
-            losses, lr = training_step(model, batch, optimizer, scheduler, cfg, device, use_amp, it)
-            log.step(it, losses, lr, time.perf_counter() - t0, data_time, last=it == end_iter - 1)
-            # Then, between steps: checkpoint, stop on request, evaluate.
-            done = it + 1
-            if done == max_iter:
-                break
-            signum = stops.stop_now()
-            if done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or done == end_iter or signum:
-                save(done)
-            if signum:
-                log.close()
-                raise _interrupted(signum, out_dir, done, max_iter)
-            if cfg.TEST.EVAL_PERIOD > 0 and done % cfg.TEST.EVAL_PERIOD == 0:
-                evaluate_test_sets(cfg, raw, device, log.metrics, it)
-    log.close()
-    if end_iter < max_iter:
-        logger.info("Stopped at iteration %d of %d; continue with --resume", end_iter, max_iter)
-        return None
-
-    if main:
-        save_final(out_dir, {"model": raw.state_dict(), "iteration": max_iter, **extra})
-        logger.info("Saved %s", final_path)
-    comm.barrier()
-    evaluate_test_sets(cfg, raw, device, log.metrics, max_iter - 1)
-    if main:
-        plot_loss_curve(os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "loss_curve.png"))
-    return final_path
+    return TrainingRun(raw, model, optimizer, scheduler, checkpointer, data, log, start_iter, use_amp)
 
 
 def training_data(cfg: CfgNode) -> tuple[list[str], list[dict], InputScale | None, str]:
@@ -317,19 +319,14 @@ def _seed_everything(cfg: CfgNode, rank: int) -> int:
     return seed
 
 
-def _resume(out_dir: str, model, optimizer, scheduler) -> tuple[int, str | None]:
-    """Load the newest checkpoint of ``out_dir``: (the iteration to run next, what was loaded)."""
-    state = load_resume_state(out_dir)
+def _resume(checkpointer: Checkpointer) -> tuple[int, str | None]:
+    """Load the newest checkpoint: (the iteration to run next, what was loaded)."""
+    start_iter, state = checkpointer.resume()
     if state is None:
-        logger.info("--resume: no checkpoint in %s, starting from the beginning", out_dir)
+        logger.info("--resume: no checkpoint in %s, starting from the beginning", checkpointer.output_dir)
         return 0, None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    start_iter = int(state["iteration"])
     if comm.is_main_process():  # iterations logged after that checkpoint are run again: log them once
-        drop_metrics_from(os.path.join(out_dir, "metrics.json"), start_iter)
+        drop_metrics_from(os.path.join(checkpointer.output_dir, "metrics.json"), start_iter)
     return start_iter, f"{state['path']} (resumed at iteration {start_iter})"
 
 
