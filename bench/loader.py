@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.common import synthetic_tube_masks, write_results
 from mask2former.config import load_config
-from mask2former.data.coco import load_coco_instances, mask_to_rle, write_coco_json
+from mask2former.data.coco import load_coco_instances, mask_annotations, write_coco_json
 from mask2former.engine.loader import build_train_loader
 
 
@@ -33,8 +33,7 @@ def make_dataset(root: str, n: int, size: int, instances: int) -> list[dict]:
         name = f"field_{i:03d}.png"
         cv2.imwrite(os.path.join(root, "images", name), img)
         images.append({"id": i + 1, "file_name": name, "height": size, "width": size})
-        for m in masks:
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "segmentation": mask_to_rle(m), "iscrowd": 0})
+        anns += mask_annotations(masks, i + 1, len(anns) + 1)
     write_coco_json(os.path.join(root, "train.json"), images, anns)
     return load_coco_instances(os.path.join(root, "train.json"), os.path.join(root, "images"))
 

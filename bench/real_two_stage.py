@@ -165,7 +165,7 @@ def build_dataset(root: str, splits: dict[str, list[str]], plan: RealPlan) -> di
     """The unified dataset: Stage 1 pool with annotator labels, manual fields with human components."""
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.data.catalog import ANNOTATION_FILES
-    from mask2former.data.coco import bbox_of_mask, mask_to_rle, write_coco_json
+    from mask2former.data.coco import mask_annotations, write_coco_json
     from mask2former.data.io import image_size
 
     side = round(REFERENCE_SIZE * plan.pixel_scale)
@@ -187,9 +187,7 @@ def build_dataset(root: str, splits: dict[str, list[str]], plan: RealPlan) -> di
             oh, ow = image_size(path)
             entries.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1],
                             "original_height": oh, "original_width": ow})
-            for m in masks:
-                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1, "segmentation": mask_to_rle(m),
-                             "area": float(m.sum()), "bbox": bbox_of_mask(m), "iscrowd": 0})
+            anns += mask_annotations(masks, image_id, len(anns) + 1)
         write_coco_json(os.path.join(root, "annotations", ANNOTATION_FILES[split]), entries, anns)
         counts[part] = {"fields": len(entries), "instances": len(anns)}
     # Stage 1's own test split is required by the layout; the held-out fields are scored here instead.

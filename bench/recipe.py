@@ -37,9 +37,9 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
     """
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.data.catalog import ANNOTATION_FILES
-    from mask2former.data.coco import load_coco_instances, record_masks, write_coco_json
+    from mask2former.data.coco import load_coco_instances, mask_annotations, record_masks, write_coco_json
     from mask2former.data.io import read_image
-    from mask2former.synthetic_datasets import coco_annotations, write_synthetic_dataset
+    from mask2former.synthetic_datasets import write_synthetic_dataset
 
     key = f"s{plan.size}_p{plan.pixel_scale}_n{pool}_m{plan.manual_images}_h{plan.heldout_images}_{plan.density}"
     if pool_density and pool_density != plan.density:
@@ -72,7 +72,7 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
                     masks = annotate_instances(read_image(record["file_name"]), params).masks
                 else:
                     masks = record_masks(record)
-                anns += coco_annotations(masks, image_id, len(anns) + 1)
+                anns += mask_annotations(masks, image_id, len(anns) + 1)
             split_files[split] = os.path.join(paths[labels], "annotations", ANNOTATION_FILES[split])
             write_coco_json(split_files[split], entries, anns)
         # Stage 1's own test split: the first held-out fields, so periodic evaluation has something to read.

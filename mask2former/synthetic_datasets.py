@@ -17,27 +17,9 @@ import numpy as np
 
 from .annotate import AnnotatorParams, annotate_image
 from .data.catalog import ANNOTATION_FILES
-from .data.coco import bbox_of_mask, mask_to_rle, write_coco_json
+from .data.coco import mask_annotations, write_coco_json
 from .data.synthetic import SyntheticParams, generate_field
 from .utils.fileio import atomic_write_with
-
-
-def coco_annotations(masks: np.ndarray, image_id: int, first_id: int) -> list[dict]:
-    """COCO annotations (RLE) of an instance stack, ids from ``first_id``."""
-    anns = []
-    for k, m in enumerate(masks):
-        anns.append(
-            {
-                "id": first_id + k,
-                "image_id": image_id,
-                "category_id": 1,
-                "segmentation": mask_to_rle(m),
-                "bbox": bbox_of_mask(m),
-                "area": float(m.sum()),
-                "iscrowd": 0,
-            }
-        )
-    return anns
 
 
 def _write_png(path: str, image: np.ndarray) -> None:
@@ -120,7 +102,7 @@ def write_synthetic_dataset(
         images, anns = [], []
         for entry, truth, _ in records:
             images.append(entry)
-            anns += coco_annotations(truth, entry["id"], len(anns) + 1)
+            anns += mask_annotations(truth, entry["id"], len(anns) + 1)
         path = os.path.join(out_dir, "annotations.json")
         write_coco_json(path, images, anns)
         return path
@@ -141,6 +123,6 @@ def write_synthetic_dataset(
         images, anns = [], []
         for entry, masks in items:
             images.append(entry)
-            anns += coco_annotations(masks, entry["id"], len(anns) + 1)
+            anns += mask_annotations(masks, entry["id"], len(anns) + 1)
         write_coco_json(os.path.join(out_dir, "annotations", ANNOTATION_FILES[split]), images, anns)
     return os.path.join(out_dir, "annotations", ANNOTATION_FILES["myotube_manual_train"])

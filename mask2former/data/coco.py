@@ -79,6 +79,21 @@ def bbox_of_mask(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
+def mask_annotations(masks: Iterable[np.ndarray], image_id: int, first_id: int = 1, scores: Iterable[float] | None = None,
+                     category_id: int = 1) -> list[dict]:
+    """COCO annotations of full-size boolean masks: compressed RLE (overlaps kept whole), XYWH box,
+    area, ids from ``first_id``; with ``scores``, each annotation's score (predictions)."""
+    anns = []
+    score_list = None if scores is None else [round(float(s), 6) for s in scores]
+    for k, mask in enumerate(masks):
+        ann = {"id": first_id + k, "image_id": image_id, "category_id": category_id, "segmentation": mask_to_rle(mask),
+               "bbox": bbox_of_mask(mask), "area": float(np.count_nonzero(mask)), "iscrowd": 0}
+        if score_list is not None:
+            ann["score"] = score_list[k]
+        anns.append(ann)
+    return anns
+
+
 # --------------------------------------------------------------------------- reading
 
 

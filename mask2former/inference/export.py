@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ..data.coco import CATEGORIES, mask_to_rle
+from ..data.coco import CATEGORIES, mask_annotations
 from ..data.io import to_uint8_display
 from ..structures import CroppedInstances, CroppedMask, label_image
 from ..utils.fileio import atomic_open, atomic_write_json, atomic_write_with
@@ -51,26 +51,16 @@ def write_labels_tiff(path: str | os.PathLike, labels: np.ndarray, pixel_size: f
 
 def coco_annotations(instances: CroppedInstances, image_id: int = 1, first_id: int = 1) -> list[dict]:
     """COCO annotations with RLE masks (overlaps kept whole), XYWH boxes and scores."""
-    anns = []
-    full = np.zeros((instances.height, instances.width), np.uint8)
-    for k, m in enumerate(instances):
+
+    def full_masks():
         # One full-size mask at a time: pycocotools encodes whole images only.
-        full[m.y0 : m.y1, m.x0 : m.x1] = m.mask
-        rle = mask_to_rle(full)
-        full[m.y0 : m.y1, m.x0 : m.x1] = 0
-        anns.append(
-            {
-                "id": first_id + k,
-                "image_id": image_id,
-                "category_id": 1,
-                "segmentation": rle,
-                "area": int(m.area),
-                "bbox": [float(m.x0), float(m.y0), float(m.x1 - m.x0), float(m.y1 - m.y0)],
-                "iscrowd": 0,
-                "score": round(float(m.score), 6),
-            }
-        )
-    return anns
+        full = np.zeros((instances.height, instances.width), bool)
+        for m in instances:
+            full[m.y0 : m.y1, m.x0 : m.x1] = m.mask
+            yield full
+            full[m.y0 : m.y1, m.x0 : m.x1] = False
+
+    return mask_annotations(full_masks(), image_id, first_id, scores=[m.score for m in instances])
 
 
 def coco_image_entry(file_name: str, instances: CroppedInstances, image_id: int = 1) -> dict:

@@ -27,8 +27,7 @@ import numpy as np
 
 from ..data.coco import (
     CATEGORIES,
-    bbox_of_mask,
-    mask_to_rle,
+    mask_annotations,
     read_coco_json,
     segmentation_to_mask,
     write_coco_json,
@@ -147,10 +146,8 @@ def save_manual_annotation(folder: str, image_path: str, top: np.ndarray, under:
     image_id = max((e["id"] for e in images), default=0) + 1
     images.append({"id": image_id, "file_name": name, "height": int(h), "width": int(w)})
     next_id = max((a["id"] for a in annotations), default=0) + 1
-    for k, (_, mask) in enumerate(sorted(instances_from_layers(top, under).items())):
-        if mask.any():
-            annotations.append({"id": next_id + k, "image_id": image_id, "category_id": 1, "segmentation": mask_to_rle(mask),
-                                "area": float(mask.sum()), "bbox": bbox_of_mask(mask), "iscrowd": 0})
+    masks = [mask for _, mask in sorted(instances_from_layers(top, under).items()) if mask.any()]
+    annotations += mask_annotations(masks, image_id, next_id)
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
     target = os.path.join(folder, "images", name)
     if os.path.abspath(target) != os.path.abspath(image_path):
