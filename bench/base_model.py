@@ -98,7 +98,8 @@ def cpu_seconds(run: str, iteration: int) -> float:
 
 def continued_from(run: str) -> tuple[str, int, float] | None:
     """(earlier run, its iterations, its CPU seconds) when ``run`` started from the final model of
-    another pretraining run (its MODEL.WEIGHTS), so that its curve continues that one's."""
+    another pretraining run (its MODEL.WEIGHTS), so that its curve continues that one's; the
+    earlier run's own predecessors are counted in."""
     import yaml
 
     with open(os.path.join(run, "config.yaml"), encoding="utf-8") as f:
@@ -107,7 +108,11 @@ def continued_from(run: str) -> tuple[str, int, float] | None:
     if os.path.basename(weights) != "model_final.pth" or not os.path.isfile(os.path.join(earlier, "metrics.json")):
         return None
     iterations = checkpoint_iteration(weights)
-    return os.path.basename(os.path.normpath(earlier)), iterations, cpu_seconds(earlier, iterations)
+    seconds = cpu_seconds(earlier, iterations)
+    before = continued_from(earlier)  # a chain of phases counts every phase before it
+    if before:
+        iterations, seconds = iterations + before[1], seconds + before[2]
+    return os.path.basename(os.path.normpath(earlier)), iterations, seconds
 
 
 def checkpoint_iteration(path: str) -> int:

@@ -17,6 +17,9 @@ stitching, post-processing, measurements, exports):
   ../shared/data/qa-skmcs-train, split per tile, with their DAPI images for the nuclei; synthetic
   tubes when that folder is absent), timing tiling/stitching, post-processing, measurements
   and exports without the model, on one core, after one untimed image (first_image_seconds).
+  On real fields it also reports whole tubes after stitching: pieces per isolated tube of the
+  human mask, the cut tubes and how many are cut at a tile border, and the share of instance
+  outlines on tile borders (bench/seams.py).
 
 Results go to bench/results/predict.json with the machine description.
 """
@@ -171,6 +174,7 @@ def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> lis
         per_image = []
         totals = StageTimer()
         instances = nuclei = 0
+        seams = {"tubes": 0, "pieces": 0, "cut_tubes": 0, "cut_at_tile_border": 0, "outline_px": 0, "outline_on_tile_border_px": 0}
         # The first image of a process also pays one-off costs (skan compiles its graph code).
         start = time.perf_counter()
         if items:
@@ -185,6 +189,9 @@ def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> lis
                 totals.seconds[k] = totals.seconds.get(k, 0.0) + v
             instances += int(result.summary["myotubes"])
             nuclei += int(result.summary.get("nuclei", 0))
+            if pairs:  # whole tubes: the stitched instances against the isolated tubes of the mask they came from
+                for key, value in whole_tubes(path, result.instances, options).items():
+                    seams[key] += value
         n = max(1, len(items))
         run = {
             "source": source,
@@ -199,9 +206,26 @@ def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> lis
             "cores": len(os.sched_getaffinity(0)),
             "stages_per_image": {k: round(v / n, 4) for k, v in totals.seconds.items()},
         }
+        if seams["tubes"]:
+            run["pieces_per_isolated_tube"] = round(seams["pieces"] / seams["tubes"], 3)
+            run["isolated_tubes_cut"] = seams["cut_tubes"]
+            run["cut_at_tile_border"] = seams["cut_at_tile_border"]
+            run["share_of_outline_on_tile_borders"] = round(seams["outline_on_tile_border_px"] / max(1, seams["outline_px"]), 4)
         print(run)
         runs.append(run)
     return runs
+
+
+def whole_tubes(mask_path: str, instances, options: PredictOptions) -> dict:
+    """Pieces per isolated tube of the mask an image was drawn from, and where cut tubes are cut."""
+    from bench.seams import instance_proxy, isolated_tubes, seam_breakdown, tile_edges
+
+    human = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE) > 127
+    singles = isolated_tubes(human, 300)
+    masks = instances.to_instances().masks
+    proxy = instance_proxy(singles, masks)
+    seams = seam_breakdown(singles, masks, tile_edges(human.shape, options.image_tile_size, options.tile_overlap))
+    return {"tubes": proxy["tubes"], "pieces": proxy["pieces"], **seams}
 
 
 class ModelThenMasks:

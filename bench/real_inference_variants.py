@@ -28,12 +28,11 @@ from bench.real_two_stage import (
     DEFAULT_DATA,
     PRESETS,
     REFERENCE_SIZE,
-    instance_proxy,
-    isolated_tubes,
     list_fields,
     load_field,
     split_fields,
 )
+from bench.seams import instance_proxy, isolated_tubes
 
 
 def stitch_overlap_of_smaller(tile_predictions, match_overlap: float = 0.5):

@@ -26,11 +26,10 @@ from bench.real_two_stage import (
     DEFAULT_DATA,
     PRESETS,
     human_path,
-    instance_proxy,
-    isolated_tubes,
     list_fields,
     split_fields,
 )
+from bench.seams import instance_proxy, isolated_tubes
 
 
 def score_model(model_dir: str, fields: list[str], scale: float, device: str) -> dict:

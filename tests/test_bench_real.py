@@ -69,7 +69,8 @@ def test_quick_real_two_stage_trains_scores_and_keeps_every_model(tmp_path):
 
 
 def test_components_and_instance_proxy_count_matches_and_pieces():
-    from bench.real_two_stage import components, instance_proxy
+    from bench.real_two_stage import components
+    from bench.seams import instance_proxy
 
     mask = np.zeros((40, 40), bool)
     mask[5:9, 2:38] = True  # an isolated tube
@@ -84,7 +85,7 @@ def test_components_and_instance_proxy_count_matches_and_pieces():
 
 
 def test_seam_breakdown_tells_cuts_on_a_tile_border_from_cuts_inside_a_tile():
-    from bench.real_two_stage import seam_breakdown, tile_edges
+    from bench.seams import seam_breakdown, tile_edges
 
     # Tiles of 64 px with overlap 0.25 on a 112 px field: inner borders at 48 and 64 along each axis;
     # the field's own edges are none.
