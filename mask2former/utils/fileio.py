@@ -144,17 +144,18 @@ def earlier_output_entries(out: str | os.PathLike) -> list[str]:
     return sorted(e for e in os.listdir(out) if not e.startswith("."))
 
 
-def earlier_output(out: str | os.PathLike, force: bool, ours: Callable[[str], bool], what: str) -> list[str]:
+def earlier_output(out: str | os.PathLike, force: bool, ours: Callable[[str], bool], what: str, resumable: bool = False) -> list[str]:
     """The rule for output folders: one that holds an earlier run's ``what`` is refused unless
     ``force``, and even then when it holds entries ``ours`` does not recognise. Returns the
-    earlier entries (to be replaced)."""
+    earlier entries (to be replaced). ``resumable``: the command also takes --resume."""
     out = os.fspath(out)
     if os.path.lexists(out) and not os.path.isdir(out):
         raise InputError(out, "exists and is not a folder")
     earlier = earlier_output_entries(out)
     if earlier and not force:
         listed = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
-        raise InputError(out, f"holds an earlier run's {what} ({listed}); use --force to replace it, or choose another folder")
+        options = "--resume to continue it, --force to replace it" if resumable else "--force to replace it"
+        raise InputError(out, f"holds an earlier run's {what} ({listed}); use {options}, or choose another folder")
     foreign = [e for e in earlier if not ours(e)]
     if foreign:
         raise InputError(out, f"holds files that are not {what} ({', '.join(repr(e) for e in foreign[:3])}); refusing to replace them")
