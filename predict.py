@@ -8,18 +8,35 @@ NAME_overlay.png, NAME_labels.tif (uint16), NAME_coco.json, NAME_rois.zip (Fiji)
 NAME_measurements.csv; over all images: summary.csv, predictions_coco.json, config.yaml.
 Exit code 1 if any image failed (the others are still done). See docs/predict.md.
 
+Long batches: SIGTERM or Ctrl-C stops after the image in hand and prints the command that
+continues (the same with --resume; exit code 143 or 130). --shard K/N does every N-th input from
+the K-th, for a scheduler's array jobs; --merge joins the shard folders into one.
+
 Examples:
   python predict.py --weights myotube-base --input images/ --output predictions/
   python predict.py --config-file stage2_config.yaml --weights output_stage2_manual/model_final.pth \\
       --input images/ --output predictions/
   python predict.py --config-file stage2_config.yaml --input "plate1/*_myosin.tif" --output out/ \\
       --channel 1 --nuclei-channel 0 --pixel-size 0.325 --opts INFERENCE.MIN_AREA 300
+  python predict.py --weights myotube-base --input images/ --output pred/shard_3 --shard 3/8
+  python predict.py --merge pred/shard_1 pred/shard_2 ... pred/shard_8 --output pred/all
 """
 
 import sys
 
 from mask2former.cli import ArgumentParser, setup_logging, user_errors_exit
 from mask2former.utils.processes import default_workers
+from mask2former.utils.resumable import continue_command
+
+
+def add_output_argument(p: ArgumentParser) -> None:
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the results (created)")
+
+
+def add_merge_argument(p) -> None:
+    p.add_argument("--merge", nargs="+", default=None, metavar="SHARD_DIR",
+                   help="merge the complete shard folders of one batch into --output, which then holds what one run "
+                   "writes (takes only --output and --force)")
 
 
 def build_parser() -> ArgumentParser:
@@ -35,7 +52,7 @@ def build_parser() -> ArgumentParser:
         "default: OUTPUT_DIR/model_final.pth of the config if present, else MODEL.WEIGHTS; '' = random weights (tests only)",
     )
     p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
-    p.add_argument("--output", required=True, metavar="DIR", help="folder for the results (created)")
+    add_output_argument(p)
     p.add_argument("--channel", default=None, metavar="N|NAME", help="myotube channel of multi-channel images, by index (INPUT.CHANNEL) "
                    "or by the name the file gives it (e.g. MyHC)")
     p.add_argument("--scene", default=None, metavar="N|NAME", help="series (TIFF) or scene (CZI, ND2, LIF) to read; default the first")
@@ -67,13 +84,38 @@ def build_parser() -> ArgumentParser:
                    f"core but one, at most 8, here {default_workers()}; on the CPU 0, as the model's threads use every core; "
                    "0: everything in turn)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
-    p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output (they are removed first)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")
+    batch = p.add_argument_group("long batches (docs/predict.md, 'Thousands of fields')")
+    earlier = batch.add_mutually_exclusive_group()
+    earlier.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output (they are removed first)")
+    earlier.add_argument("--resume", action="store_true",
+                         help="continue the interrupted run in --output: images whose files are complete are kept, the others "
+                         "done; refused when the config, weights or inputs differ")
+    batch.add_argument("--shard", default=None, metavar="K/N",
+                       help="do every N-th input from the K-th (1-based; inputs in their listed order), into its own --output; "
+                       "image ids stay those of the whole batch (default: all inputs)")
+    add_merge_argument(batch)
+    return p
+
+
+def build_merge_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="predict.py --merge", description="Merge the shard folders of one batch (predict.py --shard K/N).")
+    add_merge_argument(p)
+    add_output_argument(p)
+    p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output")
     return p
 
 
 @user_errors_exit
 def main(argv=None) -> int:
+    program = sys.argv[0] if argv is None else __file__
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--merge" or a.startswith("--merge=") for a in argv):
+        args = build_merge_parser().parse_args(argv)
+        setup_logging()
+        from mask2former.inference.command import merge_command
+
+        return merge_command(args.merge, args.output, force=args.force)
     args = build_parser().parse_args(argv)
     setup_logging()
     from mask2former.inference.command import predict_command
@@ -102,6 +144,9 @@ def main(argv=None) -> int:
         progress=not args.no_progress,
         force=args.force,
         workers=args.workers,
+        resume=args.resume,
+        shard=args.shard,
+        continue_with=continue_command(program, argv),
     )
 
 

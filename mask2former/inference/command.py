@@ -1,10 +1,10 @@
-"""What ``predict.py`` does after parsing: flags → config → model → :func:`run_prediction`."""
+"""What ``predict.py`` does after parsing: flags → config → model → :func:`run_prediction`, and
+``--merge`` of shard folders."""
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -13,9 +13,19 @@ from ..config import CfgNode, load_config, save_config
 from ..data.scale import prediction_scale
 from ..errors import InputError, WeightsError
 from ..modeling.weights import FINAL, checkpoint_config
-from ..utils.fileio import earlier_output
 from ..utils.processes import default_workers
-from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, run_prediction
+from ..utils.resumable import (
+    OpenedOutput,
+    Shard,
+    StopRequests,
+    check_shards,
+    link_shards,
+    make_state,
+    open_output,
+    stopped,
+)
+from .batch_state import copy_config, plan_batch, prediction_settings, weights_identity, write_run_files
+from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, output_names, run_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -102,17 +112,18 @@ def is_prediction_output(name: str) -> bool:
     return name in RUN_FILES or name.endswith(OUTPUT_SUFFIXES)
 
 
-def prepare_output_folder(output: str, force: bool) -> list[str]:
-    """Create ``output`` (and check that it is writable) before the model loads. An earlier run's
-    results are refused unless ``force``; then they are returned, to be removed before writing."""
-    earlier = earlier_output(output, force, is_prediction_output, "prediction results")
+def prepare_output_folder(output: str, force: bool, resume: bool = False, state: dict | None = None) -> OpenedOutput:
+    """Create ``output``, take its lock and check that it is writable, before the model loads. An
+    earlier run's results are refused unless ``force`` (they are removed once the model has loaded)
+    or ``resume`` (its record must match ``state``; see utils/resumable.open_output)."""
+    opened = open_output(output, state, resume=resume, force=force, ours=is_prediction_output, what="prediction results")
     try:
-        os.makedirs(output, exist_ok=True)
         with tempfile.TemporaryFile(dir=output):
             pass
     except OSError as err:
+        opened.lock.release()
         raise InputError(output, f"cannot write the results here ({err.strerror or err})") from None
-    return earlier
+    return opened
 
 
 def predict_command(
@@ -139,11 +150,18 @@ def predict_command(
     nuclei_radius_um: float | None = None,
     nuclei_min_area_um2: float | None = None,
     workers: int | None = None,
+    resume: bool = False,
+    shard: str | None = None,
+    continue_with: str | None = None,
 ) -> int:
     """Run ``predict.py``; returns the exit code (1 when any image failed). Without ``config_file``
-    the config comes from ``weights`` (see :func:`prediction_config`)."""
+    the config comes from ``weights`` (see :func:`prediction_config`). ``resume`` continues the
+    run in ``output``; ``shard`` ("K/N") does every N-th input from the K-th. SIGTERM or SIGINT
+    stop the run after the image in hand with :class:`Interrupted`, whose message ends with
+    ``continue_with`` (the command that continues it)."""
     if scale is not None and not scale > 0:
         raise InputError(None, f"--scale must be > 0, got {scale}")
+    share = Shard.parse(shard)
     channel, channel_name = _index_or_name(channel)
     nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
     flags = {"channel": channel, "tile_size": tile_size, "tile_overlap": tile_overlap,
@@ -183,29 +201,46 @@ def predict_command(
     options.validate()
     # Check the inputs and the output folder before spending time on loading the model.
     paths = collect_inputs(list(inputs), exclude_dir=output)
-    earlier = prepare_output_folder(output, force)
+    state = make_state("predict", prediction_settings(cfg, options), weights_identity(cfg.MODEL.WEIGHTS), paths, share)
+    with prepare_output_folder(output, force, resume, state) as opened:
+        from .predictor import MyotubePredictor
 
-    from .predictor import MyotubePredictor
-
-    if not cfg.MODEL.WEIGHTS:
-        logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
-    predictor = MyotubePredictor(cfg, input_scale=input_scale)
-    if workers is None:
-        options = replace(options, workers=default_workers(str(predictor.device)))
-    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
-    logger.info(
-        "Predicting %d image(s) with %s on %s; tiles of %d model px (%d image px), overlap %.2f; score >= %.2f; "
-        "%d measuring worker(s); output %s",
-        len(paths), cfg.MODEL.WEIGHTS or "random weights", predictor.device, options.tile_size, options.image_tile_size,
-        options.tile_overlap, options.post.score_threshold, options.workers, output,
-    )
-    for name in earlier:  # --force: the earlier run's results go, so the folder holds this run only
-        path = os.path.join(output, name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    if earlier:
-        logger.info("--force: removed %d files of an earlier run from %s", len(earlier), output)
-    save_config(cfg, os.path.join(output, "config.yaml"))
-    report = run_prediction(paths, predictor, output, options)
+        if not cfg.MODEL.WEIGHTS:
+            logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
+        predictor = MyotubePredictor(cfg, input_scale=input_scale)
+        if workers is None:
+            options = replace(options, workers=default_workers(str(predictor.device)))
+        logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
+        logger.info(
+            "Predicting %d image(s)%s with %s on %s; tiles of %d model px (%d image px), overlap %.2f; score >= %.2f; "
+            "%d measuring worker(s); output %s",
+            len(share.positions(len(paths))), "" if share.whole else f" (shard {share} of {len(paths)})",
+            cfg.MODEL.WEIGHTS or "random weights", predictor.device, options.tile_size, options.image_tile_size,
+            options.tile_overlap, options.post.score_threshold, options.workers, output,
+        )
+        opened.remove_earlier()  # --force: the earlier run's results go, so the folder holds this run only
+        save_config(cfg, os.path.join(output, "config.yaml"))
+        batch = plan_batch(paths, output, state, resumed=opened.resumed)
+        with StopRequests() as stop:
+            report = run_prediction(paths, predictor, output, options, batch=batch, stop=stop)
+    if report.stopped:
+        raise stopped(report.stopped, len(report.summaries), report.total, output, continue_with)
     n_ok, n_failed = len(report.summaries), len(report.failures)
     logger.info("%d image(s) done, %d failed; results in %s", n_ok, n_failed, output)
+    return 1 if n_failed else 0
+
+
+def merge_command(shard_folders: Sequence[str], output: str, force: bool = False) -> int:
+    """``predict.py --merge``: the complete shards of one batch into ``output``, which then holds
+    what one run would have written (per-image files linked, summary.csv and predictions_coco.json
+    rebuilt in input order). Returns 1 when any image had failed in its shard."""
+    checked = check_shards(list(shard_folders), output, output_names)
+    with open_output(output, None, resume=False, force=force, ours=is_prediction_output, what="prediction results") as opened:
+        opened.remove_earlier()
+        link_shards(checked, output)
+        copy_config(checked.folders[min(checked.folders)], output)
+        write_run_files(output, checked.manifests)
+    n_failed = sum(1 for m in checked.manifests.values() if m["error"] is not None)
+    logger.info("Merged %d shard folders: %d image(s), %d failed; results in %s", len(shard_folders), len(checked.manifests),
+                n_failed, output)
     return 1 if n_failed else 0

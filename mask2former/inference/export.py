@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -74,6 +75,21 @@ def write_coco(path: str | os.PathLike, images: list[dict], annotations: list[di
     ``annotations`` list, as COCO results (``COCO.loadRes``).
     """
     atomic_write_json(path, {"images": images, "annotations": annotations, "categories": CATEGORIES})
+
+
+def write_coco_stream(path: str | os.PathLike, images: Iterable[dict], annotations: Iterable[dict]) -> None:
+    """:func:`write_coco`, byte for byte, from iterables: the annotations of a batch of thousands
+    of fields are written as they are read, never all in memory at once."""
+    def items(f, values: Iterable[dict]) -> None:
+        for k, value in enumerate(values):
+            f.write((", " if k else "") + json.dumps(value))
+
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write('{"images": [')
+        items(f, images)
+        f.write('], "annotations": [')
+        items(f, annotations)
+        f.write(f'], "categories": {json.dumps(CATEGORIES)}}}')
 
 
 # --------------------------------------------------------------------------- ROIs

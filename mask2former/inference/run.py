@@ -11,6 +11,8 @@ Instances`` (the trained model, or a stand-in in tests) and writes, per image ``
 
 and over all images ``summary.csv`` (one row per image, failures included with their error)
 and ``predictions_coco.json``. One failing image is reported on one line and the rest go on.
+After each image's files, its manifest seals them; the run's files are rebuilt from the manifests,
+which is what lets a run be resumed, sharded and merged (see batch_state.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ..measure.table import measure_instances
 from ..structures import CroppedInstances, Instances
 from ..utils.fileio import claim_free_name
 from ..utils.processes import worker_context
+from ..utils.resumable import ignore_stop_signals
 from .export import (
     coco_annotations,
     coco_image_entry,
@@ -58,9 +61,9 @@ _DEFAULTS = get_cfg()
 
 NUCLEI_MASK_SUFFIXES = ("", "_nuclei_mask", "_nuclei_masks", "_nuclei_labels", "_nuclei", "_mask", "_labels")
 NUCLEI_IMAGE_SUFFIXES = ("", "_dapi", "_hoechst", "_nuclei")
-OUTPUT_SUFFIXES = ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv")
-# Written once per run, beside the per-image files.
-RUN_FILES = ("summary.csv", "predictions_coco.json", "config.yaml")
+OUTPUT_SUFFIXES = ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv", "_nuclei.csv")
+# Written once per run, beside the per-image files (manifests/ and batch.json: see batch_state.py).
+RUN_FILES = ("summary.csv", "predictions_coco.json", "config.yaml", "batch.json", "manifests")
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,7 @@ class ImageResult:
     summary: dict
     annotations: list[dict]
     seconds: dict[str, float]
+    files: list[str] = field(default_factory=list)  # written, relative to the output folder
 
 
 @dataclass
@@ -366,6 +370,7 @@ def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1)
         measured = measure_instances(p.instances, p.pixel_size, nuclei, fusion_min_nuclei=options.fusion_min_nuclei)
     with timer("export"):
         base = os.path.join(output_dir, p.name)
+        files = [p.name + suffix for suffix in ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv")]
         write_png(base + "_overlay.png", render_overlay(p.image, p.instances, nuclei_labels=nuclei))
         write_label_tiff(base + "_labels.tif", p.instances, p.pixel_size)
         annotations = coco_annotations(p.instances, image_id=1)
@@ -378,6 +383,7 @@ def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1)
         if nuclei is not None:
             write_labels_tiff(base + "_nuclei_labels.tif", nuclei, p.pixel_size)
             write_csv(base + "_nuclei.csv", nucleus_rows(measured.nuclei, p.pixel_size), nucleus_columns(p.pixel_size))
+            files += [p.name + "_nuclei_labels.tif", p.name + "_nuclei.csv"]
     summary = {"image": os.path.basename(p.path), "name": p.name, "height": p.image.shape[0], "width": p.image.shape[1],
                "pixel_size_um": p.pixel_size or "", "pixel_size_source": p.pixel_size_source or "", "scale": options.input_scale}
     if p.scene is not None:
@@ -386,7 +392,7 @@ def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1)
     summary["seconds"] = sum(timer.seconds.values())
     for ann in annotations:
         ann["image_id"] = image_id
-    return ImageResult(p.path, p.name, p.instances, summary, annotations, dict(timer.seconds))
+    return ImageResult(p.path, p.name, p.instances, summary, annotations, dict(timer.seconds), files)
 
 
 def process_image(
@@ -411,9 +417,11 @@ def process_image(
 
 @dataclass
 class RunReport:
-    summaries: list[dict]  # summary row of every image done, in input order
-    failures: list[tuple[str, str]]  # (path, one-line message)
+    summaries: list[dict]  # summary row of every image done, in input order (earlier runs' too, when resumed)
+    failures: list[tuple[str, str]]  # (path, one-line message), of this run
     output_dir: str
+    total: int = 0  # images of this run's batch or shard
+    stopped: int | None = None  # the signal that stopped the run early
 
     @property
     def ok(self) -> bool:
@@ -425,25 +433,30 @@ def run_prediction(
     predict_fn: PredictFn,
     output_dir: str,
     options: PredictOptions,
+    batch=None,
+    stop=None,
 ) -> RunReport:
-    """Predict every input image; failures are reported and skipped (see the module doc)."""
+    """Predict every input image; failures are reported and skipped (see the module doc).
+
+    ``batch`` (:func:`.batch_state.plan_batch`): which images of which batch this run does (a shard,
+    less what an earlier run finished); by default all of ``inputs``. ``stop`` (a StopRequests):
+    after a signal the images in hand are finished, and the report says ``stopped``.
+    """
     options.validate()
-    paths = collect_inputs(inputs, exclude_dir=output_dir)
+    if batch is None:
+        from .batch_state import plan_batch
+
+        batch = plan_batch(collect_inputs(inputs, exclude_dir=output_dir), output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    names = output_names(paths)
-    done: list[dict] = []
     failures: list[tuple[str, str]] = []
-    summary_rows: list[dict] = []
-    images: list[dict] = []
-    annotations: list[dict] = []
 
     bar = None
     if options.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(paths), desc="images", unit="image", file=sys.stderr)
+        bar = tqdm(total=len(batch.positions), initial=len(batch.sealed), desc="images", unit="image", file=sys.stderr)
 
-    def record(path: str, name: str, image_id: int, outcome: ImageResult | BaseException) -> None:
+    def record(position: int, path: str, name: str, outcome: dict | BaseException) -> None:
         if isinstance(outcome, BaseException):  # one bad image must not stop a batch of hundreds
             message = one_line(outcome, limit=1000)
             if not isinstance(outcome, MyotubeError):
@@ -451,69 +464,69 @@ def run_prediction(
                 logger.debug("traceback for %s", path, exc_info=outcome)
             failures.append((path, message))
             (bar.write if bar is not None else print)(f"failed: {message}", file=sys.stderr)
-            summary_rows.append({"image": os.path.basename(path), "name": name, "error": message})
-        else:
-            done.append(outcome.summary)
-            summary_rows.append(outcome.summary)
-            images.append(coco_image_entry(os.path.basename(path), outcome.instances, image_id))
-            # Only the compact RLEs are kept; masks are dropped so memory stays flat over a batch.
-            annotations.extend(outcome.annotations)
-        # Rewritten after every image: an interrupted batch still leaves a usable summary.
-        write_summary_csv(os.path.join(output_dir, "summary.csv"), summary_rows)
+            outcome = batch.sealer.seal_failure(position, path, name, message)
+        batch.add(position, outcome)
         if bar is not None:
             bar.update(1)
 
-    jobs = [(image_id, path, name) for image_id, (path, name) in enumerate(zip(paths, names), start=1)]
+    def stopping() -> bool:
+        return stop is not None and stop.received is not None
+
+    jobs = [(position, batch.paths[position], batch.names[position]) for position in batch.todo]
     if options.workers > 0:
-        _run_overlapped(jobs, predict_fn, output_dir, options, record)
+        _run_overlapped(jobs, predict_fn, options, record, batch.sealer, stopping)
     else:
-        for image_id, path, name in jobs:
+        for position, path, name in jobs:
+            if stopping():
+                break
             try:
-                outcome: ImageResult | BaseException = process_image(path, predict_fn, options, output_dir, name, image_id)
+                result = process_image(path, predict_fn, options, output_dir, name, position + 1)
+                outcome: dict | BaseException = batch.sealer.seal(position, result)
             except (KeyboardInterrupt, MemoryError):
                 raise
             except Exception as err:
                 outcome = err
-            record(path, name, image_id, outcome)
+            record(position, path, name, outcome)
     if bar is not None:
         bar.close()
-    for k, ann in enumerate(annotations, start=1):
-        ann["id"] = k
-    write_coco(os.path.join(output_dir, "predictions_coco.json"), images, annotations)
-    return RunReport(done, failures, output_dir)
+    batch.write_run_files()
+    return RunReport(batch.done_rows(), failures, output_dir, len(batch.positions), stop.received if stopping() else None)
 
 
-def _run_overlapped(jobs, predict_fn: PredictFn, output_dir: str, options: PredictOptions, record) -> None:
+def _run_overlapped(jobs, predict_fn: PredictFn, options: PredictOptions, record, sealer, stopping) -> None:
     """The model in this process, one image after the other; reading the next image in a thread,
     measuring and exporting in ``options.workers`` processes. Results are recorded in input order,
-    and at most ``2 x workers`` predicted images wait, so memory stays bounded."""
+    and at most ``2 x workers`` predicted images wait, so memory stays bounded. Once ``stopping()``
+    no image is started; those in the workers are finished and sealed there (``sealer.export``)."""
     reader = ThreadPoolExecutor(1)
-    pool = ProcessPoolExecutor(options.workers, mp_context=worker_context())
-    waiting: deque = deque()  # (image_id, path, name, future or exception), in input order
+    pool = ProcessPoolExecutor(options.workers, mp_context=worker_context(), initializer=ignore_stop_signals)
+    waiting: deque = deque()  # (position, path, name, future or exception), in input order
 
     def flush(limit: int) -> None:
         while len(waiting) > limit:
-            image_id, path, name, pending = waiting.popleft()
+            position, path, name, pending = waiting.popleft()
             try:
                 outcome = pending.result() if isinstance(pending, Future) else pending
             except (KeyboardInterrupt, MemoryError):
                 raise
             except Exception as err:
                 outcome = err
-            record(path, name, image_id, outcome)
+            record(position, path, name, outcome)
 
     try:
         read_ahead = reader.submit(_read_for, jobs[0][1], options) if jobs else None
-        for k, (image_id, path, name) in enumerate(jobs):
+        for k, (position, path, name) in enumerate(jobs):
+            if stopping():
+                break
             image_and_meta = read_ahead
             read_ahead = reader.submit(_read_for, jobs[k + 1][1], options) if k + 1 < len(jobs) else None
             try:
                 predicted = _predict_read(path, name, image_and_meta, predict_fn, options)
-                waiting.append((image_id, path, name, pool.submit(measure_and_export, predicted, output_dir, image_id)))
+                waiting.append((position, path, name, pool.submit(sealer.export, predicted, position)))
             except (KeyboardInterrupt, MemoryError):
                 raise
             except Exception as err:
-                waiting.append((image_id, path, name, err))
+                waiting.append((position, path, name, err))
             flush(2 * options.workers)
         flush(0)
     finally:
