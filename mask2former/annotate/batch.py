@@ -10,6 +10,12 @@ Output layout (what organize_unified_dataset.py takes as its algorithmic dataset
 Every image is processed in a worker process; an unreadable file is reported (one line, in the
 summary) and skipped, never fatal to the others. Inputs are only read. Every output file is
 written to a temporary name and renamed.
+
+Long batches (see utils/resumable.py): each image is sealed by ``OUT/manifests/NAME.json`` (its
+result and the written image's checksum), so an interrupted run is continued with ``resume``; a
+batch is split with ``shard="K/N"`` and the shards joined by :func:`merge_annotations`. The COCO
+files are always built from the manifests over the whole input list, so the train/test split is
+the seed's over the whole batch, however it was run.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import logging
 import os
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -29,15 +37,24 @@ import tifffile
 from ..data.coco import bbox_of_mask, mask_to_rle, write_coco_json
 from ..data.io import is_image_file, read_all_channels, read_image, read_metadata, select_channel
 from ..errors import InputError, MyotubeError
-from ..utils.fileio import (
-    atomic_write_json,
-    atomic_write_with,
-    claim_free_name,
-    earlier_output,
-    replace_folder,
-    staging_folder,
-)
+from ..utils.fileio import atomic_write_json, atomic_write_with, claim_free_name
 from ..utils.processes import worker_context
+from ..utils.resumable import (
+    MANIFEST_DIR,
+    STATE_FILE,
+    Shard,
+    StopRequests,
+    check_shards,
+    flatten,
+    ignore_stop_signals,
+    link_shards,
+    make_state,
+    open_output,
+    run_id,
+    sealed_positions,
+    write_manifest,
+    write_state,
+)
 from .foreground import full_scale
 from .instances import annotate_image
 from .params import AnnotatorParams
@@ -79,6 +96,8 @@ class AnnotationSummary:
     empty_images: list[str] = field(default_factory=list)
     seconds: float = 0.0
     files: dict[str, str] = field(default_factory=dict)
+    shard: str = "1/1"
+    stopped: int | None = None  # the signal that stopped the run early
 
     @property
     def ok(self) -> bool:
@@ -87,11 +106,15 @@ class AnnotationSummary:
     def lines(self) -> list[str]:
         counts = list(self.instances_per_image.values()) or [0]
         out = [
-            f"Annotated {self.annotated}/{self.images} images in {self.seconds:.1f} s: {self.instances} myotube instances "
+            f"Annotated {self.annotated}/{self.images} images{'' if self.shard == '1/1' else f' of shard {self.shard}'} in "
+            f"{self.seconds:.1f} s: {self.instances} myotube instances "
             f"(per image min {min(counts)}, median {float(np.median(counts)):g}, max {max(counts)})",
-            f"  train: {self.train_images} images -> {self.files.get('train', '-')}",
-            f"  test:  {self.test_images} images -> {self.files.get('test', '-')}",
         ]
+        if "summary" in self.files:
+            out += [f"  train: {self.train_images} images -> {self.files.get('train', '-')}",
+                    f"  test:  {self.test_images} images -> {self.files.get('test', '-')}"]
+        elif self.stopped is None:
+            out.append("  no train/test files for one shard: merge the shards (--merge) to split the whole batch")
         if self.empty_images:
             out.append(f"  {len(self.empty_images)} images without any myotube: {', '.join(self.empty_images[:5])}"
                        + (" ..." if len(self.empty_images) > 5 else ""))
@@ -214,8 +237,22 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _init_pool_worker() -> None:
+    _init_worker()
+    ignore_stop_signals()
+
+
+def _process_and_seal(task: tuple) -> dict:
+    """One image, then its manifest: the written image's checksum and the image's result."""
+    work, output_dir, position, run, source = task
+    result = _process_one(work)
+    record = {"run": run, "position": position, "source": source, "name": work[1], "error": result.error, "result": asdict(result)}
+    files = [os.path.join("images", result.file_name)] if result.error is None and result.file_name else []
+    return write_manifest(output_dir, work[1], record, files)
+
+
 # What a folder written by annotate_folder holds: --force replaces only such a folder.
-OUTPUT_ENTRIES = frozenset({"images", "annotations", SUMMARY_JSON})
+OUTPUT_ENTRIES = frozenset({"images", "annotations", SUMMARY_JSON, STATE_FILE, MANIFEST_DIR})
 
 
 def annotate_folder(
@@ -231,14 +268,22 @@ def annotate_folder(
     force: bool = False,
     z_project: bool = False,
     pixel_size: float | None = None,
+    resume: bool = False,
+    shard: str | None = None,
+    stop: StopRequests | None = None,
 ) -> AnnotationSummary:
     """Annotate every image in ``input_dir``; write images, train/test COCO JSON and a summary.
 
     ``test_fraction`` of the successfully annotated images (at least one when there are two or
-    more and the fraction is positive), picked by a ``seed``-ed shuffle, form the test split.
-    The output is built beside ``output_dir`` and moved into place when complete: an earlier
-    run's output is refused unless ``force``, and then replaced as a whole, never mixed with the
-    new one. Returns the summary; ``summary.failed`` lists the files that could not be processed.
+    more and the fraction is positive), picked by a ``seed``-ed shuffle of the whole batch's
+    annotated images in input order, form the test split. An earlier run's output is refused
+    unless ``force`` (it is then removed first) or ``resume`` (the interrupted run is continued:
+    images whose manifests show them complete are kept, see utils/resumable.py). ``shard`` ("K/N")
+    annotates every N-th input from the K-th and writes no COCO files: :func:`merge_annotations`
+    writes them over every shard, so that the split is decided over the whole batch as in one run.
+    After a ``stop`` request (SIGTERM, SIGINT) the images in hand are finished and
+    ``summary.stopped`` is the signal. Returns the summary; ``summary.failed`` lists the files
+    that could not be processed.
 
     ``pixel_size`` (microns per input pixel) overrides the files' metadata. The image entries then
     carry ``pixel_size_um`` of the written images, and with ``params.reference_pixel_size_um`` each
@@ -254,38 +299,72 @@ def annotate_folder(
             raise InputError(None, f"{flag} must be positive, got {value}")
     if params is not None and params.scale is not None and params.reference_pixel_size_um:
         raise InputError(None, "--scale and --reference-pixel-size both set the scale: give one")
+    params = params or AnnotatorParams()
+    share = Shard.parse(shard)
     paths = list_inputs(input_dir)
     if os.path.realpath(os.path.join(output_dir, "images")) == os.path.realpath(input_dir):
         raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
-    # With --force the old output is kept until the new one is complete, then replaced as a whole.
-    earlier_output(output_dir, force, OUTPUT_ENTRIES.__contains__, "annotator output")
-    with staging_folder(output_dir) as stage:
-        summary = _annotate_into(stage, output_dir, input_dir, paths, resolution, test_fraction, seed, channel, z_project, workers,
-                                 params or AnnotatorParams(), progress, pixel_size)
-        replace_folder(stage, output_dir)
+    sources = [os.path.abspath(p) for p in paths]
+    settings = {"resolution": int(resolution), "test_fraction": float(test_fraction), "seed": int(seed), "channel": int(channel),
+                "z_project": bool(z_project), "pixel_size": pixel_size, **flatten(asdict(params), "params.")}
+    state = make_state("annotate", settings, {}, sources, share)
+    start = time.perf_counter()
+    with open_output(output_dir, state, resume=resume, force=force, ours=OUTPUT_ENTRIES.__contains__, what="annotator output") as opened:
+        opened.remove_earlier()
+        write_state(output_dir, state)
+        names = output_names(paths, ".tif" if channel >= 0 else ".png")
+        run, positions = run_id(state), share.positions(len(paths))
+        sealed = sealed_positions(output_dir, positions, names, sources, run) if opened.resumed else {}
+        if opened.resumed:
+            logger.info("--resume: %d of %d images are complete in %s; %d to do", len(sealed), len(positions), output_dir,
+                        len(positions) - len(sealed))
+        work = [(paths[p], names[p], os.path.join(output_dir, "images"), int(resolution), int(channel), z_project, params, pixel_size)
+                for p in positions]
+        tasks = [(w, output_dir, p, run, sources[p]) for w, p in zip(work, positions) if p not in sealed]
+        for manifest in _run(tasks, workers, progress, stop, len(sealed), len(positions)):
+            sealed[manifest["position"]] = manifest
+        stopped_by = stop.received if stop is not None else None
+        summary = _finish(output_dir, input_dir, sealed, settings, len(positions), start, write=share.whole and stopped_by is None)
+    summary.stopped, summary.shard = stopped_by, str(share)
     return summary
 
 
-def _annotate_into(stage: str, output_dir: str, input_dir: str, paths: list[str], resolution: int, test_fraction: float, seed: int,
-                   channel: int, z_project: bool, workers: int, params: AnnotatorParams, progress: bool,
-                   pixel_size: float | None) -> AnnotationSummary:
-    """Write everything into ``stage``; the summary names the files where they will be, in ``output_dir``."""
-    image_dir = os.path.join(stage, "images")
-    os.makedirs(image_dir)
-    names = output_names(paths, ".tif" if channel >= 0 else ".png")
-    tasks = [(p, n, image_dir, int(resolution), int(channel), z_project, params, pixel_size) for p, n in zip(paths, names)]
-
+def merge_annotations(shard_dirs: list[str], output_dir: str | os.PathLike, force: bool = False) -> AnnotationSummary:
+    """The shard folders of one batch (``annotate_folder(..., shard="K/N")``) into ``output_dir``:
+    images and manifests linked there, then the train/test split decided by the seed over the whole
+    sorted input list, as one run decides it. Refuses overlapping, missing or incomplete shards."""
+    output_dir = os.fspath(output_dir)
     start = time.perf_counter()
-    results = _run(tasks, workers, progress)
-    summary = AnnotationSummary(input_dir=input_dir, output_dir=output_dir, images=len(paths))
+
+    def names_of(state: dict) -> list[str]:
+        return output_names(state["inputs"], ".tif" if state["settings"]["channel"] >= 0 else ".png")
+
+    checked = check_shards([os.fspath(d) for d in shard_dirs], output_dir, names_of)
+    with open_output(output_dir, None, resume=False, force=force, ours=OUTPUT_ENTRIES.__contains__, what="annotator output") as opened:
+        opened.remove_earlier()
+        link_shards(checked, output_dir)
+        input_dir = os.path.dirname(checked.state["inputs"][0])
+        return _finish(output_dir, input_dir, checked.manifests, checked.state["settings"], len(checked.state["inputs"]), start)
+
+
+def _finish(output_dir: str, input_dir: str, sealed: dict[int, dict], settings: dict, images: int, started: float,
+            write: bool = True) -> AnnotationSummary:
+    """The summary of the images in ``sealed`` (position → manifest) and, when ``write``, the COCO
+    train/test files and annotation_summary.json built from those manifests in input order."""
+    results = [ImageResult(**sealed[p]["result"]) for p in sorted(sealed)]
+    summary = AnnotationSummary(input_dir=input_dir, output_dir=output_dir, images=images)
+    summary.seconds = time.perf_counter() - started
     done = [r for r in results if r.error is None]
     summary.failed = [r.error or r.source for r in results if r.error is not None]
     summary.annotated = len(done)
     summary.instances = sum(len(r.annotations) for r in done)
     summary.instances_per_image = {r.file_name: len(r.annotations) for r in done if r.file_name}
     summary.empty_images = [r.file_name for r in done if r.file_name and not r.annotations]
+    if not write:
+        return summary
 
-    order = np.random.default_rng(seed).permutation(len(done))
+    test_fraction = settings["test_fraction"]
+    order = np.random.default_rng(settings["seed"]).permutation(len(done))
     n_test = int(round(len(done) * test_fraction))
     if test_fraction > 0 and len(done) >= 2:
         n_test = min(max(n_test, 1), len(done) - 1)
@@ -304,37 +383,56 @@ def _annotate_into(stage: str, output_dir: str, input_dir: str, paths: list[str]
             images.append(entry)
             for a in r.annotations:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
-        write_coco_json(os.path.join(stage, name), images, anns)
+        write_coco_json(os.path.join(output_dir, name), images, anns)
         summary.files[split] = os.path.join(output_dir, name)
     summary.train_images, summary.test_images = len(splits["train"]), len(splits["test"])
-    summary.seconds = time.perf_counter() - start
     summary.files["summary"] = os.path.join(output_dir, SUMMARY_JSON)
     record = asdict(summary)
-    record["resolution"] = int(resolution)
+    record["resolution"] = settings["resolution"]
     record["seconds_per_image"] = {r.file_name or r.source: round(r.seconds, 3) for r in results}
     # The annotator's lengths in pixels of each written image: reference lengths times this.
     record["scale_per_image"] = {r.file_name: round(r.scale, 4) for r in done}
-    record["params"] = asdict(params)
-    atomic_write_json(os.path.join(stage, SUMMARY_JSON), record, indent=2)
+    record["params"] = {k.removeprefix("params."): v for k, v in settings.items() if k.startswith("params.")}
+    atomic_write_json(os.path.join(output_dir, SUMMARY_JSON), record, indent=2)
     return summary
 
 
-def _run(tasks: list, workers: int, progress: bool) -> list[ImageResult]:
+def _run(tasks: list, workers: int, progress: bool, stop: StopRequests | None = None, done: int = 0,
+         total: int | None = None) -> Iterator[dict]:
+    """The manifest of each task's image as it is sealed. Once ``stop`` has a signal no image is
+    started; those in the workers are finished (at most ``2 x workers``: tasks are handed out as
+    workers free up, not all at once)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(tasks), desc="annotating", unit="img", file=sys.stderr, disable=not progress)
-    results: list[ImageResult] = []
+    bar = tqdm(total=total if total is not None else len(tasks), initial=done, desc="annotating", unit="img", file=sys.stderr,
+               disable=not progress)
+
+    def stopping() -> bool:
+        return stop is not None and stop.received is not None
+
     try:
         if workers <= 1 or len(tasks) == 1:
             _init_worker()
             for t in tasks:
-                results.append(_process_one(t))
+                if stopping():
+                    break
+                yield _process_and_seal(t)
                 bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker, mp_context=worker_context()) as pool:
-                for r in pool.map(_process_one, tasks, chunksize=1):
-                    results.append(r)
-                    bar.update()
+        elif tasks:
+            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_pool_worker,
+                                     mp_context=worker_context()) as pool:
+                pending: deque = deque()
+                for t in tasks:
+                    if stopping():
+                        break
+                    pending.append(pool.submit(_process_and_seal, t))
+                    while len(pending) >= 2 * workers:
+                        yield pending.popleft().result()
+                        bar.update()
+                while pending:
+                    future = pending.popleft()
+                    if not (stopping() and future.cancel()):
+                        yield future.result()
+                        bar.update()
     finally:
         bar.close()
-    return results

@@ -234,7 +234,7 @@ def merge_command(shard_folders: Sequence[str], output: str, force: bool = False
     """``predict.py --merge``: the complete shards of one batch into ``output``, which then holds
     what one run would have written (per-image files linked, summary.csv and predictions_coco.json
     rebuilt in input order). Returns 1 when any image had failed in its shard."""
-    checked = check_shards(list(shard_folders), output, output_names)
+    checked = check_shards(list(shard_folders), output, lambda state: output_names(state["inputs"]))
     with open_output(output, None, resume=False, force=force, ours=is_prediction_output, what="prediction results") as opened:
         opened.remove_earlier()
         link_shards(checked, output)

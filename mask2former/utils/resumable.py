@@ -231,10 +231,10 @@ class StopRequests:
         self._previous.clear()
 
     def _handle(self, signum, frame) -> None:
+        # Nothing is written here: the main thread may be in the middle of writing to the same stream.
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signum
-        logger.warning("%s received: stopping after the image in hand (send it again to stop at once)", signal.Signals(signum).name)
 
 
 def ignore_stop_signals() -> None:
@@ -494,10 +494,10 @@ class CheckedShards:
     manifests: dict[int, dict]  # position → its manifest
 
 
-def check_shards(folders: Sequence[str], out: str, names_of: Callable[[list[str]], list[str]]) -> CheckedShards:
+def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], list[str]]) -> CheckedShards:
     """Check that ``folders`` are the complete shards of one batch (same settings, model and
     inputs), each input in exactly one; refuse in one line naming the overlap, the missing shard or
-    the incomplete one. Nothing is written."""
+    the incomplete one. ``names_of(state)``: each input's output name. Nothing is written."""
     if not folders:
         raise InputError(None, "--merge needs the shard folders")
     shards: list[tuple[str, dict, Shard]] = []
@@ -539,7 +539,7 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[list[str]
             raise InputError(None, f"missing shards: {absent} (no folder given for them; every shard of {n} is needed)")
         listed = ", ".join(os.path.basename(inputs[p]) for p in missing[:3])
         raise InputError(None, f"{len(missing)} inputs are in no shard ({listed}{', ...' if len(missing) > 3 else ''})")
-    names = names_of(inputs)
+    names = names_of(first)
     run = run_id(first)
     checked = CheckedShards({**first, "shard": str(Shard())}, names, {}, {})
     for folder, _, shard in shards:
