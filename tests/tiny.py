@@ -20,3 +20,31 @@ SWIN_TINY = ("MODEL.BACKBONE.NAME", "swin")
 
 def tiny_cfg(*opts, stage: int = 1, freeze: bool = True):
     return load_config(TINY_STAGE1 if stage == 1 else TINY_STAGE2, [str(o) for o in (*UNIT_DEFAULTS, *opts)], freeze=freeze)
+
+
+def write_fields(folder, n: int, size: int = 96, seed: int = 0) -> list[str]:
+    """``n`` generated fields (8-bit PNG, the synthetic generator's myotubes), ``f00.png`` ... in sorted order."""
+    import cv2
+
+    from mask2former.data.synthetic import generate_field
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = os.path.join(folder, f"f{i:02d}.png")
+        cv2.imwrite(path, generate_field(size, seed=seed + i, pixel_scale=0.5).image)
+        paths.append(path)
+    return paths
+
+
+def save_tiny_checkpoint(path, seed: int = 0) -> str:
+    """A tiny Stage 2 model (16 queries) with random weights drawn from ``seed``, saved with its
+    config and class names like a model_final.pth: two seeds, two different models."""
+    import torch
+
+    from mask2former.modeling.build import build_model
+
+    cfg = load_config(TINY_STAGE2, [str(o) for o in UNIT_DEFAULTS])
+    torch.manual_seed(seed)
+    torch.save({"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"], "cfg": cfg.dump()}, path)
+    return str(path)
