@@ -5,7 +5,8 @@ Each image is resized to the pixel scale the model was trained at (recorded in t
 --scale or --pixel-size decide otherwise); images larger than the model input are then predicted
 in overlapping tiles and stitched, and the masks come back at the image's own resolution. Per image:
 NAME_overlay.png, NAME_labels.tif (uint16), NAME_coco.json, NAME_rois.zip (Fiji),
-NAME_measurements.csv; over all images: summary.csv, predictions_coco.json, config.yaml.
+NAME_measurements.csv; over all images: summary.csv, predictions_coco.json, config.yaml (and
+batch.json, manifests/ for --resume and --merge).
 Exit code 1 if any image failed (the others are still done). See docs/predict.md.
 
 Long batches: SIGTERM or Ctrl-C stops after the image in hand and prints the command that

@@ -16,6 +16,7 @@ STEPS = [
                           "--out", "bench/results/train_step_swinb_cpu.json"]),
     ("bench.loader", ["--size", "1500", "--workers", "0", "2"]),
     ("bench.predict", []),
+    ("bench.batch_memory", []),
     ("bench.annotator", []),
 ]
 

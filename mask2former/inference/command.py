@@ -202,7 +202,9 @@ def predict_command(
     # Check the inputs and the output folder before spending time on loading the model.
     paths = collect_inputs(list(inputs), exclude_dir=output)
     state = make_state("predict", prediction_settings(cfg, options), weights_identity(cfg.MODEL.WEIGHTS), paths, share)
-    with prepare_output_folder(output, force, resume, state) as opened:
+    # From here on a signal ends the run cleanly (lock released, the continue command printed),
+    # also while the model loads or a resumed folder's checksums are checked.
+    with prepare_output_folder(output, force, resume, state) as opened, StopRequests() as stop:
         from .predictor import MyotubePredictor
 
         if not cfg.MODEL.WEIGHTS:
@@ -221,8 +223,7 @@ def predict_command(
         opened.remove_earlier()  # --force: the earlier run's results go, so the folder holds this run only
         save_config(cfg, os.path.join(output, "config.yaml"))
         batch = plan_batch(paths, output, state, resumed=opened.resumed)
-        with StopRequests() as stop:
-            report = run_prediction(paths, predictor, output, options, batch=batch, stop=stop)
+        report = run_prediction(paths, predictor, output, options, batch=batch, stop=stop)
     if report.stopped:
         raise stopped(report.stopped, len(report.summaries), report.total, output, continue_with)
     n_ok, n_failed = len(report.summaries), len(report.failures)
