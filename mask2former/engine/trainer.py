@@ -7,11 +7,9 @@ import logging
 import math
 import os
 import random
-import shlex
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +26,8 @@ from ..errors import Interrupted, MyotubeError
 from ..modeling.weights import load_model
 from ..utils import comm
 from ..utils.fileio import atomic_write_text
+from ..utils.resumable import StopRequests as SignalStops
+from ..utils.resumable import continue_command
 from .checkpoint import FINAL, Checkpointer, has_checkpoints, last_good, write_failure
 from .evaluate import evaluate_test_sets
 from .events import StepLog, drop_metrics_from, plot_loss_curve, setup_run_logging
@@ -41,30 +41,9 @@ class TrainingError(MyotubeError):
     pass
 
 
-class StopRequests:
+class StopRequests(SignalStops):
     """SIGTERM (a cluster's time limit) and SIGINT (Ctrl-C) ask the loop to stop after the current
-    step; it then saves a checkpoint and says how to resume. Handlers are restored on exit."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:  # a second Ctrl-C: stop at once
-            raise KeyboardInterrupt
-        self.received = signum
+    step; it then saves a checkpoint and says how to resume. Every rank stops at the same step."""
 
     def stop_now(self) -> int | None:
         """The signal to stop for, the same on every rank (one rank stopping alone would hang the others)."""
@@ -77,10 +56,8 @@ class StopRequests:
 
 def resume_command() -> str:
     """The command line of this run with ``--resume``."""
-    args = [os.path.basename(sys.argv[0]) if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]]
-    if "--resume" not in args:
-        args.insert(1, "--resume")
-    return "python " + " ".join(shlex.quote(a) for a in args)
+    program = os.path.basename(sys.argv[0]) if sys.argv[0].endswith(".py") else sys.argv[0]
+    return continue_command(program, sys.argv[1:])
 
 
 def class_names_of(dataset_names) -> list[str]:
