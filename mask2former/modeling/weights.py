@@ -253,6 +253,45 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None,
     return model, f"{weights} (Hugging Face weights; class head re-initialised for {class_names})"
 
 
+def architecture_mismatch(count: int, example: str) -> str:
+    return (f"checkpoint does not fit the configured architecture ({count} tensors differ, e.g. {example}): "
+            "use the same MODEL.BACKBONE / MODEL.SWIN / MODEL.RESNET / MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER settings as the run that wrote it")
+
+
+def query_mismatch(source: int, target: int) -> str:
+    return (f"checkpoint has {source} queries, the config {target}: predict and evaluate "
+            "with MODEL.MASK_FORMER.NUM_OBJECT_QUERIES as trained (only training may add queries)")
+
+
+def fit_tensors(path: str, own: dict[str, torch.Tensor], source: dict[str, torch.Tensor], grow_queries: bool,
+                missing_reinitialised: bool = False) -> tuple[dict, list[str]]:
+    """The one rule for every weight format: which of ``source``'s tensors load into a model whose
+    state is ``own``. A tensor of the same shape loads; the learned queries are grown when there
+    are fewer than configured (training only, refused elsewhere); the heads that depend on the
+    class or query count (REINIT_PREFIXES) are re-initialised when missing or of another shape;
+    anything else misshapen refuses the weights, and so does anything else missing unless
+    ``missing_reinitialised`` (a converted detectron2 state names only what it converts). Returns
+    (loadable, re-initialised keys)."""
+    loadable: dict[str, torch.Tensor] = {}
+    reinitialised: list[str] = []
+    fatal: list[str] = []
+    for key, target in own.items():
+        tensor = source.get(key)
+        if tensor is not None and tuple(tensor.shape) == tuple(target.shape):
+            loadable[key] = tensor.to(target.dtype)
+        elif tensor is not None and key in QUERY_KEYS:
+            if not grow_queries:
+                raise WeightsError(path, query_mismatch(tensor.shape[0], target.shape[0]))
+            loadable[key] = _grow_queries(tensor.to(target.dtype), target)
+        elif key.startswith(REINIT_PREFIXES) or (tensor is None and missing_reinitialised):
+            reinitialised.append(key)
+        else:
+            fatal.append(key)
+    if fatal:
+        raise WeightsError(path, architecture_mismatch(len(fatal), fatal[0]))
+    return loadable, reinitialised
+
+
 def load_detectron2_state(model, path: str, state: dict, cfg: CfgNode, grow_queries: bool = False) -> str:
     """Load a detectron2 Mask2Former state dict into ``model``; returns what was loaded, for the log.
 
@@ -269,22 +308,7 @@ def load_detectron2_state(model, path: str, state: dict, cfg: CfgNode, grow_quer
                            "; set these keys (e.g. --opts) to load it")
     converted, unexpected = to_transformers(state)
     own = model.state_dict()
-    loadable, reinitialised = {}, []
-    for key, target in own.items():
-        source = converted.get(key)
-        if source is None:
-            reinitialised.append(key)
-        elif tuple(source.shape) == tuple(target.shape):
-            loadable[key] = source.to(target.dtype)
-        elif key in QUERY_KEYS:
-            if not grow_queries:
-                raise WeightsError(path, f"checkpoint has {source.shape[0]} queries, the config {target.shape[0]}: predict and evaluate "
-                                   "with MODEL.MASK_FORMER.NUM_OBJECT_QUERIES as trained (only training may add queries)")
-            loadable[key] = _grow_queries(source.to(target.dtype), target)
-        elif key.startswith(REINIT_PREFIXES):
-            reinitialised.append(key)
-        else:
-            raise WeightsError(path, f"{key} has shape {tuple(source.shape)} in the checkpoint, {tuple(target.shape)} in the model")
+    loadable, reinitialised = fit_tensors(path, own, converted, grow_queries, missing_reinitialised=True)
     model.load_state_dict(loadable, strict=False)
     unused = sorted(set(converted) - set(own))
     logger.info("detectron2 %s: loaded %d tensors; re-initialised: %s; unexpected (not loaded): %s", path, len(loadable),
@@ -314,28 +338,12 @@ def load_project_checkpoint(model, path: str, grow_queries: bool = False) -> int
     if not isinstance(state_dict, dict) or not state_dict:
         raise WeightsError(path, "not a model checkpoint (no 'model' state dict)")
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    fatal = [k for k in missing + unexpected + mismatched if not k.startswith(REINIT_PREFIXES)]
-    if fatal:
-        raise WeightsError(
-            path,
-            f"checkpoint does not fit the configured architecture ({len(fatal)} tensors differ, e.g. {fatal[0]}): "
-            "use the same MODEL.SWIN / MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER settings as the run that wrote it",
-        )
-    queries = [k for k in mismatched if k in QUERY_KEYS]
-    if queries and not grow_queries:
-        raise WeightsError(
-            path,
-            f"checkpoint has {state_dict[queries[0]].shape[0]} queries, the config {own[queries[0]].shape[0]}: predict and evaluate "
-            "with MODEL.MASK_FORMER.NUM_OBJECT_QUERIES as trained (only training may add queries)",
-        )
-    loadable = {k: v for k, v in state_dict.items() if k in own and k not in mismatched}
-    for key in mismatched:
-        if key in QUERY_KEYS:
-            loadable[key] = _grow_queries(state_dict[key], own[key])
-        else:
+    unexpected = [k for k in state_dict if k not in own and not k.startswith(REINIT_PREFIXES)]
+    if unexpected:
+        raise WeightsError(path, architecture_mismatch(len(unexpected), unexpected[0]))
+    loadable, reinitialised = fit_tensors(path, own, state_dict, grow_queries)
+    for key in reinitialised:
+        if key in state_dict:
             logger.warning("%s: %s has shape %s, model needs %s: re-initialised", path, key, tuple(state_dict[key].shape), tuple(own[key].shape))
     model.load_state_dict(loadable, strict=False)
     logger.info("Loaded %d/%d tensors from %s", len(loadable), len(own), path)
