@@ -121,6 +121,18 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # -1: pick a random seed and log it (detectron2's convention).
     _C.SEED = -1
 
+    _model_defaults(_C)
+    _head_defaults(_C)
+    _input_defaults(_C)
+    _datasets_defaults(_C)
+    _synthetic_defaults(_C)
+    _solver_defaults(_C)
+    _test_defaults(_C)
+    _inference_defaults(_C)
+
+
+def _model_defaults(_C: CfgNode) -> None:
+    """The model node: device, weights and the three backbones."""
     _C.MODEL = CfgNode()
     # "auto": cuda when available, else cpu.
     _C.MODEL.DEVICE = "auto"
@@ -153,6 +165,9 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # Gradient checkpointing inside the Swin stages: trades compute for memory at 1500x1500.
     _C.MODEL.SWIN.USE_CHECKPOINT = False
 
+
+def _head_defaults(_C: CfgNode) -> None:
+    """The pixel decoder, the transformer decoder and its losses, and test-time thresholds."""
     _C.MODEL.SEM_SEG_HEAD = CfgNode()
     # Pixel decoder width (HF: feature_size) and mask embedding size (HF: mask_feature_size).
     _C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 256
@@ -184,6 +199,8 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # Instances whose mask has fewer pixels than this are dropped.
     _C.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA = 16
 
+
+def _input_defaults(_C: CfgNode) -> None:
     _C.INPUT = CfgNode()
     # Training/inference resolution: images are resized so the longest side is IMAGE_SIZE,
     # then padded (or cropped after scale jitter) to IMAGE_SIZE x IMAGE_SIZE.
@@ -213,10 +230,14 @@ def add_myotube_config(cfg: CfgNode) -> None:
     _C.INPUT.EMPTY_CROP_POLICY = "resample"
     _C.INPUT.EMPTY_CROP_RETRIES = 10
 
+
+def _datasets_defaults(_C: CfgNode) -> None:
     _C.DATASETS = CfgNode()
     _C.DATASETS.TRAIN = ("myotube_algorithmic_train",)
     _C.DATASETS.TEST = ("myotube_algorithmic_test",)
 
+
+def _synthetic_defaults(_C: CfgNode) -> None:
     # Pretraining on generated fields (the base model): when ENABLED, training draws a fresh field
     # for every sample from the generator instead of reading DATASETS.TRAIN; field k of the stream
     # is the same for a given SEED, so a resumed run goes on where it stopped and never repeats one.
@@ -241,6 +262,9 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # merge crossing tubes, then keeps rehearsing the exact labels it was pretrained on. 0 = off.
     _C.SYNTHETIC.REPLAY = 0.0
 
+
+def _solver_defaults(_C: CfgNode) -> None:
+    """The data loader and the optimiser, schedule, checkpoints and gradient clipping."""
     _C.DATALOADER = CfgNode()
     _C.DATALOADER.NUM_WORKERS = 4
 
@@ -268,12 +292,16 @@ def add_myotube_config(cfg: CfgNode) -> None:
     # Mixed precision (bf16 autocast) is used only on CUDA.
     _C.SOLVER.AMP.ENABLED = True
 
+
+def _test_defaults(_C: CfgNode) -> None:
     _C.TEST = CfgNode()
     # 0 disables periodic evaluation; evaluation always runs at the end of training.
     _C.TEST.EVAL_PERIOD = 0
     # Detections kept per image for COCO AP; 0 means "all queries". COCO's default 100 caps recall.
     _C.TEST.DETECTIONS_PER_IMAGE = 0
 
+
+def _inference_defaults(_C: CfgNode) -> None:
     _C.INFERENCE = CfgNode()
     # Model-input pixels per pixel of a new image: images are resized by this before tiling.
     # 0: the training scale recorded in the weights (see mask2former/data/scale.py).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from .annotate import AnnotatorParams, annotate_image
 from .data.catalog import ANNOTATION_FILES
 from .data.coco import mask_annotations, write_coco_json
-from .data.synthetic import SyntheticParams, generate_field
+from .data.synthetic import SyntheticField, SyntheticParams, generate_field
 from .utils.fileio import atomic_write_with
 
 
@@ -79,34 +79,58 @@ def write_synthetic_dataset(
         from tqdm import tqdm
 
         iterator = tqdm(iterator, desc="synthetic fields", unit="img", file=sys.stderr)
-    annotate = None
-    if unified and algorithmic == "annotator":
-        annotator_params = AnnotatorParams(scale=pixel_scale)
-
-        def annotate(img):
-            return annotate_image(img, annotator_params)
-
+    annotate = _field_annotator(pixel_scale) if unified and algorithmic == "annotator" else None
     for i in iterator:
         f = generate_field(size, rng=np.random.default_rng(children[i]), density=densities[i], bit_depth=bit_depth, pixel_scale=pixel_scale, params=params)
-        name = f"synthetic_{i:05d}.png"
-        _write_png(os.path.join(image_dir, name), f.image)
-        if write_dapi:
-            stem = os.path.splitext(name)[0]
-            _write_png(os.path.join(out_dir, "dapi", f"{stem}_dapi.png"), f.nuclei_image)
-            _write_png(os.path.join(out_dir, "nuclei", f"{stem}_nuclei.png"), f.nuclei_labels.astype(np.uint16))
-        entry = {"id": i + 1, "file_name": name, "height": int(f.image.shape[0]), "width": int(f.image.shape[1])}
+        entry = _write_field_images(out_dir, i, f, write_dapi)
         algo = annotate(f.image) if annotate is not None else f.masks
         records.append((entry, f.masks, algo))
 
     if not unified:
-        images, anns = [], []
-        for entry, truth, _ in records:
-            images.append(entry)
-            anns += mask_annotations(truth, entry["id"], len(anns) + 1)
         path = os.path.join(out_dir, "annotations.json")
-        write_coco_json(path, images, anns)
+        _write_coco(path, [(entry, truth) for entry, truth, _ in records])
         return path
+    return _write_unified_splits(out_dir, records, test_fraction, manual_fraction)
 
+
+def _field_annotator(pixel_scale: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The classical annotator with its reference scale set to the fields' pixel scale."""
+    annotator_params = AnnotatorParams(scale=pixel_scale)
+
+    def annotate(img: np.ndarray) -> np.ndarray:
+        return annotate_image(img, annotator_params)
+
+    return annotate
+
+
+def _write_field_images(out_dir: str, i: int, f: SyntheticField, write_dapi: bool) -> dict:
+    """Write field ``i``'s image (and with ``write_dapi`` its nuclei); return its COCO image entry."""
+    name = f"synthetic_{i:05d}.png"
+    _write_png(os.path.join(out_dir, "images", name), f.image)
+    if write_dapi:
+        stem = os.path.splitext(name)[0]
+        _write_png(os.path.join(out_dir, "dapi", f"{stem}_dapi.png"), f.nuclei_image)
+        _write_png(os.path.join(out_dir, "nuclei", f"{stem}_nuclei.png"), f.nuclei_labels.astype(np.uint16))
+    return {"id": i + 1, "file_name": name, "height": int(f.image.shape[0]), "width": int(f.image.shape[1])}
+
+
+def _write_coco(path: str, items: Sequence[tuple[dict, np.ndarray]]) -> None:
+    """One COCO file of (image entry, masks) pairs, annotation ids numbered across the images."""
+    images, anns = [], []
+    for entry, masks in items:
+        images.append(entry)
+        anns += mask_annotations(masks, entry["id"], len(anns) + 1)
+    write_coco_json(path, images, anns)
+
+
+def _write_unified_splits(
+    out_dir: str,
+    records: list[tuple[dict, np.ndarray, np.ndarray]],
+    test_fraction: float,
+    manual_fraction: float,
+) -> str:
+    """The four split files of the unified layout; the path of the manual-train one."""
+    num_images = len(records)
     n_test = int(round(num_images * test_fraction)) if num_images > 1 else 0
     n_test = min(max(n_test, 1 if num_images > 1 and test_fraction > 0 else 0), num_images - 1)
     train, test = records[: num_images - n_test], records[num_images - n_test :]
@@ -120,9 +144,5 @@ def write_synthetic_dataset(
     for split, items in splits.items():
         if not items:
             continue
-        images, anns = [], []
-        for entry, masks in items:
-            images.append(entry)
-            anns += mask_annotations(masks, entry["id"], len(anns) + 1)
-        write_coco_json(os.path.join(out_dir, "annotations", ANNOTATION_FILES[split]), images, anns)
+        _write_coco(os.path.join(out_dir, "annotations", ANNOTATION_FILES[split]), items)
     return os.path.join(out_dir, "annotations", ANNOTATION_FILES["myotube_manual_train"])

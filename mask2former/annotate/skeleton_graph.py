@@ -166,18 +166,54 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
     segments = graph.segments
     nodes = {n.index: n for n in graph.nodes}
     _prune_spurs(segments, nodes, p)
+    node_uf, internal = _merge_junctions(segments, nodes, p)
+    clusters = _junction_clusters(segments, nodes, node_uf, internal)
+    cluster_of, cluster_pixels, cluster_radius, cluster_centroid = clusters
 
-    # Merge junctions joined by short segments into clusters (one physical crossing).
-    # Shortest links first; a cluster stops growing at four branches (two crossing tubes), so a
-    # dense tangle does not collapse into one giant junction.
-    node_uf = DisjointSet(range(len(graph.nodes) + 1))
-    internal: set[int] = set()
+    # Segment ends at each cluster: direction in which the segment leaves it, local half-width.
+    live = [s for s in segments if not s.removed and s.index not in internal]
+    ends: list[list[End]] = [[] for _ in cluster_pixels]
+    for s in live:
+        for c in sorted({cluster_of[n] for n in s.nodes}):
+            direction, half_width = _direction(s.pixels, cluster_centroid[c], cluster_radius[c], p.direction_length, graph.radius)
+            ends[c].append(End(s.index, c, direction, half_width))
+
+    # 1. Tubes passing straight through a junction: their two ends are paired.
+    seg_uf = DisjointSet(range(len(segments) + 1))
+    unpaired: list[End] = []
+    for cluster_ends in ends:
+        unpaired += _pair_through(cluster_ends, seg_uf, p)
+    # 2. Chains left with one loose end at a junction are a branch of the tube they leave at a
+    #    shallow angle (or too short to be a myotube); otherwise a touching myotube of their own.
+    #    At most one attachment per chain, so a chain never bridges two tubes.
+    _attach_loose_chains(live, unpaired, ends, seg_uf, p)
+
+    segment_groups, instance_clusters, passages = _instances_from_chains(live, segments, seg_uf, cluster_of, ends)
+    return Grouping(segment_groups, cluster_pixels, cluster_radius, cluster_centroid, instance_clusters, passages)
+
+
+def _branch_degree(segments: list[Segment]) -> dict[int, int]:
+    """Branches (segments not removed) that end at each node."""
     degree: dict[int, int] = {}
     for s in segments:
         if not s.removed:
             for n in s.nodes:
                 degree[n] = degree.get(n, 0) + 1
-    cluster_degree = dict(degree)  # external branch ends per cluster root
+    return degree
+
+
+def _merge_junctions(
+    segments: list[Segment], nodes: dict[int, Node], p: GroupingParams
+) -> tuple[DisjointSet, set[int]]:
+    """Merge junctions joined by short segments into clusters (one physical crossing).
+
+    Returns the node union-find and the segments that now lie inside a cluster.
+    """
+    # Shortest links first; a cluster stops growing at four branches (two crossing tubes), so a
+    # dense tangle does not collapse into one giant junction.
+    node_uf = DisjointSet(range(len(nodes) + 1))
+    internal: set[int] = set()
+    cluster_degree = _branch_degree(segments)  # external branch ends per cluster root
     links = sorted((s for s in segments if not s.removed and len(s.nodes) == 2), key=lambda s: s.length)
     for s in links:
         a, b = (nodes[i] for i in s.nodes)
@@ -198,39 +234,36 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
     for s in segments:  # a short loop from a junction back to itself is part of that junction
         if not s.removed and len(s.nodes) == 1 and s.length <= 2 * nodes[s.nodes[0]].radius and _is_loop(s, nodes):
             internal.add(s.index)
+    return node_uf, internal
 
+
+def _junction_clusters(
+    segments: list[Segment], nodes: dict[int, Node], node_uf: DisjointSet, internal: set[int]
+) -> tuple[dict[int, int], list[np.ndarray], list[float], list[np.ndarray]]:
+    """The cluster index of every node, and each cluster's pixels (its nodes and internal
+    segments), radius and centroid."""
     cluster_of_node = {n: node_uf[n] for n in nodes}
     cluster_ids = sorted(set(cluster_of_node.values()))
     cluster_index = {c: i for i, c in enumerate(cluster_ids)}
+    cluster_of = {n: cluster_index[c] for n, c in cluster_of_node.items()}
     members: list[list[int]] = [[] for _ in cluster_ids]
-    for n, c in cluster_of_node.items():
-        members[cluster_index[c]].append(n)
+    for n, c in cluster_of.items():
+        members[c].append(n)
     cluster_pixels, cluster_radius, cluster_centroid = [], [], []
     for i, node_ids in enumerate(members):
         px = [nodes[n].pixels for n in node_ids]
-        px += [segments[s - 1].pixels for s in internal if cluster_index[cluster_of_node[segments[s - 1].nodes[0]]] == i]
-        allpx = np.concatenate(px)
-        cluster_pixels.append(allpx)
+        px += [segments[s - 1].pixels for s in internal if cluster_of[segments[s - 1].nodes[0]] == i]
+        cluster_pixels.append(np.concatenate(px))
         cluster_radius.append(max(nodes[n].radius for n in node_ids))
         weights = np.array([len(nodes[n].pixels) for n in node_ids], float)
         cluster_centroid.append(np.average([nodes[n].centroid for n in node_ids], axis=0, weights=weights))
+    return cluster_of, cluster_pixels, cluster_radius, cluster_centroid
 
-    # Segment ends at each cluster: direction in which the segment leaves it, local half-width.
-    live = [s for s in segments if not s.removed and s.index not in internal]
-    ends: list[list[End]] = [[] for _ in cluster_ids]
-    for s in live:
-        for c in sorted({cluster_index[cluster_of_node[n]] for n in s.nodes}):
-            direction, half_width = _direction(s.pixels, cluster_centroid[c], cluster_radius[c], p.direction_length, graph.radius)
-            ends[c].append(End(s.index, c, direction, half_width))
 
-    # 1. Tubes passing straight through a junction: their two ends are paired.
-    seg_uf = DisjointSet(range(len(segments) + 1))
-    unpaired: list[End] = []
-    for cluster_ends in ends:
-        unpaired += _pair_through(cluster_ends, seg_uf, p)
-    # 2. Chains left with one loose end at a junction are a branch of the tube they leave at a
-    #    shallow angle (or too short to be a myotube); otherwise a touching myotube of their own.
-    #    At most one attachment per chain, so a chain never bridges two tubes.
+def _attach_loose_chains(
+    live: list[Segment], unpaired: list[End], ends: list[list[End]], seg_uf: DisjointSet, p: GroupingParams
+) -> None:
+    """Join each chain with one loose end to the tube it forks from (see group_segments, step 2)."""
     chain_length: dict[int, int] = {}
     for s in live:
         root = seg_uf[s.index]
@@ -255,6 +288,15 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
         if best is not None and (best[0] >= fork_cos or short):
             seg_uf.merge(best[1].segment, best[2].segment)
 
+
+def _instances_from_chains(
+    live: list[Segment],
+    segments: list[Segment],
+    seg_uf: DisjointSet,
+    cluster_of: dict[int, int],
+    ends: list[list[End]],
+) -> tuple[list[list[int]], list[list[int]], list[dict[int, list[End]]]]:
+    """Per instance its segments and the clusters it touches; per cluster each instance's ends there."""
     groups: dict[int, list[int]] = {}
     for s in live:
         groups.setdefault(seg_uf[s.index], []).append(s.index)
@@ -265,7 +307,7 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
         touched = set()
         for si in group:
             for n in segments[si - 1].nodes:
-                touched.add(cluster_index[cluster_of_node[n]])
+                touched.add(cluster_of[n])
         instance_clusters.append(sorted(touched))
     passages: list[dict[int, list[End]]] = []
     for cluster_ends in ends:
@@ -273,7 +315,7 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
         for e in cluster_ends:
             by_instance.setdefault(instance_of_segment[e.segment], []).append(e)
         passages.append(by_instance)
-    return Grouping(segment_groups, cluster_pixels, cluster_radius, cluster_centroid, instance_clusters, passages)
+    return segment_groups, instance_clusters, passages
 
 
 def _is_loop(segment: Segment, nodes: dict[int, Node]) -> bool:
@@ -285,11 +327,7 @@ def _is_loop(segment: Segment, nodes: dict[int, Node]) -> bool:
 def _prune_spurs(segments: list[Segment], nodes: dict[int, Node], p: GroupingParams) -> None:
     """Remove short dead-end segments; repeat because removing one can expose another."""
     for _ in range(3):
-        degree: dict[int, int] = {}
-        for s in segments:
-            if not s.removed:
-                for n in s.nodes:
-                    degree[n] = degree.get(n, 0) + 1
+        degree = _branch_degree(segments)
         changed = False
         for s in segments:
             if s.removed or len(s.nodes) != 1:

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -153,8 +153,23 @@ def validate_coco(
     def warning(msg: str, file: str = json_file) -> None:
         findings.append(Finding("warning", file, msg))
 
+    categories = _check_categories(data["categories"], error)
+    images = _check_images(data["images"], error)
+    per_image = _check_annotations(data["annotations"], images, categories, error)
+
+    for img in images.values():
+        if per_image[img["id"]] == 0 and data["annotations"]:
+            warning(f"image '{img['file_name']}' has no annotations (used as pure background)")
+
+    if check_images:
+        findings.extend(_check_image_files(images.values(), os.fspath(image_root), num_workers, channel, z_project))
+    return findings
+
+
+def _check_categories(entries: list, error: Callable[[str], None]) -> dict[int, Any]:
+    """Category names by id, reporting malformed and duplicate entries."""
     categories = {}
-    for cat in data["categories"]:
+    for cat in entries:
         if not isinstance(cat, dict) or "id" not in cat:
             error(f"category entry without an id: {str(cat)[:80]}")
             continue
@@ -166,9 +181,13 @@ def validate_coco(
         categories[cat["id"]] = cat.get("name", str(cat["id"]))
     if not categories:
         error("no categories")
+    return categories
 
+
+def _check_images(entries: list, error: Callable[[str], None]) -> dict[Any, dict]:
+    """The valid image entries by id, reporting the others and file names listed twice."""
     images: dict[Any, dict] = {}
-    for img in data["images"]:
+    for img in entries:
         if not isinstance(img, dict) or not {"id", "file_name", "height", "width"} <= set(img):
             error(f"image entry needs id, file_name, height and width: {str(img)[:80]}")
             continue
@@ -188,10 +207,16 @@ def validate_coco(
     for name, n in Counter(img["file_name"] for img in images.values()).items():
         if n > 1:
             error(f"image file '{name}' is listed {n} times")
+    return images
 
+
+def _check_annotations(
+    entries: list, images: dict[Any, dict], categories: dict[int, Any], error: Callable[[str], None]
+) -> Counter:
+    """Valid annotations per image id, reporting every annotation that is not valid."""
     ann_ids: set = set()
     per_image: Counter = Counter()
-    for ann in data["annotations"]:
+    for ann in entries:
         if not isinstance(ann, dict):
             error(f"annotation entry is not an object: {str(ann)[:80]}")
             continue
@@ -224,16 +249,9 @@ def validate_coco(
             error(f"{label}: {problem}")
             continue
         per_image[img["id"]] += 1
-    if not data["annotations"]:
+    if not entries:
         error("no annotations: the file lists no instances at all")
-
-    for img in images.values():
-        if per_image[img["id"]] == 0 and data["annotations"]:
-            warning(f"image '{img['file_name']}' has no annotations (used as pure background)")
-
-    if check_images:
-        findings.extend(_check_image_files(images.values(), os.fspath(image_root), num_workers, channel, z_project))
-    return findings
+    return per_image
 
 
 # pycocotools rasterises polygons in C ints at 5x resolution; no microscopy field comes near this.

@@ -142,45 +142,80 @@ def organize_unified_dataset(
     warnings: list[str] = list(algorithmic.warnings) + (list(manual_data.warnings) if manual_data else [])
     category_targets = _resolve_categories([d for d in (algorithmic, manual_data) if d], category_map, warnings)
 
+    entries = _image_entries(algorithmic, manual_data, warnings)
+    _read_sizes(entries, progress)
+    dropped = _convert_annotations(entries, category_targets, warnings)
+    if manual_data:
+        entries = _settle_manual_entries(
+            entries, manual, manual_data, keep_empty_manual_images, manual_test_fraction, seed, warnings
+        )
+    renamed = _assign_output_names(entries)
+    splits_out, rescaled = _split_jsons(entries)
+    options = {"manual_test_fraction": manual_test_fraction, "seed": seed, "link": link,
+               "category_map": category_map, "keep_empty_manual_images": keep_empty_manual_images}
+    info = _report_info(out, algorithmic_dir, manual, manual_data, options,
+                        renamed=renamed, rescaled=rescaled, dropped=dropped, warnings=warnings)
+    try:
+        return _write_dataset(out, entries, splits_out, info, link=link, progress=progress, started=started)
+    except OSError as err:  # disk full, no permission...: the old dataset is untouched either way
+        where = err.filename or out
+        raise InputError(where, f"cannot write the dataset ({err.strerror or err}); nothing was changed") from None
+
+
+def _image_entries(
+    algorithmic: ImportedDataset, manual_data: ImportedDataset | None, warnings: list[str]
+) -> list[_Entry]:
+    """One entry per input image, algorithmic first, each in its source's split (train if none)."""
     entries = [_Entry(img, "algorithmic", img.split or TRAIN) for img in algorithmic.images]
     if manual_data:
         _check_duplicates(manual_data.images)
         entries += [_Entry(img, "manual", img.split or TRAIN) for img in manual_data.images]
     else:
         warnings.append("no --manual_dataset: only the algorithmic splits are written (Stage 2 needs manual annotations)")
+    return entries
 
-    _read_sizes(entries, progress)
-    dropped = _convert_annotations(entries, category_targets, warnings)
-    if manual_data:
-        manual_entries = _drop_empty([e for e in entries if e.source == "manual"], keep_empty_manual_images, warnings)
-        _assign_manual_splits(manual_entries, manual_data.has_test_split, manual_test_fraction, seed, warnings)
-        entries = [e for e in entries if e.source == "algorithmic"] + manual_entries
-        if not any(e.split == TRAIN for e in manual_entries):
-            warnings.append(f"{manual}: no manual training image: Stage 2 needs manual_train_annotations.json")
-    renamed = _assign_output_names(entries)
-    splits_out, rescaled = _split_jsons(entries)
-    info = {
+
+def _settle_manual_entries(
+    entries: list[_Entry],
+    manual: str,
+    manual_data: ImportedDataset,
+    keep_empty: bool,
+    test_fraction: float,
+    seed: int,
+    warnings: list[str],
+) -> list[_Entry]:
+    """The entries with empty manual images dropped (unless kept), the manual ones split into train/test."""
+    manual_entries = _drop_empty([e for e in entries if e.source == "manual"], keep_empty, warnings)
+    _assign_manual_splits(manual_entries, manual_data.has_test_split, test_fraction, seed, warnings)
+    if not any(e.split == TRAIN for e in manual_entries):
+        warnings.append(f"{manual}: no manual training image: Stage 2 needs manual_train_annotations.json")
+    return [e for e in entries if e.source == "algorithmic"] + manual_entries
+
+
+def _report_info(
+    out: str,
+    algorithmic_dir: str,
+    manual: str | None,
+    manual_data: ImportedDataset | None,
+    options: dict[str, Any],
+    *,
+    renamed: dict[str, str],
+    rescaled: list[dict],
+    dropped: Counter,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The report's inputs, options and changes made on the way; the splits are added once written."""
+    return {
         "output": out,
         "algorithmic_dataset": algorithmic_dir,
         "manual_dataset": manual,
         "manual_format": manual_data.format if manual_data else None,
-        "options": {
-            "manual_test_fraction": manual_test_fraction,
-            "seed": seed,
-            "link": link,
-            "category_map": category_map,
-            "keep_empty_manual_images": keep_empty_manual_images,
-        },
+        "options": options,
         "renamed_images": renamed,
         "rescaled_images": rescaled,
         "instance_notes": dropped,
         "warnings": warnings,
     }
-    try:
-        return _write_dataset(out, entries, splits_out, info, link=link, progress=progress, started=started)
-    except OSError as err:  # disk full, no permission...: the old dataset is untouched either way
-        where = err.filename or out
-        raise InputError(where, f"cannot write the dataset ({err.strerror or err}); nothing was changed") from None
 
 
 def _write_dataset(

@@ -286,8 +286,27 @@ def error_breakdown(gt_masks: np.ndarray | list[dict], pred_masks: np.ndarray | 
     covers = inter >= cover * np.maximum(gt_area[:, None], 1)  # prediction p covers true g
     inside = inter >= cover * np.maximum(pred_area[None, :], 1)  # prediction p lies mostly inside g
     merging = covers.sum(0) >= 2
+    for kind in _true_instance_errors(gt, pred, gt_area, gt_matched, covers, inside, merging, cover):
+        counts[f"gt_{kind}"] += 1
+    for kind in _prediction_errors(gt, pred, pred_area, pred_matched, gt_matched, inside, merging, cover):
+        counts[f"pred_{kind}"] += 1
+    return counts
+
+
+def _true_instance_errors(
+    gt: list[dict],
+    pred: list[dict],
+    gt_area: np.ndarray,
+    gt_matched: np.ndarray,
+    covers: np.ndarray,
+    inside: np.ndarray,
+    merging: np.ndarray,
+    cover: float,
+) -> list[str]:
+    """The ERROR_KINDS_GT kind of each true instance (see error_breakdown)."""
     all_pred = [mask_utils.merge(pred)] if pred else []
     covered_by_all = _intersections(gt, all_pred)[:, 0] if pred else np.zeros(len(gt))
+    kinds = []
     for g in range(len(gt)):
         pieces = [pred[p] for p in np.flatnonzero(inside[g])]
         if gt_matched[g]:
@@ -300,9 +319,24 @@ def error_breakdown(gt_masks: np.ndarray | list[dict], pred_masks: np.ndarray | 
             kind = "split"
         else:
             kind = "poor_mask"
-        counts[f"gt_{kind}"] += 1
+        kinds.append(kind)
+    return kinds
+
+
+def _prediction_errors(
+    gt: list[dict],
+    pred: list[dict],
+    pred_area: np.ndarray,
+    pred_matched: np.ndarray,
+    gt_matched: np.ndarray,
+    inside: np.ndarray,
+    merging: np.ndarray,
+    cover: float,
+) -> list[str]:
+    """The ERROR_KINDS_PRED kind of each prediction (see error_breakdown)."""
     all_gt = [mask_utils.merge(gt)] if gt else []
     on_gt = _intersections(pred, all_gt)[:, 0] if gt else np.zeros(len(pred))
+    kinds = []
     for p in range(len(pred)):
         if pred_matched[p]:
             kind = "matched"
@@ -316,5 +350,5 @@ def error_breakdown(gt_masks: np.ndarray | list[dict], pred_masks: np.ndarray | 
             kind = "fragment"
         else:
             kind = "other"
-        counts[f"pred_{kind}"] += 1
-    return counts
+        kinds.append(kind)
+    return kinds

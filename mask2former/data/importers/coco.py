@@ -73,18 +73,31 @@ def load_coco_file(
     data = read_json(json_file)
     if not is_coco(data):
         raise DatasetError(json_file, "not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)")
-    here = os.path.dirname(os.path.abspath(json_file))
-    parent = os.path.dirname(here)
+    categories = _read_categories(data["categories"], json_file)
+    images = _read_images(data["images"], json_file, image_dir, split, search_dirs)
+    notes = _add_annotations(data["annotations"], images, categories, json_file)
+    warnings = note_lines(json_file, notes)
+    return list(images.values()), warnings
 
+
+def _read_categories(entries: list, json_file: str) -> dict[Any, str]:
+    """Category labels by id."""
     categories: dict[Any, str] = {}
-    for i, cat in enumerate(data["categories"]):
+    for i, cat in enumerate(entries):
         if not isinstance(cat, dict) or "id" not in cat or not _hashable(cat["id"]):
             raise DatasetError(json_file, f"category #{i} needs an id: {short(cat)}")
         categories[cat["id"]] = as_label(cat.get("name", cat["id"]))
+    return categories
 
+
+def _read_images(
+    entries: list, json_file: str, image_dir: str | None, split: str | None, search_dirs: list[str] | None
+) -> dict[Any, ImportedImage]:
+    """The images by id, in the file's order, each with its file found on disk."""
+    here = os.path.dirname(os.path.abspath(json_file))
+    parent = os.path.dirname(here)
     images: dict[Any, ImportedImage] = {}
-    order: list[Any] = []
-    for i, entry in enumerate(data["images"]):
+    for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "id" not in entry or not _hashable(entry["id"]):
             raise DatasetError(json_file, f"image entry #{i} needs an id: {short(entry)}")
         name = entry.get("file_name")
@@ -99,10 +112,15 @@ def load_coco_file(
         image_path = resolve_image(name, dirs, json_file)
         images[entry["id"]] = ImportedImage(name=name, annotation_file=json_file, path=image_path, height=height, width=width, split=split,
                                             scale_keys=scale_keys(entry))
-        order.append(entry["id"])
+    return images
 
+
+def _add_annotations(
+    entries: list, images: dict[Any, ImportedImage], categories: dict[Any, str], json_file: str
+) -> Counter:
+    """Attach each annotation to its image as an instance; the counted notes on what was skipped."""
     notes: Counter = Counter()
-    for i, ann in enumerate(data["annotations"]):
+    for i, ann in enumerate(entries):
         if not isinstance(ann, dict):
             raise DatasetError(json_file, f"annotation #{i} is not an object: {short(ann)}")
         image_id = ann.get("image_id")
@@ -121,27 +139,31 @@ def load_coco_file(
         if ann.get("iscrowd") in (1, True):
             # CVAT exports masks as iscrowd=1 RLE; crowd regions would be ignored in training.
             notes["iscrowd=1 annotations imported as ordinary instances (CVAT writes masks that way)"] += 1
-        if isinstance(segm, list):
-            polygons = []
-            for k, poly in enumerate(segm):
-                coords = as_coordinates(poly, f"{what} polygon {k}", json_file)
-                if len(coords) % 2:
-                    raise DatasetError(json_file, f"{what}: polygon {k} has an odd number of coordinates ({len(coords)})")
-                if len(coords) < 6:
-                    notes["polygons with fewer than 3 points"] += 1
-                    continue
-                polygons.append(coords)
-            if not polygons:
-                continue
-            segmentation: list[list[float]] | dict = polygons
-        elif isinstance(segm, dict):
-            segmentation = coco_rle(segm, image.height, image.width, what, json_file)  # type: ignore[arg-type]
-        else:
-            raise DatasetError(json_file, f"{what}: unsupported segmentation {short(segm)}")
+        segmentation = _segmentation(segm, image, what, json_file, notes)
+        if segmentation is None:
+            continue
         image.instances.append(ImportedInstance(categories[category_id], segmentation, where=what))
+    return notes
 
-    warnings = note_lines(json_file, notes)
-    return [images[i] for i in order], warnings
+
+def _segmentation(
+    segm: Any, image: ImportedImage, what: str, json_file: str, notes: Counter
+) -> list[list[float]] | dict | None:
+    """Polygons as written or RLE checked against the image size; None if no polygon has 3 points."""
+    if isinstance(segm, list):
+        polygons = []
+        for k, poly in enumerate(segm):
+            coords = as_coordinates(poly, f"{what} polygon {k}", json_file)
+            if len(coords) % 2:
+                raise DatasetError(json_file, f"{what}: polygon {k} has an odd number of coordinates ({len(coords)})")
+            if len(coords) < 6:
+                notes["polygons with fewer than 3 points"] += 1
+                continue
+            polygons.append(coords)
+        return polygons or None
+    if isinstance(segm, dict):
+        return coco_rle(segm, image.height, image.width, what, json_file)  # type: ignore[arg-type]
+    raise DatasetError(json_file, f"{what}: unsupported segmentation {short(segm)}")
 
 
 def _hashable(value: Any) -> bool:

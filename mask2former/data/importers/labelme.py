@@ -85,6 +85,18 @@ def load_labelme(path: str, image_dir: str | None = None) -> ImportedDataset:
 
 
 def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | None, notes: Counter, warnings: list[str]) -> ImportedImage:
+    image = _annotated_image(json_file, data, split, image_dir)
+    groups = _shape_groups(data["shapes"], image, json_file, notes, warnings)
+    for (label, _group), parts in groups.items():
+        if len(parts) > 1 and any(isinstance(p, dict) for p, _ in parts) and image.height is None:
+            image.height, image.width = _image_size(image)
+        segm = merge_segmentations([p for p, _ in parts], image.height, image.width, parts[0][1], json_file)
+        image.instances.append(ImportedInstance(label, segm, where=f"{json_file} {parts[0][1]}"))
+    return image
+
+
+def _annotated_image(json_file: str, data: dict, split: str | None, image_dir: str | None) -> ImportedImage:
+    """The image a LabelMe file annotates: its file on disk, else the embedded ``imageData``."""
     here = os.path.dirname(os.path.abspath(json_file))
     image_path_field = data.get("imagePath")
     embedded = data.get("imageData")
@@ -109,9 +121,15 @@ def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | No
         image.name = stem + (os.path.splitext(image.name)[1] if os.path.splitext(image.name)[1].lower() in _same_format(ext) else ext)
     if data.get("imageHeight") is not None or data.get("imageWidth") is not None:
         image.height, image.width = as_image_size(data.get("imageHeight"), data.get("imageWidth"), "imageHeight/imageWidth:", json_file)
+    return image
 
+
+def _shape_groups(
+    shapes: list, image: ImportedImage, json_file: str, notes: Counter, warnings: list[str]
+) -> dict[tuple[str, Any], list]:
+    """(segmentation, where) of each usable shape, keyed by (label, group): one list per object."""
     groups: dict[tuple[str, Any], list] = defaultdict(list)
-    for k, shape in enumerate(data["shapes"]):
+    for k, shape in enumerate(shapes):
         where = f"shape #{k}"
         if not isinstance(shape, dict):
             raise DatasetError(json_file, f"{where} is not an object: {short(shape)}")
@@ -142,12 +160,7 @@ def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | No
             group = None
         key = (label, group if group is not None else f"shape{k}")
         groups[key].append((segmentation, where))
-    for (label, _group), parts in groups.items():
-        if len(parts) > 1 and any(isinstance(p, dict) for p, _ in parts) and image.height is None:
-            image.height, image.width = _image_size(image)
-        segm = merge_segmentations([p for p, _ in parts], image.height, image.width, parts[0][1], json_file)
-        image.instances.append(ImportedInstance(label, segm, where=f"{json_file} {parts[0][1]}"))
-    return image
+    return groups
 
 
 def _mask_shape(shape: dict, where: str, json_file: str, height: int, width: int, notes: Counter) -> dict:

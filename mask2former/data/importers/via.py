@@ -62,7 +62,31 @@ def find_via_files(folder: str) -> list[str]:
 
 
 def load_via(path: str, image_dir: str | None = None) -> ImportedDataset:
-    path = os.fspath(path)
+    path, data, metadata = _read_via_file(os.fspath(path))
+    dirs = _image_dirs(data, path, image_dir)
+    entries = _image_entries(metadata, path)
+    label_key = _label_attribute(entries, path)
+    dataset = ImportedDataset(source=path, format="via")
+    notes: Counter = Counter()
+    seen: set[str] = set()
+    for name, regions in entries:
+        if name in seen:
+            raise DatasetError(path, f"image {name!r} is listed twice")
+        seen.add(name)
+        image = ImportedImage(name=name, annotation_file=path, path=resolve_image(name, dirs, path))
+        for k, region in enumerate(regions):
+            instance = _region_instance(region, f"image {name!r} region #{k}", label_key, path, notes)
+            if instance is not None:
+                image.instances.append(instance)
+        dataset.images.append(image)
+    if not dataset.images:
+        raise DatasetError(path, "lists no image")
+    dataset.warnings.extend(note_lines(path, notes))
+    return dataset
+
+
+def _read_via_file(path: str) -> tuple[str, Any, dict]:
+    """The VIA 2 file (the only one, if ``path`` is a folder), its parsed JSON and its per-image dict."""
     if os.path.isdir(path):
         files = find_via_files(path)
         if len(files) != 1:
@@ -75,14 +99,22 @@ def load_via(path: str, image_dir: str | None = None) -> ImportedDataset:
     metadata = via_metadata(data)
     if metadata is None:
         raise DatasetError(path, "not a VIA 2 file (no '_via_img_metadata' and no per-image 'filename'/'regions' entries)")
+    return path, data, metadata
+
+
+def _image_dirs(data: Any, path: str, image_dir: str | None) -> list[str | None]:
+    """Where the images are looked for, first hit wins."""
     here = os.path.dirname(os.path.abspath(path))
     default_path = ""
     settings = data.get("_via_settings") if isinstance(data, dict) else None
     if isinstance(settings, dict) and isinstance(settings.get("core"), dict):
         value = settings["core"].get("default_filepath")
         default_path = value if isinstance(value, str) and "://" not in value else ""
-    dirs = [image_dir, os.path.join(here, default_path) if default_path else None, here, os.path.join(here, "images")]
+    return [image_dir, os.path.join(here, default_path) if default_path else None, here, os.path.join(here, "images")]
 
+
+def _image_entries(metadata: dict, path: str) -> list[tuple[str, list]]:
+    """(file name, regions) of every image, VIA 1.x region dicts read as lists."""
     entries = []
     for key, entry in metadata.items():
         if not isinstance(entry, dict):
@@ -96,42 +128,32 @@ def load_via(path: str, image_dir: str | None = None) -> ImportedDataset:
         if not isinstance(regions, list):
             raise DatasetError(path, f"image {name!r}: 'regions' must be a list")
         entries.append((name, regions))
+    return entries
 
-    label_key = _label_attribute(entries, path)
-    dataset = ImportedDataset(source=path, format="via")
-    notes: Counter = Counter()
-    seen: set[str] = set()
-    for name, regions in entries:
-        if name in seen:
-            raise DatasetError(path, f"image {name!r} is listed twice")
-        seen.add(name)
-        image = ImportedImage(name=name, annotation_file=path, path=resolve_image(name, dirs, path))
-        for k, region in enumerate(regions):
-            where = f"image {name!r} region #{k}"
-            if not isinstance(region, dict) or not isinstance(region.get("shape_attributes"), dict):
-                raise DatasetError(path, f"{where} has no shape_attributes")
-            shape = region["shape_attributes"]
-            kind = shape.get("name")
-            if not isinstance(kind, str):
-                raise DatasetError(path, f"{where}: region shape name must be a string, got {short(kind)}")
-            if kind in _SKIPPED_SHAPES:
-                notes[f"{kind} regions skipped (no outline of an object; draw polygons)"] += 1
-                continue
-            if kind not in ("polygon", "polyline"):
-                raise DatasetError(path, f"{where}: unknown region shape {short(kind)}")
-            polygon = polygon_from_xy(shape.get("all_points_x"), shape.get("all_points_y"), where, path)
-            if len(polygon) < 6:
-                notes["regions with fewer than 3 points skipped"] += 1
-                continue
-            if kind == "polyline":
-                notes["polyline regions closed into polygons"] += 1
-            label = "myotube" if label_key is None else _region_label(region.get("region_attributes"), label_key)
-            image.instances.append(ImportedInstance(label, [polygon], where=where))
-        dataset.images.append(image)
-    if not dataset.images:
-        raise DatasetError(path, "lists no image")
-    dataset.warnings.extend(note_lines(path, notes))
-    return dataset
+
+def _region_instance(
+    region: Any, where: str, label_key: str | None, path: str, notes: Counter
+) -> ImportedInstance | None:
+    """A polygon or polyline region as an instance; None (counted in ``notes``) for a skipped one."""
+    if not isinstance(region, dict) or not isinstance(region.get("shape_attributes"), dict):
+        raise DatasetError(path, f"{where} has no shape_attributes")
+    shape = region["shape_attributes"]
+    kind = shape.get("name")
+    if not isinstance(kind, str):
+        raise DatasetError(path, f"{where}: region shape name must be a string, got {short(kind)}")
+    if kind in _SKIPPED_SHAPES:
+        notes[f"{kind} regions skipped (no outline of an object; draw polygons)"] += 1
+        return None
+    if kind not in ("polygon", "polyline"):
+        raise DatasetError(path, f"{where}: unknown region shape {short(kind)}")
+    polygon = polygon_from_xy(shape.get("all_points_x"), shape.get("all_points_y"), where, path)
+    if len(polygon) < 6:
+        notes["regions with fewer than 3 points skipped"] += 1
+        return None
+    if kind == "polyline":
+        notes["polyline regions closed into polygons"] += 1
+    label = "myotube" if label_key is None else _region_label(region.get("region_attributes"), label_key)
+    return ImportedInstance(label, [polygon], where=where)
 
 
 def _label_attribute(entries: list[tuple[str, list]], path: str) -> str | None:
