@@ -37,6 +37,7 @@ import re
 import sys
 
 from bench.common import REPO_ROOT, write_results
+from mask2former.utils.run_files import FINAL
 
 RESULTS = os.path.join(REPO_ROOT, "bench", "results", "base_model")
 HELDOUT = dict(num_images=45, size=256, pixel_scale=0.5, seed=1000, density=("sparse", "medium", "dense"))
@@ -105,7 +106,7 @@ def continued_from(run: str) -> tuple[str, int, float] | None:
     with open(os.path.join(run, "config.yaml"), encoding="utf-8") as f:
         weights = (yaml.safe_load(f).get("MODEL") or {}).get("WEIGHTS") or ""
     earlier = os.path.dirname(weights)
-    if os.path.basename(weights) != "model_final.pth" or not os.path.isfile(os.path.join(earlier, "metrics.json")):
+    if os.path.basename(weights) != FINAL or not os.path.isfile(os.path.join(earlier, "metrics.json")):
         return None
     iterations = checkpoint_iteration(weights)
     seconds = cpu_seconds(earlier, iterations)
@@ -128,7 +129,7 @@ def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
         m = CHECKPOINT.search(path)
         if m and int(m.group(1)) % every == 0:
             found.append((int(m.group(1)), path))
-    final = os.path.join(run, "model_final.pth")
+    final = os.path.join(run, FINAL)
     if os.path.isfile(final):
         found.append((checkpoint_iteration(final), final))
     return sorted(set(found))

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from mask2former.utils import REPO_ROOT  # noqa: F401  (for the benchmarks)
+from mask2former.utils.run_files import FINAL, POINTER
 
 
 def machine_info(with_torch: bool = True) -> dict:
@@ -79,8 +80,8 @@ def train_once(config: str, dataset: str, opts: list[str], out: str, log_path: s
     else:
         os.makedirs(out, exist_ok=True)
         atomic_write_json(request_path, request, indent=2)
-    if not os.path.isfile(os.path.join(out, "model_final.pth")):
-        resume = ["--resume"] if os.path.isfile(os.path.join(out, "last_checkpoint")) else []
+    if not os.path.isfile(os.path.join(out, FINAL)):
+        resume = ["--resume"] if os.path.isfile(os.path.join(out, POINTER)) else []
         cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, "--dataset", dataset, *resume, *opts]
         print("$", " ".join(cmd), flush=True)
         t0 = time.perf_counter()

@@ -13,6 +13,7 @@ import os
 
 from bench.common import REPO_ROOT
 from bench.real_two_stage import DEFAULT_DATA, list_fields
+from mask2former.utils.run_files import FINAL
 
 
 def main(argv=None) -> None:
@@ -37,7 +38,7 @@ def main(argv=None) -> None:
     widget = MyotubeWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Myotubes", area="right")
     viewer.window._qt_window.resize(1800, 1000)  # room for the dock beside the canvas
-    widget.weights.setText(os.path.join(args.model, "model_final.pth"))
+    widget.weights.setText(os.path.join(args.model, FINAL))
     widget.config.setText(os.path.join(args.model, "config.yaml"))
     found = widget.predict()
     print(widget.status.text(), "" if found is None else f"({len(found)} instances)")

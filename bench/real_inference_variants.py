@@ -33,6 +33,7 @@ from bench.real_two_stage import (
     split_fields,
 )
 from bench.seams import instance_proxy, isolated_tubes
+from mask2former.utils.run_files import FINAL
 
 
 def stitch_overlap_of_smaller(tile_predictions, match_overlap: float = 0.5):
@@ -82,7 +83,7 @@ def main(argv=None) -> None:
     heldout = split_fields(fields, plan)["heldout"]
     heldout = heldout[: args.fields] if args.fields else heldout
     cfg = load_config(os.path.join(args.model, "config.yaml"), ["MODEL.DEVICE", "cpu"])
-    predictor = MyotubePredictor(cfg, weights=os.path.join(args.model, "model_final.pth"))
+    predictor = MyotubePredictor(cfg, weights=os.path.join(args.model, FINAL))
     options = PredictOptions.from_cfg(cfg, progress=False)
     side = round(REFERENCE_SIZE * plan.pixel_scale)
     min_area = max(8, round(300 * plan.pixel_scale**2))

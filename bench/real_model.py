@@ -30,6 +30,7 @@ from bench.real_two_stage import (
     split_fields,
 )
 from bench.seams import instance_proxy, isolated_tubes
+from mask2former.utils.run_files import FINAL
 
 
 def score_model(model_dir: str, fields: list[str], scale: float, device: str) -> dict:
@@ -40,7 +41,7 @@ def score_model(model_dir: str, fields: list[str], scale: float, device: str) ->
     from mask2former.inference.command import build_predictor, resolve_input_scale
     from mask2former.inference.run import predict_image
 
-    cfg = load_config(os.path.join(model_dir, "config.yaml"), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", os.path.join(model_dir, "model_final.pth"),
+    cfg = load_config(os.path.join(model_dir, "config.yaml"), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", os.path.join(model_dir, FINAL),
                                                              "INFERENCE.INPUT_SCALE", str(scale)])
     used, why = resolve_input_scale(cfg)
     predictor, options = build_predictor(cfg, progress=False)

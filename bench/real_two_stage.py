@@ -48,6 +48,7 @@ import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 from bench.seams import instance_proxy, isolated_tubes, seam_breakdown, tile_edges
+from mask2former.utils.run_files import FINAL
 from mask2former.utils.settings import with_settings
 
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
@@ -217,7 +218,7 @@ def training_opts(plan: RealPlan, out: str, iters: int, lr: float, seed: int) ->
 
 def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str, float]:
     """Stage 1, Stage 2 and Stage 2 only; a finished model is reused, an interrupted one resumed."""
-    stage1 = os.path.join(work, "stage1", "model_final.pth")
+    stage1 = os.path.join(work, "stage1", FINAL)
     both = ["DATASETS.TRAIN", "('myotube_manual_train', 'myotube_algorithmic_train')"]
     runs = {
         "stage1": ("stage1_config.yaml", plan.stage1_iters, plan.stage1_lr, plan.weights, []),
@@ -262,7 +263,7 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
     predictors = {}
     for method, out in models.items():
         # A training's model_final.pth or a named model: either carries the config it was trained with.
-        weights = os.path.join(out, "model_final.pth") if os.path.isdir(out) else out
+        weights = os.path.join(out, FINAL) if os.path.isdir(out) else out
         cfg = checkpoint_config(weights)
         cfg.MODEL.DEVICE = plan.device
         cfg.merge_from_list(list(predict_opts))
@@ -463,7 +464,7 @@ def run(args) -> dict:
         for m, out in models.items():
             dest = os.path.join(args.output, m)
             os.makedirs(dest, exist_ok=True)
-            for name in ("model_final.pth", "config.yaml"):
+            for name in (FINAL, "config.yaml"):
                 shutil.copy(os.path.join(out, name), os.path.join(dest, name))
     text = markdown(result["heldout"], f"Held-out half ({len(heldout_rows)} fields)")
     if "pool" in result:

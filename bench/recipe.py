@@ -23,6 +23,7 @@ import shutil
 import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
+from mask2former.utils.run_files import FINAL
 
 RESULTS = os.path.join(REPO_ROOT, "bench", "results", "recipe")
 TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
@@ -90,7 +91,7 @@ def score(out_dir: str, records: list[dict], device: str = "cpu") -> dict:
     from mask2former.inference.predictor import MyotubePredictor
 
     cfg = load_config(os.path.join(out_dir, "config.yaml"), ["MODEL.DEVICE", device])
-    predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, "model_final.pth"))
+    predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, FINAL))
     evaluators = {t: InstanceEvaluator(score_threshold=t) for t in THRESHOLDS}
     for record in records:
         gt = record_masks(record)
@@ -144,7 +145,7 @@ def posthoc(out_dir: str, records: list[dict], pixel_scale: float) -> dict:
     from mask2former.structures import CroppedInstances, Instances
 
     cfg = load_config(os.path.join(out_dir, "config.yaml"), ["MODEL.DEVICE", "cpu"])
-    predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, "model_final.pth"))
+    predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, FINAL))
     params = AnnotatorParams(scale=pixel_scale)
     min_area = cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA
 
@@ -269,7 +270,7 @@ def run(args) -> dict:
         if args.stage2_iters:
             s2 = os.path.join(run_dir, f"seed{seed}", "stage2")
             opts2 = training_opts(plan, s2, args.stage2_iters, plan.stage2_lr, 1, seed) + list(args.opts) + list(args.opts2)
-            seconds2 = train_once(os.path.join(TINY, "stage2_config.yaml"), data[args.labels], opts2 + ["MODEL.WEIGHTS", os.path.join(s1, "model_final.pth")], s2, log)
+            seconds2 = train_once(os.path.join(TINY, "stage2_config.yaml"), data[args.labels], opts2 + ["MODEL.WEIGHTS", os.path.join(s1, FINAL)], s2, log)
             entry["stage2"] = {"heldout": score(s2, heldout)}
             entry["stage2_train_seconds"] = seconds2
         runs.append(entry)

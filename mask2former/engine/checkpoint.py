@@ -20,11 +20,12 @@ import torch
 
 from ..errors import MyotubeError
 from ..modeling.weights import FINAL
+from ..utils import run_files
 from ..utils.fileio import atomic_open, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-POINTER = "last_checkpoint"
+POINTER = run_files.POINTER
 _PERIODIC = re.compile(r"model_(\d{7})\.pth$")
 
 

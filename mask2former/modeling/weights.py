@@ -11,6 +11,7 @@ import torch
 
 from ..config import COCO_SWIN_B_WEIGHTS, CfgNode, get_cfg
 from ..errors import WeightsError
+from ..utils import run_files
 from .build import build_hf_config, build_model, configure_trainable_parts
 from .detectron2 import (
     ARCHITECTURE_KEYS,
@@ -26,8 +27,7 @@ from .zoo import is_zoo_name, zoo_path
 logger = logging.getLogger(__name__)
 
 
-# A training run's final model: weights, config, class names and pixel scale (MODEL.WEIGHTS takes it).
-FINAL = "model_final.pth"
+FINAL = run_files.FINAL
 # Where the guide tells users to put downloaded weights: "weights/NAME" is a folder, never a hub id.
 LOCAL_WEIGHTS_FOLDER = "weights"
 
