@@ -88,17 +88,19 @@ def score(out_dir: str, records: list[dict], device: str = "cpu") -> dict:
     from mask2former.data.coco import record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator
+    from mask2former.inference.filters import PostprocessParams
     from mask2former.inference.predictor import MyotubePredictor
 
     cfg = load_config(os.path.join(out_dir, "config.yaml"), ["MODEL.DEVICE", device])
     predictor = MyotubePredictor(cfg, weights=os.path.join(out_dir, FINAL))
     evaluators = {t: InstanceEvaluator(score_threshold=t) for t in THRESHOLDS}
+    configured_post = PostprocessParams.from_cfg(cfg)
     for record in records:
         gt = record_masks(record)
         pred = predictor.predict_all(read_image(record["file_name"]))
-        pred = pred.subset(np.flatnonzero(pred.masks.reshape(len(pred), -1).sum(1) >= cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA))
-        for ev in evaluators.values():
-            ev.add(gt, pred)
+        # What predict.py keeps at each threshold, scored as evaluate_predictor scores it.
+        for t, ev in evaluators.items():
+            ev.add(gt, pred, kept=predictor.kept(pred, replace(configured_post, score_threshold=t)))
     summaries = {t: ev.summarize() for t, ev in evaluators.items()}
     configured = cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
     main = summaries.get(configured) or InstanceEvaluator(configured).summarize()
