@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 
