@@ -87,6 +87,9 @@ class RealPlan:
     pool_fields: int = 0  # 0: the whole tuning half minus the manual fields
     heldout_fields: int = 0  # 0: the whole held-out half
     extra_opts: tuple[str, ...] = ()
+    # Share of Stage 1's steps on generated fields with exact labels (SYNTHETIC.REPLAY), drawn at
+    # the fields' working scale.
+    stage1_generated: float = 0.0
 
 
 PRESETS = {
@@ -216,12 +219,20 @@ def training_opts(plan: RealPlan, out: str, iters: int, lr: float, seed: int) ->
     ]
 
 
+def generated_opts(plan: RealPlan) -> list[str]:
+    """Stage 1's share of steps on generated fields, at the working scale, in training crops."""
+    if plan.stage1_generated <= 0:
+        return []
+    return ["SYNTHETIC.REPLAY", str(plan.stage1_generated), "SYNTHETIC.PIXEL_SCALE", str(plan.pixel_scale),
+            "SYNTHETIC.FIELD_SIZES", f"({plan.tile},)", "SYNTHETIC.FIELD_SIZE_WEIGHTS", "(1.0,)"]
+
+
 def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str, float]:
     """Stage 1, Stage 2 and Stage 2 only; a finished model is reused, an interrupted one resumed."""
     stage1 = os.path.join(work, "stage1", FINAL)
     both = ["DATASETS.TRAIN", "('myotube_manual_train', 'myotube_algorithmic_train')"]
     runs = {
-        "stage1": ("stage1_config.yaml", plan.stage1_iters, plan.stage1_lr, plan.weights, []),
+        "stage1": ("stage1_config.yaml", plan.stage1_iters, plan.stage1_lr, plan.weights, generated_opts(plan)),
         "stage2": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, []),
         # Stage 2 on the manual fields and the Stage 1 pool together: does replaying Stage 1's data
         # keep what Stage 1 learned while the few manual fields are added?

@@ -92,8 +92,9 @@ class DemoPlan:
     seed: int = 0
     # Also train on the exact labels of the Stage 1 fields (the ceiling of the recipe).
     ceiling: bool = False
-    # Share of Stage 1's steps that replay generated fields with exact labels (SYNTHETIC.REPLAY).
-    stage1_replay: float = 0.0
+    # Share of Stage 1's steps that train on generated fields with exact labels (SYNTHETIC.REPLAY),
+    # rehearsing the base model's data while Stage 1 learns the annotator's labels.
+    stage1_generated: float = 0.0
     # Train the comparison rows (Stage 2 only, from scratch); off for quick A/B runs of the two stages.
     comparisons: bool = True
 
@@ -191,8 +192,8 @@ def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log)
     exact = os.path.join(output, "output_exact_labels")
     total_iters = plan.stage1_iters + plan.stage2_iters
     train = os.path.join(REPO_ROOT, "train_two_stage.py")
-    replay = ["SYNTHETIC.REPLAY", str(plan.stage1_replay), "SYNTHETIC.FIELD_SIZES", f"({plan.image_size},)",
-              "SYNTHETIC.FIELD_SIZE_WEIGHTS", "(1.0,)"] if plan.stage1_replay > 0 else []
+    replay = ["SYNTHETIC.REPLAY", str(plan.stage1_generated), "SYNTHETIC.FIELD_SIZES", f"({plan.image_size},)",
+              "SYNTHETIC.FIELD_SIZE_WEIGHTS", "(1.0,)"] if plan.stage1_generated > 0 else []
     _run([py, train, "--stage", "1", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS", plan.weights,
           *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch), *replay], log)
     _run([py, train, "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts",
