@@ -19,7 +19,7 @@ from mask2former.inference.export import (
     render_overlay,
     write_coco,
     write_csv,
-    write_label_tiff,
+    write_instances_tiff,
     write_png,
     write_roi_zip,
 )
@@ -49,7 +49,7 @@ def shoelace(points):
 def test_label_tiff_reads_back_as_uint16_with_ids(tmp_path, crossing):
     masks, inst = crossing
     path = tmp_path / "labels.tif"
-    write_label_tiff(path, inst, pixel_size=0.65)
+    write_instances_tiff(path, inst, pixel_size=0.65)
     labels = tifffile.imread(path)
     assert labels.dtype == np.uint16 and labels.shape == SIZE
     assert set(np.unique(labels)) == {0, 1, 2, 3}

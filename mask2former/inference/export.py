@@ -24,18 +24,18 @@ from ..utils.fileio import atomic_open, atomic_write_json, atomic_write_with
 # --------------------------------------------------------------------------- label image
 
 
-def write_label_tiff(path: str | os.PathLike, instances: CroppedInstances, pixel_size: float | None = None) -> np.ndarray:
+def write_instances_tiff(path: str | os.PathLike, instances: CroppedInstances, pixel_size: float | None = None) -> np.ndarray:
     """uint16 label image (0 background, id k + 1), overlaps given to the higher score.
 
     Written as an ImageJ TIFF so Fiji opens it with its calibration when ``pixel_size`` (microns
     per pixel) is known. Returns the label array.
     """
     labels = label_image(instances, np.uint16)
-    write_labels_tiff(path, labels, pixel_size)
+    write_label_image_tiff(path, labels, pixel_size)
     return labels
 
 
-def write_labels_tiff(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
+def write_label_image_tiff(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
     """A uint16 label array as an ImageJ TIFF, calibrated in microns when ``pixel_size`` is known."""
     import tifffile
 

@@ -48,8 +48,8 @@ from .export import (
     render_overlay,
     write_coco,
     write_csv,
-    write_label_tiff,
-    write_labels_tiff,
+    write_instances_tiff,
+    write_label_image_tiff,
     write_png,
     write_roi_zip,
 )
@@ -372,7 +372,7 @@ def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1)
         base = os.path.join(output_dir, p.name)
         files = [p.name + suffix for suffix in ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv")]
         write_png(base + "_overlay.png", render_overlay(p.image, p.instances, nuclei_labels=nuclei))
-        write_label_tiff(base + "_labels.tif", p.instances, p.pixel_size)
+        write_instances_tiff(base + "_labels.tif", p.instances, p.pixel_size)
         annotations = coco_annotations(p.instances, image_id=1)
         # Where the image is and how it was read: the napari reader shows it under the instances.
         entry = {**coco_image_entry(os.path.basename(p.path), p.instances, 1), "original_path": os.path.abspath(p.path),
@@ -381,7 +381,7 @@ def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1)
         write_roi_zip(base + "_rois.zip", p.instances)
         write_csv(base + "_measurements.csv", measured.rows, measured.columns)
         if nuclei is not None:
-            write_labels_tiff(base + "_nuclei_labels.tif", nuclei, p.pixel_size)
+            write_label_image_tiff(base + "_nuclei_labels.tif", nuclei, p.pixel_size)
             write_csv(base + "_nuclei.csv", nucleus_rows(measured.nuclei, p.pixel_size), nucleus_columns(p.pixel_size))
             files += [p.name + "_nuclei_labels.tif", p.name + "_nuclei.csv"]
     summary = {"image": os.path.basename(p.path), "name": p.name, "height": p.image.shape[0], "width": p.image.shape[1],
