@@ -33,13 +33,19 @@ from bench.seams import instance_proxy, isolated_tubes
 from mask2former.utils.run_files import FINAL
 
 
+def predict_file(path: str, predictor, options):
+    """A field's instances as predict.py finds them in the file (its pixel size and scene included)."""
+    from mask2former.inference.run import StageTimer, read_and_predict
+
+    return read_and_predict(path, predictor, options, os.path.basename(path), StageTimer()).instances
+
+
 def score_model(model_dir: str, fields: list[str], scale: float, device: str) -> dict:
     """Predict ``fields`` at ``scale`` (0: the recorded training scale) and score them."""
     from mask2former.config import load_config
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.command import build_predictor, resolve_input_scale
-    from mask2former.inference.run import predict_image
 
     cfg = load_config(os.path.join(model_dir, "config.yaml"), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", os.path.join(model_dir, FINAL),
                                                              "INFERENCE.INPUT_SCALE", str(scale)])
@@ -47,10 +53,9 @@ def score_model(model_dir: str, fields: list[str], scale: float, device: str) ->
     predictor, options = build_predictor(cfg, progress=False)
     rows, t0 = [], time.perf_counter()
     for path in fields:
-        image = read_image(path)
         human = read_image(human_path(path))
         human = (human.max(axis=2) if human.ndim == 3 else human) > 0
-        masks = predict_image(image, predictor, options).to_instances().masks
+        masks = predict_file(path, predictor, options).to_instances().masks
         union = masks.any(axis=0) if len(masks) else np.zeros_like(human)
         # Isolated tubes at the full field's scale: the minimum area of real_two_stage, scaled up.
         proxy = instance_proxy(isolated_tubes(human, round(300 * (max(human.shape) / 1500) ** 2)), masks)

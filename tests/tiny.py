@@ -37,14 +37,18 @@ def write_fields(folder, n: int, size: int = 96, seed: int = 0) -> list[str]:
     return paths
 
 
-def save_tiny_checkpoint(path, seed: int = 0) -> str:
+def save_tiny_checkpoint(path, seed: int = 0, opts: tuple = (), input_scale: dict | None = None) -> str:
     """A tiny Stage 2 model (16 queries) with random weights drawn from ``seed``, saved with its
-    config and class names like a model_final.pth: two seeds, two different models."""
+    config (``opts`` applied) and class names like a model_final.pth, and with ``input_scale``
+    recorded as training records it: two seeds, two different models."""
     import torch
 
     from mask2former.modeling.build import build_model
 
-    cfg = load_config(TINY_STAGE2, [str(o) for o in UNIT_DEFAULTS])
+    cfg = load_config(TINY_STAGE2, [str(o) for o in (*UNIT_DEFAULTS, *opts)])
     torch.manual_seed(seed)
-    torch.save({"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"], "cfg": cfg.dump()}, path)
+    state = {"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"], "cfg": cfg.dump()}
+    if input_scale is not None:
+        state["input_scale"] = input_scale
+    torch.save(state, path)
     return str(path)

@@ -97,13 +97,20 @@ def resolve_input_scale(cfg, pixel_size: float | None = None) -> tuple[float, st
 
 
 def build_predictor(cfg, pixel_size: float | None = None, **option_overrides):
-    """The predictor and options ``predict.py`` would use for ``cfg`` (its MODEL.WEIGHTS): images
-    resized to the model's training scale, then tiled. For benchmarks and notebooks."""
+    """The predictor and options ``predict.py`` uses for ``cfg`` (its MODEL.WEIGHTS), for every
+    caller (predict.py, the napari widget, the benches, notebooks): images resized to the model's
+    training scale, or, when the model records its microns per pixel and an image states its own
+    (``pixel_size``, or the file's metadata at prediction), to the model's microns per pixel; then
+    tiled. INFERENCE.INPUT_SCALE > 0 (``--scale``) is the scale for every image."""
     from .predictor import MyotubePredictor
 
     input_scale, why = resolve_input_scale(cfg, pixel_size)
     logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
-    options = PredictOptions.from_cfg(cfg, input_scale=input_scale, pixel_size=pixel_size, **option_overrides)
+    recorded = recorded_scale(cfg)
+    by_hand = cfg.INFERENCE.INPUT_SCALE > 0
+    options = PredictOptions.from_cfg(cfg, input_scale=input_scale, pixel_size=pixel_size,
+                                      model_pixel_size_um=None if by_hand or recorded is None else recorded.pixel_size_um,
+                                      **option_overrides)
     return MyotubePredictor(cfg, input_scale=input_scale), options
 
 

@@ -27,7 +27,15 @@ from qtpy.QtWidgets import (
 from ..errors import MyotubeError
 from ..structures import CroppedInstances
 from ..utils import REPO_ROOT
-from .core import TOP, TRAINED_MODEL, UNDER, layers_from_masks, model_choices, save_manual_annotation
+from .core import (
+    TOP,
+    TRAINED_MODEL,
+    UNDER,
+    layers_from_masks,
+    model_choices,
+    predict_instances,
+    save_manual_annotation,
+)
 
 MODEL, ANNOTATOR = "trained model", "classical annotator"
 TABLE_COLUMNS = ("id", "score", "area", "length", "width_mean", "branch_points")
@@ -119,7 +127,8 @@ class MyotubeWidget(QWidget):
             self.progress.setRange(0, 3)
             self.progress.setValue(1)
             self.status.setText("predicting…")
-            instances = self._annotate(image) if self.source.currentText() == ANNOTATOR else self._run_model(image)
+            path = layer.metadata.get("image_path") or getattr(layer.source, "path", None)
+            instances = self._annotate(image) if self.source.currentText() == ANNOTATOR else self._run_model(image, path)
             self.progress.setValue(2)
             self._show(instances, layer)
             self.progress.setValue(3)
@@ -138,15 +147,8 @@ class MyotubeWidget(QWidget):
         found = annotate_instances(image)
         return CroppedInstances.from_instances(found, 0, 0, *image.shape[:2])
 
-    def _run_model(self, image: np.ndarray) -> CroppedInstances:
-        from ..inference.command import build_predictor, prediction_config
-        from ..inference.run import predict_image
-
-        weights = self.weights.text().strip()
-        cfg = prediction_config(self.config.text().strip() or None, weights, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "auto"])
-        cfg.freeze()
-        predictor, options = build_predictor(cfg, progress=False)
-        return predict_image(image, predictor, options)
+    def _run_model(self, image: np.ndarray, image_path: str | None = None) -> CroppedInstances:
+        return predict_instances(image, image_path, self.config.text().strip() or None, self.weights.text().strip())
 
     def _show(self, instances: CroppedInstances, image_layer) -> None:
         from ..measure.table import measure_instances

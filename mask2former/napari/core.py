@@ -32,9 +32,10 @@ from ..data.coco import (
     segmentation_to_mask,
     write_coco_json,
 )
-from ..data.io import read_image, read_metadata
+from ..data.io import ImageMetadata, read_image, read_metadata
 from ..errors import InputError, MyotubeError
 from ..modeling.zoo import available_models
+from ..structures import CroppedInstances
 
 TOP, UNDER, NUCLEI = "myotubes", "myotubes under others", "nuclei"
 # Stage 2's model, where train_two_stage.py writes it (relative to the working directory).
@@ -49,6 +50,20 @@ def model_choices() -> list[str]:
     except MyotubeError:  # a broken manifest is reported when a model is loaded, not when napari opens
         named = []
     return named + [TRAINED_MODEL]
+
+
+def predict_instances(image: np.ndarray, image_path: str | None, config: str | None, weights: str) -> CroppedInstances:
+    """A model's instances in a layer's image, as ``predict.py`` finds them in its file: the same
+    config (``config``, or the one ``weights`` carries), the same predictor builder, the same scale
+    rule (the file's pixel size against the model's, when both are known) and tiling."""
+    from ..inference.command import build_predictor, prediction_config
+    from ..inference.run import StageTimer, predict_read_image
+
+    cfg = prediction_config(config or None, weights, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "auto"])
+    cfg.freeze()
+    predictor, options = build_predictor(cfg, progress=False)
+    meta = read_metadata(image_path) if image_path and os.path.isfile(image_path) else ImageMetadata()
+    return predict_read_image(image_path or "", "", image, meta, predictor, options, StageTimer()).instances
 
 
 def layers_from_masks(masks: np.ndarray, scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
