@@ -1,36 +1,14 @@
 #!/usr/bin/env python
 """Register the four myotube splits (and list them) from a unified dataset folder.
 
-Training scripts call the same function themselves; run this to check what gets registered.
-In your own code: ``from mask2former.data.catalog import register_two_stage_datasets``.
+The command lives in mask2former/commands/register_datasets.py; anywhere, it is ``python -m
+mask2former.commands.register_datasets``. This file keeps ``python
+register_two_stage_datasets.py`` working in a checkout, with the same options and --help.
 """
 
 import sys
 
-from mask2former.cli import ArgumentParser, add_dataset_argument, setup_logging, user_errors_exit
-from mask2former.data.catalog import ANNOTATION_FILES, get_dataset, register_two_stage_datasets
-
-
-@user_errors_exit
-def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__)
-    add_dataset_argument(parser)
-    parser.add_argument("--load", action="store_true", help="also load and validate each split")
-    args = parser.parse_args(argv)
-    setup_logging()
-    names = register_two_stage_datasets(args.dataset)
-    for name in ANNOTATION_FILES:
-        if name in names:
-            entry = get_dataset(name)
-            extra = f"  {len(entry.load())} images" if args.load else ""
-            print(f"registered {name:<28} {entry.json_file}{extra}")
-        else:
-            print(f"missing    {name:<28} (no annotations/{ANNOTATION_FILES[name]})")
-    return 0
-
+from mask2former.commands.register_datasets import main
 
 if __name__ == "__main__":
-    # File names that are not valid UTF-8 reach us as surrogate escapes; print them escaped
-    # instead of failing with UnicodeEncodeError on a strict UTF-8 terminal.
-    sys.stdout.reconfigure(errors="backslashreplace")
     sys.exit(main())

@@ -1,48 +1,14 @@
 #!/usr/bin/env python
-"""Train one config, or evaluate a checkpoint with --eval-only (detectron2's train_net.py habits).
+"""Train one config, or evaluate a checkpoint with --eval-only.
 
-Examples:
-  python train_net.py --config-file stage1_config.yaml
-  python train_net.py --config-file stage2_config.yaml --eval-only MODEL.WEIGHTS output_stage2_manual/model_final.pth
+The command lives in mask2former/commands/train.py; installed, the same command is
+``myotube-train``. This file keeps ``python train_net.py`` working in a checkout, with the same
+options and --help.
 """
 
-import argparse
 import sys
 
-from mask2former.cli import (
-    ArgumentParser,
-    add_dataset_argument,
-    add_launch_arguments,
-    add_opts_argument,
-    launch,
-    user_errors_exit,
-)
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config YAML")
-    add_dataset_argument(parser)
-    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
-    add_launch_arguments(parser)
-    add_opts_argument(parser, dest="extra_opts")  # the trailing KEY VALUE pairs below work too, as in detectron2
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides, e.g. MODEL.WEIGHTS path SOLVER.BASE_LR 1e-4")
-    return parser
-
-
-@user_errors_exit
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return launch(args, lambda: run(args))
-
-
-def run(args) -> int:
-    from mask2former.engine.two_stage import run_train_net
-
-    run_train_net(args.config_file, args.dataset, list(args.opts) + list(args.extra_opts), args.eval_only, args.resume)
-    return 0
-
+from mask2former.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,60 +1,14 @@
 #!/usr/bin/env python
-"""Two-stage Mask2Former training for myotubes.
+"""Two-stage Mask2Former training for myotubes: Stage 1, then Stage 2.
 
-Stage 1 learns from the classical annotator's labels (stage1_config.yaml), Stage 2 fine-tunes the
-Stage 1 model on the manual annotations (stage2_config.yaml). Without --stage both run, Stage 2
-starting from Stage 1's model_final.pth.
-
-Examples:
-  python train_two_stage.py                                  # both stages, ./myotube_dataset
-  python train_two_stage.py --stage 1 --opts SOLVER.MAX_ITER 2000
-  python train_two_stage.py --config-dir configs/cpu_tiny    # tiny CPU preset
-  python train_two_stage.py --resume                         # continue after an interruption
-  python train_two_stage.py --num-gpus 4                     # one node, 4 GPUs (DDP via torchrun)
+The command lives in mask2former/commands/train_two_stage.py; installed, the same command is
+``myotube-train-two-stage``. This file keeps ``python train_two_stage.py`` working in a
+checkout, with the same options and --help.
 """
 
 import sys
 
-from mask2former.cli import (
-    ArgumentParser,
-    add_dataset_argument,
-    add_launch_arguments,
-    add_opts_argument,
-    launch,
-    user_errors_exit,
-)
-from mask2former.utils import REPO_ROOT
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--stage", type=int, choices=(1, 2), help="run only this stage (default: 1 then 2)")
-    add_dataset_argument(parser)
-    parser.add_argument(
-        "--config-dir", default=REPO_ROOT, metavar="DIR",
-        help="folder holding stage1_config.yaml and stage2_config.yaml (default: the repository root; configs/cpu_tiny for CPU)",
-    )
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in each stage's OUTPUT_DIR")
-    add_launch_arguments(parser)
-    add_opts_argument(parser)
-    return parser
-
-
-@user_errors_exit
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return launch(args, lambda: run(args))
-
-
-def run(args) -> int:
-    from mask2former.engine.two_stage import run_two_stage
-
-    stages = [args.stage] if args.stage else [1, 2]
-    finals = run_two_stage(args.config_dir, args.dataset, stages, args.opts, args.resume)
-    for stage, path in finals.items():
-        print(f"Stage {stage} model: {path}")
-    return 0
-
+from mask2former.commands.train_two_stage import main
 
 if __name__ == "__main__":
     sys.exit(main())

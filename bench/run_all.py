@@ -18,6 +18,8 @@ STEPS = [
     ("bench.predict", []),
     ("bench.batch_memory", []),
     ("bench.annotator", []),
+    # The wheel alone (seconds); the full installs with torch and the extras: python -m bench.install.
+    ("bench.install", ["--wheel"]),
 ]
 
 

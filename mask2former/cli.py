@@ -1,4 +1,5 @@
-"""Shared helpers for the thin root scripts: error reporting and logging set-up."""
+"""Shared helpers for the commands (``mask2former/commands/``, the console scripts and the root
+scripts that call them): error reporting, logging set-up, the argument parser."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import os
 import sys
 from collections.abc import Callable
 
+from .config import config_path, find_config
 from .data.catalog import DEFAULT_DATASET_ROOT
 from .errors import Interrupted, MyotubeError
-from .utils import add_version_argument
+from .utils import add_version_argument, program_name
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -27,6 +29,14 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.basicConfig(level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     else:
         root.setLevel(level)
+
+
+def escape_unencodable_output() -> None:
+    """File names that are not valid UTF-8 reach us as surrogate escapes; print them escaped
+    instead of failing with UnicodeEncodeError on a strict UTF-8 terminal."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
@@ -59,6 +69,20 @@ def add_dataset_argument(parser) -> None:
     )
 
 
+def add_config_dir_argument(parser) -> None:
+    parser.add_argument(
+        "--config-dir", default=None, metavar="DIR",
+        help="folder holding stage1_config.yaml and stage2_config.yaml, or a shipped one by name: cpu_tiny, the tiny CPU "
+        "preset (configs/cpu_tiny in a checkout) (default: the shipped full configuration, mask2former/configs)",
+    )
+
+
+def config_dir(value: str | None) -> str:
+    """``--config-dir`` as a folder: the shipped full configuration by default, a shipped folder
+    by name (``cpu_tiny``, ``configs/cpu_tiny``) where no such folder is here."""
+    return config_path() if value is None else find_config(value)
+
+
 def add_launch_arguments(parser) -> None:
     """detectron2's launch options: processes per machine, machines, rank, rendezvous URL."""
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; CPU uses gloo)")
@@ -78,6 +102,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if not args:
+            kwargs.setdefault("prog", program_name())
         super().__init__(*args, **kwargs)
         add_progress_argument(self)
         add_version_argument(self)

@@ -4,10 +4,20 @@ Every key is declared with its default in :func:`add_myotube_config`; YAML files
 share settings through ``_BASE_`` (resolved relative to the file that names it), and trailing
 ``KEY VALUE`` pairs (``--opts``) come last. Unknown keys are an error, so a typo such as
 ``MODEL.WETGHTS`` never passes silently.
+
+The shipped configs are package data in ``mask2former/configs/`` (the two stage configs, the
+Swin-B base, ``cpu_tiny/``, ``base/``), found wherever the package is installed:
+:func:`config_path` names one by its path there. A checkout keeps ``configs/`` and the two stage
+configs at its root as symbolic links to that folder. Links rather than copying the root's files
+into the package at build time (detectron2's setup.py does that): each file exists once, and a
+checkout, an editable install and a wheel read the same files with no build step. The price: a
+clone on a file system without symbolic links (Windows without developer mode) gets the links as
+small text files, and must use the ``mask2former/configs/...`` paths.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -17,11 +27,59 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 from .errors import ConfigError, one_line
 from .utils.fileio import atomic_write_text
 
+logger = logging.getLogger(__name__)
+
 # Public COCO instance-segmentation checkpoint the Stage 1 architecture matches.
 COCO_SWIN_B_WEIGHTS = "facebook/mask2former-swin-base-coco-instance"
 
 
 BASE_KEY = "_BASE_"
+# The shipped configs: package data, beside this module in a checkout and in an installed wheel alike.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def _shipped_relative(name: str | os.PathLike) -> str:
+    """``name`` relative to CONFIG_DIR: ``configs/cpu_tiny`` (the checkout's spelling) is ``cpu_tiny``."""
+    rel = os.path.normpath(os.fspath(name))
+    first, _, rest = rel.partition(os.sep)
+    return (rest or ".") if first == "configs" else rel
+
+
+def shipped_configs() -> list[str]:
+    """Every shipped config file, relative to CONFIG_DIR (e.g. ``cpu_tiny/stage2_config.yaml``)."""
+    found = []
+    for root, dirs, files in os.walk(CONFIG_DIR):
+        dirs.sort()
+        found += sorted(os.path.relpath(os.path.join(root, f), CONFIG_DIR) for f in files if f.endswith(".yaml"))
+    return found
+
+
+def config_path(name: str | os.PathLike = ".") -> str:
+    """The shipped config file or folder ``name``, relative to ``mask2former/configs``:
+    ``config_path("cpu_tiny/stage2_config.yaml")``, ``config_path("cpu_tiny")`` (a folder of stage
+    configs), ``config_path()`` (the full configuration's folder). A leading ``configs/``, as the
+    checkout spells these paths, is accepted."""
+    rel = _shipped_relative(name)
+    path = os.path.normpath(os.path.join(CONFIG_DIR, rel))
+    if os.path.isabs(rel) or rel == os.pardir or rel.startswith(os.pardir + os.sep) or not os.path.exists(path):
+        raise ConfigError(os.fspath(name), f"no shipped config of this name; the package ships {', '.join(shipped_configs())}")
+    return path
+
+
+def find_config(path: str | os.PathLike) -> str:
+    """A config file or folder given on the command line: the path itself when it exists, else the
+    shipped one of that name (``stage2_config.yaml``, ``configs/cpu_tiny``), so the commands the
+    README shows work from any folder once the package is installed. Otherwise ``path`` unchanged:
+    the caller reports it missing."""
+    path = os.fspath(path)
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    try:
+        shipped = config_path(path)
+    except ConfigError:
+        return path
+    logger.info("%s: not in %s; using the shipped %s", path, os.getcwd(), shipped)
+    return shipped
 
 
 class CfgNode(_FvCfgNode):
@@ -33,6 +91,12 @@ class CfgNode(_FvCfgNode):
 
         fvcore's version recurses forever on a ``_BASE_`` loop and fails with bare Python errors
         on empty files, non-UTF-8 text or a ``_BASE_`` that is not a path.
+
+        A relative ``_BASE_`` is taken from the folder the file really is in (symbolic links
+        resolved): the checkout's ``stage1_config.yaml`` is a link to
+        ``mask2former/configs/stage1_config.yaml``, whose base lies beside it there. One that is
+        not there but names a shipped config is the shipped one, so a copy of a shipped config
+        in a project folder loads as it is.
         """
         filename = os.fspath(filename)
         if not os.path.isfile(filename):
@@ -60,7 +124,7 @@ class CfgNode(_FvCfgNode):
                 raise ConfigError(filename, f"{BASE_KEY} must be the path of another config file (or a list of them), got {base!r}")
             base = os.path.expanduser(base)
             if not os.path.isabs(base):
-                base = os.path.join(os.path.dirname(filename), base)
+                base = _base_path(filename, base)
             if not os.path.isfile(base):
                 raise ConfigError(filename, f"{BASE_KEY} file not found: {base}")
             if os.path.realpath(base) in chain:
@@ -102,6 +166,21 @@ class CfgNode(_FvCfgNode):
                 return value
             return float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else value
         return value
+
+
+def _base_path(filename: str, base: str) -> str:
+    """Where the relative ``_BASE_`` ``base`` of ``filename`` is (see ``load_yaml_with_base``)."""
+    beside = os.path.join(os.path.dirname(os.path.realpath(filename)), base)
+    if os.path.isfile(beside):
+        return beside
+    try:
+        shipped = config_path(base)
+    except ConfigError:
+        return beside  # reported as not found, where it was looked for
+    if not os.path.isfile(shipped):
+        return beside
+    logger.info("%s: %s %s is not beside it; using the shipped %s", filename, BASE_KEY, base, shipped)
+    return shipped
 
 
 def _merge_dict_into(override: dict, base: dict) -> None:
@@ -345,10 +424,12 @@ def get_cfg() -> CfgNode:
 def load_config(config_file: str | os.PathLike | None, opts: Sequence[str] = (), freeze: bool = True,
                 base: CfgNode | None = None) -> CfgNode:
     """Defaults (or a copy of ``base``: a config stored with a model), then ``config_file`` (with its
-    ``_BASE_`` chain), then ``opts``."""
+    ``_BASE_`` chain), then ``opts``. A ``config_file`` that does not exist but names a shipped
+    config (``stage2_config.yaml``, ``configs/cpu_tiny/stage1_config.yaml``) is that one."""
     cfg = get_cfg() if base is None else base.clone()
     if config_file:
-        cfg.merge_from_file(os.fspath(config_file))
+        config_file = find_config(config_file)
+        cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(list(opts))
     _check_no_nulls(cfg, get_cfg(), config_file)

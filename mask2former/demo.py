@@ -3,19 +3,20 @@
 1. generate synthetic fields: a pool for Stage 1, a few fields whose ground truth plays the manual
    annotations, and a held-out test set;
 2. label the Stage 1 pool with the classical annotator and organize the unified dataset;
-3. check it with setup_two_stage.py and train both stages, Stage 1 starting from the shipped base
-   model (``myotube-base``, pretrained on generated fields, as the seed's Stage 1 starts from
-   COCO weights), plus comparison models with the same total iterations as Stage 1 + Stage 2: Stage
+3. check it with myotube-setup (setup_two_stage.py) and train both stages, Stage 1 starting from
+   the shipped base model (``myotube-base``, pretrained on generated fields, as the seed's Stage 1
+   starts from COCO weights), plus comparison models with the same total iterations as Stage 1 + Stage 2: Stage
    2 only (the manual fields, from the base), Stage 2 from scratch (the manual fields, random
    weights), and optionally the ceiling of the recipe (``--set ceiling=true``: the Stage 1 fields
    with their exact ground truth instead of the annotator's labels);
 4. evaluate the annotator, the base model alone and the trained models on the held-out set: one
    table of scores, one of errors (tubes merged, cut into pieces, missed; false detections by kind);
-5. predict two held-out images with predict.py; pictures and the tables go to the output folder.
+5. predict two held-out images with myotube-predict; pictures and the tables go to the output folder.
 
 ``--plan cpu`` (default) trains the tiny CPU preset; ``--plan gpu`` the real Swin-B architecture
-on one GPU. Each step runs the same command a user would run, printed before it runs. Every
-number in the tables comes from this run.
+on one GPU. Each step runs the same command a user would run (the package's commands, printed by
+their installed names before they run), so the demo needs no source checkout. Every number in
+the tables comes from this run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 
 from mask2former.annotate.instances import annotate_instances
 from mask2former.annotate.params import AnnotatorParams
-from mask2former.config import load_config
+from mask2former.config import CONFIG_DIR, config_path, load_config
 from mask2former.data.catalog import ANNOTATION_FILES, DEFAULT_DATASET_ROOT
 from mask2former.data.coco import load_coco_instances, read_coco_json, record_masks, write_coco_json
 from mask2former.data.io import read_image, to_uint8_display
@@ -45,7 +46,7 @@ from mask2former.inference.predictor import MyotubePredictor
 from mask2former.modeling.weights import FINAL, checkpoint_config
 from mask2former.modeling.zoo import is_zoo_name
 from mask2former.synthetic_datasets import write_synthetic_dataset
-from mask2former.utils import REPO_ROOT, add_version_argument
+from mask2former.utils import add_version_argument
 from mask2former.utils.fileio import atomic_write_json, atomic_write_text
 from mask2former.utils.settings import with_settings
 
@@ -84,8 +85,8 @@ class DemoPlan:
     # Generator preset of every field (mask2former.data.synthetic.GENERATOR_PRESETS).
     generator: str = "realistic"
     device: str = "cpu"
-    # Folder of stage1_config.yaml / stage2_config.yaml, relative to the repository.
-    config_dir: str = "configs/cpu_tiny"
+    # Folder of stage1_config.yaml / stage2_config.yaml among the shipped configs (mask2former/configs).
+    config_dir: str = "cpu_tiny"
     # Stage 1's initial weights: the shipped base model ("" = random initialisation).
     weights: str = "myotube-base"
     loader_workers: int = 0
@@ -117,11 +118,48 @@ class DemoPlan:
 
     @property
     def configs(self) -> str:
-        return os.path.join(REPO_ROOT, self.config_dir)
+        return config_path(self.config_dir)
+
+
+# The demo's steps: the package's commands, run as modules with this interpreter (no checkout, no
+# PATH needed) and shown by the names an installed package puts on PATH.
+COMMANDS = {
+    "myotube-annotate": "annotate",
+    "myotube-organize": "organize",
+    "myotube-setup": "setup_two_stage",
+    "myotube-train": "train",
+    "myotube-train-two-stage": "train_two_stage",
+    "myotube-predict": "predict",
+}
+
+
+def command(name: str, *args: str) -> list[str]:
+    """``name`` (a console script, e.g. ``myotube-predict``) with ``args``, as this interpreter runs it."""
+    return [sys.executable, "-m", f"mask2former.commands.{COMMANDS[name]}", *args]
+
+
+def _shown(cmd: list[str], cwd: str | None = None) -> str:
+    """``cmd`` as a user types it: the console script's name; a shipped config by the name the
+    commands find it by (``configs/cpu_tiny``, as a checkout spells it); paths below the working
+    folder relative."""
+    if cmd[:2] == [sys.executable, "-m"] and cmd[2].startswith("mask2former.commands."):
+        module = cmd[2].rsplit(".", 1)[1]
+        cmd = [next(n for n, m in COMMANDS.items() if m == module), *cmd[3:]]
+    here = os.path.abspath(cwd or os.getcwd())
+    shipped = os.path.normpath(CONFIG_DIR)
+
+    def show(arg: str) -> str:
+        if not os.path.isabs(arg):
+            return arg
+        if arg == shipped or arg.startswith(shipped + os.sep):
+            return os.path.normpath(os.path.join("configs", os.path.relpath(arg, shipped)))
+        return os.path.relpath(arg, here) if arg.startswith(here + os.sep) else arg
+
+    return " ".join(show(c) for c in cmd)
 
 
 def _run(cmd: list[str], log, cwd: str | None = None) -> None:
-    shown = " ".join(os.path.relpath(c, cwd or os.getcwd()) if os.path.isabs(c) and c.startswith(REPO_ROOT) else c for c in cmd)
+    shown = _shown(cmd, cwd)
     print(f"\n$ {shown}", flush=True)
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
@@ -182,37 +220,35 @@ def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
 
 def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log) -> dict[str, str]:
     """Check the dataset, train Stage 1 and Stage 2 and the comparison models; their output folders by row name."""
-    py = sys.executable
     configs = plan.configs
-    _run([py, os.path.join(REPO_ROOT, "setup_two_stage.py"), "--dataset", dataset, "--config-dir", configs], log)
+    _run(command("myotube-setup", "--dataset", dataset, "--config-dir", configs), log)
     s1 = os.path.join(output, STAGE_OUTPUT_NAMES[1])
     s2 = os.path.join(output, STAGE_OUTPUT_NAMES[2])
     s2_only = os.path.join(output, "output_stage2_only")
     scratch = os.path.join(output, "output_stage2_scratch")
     exact = os.path.join(output, "output_exact_labels")
     total_iters = plan.stage1_iters + plan.stage2_iters
-    train = os.path.join(REPO_ROOT, "train_two_stage.py")
     replay = ["SYNTHETIC.REPLAY", str(plan.stage1_generated), "SYNTHETIC.FIELD_SIZES", f"({plan.image_size},)",
               "SYNTHETIC.FIELD_SIZE_WEIGHTS", "(1.0,)"] if plan.stage1_generated > 0 else []
-    _run([py, train, "--stage", "1", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS", plan.weights,
-          *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch), *replay], log)
-    _run([py, train, "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts",
-          "MODEL.WEIGHTS", os.path.join(s1, FINAL), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)], log)
+    _run(command("myotube-train-two-stage", "--stage", "1", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS",
+                 plan.weights, *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch), *replay), log)
+    _run(command("myotube-train-two-stage", "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS",
+                 os.path.join(s1, FINAL), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)), log)
     # The comparisons get the two-stage model's whole budget: Stage 1 + Stage 2 iterations.
     models = {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2}
     if not plan.comparisons:
         return models
     if plan.weights:
-        _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
-              "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
+        _run(command("myotube-train", "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
+                     "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)), log)
         models[STAGE2_ONLY] = s2_only
-    _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
-          "MODEL.WEIGHTS", "", *_training_opts(plan, scratch, total_iters, plan.scratch_lr, plan.stage1_batch)], log)
+    _run(command("myotube-train", "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
+                 "MODEL.WEIGHTS", "", *_training_opts(plan, scratch, total_iters, plan.scratch_lr, plan.stage1_batch)), log)
     models[SCRATCH] = scratch
     if plan.ceiling:
         exact_dataset = exact_label_dataset(dataset, pool_json, os.path.join(output, "myotube_dataset_exact"))
-        _run([py, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(configs, "stage1_config.yaml"), "--dataset", exact_dataset,
-              "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, exact, total_iters, plan.stage1_lr, plan.stage1_batch)], log)
+        _run(command("myotube-train", "--config-file", os.path.join(configs, "stage1_config.yaml"), "--dataset", exact_dataset,
+                     "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, exact, total_iters, plan.stage1_lr, plan.stage1_batch)), log)
         models[CEILING] = exact
     return models
 
@@ -234,22 +270,20 @@ def annotate_and_organize(raw: str, manual_json: str, output: str, plan: DemoPla
     """The annotator labels the Stage 1 pool; the organizer joins it with the manual fields. Returns
     the unified dataset folder."""
     annotated = os.path.join(output, "annotator_out")
-    _run([sys.executable, os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"), "--input_dir", os.path.join(raw, "stage1_pool", "images"),
-          "--output_dir", annotated, "--resolution", str(plan.size), "--scale", str(plan.pixel_scale), "--test_fraction", "0.1", "--seed", "0",
-          "--workers", str(workers)], log)
+    _run(command("myotube-annotate", "--input_dir", os.path.join(raw, "stage1_pool", "images"), "--output_dir", annotated, "--resolution",
+                 str(plan.size), "--scale", str(plan.pixel_scale), "--test_fraction", "0.1", "--seed", "0", "--workers", str(workers)), log)
     dataset = os.path.join(output, os.path.basename(DEFAULT_DATASET_ROOT))
-    _run([sys.executable, os.path.join(REPO_ROOT, "organize_unified_dataset.py"), "--algorithmic_dataset", annotated,
-          "--manual_dataset", manual_json, "--output_dataset", dataset], log)
+    _run(command("myotube-organize", "--algorithmic_dataset", annotated, "--manual_dataset", manual_json, "--output_dataset", dataset), log)
     return dataset
 
 
 def predict_examples(image_dir: str, output: str, plan: DemoPlan, log) -> None:
-    """``predict.py`` with the Stage 2 model on the first held-out images, as a user would run it."""
+    """``myotube-predict`` with the Stage 2 model on the first held-out images, as a user would run it."""
     held_images = sorted(os.listdir(image_dir))[: plan.predict_images]
-    _run([sys.executable, os.path.join(REPO_ROOT, "predict.py"), "--config-file", os.path.join(plan.configs, "stage2_config.yaml"),
-          "--weights", os.path.join(output, STAGE_OUTPUT_NAMES[2], FINAL), "--input", *[os.path.join(image_dir, f) for f in held_images],
-          "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.image_size),
-          "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)], log)
+    _run(command("myotube-predict", "--config-file", os.path.join(plan.configs, "stage2_config.yaml"),
+                 "--weights", os.path.join(output, STAGE_OUTPUT_NAMES[2], FINAL), "--input", *[os.path.join(image_dir, f) for f in held_images],
+                 "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE",
+                 str(plan.image_size), "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)), log)
 
 
 def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:

@@ -58,7 +58,7 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
                 report["findings"].append({"level": f.level, "file": f.file, "message": f.message, "split": name})
             if any(f.level == "error" for f in findings):
                 ready = False
-                report["next_steps"].append(f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py")
+                report["next_steps"].append(f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py (myotube-organize)")
 
     report["environment"] = _environment()
     report["weights"] = _weights_status(config_dir, configs)
@@ -68,7 +68,7 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
     if not report["environment"]["torch"]["cuda_available"]:
         report["next_steps"].append(
             "No CUDA GPU: full-size Swin-B training is GPU work. On CPU use the tiny preset: "
-            "python train_two_stage.py --config-dir configs/cpu_tiny"
+            "python train_two_stage.py --config-dir configs/cpu_tiny (installed: myotube-train-two-stage --config-dir cpu_tiny)"
         )
     report["ready"] = ready
     return report

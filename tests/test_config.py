@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+import mask2former
 from mask2former.config import (
     COCO_SWIN_B_WEIGHTS,
+    CONFIG_DIR,
     CfgNode,
     add_myotube_config,
+    config_path,
+    find_config,
     get_cfg,
     load_config,
     save_config,
+    shipped_configs,
 )
 from mask2former.errors import ConfigError
 from tests.conftest import REPO_ROOT
@@ -315,11 +320,11 @@ def test_stage1_output_is_stage2_input():
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_cpu_tiny_presets_inherit_their_stage_config(stage, monkeypatch, tmp_path):
-    tiny_path = Path(REPO_ROOT, "configs", "cpu_tiny", f"stage{stage}_config.yaml")
+    tiny_path = Path(config_path(f"cpu_tiny/stage{stage}_config.yaml"))
     # The stage's config first, then the tiny architecture shared by both stages.
     bases = yaml.safe_load(tiny_path.read_text())["_BASE_"]
     assert [os.path.normpath(tiny_path.parent / b) for b in bases] == [
-        os.path.normpath(Path(REPO_ROOT, f"stage{stage}_config.yaml")), os.path.normpath(tiny_path.parent / "Base-Tiny.yaml")]
+        config_path(f"stage{stage}_config.yaml"), os.path.normpath(tiny_path.parent / "Base-Tiny.yaml")]
 
     monkeypatch.chdir(tmp_path)
     tiny = load_config(tiny_path)
@@ -353,6 +358,68 @@ def _merge(into: dict, other: dict) -> None:
             _merge(into[key], value)
         else:
             into.setdefault(key, value)
+
+
+# --------------------------------------------------------------------------- shipped configs
+
+
+def test_the_checkout_paths_are_links_to_the_one_copy_in_the_package():
+    # configs/ and the two stage configs exist once, as package data; the checkout's paths lead there.
+    assert os.path.realpath(os.path.join(REPO_ROOT, "configs")) == os.path.realpath(CONFIG_DIR)
+    for name in ("stage1_config.yaml", "stage2_config.yaml"):
+        assert os.path.realpath(os.path.join(REPO_ROOT, name)) == os.path.realpath(config_path(name))
+    assert CONFIG_DIR == os.path.join(os.path.dirname(os.path.abspath(mask2former.__file__)), "configs")
+    assert {"stage1_config.yaml", "stage2_config.yaml", "cpu_tiny/stage1_config.yaml", "cpu_tiny/stage2_config.yaml",
+            "Base-Myotube-SwinB.yaml"} <= set(shipped_configs())
+
+
+@pytest.mark.parametrize("name", ["cpu_tiny/stage2_config.yaml", "configs/cpu_tiny/stage2_config.yaml", "stage1_config.yaml"])
+def test_a_shipped_config_is_found_by_name_and_loads_through_the_checkout_links_alike(name):
+    path = config_path(name)
+    assert os.path.isfile(path) and path.startswith(CONFIG_DIR)
+    checkout = os.path.join(REPO_ROOT, "configs", name.removeprefix("configs/")) if "/" in name else os.path.join(REPO_ROOT, name)
+    assert _flatten(load_config(path)) == _flatten(load_config(checkout))
+
+
+def test_names_that_are_no_shipped_config_are_refused_in_one_line():
+    assert config_path() == os.path.normpath(CONFIG_DIR) and os.path.isdir(config_path("configs/cpu_tiny"))
+    for bad in ("nope.yaml", "../config.py", "/etc/passwd"):
+        with pytest.raises(ConfigError, match="no shipped config of this name"):
+            config_path(bad)
+
+
+def test_a_config_file_missing_here_is_the_shipped_one_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_config("stage2_config.yaml") == config_path("stage2_config.yaml")
+    assert find_config("configs/cpu_tiny") == config_path("cpu_tiny")
+    assert load_config("configs/cpu_tiny/stage1_config.yaml").MODEL.BACKBONE.NAME == "resnet"
+    # A file of that name here wins; a name nothing ships stays as given, to be reported missing.
+    _write(tmp_path / "stage2_config.yaml", "SOLVER:\n  MAX_ITER: 3\n")
+    assert load_config("stage2_config.yaml").SOLVER.MAX_ITER == 3
+    assert find_config("mine.yaml") == "mine.yaml"
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("mine.yaml")
+
+
+def test_a_copy_of_a_shipped_config_loads_in_another_folder(tmp_path):
+    # Its _BASE_ is not beside the copy: the shipped file of that name is (also the checkout's
+    # former spelling, configs/Base-Myotube-SwinB.yaml).
+    for base in ("Base-Myotube-SwinB.yaml", "configs/Base-Myotube-SwinB.yaml"):
+        text = Path(config_path("stage2_config.yaml")).read_text().replace("_BASE_: Base-Myotube-SwinB.yaml", f"_BASE_: {base}")
+        copy = _write(tmp_path / "mine.yaml", text + "SEED: 7\n")
+        cfg = load_config(copy)
+        assert cfg.SEED == 7 and _flatten(cfg) == _flatten(load_config(config_path("stage2_config.yaml"), ["SEED", "7"]))
+    with pytest.raises(ConfigError, match="_BASE_ file not found"):
+        load_config(_write(tmp_path / "other.yaml", "_BASE_: no_such_base.yaml\n"))
+
+
+def test_base_follows_a_linked_config_to_where_it_really_is(tmp_path):
+    _write(tmp_path / "real" / "base.yaml", "SEED: 5\n")
+    _write(tmp_path / "real" / "child.yaml", "_BASE_: base.yaml\nSOLVER:\n  MAX_ITER: 4\n")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "real" / "child.yaml", tmp_path / "elsewhere" / "child.yaml")
+    cfg = load_config(tmp_path / "elsewhere" / "child.yaml")
+    assert (cfg.SEED, cfg.SOLVER.MAX_ITER) == (5, 4)
 
 
 def test_base_lists_merge_in_order_and_loops_are_refused(tmp_path):

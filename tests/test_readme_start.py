@@ -210,6 +210,23 @@ def named_models() -> set[str]:
     return set(json.loads(read(os.path.join(REPO_ROOT, "mask2former", "model_zoo", "models.json"))))
 
 
+def console_scripts() -> dict[str, str]:
+    """pyproject.toml's [project.scripts]: console script → module (``mask2former.commands.predict``)."""
+    text = read(os.path.join(REPO_ROOT, "pyproject.toml"))
+    section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0] if "[project.scripts]" in text else ""
+    return {name: target.split(":")[0] for name, target in re.findall(r'^([\w-]+)\s*=\s*"([\w.:]+)"', section, flags=re.M)}
+
+
+def command_source(script: str) -> str:
+    """The file whose argparse definitions a script has: a root script that only calls a command
+    of the package (``from mask2former.commands.predict import main``) has that module's."""
+    tree = ast.parse(read(os.path.join(REPO_ROOT, script)))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mask2former.commands."):
+            return node.module.replace(".", "/") + ".py"
+    return script
+
+
 def python_command_problems(args: list[str]) -> list[str]:
     if args[:1] == ["-m"]:
         module = args[1].replace(".", "/")
@@ -222,7 +239,7 @@ def python_command_problems(args: list[str]) -> list[str]:
         script, rest = args[0], args[1:]
         if not os.path.isfile(os.path.join(REPO_ROOT, script)):
             return [f"no script {script} in the repository"]
-    spec = script_arguments(os.path.join(REPO_ROOT, script))
+    spec = script_arguments(os.path.join(REPO_ROOT, command_source(script)))
     if not spec["flags"]:
         return [f"{script}: no argparse options found in its source"]
     problems = []
@@ -254,6 +271,8 @@ def command_problems(cmd: list[str]) -> list[str]:
     program, args = cmd[0], cmd[1:]
     if program == "python":
         return python_command_problems(args)
+    if program in console_scripts():
+        return python_command_problems(["-m", console_scripts()[program], *args])
     if program == "make":
         problems = []
         for arg in args:
@@ -265,8 +284,10 @@ def command_problems(cmd: list[str]) -> list[str]:
                 problems.append(f"make: the Makefile has no target {arg}")
         return problems
     if program == "pip":
+        if args[:1] == ["wheel"]:
+            return []
         if args[:2] != ["install", "-e"]:
-            return [] if args[:1] == ["install"] else [f"pip {' '.join(args)}: only installs are expected"]
+            return [] if args[:1] == ["install"] else [f"pip {' '.join(args)}: only installs and wheels are expected"]
         match = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", args[2] if len(args) > 2 else "")
         if not match:
             return [f"pip install -e {args[2:]}: not this repository"]
@@ -376,6 +397,12 @@ def test_the_command_check_catches_wrong_scripts_options_and_values():
     assert command_problems(["pip", "install", "-e", ".[napari]"]) == []
     assert command_problems(["pip", "install", "-e", ".[gpu]"]) == ["pip: pyproject.toml has no extra ['gpu']"]
     assert command_problems(["conda", "activate"]) == ["conda: not a command the README is expected to use"]
+    # The console scripts are checked against the command module they run.
+    assert command_problems(["myotube-predict", "--method", "annotator", "--input", "a.tif", "--output", "out"]) == []
+    assert command_problems(["myotube-predict", "--input", "a.tif"]) == ["mask2former/commands/predict.py: the required option --output is missing"]
+    assert command_problems(["myotube-train-two-stage", "--config-dir", "configs/cpu_tiny", "--num-gpus", "2"]) == []
+    assert command_problems(["myotube-annotate", "--input_dir", "raw", "--output_dir", "o", "--colour", "red"]) == [
+        "mask2former/commands/annotate.py: --colour is not one of its options"]
 
 
 def test_every_result_file_the_docs_cite_exists():

@@ -23,7 +23,9 @@ ROOT_SCRIPTS = [
     "utils/batch_myotube_processing.py",
     "utils/make_synthetic_dataset.py",
 ]
+COMMANDS = ["predict", "annotate", "organize", "setup_two_stage", "train", "train_two_stage", "register_datasets", "make_synthetic"]
 MODULES = [
+    *(f"mask2former.commands.{name}" for name in COMMANDS),
     "mask2former.demo",
     "mask2former.modeling.convert_detectron2",
     "mask2former.model_zoo.publish",
@@ -68,3 +70,19 @@ def test_the_changelog_and_citation_name_the_version():
         assert f"## [{mask2former.__version__}]" in f.read()
     with open(os.path.join(REPO_ROOT, "CITATION.cff"), encoding="utf-8") as f:
         assert re.search(rf'^version: "?{re.escape(mask2former.__version__)}"?$', f.read(), re.MULTILINE)
+
+
+def test_every_console_script_runs_a_command_module_and_every_root_script_calls_one():
+    setuptools_config = pytest.importorskip("setuptools.config.pyprojecttoml")
+    scripts = setuptools_config.read_configuration(os.path.join(REPO_ROOT, "pyproject.toml"), expand=False)["project"]["scripts"]
+    assert set(scripts) == {"myotube-predict", "myotube-annotate", "myotube-organize", "myotube-setup", "myotube-train",
+                            "myotube-train-two-stage"}
+    for target in scripts.values():
+        module, _, function = target.partition(":")
+        assert module.startswith("mask2former.commands.") and module.rsplit(".", 1)[1] in COMMANDS and function == "main"
+    # A root script is a shim: it runs the command module of the same name's main, nothing else.
+    for script in ROOT_SCRIPTS:
+        with open(os.path.join(REPO_ROOT, script), encoding="utf-8") as f:
+            source = f.read()
+        assert re.search(r"^from mask2former\.commands\.(\w+) import main", source, re.MULTILINE), script
+        assert "add_argument" not in source, script

@@ -15,8 +15,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun_command(script: str, script_args: list[str], num_gpus: int, num_machines: int, machine_rank: int, dist_url: str) -> list[str]:
-    """The torchrun command line that re-runs ``script`` in every process."""
+def torchrun_command(script: str, script_args: list[str], num_gpus: int, num_machines: int, machine_rank: int, dist_url: str,
+                     module: bool = False) -> list[str]:
+    """The torchrun command line that re-runs ``script`` (a file, or with ``module`` a module run
+    as ``python -m``) in every process."""
     if dist_url == "auto":
         if num_machines > 1:
             raise ValueError("--dist-url host:port of machine 0 is required with --num-machines > 1")
@@ -27,7 +29,7 @@ def torchrun_command(script: str, script_args: list[str], num_gpus: int, num_mac
         sys.executable, "-m", "torch.distributed.run",
         f"--nproc_per_node={num_gpus}", f"--nnodes={num_machines}", f"--node_rank={machine_rank}",
         f"--master_addr={addr}", f"--master_port={port}",
-        script, *script_args,
+        *(["--module"] if module else []), script, *script_args,
     ]
 
 
@@ -38,7 +40,12 @@ def relaunch_with_torchrun(num_gpus: int, num_machines: int, machine_rank: int, 
         return None
     import subprocess
 
-    cmd = torchrun_command(os.path.abspath(sys.argv[0]), sys.argv[1:], num_gpus, num_machines, machine_rank, dist_url)
+    # ``python -m mask2former.commands.train`` is re-run as that module: run as a file from inside
+    # the package, the command's folder would come first on sys.path.
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    module = getattr(spec, "name", None)
+    script = module if module and module != "__main__" else os.path.abspath(sys.argv[0])
+    cmd = torchrun_command(script, sys.argv[1:], num_gpus, num_machines, machine_rank, dist_url, module=script == module)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_gpus)))
     return subprocess.call(cmd, env=env)

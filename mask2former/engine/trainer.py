@@ -24,7 +24,7 @@ from ..data.scale import InputScale, training_input_scale
 from ..data.synthetic_stream import stream_input_scale_factor
 from ..errors import Interrupted, MyotubeError
 from ..modeling.weights import load_model
-from ..utils import comm
+from ..utils import comm, invoked_program
 from ..utils.fileio import atomic_write_text
 from ..utils.resumable import StopRequests as SignalStops
 from ..utils.resumable import continue_command
@@ -56,7 +56,9 @@ class StopRequests(SignalStops):
 
 def resume_command() -> str:
     """The command line of this run with ``--resume``."""
-    program = os.path.basename(sys.argv[0]) if sys.argv[0].endswith(".py") else sys.argv[0]
+    program = invoked_program()
+    # A root script is run from the checkout's folder: its name is the command.
+    program = os.path.basename(program) if program.endswith(".py") else program
     return continue_command(program, sys.argv[1:])
 
 

@@ -33,7 +33,15 @@ from ..utils.resumable import (
     write_state,
 )
 from .export import coco_image_entry, write_coco_stream
-from .run import ImageResult, Predicted, PredictOptions, measure_and_export, output_names, write_summary_csv
+from .run import (
+    SETTINGS_FILES,
+    ImageResult,
+    Predicted,
+    PredictOptions,
+    measure_and_export,
+    output_names,
+    write_summary_csv,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +52,10 @@ SUMMARY_EVERY_S = 10.0
 NOT_SETTINGS = ("MODEL.WEIGHTS", "MODEL.DEVICE")
 
 
-def prediction_settings(cfg: Mapping, options: PredictOptions) -> dict:
-    """Every value that decides a run's outputs besides the weights: the config and the options."""
-    settings = {k: v for k, v in flatten(cfg).items() if k not in NOT_SETTINGS}
+def prediction_settings(cfg: Mapping | None, options: PredictOptions) -> dict:
+    """Every value that decides a run's outputs besides the weights: the config (a model's run)
+    and the options."""
+    settings = {k: v for k, v in flatten(cfg).items() if k not in NOT_SETTINGS} if cfg is not None else {}
     opts = dataclasses.asdict(options)
     for key in ("workers", "progress"):
         opts.pop(key)
@@ -182,7 +191,9 @@ def write_run_files(output_dir: str, sealed: Mapping[int, dict]) -> None:
 
 
 def copy_config(shard_folder: str, output_dir: str) -> None:
-    """The shards' config.yaml (they share every setting) beside the merged files."""
-    source = os.path.join(shard_folder, "config.yaml")
-    if os.path.isfile(source):
-        atomic_write_with(os.path.join(output_dir, "config.yaml"), lambda tmp: shutil.copyfile(source, tmp))
+    """The shards' settings file (config.yaml, or annotator.yaml; they share every setting) beside
+    the merged files."""
+    for name in SETTINGS_FILES:
+        source = os.path.join(shard_folder, name)
+        if os.path.isfile(source):
+            atomic_write_with(os.path.join(output_dir, name), lambda tmp, source=source: shutil.copyfile(source, tmp))

@@ -1,18 +1,25 @@
-"""What ``predict.py`` does after parsing: flags → config → model → :func:`run_prediction`, and
-``--merge`` of shard folders."""
+"""What ``predict.py`` does after parsing: flags → config → model → :func:`run_prediction`
+(:func:`predict_command`), the classical annotator in the model's place (:func:`annotator_command`,
+``--method annotator``), and ``--merge`` of shard folders."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import yaml
+
+from .. import __version__
+from ..annotate import AnnotatorParams
 from ..config import CfgNode, load_config, save_config
 from ..data.scale import prediction_scale
 from ..errors import InputError, WeightsError
 from ..modeling.weights import FINAL, checkpoint_config
+from ..utils.fileio import atomic_write_text
 from ..utils.processes import default_workers
 from ..utils.resumable import (
     OpenedOutput,
@@ -209,26 +216,109 @@ def predict_command(
     # Check the inputs and the output folder before spending time on loading the model.
     paths = collect_inputs(list(inputs), exclude_dir=output)
     state = make_state("predict", prediction_settings(cfg, options), weights_identity(cfg.MODEL.WEIGHTS), paths, share)
-    # From here on a signal ends the run cleanly (lock released, the continue command printed),
-    # also while the model loads or a resumed folder's checksums are checked.
-    with prepare_output_folder(output, force, resume, state) as opened, StopRequests() as stop:
+
+    def load() -> tuple:
         from .predictor import MyotubePredictor
 
         if not cfg.MODEL.WEIGHTS:
             logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
         predictor = MyotubePredictor(cfg, input_scale=input_scale)
-        if workers is None:
-            options = replace(options, workers=default_workers(str(predictor.device)))
         logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
-        logger.info(
-            "Predicting %d image(s)%s with %s on %s; tiles of %d model px (%d image px), overlap %.2f; score >= %.2f; "
-            "%d measuring worker(s); output %s",
-            len(share.positions(len(paths))), "" if share.whole else f" (shard {share} of {len(paths)})",
-            cfg.MODEL.WEIGHTS or "random weights", predictor.device, options.tile_size, options.image_tile_size,
-            options.tile_overlap, options.post.score_threshold, options.workers, output,
-        )
+        used = replace(options, workers=default_workers(str(predictor.device))) if workers is None else options
+        what = (f"with {cfg.MODEL.WEIGHTS or 'random weights'} on {predictor.device}; tiles of {used.tile_size} model px "
+                f"({used.image_tile_size} image px), overlap {used.tile_overlap:.2f}; score >= {used.post.score_threshold:.2f}")
+        return predictor, used, what
+
+    return _run_batch(paths, output, state, share, load, lambda: save_config(cfg, os.path.join(output, "config.yaml")),
+                      force=force, resume=resume, continue_with=continue_with)
+
+
+def annotator_command(
+    inputs: Sequence[str],
+    output: str,
+    params: AnnotatorParams | None = None,
+    channel: int | str | None = None,
+    z_project: bool = False,
+    nuclei_channel: int | str | None = None,
+    nuclei: str | None = None,
+    nuclei_images: str | None = None,
+    pixel_size: float | None = None,
+    progress: bool = True,
+    force: bool = False,
+    scene: int | str | None = None,
+    fusion_min_nuclei: int = 2,
+    nuclei_radius_um: float | None = None,
+    nuclei_min_area_um2: float | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    shard: str | None = None,
+    continue_with: str | None = None,
+) -> int:
+    """``predict.py --method annotator``: the classical annotator segments each image instead of a
+    model (no config, no weights), and its myotubes go through what :func:`predict_command` does
+    with a model's: the same measurements, files and long-batch rules. Each image is annotated
+    whole at its own pixels (see :mod:`.annotator`); the run's settings go to ``annotator.yaml``."""
+    from .annotator import AnnotatorPredictor, annotator_identity, annotator_options
+
+    params = params or AnnotatorParams()
+    if params.scale is not None and not params.scale > 0:
+        raise InputError(None, f"--annotator-scale must be > 0, got {params.scale}")
+    if params.reference_pixel_size_um is not None and not params.reference_pixel_size_um > 0:
+        raise InputError(None, f"--reference-pixel-size must be > 0, got {params.reference_pixel_size_um}")
+    if params.scale is not None and params.reference_pixel_size_um:
+        raise InputError(None, "--annotator-scale and --reference-pixel-size both set the annotator's scale: give one")
+    share = Shard.parse(shard)
+    index, name = _index_or_name(channel)
+    nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
+    options = annotator_options(
+        channel=name or (index if index is not None else -1),
+        z_project=bool(z_project),
+        nuclei_channel=nuclei_channel,
+        nuclei_masks_dir=nuclei,
+        nuclei_images_dir=nuclei_images,
+        pixel_size=pixel_size,
+        progress=progress,
+        scene=scene,
+        fusion_min_nuclei=fusion_min_nuclei,
+        nuclei_radius_um=nuclei_radius_um,
+        nuclei_min_area_um2=nuclei_min_area_um2,
+        workers=workers or 0,
+    )
+    options.validate()
+    paths = collect_inputs(list(inputs), exclude_dir=output)
+    state = make_state("predict", prediction_settings(None, options), annotator_identity(params), paths, share)
+    if params.reference_pixel_size_um:
+        scale = f"from each image's pixel size and the reference field's {params.reference_pixel_size_um:g} um per pixel"
+    elif params.scale is not None:
+        scale = f"{params.scale:g} image px per reference px"
+    else:
+        scale = f"each image a whole field (longest side / {params.reference_size} px)"
+
+    def load() -> tuple:
+        predictor = AnnotatorPredictor(params)
+        used = replace(options, workers=default_workers(predictor.device)) if workers is None else options
+        return predictor, used, f"with the classical annotator, whole images at their own pixels (scale: {scale}), no post-processing"
+
+    def write_settings() -> None:
+        settings = {"method": "annotator", "version": __version__, "annotator": dataclasses.asdict(params)}
+        atomic_write_text(os.path.join(output, "annotator.yaml"), yaml.safe_dump(settings, sort_keys=False))
+
+    return _run_batch(paths, output, state, share, load, write_settings, force=force, resume=resume, continue_with=continue_with)
+
+
+def _run_batch(paths: list[str], output: str, state: dict, share: Shard, load: Callable[[], tuple], write_settings: Callable[[], None],
+               force: bool, resume: bool, continue_with: str | None) -> int:
+    """What both methods share once their settings are known: the output folder (lock, --force,
+    --resume), the predictor (``load() -> (predictor, options, description)``), the settings file,
+    the images of this run, and the exit code (1 when any image failed)."""
+    # From here on a signal ends the run cleanly (lock released, the continue command printed),
+    # also while the model loads or a resumed folder's checksums are checked.
+    with prepare_output_folder(output, force, resume, state) as opened, StopRequests() as stop:
+        predictor, options, what = load()
+        logger.info("Predicting %d image(s)%s %s; %d measuring worker(s); output %s", len(share.positions(len(paths))),
+                    "" if share.whole else f" (shard {share} of {len(paths)})", what, options.workers, output)
         opened.remove_earlier()  # --force: the earlier run's results go, so the folder holds this run only
-        save_config(cfg, os.path.join(output, "config.yaml"))
+        write_settings()
         batch = plan_batch(paths, output, state, resumed=opened.resumed)
         report = run_prediction(paths, predictor, output, options, batch=batch, stop=stop)
     if report.stopped:

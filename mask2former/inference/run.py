@@ -10,7 +10,8 @@ Instances`` (the trained model, or a stand-in in tests) and writes, per image ``
 - ``NAME_measurements.csv``  one row per myotube (see :mod:`mask2former.measure`)
 
 and over all images ``summary.csv`` (one row per image, failures included with their error)
-and ``predictions_coco.json``. One failing image is reported on one line and the rest go on.
+and ``predictions_coco.json``. ``predict_fn`` may also be the classical annotator
+(:class:`.annotator.AnnotatorPredictor`): the same files, from its instances. One failing image is reported on one line and the rest go on.
 After each image's files, its manifest seals them; the run's files are rebuilt from the manifests,
 which is what lets a run be resumed, sharded and merged (see batch_state.py).
 """
@@ -63,7 +64,9 @@ NUCLEI_MASK_SUFFIXES = ("", "_nuclei_mask", "_nuclei_masks", "_nuclei_labels", "
 NUCLEI_IMAGE_SUFFIXES = ("", "_dapi", "_hoechst", "_nuclei")
 OUTPUT_SUFFIXES = ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv", "_nuclei.csv")
 # Written once per run, beside the per-image files (manifests/ and batch.json: see batch_state.py).
-RUN_FILES = ("summary.csv", "predictions_coco.json", "config.yaml", "batch.json", "manifests")
+# The settings file is config.yaml for a model's run, annotator.yaml for the classical annotator's.
+SETTINGS_FILES = ("config.yaml", "annotator.yaml")
+RUN_FILES = ("summary.csv", "predictions_coco.json", *SETTINGS_FILES, "batch.json", "manifests")
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,12 @@ class PredictOptions:
     # Fragments from two tiles are one object when their IoU inside the region both tiles saw is
     # at least this (see inference/tiling.py).
     tile_match_overlap: float = _DEFAULTS.INFERENCE.TILE_MATCH_OVERLAP
-    post: PostprocessParams = field(default_factory=PostprocessParams)
+    # The model's post-processing (filters.py); None: none at all, the predictor's instances are
+    # the result (the classical annotator, which cleans up its own).
+    post: PostprocessParams | None = field(default_factory=PostprocessParams)
+    # False: every image goes to the predictor whole, whatever its size (the classical annotator,
+    # which works at the image's own pixels); True: tiles of ``tile_size`` model pixels.
+    tiled: bool = True
     # By index, or by name where the file names its channels.
     channel: int | str = -1
     # The planes of an unnamed TIFF axis are a Z-stack (max-projected); see data/io.read_image.
@@ -236,7 +244,8 @@ def predict_image(
     options: PredictOptions,
     timer: StageTimer | None = None,
 ) -> CroppedInstances:
-    """Tiled prediction (whole when the image fits one tile), stitching and post-processing."""
+    """Tiled prediction (whole when the image fits one tile, or untiled options), stitching and
+    post-processing (none when ``options.post`` is None)."""
     timer = timer or StageTimer()
     model_seconds = 0.0
 
@@ -249,7 +258,8 @@ def predict_image(
             model_seconds += time.perf_counter() - start
 
     start = time.perf_counter()
-    tile = options.image_tile_size
+    # Untiled, the whole image is the one tile.
+    tile = options.image_tile_size if options.tiled else max(image.shape[:2])
     tiled = max(image.shape[:2]) > tile
     field_range = getattr(predict_fn, "fixed_intensity_range", None) if tiled else None
     with field_range(image) if field_range else contextlib.nullcontext():
@@ -264,6 +274,8 @@ def predict_image(
     total = time.perf_counter() - start
     timer.seconds["model"] = timer.seconds.get("model", 0.0) + model_seconds
     timer.seconds["tiling_merge"] = timer.seconds.get("tiling_merge", 0.0) + total - model_seconds
+    if options.post is None:  # the predictor's own result, untouched
+        return raw
     with timer("postprocess"):
         return postprocess(raw, options.post)
 
@@ -315,6 +327,15 @@ def _at_scale(predict_fn: PredictFn, factor: float):
         predict_fn.input_scale = previous
 
 
+@contextlib.contextmanager
+def _for_image(predict_fn: PredictFn, path: str, pixel_size: float | None):
+    """Tell a predictor that needs them the image's file and pixel size for one image (the
+    classical annotator's scale may follow from the pixel size); others are left alone."""
+    hook = getattr(predict_fn, "for_image", None)
+    with hook(path, pixel_size) if hook is not None else contextlib.nullcontext():
+        yield
+
+
 @dataclass
 class ImageResult:
     path: str
@@ -355,7 +376,7 @@ def predict_read_image(path: str, name: str, image: np.ndarray, meta: ImageMetad
     if options.model_pixel_size_um and meta.pixel_size_um and not options.pixel_size:
         # Both sizes known: this image is resized to the model's microns per pixel.
         options = replace(options, input_scale=meta.pixel_size_um / options.model_pixel_size_um)
-    with _at_scale(predict_fn, options.input_scale):
+    with _at_scale(predict_fn, options.input_scale), _for_image(predict_fn, path, pixel_size):
         instances = predict_image(image, predict_fn, options, timer)
     scene = meta.scene if meta.scene is not None and len(meta.scenes) > 1 else None
     return Predicted(path, name, image, instances, pixel_size, source, scene, options, dict(timer.seconds))

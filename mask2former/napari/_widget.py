@@ -4,8 +4,6 @@ data. Everything but the Qt wiring lives in :mod:`.core` and the package's predi
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -24,9 +22,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..config import config_path
 from ..errors import MyotubeError
 from ..structures import CroppedInstances
-from ..utils import REPO_ROOT
 from .core import (
     TOP,
     TRAINED_MODEL,
@@ -55,8 +53,9 @@ class MyotubeWidget(QWidget):
         self.weights = self.weights_choice.lineEdit()
         browse = QPushButton("…")
         browse.clicked.connect(self._browse_weights)
-        # Named models and model_final.pth carry their config: an empty field uses it.
-        default_config = "" if self.weights.text() != TRAINED_MODEL else os.path.join(REPO_ROOT, "stage2_config.yaml")
+        # Named models and model_final.pth carry their config: an empty field uses it. Otherwise the
+        # shipped Stage 2 config, found through the package (no source checkout needed).
+        default_config = "" if self.weights.text() != TRAINED_MODEL else config_path("stage2_config.yaml")
         self.config = QLineEdit(default_config)
         self.config.setPlaceholderText("the config stored with the model")
         self.channel = QLineEdit("")

@@ -245,11 +245,19 @@ def ignore_stop_signals() -> None:
 
 
 def continue_command(program: str, argv: Sequence[str]) -> str:
-    """The command line ``python PROGRAM ARGV`` with ``--resume`` (and without ``--force``)."""
+    """The command line of ``program`` with ``argv``, ``--resume`` added and ``--force`` left out.
+    ``program`` as :func:`mask2former.utils.invoked_program` gives it: a ``.py`` script (run with
+    ``python``), ``python -m MODULE``, or an installed console script."""
     args = [a for a in argv if a != "--force"]
     if "--resume" not in args:
         args.insert(0, "--resume")
-    return shlex.join(["python", program, *args])
+    if program.endswith(".py"):
+        head = ["python", program]
+    elif program.startswith("python -m "):
+        head = program.split()
+    else:
+        head = [program]
+    return shlex.join([*head, *args])
 
 
 def stopped(signum: int, done: int, total: int, folder: str, command: str | None) -> Interrupted:
@@ -332,9 +340,18 @@ def differences(earlier: Mapping, now: Mapping, shards: bool = True) -> list[str
     out = []
     if earlier.get("kind") != now.get("kind"):
         return [f"it was written by {earlier.get('kind')!r}, not {now.get('kind')!r}"]
+    if _method(earlier) != _method(now):  # every setting differs then; the method says it all
+        return [f"the method is {_method(now)} here, {_method(earlier)} in the earlier run"]
     for key in sorted(set(earlier["identity"]) | set(now["identity"])):
         a, b = earlier["identity"].get(key), now["identity"].get(key)
-        if _identity_key(a) != _identity_key(b):
+        if _identity_key(a) == _identity_key(b):
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping) and not a.get("sha256") and not b.get("sha256"):
+            # A method known by its parameters (the classical annotator): name the ones that differ.
+            changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            listed = ", ".join(f"{k} is {_value(b.get(k))} here, {_value(a.get(k))} in the earlier run" for k in changed[:3])
+            out.append(f"{key}: {listed}" + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""))
+        else:
             out.append(f"{key}: {describe_identity(b)} here, {describe_identity(a)} in the earlier run")
     changed = [k for k in sorted(set(earlier["settings"]) | set(now["settings"])) if earlier["settings"].get(k) != now["settings"].get(k)]
     if changed:
@@ -350,6 +367,13 @@ def differences(earlier: Mapping, now: Mapping, shards: bool = True) -> list[str
     if shards and earlier["shard"] != now["shard"]:
         out.append(f"--shard is {now['shard']} here, {earlier['shard']} in the earlier run")
     return out
+
+
+def _method(state: Mapping) -> str | None:
+    """What segmented: a record names its method (the classical annotator's), else one with
+    weights is a model's."""
+    identity = state["identity"]
+    return identity.get("method") or ("a model" if "weights" in identity else None)
 
 
 def describe_identity(value) -> str:
