@@ -33,19 +33,13 @@ from bench.seams import instance_proxy, isolated_tubes
 from mask2former.utils.run_files import FINAL
 
 
-def predict_file(path: str, predictor, options):
-    """A field's instances as predict.py finds them in the file (its pixel size and scene included)."""
-    from mask2former.inference.run import StageTimer, read_and_predict
-
-    return read_and_predict(path, predictor, options, os.path.basename(path), StageTimer()).instances
-
-
 def score_model(model_dir: str, fields: list[str], scale: float, device: str) -> dict:
     """Predict ``fields`` at ``scale`` (0: the recorded training scale) and score them."""
     from mask2former.config import load_config
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.command import build_predictor, resolve_input_scale
+    from mask2former.inference.run import predict_file
 
     cfg = load_config(os.path.join(model_dir, "config.yaml"), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", os.path.join(model_dir, FINAL),
                                                              "INFERENCE.INPUT_SCALE", str(scale)])

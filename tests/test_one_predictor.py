@@ -1,5 +1,5 @@
-"""One predictor builder: predict.py, the napari widget's core and the benches find the same
-myotubes in the same file with the same weights, at the same scale."""
+"""One predictor builder: predict.py, the napari widget's core and the benches (and the Python API)
+find the same myotubes in the same file with the same weights, at the same scale."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ ENV_THREADS = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg
 
 
 def test_predict_py_the_napari_core_and_the_bench_give_the_same_labels(tmp_path):
-    from bench.real_model import predict_file
     from mask2former.inference.command import build_predictor, prediction_config
+    from mask2former.inference.run import predict_file
     from mask2former.napari.core import predict_instances
 
     # The model records 0.6 um per model pixel; the field says 0.45 um per pixel: resized by 0.75,
@@ -46,3 +46,22 @@ def test_predict_py_the_napari_core_and_the_bench_give_the_same_labels(tmp_path)
     from_bench = label_image(predict_file(str(field), predictor, options))
     assert np.array_equal(from_napari, from_cli)
     assert np.array_equal(from_bench, from_cli)
+
+
+def test_the_python_api_example_of_the_docs_runs_as_written(tmp_path, monkeypatch):
+    import re
+
+    with open(os.path.join(REPO_ROOT, "docs", "predict.md"), encoding="utf-8") as f:
+        text = f.read()
+    example = re.search(r"## Python API\n+```python\n(.*?)```", text, re.DOTALL).group(1)
+    image = generate_field(256, seed=2, pixel_scale=0.7).image
+    tifffile.imwrite(tmp_path / "field.tif", image)
+    (tmp_path / "plate1").mkdir()
+    tifffile.imwrite(tmp_path / "plate1" / "well_a1.tif", image)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(example, "docs/predict.md (Python API)", "exec"), namespace)
+    assert namespace["report"].ok
+    # The file predicted alone and the same pixels in the folder's run: the same myotubes.
+    labels = tifffile.imread(tmp_path / "plate1_pred" / "well_a1_labels.tif")
+    assert np.array_equal(label_image(namespace["instances"]), labels)

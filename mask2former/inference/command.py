@@ -103,22 +103,36 @@ def resolve_input_scale(cfg, pixel_size: float | None = None) -> tuple[float, st
     return prediction_scale(recorded_scale(cfg), cfg.INFERENCE.INPUT_SCALE, pixel_size)
 
 
-def build_predictor(cfg, pixel_size: float | None = None, **option_overrides):
-    """The predictor and options ``predict.py`` uses for ``cfg`` (its MODEL.WEIGHTS), for every
-    caller (predict.py, the napari widget, the benches, notebooks): images resized to the model's
-    training scale, or, when the model records its microns per pixel and an image states its own
-    (``pixel_size``, or the file's metadata at prediction), to the model's microns per pixel; then
-    tiled. INFERENCE.INPUT_SCALE > 0 (``--scale``) is the scale for every image."""
-    from .predictor import MyotubePredictor
+def log_scale(cfg, pixel_size: float | None = None) -> None:
+    scale, why = resolve_input_scale(cfg, pixel_size)
+    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", scale, why)
 
-    input_scale, why = resolve_input_scale(cfg, pixel_size)
-    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
+
+def prediction_options(cfg, pixel_size: float | None = None, **option_overrides) -> PredictOptions:
+    """The options ``predict.py`` predicts ``cfg``'s weights with, the scale rule inside: images
+    resized to the model's training scale, or, when the model records its microns per pixel and an
+    image states its own (``pixel_size``, or the file's metadata at prediction), to the model's
+    microns per pixel; INFERENCE.INPUT_SCALE > 0 (``--scale``) is the scale for every image."""
+    input_scale, _ = resolve_input_scale(cfg, pixel_size)
     recorded = recorded_scale(cfg)
     by_hand = cfg.INFERENCE.INPUT_SCALE > 0
-    options = PredictOptions.from_cfg(cfg, input_scale=input_scale, pixel_size=pixel_size,
-                                      model_pixel_size_um=None if by_hand or recorded is None else recorded.pixel_size_um,
-                                      **option_overrides)
-    return MyotubePredictor(cfg, input_scale=input_scale), options
+    return PredictOptions.from_cfg(cfg, input_scale=input_scale, pixel_size=pixel_size,
+                                   model_pixel_size_um=None if by_hand or recorded is None else recorded.pixel_size_um,
+                                   **option_overrides)
+
+
+def build_predictor(cfg, pixel_size: float | None = None, options: PredictOptions | None = None, **option_overrides):
+    """The predictor and options ``predict.py`` uses for ``cfg`` (its MODEL.WEIGHTS), the one way
+    every caller builds them (predict.py, the napari widget, the benches, notebooks); ``options``
+    from :func:`prediction_options` when given, else made here."""
+    from .predictor import MyotubePredictor
+
+    if options is None:
+        options = prediction_options(cfg, pixel_size, **option_overrides)
+        log_scale(cfg, pixel_size)
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
+    return MyotubePredictor(cfg, input_scale=options.input_scale), options
 
 
 def is_prediction_output(name: str) -> bool:
@@ -186,44 +200,25 @@ def predict_command(
         cfg.merge_from_list(["MODEL.WEIGHTS", chosen])
         # --opts MODEL.WEIGHTS still wins over --weights.
         cfg.merge_from_list(list(opts))
-    scale_by_hand = cfg.INFERENCE.INPUT_SCALE > 0
-    input_scale, why = resolve_input_scale(cfg, pixel_size)
-    # The output's config.yaml says which scale was used, not "0 = recorded".
-    cfg.INFERENCE.INPUT_SCALE = input_scale
-    cfg.freeze()
-
-    recorded = recorded_scale(cfg)
     overrides = {"channel": channel_name} if channel_name else {}
-    options = PredictOptions.from_cfg(
-        cfg,
-        input_scale=input_scale,
-        nuclei_channel=nuclei_channel,
-        nuclei_masks_dir=nuclei,
-        nuclei_images_dir=nuclei_images,
-        pixel_size=pixel_size,
-        progress=progress,
-        scene=scene,
-        fusion_min_nuclei=fusion_min_nuclei,
-        nuclei_radius_um=nuclei_radius_um,
+    options = prediction_options(
+        cfg, pixel_size, nuclei_channel=nuclei_channel, nuclei_masks_dir=nuclei, nuclei_images_dir=nuclei_images,
+        progress=progress, scene=scene, fusion_min_nuclei=fusion_min_nuclei, nuclei_radius_um=nuclei_radius_um,
         nuclei_min_area_um2=nuclei_min_area_um2,
         workers=workers or 0,  # the default depends on the device: set once the model is loaded
-        # A scale by hand is the scale for every image; otherwise images that state their pixel size
-        # are resized to the model's microns per pixel, when the model records them.
-        model_pixel_size_um=None if scale_by_hand or recorded is None else recorded.pixel_size_um,
         **overrides,
     )
+    log_scale(cfg, pixel_size)
+    # The output's config.yaml says which scale was used, not "0 = recorded".
+    cfg.INFERENCE.INPUT_SCALE = options.input_scale
+    cfg.freeze()
     options.validate()
     # Check the inputs and the output folder before spending time on loading the model.
     paths = collect_inputs(list(inputs), exclude_dir=output)
     state = make_state("predict", prediction_settings(cfg, options), weights_identity(cfg.MODEL.WEIGHTS), paths, share)
 
     def load() -> tuple:
-        from .predictor import MyotubePredictor
-
-        if not cfg.MODEL.WEIGHTS:
-            logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
-        predictor = MyotubePredictor(cfg, input_scale=input_scale)
-        logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
+        predictor, _ = build_predictor(cfg, pixel_size, options=options)
         used = replace(options, workers=default_workers(str(predictor.device))) if workers is None else options
         what = (f"with {cfg.MODEL.WEIGHTS or 'random weights'} on {predictor.device}; tiles of {used.tile_size} model px "
                 f"({used.image_tile_size} image px), overlap {used.tile_overlap:.2f}; score >= {used.post.score_threshold:.2f}")

@@ -362,6 +362,12 @@ class Predicted:
     seconds: dict[str, float]
 
 
+def predict_file(path: str, predict_fn: PredictFn, options: PredictOptions) -> CroppedInstances:
+    """One image file's instances as predict.py finds them (its pixel size and scene included),
+    without writing anything."""
+    return read_and_predict(path, predict_fn, options, Path(path).stem, StageTimer()).instances
+
+
 def read_and_predict(path: str, predict_fn: PredictFn, options: PredictOptions, name: str, timer: StageTimer) -> Predicted:
     """Read one image, resize it to the model's scale, predict its instances (tiled)."""
     with timer("read"):
