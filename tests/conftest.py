@@ -8,12 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture
 def unified_dataset(tmp_path):
-    from tests.fixtures import make_unified_dataset
+    from tests.helpers import make_unified_dataset
 
     return make_unified_dataset(str(tmp_path / "myotube_dataset"))
 

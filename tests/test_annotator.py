@@ -16,8 +16,7 @@ from mask2former.annotate import AnnotatorParams, annotate_image, annotate_insta
 from mask2former.annotate.batch import annotate_folder, output_names
 from mask2former.data.coco import load_coco_instances, record_masks, validate_coco
 from mask2former.data.synthetic import SyntheticParams, generate_field
-from tests.conftest import REPO_ROOT
-from tests.scripts import load_script
+from tests.helpers import REPO_ROOT, load_script
 
 CROP = AnnotatorParams(scale=1.0)  # test images are crops drawn at the reference pixel size
 

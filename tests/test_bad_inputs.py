@@ -4,7 +4,6 @@ Unusual but valid images (16-bit, RGB, RGBA, channels, Z-stacks) must pass inste
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,10 +17,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.conftest import REPO_ROOT
-from tests.fixtures import make_unified_dataset
+from tests.helpers import REPO_ROOT, TINY, make_unified_dataset, snapshot, text
 
-TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
 TRAIN_JSON = "algorithmic_train_annotations.json"
 SIZE = 48
 
@@ -32,21 +29,6 @@ def run_script(script: str, *args: str, cwd: Path, extra_env: dict | None = None
         [sys.executable, os.path.join(REPO_ROOT, script), *args],
         cwd=cwd, env=env, capture_output=True, timeout=timeout,
     )
-
-
-def text(stream: bytes) -> str:
-    return stream.decode("utf-8", errors="backslashreplace")
-
-
-def snapshot(root: Path) -> dict[bytes, str]:
-    """Every file (bytes path, so non-UTF-8 names count too) → content hash."""
-    hashes = {}
-    for dirpath, _dirs, files in os.walk(os.fsencode(root)):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                hashes[os.path.relpath(path, os.fsencode(root))] = hashlib.sha256(f.read()).hexdigest()
-    return hashes
 
 
 def printed(path: str | os.PathLike) -> str:

@@ -3,7 +3,6 @@ merge, the lock on an output folder, and --resume refusing other settings or wei
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shlex
@@ -19,14 +18,19 @@ import pytest
 
 from mask2former.errors import InputError
 from mask2former.utils.resumable import LOCK_FILE, Shard, continue_command
-from tests.conftest import REPO_ROOT
-from tests.scripts import load_script
-from tests.test_bad_inputs import snapshot
-from tests.tiny import TINY_STAGE2, save_tiny_checkpoint, write_fields
+from tests.helpers import (
+    ENV,
+    REPO_ROOT,
+    TINY_STAGE2,
+    assert_same_predictions,
+    load_script,
+    save_tiny_checkpoint,
+    snapshot,
+    write_fields,
+)
 
 PREDICT = os.path.join(REPO_ROOT, "predict.py")
 ANNOTATE = os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
 
 predict_main = load_script("predict.py").main
 annotate_main = load_script("utils/batch_myotube_processing.py").main
@@ -44,25 +48,6 @@ def predict_args(weights, inputs, output, *extra: str) -> list[str]:
 
 def annotate_args(inputs, output, *extra: str) -> list[str]:
     return ["--input_dir", str(inputs), "--output_dir", str(output), "--test_fraction", "0.3", "--seed", "5", "--no-progress", *extra]
-
-
-def without_column(path: Path, column: str = "seconds") -> list[list[str]]:
-    """A CSV's rows without one column (the timing, which no two runs share)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    k = rows[0].index(column)
-    return [row[:k] + row[k + 1:] for row in rows]
-
-
-def assert_same_predictions(out: Path, reference: Path) -> None:
-    names = sorted(p.name for p in reference.glob("*_labels.tif"))
-    assert names and names == sorted(p.name for p in out.glob("*_labels.tif"))
-    for name in names:
-        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
-    coco = (reference / "predictions_coco.json").read_bytes()
-    assert json.loads(coco)["annotations"], "a comparison of empty predictions would prove nothing"
-    assert (out / "predictions_coco.json").read_bytes() == coco
-    assert without_column(out / "summary.csv") == without_column(reference / "summary.csv")
 
 
 def assert_same_annotations(out: Path, reference: Path) -> None:

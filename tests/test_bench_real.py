@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mask2former.data.synthetic import generate_field
-from tests.tiny import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def _write_fields(folder, names, seed):

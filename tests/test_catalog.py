@@ -21,8 +21,7 @@ from mask2former.data.catalog import (
     registered_names,
 )
 from mask2former.errors import DatasetError
-from tests.conftest import REPO_ROOT
-from tests.fixtures import make_unified_dataset
+from tests.helpers import REPO_ROOT, make_unified_dataset
 
 FOUR = {"myotube_algorithmic_train", "myotube_algorithmic_test", "myotube_manual_train", "myotube_manual_test"}
 

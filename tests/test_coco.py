@@ -24,7 +24,7 @@ from mask2former.data.coco import (
     write_coco_json,
 )
 from mask2former.errors import DatasetError
-from tests.fixtures import make_coco_dataset
+from tests.helpers import make_coco_dataset
 
 H, W = 20, 30
 SQUARE = [2, 2, 10, 2, 10, 10, 2, 10]  # pycocotools fills pixels 2..9 in x and y

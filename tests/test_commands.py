@@ -13,7 +13,7 @@ import pytest
 from mask2former.engine.launch import torchrun_command
 from mask2former.utils import invoked_program, program_name
 from mask2former.utils.resumable import continue_command
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 @pytest.fixture

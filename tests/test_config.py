@@ -23,7 +23,7 @@ from mask2former.config import (
     shipped_configs,
 )
 from mask2former.errors import ConfigError
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 CFG_KEY = re.compile(r"\bcfg\.((?:[A-Z][A-Z0-9_]*)(?:\.[A-Z][A-Z0-9_]*)*)")
 # "inf = cfg.INFERENCE" ... "inf.MIN_AREA": keys read through a local alias of a section.

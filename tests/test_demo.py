@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.tiny import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from mask2former.errors import WeightsError
 from mask2former.modeling.build import build_model
 from mask2former.modeling.detectron2 import IGNORED, architecture, to_detectron2, to_transformers
 from mask2former.modeling.weights import load_model
-from tests.tiny import SWIN_TINY, tiny_cfg
+from tests.helpers import SWIN_TINY, tiny_cfg
 
 
 def detectron2_swin_b_instance_keys() -> list[str]:

@@ -45,20 +45,15 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 import re
 from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import NUMBER, REPO_ROOT, backed, json_numbers, quoted
 
 MARKER = re.compile(r"\s*<!--\s*figures:\s*(.+?)\s*-->\s*$")  # a line of its own
-# "10 000" (a thin-spaced thousand) is one number; a leading minus sign belongs to it, and so does an
-# exponent ("2e-4"). A number inside a word or a name ("10th", "AP50", "F1@0.5", "SHA-256") is not one.
-NUMBER = re.compile(
-    r"(?<![\w.@])(?<![A-Za-z]-)[-−]?(?:\d{1,3}(?: \d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:e[-−]?\d+)?)(?![\w@]|\.\d)")
 # A figure in these units may be stored in the file as a fraction or in seconds.
 UNIT = re.compile(r"\s?(%|ms\b|min\b|minutes?\b|h\b|hours?\b|CPU hours?\b|MB\b|GB\b)")
 SCALE = {"%": 100, "ms": 1000, "min": 1 / 60, "minute": 1 / 60, "minutes": 1 / 60,
@@ -180,47 +175,6 @@ def marked_blocks(path: str) -> list[Block]:
 def marked_tables(path: str) -> list[tuple[int, list[str], list[str]]]:
     """(line number, source files, body rows) of every marked table in ``path``."""
     return [(b.line, b.sources, b.body) for b in marked_blocks(path) if b.kind == "table"]
-
-
-def json_numbers(paths: list[str]) -> list[float]:
-    out: list[float] = []
-
-    def walk(value):
-        if isinstance(value, bool):
-            return
-        if isinstance(value, (int, float)):
-            if math.isfinite(value):
-                out.append(float(value))
-        elif isinstance(value, str):  # e.g. a config override stored as text ("128")
-            try:
-                walk(float(value))
-            except ValueError:
-                pass
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                if k != "per_field":  # rows per field back almost any figure; the pages quote summaries
-                    walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            walk(json.load(f))
-    return out
-
-
-def quoted(token: str) -> tuple[float, int]:
-    """The value a figure states and its decimals ("2e-4" has four); a unit after it is ignored."""
-    text = NUMBER.match(token).group(0).replace(" ", "").replace("−", "-")
-    mantissa, _, exponent = text.lower().partition("e")
-    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-    return float(text), decimals - int(exponent or 0)
-
-
-def backed(value: float, decimals: int, numbers: list[float]) -> bool:
-    tolerance = 0.5 * 10**-decimals + 1e-9
-    return any(abs(n - value) <= tolerance for n in numbers)
 
 
 def figure_backed(figure: str, numbers: list[float]) -> bool:

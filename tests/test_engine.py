@@ -13,8 +13,7 @@ from mask2former.engine.events import read_metrics
 from mask2former.engine.optim import lr_factor
 from mask2former.engine.trainer import TrainingError, train
 from mask2former.modeling.weights import load_model
-from tests.fixtures import make_unified_dataset
-from tests.tiny import REPO_ROOT, tiny_cfg
+from tests.helpers import REPO_ROOT, make_unified_dataset, tiny_cfg
 
 
 @pytest.fixture

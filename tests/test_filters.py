@@ -16,6 +16,7 @@ from mask2former.inference.filters import (
     remove_duplicates,
 )
 from mask2former.structures import CroppedInstances
+from tests.helpers import tiny_cfg
 
 SIZE = (200, 200)
 
@@ -159,7 +160,6 @@ def test_empty_input():
 def test_predictor_scores_what_predict_py_keeps():
     from mask2former.inference.predictor import MyotubePredictor
     from mask2former.structures import Instances
-    from tests.tiny import tiny_cfg
 
     tube, shifted, crossing = bar(50, 70, 10, 190), bar(54, 74, 14, 190), bar(0, 200, 100, 120)
     unsure = bar(150, 170, 10, 190)

@@ -18,7 +18,7 @@ from mask2former.data.io import read_image, read_metadata
 from mask2former.errors import ImageReadError
 from mask2former.inference.run import PredictOptions, run_prediction
 from mask2former.structures import Instances
-from tests.test_silent_results import field_image, one_line_error, predict, run, save_tiny_model
+from tests.helpers import field_image, one_line_error, predict, run, save_tiny_model
 
 HAS_CZI = importlib.util.find_spec("bioio_czi") is not None and importlib.util.find_spec("pylibCZIrw") is not None
 

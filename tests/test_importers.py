@@ -1,77 +1,46 @@
 """Manual-annotation importers: every format round-trips to COCO with the right instances and masks.
 
-The fixtures below write each tool's format the way the tool does (CVAT's row-major mask RLE,
-LabelMe's base64 PNG mask boxes, VIA's all_points_x/y, CVAT's COCO export with iscrowd=1 RLE masks),
-independently of the importers, and the source masks are rasterised as the tool's COCO export would
-(polygons through pycocotools).
+The writers (in tests/helpers.py, with the scene they write) write each tool's format the way the
+tool does (CVAT's row-major mask RLE, LabelMe's base64 PNG mask boxes, VIA's all_points_x/y, CVAT's
+COCO export with iscrowd=1 RLE masks), independently of the importers, and the source masks are
+rasterised as the tool's COCO export would (polygons through pycocotools).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import xml.etree.ElementTree as ET
 
 import cv2
 import numpy as np
 import pytest
 import tifffile
 from pycocotools import mask as mask_utils
-from scipy.optimize import linear_sum_assignment
 
-from mask2former.data.coco import read_coco_json, rle_string_counts, segmentation_to_mask
+from mask2former.data.coco import read_coco_json, rle_string_counts
 from mask2former.data.importers import FORMATS, decode_cvat_rle, detect_format, load_manual_annotations
 from mask2former.data.organize import organize_unified_dataset
 from mask2former.errors import DatasetError
-from mask2former.evaluation.metrics import mask_iou_matrix
-from tests.fixtures import make_coco_dataset
-
-H, W = 48, 64  # not square: a transposed mask would not fit
+from tests.helpers import (
+    POLY_A,
+    POLY_B,
+    H,
+    W,
+    assert_same_instances,
+    label_scene,
+    make_coco_dataset,
+    output_masks,
+    rasterise,
+    ring_mask,
+    scene,
+    write_cvat,
+    write_cvat_coco,
+    write_image,
+    write_labelme,
+    write_via,
+)
 
 # --------------------------------------------------------------------------- the scene
-
-
-def band(x0: float, y0: float, x1: float, y1: float, half_width: float) -> list[float]:
-    """A thick straight 'myotube' as a 4-point polygon."""
-    d = np.array([x1 - x0, y1 - y0], float)
-    n = np.array([-d[1], d[0]]) / np.linalg.norm(d) * half_width
-    pts = [(x0 + n[0], y0 + n[1]), (x1 + n[0], y1 + n[1]), (x1 - n[0], y1 - n[1]), (x0 - n[0], y0 - n[1])]
-    return [float(round(v, 2)) for p in pts for v in p]
-
-
-POLY_A = band(4, 8, 58, 30, 3.2)
-POLY_B = band(8, 40, 60, 6, 2.7)  # crosses POLY_A: an overlapping pair
-
-
-def ring_mask() -> np.ndarray:
-    """A mask with a hole: polygons cannot say this, masks must keep it."""
-    m = np.zeros((H, W), bool)
-    m[20:40, 30:56] = True
-    m[26:34, 36:48] = False
-    return m
-
-
-def rasterise(polygon: list[float]) -> np.ndarray:
-    return mask_utils.decode(mask_utils.frPyObjects([polygon], H, W))[..., 0].astype(bool)
-
-
-def write_image(path: str, seed: int = 0, dtype=np.uint8) -> None:
-    rng = np.random.default_rng(seed)
-    top = 255 if dtype == np.uint8 else 4095
-    img = rng.integers(0, top, (H, W)).astype(dtype)
-    if path.endswith((".tif", ".tiff")):
-        tifffile.imwrite(path, img)
-    else:
-        cv2.imwrite(path, img)
-
-
-# Image 1: the overlapping pair of polygons. Image 2: a ring mask plus one polygon.
-def scene(with_masks: bool = True) -> dict[str, list]:
-    second: list = [("polygon", POLY_B)]
-    if with_masks:
-        second.insert(0, ("mask", ring_mask()))
-    return {"field_a.png": [("polygon", POLY_A), ("polygon", POLY_B)], "field_b.png": second}
 
 
 def truth_masks(shapes: list) -> np.ndarray:
@@ -79,146 +48,6 @@ def truth_masks(shapes: list) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- format writers
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
-
-
-def cvat_rle(mask: np.ndarray) -> str:
-    """CVAT: runs over the box, row-major, starting with a background run."""
-    x0, y0, x1, y1 = mask_box(mask)
-    flat = mask[y0 : y1 + 1, x0 : x1 + 1].reshape(-1).astype(np.int8)
-    edges = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
-    if flat[0] == 1:
-        runs = [0] + runs
-    return ", ".join(str(r) for r in runs)
-
-
-def coco_uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO uncompressed RLE: column-major runs starting with background (as CVAT's COCO export)."""
-    flat = mask.reshape(-1, order="F").astype(np.int8)
-    edges = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
-    if flat[0] == 1:
-        runs = [0] + runs
-    return {"size": [mask.shape[0], mask.shape[1]], "counts": runs}
-
-
-def write_cvat(folder: str, scene_: dict, subsets: dict[str, str] | None = None) -> str:
-    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
-    root = ET.Element("annotations")
-    ET.SubElement(root, "version").text = "1.1"
-    for i, (name, shapes) in enumerate(scene_.items()):
-        write_image(os.path.join(folder, "images", name), seed=i)
-        attrs = {"id": str(i), "name": name, "width": str(W), "height": str(H)}
-        if subsets:
-            attrs["subset"] = subsets[name]
-        img = ET.SubElement(root, "image", attrs)
-        ET.SubElement(img, "box", {"label": "myotube", "xtl": "1", "ytl": "1", "xbr": "9", "ybr": "9", "z_order": "0"})
-        for kind, shape in shapes:
-            if kind == "polygon":
-                points = ";".join(f"{shape[k]:.2f},{shape[k + 1]:.2f}" for k in range(0, len(shape), 2))
-                ET.SubElement(img, "polygon", {"label": "myotube", "source": "manual", "occluded": "0", "points": points, "z_order": "0"})
-            else:
-                x0, y0, x1, y1 = mask_box(shape)
-                ET.SubElement(
-                    img,
-                    "mask",
-                    {"label": "myotube", "source": "manual", "occluded": "0", "rle": cvat_rle(shape), "left": str(x0), "top": str(y0),
-                     "width": str(x1 - x0 + 1), "height": str(y1 - y0 + 1), "z_order": "0"},
-                )
-    path = os.path.join(folder, "annotations.xml")
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-    return path
-
-
-def labelme_mask_shape(mask: np.ndarray, label: str = "myotube") -> dict:
-    x0, y0, x1, y1 = mask_box(mask)
-    ok, png = cv2.imencode(".png", mask[y0 : y1 + 1, x0 : x1 + 1].astype(np.uint8) * 255)
-    assert ok
-    return {"label": label, "points": [[x0, y0], [x1, y1]], "group_id": None, "shape_type": "mask", "flags": {},
-            "mask": base64.b64encode(png.tobytes()).decode("ascii")}
-
-
-def write_labelme(folder: str, scene_: dict, embed_images: bool = False) -> str:
-    os.makedirs(folder, exist_ok=True)
-    for i, (name, shapes) in enumerate(scene_.items()):
-        image_path = os.path.join(folder, name)
-        write_image(image_path, seed=i)
-        entries = []
-        for kind, shape in shapes:
-            if kind == "polygon":
-                points = [[shape[k], shape[k + 1]] for k in range(0, len(shape), 2)]
-                entries.append({"label": "myotube", "points": points, "group_id": None, "shape_type": "polygon", "flags": {}})
-            else:
-                entries.append(labelme_mask_shape(shape))
-        entries.append({"label": "myotube", "points": [[1, 1], [6, 6]], "group_id": None, "shape_type": "rectangle", "flags": {}})
-        image_data = None
-        if embed_images:
-            with open(image_path, "rb") as f:
-                image_data = base64.b64encode(f.read()).decode("ascii")
-            os.remove(image_path)
-        doc = {"version": "5.4.1", "flags": {}, "shapes": entries, "imagePath": name, "imageData": image_data, "imageHeight": H, "imageWidth": W}
-        with open(os.path.join(folder, os.path.splitext(name)[0] + ".json"), "w") as f:
-            json.dump(doc, f)
-    return folder
-
-
-def write_via(folder: str, scene_: dict, project: bool = True, attribute: str | None = "label") -> str:
-    os.makedirs(folder, exist_ok=True)
-    metadata = {}
-    for i, (name, shapes) in enumerate(scene_.items()):
-        write_image(os.path.join(folder, name), seed=i)
-        regions = []
-        for kind, shape in shapes:
-            assert kind == "polygon", "VIA has no masks"
-            regions.append(
-                {"shape_attributes": {"name": "polygon", "all_points_x": shape[0::2], "all_points_y": shape[1::2]},
-                 "region_attributes": {attribute: "myotube"} if attribute else {}}
-            )
-        regions.append({"shape_attributes": {"name": "rect", "x": 1, "y": 1, "width": 5, "height": 5}, "region_attributes": {}})
-        size = os.path.getsize(os.path.join(folder, name))
-        metadata[f"{name}{size}"] = {"filename": name, "size": size, "regions": regions, "file_attributes": {}}
-    doc = {"_via_settings": {"core": {"default_filepath": ""}}, "_via_img_metadata": metadata, "_via_attributes": {}} if project else metadata
-    path = os.path.join(folder, "via_project.json")
-    with open(path, "w") as f:
-        json.dump(doc, f)
-    return path
-
-
-def write_cvat_coco(folder: str, scene_: dict, json_name: str = "instances_default.json", seed: int = 0) -> str:
-    """CVAT's "COCO 1.0" export: annotations/instances_<subset>.json + images/, masks as iscrowd=1 RLE."""
-    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
-    os.makedirs(os.path.join(folder, "annotations"), exist_ok=True)
-    images, annotations = [], []
-    for i, (name, shapes) in enumerate(scene_.items(), start=1):
-        write_image(os.path.join(folder, "images", name), seed=seed + i)
-        images.append({"id": i, "width": W, "height": H, "file_name": name, "license": 0})
-        for kind, shape in shapes:
-            mask = rasterise(shape) if kind == "polygon" else shape
-            segm = [shape] if kind == "polygon" else coco_uncompressed_rle(shape)
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "segmentation": segm,
-                                "area": float(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0 if kind == "polygon" else 1, "attributes": {}})
-        annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "segmentation": [], "area": 25.0,
-                            "bbox": [1, 1, 5, 5], "iscrowd": 0})
-    doc = {"licenses": [], "info": {}, "categories": [{"id": 1, "name": "myotube", "supercategory": ""}], "images": images, "annotations": annotations}
-    path = os.path.join(folder, "annotations", json_name)
-    with open(path, "w") as f:
-        json.dump(doc, f)
-    return path
-
-
-def label_scene() -> tuple[np.ndarray, list[np.ndarray]]:
-    """Ring with a hole (id 7), two touching instances (ids 2 and 1000), as a 16-bit label image."""
-    labels = np.zeros((H, W), np.uint16)
-    ring = ring_mask()
-    labels[ring] = 7
-    labels[2:12, 4:20] = 2
-    labels[2:12, 20:34] = 1000  # touches id 2 along a whole edge
-    return labels, [labels == v for v in (2, 7, 1000)]
 
 
 def write_label_images(folder: str, layout: str = "suffix") -> np.ndarray:
@@ -245,32 +74,6 @@ def organize(tmp_path, manual, **kwargs) -> dict:
         make_coco_dataset(algorithmic, {"train_annotations.json": 2, "test_annotations.json": 1}, size=H)
     kwargs.setdefault("progress", False)
     return organize_unified_dataset(algorithmic, manual, str(tmp_path / "out"), **kwargs)
-
-
-def output_masks(json_file: str) -> dict[str, np.ndarray]:
-    """original_file_name → (N, H, W) masks as the training loader would decode them."""
-    data = read_coco_json(json_file)
-    out = {}
-    for img in data["images"]:
-        anns = [a for a in data["annotations"] if a["image_id"] == img["id"]]
-        for a in anns:
-            assert a["category_id"] == 1 and a["iscrowd"] == 0
-            assert {"id", "image_id", "segmentation", "bbox", "area"} <= set(a)
-            mask = segmentation_to_mask(a["segmentation"], img["height"], img["width"])
-            assert a["area"] == pytest.approx(mask.sum())
-        masks = [segmentation_to_mask(a["segmentation"], img["height"], img["width"]) for a in anns]
-        out[img["original_file_name"]] = np.stack(masks) if masks else np.zeros((0, img["height"], img["width"]), bool)
-    return out
-
-
-def assert_same_instances(truth: np.ndarray, got: np.ndarray, min_iou: float = 0.99) -> None:
-    assert len(got) == len(truth), f"{len(got)} instances, expected {len(truth)}"
-    iou = mask_iou_matrix(truth, got)
-    rows, cols = linear_sum_assignment(-iou)
-    worst = iou[rows, cols].min()
-    assert worst >= min_iou, f"an instance has IoU {worst:.3f} with its source"
-    for r, c in zip(rows, cols):
-        assert abs(int(truth[r].sum()) - int(got[c].sum())) <= 0.01 * truth[r].sum()
 
 
 def manual_json(summary: dict, split: str = "train") -> str:

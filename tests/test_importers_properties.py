@@ -21,21 +21,21 @@ from hypothesis import strategies as st
 
 from mask2former.data.organize import organize_unified_dataset
 from mask2former.errors import InputError
-from tests.fixtures import make_coco_dataset
-from tests.test_importers import (
+from tests.helpers import (
     POLY_A,
     H,
     W,
     assert_same_instances,
+    make_coco_dataset,
     output_masks,
     rasterise,
     ring_mask,
+    tree_digest,
     write_cvat,
     write_cvat_coco,
     write_labelme,
     write_via,
 )
-from tests.test_organize import tree_digest
 
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 

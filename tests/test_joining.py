@@ -6,7 +6,7 @@ import pytest
 from mask2former.inference.filters import PostprocessParams, postprocess
 from mask2former.inference.joining import join_pieces, piece_ends
 from mask2former.structures import CroppedInstances
-from tests.fixtures import polyline_mask
+from tests.helpers import polyline_mask
 
 SIZE = (300, 300)
 

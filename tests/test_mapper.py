@@ -5,8 +5,7 @@ import pytest
 from mask2former.data.coco import load_coco_instances, mask_to_rle, write_coco_json
 from mask2former.data.mapper import MyotubeDatasetMapper, preprocess_image, resize_mask
 from mask2former.modeling.outputs import instances_from_outputs
-from tests.fixtures import make_coco_dataset
-from tests.tiny import tiny_cfg
+from tests.helpers import make_coco_dataset, tiny_cfg
 
 
 @pytest.mark.parametrize("width, scale", [(1, 0.73), (2, 0.5), (3, 0.73), (2, 1.6)])

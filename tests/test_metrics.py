@@ -11,7 +11,7 @@ from mask2former.evaluation.metrics import (
     semantic_iou_dice,
 )
 from mask2former.structures import Instances
-from tests.fixtures import draw_tube_masks
+from tests.helpers import draw_tube_masks
 
 
 @pytest.fixture

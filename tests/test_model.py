@@ -10,8 +10,7 @@ from mask2former.engine.trainer import loss_terms
 from mask2former.errors import WeightsError
 from mask2former.modeling.build import build_model
 from mask2former.modeling.weights import QUERY_KEYS, load_model
-from tests.fixtures import make_coco_dataset
-from tests.tiny import SWIN_TINY, tiny_cfg
+from tests.helpers import SWIN_TINY, make_coco_dataset, tiny_cfg
 
 
 def _batch(tmp_path, n_images=2, size=128, seed=0, augment=False):

@@ -31,9 +31,7 @@ from mask2former.modeling.weights import (
     weights_kind,
 )
 from mask2former.napari.core import TRAINED_MODEL, model_choices
-from tests.conftest import REPO_ROOT
-from tests.scripts import load_script
-from tests.tiny import TINY_STAGE2, tiny_cfg
+from tests.helpers import REPO_ROOT, TINY_STAGE2, load_script, tiny_cfg
 
 NAME = "myotube-base"
 PACKAGE_ZOO = zoo.ZOO_DIR

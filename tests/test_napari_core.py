@@ -19,7 +19,7 @@ from mask2former.napari.core import (
     read_prediction,
     save_manual_annotation,
 )
-from tests.test_silent_results import TINY, field_image, predict, run, save_tiny_model
+from tests.helpers import TINY, field_image, predict, run, save_tiny_model
 
 
 def crossing_masks() -> np.ndarray:

@@ -12,8 +12,7 @@ import tifffile
 
 from mask2former.data.synthetic import generate_field
 from mask2former.structures import label_image
-from tests.conftest import REPO_ROOT
-from tests.tiny import save_tiny_checkpoint
+from tests.helpers import REPO_ROOT, save_tiny_checkpoint
 
 ENV_THREADS = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 

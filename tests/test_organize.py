@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -18,34 +17,23 @@ from mask2former.data import organize as organize_module
 from mask2former.data.coco import Finding, read_coco_json
 from mask2former.data.organize import organize_unified_dataset, parse_category_map
 from mask2former.errors import DatasetError, InputError
-from tests.conftest import REPO_ROOT
-from tests.fixtures import make_coco_dataset
-from tests.test_importers import (
+from tests.helpers import (
     POLY_A,
     POLY_B,
+    REPO_ROOT,
     H,
     W,
     assert_same_instances,
     label_scene,
+    make_coco_dataset,
     output_masks,
     rasterise,
     scene,
+    tree_digest,
     write_cvat,
     write_image,
     write_labelme,
 )
-
-
-def tree_digest(root) -> dict[str, str]:
-    """Relative path → sha256 of every file under root (folders included as entries)."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(folder, d), root) + "/"] = "dir"
-        for f in files:
-            path = os.path.join(folder, f)
-            out[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    return out
 
 
 @pytest.fixture

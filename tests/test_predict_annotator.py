@@ -17,10 +17,14 @@ from mask2former.annotate import AnnotatorParams, annotate_instances
 from mask2former.inference.annotator import AnnotatorPredictor, annotator_options
 from mask2former.inference.run import predict_image
 from mask2former.structures import Instances
-from tests.scripts import load_script
-from tests.test_batches import assert_same_predictions, without_column
-from tests.test_predict_cli import draw_field
-from tests.tiny import TINY_STAGE2, save_tiny_checkpoint
+from tests.helpers import (
+    TINY_STAGE2,
+    assert_same_predictions,
+    draw_field,
+    load_script,
+    save_tiny_checkpoint,
+    without_column,
+)
 
 predict_main = load_script("predict.py").main
 # Two tubes and five nuclei on 16-bit channels (0: nuclei, 1: myosin), and a field with neither.

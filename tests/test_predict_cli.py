@@ -21,9 +21,7 @@ from mask2former.inference.run import (
     run_prediction,
 )
 from mask2former.structures import Instances
-from tests.conftest import REPO_ROOT
-
-TINY_STAGE2 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage2_config.yaml")
+from tests.helpers import REPO_ROOT, TINY_STAGE2, draw_field
 
 
 class ThresholdPredictor:
@@ -38,19 +36,6 @@ class ThresholdPredictor:
         n, labels = cv2.connectedComponents((tile > self.threshold).astype(np.uint8), connectivity=8)
         masks = np.stack([labels == k for k in range(1, n)]) if n > 1 else np.zeros((0, *tile.shape[:2]), bool)
         return Instances(masks, np.full(len(masks), 0.9, np.float32))
-
-
-def draw_field(height, width, tubes, nuclei=(), nucleus_radius=7, seed=0):
-    """Two-channel 16-bit field: channel 0 nuclei, channel 1 myotubes (thick polylines)."""
-    rng = np.random.default_rng(seed)
-    tube_ch = np.zeros((height, width), np.uint16)
-    for pts, thickness in tubes:
-        cv2.polylines(tube_ch, [np.asarray(pts, np.int32)], False, 3000, thickness=thickness)
-    nuc_ch = np.zeros((height, width), np.uint16)
-    for x, y in nuclei:
-        cv2.circle(nuc_ch, (x, y), nucleus_radius, 2500, -1)
-    noise = rng.normal(200, 20, (2, height, width))
-    return np.clip(np.stack([nuc_ch, tube_ch]) + noise, 0, 65535).astype(np.uint16)
 
 
 def read_csv(path):

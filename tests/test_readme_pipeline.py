@@ -18,11 +18,8 @@ import tifffile
 
 from mask2former.data.coco import read_coco_json
 from mask2former.data.synthetic import generate_field
-from tests.conftest import REPO_ROOT
-from tests.test_importers import scene, write_cvat
+from tests.helpers import ENV, REPO_ROOT, TINY, scene, write_cvat
 
-TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 SIZES = ["INPUT.IMAGE_SIZE", "64"]
 
 

@@ -17,8 +17,7 @@ import shlex
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.test_docs_figures import backed, json_numbers, quoted
+from tests.helpers import REPO_ROOT, backed, json_numbers, quoted
 
 README = os.path.join(REPO_ROOT, "README.md")
 FIRST_SCREEN = 40  # lines

@@ -19,11 +19,9 @@ from mask2former.engine.events import read_metrics
 from mask2former.engine.trainer import train
 from mask2former.modeling.weights import load_model
 from mask2former.modeling.zoo import zoo_path
-from tests.fixtures import make_unified_dataset
-from tests.tiny import REPO_ROOT, TINY_STAGE1, tiny_cfg
+from tests.helpers import ENV, REPO_ROOT, TINY_STAGE1, make_unified_dataset, tiny_cfg
 
 TRAIN_NET = os.path.join(REPO_ROOT, "train_net.py")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _train_cmd(data, out, max_iter, *extra):

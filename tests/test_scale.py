@@ -13,10 +13,7 @@ import tifffile
 
 from mask2former.data.coco import load_coco_instances, read_coco_json
 from mask2former.data.scale import InputScale, prediction_scale, training_input_scale
-from tests.conftest import REPO_ROOT
-from tests.fixtures import make_coco_dataset
-
-TINY_STAGE2 = os.path.join(REPO_ROOT, "configs", "cpu_tiny", "stage2_config.yaml")
+from tests.helpers import REPO_ROOT, TINY_STAGE2, make_coco_dataset, tiny_cfg
 
 
 def test_training_scale_combines_the_annotator_resize_and_the_model_input_size():
@@ -130,7 +127,6 @@ def test_a_field_at_two_resolutions_gives_the_same_instances(tmp_path):
 
 def test_predictor_resizes_by_its_input_scale():
     from mask2former.data.mapper import preprocess_image
-    from tests.tiny import tiny_cfg
 
     cfg = tiny_cfg()
     pixels, info = preprocess_image(np.zeros((400, 200), np.uint8), cfg, scale=0.5)

@@ -8,7 +8,7 @@ import pytest
 
 from bench.common import train_once
 from mask2former.utils.settings import with_settings
-from tests.tiny import TINY_STAGE1
+from tests.helpers import TINY_STAGE1
 
 
 @dataclass

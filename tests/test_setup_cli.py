@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.fixtures import make_unified_dataset
+from tests.helpers import REPO_ROOT, make_unified_dataset
 
 SPLIT_FILES = {
     "myotube_algorithmic_train": "algorithmic_train_annotations.json",

@@ -20,59 +20,26 @@ import numpy as np
 import pytest
 import tifffile
 
-from mask2former.data.synthetic import generate_field
-from tests.conftest import REPO_ROOT
-from tests.fixtures import make_unified_dataset
-from tests.test_bad_inputs import snapshot, text
-
-TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
-TINY_STAGE2 = os.path.join(TINY, "stage2_config.yaml")
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
-
-
-def run(script: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], cwd=cwd, env=env or ENV, capture_output=True,
-                          timeout=timeout)
-
-
-def one_line_error(out: subprocess.CompletedProcess, *fragments: str) -> str:
-    err = text(out.stderr)
-    assert out.returncode == 1, (out.returncode, err[-2000:])
-    assert "Traceback" not in err + text(out.stdout)
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-def save_tiny_model(path: Path, queries: int = 16, with_config: bool = True) -> Path:
-    import torch
-
-    from mask2former.config import load_config
-    from mask2former.modeling.build import build_model
-
-    cfg = load_config(TINY_STAGE2, ["MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(queries)])
-    torch.manual_seed(0)
-    state = {"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"]}
-    if with_config:
-        state["cfg"] = cfg.dump()
-    torch.save(state, path)
-    return path
-
-
-def predict(weights, inputs, output, *extra, cwd):
-    return run("predict.py", "--config-file", TINY_STAGE2, "--weights", str(weights), "--input", str(inputs), "--output", str(output),
-               "--device", "cpu", "--no-progress", "--score-threshold", "0", *extra, cwd=cwd)
+from tests.helpers import (
+    ENV,
+    REPO_ROOT,
+    TINY,
+    TINY_STAGE2,
+    field_image,
+    make_unified_dataset,
+    one_line_error,
+    predict,
+    run,
+    save_tiny_model,
+    snapshot,
+    text,
+    tiny_cfg,
+)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("model") / "model_final.pth")
-
-
-def field_image(size: int = 96, seed: int = 3) -> np.ndarray:
-    return generate_field(size, seed=seed, pixel_scale=0.5).image
 
 
 # --------------------------------------------------------------------------- 1. non-finite pixels
@@ -105,7 +72,6 @@ def test_nan_pixels_in_the_annotator_and_in_training(tmp_path):
     from mask2former.annotate import annotate_image
     from mask2former.data.io import read_image
     from mask2former.data.mapper import MyotubeDatasetMapper
-    from tests.tiny import tiny_cfg
 
     image = field_image(128).astype(np.float32)
     image[10:20, 10:20] = np.nan
@@ -145,7 +111,6 @@ def test_prediction_builds_the_checkpoints_architecture_and_is_deterministic(tmp
 
 def test_training_may_still_grow_the_queries(tmp_path):
     from mask2former.modeling.weights import load_model
-    from tests.tiny import tiny_cfg
 
     eight = save_tiny_model(tmp_path / "q8.pth", queries=8, with_config=False)
     model, _ = load_model(tiny_cfg("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16), ["myotube"], str(eight), for_training=True)
@@ -285,7 +250,6 @@ def test_a_full_disk_while_logging_stops_training_with_one_line(tmp_path, monkey
     from mask2former.data.catalog import register_two_stage_datasets
     from mask2former.engine import events
     from mask2former.engine.trainer import TrainingError, train
-    from tests.tiny import tiny_cfg
 
     root = make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=2, n_test=1, n_manual=1)
     register_two_stage_datasets(root)

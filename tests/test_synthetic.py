@@ -15,7 +15,7 @@ from mask2former.data.catalog import ANNOTATION_FILES
 from mask2former.data.coco import load_coco_instances, record_masks, validate_coco
 from mask2former.data.synthetic import DENSITY_LEVELS, REALISTIC, generate_field, generator_params
 from mask2former.synthetic_datasets import write_synthetic_dataset
-from tests.scripts import load_script
+from tests.helpers import load_script
 
 main = load_script("utils/make_synthetic_dataset.py").main
 

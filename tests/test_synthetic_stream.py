@@ -18,8 +18,7 @@ from mask2former.engine.loader import (
 )
 from mask2former.engine.trainer import train
 from mask2former.errors import ConfigError
-from tests.fixtures import make_unified_dataset
-from tests.tiny import REPO_ROOT, tiny_cfg
+from tests.helpers import REPO_ROOT, make_unified_dataset, tiny_cfg
 
 STREAM = ("SYNTHETIC.ENABLED", True, "DATASETS.TRAIN", "()", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", 0)
 

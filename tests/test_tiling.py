@@ -5,7 +5,7 @@ import pytest
 
 from mask2former.inference.tiling import predict_tiled, stitch_tiles, tile_grid
 from mask2former.structures import CroppedInstances, CroppedMask, Instances, label_image
-from tests.fixtures import polyline_mask as tube
+from tests.helpers import polyline_mask as tube
 
 
 def coordinate_image(height, width):

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import mask2former
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 ROOT_SCRIPTS = [
     "predict.py",

@@ -19,8 +19,7 @@ import zipfile
 import pytest
 
 import mask2former
-from tests.conftest import REPO_ROOT
-from tests.tiny import write_fields
+from tests.helpers import REPO_ROOT, write_fields
 
 SCRIPTS = ("myotube-predict", "myotube-annotate", "myotube-organize", "myotube-setup", "myotube-train", "myotube-train-two-stage")
 

@@ -17,7 +17,7 @@ if not os.environ.get("DISPLAY"):
 from mask2former.napari._reader import napari_get_reader  # noqa: E402
 from mask2former.napari._widget import ANNOTATOR, MyotubeWidget  # noqa: E402
 from mask2former.napari.core import TOP, UNDER  # noqa: E402
-from tests.test_silent_results import TINY_STAGE2, field_image, predict, save_tiny_model  # noqa: E402
+from tests.helpers import TINY_STAGE2, field_image, predict, save_tiny_model  # noqa: E402
 
 
 def test_predict_edit_and_save_in_a_real_window(make_napari_viewer, tmp_path):
