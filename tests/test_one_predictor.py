@@ -12,9 +12,7 @@ import tifffile
 
 from mask2former.data.synthetic import generate_field
 from mask2former.structures import label_image
-from tests.helpers import REPO_ROOT, save_tiny_checkpoint
-
-ENV_THREADS = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+from tests.helpers import ENV, REPO_ROOT, save_tiny_checkpoint
 
 
 def test_predict_py_the_napari_core_and_the_bench_give_the_same_labels(tmp_path):
@@ -33,7 +31,7 @@ def test_predict_py_the_napari_core_and_the_bench_give_the_same_labels(tmp_path)
     out = tmp_path / "predicted"
     done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "predict.py"), "--weights", weights, "--input", str(field),
                            "--output", str(out), "--device", "cpu", "--no-progress"],
-                          env={**os.environ, **ENV_THREADS}, capture_output=True, text=True, timeout=300)
+                          env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     from_cli = tifffile.imread(out / "field_labels.tif")
     assert from_cli.max() > 0
