@@ -54,7 +54,9 @@ def load_real(path: str) -> tuple[np.ndarray, np.ndarray]:
     human = read_image(path.replace("_myosin.png", "_myotube_mask.png"))
     if human.ndim == 3:
         human = human.max(axis=2)
-    human = cv2.resize((human > 0).astype(np.uint8), image.shape[::-1][:2], interpolation=cv2.INTER_NEAREST) > 0
+    human = (
+        cv2.resize((human > 0).astype(np.uint8), image.shape[::-1][:2], interpolation=cv2.INTER_NEAREST) > 0
+    )
     return image, human
 
 
@@ -86,7 +88,9 @@ def single_myotube_regions(human: np.ndarray, min_area: int) -> tuple[np.ndarray
         crop = (labels[y : y + h, x : x + w] == i).astype(np.uint8)
         smooth = cv2.morphologyEx(np.pad(crop, 4), cv2.MORPH_OPEN, kernel)
         skeleton = skeletonize(smooth > 0)
-        neighbours = cv2.filter2D(skeleton.astype(np.uint8), -1, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT)
+        neighbours = cv2.filter2D(
+            skeleton.astype(np.uint8), -1, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT
+        )
         branch_points = int((skeleton & (neighbours >= 4)).sum())
         if branch_points == 0 and skeleton.any():
             singles.append(region)
@@ -96,7 +100,14 @@ def single_myotube_regions(human: np.ndarray, min_area: int) -> tuple[np.ndarray
     return stack, others
 
 
-ERROR_CLASSES = ("missed_regions", "boundary_fn", "interior_fn", "false_regions", "boundary_fp", "interior_fp")
+ERROR_CLASSES = (
+    "missed_regions",
+    "boundary_fn",
+    "interior_fn",
+    "false_regions",
+    "boundary_fp",
+    "interior_fp",
+)
 
 
 def error_breakdown(human: np.ndarray, pred: np.ndarray, band_px: float) -> dict[str, int]:
@@ -113,7 +124,10 @@ def error_breakdown(human: np.ndarray, pred: np.ndarray, band_px: float) -> dict
     size = 2 * int(round(band_px)) + 1
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     out = {"intersection": int((human & pred).sum())}
-    for label, ref, other, prefix in (("fn", human, pred, "missed_regions"), ("fp", pred, human, "false_regions")):
+    for label, ref, other, prefix in (
+        ("fn", human, pred, "missed_regions"),
+        ("fp", pred, human, "false_regions"),
+    ):
         wrong = ref & ~other
         _, regions = cv2.connectedComponents(ref.astype(np.uint8), connectivity=8)
         touched = np.zeros(regions.max() + 1, bool)
@@ -135,10 +149,20 @@ def _real_one(path: str) -> dict:
     masks = annotate_image(image)
     seconds = time.perf_counter() - t0
     union = masks.any(axis=0) if len(masks) else np.zeros_like(human)
-    row = {"field": os.path.basename(path).replace("_myosin.png", ""), "human_empty": not human.any(), "seconds": seconds}
+    row = {
+        "field": os.path.basename(path).replace("_myosin.png", ""),
+        "human_empty": not human.any(),
+        "seconds": seconds,
+    }
     for name, pred in {"annotator": union, **baseline_masks(image)}.items():
         sem = semantic_iou_dice_binary(human, pred)
-        row[name] = {"iou": sem["iou"], "dice": sem["dice"], "intersection": sem["intersection"], "union": sem["union"], "sum": sem["sum"]}
+        row[name] = {
+            "iou": sem["iou"],
+            "dice": sem["dice"],
+            "intersection": sem["intersection"],
+            "union": sem["union"],
+            "sum": sem["sum"],
+        }
     scale = max(image.shape[:2]) / RESOLUTION
     row["errors"] = error_breakdown(human, union, band_px=4 * scale)
     singles, others = single_myotube_regions(human, min_area=int(300 * scale**2))
@@ -146,7 +170,13 @@ def _real_one(path: str) -> dict:
     judged = [m for m in masks if not (m & others).any()]
     pred = np.stack(judged) if judged else np.zeros((0,) + human.shape, bool)
     f1 = instance_f1(singles, pred)
-    row["single_regions"] = {"gt": len(singles), "pred": len(pred), "tp": f1["tp"], "fp": f1["fp"], "fn": f1["fn"]}
+    row["single_regions"] = {
+        "gt": len(singles),
+        "pred": len(pred),
+        "tp": f1["tp"],
+        "fp": f1["fp"],
+        "fn": f1["fn"],
+    }
     return row
 
 
@@ -157,7 +187,9 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
         return None
     from tqdm import tqdm
 
-    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread, mp_context=worker_context()) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_one_thread, mp_context=worker_context()
+    ) as pool:
         rows = list(tqdm(pool.map(_real_one, paths), total=len(paths), desc="real fields", file=sys.stderr))
     methods = ("annotator", "triangle", "otsu")
     annotated = [r for r in rows if not r["human_empty"]]
@@ -180,7 +212,11 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
 
     # Pooled over the annotated fields: the share of the union each kind of error takes.
     union_total = sum(r["annotator"]["union"] for r in annotated)
-    errors = {k: sum(r["errors"][k] for r in annotated) / union_total for k in ERROR_CLASSES} if union_total else None
+    errors = (
+        {k: sum(r["errors"][k] for r in annotated) / union_total for k in ERROR_CLASSES}
+        if union_total
+        else None
+    )
     tp = sum(r["single_regions"]["tp"] for r in rows)
     fp = sum(r["single_regions"]["fp"] for r in rows)
     fn = sum(r["single_regions"]["fn"] for r in rows)
@@ -209,7 +245,12 @@ def evaluate_real(data_dir: str, limit: int | None, workers: int) -> dict | None
         },
         "seconds_per_field_in_workers": float(np.mean([r["seconds"] for r in rows])),
         "per_field": [
-            {"field": r["field"], **{m: round(r[m]["iou"], 4) for m in methods}, "single_regions": r["single_regions"], "errors": r["errors"]}
+            {
+                "field": r["field"],
+                **{m: round(r[m]["iou"], 4) for m in methods},
+                "single_regions": r["single_regions"],
+                "errors": r["errors"],
+            }
             for r in rows
         ],
     }
@@ -233,9 +274,17 @@ def evaluate_synthetic(per_level: int, size: int, workers: int) -> dict:
     from mask2former.data.synthetic import DENSITY_LEVELS
     from mask2former.evaluation.metrics import coco_mask_ap, instance_f1, semantic_iou_dice
 
-    tasks = [(level, 10_000 + 100 * k + i, size) for k, level in enumerate(DENSITY_LEVELS) for i in range(per_level)]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread, mp_context=worker_context()) as pool:
-        done = list(tqdm(pool.map(_synthetic_one, tasks), total=len(tasks), desc="synthetic fields", file=sys.stderr))
+    tasks = [
+        (level, 10_000 + 100 * k + i, size)
+        for k, level in enumerate(DENSITY_LEVELS)
+        for i in range(per_level)
+    ]
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_one_thread, mp_context=worker_context()
+    ) as pool:
+        done = list(
+            tqdm(pool.map(_synthetic_one, tasks), total=len(tasks), desc="synthetic fields", file=sys.stderr)
+        )
     out = {"size": size, "fields_per_level": per_level, "pixel_scale": 1.0, "levels": {}}
     for level, coverage in DENSITY_LEVELS.items():
         gts = [g for lv, g, _ in done if lv == level]
@@ -271,7 +320,11 @@ def _field_statistics(image: np.ndarray, truth: np.ndarray) -> dict:
     from mask2former.annotate.foreground import normalize_intensity
 
     img = normalize_intensity(image) * 255.0
-    stats = {"coverage": float(truth.mean()), "background_median": float(np.median(img[~truth])), "p99": float(np.percentile(img, 99))}
+    stats = {
+        "coverage": float(truth.mean()),
+        "background_median": float(np.median(img[~truth])),
+        "p99": float(np.percentile(img, 99)),
+    }
     if truth.any():
         stats["in_mask_mean"] = float(img[truth].mean())
         radius = cv2.distanceTransform(truth.astype(np.uint8), cv2.DIST_L2, 5)
@@ -335,7 +388,9 @@ def speed_images(data_dir: str, n: int) -> tuple[list[np.ndarray], str]:
         return [load_real(p)[0] for p in paths[::step][:n]], "real fields resized to 1500 px"
     from mask2former.data.synthetic import generate_field
 
-    return [generate_field(RESOLUTION, seed=50 + i, density="medium").image for i in range(n)], "synthetic medium-density 1500 px fields"
+    return [
+        generate_field(RESOLUTION, seed=50 + i, density="medium").image for i in range(n)
+    ], "synthetic medium-density 1500 px fields"
 
 
 def evaluate_speed(data_dir: str, n_images: int, repeats: int, workers: int) -> dict:
@@ -345,14 +400,25 @@ def evaluate_speed(data_dir: str, n_images: int, repeats: int, workers: int) -> 
     times = [_annotate_timed(img) for _ in range(repeats) for img in images]
     batch = images * max(1, (2 * workers) // len(images) + 1)
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread, mp_context=worker_context()) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_one_thread, mp_context=worker_context()
+    ) as pool:
         list(pool.map(_annotate_timed, batch))
     wall = time.perf_counter() - t0
     return {
         "source": source,
         "image_size": list(images[0].shape[:2]),
-        "seconds_per_image_one_core": {"median": float(np.median(times)), "mean": float(np.mean(times)), "max": float(np.max(times))},
-        "all_cores": {"workers": workers, "images": len(batch), "images_per_second": len(batch) / wall, "wall_seconds": wall},
+        "seconds_per_image_one_core": {
+            "median": float(np.median(times)),
+            "mean": float(np.mean(times)),
+            "max": float(np.max(times)),
+        },
+        "all_cores": {
+            "workers": workers,
+            "images": len(batch),
+            "images_per_second": len(batch) / wall,
+            "wall_seconds": wall,
+        },
     }
 
 
@@ -393,14 +459,29 @@ def write_figures(data_dir: str, out_dir: str) -> list[str]:
     real_path = next((p for p in paths if "17M_100_mM_Dex_XY02" in p), paths[0] if paths else None)
     if real_path:
         image, human = load_real(real_path)
-    gray = lambda img: cv2.cvtColor(small(_stretch(img)), cv2.COLOR_GRAY2BGR)  # noqa: E731
-    colour = lambda masks, shape: cv2.resize(_colour_instances(masks, shape), (panel, panel), interpolation=cv2.INTER_NEAREST)  # noqa: E731
+
+    def gray(img):
+        return cv2.cvtColor(small(_stretch(img)), cv2.COLOR_GRAY2BGR)
+
+    def colour(masks, shape):
+        return cv2.resize(_colour_instances(masks, shape), (panel, panel), interpolation=cv2.INTER_NEAREST)
+
     rows = []
     syn_pred = annotate_image(synthetic.image, AnnotatorParams(scale=1.0))
-    rows.append(np.hstack([gray(synthetic.image), colour(synthetic.masks, synthetic.image.shape), colour(syn_pred, synthetic.image.shape)]))
+    rows.append(
+        np.hstack(
+            [
+                gray(synthetic.image),
+                colour(synthetic.masks, synthetic.image.shape),
+                colour(syn_pred, synthetic.image.shape),
+            ]
+        )
+    )
     if real_path:
         real_pred = annotate_image(image)
-        rows.append(np.hstack([gray(image), colour(human[None], human.shape), colour(real_pred, human.shape)]))
+        rows.append(
+            np.hstack([gray(image), colour(human[None], human.shape), colour(real_pred, human.shape)])
+        )
     figure = np.vstack(rows)
     path = os.path.join(out_dir, "annotator_examples.png")
     cv2.imwrite(path, figure, [cv2.IMWRITE_PNG_COMPRESSION, 9])
@@ -423,20 +504,35 @@ def markdown(results: dict) -> str:
             "|---|---|---|---|---|---|",
         ]
         halves = real["semantic_tuning_half"] is not None
-        names = {"annotator": "classical annotator", "triangle": "Gaussian blur + triangle", "otsu": "Gaussian blur + Otsu"}
+        names = {
+            "annotator": "classical annotator",
+            "triangle": "Gaussian blur + triangle",
+            "otsu": "Gaussian blur + Otsu",
+        }
         for m, label in names.items():
             s = sem[m]
             lines.append(
                 f"| {label} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['pooled_iou']:.3f} | "
-                + (f"{real['semantic_tuning_half'][m]['mean_iou']:.3f} | {real['semantic_held_out_half'][m]['mean_iou']:.3f} |" if halves else "- | - |")
+                + (
+                    f"{real['semantic_tuning_half'][m]['mean_iou']:.3f} | {real['semantic_held_out_half'][m]['mean_iou']:.3f} |"
+                    if halves
+                    else "- | - |"
+                )
             )
         inst = real["single_myotube_instances"]
         err = real.get("annotator_error_shares")
         if err:
-            lines += ["", "Annotator vs human, share of the pooled union (IoU lost to each kind of error): "
-                      + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in err.items())]
-        lines += ["", f"Single-myotube regions: F1@0.5 {inst['f1']:.3f} (precision {inst['precision']:.3f}, "
-                  f"recall {inst['recall']:.3f}; {inst['gt']} regions)", ""]
+            lines += [
+                "",
+                "Annotator vs human, share of the pooled union (IoU lost to each kind of error): "
+                + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in err.items()),
+            ]
+        lines += [
+            "",
+            f"Single-myotube regions: F1@0.5 {inst['f1']:.3f} (precision {inst['precision']:.3f}, "
+            f"recall {inst['recall']:.3f}; {inst['gt']} regions)",
+            "",
+        ]
     syn = results["synthetic"]
     lines += [
         f"Synthetic fields ({syn['fields_per_level']} per level, {syn['size']} px, pixel scale 1):",
@@ -445,16 +541,28 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for level, s in syn["levels"].items():
-        lines.append(f"| {level} ({s['coverage']:.2f}) | {s['gt_instances']} | {s['AP']:.1f} | {s['AP50']:.1f} | {s['f1@0.5']:.3f} | {s['mean_semantic_iou']:.3f} |")
+        lines.append(
+            f"| {level} ({s['coverage']:.2f}) | {s['gt_instances']} | {s['AP']:.1f} | {s['AP50']:.1f} | {s['f1@0.5']:.3f} | {s['mean_semantic_iou']:.3f} |"
+        )
     rl = results.get("realism", {})
     if rl:
-        lines += ["", "Real vs synthetic fields at 1500 px (percentiles 10/25/50/75/90; intensities in 8-bit units):", "",
-                  "| statistic | " + " | ".join(f"{k} ({v['fields']} fields)" for k, v in rl.items()) + " |",
-                  "|---|" + "---|" * len(rl)]
-        for key, label in (("width_px", "width along the skeleton (px)"), ("coverage", "covered fraction"),
-                           ("in_mask_mean", "mean intensity inside myotubes"), ("background_median", "background median"),
-                           ("p99", "99th percentile")):
-            lines.append(f"| {label} | " + " | ".join(" / ".join(f"{x:g}" for x in v[key]) for v in rl.values()) + " |")
+        lines += [
+            "",
+            "Real vs synthetic fields at 1500 px (percentiles 10/25/50/75/90; intensities in 8-bit units):",
+            "",
+            "| statistic | " + " | ".join(f"{k} ({v['fields']} fields)" for k, v in rl.items()) + " |",
+            "|---|" + "---|" * len(rl),
+        ]
+        for key, label in (
+            ("width_px", "width along the skeleton (px)"),
+            ("coverage", "covered fraction"),
+            ("in_mask_mean", "mean intensity inside myotubes"),
+            ("background_median", "background median"),
+            ("p99", "99th percentile"),
+        ):
+            lines.append(
+                f"| {label} | " + " | ".join(" / ".join(f"{x:g}" for x in v[key]) for v in rl.values()) + " |"
+            )
     sp = results["speed"]
     lines += [
         "",
@@ -468,13 +576,28 @@ def markdown(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=DEFAULT_DATA, help="real fields folder (default ../shared/data/qa-skmcs-train)")
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA, help="real fields folder (default ../shared/data/qa-skmcs-train)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="use only the first N real fields")
-    parser.add_argument("--synthetic-per-level", type=int, default=10, help="synthetic fields per density level (default %(default)s)")
-    parser.add_argument("--synthetic-size", type=int, default=1024, help="synthetic field side (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 4 real fields, 2 small synthetic fields per level")
-    parser.add_argument("--figures", action="store_true", help="also write docs/images/annotator_examples.png")
+    parser.add_argument(
+        "--synthetic-per-level",
+        type=int,
+        default=10,
+        help="synthetic fields per density level (default %(default)s)",
+    )
+    parser.add_argument(
+        "--synthetic-size", type=int, default=1024, help="synthetic field side (default %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 4 real fields, 2 small synthetic fields per level"
+    )
+    parser.add_argument(
+        "--figures", action="store_true", help="also write docs/images/annotator_examples.png"
+    )
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "annotator.json"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -487,7 +610,10 @@ def main(argv: list[str] | None = None) -> int:
     results["speed"] = evaluate_speed(args.data, 2 if args.quick else 4, 1 if args.quick else 2, args.workers)
     results["realism"] = realism(args.data, 4 if args.quick else 20, 3 if args.quick else 12)
     if args.figures:
-        results["figures"] = [os.path.relpath(p, REPO_ROOT) for p in write_figures(args.data, os.path.join(REPO_ROOT, "docs", "images"))]
+        results["figures"] = [
+            os.path.relpath(p, REPO_ROOT)
+            for p in write_figures(args.data, os.path.join(REPO_ROOT, "docs", "images"))
+        ]
     from bench.common import machine_info
 
     results["machine"] = machine_info()

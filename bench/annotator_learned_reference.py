@@ -62,7 +62,9 @@ def pixel_features(image: np.ndarray, nuclei: np.ndarray | None, field_features:
         g = cv2.GaussianBlur(c, (0, 0), sigma * s)
         feats += [g * 255, g / bright]
     for sigma in (6, 12, 24):
-        eig = hessian_matrix_eigvals(hessian_matrix(c, sigma=sigma * s, order="rc", use_gaussian_derivatives=False))
+        eig = hessian_matrix_eigvals(
+            hessian_matrix(c, sigma=sigma * s, order="rc", use_gaussian_derivatives=False)
+        )
         feats += [eig[0] / bright * (sigma * s) ** 2, eig[1] / bright * (sigma * s) ** 2]
     g = cv2.GaussianBlur(c, (0, 0), 4 * s)
     feats.append(np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / bright)
@@ -82,7 +84,9 @@ def pixel_features(image: np.ndarray, nuclei: np.ndarray | None, field_features:
     return np.stack(feats, -1).astype(np.float32)
 
 
-def load_field(path: str, resolution: int, nuclei: bool, field_features: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_field(
+    path: str, resolution: int, nuclei: bool, field_features: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, human mask, annotator foreground) of one field at ``resolution``."""
 
     def resized(p: str, interpolation: int) -> np.ndarray:
@@ -102,7 +106,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--resolution", type=int, default=750)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -118,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no real fields in {args.data}: skipped")
         return 0
     with ProcessPoolExecutor(args.workers) as pool:
-        fields = list(pool.map(partial(load_field, resolution=args.resolution, nuclei=True, field_features=True), paths))
+        fields = list(
+            pool.map(partial(load_field, resolution=args.resolution, nuclei=True, field_features=True), paths)
+        )
     fields = [f for f in fields if f[1].any()]
     tuning, held_out = fields[0::2], fields[1::2]
     n_all = fields[0][0].shape[-1]
@@ -139,21 +147,29 @@ def main(argv: list[str] | None = None) -> int:
             idx = rng.choice(human.size, PIXELS_PER_FIELD, replace=False)
             xs.append(feats.reshape(-1, n_all)[idx][:, columns])
             ys.append(human.ravel()[idx])
-        clf = HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15, min_samples_leaf=2000, random_state=0)
+        clf = HistGradientBoostingClassifier(
+            max_iter=100, max_leaf_nodes=15, min_samples_leaf=2000, random_state=0
+        )
         clf.fit(np.concatenate(xs), np.concatenate(ys))
         scores = {}
         for name, part in (("tuning_half", tuning), ("held_out_half", held_out)):
             ious = []
             for feats, human, _ in part:
                 prob = clf.predict_proba(feats.reshape(-1, n_all)[:, columns])[:, 1].reshape(human.shape)
-                mask = remove_non_myotube_components(fill_small_holes(prob > 0.5, params.fill_holes_area * scale**2), params, scale)
+                mask = remove_non_myotube_components(
+                    fill_small_holes(prob > 0.5, params.fill_holes_area * scale**2), params, scale
+                )
                 ious.append(iou(mask, human))
             scores[f"{name}_mean_iou"] = float(np.mean(ious))
         results["classifier"][set_name] = scores
     print(f"mean IoU at {args.resolution} px | tuning half | held-out half")
-    print(f"annotator | {results['annotator_tuning_half_mean_iou']:.3f} | {results['annotator_held_out_half_mean_iou']:.3f}")
+    print(
+        f"annotator | {results['annotator_tuning_half_mean_iou']:.3f} | {results['annotator_held_out_half_mean_iou']:.3f}"
+    )
     for set_name, scores in results["classifier"].items():
-        print(f"classifier, {set_name} | {scores['tuning_half_mean_iou']:.3f} | {scores['held_out_half_mean_iou']:.3f}")
+        print(
+            f"classifier, {set_name} | {scores['tuning_half_mean_iou']:.3f} | {scores['held_out_half_mean_iou']:.3f}"
+        )
     write_results(args.out, results)
     return 0
 

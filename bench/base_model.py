@@ -68,7 +68,9 @@ def score_annotator(records: list[dict]) -> dict:
     evaluator = InstanceEvaluator(score_threshold=0.0)  # the annotator's instances are all "sure"
     for record in records:
         image = read_image(record["file_name"])
-        evaluator.add(record_masks(record), annotate_instances(image, AnnotatorParams(scale=HELDOUT["pixel_scale"])))
+        evaluator.add(
+            record_masks(record), annotate_instances(image, AnnotatorParams(scale=HELDOUT["pixel_scale"]))
+        )
     return _keep(evaluator.summarize())
 
 
@@ -150,7 +152,9 @@ def _predictor(path: str, threshold: float | None = None, duplicate_iou: float |
     return cfg, MyotubePredictor(cfg, weights=path, device="cpu", input_scale=1.0)
 
 
-def score_checkpoint(path: str, records: list[dict], threshold: float | None = None, duplicate_iou: float | None = None) -> dict:
+def score_checkpoint(
+    path: str, records: list[dict], threshold: float | None = None, duplicate_iou: float | None = None
+) -> dict:
     """Held-out metrics of one checkpoint, at its own settings or at the ones given."""
     from mask2former.evaluation.evaluator import evaluate_predictor
 
@@ -167,9 +171,19 @@ def score_at_threshold(path: str, threshold: float, duplicate_iou: float, work: 
     run = os.path.basename(os.path.dirname(os.path.abspath(path)))
     stem = os.path.splitext(os.path.basename(path))[0].replace("model_", "")
     out = os.path.join(RESULTS, f"{run}_{stem}_threshold{str(threshold).replace('.', '')}.json")
-    write_results(out, {"checkpoint": os.path.relpath(path, REPO_ROOT), "score_threshold": threshold,
-                        "duplicate_iou": duplicate_iou, "heldout": HELDOUT, "row": row})
-    print(f"{path} at score threshold {threshold}, duplicate IoU {duplicate_iou}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f}")
+    write_results(
+        out,
+        {
+            "checkpoint": os.path.relpath(path, REPO_ROOT),
+            "score_threshold": threshold,
+            "duplicate_iou": duplicate_iou,
+            "heldout": HELDOUT,
+            "row": row,
+        },
+    )
+    print(
+        f"{path} at score threshold {threshold}, duplicate IoU {duplicate_iou}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f}"
+    )
     return row
 
 
@@ -184,7 +198,10 @@ def calibrate(path: str, work: str) -> dict:
 
     gt, images = heldout_dataset(os.path.join(work, "validation"), VALIDATION)
     cfg, predictor = _predictor(path)
-    pairs = [(record_masks(r), predictor.predict_all(read_image(r["file_name"]))) for r in load_coco_instances(gt, images)]
+    pairs = [
+        (record_masks(r), predictor.predict_all(read_image(r["file_name"])))
+        for r in load_coco_instances(gt, images)
+    ]
     configured = PostprocessParams.from_cfg(cfg)
     f1: dict[str, dict[str, float]] = {}
     for duplicate_iou in DUPLICATE_IOUS:
@@ -195,13 +212,22 @@ def calibrate(path: str, work: str) -> dict:
             for truth, candidates in pairs:
                 evaluator.add(truth, candidates, kept=predictor.kept(candidates, params))
             f1[str(duplicate_iou)][str(threshold)] = round(evaluator.summarize()["f1@0.5"], 4)
-    best_iou, best_threshold = max(((d, t) for d in DUPLICATE_IOUS for t in THRESHOLDS), key=lambda p: f1[str(p[0])][str(p[1])])
-    result = {"checkpoint": os.path.relpath(path, REPO_ROOT), "validation": VALIDATION, "f1_by_duplicate_iou_and_threshold": f1,
-              "best_threshold": best_threshold, "best_duplicate_iou": best_iou}
+    best_iou, best_threshold = max(
+        ((d, t) for d in DUPLICATE_IOUS for t in THRESHOLDS), key=lambda p: f1[str(p[0])][str(p[1])]
+    )
+    result = {
+        "checkpoint": os.path.relpath(path, REPO_ROOT),
+        "validation": VALIDATION,
+        "f1_by_duplicate_iou_and_threshold": f1,
+        "best_threshold": best_threshold,
+        "best_duplicate_iou": best_iou,
+    }
     run = os.path.basename(os.path.dirname(os.path.abspath(path)))
     write_results(os.path.join(RESULTS, f"calibration_{run}.json"), {"calibration": result})
-    print(f"F1@0.5 on {len(pairs)} validation fields by duplicate IoU and score threshold: {f1}; "
-          f"best threshold {best_threshold}, duplicate IoU {best_iou}")
+    print(
+        f"F1@0.5 on {len(pairs)} validation fields by duplicate IoU and score threshold: {f1}; "
+        f"best threshold {best_threshold}, duplicate IoU {best_iou}"
+    )
     return result
 
 
@@ -212,7 +238,9 @@ def evaluate_runs(runs: list[str], every: int, work: str) -> None:
     records = load_coco_instances(gt, images)
     annotator_path = os.path.join(RESULTS, "annotator.json")
     if not os.path.isfile(annotator_path):
-        write_results(annotator_path, {"heldout": HELDOUT, "preset": "realistic", "annotator": score_annotator(records)})
+        write_results(
+            annotator_path, {"heldout": HELDOUT, "preset": "realistic", "annotator": score_annotator(records)}
+        )
     for run in runs:
         name = os.path.basename(os.path.normpath(run))
         out_path = os.path.join(RESULTS, f"{name}.json")
@@ -229,11 +257,27 @@ def evaluate_runs(runs: list[str], every: int, work: str) -> None:
             if iteration == 0 or offset_iterations + iteration in done:
                 continue
             total_seconds = offset_seconds + cpu_seconds(run, iteration)
-            row = {"iteration": offset_iterations + iteration, "cpu_hours": round(total_seconds / 3600, 3), **score_checkpoint(path, records)}
+            row = {
+                "iteration": offset_iterations + iteration,
+                "cpu_hours": round(total_seconds / 3600, 3),
+                **score_checkpoint(path, records),
+            }
             done[row["iteration"]] = row
-            print(f"{name} {row['iteration']}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}", flush=True)
-            write_results(out_path, {"run": name, "heldout": HELDOUT, "preset": "realistic", "config": config_text,
-                                     "continues": earlier[0] if earlier else None, "curve": [done[k] for k in sorted(done)]})
+            print(
+                f"{name} {row['iteration']}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}",
+                flush=True,
+            )
+            write_results(
+                out_path,
+                {
+                    "run": name,
+                    "heldout": HELDOUT,
+                    "preset": "realistic",
+                    "config": config_text,
+                    "continues": earlier[0] if earlier else None,
+                    "curve": [done[k] for k in sorted(done)],
+                },
+            )
 
 
 def score_named(name: str, work: str) -> dict:
@@ -244,7 +288,9 @@ def score_named(name: str, work: str) -> dict:
     gt, images = heldout_dataset(os.path.join(work, "heldout"))
     row = score_checkpoint(name, load_coco_instances(gt, images))
     row.update(iteration=checkpoint_iteration(name), sha256=zoo_models()[name].sha256)
-    write_results(os.path.join(RESULTS, f"named_{name}.json"), {"named": name, "heldout": HELDOUT, "row": row})
+    write_results(
+        os.path.join(RESULTS, f"named_{name}.json"), {"named": name, "heldout": HELDOUT, "row": row}
+    )
     print(f"{name}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}")
     return row
 
@@ -265,14 +311,21 @@ def load_results() -> tuple[dict | None, dict[str, list[dict]]]:
 
 def table() -> str:
     annotator, curves = load_results()
-    lines = ["| model | iterations | CPU hours | AP | AP50 | F1@0.5 | sem. IoU | tubes merged |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | iterations | CPU hours | AP | AP50 | F1@0.5 | sem. IoU | tubes merged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     if annotator:
-        lines.append(f"| classical annotator | - | - | {annotator['AP']:.1f} | {annotator['AP50']:.1f} | {annotator['f1@0.5']:.3f} | "
-                     f"{annotator['semantic_iou']:.3f} | {annotator['gt_merged']} of {annotator['gt_total']} |")
+        lines.append(
+            f"| classical annotator | - | - | {annotator['AP']:.1f} | {annotator['AP50']:.1f} | {annotator['f1@0.5']:.3f} | "
+            f"{annotator['semantic_iou']:.3f} | {annotator['gt_merged']} of {annotator['gt_total']} |"
+        )
     for name, rows in curves.items():
         for r in rows:
-            lines.append(f"| `{name}` | {r['iteration']} | {r['cpu_hours']:.2f} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['f1@0.5']:.3f} | "
-                         f"{r['semantic_iou']:.3f} | {r['gt_merged']} of {r['gt_total']} |")
+            lines.append(
+                f"| `{name}` | {r['iteration']} | {r['cpu_hours']:.2f} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['f1@0.5']:.3f} | "
+                f"{r['semantic_iou']:.3f} | {r['gt_merged']} of {r['gt_total']} |"
+            )
     return "\n".join(lines)
 
 
@@ -299,14 +352,30 @@ def plot(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", nargs="*", default=[], help="pretraining output folders to score")
-    parser.add_argument("--every", type=int, default=1000, help="score checkpoints whose iteration is a multiple of this")
-    parser.add_argument("--work", default=os.path.join(REPO_ROOT, "output_base"), help="folder for the held-out fields")
-    parser.add_argument("--calibrate", metavar="CHECKPOINT", help="choose the score threshold and duplicate IoU on the validation fields")
-    parser.add_argument("--named", metavar="NAME", help="score a model shipped with the package, as published")
-    parser.add_argument("--score", nargs=3, metavar=("CHECKPOINT", "THRESHOLD", "DUPLICATE_IOU"),
-                        help="score a checkpoint at a chosen score threshold and duplicate IoU")
+    parser.add_argument(
+        "--every", type=int, default=1000, help="score checkpoints whose iteration is a multiple of this"
+    )
+    parser.add_argument(
+        "--work", default=os.path.join(REPO_ROOT, "output_base"), help="folder for the held-out fields"
+    )
+    parser.add_argument(
+        "--calibrate",
+        metavar="CHECKPOINT",
+        help="choose the score threshold and duplicate IoU on the validation fields",
+    )
+    parser.add_argument(
+        "--named", metavar="NAME", help="score a model shipped with the package, as published"
+    )
+    parser.add_argument(
+        "--score",
+        nargs=3,
+        metavar=("CHECKPOINT", "THRESHOLD", "DUPLICATE_IOU"),
+        help="score a checkpoint at a chosen score threshold and duplicate IoU",
+    )
     parser.add_argument("--table", action="store_true", help="print the markdown table of all results")
     parser.add_argument("--plot", metavar="PNG", help="draw the learning curves")
     args = parser.parse_args(argv)

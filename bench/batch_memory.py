@@ -58,7 +58,9 @@ class ModelThenRegions:
 
         self.model(tile)
         gray = tile.astype(np.float32) if tile.ndim == 2 else tile.astype(np.float32).max(axis=2)
-        n, labels = cv2.connectedComponents((gray > gray.mean() + 2 * gray.std()).astype(np.uint8), connectivity=8)
+        n, labels = cv2.connectedComponents(
+            (gray > gray.mean() + 2 * gray.std()).astype(np.uint8), connectivity=8
+        )
         masks = np.stack([labels == k for k in range(1, n)]) if n > 1 else np.zeros((0, *gray.shape), bool)
         return Instances(masks, np.full(len(masks), 0.9, np.float32))
 
@@ -70,7 +72,9 @@ def write_fields(folder: str, count: int, size: int) -> None:
 
     os.makedirs(folder, exist_ok=True)
     for i in range(count):
-        cv2.imwrite(os.path.join(folder, f"field_{i:05d}.png"), generate_field(size, seed=i, pixel_scale=0.5).image)
+        cv2.imwrite(
+            os.path.join(folder, f"field_{i:05d}.png"), generate_field(size, seed=i, pixel_scale=0.5).image
+        )
 
 
 def child(fields: str, count: int, out: str, device: str, tile: int) -> dict:
@@ -82,7 +86,9 @@ def child(fields: str, count: int, out: str, device: str, tile: int) -> dict:
 
     torch.manual_seed(0)
     predictor = ModelThenRegions(device, tile)
-    options = PredictOptions(tile_size=tile, tile_overlap=0.2, post=PostprocessParams(min_area=20), progress=False)
+    options = PredictOptions(
+        tile_size=tile, tile_overlap=0.2, post=PostprocessParams(min_area=20), progress=False
+    )
     paths = [os.path.join(fields, n) for n in sorted(os.listdir(fields))[:count]]
     # One untimed image first: the allocator, the model's first call and skan's compiled code are
     # paid once per process, not per image.
@@ -93,15 +99,34 @@ def child(fields: str, count: int, out: str, device: str, tile: int) -> dict:
     seconds = time.perf_counter() - start
     with open(os.path.join(out, "run", "predictions_coco.json"), encoding="utf-8") as f:
         instances = len(json.load(f)["annotations"])
-    return {"fields": count, "done": len(report.summaries), "instances": instances, "seconds": round(seconds, 1),
-            "rss_before_batch_mb": round(before, 1), "rss_after_batch_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "fields": count,
+        "done": len(report.summaries),
+        "instances": instances,
+        "seconds": round(seconds, 1),
+        "rss_before_batch_mb": round(before, 1),
+        "rss_after_batch_mb": round(rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--counts", type=int, nargs="+", default=[20, 200], help="batch sizes, each in a fresh process (default %(default)s)")
-    parser.add_argument("--size", type=int, default=256, help="side of the generated fields in pixels (default %(default)s)")
-    parser.add_argument("--tile", type=int, default=128, help="tile side and model input in pixels (default %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--counts",
+        type=int,
+        nargs="+",
+        default=[20, 200],
+        help="batch sizes, each in a fresh process (default %(default)s)",
+    )
+    parser.add_argument(
+        "--size", type=int, default=256, help="side of the generated fields in pixels (default %(default)s)"
+    )
+    parser.add_argument(
+        "--tile", type=int, default=128, help="tile side and model input in pixels (default %(default)s)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "batch_memory.json"))
     parser.add_argument("--child", nargs=2, metavar=("FIELDS", "OUT"), help=argparse.SUPPRESS)
@@ -117,9 +142,25 @@ def main(argv=None) -> None:
         write_fields(fields, max(args.counts), args.size)
         for count in args.counts:
             out = os.path.join(folder, f"out_{count}")
-            cmd = [sys.executable, "-m", "bench.batch_memory", "--child", fields, out, "--count", str(count), "--device", args.device,
-                   "--tile", str(args.tile)]
-            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TQDM_DISABLE": "1"}
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.batch_memory",
+                "--child",
+                fields,
+                out,
+                "--count",
+                str(count),
+                "--device",
+                args.device,
+                "--tile",
+                str(args.tile),
+            ]
+            env = {
+                **os.environ,
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                "TQDM_DISABLE": "1",
+            }
             done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
             if done.returncode:
                 raise SystemExit(f"the batch of {count} fields failed:\n{done.stderr[-3000:]}")
@@ -127,7 +168,13 @@ def main(argv=None) -> None:
             print(run, flush=True)
             runs.append(run)
     peaks = {r["fields"]: r["peak_rss_mb"] for r in runs}
-    results = {"size": args.size, "tile": args.tile, "device": args.device, "runs": runs, "target_ratio": TARGET_RATIO}
+    results = {
+        "size": args.size,
+        "tile": args.tile,
+        "device": args.device,
+        "runs": runs,
+        "target_ratio": TARGET_RATIO,
+    }
     if 20 in peaks and 200 in peaks:
         results["peak_ratio_200_over_20"] = round(peaks[200] / peaks[20], 3)
         results["target_met"] = results["peak_ratio_200_over_20"] <= TARGET_RATIO

@@ -35,12 +35,14 @@ def machine_info(with_torch: bool = True) -> dict:
     import torch
     import transformers
 
-    info.update({
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-    })
+    info.update(
+        {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(),
+        }
+    )
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -71,21 +73,35 @@ def train_once(config: str, dataset: str, opts: list[str], out: str, log_path: s
     timing = os.path.join(out, "train_seconds.json")
     request_path = os.path.join(out, "train_request.json")
     # The merged config (its _BASE_ files and the options included) and the dataset folder.
-    request = {"config": load_config(config, [str(o) for o in opts], freeze=False).dump(), "dataset": os.path.abspath(dataset)}
+    request = {
+        "config": load_config(config, [str(o) for o in opts], freeze=False).dump(),
+        "dataset": os.path.abspath(dataset),
+    }
     if os.path.isdir(out) and os.listdir(out):
         recorded = None
         if os.path.isfile(request_path):
             with open(request_path, encoding="utf-8") as f:
                 recorded = json.load(f)
         if recorded != request:
-            raise SystemExit(f"{out} holds a training of other settings (or of an unknown request): "
-                             "delete it or choose another work folder")
+            raise SystemExit(
+                f"{out} holds a training of other settings (or of an unknown request): "
+                "delete it or choose another work folder"
+            )
     else:
         os.makedirs(out, exist_ok=True)
         atomic_write_json(request_path, request, indent=2)
     if not os.path.isfile(os.path.join(out, FINAL)):
         resume = ["--resume"] if os.path.isfile(os.path.join(out, POINTER)) else []
-        cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, "--dataset", dataset, *resume, *opts]
+        cmd = [
+            sys.executable,
+            os.path.join(REPO_ROOT, "train_net.py"),
+            "--config-file",
+            config,
+            "--dataset",
+            dataset,
+            *resume,
+            *opts,
+        ]
         print("$", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         with open(log_path, "a") as log:
@@ -93,7 +109,9 @@ def train_once(config: str, dataset: str, opts: list[str], out: str, log_path: s
             try:
                 returncode = proc.wait()
             finally:
-                if proc.poll() is None:  # the bench was stopped: the training saves a checkpoint and exits too
+                if (
+                    proc.poll() is None
+                ):  # the bench was stopped: the training saves a checkpoint and exits too
                     proc.terminate()
                     proc.wait()
         if returncode:

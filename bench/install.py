@@ -56,8 +56,12 @@ def install(folder: str, source: str, extra: str | None, torch_spec: str) -> dic
     subprocess.run([*pip, target], check=True)
     seconds = time.perf_counter() - start
     size = folder_size(venv)
-    return {"extra": extra or "core", "seconds": round(seconds, 1), "size_mb": round(size / 2**20),
-            "size_without_torch_mb": round((size - base) / 2**20)}
+    return {
+        "extra": extra or "core",
+        "seconds": round(seconds, 1),
+        "size_mb": round(size / 2**20),
+        "size_without_torch_mb": round((size - base) / 2**20),
+    }
 
 
 def package_source(dest: str) -> str:
@@ -67,7 +71,9 @@ def package_source(dest: str) -> str:
     for name in WHEEL_SOURCES:
         src = os.path.join(REPO_ROOT, name)
         if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(dest, name), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                src, os.path.join(dest, name), ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         else:
             shutil.copy2(src, dest)
     return dest
@@ -76,8 +82,24 @@ def package_source(dest: str) -> str:
 def build_wheel(source: str, out_dir: str) -> tuple[str, float]:
     """The wheel of ``source`` (no dependencies, with this environment's setuptools) and the seconds it took."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation", "-q", "-w", out_dir,
-                    "--disable-pip-version-check"], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            source,
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            out_dir,
+            "--disable-pip-version-check",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     [wheel] = [os.path.join(out_dir, f) for f in os.listdir(out_dir) if f.endswith(".whl")]
     return wheel, seconds
@@ -91,39 +113,80 @@ def venv_with_wheel(wheel: str, venv: str) -> float:
     run, and only the wheel's mask2former can be imported."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     python = os.path.join(venv, "bin", "python")
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     with open(os.path.join(site, "zz_dependencies.pth"), "w", encoding="utf-8") as f:
         f.write(sysconfig.get_paths()["purelib"] + "\n")
     start = time.perf_counter()
     # This environment's pip, run by the new interpreter (pip --python): scripts point at the new one.
-    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q",
-                    "--disable-pip-version-check", wheel], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--disable-pip-version-check",
+            wheel,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return time.perf_counter() - start
 
 
 def measure_wheel() -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_wheel_") as folder:
-        wheel, build_seconds = build_wheel(package_source(os.path.join(folder, "source")), os.path.join(folder, "dist"))
+        wheel, build_seconds = build_wheel(
+            package_source(os.path.join(folder, "source")), os.path.join(folder, "dist")
+        )
         install_seconds = venv_with_wheel(wheel, os.path.join(folder, "venv"))
         with zipfile.ZipFile(wheel) as z:
             names = z.namelist()
-        return {"wheel": os.path.basename(wheel), "size_kb": round(os.path.getsize(wheel) / 1024), "files": len(names),
-                "configs": sum(n.startswith("mask2former/configs/") for n in names), "build_seconds": round(build_seconds, 1),
-                "install_seconds": round(install_seconds, 1)}
+        return {
+            "wheel": os.path.basename(wheel),
+            "size_kb": round(os.path.getsize(wheel) / 1024),
+            "files": len(names),
+            "configs": sum(n.startswith("mask2former/configs/") for n in names),
+            "build_seconds": round(build_seconds, 1),
+            "install_seconds": round(install_seconds, 1),
+        }
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--extras", nargs="*", default=["formats", "napari"])
     parser.add_argument("--torch-spec", default=os.environ.get("TORCH_SPEC", "torch==2.13.0"))
-    parser.add_argument("--out", default=None, help="result file (default: bench/results/install.json, install_wheel.json with --wheel)")
-    parser.add_argument("--wheel", action="store_true", help="measure the wheel alone (size, build and install time), not the installs")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="result file (default: bench/results/install.json, install_wheel.json with --wheel)",
+    )
+    parser.add_argument(
+        "--wheel",
+        action="store_true",
+        help="measure the wheel alone (size, build and install time), not the installs",
+    )
     args = parser.parse_args(argv)
     if args.wheel:
         result = measure_wheel()
         print(result, flush=True)
-        write_results(args.out or os.path.join(REPO_ROOT, "bench", "results", "install_wheel.json"), result, with_torch=False)
+        write_results(
+            args.out or os.path.join(REPO_ROOT, "bench", "results", "install_wheel.json"),
+            result,
+            with_torch=False,
+        )
         return
     args.out = args.out or os.path.join(REPO_ROOT, "bench", "results", "install.json")
     runs = []
@@ -131,7 +194,9 @@ def main(argv=None) -> None:
         # The committed tree, exported: building in the checkout would leave build/ behind.
         source = os.path.join(folder, "source")
         os.makedirs(source)
-        archive = subprocess.run(["git", "-C", REPO_ROOT, "archive", "HEAD"], check=True, capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", REPO_ROOT, "archive", "HEAD"], check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", source], input=archive, check=True)
         for extra in [None, *args.extras]:
             run = install(folder, source, extra, args.torch_spec)

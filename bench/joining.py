@@ -28,7 +28,16 @@ FIELDS = dict(num_images=20, size=640, pixel_scale=0.5, seed=3000, density=("spa
 def piece_owner(piece, truth: np.ndarray) -> int:
     """The true tube holding most of a piece's pixels (-1: mostly background)."""
     window = piece.window
-    inside = np.array([piece.mask[truth[k, window[0]:window[2], window[1]:window[3]]].sum() for k in range(len(truth))]) if len(truth) else []
+    inside = (
+        np.array(
+            [
+                piece.mask[truth[k, window[0] : window[2], window[1] : window[3]]].sum()
+                for k in range(len(truth))
+            ]
+        )
+        if len(truth)
+        else []
+    )
     if not len(inside) or inside.max() < 0.5 * piece.area:
         return -1
     return int(np.argmax(inside))
@@ -56,7 +65,10 @@ def score(weights: str, work: str) -> dict:
     options = PredictOptions.from_cfg(cfg, progress=False)
     without = replace(options, post=replace(options.post, join_pieces=False))
     with_join = replace(options.post, join_pieces=True)
-    evaluators = {"without": InstanceEvaluator(score_threshold=0.0), "with": InstanceEvaluator(score_threshold=0.0)}
+    evaluators = {
+        "without": InstanceEvaluator(score_threshold=0.0),
+        "with": InstanceEvaluator(score_threshold=0.0),
+    }
     joins = {"fixed_splits": 0, "wrong_joins": 0, "pieces_joined": 0}
     for record in load_coco_instances(gt, os.path.join(folder, "images")):
         truth = record_masks(record)
@@ -73,17 +85,34 @@ def score(weights: str, work: str) -> dict:
     rows = {}
     for name, evaluator in evaluators.items():
         s = evaluator.summarize()
-        rows[name] = {"f1@0.5": s["f1@0.5"], "tp": s["tp"], "fp": s["fp"], "fn": s["fn"], "gt_split": s["errors"]["gt_split"],
-                      "gt_merged": s["errors"]["gt_merged"], "pred_fragment": s["errors"]["pred_fragment"]}
-    return {"weights": weights, "fields": FIELDS, "tile_size": options.tile_size, "without_joining": rows["without"],
-            "with_joining": rows["with"], "joins": joins,
-            "settings": {"max_gap": with_join.join_max_gap, "max_angle": with_join.join_max_angle}}
+        rows[name] = {
+            "f1@0.5": s["f1@0.5"],
+            "tp": s["tp"],
+            "fp": s["fp"],
+            "fn": s["fn"],
+            "gt_split": s["errors"]["gt_split"],
+            "gt_merged": s["errors"]["gt_merged"],
+            "pred_fragment": s["errors"]["pred_fragment"],
+        }
+    return {
+        "weights": weights,
+        "fields": FIELDS,
+        "tile_size": options.tile_size,
+        "without_joining": rows["without"],
+        "with_joining": rows["with"],
+        "joins": joins,
+        "settings": {"max_gap": with_join.join_max_gap, "max_angle": with_join.join_max_angle},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--weights", default="myotube-base", help="model_final.pth or a shipped model's name")
-    parser.add_argument("--work", default=os.path.join(REPO_ROOT, "output_bench"), help="folder for the generated fields")
+    parser.add_argument(
+        "--work", default=os.path.join(REPO_ROOT, "output_bench"), help="folder for the generated fields"
+    )
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "joining.json"))
     args = parser.parse_args(argv)
     result = score(args.weights, args.work)

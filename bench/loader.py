@@ -29,7 +29,11 @@ def make_dataset(root: str, n: int, size: int, instances: int) -> list[dict]:
     images, anns = [], []
     for i in range(n):
         masks = synthetic_tube_masks(size, instances, seed=i)
-        img = (np.random.default_rng(i).normal(300, 30, (size, size)) + masks.sum(0) * 2000).clip(0, 65535).astype(np.uint16)
+        img = (
+            (np.random.default_rng(i).normal(300, 30, (size, size)) + masks.sum(0) * 2000)
+            .clip(0, 65535)
+            .astype(np.uint16)
+        )
         name = f"field_{i:03d}.png"
         cv2.imwrite(os.path.join(root, "images", name), img)
         images.append({"id": i + 1, "file_name": name, "height": size, "width": size})
@@ -40,7 +44,9 @@ def make_dataset(root: str, n: int, size: int, instances: int) -> list[dict]:
 
 def consumption_from_gpu_results() -> dict:
     found = {}
-    for path in glob.glob(os.path.join(os.path.dirname(__file__), "results", "train_step_swinb_1500*_h100.json")):
+    for path in glob.glob(
+        os.path.join(os.path.dirname(__file__), "results", "train_step_swinb_1500*_h100.json")
+    ):
         with open(path) as f:
             for run in json.load(f).get("runs", []):
                 if "project_s_per_step" in run:
@@ -50,7 +56,9 @@ def consumption_from_gpu_results() -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=1500)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--instances", type=int, default=20)
@@ -76,8 +84,15 @@ def main(argv=None) -> None:
             runs.append({"workers": workers, "images_per_s": rate})
             print(f"workers={workers}: {rate:.2f} images/s at {args.size} px")
             del loader
-    write_results(args.out, {"size": args.size, "instances_per_image": args.instances, "runs": runs,
-                             "model_consumption_images_per_s": consumption_from_gpu_results()})
+    write_results(
+        args.out,
+        {
+            "size": args.size,
+            "instances_per_image": args.instances,
+            "runs": runs,
+            "model_consumption_images_per_s": consumption_from_gpu_results(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from mask2former.utils.run_files import FINAL
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="folder with model_final.pth and config.yaml")
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--field", type=int, default=1, help="which field with a human mask (sorted by name)")

@@ -55,7 +55,9 @@ class MaskComponentsPredictor:
 
     def __call__(self, tile: np.ndarray) -> Instances:
         n, labels = cv2.connectedComponents((tile > 127).astype(np.uint8), connectivity=8)
-        masks = np.stack([labels == k for k in range(1, n)]) if n > 1 else np.zeros((0, *tile.shape[:2]), bool)
+        masks = (
+            np.stack([labels == k for k in range(1, n)]) if n > 1 else np.zeros((0, *tile.shape[:2]), bool)
+        )
         return Instances(masks, np.full(len(masks), 0.9, np.float32))
 
 
@@ -147,7 +149,11 @@ def one_core():
 def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> list[dict]:
     """Everything but the model, on realistic instances, on one core."""
     pairs = _real_fields(data, fields) if data and os.path.isdir(data) else []
-    source = f"{len(pairs)} real fields of {os.path.basename(os.path.normpath(data))} (human myotube masks, DAPI)" if pairs else "synthetic tubes (real data not found)"
+    source = (
+        f"{len(pairs)} real fields of {os.path.basename(os.path.normpath(data))} (human myotube masks, DAPI)"
+        if pairs
+        else "synthetic tubes (real data not found)"
+    )
     runs = []
     predictor = MaskComponentsPredictor()
     for size in sizes:
@@ -163,18 +169,32 @@ def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> lis
                 cv2.imwrite(os.path.join(inputs, f"F{k:02d}_myotube.png"), mask)
                 cv2.imwrite(os.path.join(inputs, f"F{k:02d}_dapi.png"), dapi)
                 items.append(os.path.join(inputs, f"F{k:02d}_myotube.png"))
-            options = PredictOptions(tile_size=1500, tile_overlap=0.2, nuclei_images_dir=inputs,
-                                     post=PostprocessParams(), progress=False)
+            options = PredictOptions(
+                tile_size=1500,
+                tile_overlap=0.2,
+                nuclei_images_dir=inputs,
+                post=PostprocessParams(),
+                progress=False,
+            )
         else:
             masks = synthetic_tube_masks(size, 30, seed=size)
             path = os.path.join(inputs, "synthetic.png")
             cv2.imwrite(path, (masks.any(0) * 255).astype(np.uint8))
             items.append(path)
-            options = PredictOptions(tile_size=1500, tile_overlap=0.2, post=PostprocessParams(), progress=False)
+            options = PredictOptions(
+                tile_size=1500, tile_overlap=0.2, post=PostprocessParams(), progress=False
+            )
         per_image = []
         totals = StageTimer()
         instances = nuclei = 0
-        seams = {"tubes": 0, "pieces": 0, "cut_tubes": 0, "cut_at_tile_border": 0, "outline_px": 0, "outline_on_tile_border_px": 0}
+        seams = {
+            "tubes": 0,
+            "pieces": 0,
+            "cut_tubes": 0,
+            "cut_at_tile_border": 0,
+            "outline_px": 0,
+            "outline_on_tile_border_px": 0,
+        }
         # The first image of a process also pays one-off costs (skan compiles its graph code).
         start = time.perf_counter()
         if items:
@@ -183,13 +203,17 @@ def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> lis
         for path in items:
             timer = StageTimer()
             start = time.perf_counter()
-            result = process_image(path, predictor, options, os.path.join(folder, f"overhead_out_{size}"), timer=timer)
+            result = process_image(
+                path, predictor, options, os.path.join(folder, f"overhead_out_{size}"), timer=timer
+            )
             per_image.append(time.perf_counter() - start)
             for k, v in timer.seconds.items():
                 totals.seconds[k] = totals.seconds.get(k, 0.0) + v
             instances += int(result.summary["myotubes"])
             nuclei += int(result.summary.get("nuclei", 0))
-            if pairs:  # whole tubes: the stitched instances against the isolated tubes of the mask they came from
+            if (
+                pairs
+            ):  # whole tubes: the stitched instances against the isolated tubes of the mask they came from
                 for key, value in whole_tubes(path, result.instances, options).items():
                     seams[key] += value
         n = max(1, len(items))
@@ -210,7 +234,9 @@ def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> lis
             run["pieces_per_isolated_tube"] = round(seams["pieces"] / seams["tubes"], 3)
             run["isolated_tubes_cut"] = seams["cut_tubes"]
             run["cut_at_tile_border"] = seams["cut_at_tile_border"]
-            run["share_of_outline_on_tile_borders"] = round(seams["outline_on_tile_border_px"] / max(1, seams["outline_px"]), 4)
+            run["share_of_outline_on_tile_borders"] = round(
+                seams["outline_on_tile_border_px"] / max(1, seams["outline_px"]), 4
+            )
         print(run)
         runs.append(run)
     return runs
@@ -224,7 +250,9 @@ def whole_tubes(mask_path: str, instances, options: PredictOptions) -> dict:
     singles = isolated_tubes(human, 300)
     masks = instances.to_instances().masks
     proxy = instance_proxy(singles, masks)
-    seams = seam_breakdown(singles, masks, tile_edges(human.shape, options.image_tile_size, options.tile_overlap))
+    seams = seam_breakdown(
+        singles, masks, tile_edges(human.shape, options.image_tile_size, options.tile_overlap)
+    )
     return {"tubes": proxy["tubes"], "pieces": proxy["pieces"], **seams}
 
 
@@ -235,7 +263,9 @@ class ModelThenMasks:
         from mask2former.config import load_config
         from mask2former.inference.predictor import MyotubePredictor
 
-        cfg = load_config(ARCHS["tiny"], ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "INPUT.IMAGE_SIZE", "1500"])
+        cfg = load_config(
+            ARCHS["tiny"], ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device, "INPUT.IMAGE_SIZE", "1500"]
+        )
         self.model = MyotubePredictor(cfg, input_scale=1.0)
         self.masks = MaskComponentsPredictor()
 
@@ -254,32 +284,71 @@ def bench_throughput(data: str, fields: int, folder: str, device: str, workers: 
     inputs = os.path.join(folder, "throughput")
     os.makedirs(inputs, exist_ok=True)
     for k, (mask_path, dapi_path) in enumerate(pairs):
-        cv2.imwrite(os.path.join(inputs, f"F{k:02d}_myotube.png"), cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)[:1500, :1500])
-        cv2.imwrite(os.path.join(inputs, f"F{k:02d}_dapi.png"), cv2.imread(dapi_path, cv2.IMREAD_GRAYSCALE)[:1500, :1500])
+        cv2.imwrite(
+            os.path.join(inputs, f"F{k:02d}_myotube.png"),
+            cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)[:1500, :1500],
+        )
+        cv2.imwrite(
+            os.path.join(inputs, f"F{k:02d}_dapi.png"),
+            cv2.imread(dapi_path, cv2.IMREAD_GRAYSCALE)[:1500, :1500],
+        )
     predictor = ModelThenMasks(device)
     runs = []
     for w in workers:
-        options = PredictOptions(tile_size=1500, tile_overlap=0.2, nuclei_images_dir=inputs, post=PostprocessParams(), progress=False, workers=w)
+        options = PredictOptions(
+            tile_size=1500,
+            tile_overlap=0.2,
+            nuclei_images_dir=inputs,
+            post=PostprocessParams(),
+            progress=False,
+            workers=w,
+        )
         start = time.perf_counter()
-        report = run_prediction(os.path.join(inputs, "*_myotube.png"), predictor, os.path.join(folder, f"throughput_out_{w}"), options)
+        report = run_prediction(
+            os.path.join(inputs, "*_myotube.png"),
+            predictor,
+            os.path.join(folder, f"throughput_out_{w}"),
+            options,
+        )
         seconds = time.perf_counter() - start
-        run = {"workers": w, "images": len(report.summaries), "seconds": round(seconds, 2), "images_per_second": round(len(report.summaries) / seconds, 3)}
+        run = {
+            "workers": w,
+            "images": len(report.summaries),
+            "seconds": round(seconds, 2),
+            "images_per_second": round(len(report.summaries) / seconds, 3),
+        }
         print(run, flush=True)
         runs.append(run)
     return runs
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny architecture only, one repeat, 3 real fields")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny architecture only, one repeat, 3 real fields"
+    )
     parser.add_argument("--archs", nargs="+", choices=sorted(ARCHS), default=None)
     parser.add_argument("--sizes", nargs="+", type=int, default=[1500, 2048])
-    parser.add_argument("--repeats", type=int, default=None, help="model runs per size, best kept (default 2, quick 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="model runs per size, best kept (default 2, quick 1)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="real fields for the overhead part (skipped if absent)")
-    parser.add_argument("--fields", type=int, default=None, help="real fields for the overhead part (default 10, quick 3)")
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA, help="real fields for the overhead part (skipped if absent)"
+    )
+    parser.add_argument(
+        "--fields", type=int, default=None, help="real fields for the overhead part (default 10, quick 3)"
+    )
     parser.add_argument("--skip-model", action="store_true", help="overhead part only")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts of the throughput part (default %(default)s)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="worker counts of the throughput part (default %(default)s)",
+    )
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "predict.json"))
     args = parser.parse_args(argv)
     archs = args.archs or (["tiny"] if args.quick else ["tiny", "swinb"])
@@ -288,9 +357,14 @@ def main(argv=None) -> None:
 
     import torch
 
-    results: dict = {"device": args.device, "sizes": args.sizes, "quick": args.quick, "torch_threads": torch.get_num_threads(),
-                     # Other work on the machine inflates CPU timings; recorded so readers can tell.
-                     "load_average_start": [round(v, 2) for v in os.getloadavg()]}
+    results: dict = {
+        "device": args.device,
+        "sizes": args.sizes,
+        "quick": args.quick,
+        "torch_threads": torch.get_num_threads(),
+        # Other work on the machine inflates CPU timings; recorded so readers can tell.
+        "load_average_start": [round(v, 2) for v in os.getloadavg()],
+    }
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as folder:
         with one_core():
             results["overhead"] = bench_overhead(args.sizes, args.data, fields, folder)

@@ -49,22 +49,31 @@ def stitch_overlap_of_smaller(tile_predictions, match_overlap: float = 0.5):
         for b in range(a + 1, len(items)):
             if owner[a] == owner[b]:
                 continue
-            shared = intersect_windows(tile_predictions[owner[a]][0].window, tile_predictions[owner[b]][0].window)
+            shared = intersect_windows(
+                tile_predictions[owner[a]][0].window, tile_predictions[owner[b]][0].window
+            )
             if shared is None:
                 continue
             common = intersection_area(items[a], items[b], within=shared)
             if common and common >= match_overlap * min(items[a].area_in(shared), items[b].area_in(shared)):
                 uf.merge(a, b)
     groups = [sorted(g) for g in uf.subsets()]
-    return [items[g[0]] if len(g) == 1 else union_of([items[k] for k in g], max(items[k].score for k in g)) for g in groups]
+    return [
+        items[g[0]] if len(g) == 1 else union_of([items[k] for k in g], max(items[k].score for k in g))
+        for g in groups
+    ]
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="folder with model_final.pth and config.yaml")
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--fields", type=int, default=0, help="held-out fields to use (0: all)")
-    parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "real_inference_variants.json"))
+    parser.add_argument(
+        "--out", default=os.path.join(REPO_ROOT, "bench", "results", "real_inference_variants.json")
+    )
     args = parser.parse_args(argv)
 
     from mask2former.config import load_config
@@ -101,7 +110,9 @@ def main(argv=None) -> None:
         with predictor.fixed_intensity_range(image):
             for tile in tile_grid(*image.shape[:2], options.tile_size, options.tile_overlap):
                 found = predictor(image[tile.y0 : tile.y1, tile.x0 : tile.x1])
-                tiles.append((tile, CroppedInstances.from_instances(found, tile.y0, tile.x0, *image.shape[:2]).items))
+                tiles.append(
+                    (tile, CroppedInstances.from_instances(found, tile.y0, tile.x0, *image.shape[:2]).items)
+                )
         stitched = {
             "current": stitch_tiles(tiles, options.tile_match_overlap),
             "overlap_of_smaller": stitch_overlap_of_smaller(tiles, options.tile_match_overlap),
@@ -112,7 +123,10 @@ def main(argv=None) -> None:
                 masks = postprocess(joined, post).to_instances().masks
                 union = masks.any(axis=0) if len(masks) else np.zeros_like(human)
                 proxy = instance_proxy(singles, masks)
-                t = totals.setdefault(f"stitching_{rule}/post_{name}", {"tubes": 0, "matched": 0, "pieces": 0, "iou": [], "instances": 0})
+                t = totals.setdefault(
+                    f"stitching_{rule}/post_{name}",
+                    {"tubes": 0, "matched": 0, "pieces": 0, "iou": [], "instances": 0},
+                )
                 t["tubes"] += proxy["tubes"]
                 t["matched"] += proxy["matched"]
                 t["pieces"] += proxy["pieces"]
@@ -120,13 +134,28 @@ def main(argv=None) -> None:
                 t["iou"].append(semantic_iou_dice_binary(human, union)["iou"])
         print(f"  {os.path.basename(path)} done", flush=True)
     summary = {
-        k: {"isolated_match_rate": t["matched"] / t["tubes"] if t["tubes"] else None, "pieces_per_isolated_tube": t["pieces"] / t["tubes"] if t["tubes"] else None,
-            "mean_iou": float(np.mean(t["iou"])), "instances_per_field": t["instances"] / len(heldout), "isolated_tubes": t["tubes"]}
+        k: {
+            "isolated_match_rate": t["matched"] / t["tubes"] if t["tubes"] else None,
+            "pieces_per_isolated_tube": t["pieces"] / t["tubes"] if t["tubes"] else None,
+            "mean_iou": float(np.mean(t["iou"])),
+            "instances_per_field": t["instances"] / len(heldout),
+            "isolated_tubes": t["tubes"],
+        }
         for k, t in totals.items()
     }
     for k, v in summary.items():
-        print(f"{k:45s} matched {v['isolated_match_rate']:.3f} pieces {v['pieces_per_isolated_tube']:.2f} IoU {v['mean_iou']:.3f} instances/field {v['instances_per_field']:.1f}")
-    write_results(args.out, {"model": os.path.abspath(args.model), "fields": len(heldout), "score_threshold": options.post.score_threshold, "variants": summary})
+        print(
+            f"{k:45s} matched {v['isolated_match_rate']:.3f} pieces {v['pieces_per_isolated_tube']:.2f} IoU {v['mean_iou']:.3f} instances/field {v['instances_per_field']:.1f}"
+        )
+    write_results(
+        args.out,
+        {
+            "model": os.path.abspath(args.model),
+            "fields": len(heldout),
+            "score_threshold": options.post.score_threshold,
+            "variants": summary,
+        },
+    )
 
 
 if __name__ == "__main__":

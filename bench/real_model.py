@@ -41,8 +41,17 @@ def score_model(model_dir: str, fields: list[str], scale: float, device: str) ->
     from mask2former.inference.command import build_predictor, resolve_input_scale
     from mask2former.inference.run import predict_file
 
-    cfg = load_config(os.path.join(model_dir, "config.yaml"), ["MODEL.DEVICE", device, "MODEL.WEIGHTS", os.path.join(model_dir, FINAL),
-                                                             "INFERENCE.INPUT_SCALE", str(scale)])
+    cfg = load_config(
+        os.path.join(model_dir, "config.yaml"),
+        [
+            "MODEL.DEVICE",
+            device,
+            "MODEL.WEIGHTS",
+            os.path.join(model_dir, FINAL),
+            "INFERENCE.INPUT_SCALE",
+            str(scale),
+        ],
+    )
     used, why = resolve_input_scale(cfg)
     predictor, options = build_predictor(cfg, progress=False)
     rows, t0 = [], time.perf_counter()
@@ -53,26 +62,59 @@ def score_model(model_dir: str, fields: list[str], scale: float, device: str) ->
         union = masks.any(axis=0) if len(masks) else np.zeros_like(human)
         # Isolated tubes at the full field's scale: the minimum area of real_two_stage, scaled up.
         proxy = instance_proxy(isolated_tubes(human, round(300 * (max(human.shape) / 1500) ** 2)), masks)
-        rows.append({"field": os.path.basename(path), "iou": semantic_iou_dice_binary(human, union)["iou"], "instances": int(len(masks)), **proxy})
+        rows.append(
+            {
+                "field": os.path.basename(path),
+                "iou": semantic_iou_dice_binary(human, union)["iou"],
+                "instances": int(len(masks)),
+                **proxy,
+            }
+        )
         print(f"  {rows[-1]['field']}: IoU {rows[-1]['iou']:.3f}, {len(masks)} instances", flush=True)
     tubes = sum(r["tubes"] for r in rows)
-    return {"scale": used, "why": why, "fields": len(rows), "mean_iou": float(np.mean([r["iou"] for r in rows])),
-            "isolated_match_rate": sum(r["matched"] for r in rows) / tubes if tubes else None,
-            "pieces_per_isolated_tube": sum(r["pieces"] for r in rows) / tubes if tubes else None,
-            "instances_per_field": float(np.mean([r["instances"] for r in rows])), "seconds": round(time.perf_counter() - t0, 1),
-            "per_field": rows}
+    return {
+        "scale": used,
+        "why": why,
+        "fields": len(rows),
+        "mean_iou": float(np.mean([r["iou"] for r in rows])),
+        "isolated_match_rate": sum(r["matched"] for r in rows) / tubes if tubes else None,
+        "pieces_per_isolated_tube": sum(r["pieces"] for r in rows) / tubes if tubes else None,
+        "instances_per_field": float(np.mean([r["instances"] for r in rows])),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "per_field": rows,
+    }
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="folder with model_final.pth and config.yaml (bench/real_two_stage.py --output)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="folder with model_final.pth and config.yaml (bench/real_two_stage.py --output)",
+    )
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--fields", type=int, default=0, help="first N held-out fields (0: all)")
-    parser.add_argument("--part", choices=("heldout", "pool"), default="heldout",
-                        help="which fields: the held-out half, or the Stage 1 pool of the tuning half (to choose settings on)")
-    parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0],
-                        help="resize factors to compare; 0 = the training scale recorded in the model (default %(default)s)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="the split of bench/real_two_stage.py's preset (default %(default)s)")
+    parser.add_argument(
+        "--part",
+        choices=("heldout", "pool"),
+        default="heldout",
+        help="which fields: the held-out half, or the Stage 1 pool of the tuning half (to choose settings on)",
+    )
+    parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0],
+        help="resize factors to compare; 0 = the training scale recorded in the model (default %(default)s)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu",
+        help="the split of bench/real_two_stage.py's preset (default %(default)s)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "real_model.json"))
     args = parser.parse_args(argv)
@@ -88,8 +130,15 @@ def main(argv=None) -> None:
         print(f"{name}:", flush=True)
         results[name] = score_model(args.model, chosen, scale, args.device)
         print({k: v for k, v in results[name].items() if k != "per_field"}, flush=True)
-    write_results(args.out, {"model": os.path.abspath(args.model), "data": os.path.abspath(args.data), "part": args.part,
-                             "results": results})
+    write_results(
+        args.out,
+        {
+            "model": os.path.abspath(args.model),
+            "data": os.path.abspath(args.data),
+            "part": args.part,
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

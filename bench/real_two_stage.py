@@ -53,7 +53,16 @@ from mask2former.utils.settings import with_settings
 
 DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "qa-skmcs-train")
 REFERENCE_SIZE = 1500
-METHODS = ("annotator", "threshold", "base", "stage1", "stage2", "stage2_replay", "stage2_only", "stage2_scratch")
+METHODS = (
+    "annotator",
+    "threshold",
+    "base",
+    "stage1",
+    "stage2",
+    "stage2_replay",
+    "stage2_only",
+    "stage2_scratch",
+)
 MODELS = ("stage1", "stage2", "stage2_replay", "stage2_only", "stage2_scratch")
 LABELS = {
     "annotator": "Classical annotator",
@@ -95,10 +104,31 @@ class RealPlan:
 PRESETS = {
     "cpu": RealPlan(),
     # Swin-B (the shipped stage configs) at the toolkit's full field scale, 512 px crops.
-    "gpu": RealPlan(config_dir=REPO_ROOT, pixel_scale=1.0, tile=512, stage1_iters=1500, stage2_iters=500, stage1_lr=1e-4,
-                    stage2_lr=3e-5, scratch_lr=1e-4, batch=8, queries=100, device="cuda", weights="",
-                    extra_opts=("DATALOADER.NUM_WORKERS", "8")),
-    "quick": RealPlan(pixel_scale=0.25, tile=128, manual_fields=1, stage1_iters=6, stage2_iters=4, queries=8, pool_fields=1, heldout_fields=1),
+    "gpu": RealPlan(
+        config_dir=REPO_ROOT,
+        pixel_scale=1.0,
+        tile=512,
+        stage1_iters=1500,
+        stage2_iters=500,
+        stage1_lr=1e-4,
+        stage2_lr=3e-5,
+        scratch_lr=1e-4,
+        batch=8,
+        queries=100,
+        device="cuda",
+        weights="",
+        extra_opts=("DATALOADER.NUM_WORKERS", "8"),
+    ),
+    "quick": RealPlan(
+        pixel_scale=0.25,
+        tile=128,
+        manual_fields=1,
+        stage1_iters=6,
+        stage2_iters=4,
+        queries=8,
+        pool_fields=1,
+        heldout_fields=1,
+    ),
 }
 
 
@@ -120,7 +150,9 @@ def human_path(myosin: str) -> str:
 def split_fields(fields: list[str], plan: RealPlan) -> dict[str, list[str]]:
     tuning, heldout = fields[0::2], fields[1::2]
     if len(tuning) < plan.manual_fields + 1 or not heldout:
-        raise SystemExit(f"need at least {2 * (plan.manual_fields + 1)} fields with a human mask, found {len(fields)}")
+        raise SystemExit(
+            f"need at least {2 * (plan.manual_fields + 1)} fields with a human mask, found {len(fields)}"
+        )
     picks = np.unique(np.linspace(0, len(tuning) - 1, plan.manual_fields + 2).round().astype(int)[1:-1])
     manual = [tuning[i] for i in picks]
     pool = [f for f in tuning if f not in manual]
@@ -150,7 +182,11 @@ def components(mask: np.ndarray, min_area: int) -> np.ndarray:
     """Connected components of a semantic mask as an instance stack (N, H, W)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
-    return labels[None] == np.asarray(keep, np.int32)[:, None, None] if keep else np.zeros((0,) + mask.shape, bool)
+    return (
+        labels[None] == np.asarray(keep, np.int32)[:, None, None]
+        if keep
+        else np.zeros((0,) + mask.shape, bool)
+    )
 
 
 # --------------------------------------------------------------------------- dataset
@@ -161,8 +197,13 @@ def dataset_folder_name(splits: dict[str, list[str]], plan: RealPlan) -> str:
     scale), so that other settings build their own dataset and their models train on it."""
     import hashlib
 
-    key = json.dumps({"splits": {k: [os.path.abspath(p) for p in v] for k, v in splits.items()}, "pixel_scale": plan.pixel_scale},
-                     sort_keys=True)
+    key = json.dumps(
+        {
+            "splits": {k: [os.path.abspath(p) for p in v] for k, v in splits.items()},
+            "pixel_scale": plan.pixel_scale,
+        },
+        sort_keys=True,
+    )
     return "dataset-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -190,14 +231,24 @@ def build_dataset(root: str, splits: dict[str, list[str]], plan: RealPlan) -> di
             # The size of the microscope's field: the models then record their scale against it, and
             # predict.py resizes new full-size fields by the same factor.
             oh, ow = image_size(path)
-            entries.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1],
-                            "original_height": oh, "original_width": ow})
+            entries.append(
+                {
+                    "id": image_id,
+                    "file_name": name,
+                    "height": image.shape[0],
+                    "width": image.shape[1],
+                    "original_height": oh,
+                    "original_width": ow,
+                }
+            )
             anns += mask_annotations(masks, image_id, len(anns) + 1)
         write_coco_json(os.path.join(root, "annotations", ANNOTATION_FILES[split]), entries, anns)
         counts[part] = {"fields": len(entries), "instances": len(anns)}
     # Stage 1's own test split is required by the layout; the held-out fields are scored here instead.
-    shutil.copy(os.path.join(root, "annotations", ANNOTATION_FILES["myotube_manual_train"]),
-                os.path.join(root, "annotations", ANNOTATION_FILES["myotube_algorithmic_test"]))
+    shutil.copy(
+        os.path.join(root, "annotations", ANNOTATION_FILES["myotube_manual_train"]),
+        os.path.join(root, "annotations", ANNOTATION_FILES["myotube_algorithmic_test"]),
+    )
     return counts
 
 
@@ -210,12 +261,37 @@ def training_opts(plan: RealPlan, out: str, iters: int, lr: float, seed: int) ->
     # crops IMAGE_SIZE: a jitter around side / tile keeps the field's own pixel scale (+-10 %).
     native = side / plan.tile
     return [
-        "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE", str(plan.tile), "INPUT.MIN_SCALE", f"{0.9 * native:.4f}",
-        "INPUT.MAX_SCALE", f"{1.1 * native:.4f}", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries),
-        "SOLVER.MAX_ITER", str(iters), "SOLVER.BASE_LR", str(lr), "SOLVER.IMS_PER_BATCH", str(plan.batch),
-        "SOLVER.WARMUP_ITERS", str(max(1, iters // 20)), "SOLVER.CHECKPOINT_PERIOD", str(max(1, iters // 4)),
-        "SOLVER.LOG_PERIOD", str(max(1, iters // 50)), "SEED", str(seed), "OUTPUT_DIR", out,
-        "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()", *plan.extra_opts,
+        "MODEL.DEVICE",
+        plan.device,
+        "INPUT.IMAGE_SIZE",
+        str(plan.tile),
+        "INPUT.MIN_SCALE",
+        f"{0.9 * native:.4f}",
+        "INPUT.MAX_SCALE",
+        f"{1.1 * native:.4f}",
+        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
+        str(plan.queries),
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.BASE_LR",
+        str(lr),
+        "SOLVER.IMS_PER_BATCH",
+        str(plan.batch),
+        "SOLVER.WARMUP_ITERS",
+        str(max(1, iters // 20)),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(max(1, iters // 4)),
+        "SOLVER.LOG_PERIOD",
+        str(max(1, iters // 50)),
+        "SEED",
+        str(seed),
+        "OUTPUT_DIR",
+        out,
+        "TEST.EVAL_PERIOD",
+        "0",
+        "DATASETS.TEST",
+        "()",
+        *plan.extra_opts,
     ]
 
 
@@ -223,8 +299,16 @@ def generated_opts(plan: RealPlan) -> list[str]:
     """Stage 1's share of steps on generated fields, at the working scale, in training crops."""
     if plan.stage1_generated <= 0:
         return []
-    return ["SYNTHETIC.REPLAY", str(plan.stage1_generated), "SYNTHETIC.PIXEL_SCALE", str(plan.pixel_scale),
-            "SYNTHETIC.FIELD_SIZES", f"({plan.tile},)", "SYNTHETIC.FIELD_SIZE_WEIGHTS", "(1.0,)"]
+    return [
+        "SYNTHETIC.REPLAY",
+        str(plan.stage1_generated),
+        "SYNTHETIC.PIXEL_SCALE",
+        str(plan.pixel_scale),
+        "SYNTHETIC.FIELD_SIZES",
+        f"({plan.tile},)",
+        "SYNTHETIC.FIELD_SIZE_WEIGHTS",
+        "(1.0,)",
+    ]
 
 
 def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str, float]:
@@ -232,13 +316,31 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
     stage1 = os.path.join(work, "stage1", FINAL)
     both = ["DATASETS.TRAIN", "('myotube_manual_train', 'myotube_algorithmic_train')"]
     runs = {
-        "stage1": ("stage1_config.yaml", plan.stage1_iters, plan.stage1_lr, plan.weights, generated_opts(plan)),
+        "stage1": (
+            "stage1_config.yaml",
+            plan.stage1_iters,
+            plan.stage1_lr,
+            plan.weights,
+            generated_opts(plan),
+        ),
         "stage2": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, []),
         # Stage 2 on the manual fields and the Stage 1 pool together: does replaying Stage 1's data
         # keep what Stage 1 learned while the few manual fields are added?
         "stage2_replay": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, both),
-        "stage2_only": ("stage2_config.yaml", plan.stage1_iters + plan.stage2_iters, plan.stage1_lr, plan.weights, []),
-        "stage2_scratch": ("stage2_config.yaml", plan.stage1_iters + plan.stage2_iters, plan.scratch_lr, "", []),
+        "stage2_only": (
+            "stage2_config.yaml",
+            plan.stage1_iters + plan.stage2_iters,
+            plan.stage1_lr,
+            plan.weights,
+            [],
+        ),
+        "stage2_scratch": (
+            "stage2_config.yaml",
+            plan.stage1_iters + plan.stage2_iters,
+            plan.scratch_lr,
+            "",
+            [],
+        ),
     }
     seconds = {}
     for method, (config, iters, lr, weights, extra) in runs.items():
@@ -246,7 +348,9 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
             continue
         out = os.path.join(work, method)
         opts = training_opts(plan, out, iters, lr, seed) + ["MODEL.WEIGHTS", weights, *extra]
-        took = train_once(os.path.join(plan.config_dir, config), dataset, opts, out, os.path.join(work, "train_log.txt"))
+        took = train_once(
+            os.path.join(plan.config_dir, config), dataset, opts, out, os.path.join(work, "train_log.txt")
+        )
         if took is not None:
             seconds[method] = took
     return seconds
@@ -261,8 +365,13 @@ def threshold_instances(image: np.ndarray, min_area: int) -> np.ndarray:
     return components(baseline_masks(image)["triangle"], min_area)
 
 
-def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figure_dir: str | None,
-                 predict_opts: tuple[str, ...] = ()) -> list[dict]:
+def score_fields(
+    paths: list[str],
+    plan: RealPlan,
+    models: dict[str, str],
+    figure_dir: str | None,
+    predict_opts: tuple[str, ...] = (),
+) -> list[dict]:
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.predictor import MyotubePredictor
@@ -279,7 +388,10 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
         cfg.MODEL.DEVICE = plan.device
         cfg.merge_from_list(list(predict_opts))
         # The fields are loaded at the training scale already: the model sees their own pixels.
-        predictors[method] = (MyotubePredictor(cfg, weights=weights, input_scale=1.0), PredictOptions.from_cfg(cfg, progress=False))
+        predictors[method] = (
+            MyotubePredictor(cfg, weights=weights, input_scale=1.0),
+            PredictOptions.from_cfg(cfg, progress=False),
+        )
     rows = []
     for k, path in enumerate(paths):
         image, human = load_field(path, side)
@@ -299,11 +411,15 @@ def score_fields(paths: list[str], plan: RealPlan, models: dict[str, str], figur
             union = masks.any(axis=0) if len(masks) else np.zeros_like(human)
             sem = semantic_iou_dice_binary(human, union)
             found_px, human_px = int(union.sum()), int(human.sum())
-            row[method] = {"iou": sem["iou"], "dice": sem["dice"], "instances": int(len(masks)),
-                           # Pixel precision and recall: is the method's foreground too wide or too narrow?
-                           "precision": sem["intersection"] / found_px if found_px else 1.0,
-                           "recall": sem["intersection"] / human_px if human_px else 1.0,
-                           **instance_proxy(singles, masks)}
+            row[method] = {
+                "iou": sem["iou"],
+                "dice": sem["dice"],
+                "instances": int(len(masks)),
+                # Pixel precision and recall: is the method's foreground too wide or too narrow?
+                "precision": sem["intersection"] / found_px if found_px else 1.0,
+                "recall": sem["intersection"] / human_px if human_px else 1.0,
+                **instance_proxy(singles, masks),
+            }
             if method in edges:  # a tiled model: where its cut tubes are cut, and its prediction time
                 row[method].update(seam_breakdown(singles, masks, edges[method]), seconds=seconds[method])
         rows.append(row)
@@ -323,8 +439,14 @@ def manual_conventions(paths: list[str], plan: RealPlan) -> list[dict]:
         image, human = load_field(path, side)
         masks = annotate_instances(image, AnnotatorParams(scale=plan.pixel_scale)).masks
         annotated = masks.any(axis=0) if len(masks) else np.zeros_like(human)
-        rows.append({"field": os.path.basename(path).replace("_myosin.png", ""), "human_px": int(human.sum()), "annotator_px": int(annotated.sum()),
-                     "human_over_annotator_area": float(human.sum() / max(1, annotated.sum()))})
+        rows.append(
+            {
+                "field": os.path.basename(path).replace("_myosin.png", ""),
+                "human_px": int(human.sum()),
+                "annotator_px": int(annotated.sum()),
+                "human_over_annotator_area": float(human.sum() / max(1, annotated.sum())),
+            }
+        )
     return rows
 
 
@@ -347,18 +469,25 @@ def summarize(rows: list[dict]) -> dict:
             cut = sum(r[m]["cut_tubes"] for r in rows)
             at_border = sum(r[m]["cut_at_tile_border"] for r in rows)
             outline = sum(r[m]["outline_px"] for r in rows)
-            out[m].update({
-                "cut_isolated_tubes": cut,
-                "cut_at_tile_border": at_border,
-                "cut_inside_tile": cut - at_border,
-                "share_of_outline_on_tile_borders": sum(r[m]["outline_on_tile_border_px"] for r in rows) / outline if outline else None,
-            })
+            out[m].update(
+                {
+                    "cut_isolated_tubes": cut,
+                    "cut_at_tile_border": at_border,
+                    "cut_inside_tile": cut - at_border,
+                    "share_of_outline_on_tile_borders": sum(r[m]["outline_on_tile_border_px"] for r in rows)
+                    / outline
+                    if outline
+                    else None,
+                }
+            )
         if "seconds" in rows[0][m]:
             out[m]["predict_seconds_per_field"] = float(np.mean([r[m]["seconds"] for r in rows]))
     return out
 
 
-def write_overlays(figure_dir: str, field: str, image: np.ndarray, human: np.ndarray, found: dict[str, np.ndarray]) -> None:
+def write_overlays(
+    figure_dir: str, field: str, image: np.ndarray, human: np.ndarray, found: dict[str, np.ndarray]
+) -> None:
     """One picture per method: its instances in colour, the human mask's outline in white."""
     from mask2former.data.io import to_uint8_display
     from mask2former.inference.export import instance_colors, write_png
@@ -400,19 +529,34 @@ def _write_panel(path: str, field: str, grey: np.ndarray, panels: list[tuple[str
 
 
 def markdown(summary: dict, title: str) -> str:
-    lines = [f"**{title}**", "", "| method | mean IoU | mean Dice | pixel precision | pixel recall | isolated tubes matched | pieces per isolated tube |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**{title}**",
+        "",
+        "| method | mean IoU | mean Dice | pixel precision | pixel recall | isolated tubes matched | pieces per isolated tube |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m, s in summary.items():
         rate = "-" if s["isolated_match_rate"] is None else f"{s['isolated_match_rate']:.3f}"
         pieces = "-" if s["pieces_per_isolated_tube"] is None else f"{s['pieces_per_isolated_tube']:.2f}"
-        lines.append(f"| {LABELS[m]} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['mean_pixel_precision']:.3f} | {s['mean_pixel_recall']:.3f} | {rate} | {pieces} |")
+        lines.append(
+            f"| {LABELS[m]} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['mean_pixel_precision']:.3f} | {s['mean_pixel_recall']:.3f} | {rate} | {pieces} |"
+        )
     tiled = {m: s for m, s in summary.items() if "cut_isolated_tubes" in s}
     if tiled:
-        lines += ["", "| model | isolated tubes cut | pieces meet at a tile border | inside a tile | share of instance outlines on tile borders |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| model | isolated tubes cut | pieces meet at a tile border | inside a tile | share of instance outlines on tile borders |",
+            "|---|---|---|---|---|",
+        ]
         for m, s in tiled.items():
-            share = "-" if s["share_of_outline_on_tile_borders"] is None else f"{s['share_of_outline_on_tile_borders']:.3f}"
-            lines.append(f"| {LABELS[m]} | {s['cut_isolated_tubes']} | {s['cut_at_tile_border']} | {s['cut_inside_tile']} | {share} |")
+            share = (
+                "-"
+                if s["share_of_outline_on_tile_borders"] is None
+                else f"{s['share_of_outline_on_tile_borders']:.3f}"
+            )
+            lines.append(
+                f"| {LABELS[m]} | {s['cut_isolated_tubes']} | {s['cut_at_tile_border']} | {s['cut_inside_tile']} | {share} |"
+            )
     return "\n".join(lines)
 
 
@@ -443,7 +587,10 @@ def run(args) -> dict:
     with open(os.path.join(dataset, "done")) as f:
         counts = json.load(f)
     dataset_seconds = counts.pop("seconds", None)
-    print(f"Stage 1 pool {counts['pool']}, manual {counts['manual']}, held-out {len(splits['heldout'])} fields", flush=True)
+    print(
+        f"Stage 1 pool {counts['pool']}, manual {counts['manual']}, held-out {len(splits['heldout'])} fields",
+        flush=True,
+    )
     train_seconds = train_models(work, dataset, plan, args.seed)
     models = {m: os.path.join(work, m) for m in MODELS if not (m == "stage2_only" and not plan.weights)}
     scored = {"base": plan.weights, **models} if plan.weights else models
@@ -454,9 +601,16 @@ def run(args) -> dict:
     figure_dir = os.path.join(work, "figures") if args.figures is None else args.figures
     heldout_rows = score_fields(splits["heldout"], plan, scored, figure_dir, predict_opts)
     result = {
-        "preset": "quick" if args.quick else args.preset, "plan": asdict(plan), "seed": args.seed, "data": os.path.abspath(args.data),
-        "splits": {k: [os.path.basename(p) for p in v] for k, v in splits.items()}, "label_counts": counts,
-        "train_seconds": train_seconds, "predict_opts": list(predict_opts), "heldout": summarize(heldout_rows), "per_field": {"heldout": heldout_rows},
+        "preset": "quick" if args.quick else args.preset,
+        "plan": asdict(plan),
+        "seed": args.seed,
+        "data": os.path.abspath(args.data),
+        "splits": {k: [os.path.basename(p) for p in v] for k, v in splits.items()},
+        "label_counts": counts,
+        "train_seconds": train_seconds,
+        "predict_opts": list(predict_opts),
+        "heldout": summarize(heldout_rows),
+        "per_field": {"heldout": heldout_rows},
         "manual_field_masks": manual_conventions(splits["manual"], plan),
     }
     if args.score_pool:
@@ -470,7 +624,9 @@ def run(args) -> dict:
     result["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
     # Dataset, training and scoring as one uninterrupted run would take (cached steps included).
     result["dataset_seconds"] = dataset_seconds
-    result["total_seconds"] = round((dataset_seconds or 0) + sum(train_seconds.values()) + result["score_seconds"], 1)
+    result["total_seconds"] = round(
+        (dataset_seconds or 0) + sum(train_seconds.values()) + result["score_seconds"], 1
+    )
     if args.output:
         for m, out in models.items():
             dest = os.path.join(args.output, m)
@@ -479,31 +635,66 @@ def run(args) -> dict:
                 shutil.copy(os.path.join(out, name), os.path.join(dest, name))
     text = markdown(result["heldout"], f"Held-out half ({len(heldout_rows)} fields)")
     if "pool" in result:
-        text += "\n\n" + markdown(result["pool"], "Stage 1 pool (fields Stage 1 trained on, with the annotator's labels)")
+        text += "\n\n" + markdown(
+            result["pool"], "Stage 1 pool (fields Stage 1 trained on, with the annotator's labels)"
+        )
     print("\n" + text, flush=True)
     result["markdown"] = text
     suffix = "" if result["preset"] == "cpu" else f"_{result['preset']}"
-    write_results(args.out or os.path.join(REPO_ROOT, "bench", "results", f"real_two_stage{suffix}.json"), result)
+    write_results(
+        args.out or os.path.join(REPO_ROOT, "bench", "results", f"real_two_stage{suffix}.json"), result
+    )
     return result
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="3 fields and a few iterations: every step, in a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 fields and a few iterations: every step, in a minute"
+    )
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder of *_myosin.png + *_myotube_mask.png")
-    parser.add_argument("--heldout", action="append", default=[], metavar="DIR", help="another held-out folder in the same layout (repeatable)")
-    parser.add_argument("--work", default=os.path.join(REPO_ROOT, "output_bench", "real_two_stage"),
-                        help="dataset and training folders (reused by a rerun of the same settings; other settings are refused)")
+    parser.add_argument(
+        "--heldout",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another held-out folder in the same layout (repeatable)",
+    )
+    parser.add_argument(
+        "--work",
+        default=os.path.join(REPO_ROOT, "output_bench", "real_two_stage"),
+        help="dataset and training folders (reused by a rerun of the same settings; other settings are refused)",
+    )
     parser.add_argument("--output", help="keep each model as OUTPUT/<method>/model_final.pth + config.yaml")
     parser.add_argument("--figures", help="folder for the overlay pictures (default: WORK/figures)")
-    parser.add_argument("--score-pool", action="store_true", help="also score the Stage 1 pool fields (the tuning half)")
-    parser.add_argument("--methods", nargs="*", choices=("base", *MODELS), metavar="MODEL",
-                        help="score only these models (the annotator and the threshold are always scored)")
-    parser.add_argument("--predict-opts", nargs="*", default=[], metavar="KEY VALUE",
-                        help="config settings for prediction only, on every scored model, e.g. INFERENCE.JOIN_PIECES True")
+    parser.add_argument(
+        "--score-pool", action="store_true", help="also score the Stage 1 pool fields (the tuning half)"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        choices=("base", *MODELS),
+        metavar="MODEL",
+        help="score only these models (the annotator and the threshold are always scored)",
+    )
+    parser.add_argument(
+        "--predict-opts",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="config settings for prediction only, on every scored model, e.g. INFERENCE.JOIN_PIECES True",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a field of the preset, e.g. --set stage1_iters=3000")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of the preset, e.g. --set stage1_iters=3000",
+    )
     parser.add_argument("--out", help="results JSON (default bench/results/real_two_stage[_PRESET].json)")
     exit_on_sigterm()
     run(parser.parse_args(argv))

@@ -123,7 +123,9 @@ def _morphology(masks: np.ndarray) -> list[dict]:
         if not len(ys):
             continue
         shape = analyze_shape(mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
-        rows.append({"width": shape.width_median, "length": shape.length, "branch_points": shape.branch_points})
+        rows.append(
+            {"width": shape.width_median, "length": shape.length, "branch_points": shape.branch_points}
+        )
     return rows
 
 
@@ -153,13 +155,15 @@ def samples(rows: list[dict], source: str = "annotator") -> dict[str, list[float
         "tubes_per_field": [len(r[source]) for r in rows],
     }
     if source == "annotator":
-        out.update({
-            "coverage": [r["coverage"] for r in rows],
-            "in_mask_mean": [r["in_mask_mean"] for r in rows if "in_mask_mean" in r],
-            "background_median": [r["background_median"] for r in rows],
-            "p99": [r["p99"] for r in rows],
-            "mask_width": [w for r in rows for w in r.get("widths", [])],
-        })
+        out.update(
+            {
+                "coverage": [r["coverage"] for r in rows],
+                "in_mask_mean": [r["in_mask_mean"] for r in rows if "in_mask_mean" in r],
+                "background_median": [r["background_median"] for r in rows],
+                "p99": [r["p99"] for r in rows],
+                "mask_width": [w for r in rows for w in r.get("widths", [])],
+            }
+        )
     return out
 
 
@@ -215,9 +219,14 @@ def summarise(rows: dict[str, list[dict]]) -> dict:
             "statistics": {key: percentiles(s[key]) for key, _, _ in STATISTICS},
             "sample_sizes": {key: len(s[key]) for key, _, _ in STATISTICS},
         }
-        per_field = [{"field": r["field"]} if "field" in r else {"seed": r["seed"], "density": r["density"]} for r in set_rows]
+        per_field = [
+            {"field": r["field"]} if "field" in r else {"seed": r["seed"], "density": r["density"]}
+            for r in set_rows
+        ]
         for entry, r in zip(per_field, set_rows):
-            entry.update({k: _round(r[k]) for k in ("coverage", "in_mask_mean", "background_median", "p99") if k in r})
+            entry.update(
+                {k: _round(r[k]) for k in ("coverage", "in_mask_mean", "background_median", "p99") if k in r}
+            )
             entry["annotator_tubes"] = len(r["annotator"])
             if "truth" in r:
                 entry["truth_tubes"] = len(r["truth"])
@@ -228,8 +237,10 @@ def summarise(rows: dict[str, list[dict]]) -> dict:
         sets[name]["ground_truth"] = {key: percentiles(truth[key]) for key, _ in TRUTH_STATISTICS}
         distances[name] = {key: distance(real[key], s[key]) for key, _, _ in STATISTICS}
         values = [d["wasserstein_over_spread"] for d in distances[name].values() if d]
-        mean[name] = {"wasserstein_over_spread": _round(np.mean(values)),
-                      "ks": _round(np.mean([d["ks"] for d in distances[name].values() if d]))}
+        mean[name] = {
+            "wasserstein_over_spread": _round(np.mean(values)),
+            "ks": _round(np.mean([d["ks"] for d in distances[name].values() if d])),
+        }
     # Sampling noise for scale: the same distance between the even and the odd real fields (half
     # the fields each, so a little larger than the noise of the full set).
     # Left out below 8 real fields: a half of one to three fields has no spread to divide by.
@@ -258,8 +269,15 @@ def write_figure(data_dir: str, path: str, presets: list[str]) -> str | None:
     real_path = next((p for p in paths if FIGURE_FIELD in p), paths[0])
     panel = 480
     images = [("real", load_real(real_path)[0])]
-    images += [(name, generate_field(RESOLUTION, seed=FIGURE_SEED, density="medium", params=GENERATOR_PRESETS[name]).image)
-               for name in presets]
+    images += [
+        (
+            name,
+            generate_field(
+                RESOLUTION, seed=FIGURE_SEED, density="medium", params=GENERATOR_PRESETS[name]
+            ).image,
+        )
+        for name in presets
+    ]
     tiles = []
     for k, (label, image) in enumerate(images):
         tile = cv2.resize(_stretch(image), (panel, panel), interpolation=cv2.INTER_AREA)
@@ -291,11 +309,16 @@ def markdown(results: dict) -> str:
     real = sets["real"]
     lines = [
         f"Real ({real['fields']} fields, {real['annotator_tubes']} annotator tubes) vs generated fields at 1500 px ("
-        + ", ".join(f"{p}: {sets[p]['fields']} fields, {sets[p]['annotator_tubes']} annotator tubes" for p in presets)
+        + ", ".join(
+            f"{p}: {sets[p]['fields']} fields, {sets[p]['annotator_tubes']} annotator tubes" for p in presets
+        )
         + "). Medians; distance = Wasserstein-1 / real IQR (0 = same; KS statistic in brackets):",
         "",
-        "| statistic | real median | " + " | ".join(f"{p} median" for p in presets) + " | "
-        + " | ".join(f"distance {p}" for p in presets) + " |",
+        "| statistic | real median | "
+        + " | ".join(f"{p} median" for p in presets)
+        + " | "
+        + " | ".join(f"distance {p}" for p in presets)
+        + " |",
         "|---|---|" + "---|" * (2 * len(presets)),
     ]
     for key, label, _ in STATISTICS:
@@ -305,13 +328,24 @@ def markdown(results: dict) -> str:
             cells.append(f"{d['wasserstein_over_spread']:.2f} ({d['ks']:.2f})" if d else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     mean = results["mean_distance"]
-    lines.append("| **mean over statistics** | | " + " | " * len(presets)
-                 + " | ".join(f"**{mean[p]['wasserstein_over_spread']:.2f}** ({mean[p]['ks']:.2f})" for p in presets) + " |")
+    lines.append(
+        "| **mean over statistics** | | "
+        + " | " * len(presets)
+        + " | ".join(f"**{mean[p]['wasserstein_over_spread']:.2f}** ({mean[p]['ks']:.2f})" for p in presets)
+        + " |"
+    )
     if results.get("real_split_half"):
         floor = results["real_split_half"]["mean_distance"]["wasserstein_over_spread"]
-        lines += ["", f"Sampling noise for scale: the even vs the odd real fields are {floor:.2f} apart (mean over statistics; "
-                  + ", ".join(f"{key} {d['wasserstein_over_spread']:.2f}" for key, d in results["real_split_half"]["distances"].items() if d)
-                  + ")."]
+        lines += [
+            "",
+            f"Sampling noise for scale: the even vs the odd real fields are {floor:.2f} apart (mean over statistics; "
+            + ", ".join(
+                f"{key} {d['wasserstein_over_spread']:.2f}"
+                for key, d in results["real_split_half"]["distances"].items()
+                if d
+            )
+            + ").",
+        ]
     lines += [
         "",
         "Generated fields: the ground-truth instances next to the annotator's (medians):",
@@ -331,26 +365,55 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     from bench.annotator import DEFAULT_DATA
 
-    parser.add_argument("--data", default=DEFAULT_DATA, help="real fields folder (default ../shared/data/qa-skmcs-train)")
-    parser.add_argument("--real", type=int, default=20, help="real fields, evenly spaced over the sorted list (default %(default)s)")
-    parser.add_argument("--synthetic", type=int, default=20, help="generated fields per preset (default %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 real and 2 generated fields per preset, no figure unless --figure")
-    parser.add_argument("--out", default=None, help="result JSON (default bench/results/realism.json; --quick: realism_quick.json)")
-    parser.add_argument("--figure", default=None,
-                        help="figure path (default docs/images/real_vs_synthetic.png; --quick writes none unless given)")
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA, help="real fields folder (default ../shared/data/qa-skmcs-train)"
+    )
+    parser.add_argument(
+        "--real",
+        type=int,
+        default=20,
+        help="real fields, evenly spaced over the sorted list (default %(default)s)",
+    )
+    parser.add_argument(
+        "--synthetic", type=int, default=20, help="generated fields per preset (default %(default)s)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 real and 2 generated fields per preset, no figure unless --figure",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="result JSON (default bench/results/realism.json; --quick: realism_quick.json)",
+    )
+    parser.add_argument(
+        "--figure",
+        default=None,
+        help="figure path (default docs/images/real_vs_synthetic.png; --quick writes none unless given)",
+    )
     parser.add_argument("--no-figure", action="store_true", help="write no figure")
     args = parser.parse_args(argv)
     if args.quick:
         args.real, args.synthetic = 2, 2
-    out = args.out or os.path.join(REPO_ROOT, "bench", "results", "realism_quick.json" if args.quick else "realism.json")
-    figure = None if args.no_figure else args.figure or (None if args.quick else os.path.join(REPO_ROOT, "docs", "images", "real_vs_synthetic.png"))
+    out = args.out or os.path.join(
+        REPO_ROOT, "bench", "results", "realism_quick.json" if args.quick else "realism.json"
+    )
+    figure = (
+        None
+        if args.no_figure
+        else args.figure
+        or (None if args.quick else os.path.join(REPO_ROOT, "docs", "images", "real_vs_synthetic.png"))
+    )
     cv2.setNumThreads(1)
 
     from mask2former.data.synthetic import GENERATOR_PRESETS
 
     paths = real_paths(args.data, args.real)
     if not paths:
-        print(f"real data: no *_myosin.png with a *_myotube_mask.png in {args.data}; realism benchmark skipped")
+        print(
+            f"real data: no *_myosin.png with a *_myotube_mask.png in {args.data}; realism benchmark skipped"
+        )
         return 0
     presets = list(GENERATOR_PRESETS)
     plan = synthetic_plan(args.synthetic)
@@ -365,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic_fields": [{"seed": s, "density": d} for s, d in plan],
         "statistics": {key: {"label": label, "one_value_per": unit} for key, label, unit in STATISTICS},
         **summarise(rows),
-        "annotator_seconds_per_field": {name: _round(np.mean([r["annotator_seconds"] for r in r_])) for name, r_ in rows.items()},
+        "annotator_seconds_per_field": {
+            name: _round(np.mean([r["annotator_seconds"] for r in r_])) for name, r_ in rows.items()
+        },
     }
     if figure:
         written = write_figure(args.data, figure, presets)

@@ -48,13 +48,19 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
         key += f"_pool{pool_density}"
     root = os.path.join(work, key)
     done = os.path.join(root, "done")
-    paths = {"annotator": os.path.join(root, "labels_annotator"), "exact": os.path.join(root, "labels_exact"),
-             "heldout": os.path.join(root, "heldout", "annotations.json"), "pool": os.path.join(root, "pool", "annotations.json")}
+    paths = {
+        "annotator": os.path.join(root, "labels_annotator"),
+        "exact": os.path.join(root, "labels_exact"),
+        "heldout": os.path.join(root, "heldout", "annotations.json"),
+        "pool": os.path.join(root, "pool", "annotations.json"),
+    }
     if os.path.isfile(done):
         return paths
     shutil.rmtree(root, ignore_errors=True)
     common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False}
-    write_synthetic_dataset(os.path.join(root, "pool"), pool, seed=1, **{**common, "density": pool_density or plan.density})
+    write_synthetic_dataset(
+        os.path.join(root, "pool"), pool, seed=1, **{**common, "density": pool_density or plan.density}
+    )
     write_synthetic_dataset(os.path.join(root, "manual"), plan.manual_images, seed=2, **common)
     write_synthetic_dataset(os.path.join(root, "heldout"), plan.heldout_images, seed=3, **common)
     params = AnnotatorParams(scale=plan.pixel_scale)
@@ -62,14 +68,22 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
         images = os.path.join(paths[labels], "images")
         os.makedirs(images)
         split_files = {}
-        for split, folder in (("myotube_algorithmic_train", "pool"), ("myotube_manual_train", "manual"), ("myotube_manual_test", "heldout")):
+        for split, folder in (
+            ("myotube_algorithmic_train", "pool"),
+            ("myotube_manual_train", "manual"),
+            ("myotube_manual_test", "heldout"),
+        ):
             entries, anns = [], []
-            for record in load_coco_instances(os.path.join(root, folder, "annotations.json"), os.path.join(root, folder, "images")):
+            for record in load_coco_instances(
+                os.path.join(root, folder, "annotations.json"), os.path.join(root, folder, "images")
+            ):
                 name = f"{folder}_{os.path.basename(record['file_name'])}"
                 if not os.path.exists(os.path.join(images, name)):
                     os.link(record["file_name"], os.path.join(images, name))
                 image_id = len(entries) + 1
-                entries.append({"id": image_id, "file_name": name, "height": record["height"], "width": record["width"]})
+                entries.append(
+                    {"id": image_id, "file_name": name, "height": record["height"], "width": record["width"]}
+                )
                 if split == "myotube_algorithmic_train" and labels == "annotator":
                     masks = annotate_instances(read_image(record["file_name"]), params).masks
                 else:
@@ -78,7 +92,10 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
             split_files[split] = os.path.join(paths[labels], "annotations", ANNOTATION_FILES[split])
             write_coco_json(split_files[split], entries, anns)
         # Stage 1's own test split: the first held-out fields, so periodic evaluation has something to read.
-        shutil.copy(split_files["myotube_manual_test"], os.path.join(paths[labels], "annotations", ANNOTATION_FILES["myotube_algorithmic_test"]))
+        shutil.copy(
+            split_files["myotube_manual_test"],
+            os.path.join(paths[labels], "annotations", ANNOTATION_FILES["myotube_algorithmic_test"]),
+        )
     open(done, "w").close()
     return paths
 
@@ -122,7 +139,10 @@ def annotator_scores(records: list[dict], pixel_scale: float) -> dict:
 
     ev = InstanceEvaluator(score_threshold=0.0)
     for record in records:
-        ev.add(record_masks(record), annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)))
+        ev.add(
+            record_masks(record),
+            annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)),
+        )
     return _brief(ev.summarize())
 
 
@@ -172,7 +192,9 @@ def posthoc(out_dir: str, records: list[dict], pixel_scale: float) -> dict:
         "none": PostprocessParams(remove_contained=False, merge_fragments=False, min_area=min_area),
         "contained": PostprocessParams(remove_contained=True, merge_fragments=False, min_area=min_area),
         "merge": PostprocessParams(remove_contained=False, merge_fragments=True, min_area=min_area),
-        "contained_and_merge": PostprocessParams(remove_contained=True, merge_fragments=True, min_area=min_area),
+        "contained_and_merge": PostprocessParams(
+            remove_contained=True, merge_fragments=True, min_area=min_area
+        ),
     }
     evaluators: dict[str, dict[float, InstanceEvaluator]] = {}
 
@@ -191,19 +213,36 @@ def posthoc(out_dir: str, records: list[dict], pixel_scale: float) -> dict:
                 pieces = skeleton_split(pred)
                 add("skeleton_split", gt, pieces)
                 # The split pieces of duplicate predictions are duplicates too; tiny pieces are spurs.
-                big = pieces.subset(np.flatnonzero(pieces.masks.reshape(len(pieces), -1).sum(1) >= 100 * pixel_scale**2 * 4))
+                big = pieces.subset(
+                    np.flatnonzero(pieces.masks.reshape(len(pieces), -1).sum(1) >= 100 * pixel_scale**2 * 4)
+                )
                 add("skeleton_split_then_duplicates_iou_0.5", gt, without_duplicates(big, 0.5))
                 h, w = pred.image_size
                 for name, post in posts.items():
                     for t in (0.5, 0.8):
-                        kept = postprocess(CroppedInstances.from_instances(pred, 0, 0, h, w), replace(post, score_threshold=t)).to_instances()
+                        kept = postprocess(
+                            CroppedInstances.from_instances(pred, 0, 0, h, w),
+                            replace(post, score_threshold=t),
+                        ).to_instances()
                         add(f"predict_{name}_score_{t}", gt, kept, thresholds=(0.0,))
     out = {}
     for name, by_threshold in evaluators.items():
         out[name] = {}
         for t, ev in by_threshold.items():
             summary = ev.summarize()
-            out[name][str(t)] = {k: summary[k] for k in ("AP", "AP50", "AP75", "f1@0.5", "precision@0.5", "recall@0.5", "semantic_iou", "errors")}
+            out[name][str(t)] = {
+                k: summary[k]
+                for k in (
+                    "AP",
+                    "AP50",
+                    "AP75",
+                    "f1@0.5",
+                    "precision@0.5",
+                    "recall@0.5",
+                    "semantic_iou",
+                    "errors",
+                )
+            }
     return out
 
 
@@ -230,12 +269,22 @@ def resolution_ceiling(records: list[dict], strides=(2, 4, 8)) -> dict:
                 continue
             cover = F.avg_pool2d(torch.from_numpy(gt).float()[None], stride, ceil_mode=True)
             logits = torch.logit(cover.clamp(1e-4, 1 - 1e-4))
-            back = (F.interpolate(logits, scale_factor=stride, mode="bilinear", align_corners=False)[0, :, : gt.shape[1], : gt.shape[2]] > 0).numpy()
+            back = (
+                F.interpolate(logits, scale_factor=stride, mode="bilinear", align_corners=False)[
+                    0, :, : gt.shape[1], : gt.shape[2]
+                ]
+                > 0
+            ).numpy()
             ev.add(gt, Instances(back, np.ones(len(gt))))
             ious += list((gt & back).reshape(len(gt), -1).sum(1) / (gt | back).reshape(len(gt), -1).sum(1))
         summary = ev.summarize()
-        out[f"stride_{stride}"] = {"AP": summary["AP"], "AP50": summary["AP50"], "AP75": summary["AP75"],
-                                   "mean_instance_iou": float(np.mean(ious)), "p10_instance_iou": float(np.percentile(ious, 10))}
+        out[f"stride_{stride}"] = {
+            "AP": summary["AP"],
+            "AP50": summary["AP50"],
+            "AP75": summary["AP75"],
+            "mean_instance_iou": float(np.mean(ious)),
+            "p10_instance_iou": float(np.percentile(ious, 10)),
+        }
     return out
 
 
@@ -259,7 +308,9 @@ def run(args) -> dict:
     pool = args.pool or plan.stage1_images
     data = build_data(args.work, plan, pool, args.pool_density)
     heldout = load_coco_instances(data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images"))
-    train_fields = load_coco_instances(data["pool"], os.path.join(os.path.dirname(data["pool"]), "images"))[: args.train_fields]
+    train_fields = load_coco_instances(data["pool"], os.path.join(os.path.dirname(data["pool"]), "images"))[
+        : args.train_fields
+    ]
     run_dir = os.path.join(args.work, "runs", args.name)
     os.makedirs(run_dir, exist_ok=True)
     log = os.path.join(run_dir, "train_log.txt")
@@ -269,18 +320,39 @@ def run(args) -> dict:
         s1 = os.path.join(run_dir, f"seed{seed}", "stage1")
         opts = training_opts(plan, s1, s1_iters, args.stage1_lr, 2, seed) + list(args.opts)
         seconds = train_once(os.path.join(TINY, "stage1_config.yaml"), data[args.labels], opts, s1, log)
-        entry = {"seed": seed, "stage1": {"heldout": score(s1, heldout), "train_fields": score(s1, train_fields)}, "train_seconds": seconds}
+        entry = {
+            "seed": seed,
+            "stage1": {"heldout": score(s1, heldout), "train_fields": score(s1, train_fields)},
+            "train_seconds": seconds,
+        }
         if args.stage2_iters:
             s2 = os.path.join(run_dir, f"seed{seed}", "stage2")
-            opts2 = training_opts(plan, s2, args.stage2_iters, plan.stage2_lr, 1, seed) + list(args.opts) + list(args.opts2)
-            seconds2 = train_once(os.path.join(TINY, "stage2_config.yaml"), data[args.labels], opts2 + ["MODEL.WEIGHTS", os.path.join(s1, FINAL)], s2, log)
+            opts2 = (
+                training_opts(plan, s2, args.stage2_iters, plan.stage2_lr, 1, seed)
+                + list(args.opts)
+                + list(args.opts2)
+            )
+            seconds2 = train_once(
+                os.path.join(TINY, "stage2_config.yaml"),
+                data[args.labels],
+                opts2 + ["MODEL.WEIGHTS", os.path.join(s1, FINAL)],
+                s2,
+                log,
+            )
             entry["stage2"] = {"heldout": score(s2, heldout)}
             entry["stage2_train_seconds"] = seconds2
         runs.append(entry)
         print(json.dumps({k: v for k, v in entry["stage1"]["heldout"].items() if k != "errors"}), flush=True)
     settings = {
-        "name": args.name, "labels": args.labels, "plan": plan.__dict__, "pool": pool, "stage1_iters": s1_iters,
-        "stage1_lr": args.stage1_lr, "stage2_iters": args.stage2_iters, "opts": list(args.opts), "opts2": list(args.opts2),
+        "name": args.name,
+        "labels": args.labels,
+        "plan": plan.__dict__,
+        "pool": pool,
+        "stage1_iters": s1_iters,
+        "stage1_lr": args.stage1_lr,
+        "stage2_iters": args.stage2_iters,
+        "opts": list(args.opts),
+        "opts2": list(args.opts2),
     }
     if args.pool_density:
         settings["pool_density"] = args.pool_density
@@ -288,7 +360,10 @@ def run(args) -> dict:
     runs.sort(key=lambda r: r["seed"])
     result = {**settings, "seeds": [r["seed"] for r in runs], "runs": runs, "mean": _mean_over_seeds(runs)}
     if args.annotator:
-        result["annotator"] = {"heldout": annotator_scores(heldout, plan.pixel_scale), "train_fields": annotator_scores(train_fields, plan.pixel_scale)}
+        result["annotator"] = {
+            "heldout": annotator_scores(heldout, plan.pixel_scale),
+            "train_fields": annotator_scores(train_fields, plan.pixel_scale),
+        }
     write_results(os.path.join(RESULTS, f"{args.name}.json"), result)
     return result
 
@@ -311,7 +386,9 @@ def _stored_runs(path: str, settings: dict, exclude: list[int]) -> list[dict]:
         return []
     with open(path) as f:
         stored = json.load(f)
-    same = all(stored.get(k) == v for k, v in settings.items() if k != "plan") and _same_plan(stored.get("plan", {}), settings["plan"])
+    same = all(stored.get(k) == v for k, v in settings.items() if k != "plan") and _same_plan(
+        stored.get("plan", {}), settings["plan"]
+    )
     if not same:
         print(f"{path}: stored with other settings; replaced by this run", flush=True)
         return []
@@ -324,14 +401,20 @@ def _mean_over_seeds(runs: list[dict]) -> dict:
         for part in ("heldout", "train_fields"):
             rows = [r[stage][part] for r in runs if stage in r and part in r[stage]]
             if rows:
-                out[f"{stage}/{part}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "errors"}
-                out[f"{stage}/{part}"]["errors"] = {k: int(sum(r["errors"][k] for r in rows)) for k in rows[0]["errors"]}
+                out[f"{stage}/{part}"] = {
+                    k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "errors"
+                }
+                out[f"{stage}/{part}"]["errors"] = {
+                    k: int(sum(r["errors"][k] for r in rows)) for k in rows[0]["errors"]
+                }
     return out
 
 
 def _per_seed(result: dict, key: str, metric: str) -> str:
     stage, part = key.split("/")
-    return " / ".join(f"{r[stage][part][metric]:.1f}" for r in result["runs"] if stage in r and part in r[stage])
+    return " / ".join(
+        f"{r[stage][part][metric]:.1f}" for r in result["runs"] if stage in r and part in r[stage]
+    )
 
 
 def print_table(pattern: str = "*", part: str = "") -> None:
@@ -348,12 +431,16 @@ def print_table(pattern: str = "*", part: str = "") -> None:
             n = max(1, len(res["seeds"]))
             e = {k: f"{v / n:.0f}" if n == 1 else f"{v / n:.1f}" for k, v in m["errors"].items()}
             change = " ".join(res["opts"]) or "-"
-            rows.append(f"| {res['name']} | {key} | {res['labels']} | {res['pool']} | {res['stage1_iters']} | {res.get('stage1_lr', '')} | {change} "
-                        f"| {len(res['seeds'])} | {m['AP']:.1f} ({_per_seed(res, key, 'AP')}) | {m['AP50']:.1f} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
-                        f"| {m['semantic_iou']:.3f} | {e['gt_merged']} | {e['gt_split']} | {e['gt_missed']} | {e['gt_poor_mask']} "
-                        f"| {e['pred_background']} | {(m['errors']['pred_duplicate'] + m['errors']['pred_fragment']) / n:.{0 if n == 1 else 1}f} |")
-    print("| run | model / fields | labels | fields | iterations | LR | other change | seeds | AP (per seed) | AP50 | F1@0.5 | best F1 | sem. IoU "
-          "| merged | split | missed | outline off | false: background | false: duplicate or fragment |  (errors: tubes or predictions per seed)")
+            rows.append(
+                f"| {res['name']} | {key} | {res['labels']} | {res['pool']} | {res['stage1_iters']} | {res.get('stage1_lr', '')} | {change} "
+                f"| {len(res['seeds'])} | {m['AP']:.1f} ({_per_seed(res, key, 'AP')}) | {m['AP50']:.1f} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
+                f"| {m['semantic_iou']:.3f} | {e['gt_merged']} | {e['gt_split']} | {e['gt_missed']} | {e['gt_poor_mask']} "
+                f"| {e['pred_background']} | {(m['errors']['pred_duplicate'] + m['errors']['pred_fragment']) / n:.{0 if n == 1 else 1}f} |"
+            )
+    print(
+        "| run | model / fields | labels | fields | iterations | LR | other change | seeds | AP (per seed) | AP50 | F1@0.5 | best F1 | sem. IoU "
+        "| merged | split | missed | outline off | false: background | false: duplicate or fragment |  (errors: tubes or predictions per seed)"
+    )
     print("|" + "---|" * 19)
     print("\n".join(rows))
 
@@ -375,21 +462,35 @@ def doc_table(part: str = "stage1/heldout") -> str:
             changes.append(f"{res['labels']} labels")
         stage, split = part.split("/")
         per_seed = " / ".join(f"{r[stage][split]['AP']:.1f}" for r in res["runs"])
-        rows.append((res["stage1_iters"], res["name"], f"| `{res['name']}` | {', '.join(changes) or '-'} | {res['stage1_iters']} | {res['pool']} "
-                     f"| {res['stage1_lr']:g} | {n} | {m['AP']:.1f} | {per_seed} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
-                     f"| {m['semantic_iou']:.3f} | {' / '.join(str(r[stage][split]['errors']['gt_merged']) for r in res['runs'])} |"))
-    header = ("| run | change | iterations | fields | LR | seeds | AP (mean) | AP per seed | F1@0.5 | best F1 | sem. IoU | tubes merged, of 116 (per seed) |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|")
+        rows.append(
+            (
+                res["stage1_iters"],
+                res["name"],
+                f"| `{res['name']}` | {', '.join(changes) or '-'} | {res['stage1_iters']} | {res['pool']} "
+                f"| {res['stage1_lr']:g} | {n} | {m['AP']:.1f} | {per_seed} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
+                f"| {m['semantic_iou']:.3f} | {' / '.join(str(r[stage][split]['errors']['gt_merged']) for r in res['runs'])} |",
+            )
+        )
+    header = (
+        "| run | change | iterations | fields | LR | seeds | AP (mean) | AP per seed | F1@0.5 | best F1 | sem. IoU | tubes merged, of 116 (per seed) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     return "\n".join([header] + [r[2] for r in sorted(rows)])
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--name", help="result name (bench/results/recipe/NAME.json)")
     parser.add_argument("--work", default=os.path.join("/tmp", "myotube_recipe"), help="data and model cache")
     parser.add_argument("--labels", choices=("annotator", "exact"), default="exact")
     parser.add_argument("--pool", type=int, default=0, help="Stage 1 fields (default: the demo's)")
-    parser.add_argument("--pool-density", default="", help="density of the Stage 1 pool (default: the plan's; held-out fields keep it)")
+    parser.add_argument(
+        "--pool-density",
+        default="",
+        help="density of the Stage 1 pool (default: the plan's; held-out fields keep it)",
+    )
     parser.add_argument("--stage1-iters", type=int, default=3000)
     parser.add_argument("--stage1-lr", type=float, default=1e-3)
     parser.add_argument("--stage2-iters", type=int, default=0)
@@ -399,11 +500,23 @@ def main(argv=None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="demo plan fields")
     parser.add_argument("--opts", nargs="*", default=[], help="config overrides for both stages")
     parser.add_argument("--opts2", nargs="*", default=[], help="config overrides for Stage 2 only")
-    parser.add_argument("--table", nargs="?", const="*", help="print the stored results (glob on names) and exit")
+    parser.add_argument(
+        "--table", nargs="?", const="*", help="print the stored results (glob on names) and exit"
+    )
     parser.add_argument("--part", default="", help="with --table: only this part, e.g. stage1/heldout")
-    parser.add_argument("--doc-table", action="store_true", help="print the table of docs/model_vs_annotator.md and exit")
-    parser.add_argument("--posthoc", metavar="RUN", help="score the stored run RUN (seed 0, Stage 1) with other inference settings, and exit")
-    parser.add_argument("--resolution-ceiling", action="store_true", help="score the held-out ground truth after a round trip through mask grids of stride 2, 4, 8, and exit")
+    parser.add_argument(
+        "--doc-table", action="store_true", help="print the table of docs/model_vs_annotator.md and exit"
+    )
+    parser.add_argument(
+        "--posthoc",
+        metavar="RUN",
+        help="score the stored run RUN (seed 0, Stage 1) with other inference settings, and exit",
+    )
+    parser.add_argument(
+        "--resolution-ceiling",
+        action="store_true",
+        help="score the held-out ground truth after a round trip through mask grids of stride 2, 4, 8, and exit",
+    )
     args = parser.parse_args(argv)
     if args.table:
         print_table(args.table, args.part)
@@ -417,9 +530,18 @@ def main(argv=None) -> None:
 
         plan = DemoPlan()
         data = build_data(args.work, plan, plan.stage1_images)
-        heldout = load_coco_instances(data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images"))
+        heldout = load_coco_instances(
+            data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images")
+        )
         out_dir = os.path.join(args.work, "runs", args.posthoc, "seed0", "stage1")
-        write_results(os.path.join(RESULTS, f"posthoc_{args.posthoc}.json"), {"run": args.posthoc, "fields": len(heldout), "variants": posthoc(out_dir, heldout, plan.pixel_scale)})
+        write_results(
+            os.path.join(RESULTS, f"posthoc_{args.posthoc}.json"),
+            {
+                "run": args.posthoc,
+                "fields": len(heldout),
+                "variants": posthoc(out_dir, heldout, plan.pixel_scale),
+            },
+        )
         return
     if args.resolution_ceiling:
         from mask2former.data.coco import load_coco_instances
@@ -427,8 +549,13 @@ def main(argv=None) -> None:
 
         plan = DemoPlan()
         data = build_data(args.work, plan, args.pool or plan.stage1_images)
-        heldout = load_coco_instances(data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images"))
-        write_results(os.path.join(RESULTS, "resolution_ceiling.json"), {"fields": len(heldout), "plan": plan.__dict__, "ceiling": resolution_ceiling(heldout)})
+        heldout = load_coco_instances(
+            data["heldout"], os.path.join(os.path.dirname(data["heldout"]), "images")
+        )
+        write_results(
+            os.path.join(RESULTS, "resolution_ceiling.json"),
+            {"fields": len(heldout), "plan": plan.__dict__, "ceiling": resolution_ceiling(heldout)},
+        )
         return
     if not args.name:
         parser.error("--name is required")

@@ -10,10 +10,35 @@ import importlib
 import sys
 
 STEPS = [
-    ("bench.train_step", ["--config", "configs/cpu_tiny/stage1_config.yaml", "--size", "128", "256", "--steps", "10",
-                          "--out", "bench/results/train_step_tiny_cpu.json"]),
-    ("bench.train_step", ["--config", "stage1_config.yaml", "--size", "256", "--steps", "2", "--warmup", "1",
-                          "--out", "bench/results/train_step_swinb_cpu.json"]),
+    (
+        "bench.train_step",
+        [
+            "--config",
+            "configs/cpu_tiny/stage1_config.yaml",
+            "--size",
+            "128",
+            "256",
+            "--steps",
+            "10",
+            "--out",
+            "bench/results/train_step_tiny_cpu.json",
+        ],
+    ),
+    (
+        "bench.train_step",
+        [
+            "--config",
+            "stage1_config.yaml",
+            "--size",
+            "256",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            "bench/results/train_step_swinb_cpu.json",
+        ],
+    ),
     ("bench.loader", ["--size", "1500", "--workers", "0", "2"]),
     ("bench.predict", []),
     ("bench.batch_memory", []),

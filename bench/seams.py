@@ -91,6 +91,9 @@ def seam_breakdown(singles: np.ndarray, masks: np.ndarray, edges: np.ndarray) ->
                 meeting |= skeleton & (neighbour != -2) & (neighbour != owner)
         if meeting.any() and (meeting & edges[y0:y1, x0:x1]).sum() * 2 >= meeting.sum():
             at_border += 1
-    return {"cut_tubes": cut, "cut_at_tile_border": at_border, "outline_px": outline_px, "outline_on_tile_border_px": on_border_px}
-
-
+    return {
+        "cut_tubes": cut,
+        "cut_at_tile_border": at_border,
+        "outline_px": outline_px,
+        "outline_on_tile_border_px": on_border_px,
+    }

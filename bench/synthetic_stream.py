@@ -36,7 +36,13 @@ def draw_seconds(sides: list[int], repeats: int, pixel_scale: float = 0.5) -> di
         times = []
         for seed in range(repeats):
             t0 = time.perf_counter()
-            generate_field(side, seed=seed + 1, pixel_scale=pixel_scale, density=0.04 + 0.26 * (seed % 5) / 4, params=REALISTIC)
+            generate_field(
+                side,
+                seed=seed + 1,
+                pixel_scale=pixel_scale,
+                density=0.04 + 0.26 * (seed % 5) / 4,
+                params=REALISTIC,
+            )
             times.append(time.perf_counter() - t0)
         out[str(side)] = round(statistics.median(times), 4)
     return out
@@ -56,18 +62,32 @@ def run_step_times(run: str) -> dict | None:
     if not steps:
         return None
     step, wait = statistics.median(steps), statistics.median(waits)
-    return {"run": os.path.relpath(run, REPO_ROOT), "logged_rows": len(steps), "median_step_s": round(step, 4),
-            "median_data_wait_s": round(wait, 4), "wait_share": round(wait / step, 4)}
+    return {
+        "run": os.path.relpath(run, REPO_ROOT),
+        "logged_rows": len(steps),
+        "median_step_s": round(step, 4),
+        "median_data_wait_s": round(wait, 4),
+        "wait_share": round(wait / step, 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sides", type=int, nargs="*", default=[256, 384, 512, 768])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--run", default=os.path.join(REPO_ROOT, "output_base", "swin_tiny"), help="a pretraining output folder")
+    parser.add_argument(
+        "--run",
+        default=os.path.join(REPO_ROOT, "output_base", "swin_tiny"),
+        help="a pretraining output folder",
+    )
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "synthetic_stream.json"))
     args = parser.parse_args(argv)
-    results = {"draw_seconds_one_thread": draw_seconds(args.sides, args.repeats), "training": run_step_times(args.run)}
+    results = {
+        "draw_seconds_one_thread": draw_seconds(args.sides, args.repeats),
+        "training": run_step_times(args.run),
+    }
     print(json.dumps(results, indent=2))
     write_results(args.out, results, with_torch=False)
     return 0

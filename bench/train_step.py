@@ -27,14 +27,20 @@ def make_batch(batch_size: int, size: int, instances: int, pin: bool = False) ->
     """A batch as the training loader delivers it: float pixels, bool masks, pinned when the loader pins."""
     rng = np.random.default_rng(0)
     pixel_values = torch.from_numpy(rng.normal(0, 1, (batch_size, 3, size, size)).astype(np.float32))
-    masks = [torch.from_numpy(synthetic_tube_masks(size, instances, seed=i).astype(bool)) for i in range(batch_size)]
+    masks = [
+        torch.from_numpy(synthetic_tube_masks(size, instances, seed=i).astype(bool))
+        for i in range(batch_size)
+    ]
     batch = {
         "pixel_values": pixel_values,
         "mask_labels": masks,
         "class_labels": [torch.zeros(instances, dtype=torch.long) for _ in range(batch_size)],
     }
     if pin:
-        batch = {k: (v.pin_memory() if isinstance(v, torch.Tensor) else [t.pin_memory() for t in v]) for k, v in batch.items()}
+        batch = {
+            k: (v.pin_memory() if isinstance(v, torch.Tensor) else [t.pin_memory() for t in v])
+            for k, v in batch.items()
+        }
     return batch
 
 
@@ -112,7 +118,9 @@ def bench_config(cfg, size: int, batch_size: int, steps: int, warmup: int, amp: 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/cpu_tiny/stage1_config.yaml")
     parser.add_argument("--size", type=int, nargs="+", default=[128])
     parser.add_argument("--batch", type=int, default=0, help="images per step (default SOLVER.IMS_PER_BATCH)")
@@ -132,7 +140,17 @@ def main(argv=None) -> None:
             c.INPUT.IMAGE_SIZE = size
             c.freeze()
             try:
-                runs.append(bench_config(c, size, args.batch or cfg.SOLVER.IMS_PER_BATCH, args.steps, args.warmup, amp, args.instances))
+                runs.append(
+                    bench_config(
+                        c,
+                        size,
+                        args.batch or cfg.SOLVER.IMS_PER_BATCH,
+                        args.steps,
+                        args.warmup,
+                        amp,
+                        args.instances,
+                    )
+                )
             except torch.OutOfMemoryError as err:
                 runs.append({"size": size, "amp": amp, "error": f"out of memory: {str(err).splitlines()[0]}"})
                 print(runs[-1])

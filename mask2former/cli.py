@@ -41,6 +41,7 @@ def escape_unencodable_output() -> None:
 
 def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
     """Turn project errors (bad input, bad config) into one line on stderr and exit code 1."""
+
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
@@ -58,8 +59,6 @@ def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
-
-
 def add_dataset_argument(parser) -> None:
     parser.add_argument(
         "--dataset",
@@ -71,7 +70,9 @@ def add_dataset_argument(parser) -> None:
 
 def add_config_dir_argument(parser) -> None:
     parser.add_argument(
-        "--config-dir", default=None, metavar="DIR",
+        "--config-dir",
+        default=None,
+        metavar="DIR",
         help="folder holding stage1_config.yaml and stage2_config.yaml, or a shipped one by name: cpu_tiny, the tiny CPU "
         "preset (configs/cpu_tiny in a checkout) (default: the shipped full configuration, mask2former/configs)",
     )
@@ -85,9 +86,13 @@ def config_dir(value: str | None) -> str:
 
 def add_launch_arguments(parser) -> None:
     """detectron2's launch options: processes per machine, machines, rank, rendezvous URL."""
-    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; CPU uses gloo)")
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="processes per machine (one per GPU; CPU uses gloo)"
+    )
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
-    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")
+    parser.add_argument(
+        "--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)"
+    )
     parser.add_argument(
         "--dist-url",
         default="auto",
@@ -129,7 +134,14 @@ class _NoProgress(argparse.Action):
 
 
 def add_progress_argument(parser) -> None:
-    parser.add_argument("--no-progress", dest="no_progress", nargs=0, action=_NoProgress, default=False, help="no progress bars (for log files)")
+    parser.add_argument(
+        "--no-progress",
+        dest="no_progress",
+        nargs=0,
+        action=_NoProgress,
+        default=False,
+        help="no progress bars (for log files)",
+    )
 
 
 def add_opts_argument(parser, dest: str = "opts") -> None:

@@ -50,7 +50,9 @@ def shipped_configs() -> list[str]:
     found = []
     for root, dirs, files in os.walk(CONFIG_DIR):
         dirs.sort()
-        found += sorted(os.path.relpath(os.path.join(root, f), CONFIG_DIR) for f in files if f.endswith(".yaml"))
+        found += sorted(
+            os.path.relpath(os.path.join(root, f), CONFIG_DIR) for f in files if f.endswith(".yaml")
+        )
     return found
 
 
@@ -61,8 +63,16 @@ def config_path(name: str | os.PathLike = ".") -> str:
     checkout spells these paths, is accepted."""
     rel = _shipped_relative(name)
     path = os.path.normpath(os.path.join(CONFIG_DIR, rel))
-    if os.path.isabs(rel) or rel == os.pardir or rel.startswith(os.pardir + os.sep) or not os.path.exists(path):
-        raise ConfigError(os.fspath(name), f"no shipped config of this name; the package ships {', '.join(shipped_configs())}")
+    if (
+        os.path.isabs(rel)
+        or rel == os.pardir
+        or rel.startswith(os.pardir + os.sep)
+        or not os.path.exists(path)
+    ):
+        raise ConfigError(
+            os.fspath(name),
+            f"no shipped config of this name; the package ships {', '.join(shipped_configs())}",
+        )
     return path
 
 
@@ -86,7 +96,9 @@ class CfgNode(_FvCfgNode):
     """fvcore's CfgNode with ``_BASE_`` chains resolved here and errors that name the file and key."""
 
     @classmethod
-    def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False, _chain: tuple[str, ...] = ()) -> dict:
+    def load_yaml_with_base(
+        cls, filename: str, allow_unsafe: bool = False, _chain: tuple[str, ...] = ()
+    ) -> dict:
         """The file's mapping merged over its ``_BASE_`` chain (paths relative to the naming file).
 
         fvcore's version recurses forever on a ``_BASE_`` loop and fails with bare Python errors
@@ -121,7 +133,10 @@ class CfgNode(_FvCfgNode):
         merged: dict = {}
         for base in bases:
             if not isinstance(base, str) or not base.strip():
-                raise ConfigError(filename, f"{BASE_KEY} must be the path of another config file (or a list of them), got {base!r}")
+                raise ConfigError(
+                    filename,
+                    f"{BASE_KEY} must be the path of another config file (or a list of them), got {base!r}",
+                )
             base = os.path.expanduser(base)
             if not os.path.isabs(base):
                 base = _base_path(filename, base)
@@ -142,7 +157,9 @@ class CfgNode(_FvCfgNode):
 
     def merge_from_list(self, cfg_list: Sequence[str]) -> None:
         if len(cfg_list) % 2:
-            raise ConfigError(None, f"--opts needs KEY VALUE pairs, got an odd number of items: {list(cfg_list)}")
+            raise ConfigError(
+                None, f"--opts needs KEY VALUE pairs, got an odd number of items: {list(cfg_list)}"
+            )
         items = list(cfg_list)
         for i in range(0, len(items), 2):
             items[i + 1] = self._coerce_number(items[i], items[i + 1])
@@ -150,7 +167,6 @@ class CfgNode(_FvCfgNode):
             super().merge_from_list(items)
         except (KeyError, ValueError, AssertionError, TypeError) as err:
             raise ConfigError(None, f"--opts: {one_line(err)}") from None
-
 
     def _coerce_number(self, key, value):
         """``SOLVER.BASE_LR 1`` or ``-1`` from the command line is the float key's 1.0, not a type error."""
@@ -164,7 +180,9 @@ class CfgNode(_FvCfgNode):
                 number = float(value) if isinstance(value, str) else value
             except ValueError:
                 return value
-            return float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else value
+            return (
+                float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else value
+            )
         return value
 
 
@@ -421,8 +439,12 @@ def get_cfg() -> CfgNode:
     return cfg
 
 
-def load_config(config_file: str | os.PathLike | None, opts: Sequence[str] = (), freeze: bool = True,
-                base: CfgNode | None = None) -> CfgNode:
+def load_config(
+    config_file: str | os.PathLike | None,
+    opts: Sequence[str] = (),
+    freeze: bool = True,
+    base: CfgNode | None = None,
+) -> CfgNode:
     """Defaults (or a copy of ``base``: a config stored with a model), then ``config_file`` (with its
     ``_BASE_`` chain), then ``opts``. A ``config_file`` that does not exist but names a shipped
     config (``stage2_config.yaml``, ``configs/cpu_tiny/stage1_config.yaml``) is that one."""
@@ -453,7 +475,10 @@ def _check_no_nulls(cfg: CfgNode, defaults: CfgNode, source, prefix: str = "") -
         if isinstance(default, CfgNode):
             _check_no_nulls(value, default, source, f"{prefix}{key}.")
         elif value is None and default is not None:
-            raise ConfigError(os.fspath(source) if source else None, f"{prefix}{key} is empty (null); its default is {default!r}")
+            raise ConfigError(
+                os.fspath(source) if source else None,
+                f"{prefix}{key} is empty (null); its default is {default!r}",
+            )
 
 
 def _check_values(cfg: CfgNode, source) -> None:
@@ -467,16 +492,26 @@ def _check_values(cfg: CfgNode, source) -> None:
     if cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES < 1:
         raise ConfigError(where, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES must be >= 1")
     if cfg.MODEL.BACKBONE.NAME not in ("swin", "convnext", "resnet"):
-        raise ConfigError(where, f"MODEL.BACKBONE.NAME must be swin, convnext or resnet, got {cfg.MODEL.BACKBONE.NAME!r}")
+        raise ConfigError(
+            where, f"MODEL.BACKBONE.NAME must be swin, convnext or resnet, got {cfg.MODEL.BACKBONE.NAME!r}"
+        )
     for node in ("CONVNEXT", "RESNET"):
         if len(cfg.MODEL[node].DEPTHS) != len(cfg.MODEL[node].HIDDEN_SIZES):
-            raise ConfigError(where, f"MODEL.{node}.DEPTHS and MODEL.{node}.HIDDEN_SIZES must have the same length")
+            raise ConfigError(
+                where, f"MODEL.{node}.DEPTHS and MODEL.{node}.HIDDEN_SIZES must have the same length"
+            )
     if len(cfg.MODEL.SWIN.DEPTHS) != len(cfg.MODEL.SWIN.NUM_HEADS):
         raise ConfigError(where, "MODEL.SWIN.DEPTHS and MODEL.SWIN.NUM_HEADS must have the same length")
     if cfg.INPUT.CHANNEL < -1:
-        raise ConfigError(where, f"INPUT.CHANNEL must be -1 (image as it is) or a channel index >= 0, got {cfg.INPUT.CHANNEL}")
+        raise ConfigError(
+            where,
+            f"INPUT.CHANNEL must be -1 (image as it is) or a channel index >= 0, got {cfg.INPUT.CHANNEL}",
+        )
     if cfg.INPUT.EMPTY_CROP_POLICY not in ("resample", "background"):
-        raise ConfigError(where, f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}")
+        raise ConfigError(
+            where,
+            f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}",
+        )
     if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
         raise ConfigError(where, f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
     if not 0.0 <= cfg.SYNTHETIC.REPLAY < 1.0:
@@ -484,9 +519,15 @@ def _check_values(cfg: CfgNode, source) -> None:
     if cfg.SYNTHETIC.ENABLED or cfg.SYNTHETIC.REPLAY > 0:
         _check_synthetic(cfg.SYNTHETIC, where)
     if cfg.SOLVER.LR_SCHEDULER_NAME not in ("WarmupPolyLR", "WarmupCosineLR"):
-        raise ConfigError(where, f"SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, got {cfg.SOLVER.LR_SCHEDULER_NAME!r}")
+        raise ConfigError(
+            where,
+            f"SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, got {cfg.SOLVER.LR_SCHEDULER_NAME!r}",
+        )
     if cfg.INFERENCE.INPUT_SCALE < 0:
-        raise ConfigError(where, f"INFERENCE.INPUT_SCALE must be > 0, or 0 for the scale recorded with the weights, got {cfg.INFERENCE.INPUT_SCALE}")
+        raise ConfigError(
+            where,
+            f"INFERENCE.INPUT_SCALE must be > 0, or 0 for the scale recorded with the weights, got {cfg.INFERENCE.INPUT_SCALE}",
+        )
     if cfg.MODEL.DEVICE not in ("auto", "cpu", "cuda") and not str(cfg.MODEL.DEVICE).startswith("cuda:"):
         raise ConfigError(where, f"MODEL.DEVICE must be auto, cpu or cuda, got {cfg.MODEL.DEVICE!r}")
 
@@ -503,7 +544,9 @@ def resolve_device(cfg: CfgNode) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(None, "MODEL.DEVICE is cuda but no CUDA GPU is available; use --opts MODEL.DEVICE cpu")
+        raise ConfigError(
+            None, "MODEL.DEVICE is cuda but no CUDA GPU is available; use --opts MODEL.DEVICE cpu"
+        )
     return device
 
 
@@ -514,12 +557,20 @@ def _check_synthetic(node: CfgNode, where) -> None:
     for key in ("SCALE_JITTER", "DENSITY"):
         low, high = node[key]
         if not 0 < low <= high:
-            raise ConfigError(where, f"SYNTHETIC.{key} must be two numbers 0 < low <= high, got {list(node[key])}")
+            raise ConfigError(
+                where, f"SYNTHETIC.{key} must be two numbers 0 < low <= high, got {list(node[key])}"
+            )
     if node.DENSITY[1] >= 0.9:
         raise ConfigError(where, f"SYNTHETIC.DENSITY must stay below 0.9, got {list(node.DENSITY)}")
     if not node.FIELD_SIZES or len(node.FIELD_SIZES) != len(node.FIELD_SIZE_WEIGHTS):
-        raise ConfigError(where, "SYNTHETIC.FIELD_SIZES and SYNTHETIC.FIELD_SIZE_WEIGHTS must be non-empty and of the same length")
+        raise ConfigError(
+            where,
+            "SYNTHETIC.FIELD_SIZES and SYNTHETIC.FIELD_SIZE_WEIGHTS must be non-empty and of the same length",
+        )
     if min(node.FIELD_SIZES) < 32 or min(node.FIELD_SIZE_WEIGHTS) < 0 or sum(node.FIELD_SIZE_WEIGHTS) <= 0:
-        raise ConfigError(where, "SYNTHETIC.FIELD_SIZES must be >= 32 px and FIELD_SIZE_WEIGHTS non-negative with a positive sum")
+        raise ConfigError(
+            where,
+            "SYNTHETIC.FIELD_SIZES must be >= 32 px and FIELD_SIZE_WEIGHTS non-negative with a positive sum",
+        )
     if node.BIT_DEPTH not in (8, 16):
         raise ConfigError(where, f"SYNTHETIC.BIT_DEPTH must be 8 or 16, got {node.BIT_DEPTH}")

@@ -105,16 +105,43 @@ class DemoPlan:
             return cls()
         if name == "gpu":
             # Swin-B (the shipped stage configs), 512 px crops at the reference pixel scale.
-            return cls(size=512, pixel_scale=1.0, image_size=512, queries=100, stage1_iters=300, stage2_iters=60,
-                       stage1_lr=1e-4, stage2_lr=3e-5, scratch_lr=1e-4, stage1_batch=8, stage2_batch=4, device="cuda", config_dir=".",
-                       loader_workers=8, weights="")
+            return cls(
+                size=512,
+                pixel_scale=1.0,
+                image_size=512,
+                queries=100,
+                stage1_iters=300,
+                stage2_iters=60,
+                stage1_lr=1e-4,
+                stage2_lr=3e-5,
+                scratch_lr=1e-4,
+                stage1_batch=8,
+                stage2_batch=4,
+                device="cuda",
+                config_dir=".",
+                loader_workers=8,
+                weights="",
+            )
         raise ValueError(f"unknown plan {name!r}: cpu or gpu")
 
     def quick(self) -> DemoPlan:
         size = 96 if self.config_dir != "." else 128
-        return replace(self, size=size, image_size=size, stage1_images=6, manual_images=2, heldout_images=2, stage1_iters=6,
-                       stage2_iters=4, queries=8, predict_images=1, stage1_batch=min(2, self.stage1_batch),
-                       stage2_batch=1, device="cpu", loader_workers=0)
+        return replace(
+            self,
+            size=size,
+            image_size=size,
+            stage1_images=6,
+            manual_images=2,
+            heldout_images=2,
+            stage1_iters=6,
+            stage2_iters=4,
+            queries=8,
+            predict_images=1,
+            stage1_batch=min(2, self.stage1_batch),
+            stage2_batch=1,
+            device="cpu",
+            loader_workers=0,
+        )
 
     @property
     def configs(self) -> str:
@@ -179,13 +206,32 @@ def _run(cmd: list[str], log, cwd: str | None = None) -> None:
 
 def _training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) -> list[str]:
     return [
-        "MODEL.DEVICE", plan.device,
-        "INPUT.IMAGE_SIZE", str(plan.image_size), "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size),
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries),
-        "SOLVER.MAX_ITER", str(iters), "SOLVER.BASE_LR", str(lr), "SOLVER.IMS_PER_BATCH", str(batch),
-        "SOLVER.WARMUP_ITERS", str(max(1, iters // 20)), "SOLVER.CHECKPOINT_PERIOD", str(max(1, iters // 2)),
-        "SOLVER.LOG_PERIOD", str(max(1, iters // 20)), "DATALOADER.NUM_WORKERS", str(plan.loader_workers),
-        "SEED", str(plan.seed), "OUTPUT_DIR", out,
+        "MODEL.DEVICE",
+        plan.device,
+        "INPUT.IMAGE_SIZE",
+        str(plan.image_size),
+        "MODEL.SWIN.PRETRAIN_IMG_SIZE",
+        str(plan.image_size),
+        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
+        str(plan.queries),
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.BASE_LR",
+        str(lr),
+        "SOLVER.IMS_PER_BATCH",
+        str(batch),
+        "SOLVER.WARMUP_ITERS",
+        str(max(1, iters // 20)),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(max(1, iters // 2)),
+        "SOLVER.LOG_PERIOD",
+        str(max(1, iters // 20)),
+        "DATALOADER.NUM_WORKERS",
+        str(plan.loader_workers),
+        "SEED",
+        str(plan.seed),
+        "OUTPUT_DIR",
+        out,
     ]
 
 
@@ -195,7 +241,10 @@ def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
     by_stem = {os.path.splitext(img["file_name"])[0]: img["id"] for img in truth["images"]}
     # The organizer prefixes names that clash with the manual images; its report maps them back.
     with open(os.path.join(dataset, "organize_report.json"), encoding="utf-8") as f:
-        original = {new: os.path.splitext(os.path.basename(old))[0] for old, new in json.load(f).get("renamed_images", {}).items()}
+        original = {
+            new: os.path.splitext(os.path.basename(old))[0]
+            for old, new in json.load(f).get("renamed_images", {}).items()
+        }
     anns_of: dict[int, list[dict]] = {}
     for ann in truth["annotations"]:
         anns_of.setdefault(ann["image_id"], []).append(ann)
@@ -212,9 +261,18 @@ def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
             for img in data["images"]:
                 stem = original.get(img["file_name"], os.path.splitext(img["file_name"])[0])
                 for ann in anns_of.get(by_stem[stem], []):
-                    anns.append({**ann, "id": len(anns) + 1, "image_id": img["id"], "category_id": data["categories"][0]["id"]})
+                    anns.append(
+                        {
+                            **ann,
+                            "id": len(anns) + 1,
+                            "image_id": img["id"],
+                            "category_id": data["categories"][0]["id"],
+                        }
+                    )
             data["annotations"] = anns
-        write_coco_json(os.path.join(out, "annotations", file), data["images"], data["annotations"], data["categories"])
+        write_coco_json(
+            os.path.join(out, "annotations", file), data["images"], data["annotations"], data["categories"]
+        )
     return out
 
 
@@ -228,27 +286,99 @@ def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log)
     scratch = os.path.join(output, "output_stage2_scratch")
     exact = os.path.join(output, "output_exact_labels")
     total_iters = plan.stage1_iters + plan.stage2_iters
-    replay = ["SYNTHETIC.REPLAY", str(plan.stage1_generated), "SYNTHETIC.FIELD_SIZES", f"({plan.image_size},)",
-              "SYNTHETIC.FIELD_SIZE_WEIGHTS", "(1.0,)"] if plan.stage1_generated > 0 else []
-    _run(command("myotube-train-two-stage", "--stage", "1", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS",
-                 plan.weights, *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch), *replay), log)
-    _run(command("myotube-train-two-stage", "--stage", "2", "--dataset", dataset, "--config-dir", configs, "--opts", "MODEL.WEIGHTS",
-                 os.path.join(s1, FINAL), *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)), log)
+    replay = (
+        [
+            "SYNTHETIC.REPLAY",
+            str(plan.stage1_generated),
+            "SYNTHETIC.FIELD_SIZES",
+            f"({plan.image_size},)",
+            "SYNTHETIC.FIELD_SIZE_WEIGHTS",
+            "(1.0,)",
+        ]
+        if plan.stage1_generated > 0
+        else []
+    )
+    _run(
+        command(
+            "myotube-train-two-stage",
+            "--stage",
+            "1",
+            "--dataset",
+            dataset,
+            "--config-dir",
+            configs,
+            "--opts",
+            "MODEL.WEIGHTS",
+            plan.weights,
+            *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch),
+            *replay,
+        ),
+        log,
+    )
+    _run(
+        command(
+            "myotube-train-two-stage",
+            "--stage",
+            "2",
+            "--dataset",
+            dataset,
+            "--config-dir",
+            configs,
+            "--opts",
+            "MODEL.WEIGHTS",
+            os.path.join(s1, FINAL),
+            *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch),
+        ),
+        log,
+    )
     # The comparisons get the two-stage model's whole budget: Stage 1 + Stage 2 iterations.
     models = {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2}
     if not plan.comparisons:
         return models
     if plan.weights:
-        _run(command("myotube-train", "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
-                     "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch)), log)
+        _run(
+            command(
+                "myotube-train",
+                "--config-file",
+                os.path.join(configs, "stage2_config.yaml"),
+                "--dataset",
+                dataset,
+                "MODEL.WEIGHTS",
+                plan.weights,
+                *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch),
+            ),
+            log,
+        )
         models[STAGE2_ONLY] = s2_only
-    _run(command("myotube-train", "--config-file", os.path.join(configs, "stage2_config.yaml"), "--dataset", dataset,
-                 "MODEL.WEIGHTS", "", *_training_opts(plan, scratch, total_iters, plan.scratch_lr, plan.stage1_batch)), log)
+    _run(
+        command(
+            "myotube-train",
+            "--config-file",
+            os.path.join(configs, "stage2_config.yaml"),
+            "--dataset",
+            dataset,
+            "MODEL.WEIGHTS",
+            "",
+            *_training_opts(plan, scratch, total_iters, plan.scratch_lr, plan.stage1_batch),
+        ),
+        log,
+    )
     models[SCRATCH] = scratch
     if plan.ceiling:
         exact_dataset = exact_label_dataset(dataset, pool_json, os.path.join(output, "myotube_dataset_exact"))
-        _run(command("myotube-train", "--config-file", os.path.join(configs, "stage1_config.yaml"), "--dataset", exact_dataset,
-                     "MODEL.WEIGHTS", plan.weights, *_training_opts(plan, exact, total_iters, plan.stage1_lr, plan.stage1_batch)), log)
+        _run(
+            command(
+                "myotube-train",
+                "--config-file",
+                os.path.join(configs, "stage1_config.yaml"),
+                "--dataset",
+                exact_dataset,
+                "MODEL.WEIGHTS",
+                plan.weights,
+                *_training_opts(plan, exact, total_iters, plan.stage1_lr, plan.stage1_batch),
+            ),
+            log,
+        )
         models[CEILING] = exact
     return models
 
@@ -256,13 +386,22 @@ def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log)
 def generate_fields(raw: str, plan: DemoPlan) -> tuple[str, str]:
     """The Stage 1 pool, the 'manual' fields and the held-out fields, each with exact ground truth;
     returns the manual and held-out annotation files."""
-    common = {"size": plan.size, "pixel_scale": plan.pixel_scale, "density": plan.density, "progress": False,
-              "params": generator_params(plan.generator)}
+    common = {
+        "size": plan.size,
+        "pixel_scale": plan.pixel_scale,
+        "density": plan.density,
+        "progress": False,
+        "params": generator_params(plan.generator),
+    }
     write_synthetic_dataset(os.path.join(raw, "stage1_pool"), plan.stage1_images, seed=1, **common)
     manual_json = write_synthetic_dataset(os.path.join(raw, "manual"), plan.manual_images, seed=2, **common)
-    heldout_json = write_synthetic_dataset(os.path.join(raw, "heldout"), plan.heldout_images, seed=3, **common)
-    print(f"  {plan.stage1_images} Stage 1 fields, {plan.manual_images} 'manually annotated' fields, "
-          f"{plan.heldout_images} held-out fields with ground truth ({plan.size} px)")
+    heldout_json = write_synthetic_dataset(
+        os.path.join(raw, "heldout"), plan.heldout_images, seed=3, **common
+    )
+    print(
+        f"  {plan.stage1_images} Stage 1 fields, {plan.manual_images} 'manually annotated' fields, "
+        f"{plan.heldout_images} held-out fields with ground truth ({plan.size} px)"
+    )
     return manual_json, heldout_json
 
 
@@ -270,20 +409,69 @@ def annotate_and_organize(raw: str, manual_json: str, output: str, plan: DemoPla
     """The annotator labels the Stage 1 pool; the organizer joins it with the manual fields. Returns
     the unified dataset folder."""
     annotated = os.path.join(output, "annotator_out")
-    _run(command("myotube-annotate", "--input_dir", os.path.join(raw, "stage1_pool", "images"), "--output_dir", annotated, "--resolution",
-                 str(plan.size), "--scale", str(plan.pixel_scale), "--test_fraction", "0.1", "--seed", "0", "--workers", str(workers)), log)
+    _run(
+        command(
+            "myotube-annotate",
+            "--input_dir",
+            os.path.join(raw, "stage1_pool", "images"),
+            "--output_dir",
+            annotated,
+            "--resolution",
+            str(plan.size),
+            "--scale",
+            str(plan.pixel_scale),
+            "--test_fraction",
+            "0.1",
+            "--seed",
+            "0",
+            "--workers",
+            str(workers),
+        ),
+        log,
+    )
     dataset = os.path.join(output, os.path.basename(DEFAULT_DATASET_ROOT))
-    _run(command("myotube-organize", "--algorithmic_dataset", annotated, "--manual_dataset", manual_json, "--output_dataset", dataset), log)
+    _run(
+        command(
+            "myotube-organize",
+            "--algorithmic_dataset",
+            annotated,
+            "--manual_dataset",
+            manual_json,
+            "--output_dataset",
+            dataset,
+        ),
+        log,
+    )
     return dataset
 
 
 def predict_examples(image_dir: str, output: str, plan: DemoPlan, log) -> None:
     """``myotube-predict`` with the Stage 2 model on the first held-out images, as a user would run it."""
     held_images = sorted(os.listdir(image_dir))[: plan.predict_images]
-    _run(command("myotube-predict", "--config-file", os.path.join(plan.configs, "stage2_config.yaml"),
-                 "--weights", os.path.join(output, STAGE_OUTPUT_NAMES[2], FINAL), "--input", *[os.path.join(image_dir, f) for f in held_images],
-                 "--output", os.path.join(output, "predictions"), "--no-progress", "--opts", "MODEL.DEVICE", plan.device, "INPUT.IMAGE_SIZE",
-                 str(plan.image_size), "MODEL.SWIN.PRETRAIN_IMG_SIZE", str(plan.image_size), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(plan.queries)), log)
+    _run(
+        command(
+            "myotube-predict",
+            "--config-file",
+            os.path.join(plan.configs, "stage2_config.yaml"),
+            "--weights",
+            os.path.join(output, STAGE_OUTPUT_NAMES[2], FINAL),
+            "--input",
+            *[os.path.join(image_dir, f) for f in held_images],
+            "--output",
+            os.path.join(output, "predictions"),
+            "--no-progress",
+            "--opts",
+            "MODEL.DEVICE",
+            plan.device,
+            "INPUT.IMAGE_SIZE",
+            str(plan.image_size),
+            "MODEL.SWIN.PRETRAIN_IMG_SIZE",
+            str(plan.image_size),
+            "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
+            str(plan.queries),
+        ),
+        log,
+    )
 
 
 def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
@@ -312,24 +500,44 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     step("4. evaluate on the held-out fields")
     if plan.weights and is_zoo_name(plan.weights):
         models = {BASE_ALONE: plan.weights, **models}
-    table = evaluate_on_heldout(heldout_json, os.path.join(raw, "heldout", "images"), models, plan.pixel_scale, plan.device)
+    table = evaluate_on_heldout(
+        heldout_json, os.path.join(raw, "heldout", "images"), models, plan.pixel_scale, plan.device
+    )
 
     markdown = format_table(table["results"], keys=("AP", "AP50", "AP75", "f1@0.5", "semantic_iou"))
     errors = format_error_table(table["results"])
-    atomic_write_text(os.path.join(output, "demo_results.md"), markdown + "\n\nWhere each method goes wrong (counts over the held-out fields):\n\n" + errors + "\n")
-    print(f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}\n\n{errors}", flush=True)
+    atomic_write_text(
+        os.path.join(output, "demo_results.md"),
+        markdown + "\n\nWhere each method goes wrong (counts over the held-out fields):\n\n" + errors + "\n",
+    )
+    print(
+        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}\n\n{errors}",
+        flush=True,
+    )
 
     step("5. predict two held-out images")
     predict_examples(os.path.join(raw, "heldout", "images"), output, plan, log)
-    overview = draw_overview(table, heldout_json, os.path.join(raw, "heldout", "images"), output, plan.pixel_scale, plan.device)
+    overview = draw_overview(
+        table, heldout_json, os.path.join(raw, "heldout", "images"), output, plan.pixel_scale, plan.device
+    )
 
     wall = time.perf_counter() - t_start
     names = list(timings)
-    step_times = {n: round((timings[names[i + 1]] if i + 1 < len(names) else time.perf_counter()) - timings[n], 1) for i, n in enumerate(names)}
-    summary = {"wall_seconds": round(wall, 1), "step_seconds": step_times, "plan": dict(plan.__dict__), **table}
+    step_times = {
+        n: round((timings[names[i + 1]] if i + 1 < len(names) else time.perf_counter()) - timings[n], 1)
+        for i, n in enumerate(names)
+    }
+    summary = {
+        "wall_seconds": round(wall, 1),
+        "step_seconds": step_times,
+        "plan": dict(plan.__dict__),
+        **table,
+    }
     atomic_write_json(os.path.join(output, "demo_results.json"), summary, indent=2)
     log.close()
-    print(f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}\n\n{errors}")
+    print(
+        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}\n\n{errors}"
+    )
     print(f"\nDemo finished in {wall / 60:.1f} min. Results in {output}/:")
     print("  demo_results.md / .json   the table above")
     print(f"  {os.path.basename(overview)}       held-out fields: ground truth, annotator, Stage 1, Stage 2")
@@ -338,7 +546,9 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     return summary
 
 
-def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], pixel_scale: float, device: str = "cpu") -> dict:
+def evaluate_on_heldout(
+    gt_json: str, image_dir: str, models: dict[str, str], pixel_scale: float, device: str = "cpu"
+) -> dict:
     """Annotator and each model against the held-out ground truth (same images, same metrics).
 
     The fields are crops drawn at ``pixel_scale`` of a 1500 px field; the annotator is told so,
@@ -349,7 +559,10 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], pi
     results: dict[str, dict] = {}
     annotator = InstanceEvaluator(score_threshold=0.0)  # the annotator's instances are all "sure"
     for record in records:
-        annotator.add(record_masks(record), annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)))
+        annotator.add(
+            record_masks(record),
+            annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)),
+        )
     results["Classical annotator"] = annotator.summarize()
     for name, source in models.items():
         # A training's model_final.pth or a named model: either carries the config it was trained with.
@@ -364,17 +577,26 @@ def evaluate_on_heldout(gt_json: str, image_dir: str, models: dict[str, str], pi
     return {"results": results, "score_threshold": threshold}
 
 
-def draw_overview(table: dict, gt_json: str, image_dir: str, output: str, pixel_scale: float, device: str = "cpu", n_images: int = 2) -> str:
+def draw_overview(
+    table: dict,
+    gt_json: str,
+    image_dir: str,
+    output: str,
+    pixel_scale: float,
+    device: str = "cpu",
+    n_images: int = 2,
+) -> str:
     """Held-out fields side by side: image, ground truth, annotator, Stage 1, Stage 2."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     records = load_coco_instances(gt_json, image_dir)[:n_images]
     columns = ["image", "ground truth", "annotator", "Stage 1", "Stage 2"]
-    fig, axes = plt.subplots(len(records), len(columns), figsize=(3 * len(columns), 3 * len(records)), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(
+        len(records), len(columns), figsize=(3 * len(columns), 3 * len(records)), dpi=110, squeeze=False
+    )
     predictors = {}
     for col, sub in (("Stage 1", STAGE_OUTPUT_NAMES[1]), ("Stage 2", STAGE_OUTPUT_NAMES[2])):
         weights = os.path.join(output, sub, FINAL)
@@ -411,15 +633,34 @@ def _colour_instances(rgb: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mask2former.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mask2former.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_version_argument(parser)
-    parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes (replaced)")
-    parser.add_argument("--plan", choices=("cpu", "gpu"), default="cpu",
-                        help="cpu: the tiny model on 2 cores; gpu: the real Swin-B architecture on one GPU (random init unless --set weights=DIR)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run of every step, seconds not minutes)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="annotator processes")
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a field of the plan, e.g. --set stage1_iters=500 seed=1")
+    parser.add_argument(
+        "--output", default="demo_output", help="folder for everything the demo writes (replaced)"
+    )
+    parser.add_argument(
+        "--plan",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu: the tiny model on 2 cores; gpu: the real Swin-B architecture on one GPU (random init unless --set weights=DIR)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes (a smoke run of every step, seconds not minutes)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="annotator processes"
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of the plan, e.g. --set stage1_iters=500 seed=1",
+    )
     args = parser.parse_args(argv)
     plan = DemoPlan.named(args.plan)
     if args.quick:

@@ -13,11 +13,27 @@ from .data.catalog import ANNOTATION_FILES, OPTIONAL_SPLITS, dataset_paths
 from .data.coco import Finding, dataset_statistics, validate_coco
 from .errors import DatasetError
 
-PACKAGES = ("torch", "transformers", "pycocotools", "numpy", "opencv-python-headless", "scikit-image", "scipy", "tifffile", "fvcore", "skan")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "pycocotools",
+    "numpy",
+    "opencv-python-headless",
+    "scikit-image",
+    "scipy",
+    "tifffile",
+    "fvcore",
+    "skan",
+)
 
 
 # Which stage's config (and so which INPUT.CHANNEL) reads each split.
-SPLIT_STAGE = {"myotube_algorithmic_train": 1, "myotube_algorithmic_test": 1, "myotube_manual_train": 2, "myotube_manual_test": 2}
+SPLIT_STAGE = {
+    "myotube_algorithmic_train": 1,
+    "myotube_algorithmic_test": 1,
+    "myotube_manual_train": 2,
+    "myotube_manual_test": 2,
+}
 
 
 def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ()) -> dict[str, Any]:
@@ -26,11 +42,18 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
     ``opts`` are the KEY VALUE overrides training will get (e.g. ``INPUT.CHANNEL 1``): images
     are validated the way the stage that uses them will read them.
     """
-    report: dict[str, Any] = {"dataset": os.path.abspath(dataset_root), "splits": {}, "findings": [], "next_steps": []}
+    report: dict[str, Any] = {
+        "dataset": os.path.abspath(dataset_root),
+        "splits": {},
+        "findings": [],
+        "next_steps": [],
+    }
     configs = _stage_configs(config_dir, opts)
     ready = True
     if not os.path.isdir(dataset_root):
-        report["findings"].append({"level": "error", "file": dataset_root, "message": "dataset folder not found"})
+        report["findings"].append(
+            {"level": "error", "file": dataset_root, "message": "dataset folder not found"}
+        )
         report["next_steps"].append(
             "Create the unified dataset: python organize_unified_dataset.py --algorithmic_dataset ANNOTATOR_OUT "
             f"--manual_dataset MANUAL --output_dataset {dataset_root}"
@@ -42,23 +65,33 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
             report["splits"][name] = split
             if not split["present"]:
                 if name not in OPTIONAL_SPLITS:
-                    report["findings"].append({"level": "error", "file": json_file, "message": "annotation file missing"})
-                    report["next_steps"].append(f"Add annotations/{ANNOTATION_FILES[name]} (organize_unified_dataset.py writes it)")
+                    report["findings"].append(
+                        {"level": "error", "file": json_file, "message": "annotation file missing"}
+                    )
+                    report["next_steps"].append(
+                        f"Add annotations/{ANNOTATION_FILES[name]} (organize_unified_dataset.py writes it)"
+                    )
                     ready = False
                 continue
             cfg = configs[SPLIT_STAGE[name]]
             channel = cfg.INPUT.CHANNEL if not isinstance(cfg, Exception) else -1
             z_project = cfg.INPUT.Z_PROJECT if not isinstance(cfg, Exception) else False
-            findings: list[Finding] = validate_coco(json_file, image_root, channel=channel, z_project=z_project)
+            findings: list[Finding] = validate_coco(
+                json_file, image_root, channel=channel, z_project=z_project
+            )
             try:
                 split.update(dataset_statistics(json_file))
             except DatasetError:  # the findings already say why
                 pass
             for f in findings:
-                report["findings"].append({"level": f.level, "file": f.file, "message": f.message, "split": name})
+                report["findings"].append(
+                    {"level": f.level, "file": f.file, "message": f.message, "split": name}
+                )
             if any(f.level == "error" for f in findings):
                 ready = False
-                report["next_steps"].append(f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py (myotube-organize)")
+                report["next_steps"].append(
+                    f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py (myotube-organize)"
+                )
 
     report["environment"] = _environment()
     report["weights"] = _weights_status(config_dir, configs)
@@ -81,7 +114,11 @@ def _environment() -> dict[str, Any]:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }
     try:
         import torch
 
@@ -91,7 +128,10 @@ def _environment() -> dict[str, Any]:
             "cuda_available": cuda,
             "cuda_version": torch.version.cuda,
             "gpus": [
-                {"name": torch.cuda.get_device_name(i), "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
+                {
+                    "name": torch.cuda.get_device_name(i),
+                    "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
+                }
                 for i in range(torch.cuda.device_count())
             ]
             if cuda
@@ -139,13 +179,17 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {'split':<28}{'images':>8}{'instances':>11}{'  per image min/median/max'}")
         for name, split in report["splits"].items():
             if not split["present"]:
-                lines.append(f"  {name:<28}{'-':>8}{'-':>11}  (missing{', optional' if name in OPTIONAL_SPLITS else ''})")
+                lines.append(
+                    f"  {name:<28}{'-':>8}{'-':>11}  (missing{', optional' if name in OPTIONAL_SPLITS else ''})"
+                )
                 continue
             if "images" not in split:
                 lines.append(f"  {name:<28}{'?':>8}{'?':>11}  (unreadable)")
                 continue
             ipi = split["instances_per_image"]
-            lines.append(f"  {name:<28}{split['images']:>8}{split['instances']:>11}  {ipi['min']}/{ipi['median']:g}/{ipi['max']}")
+            lines.append(
+                f"  {name:<28}{split['images']:>8}{split['instances']:>11}  {ipi['min']}/{ipi['median']:g}/{ipi['max']}"
+            )
     errors = [f for f in report["findings"] if f["level"] == "error"]
     warnings = [f for f in report["findings"] if f["level"] == "warning"]
     lines.append(f"Validation: {len(errors)} errors, {len(warnings)} warnings")
@@ -158,10 +202,15 @@ def format_report(report: dict[str, Any]) -> str:
     env = report["environment"]
     torch_info = env["torch"]
     gpus = ", ".join(f"{g['name']} ({g['memory_gb']} GB)" for g in torch_info.get("gpus", [])) or "none"
-    lines.append(f"Environment: Python {env['python']}, torch {torch_info.get('version')}, CUDA {'yes' if torch_info['cuda_available'] else 'no'}, GPUs: {gpus}, detectron2 {'yes' if env['detectron2'] else 'no'}")
+    lines.append(
+        f"Environment: Python {env['python']}, torch {torch_info.get('version')}, CUDA {'yes' if torch_info['cuda_available'] else 'no'}, GPUs: {gpus}, detectron2 {'yes' if env['detectron2'] else 'no'}"
+    )
     lines.append("  " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in env["packages"].items()))
     for stage, w in report["weights"].items():
-        lines.append(f"Weights {stage}: {w.get('weights', '')!r} → {w['status']}" + (f" ({w['hint']})" if w.get("hint") and w["status"] != "ok" else ""))
+        lines.append(
+            f"Weights {stage}: {w.get('weights', '')!r} → {w['status']}"
+            + (f" ({w['hint']})" if w.get("hint") and w["status"] != "ok" else "")
+        )
     if report["next_steps"]:
         lines.append("Next steps:")
         lines.extend(f"  - {s}" for s in dict.fromkeys(report["next_steps"]))

@@ -81,7 +81,14 @@ def write_synthetic_dataset(
         iterator = tqdm(iterator, desc="synthetic fields", unit="img", file=sys.stderr)
     annotate = _field_annotator(pixel_scale) if unified and algorithmic == "annotator" else None
     for i in iterator:
-        f = generate_field(size, rng=np.random.default_rng(children[i]), density=densities[i], bit_depth=bit_depth, pixel_scale=pixel_scale, params=params)
+        f = generate_field(
+            size,
+            rng=np.random.default_rng(children[i]),
+            density=densities[i],
+            bit_depth=bit_depth,
+            pixel_scale=pixel_scale,
+            params=params,
+        )
         entry = _write_field_images(out_dir, i, f, write_dapi)
         algo = annotate(f.image) if annotate is not None else f.masks
         records.append((entry, f.masks, algo))

@@ -61,7 +61,9 @@ SWIN_TINY = ("MODEL.BACKBONE.NAME", "swin")
 
 
 def tiny_cfg(*opts, stage: int = 1, freeze: bool = True):
-    return load_config(TINY_STAGE1 if stage == 1 else TINY_STAGE2, [str(o) for o in (*UNIT_DEFAULTS, *opts)], freeze=freeze)
+    return load_config(
+        TINY_STAGE1 if stage == 1 else TINY_STAGE2, [str(o) for o in (*UNIT_DEFAULTS, *opts)], freeze=freeze
+    )
 
 
 def save_tiny_checkpoint(path, seed: int = 0, opts: tuple = (), input_scale: dict | None = None) -> str:
@@ -74,7 +76,11 @@ def save_tiny_checkpoint(path, seed: int = 0, opts: tuple = (), input_scale: dic
 
     cfg = load_config(TINY_STAGE2, [str(o) for o in (*UNIT_DEFAULTS, *opts)])
     torch.manual_seed(seed)
-    state = {"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"], "cfg": cfg.dump()}
+    state = {
+        "model": build_model(cfg, ["myotube"]).state_dict(),
+        "class_names": ["myotube"],
+        "cfg": cfg.dump(),
+    }
     if input_scale is not None:
         state["input_scale"] = input_scale
     torch.save(state, path)
@@ -86,7 +92,9 @@ def save_tiny_model(path: Path, queries: int = 16, with_config: bool = True) -> 
 
     from mask2former.modeling.build import build_model
 
-    cfg = load_config(TINY_STAGE2, ["MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(queries)])
+    cfg = load_config(
+        TINY_STAGE2, ["MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(queries)]
+    )
     torch.manual_seed(0)
     state = {"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"]}
     if with_config:
@@ -165,13 +173,22 @@ def make_coco_dataset(
             images.append({"id": i + 1, "file_name": fname, "height": size, "width": size})
             for m in masks:
                 if use_polygons:
-                    contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                    contours, _ = cv2.findContours(
+                        m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+                    )
                     segm = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
                 else:
                     segm = mask_to_rle(m)
                 annotations.append(
-                    {"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "segmentation": segm,
-                     "bbox": bbox_of_mask(m), "area": float(m.sum()), "iscrowd": 0}
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": i + 1,
+                        "category_id": 1,
+                        "segmentation": segm,
+                        "bbox": bbox_of_mask(m),
+                        "area": float(m.sum()),
+                        "iscrowd": 0,
+                    }
                 )
             per_image.append(masks)
         write_coco_json(os.path.join(root, "annotations", json_name), images, annotations)
@@ -179,7 +196,9 @@ def make_coco_dataset(
     return truth
 
 
-def make_unified_dataset(root: str, size: int = 96, n_train: int = 4, n_test: int = 2, n_manual: int = 2, seed: int = 0) -> str:
+def make_unified_dataset(
+    root: str, size: int = 96, n_train: int = 4, n_test: int = 2, n_manual: int = 2, seed: int = 0
+) -> str:
     make_coco_dataset(
         root,
         {
@@ -318,18 +337,39 @@ def write_cvat(folder: str, scene_: dict, subsets: dict[str, str] | None = None)
         if subsets:
             attrs["subset"] = subsets[name]
         img = ET.SubElement(root, "image", attrs)
-        ET.SubElement(img, "box", {"label": "myotube", "xtl": "1", "ytl": "1", "xbr": "9", "ybr": "9", "z_order": "0"})
+        ET.SubElement(
+            img, "box", {"label": "myotube", "xtl": "1", "ytl": "1", "xbr": "9", "ybr": "9", "z_order": "0"}
+        )
         for kind, shape in shapes:
             if kind == "polygon":
                 points = ";".join(f"{shape[k]:.2f},{shape[k + 1]:.2f}" for k in range(0, len(shape), 2))
-                ET.SubElement(img, "polygon", {"label": "myotube", "source": "manual", "occluded": "0", "points": points, "z_order": "0"})
+                ET.SubElement(
+                    img,
+                    "polygon",
+                    {
+                        "label": "myotube",
+                        "source": "manual",
+                        "occluded": "0",
+                        "points": points,
+                        "z_order": "0",
+                    },
+                )
             else:
                 x0, y0, x1, y1 = mask_box(shape)
                 ET.SubElement(
                     img,
                     "mask",
-                    {"label": "myotube", "source": "manual", "occluded": "0", "rle": cvat_rle(shape), "left": str(x0), "top": str(y0),
-                     "width": str(x1 - x0 + 1), "height": str(y1 - y0 + 1), "z_order": "0"},
+                    {
+                        "label": "myotube",
+                        "source": "manual",
+                        "occluded": "0",
+                        "rle": cvat_rle(shape),
+                        "left": str(x0),
+                        "top": str(y0),
+                        "width": str(x1 - x0 + 1),
+                        "height": str(y1 - y0 + 1),
+                        "z_order": "0",
+                    },
                 )
     path = os.path.join(folder, "annotations.xml")
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
@@ -340,8 +380,14 @@ def labelme_mask_shape(mask: np.ndarray, label: str = "myotube") -> dict:
     x0, y0, x1, y1 = mask_box(mask)
     ok, png = cv2.imencode(".png", mask[y0 : y1 + 1, x0 : x1 + 1].astype(np.uint8) * 255)
     assert ok
-    return {"label": label, "points": [[x0, y0], [x1, y1]], "group_id": None, "shape_type": "mask", "flags": {},
-            "mask": base64.b64encode(png.tobytes()).decode("ascii")}
+    return {
+        "label": label,
+        "points": [[x0, y0], [x1, y1]],
+        "group_id": None,
+        "shape_type": "mask",
+        "flags": {},
+        "mask": base64.b64encode(png.tobytes()).decode("ascii"),
+    }
 
 
 def write_labelme(folder: str, scene_: dict, embed_images: bool = False) -> str:
@@ -353,16 +399,40 @@ def write_labelme(folder: str, scene_: dict, embed_images: bool = False) -> str:
         for kind, shape in shapes:
             if kind == "polygon":
                 points = [[shape[k], shape[k + 1]] for k in range(0, len(shape), 2)]
-                entries.append({"label": "myotube", "points": points, "group_id": None, "shape_type": "polygon", "flags": {}})
+                entries.append(
+                    {
+                        "label": "myotube",
+                        "points": points,
+                        "group_id": None,
+                        "shape_type": "polygon",
+                        "flags": {},
+                    }
+                )
             else:
                 entries.append(labelme_mask_shape(shape))
-        entries.append({"label": "myotube", "points": [[1, 1], [6, 6]], "group_id": None, "shape_type": "rectangle", "flags": {}})
+        entries.append(
+            {
+                "label": "myotube",
+                "points": [[1, 1], [6, 6]],
+                "group_id": None,
+                "shape_type": "rectangle",
+                "flags": {},
+            }
+        )
         image_data = None
         if embed_images:
             with open(image_path, "rb") as f:
                 image_data = base64.b64encode(f.read()).decode("ascii")
             os.remove(image_path)
-        doc = {"version": "5.4.1", "flags": {}, "shapes": entries, "imagePath": name, "imageData": image_data, "imageHeight": H, "imageWidth": W}
+        doc = {
+            "version": "5.4.1",
+            "flags": {},
+            "shapes": entries,
+            "imagePath": name,
+            "imageData": image_data,
+            "imageHeight": H,
+            "imageWidth": W,
+        }
         with open(os.path.join(folder, os.path.splitext(name)[0] + ".json"), "w") as f:
             json.dump(doc, f)
     return folder
@@ -377,20 +447,46 @@ def write_via(folder: str, scene_: dict, project: bool = True, attribute: str | 
         for kind, shape in shapes:
             assert kind == "polygon", "VIA has no masks"
             regions.append(
-                {"shape_attributes": {"name": "polygon", "all_points_x": shape[0::2], "all_points_y": shape[1::2]},
-                 "region_attributes": {attribute: "myotube"} if attribute else {}}
+                {
+                    "shape_attributes": {
+                        "name": "polygon",
+                        "all_points_x": shape[0::2],
+                        "all_points_y": shape[1::2],
+                    },
+                    "region_attributes": {attribute: "myotube"} if attribute else {},
+                }
             )
-        regions.append({"shape_attributes": {"name": "rect", "x": 1, "y": 1, "width": 5, "height": 5}, "region_attributes": {}})
+        regions.append(
+            {
+                "shape_attributes": {"name": "rect", "x": 1, "y": 1, "width": 5, "height": 5},
+                "region_attributes": {},
+            }
+        )
         size = os.path.getsize(os.path.join(folder, name))
-        metadata[f"{name}{size}"] = {"filename": name, "size": size, "regions": regions, "file_attributes": {}}
-    doc = {"_via_settings": {"core": {"default_filepath": ""}}, "_via_img_metadata": metadata, "_via_attributes": {}} if project else metadata
+        metadata[f"{name}{size}"] = {
+            "filename": name,
+            "size": size,
+            "regions": regions,
+            "file_attributes": {},
+        }
+    doc = (
+        {
+            "_via_settings": {"core": {"default_filepath": ""}},
+            "_via_img_metadata": metadata,
+            "_via_attributes": {},
+        }
+        if project
+        else metadata
+    )
     path = os.path.join(folder, "via_project.json")
     with open(path, "w") as f:
         json.dump(doc, f)
     return path
 
 
-def write_cvat_coco(folder: str, scene_: dict, json_name: str = "instances_default.json", seed: int = 0) -> str:
+def write_cvat_coco(
+    folder: str, scene_: dict, json_name: str = "instances_default.json", seed: int = 0
+) -> str:
     """CVAT's "COCO 1.0" export: annotations/instances_<subset>.json + images/, masks as iscrowd=1 RLE."""
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
     os.makedirs(os.path.join(folder, "annotations"), exist_ok=True)
@@ -401,11 +497,36 @@ def write_cvat_coco(folder: str, scene_: dict, json_name: str = "instances_defau
         for kind, shape in shapes:
             mask = rasterise(shape) if kind == "polygon" else shape
             segm = [shape] if kind == "polygon" else coco_uncompressed_rle(shape)
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "segmentation": segm,
-                                "area": float(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0 if kind == "polygon" else 1, "attributes": {}})
-        annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "segmentation": [], "area": 25.0,
-                            "bbox": [1, 1, 5, 5], "iscrowd": 0})
-    doc = {"licenses": [], "info": {}, "categories": [{"id": 1, "name": "myotube", "supercategory": ""}], "images": images, "annotations": annotations}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": 1,
+                    "segmentation": segm,
+                    "area": float(mask.sum()),
+                    "bbox": [0, 0, 1, 1],
+                    "iscrowd": 0 if kind == "polygon" else 1,
+                    "attributes": {},
+                }
+            )
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": i,
+                "category_id": 1,
+                "segmentation": [],
+                "area": 25.0,
+                "bbox": [1, 1, 5, 5],
+                "iscrowd": 0,
+            }
+        )
+    doc = {
+        "licenses": [],
+        "info": {},
+        "categories": [{"id": 1, "name": "myotube", "supercategory": ""}],
+        "images": images,
+        "annotations": annotations,
+    }
     path = os.path.join(folder, "annotations", json_name)
     with open(path, "w") as f:
         json.dump(doc, f)
@@ -416,7 +537,13 @@ def write_cvat_coco(folder: str, scene_: dict, json_name: str = "instances_defau
 
 
 # The environment of a script run in a subprocess: offline, one thread, unbuffered output, matplotlib on Agg.
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+    "MPLBACKEND": "Agg",
+}
 
 
 # The root scripts as modules, for tests that call their ``main(argv)`` in process.
@@ -433,9 +560,16 @@ def text(stream: bytes) -> str:
     return stream.decode("utf-8", errors="backslashreplace")
 
 
-def run(script: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], cwd=cwd, env=env or ENV, capture_output=True,
-                          timeout=timeout)
+def run(
+    script: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, script), *args],
+        cwd=cwd,
+        env=env or ENV,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def one_line_error(out: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -450,8 +584,24 @@ def one_line_error(out: subprocess.CompletedProcess, *fragments: str) -> str:
 
 
 def predict(weights, inputs, output, *extra, cwd):
-    return run("predict.py", "--config-file", TINY_STAGE2, "--weights", str(weights), "--input", str(inputs), "--output", str(output),
-               "--device", "cpu", "--no-progress", "--score-threshold", "0", *extra, cwd=cwd)
+    return run(
+        "predict.py",
+        "--config-file",
+        TINY_STAGE2,
+        "--weights",
+        str(weights),
+        "--input",
+        str(inputs),
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--score-threshold",
+        "0",
+        *extra,
+        cwd=cwd,
+    )
 
 
 # --------------------------------------------------------------------------- files and outputs
@@ -485,7 +635,7 @@ def without_column(path: Path, column: str = "seconds") -> list[list[str]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     k = rows[0].index(column)
-    return [row[:k] + row[k + 1:] for row in rows]
+    return [row[:k] + row[k + 1 :] for row in rows]
 
 
 def assert_same_predictions(out: Path, reference: Path) -> None:
@@ -511,7 +661,9 @@ def output_masks(json_file: str) -> dict[str, np.ndarray]:
             mask = segmentation_to_mask(a["segmentation"], img["height"], img["width"])
             assert a["area"] == pytest.approx(mask.sum())
         masks = [segmentation_to_mask(a["segmentation"], img["height"], img["width"]) for a in anns]
-        out[img["original_file_name"]] = np.stack(masks) if masks else np.zeros((0, img["height"], img["width"]), bool)
+        out[img["original_file_name"]] = (
+            np.stack(masks) if masks else np.zeros((0, img["height"], img["width"]), bool)
+        )
     return out
 
 
@@ -531,7 +683,8 @@ def assert_same_instances(truth: np.ndarray, got: np.ndarray, min_iou: float = 0
 # "10 000" (a thin-spaced thousand) is one number; a leading minus sign belongs to it, and so does an
 # exponent ("2e-4"). A number inside a word or a name ("10th", "AP50", "F1@0.5", "SHA-256") is not one.
 NUMBER = re.compile(
-    r"(?<![\w.@])(?<![A-Za-z]-)[-−]?(?:\d{1,3}(?: \d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:e[-−]?\d+)?)(?![\w@]|\.\d)")
+    r"(?<![\w.@])(?<![A-Za-z]-)[-−]?(?:\d{1,3}(?: \d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:e[-−]?\d+)?)(?![\w@]|\.\d)"
+)
 
 
 def json_numbers(paths: list[str]) -> list[float]:

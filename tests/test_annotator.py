@@ -54,7 +54,9 @@ def test_two_crossing_tubes_become_two_overlapping_instances(angle):
     d2 = np.array([np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))])
     pt = lambda v: tuple(int(round(x)) for x in v)  # noqa: E731
     image, truth = tubes_on_background(
-        256, [(pt(c - half * d1), pt(c + half * d1), 14, 90), (pt(c - half * d2), pt(c + half * d2), 12, 80)], seed=angle
+        256,
+        [(pt(c - half * d1), pt(c + half * d1), 14, 90), (pt(c - half * d2), pt(c + half * d2), 12, 80)],
+        seed=angle,
     )
     masks = annotate_image(image, CROP)
     assert masks.dtype == bool and masks.shape[1:] == image.shape
@@ -68,11 +70,15 @@ def test_two_crossing_tubes_become_two_overlapping_instances(angle):
 
 
 def test_tube_ending_against_another_is_a_separate_myotube_and_a_shallow_branch_is_not():
-    image, truth = tubes_on_background(256, [((20, 100), (236, 100), 14, 90), ((128, 107), (128, 240), 12, 80)], seed=3)
+    image, truth = tubes_on_background(
+        256, [((20, 100), (236, 100), 14, 90), ((128, 107), (128, 240), 12, 80)], seed=3
+    )
     masks = annotate_image(image, CROP)
     assert len(masks) == 2 and sorted(matched(masks, truth)) == [0, 1]
     branch_end = (240, 128 - int(112 * np.tan(np.deg2rad(22))))
-    image, _ = tubes_on_background(256, [((10, 128), (246, 128), 14, 90), ((128, 128), branch_end, 10, 80)], seed=4)
+    image, _ = tubes_on_background(
+        256, [((10, 128), (246, 128), 14, 90), ((128, 128), branch_end, 10, 80)], seed=4
+    )
     assert len(annotate_image(image, CROP)) == 1
 
 
@@ -141,7 +147,9 @@ def snapshot(folder) -> dict:
 def test_folder_output_loads_and_validates(tmp_path):
     raw = tmp_path / "raw"
     write_raw_folder(raw, n=4)
-    summary = annotate_folder(raw, tmp_path / "out", resolution=160, test_fraction=0.25, seed=1, workers=1, progress=False)
+    summary = annotate_folder(
+        raw, tmp_path / "out", resolution=160, test_fraction=0.25, seed=1, workers=1, progress=False
+    )
     assert summary.ok and summary.annotated == 4 and summary.instances > 0
     assert summary.train_images == 3 and summary.test_images == 1
     images = tmp_path / "out" / "images"
@@ -179,7 +187,19 @@ def test_bad_files_are_reported_others_processed_inputs_untouched(tmp_path, caps
     (raw / "readme.txt").write_text("ignored: not an image extension\n", encoding="utf-8")
     before = snapshot(raw)
 
-    code = main(["--input_dir", str(raw), "--output_dir", str(tmp_path / "out"), "--resolution", "160", "--workers", "2", "--no-progress"])
+    code = main(
+        [
+            "--input_dir",
+            str(raw),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--resolution",
+            "160",
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == 1
     out = capsys.readouterr().out
     assert "Annotated 2/4 images" in out
@@ -188,14 +208,23 @@ def test_bad_files_are_reported_others_processed_inputs_untouched(tmp_path, caps
     assert any("truncated.png: " in line and "truncated" in line.split(": ", 1)[1] for line in failures)
     assert any("notes.tif: " in line and "TIFF" in line for line in failures)
     assert sorted(os.listdir(tmp_path / "out" / "images")) == ["field0_myosin.png", "field1_myosin.png"]
-    records = load_coco_instances(tmp_path / "out" / "annotations" / "train_annotations.json", tmp_path / "out" / "images")
-    records += load_coco_instances(tmp_path / "out" / "annotations" / "test_annotations.json", tmp_path / "out" / "images")
+    records = load_coco_instances(
+        tmp_path / "out" / "annotations" / "train_annotations.json", tmp_path / "out" / "images"
+    )
+    records += load_coco_instances(
+        tmp_path / "out" / "annotations" / "test_annotations.json", tmp_path / "out" / "images"
+    )
     assert len(records) == 2
     assert snapshot(raw) == before  # bytes and modification times unchanged
     with open(tmp_path / "out" / "annotation_summary.json", encoding="utf-8") as f:
         assert len(json.load(f)["failed"]) == 2
     # No temporary files left behind.
-    leftovers = [n for root, _, files in os.walk(tmp_path / "out") for n in files if n.endswith(".tmp") or n.startswith(".")]
+    leftovers = [
+        n
+        for root, _, files in os.walk(tmp_path / "out")
+        for n in files
+        if n.endswith(".tmp") or n.startswith(".")
+    ]
     assert leftovers == []
 
 
@@ -209,7 +238,9 @@ def test_tiff_channels_z_stacks_and_sixteen_bit(tmp_path):
     zstack[0, 0] = f.image // 4
     zstack[:, 1] = f.nuclei_image
     tifffile.imwrite(raw / "stack_myosin.tif", zstack, imagej=True, metadata={"axes": "ZCYX"})
-    summary = annotate_folder(raw, tmp_path / "out", resolution=180, test_fraction=0.0, channel=0, workers=1, progress=False)
+    summary = annotate_folder(
+        raw, tmp_path / "out", resolution=180, test_fraction=0.0, channel=0, workers=1, progress=False
+    )
     assert summary.ok and summary.instances > 0 and summary.test_images == 0
     # Every channel is kept (so INPUT.CHANNEL 0 picks the same channel in training), Z max-projected.
     written = tifffile.imread(tmp_path / "out" / "images" / "stack_myosin.tif")
@@ -217,8 +248,13 @@ def test_tiff_channels_z_stacks_and_sixteen_bit(tmp_path):
     assert np.array_equal(written[0], f.image) and np.array_equal(written[1], f.nuclei_image)
     assert not os.path.exists(tmp_path / "out" / "annotations" / "test_annotations.json")
     direct = annotate_image(f.image)
-    written_masks = record_masks(load_coco_instances(tmp_path / "out" / "annotations" / "train_annotations.json", tmp_path / "out" / "images",
-                                                     channel=0)[0])
+    written_masks = record_masks(
+        load_coco_instances(
+            tmp_path / "out" / "annotations" / "train_annotations.json",
+            tmp_path / "out" / "images",
+            channel=0,
+        )[0]
+    )
     assert np.array_equal(written_masks, direct)
 
 
@@ -244,9 +280,22 @@ def test_root_script_runs_as_a_file(tmp_path):
     raw = tmp_path / "raw"
     write_raw_folder(raw, n=2, size=128)
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"), "--input_dir", str(raw),
-         "--output_dir", str(tmp_path / "out"), "--resolution", "128", "--workers", "1", "--no-progress"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"),
+            "--input_dir",
+            str(raw),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--resolution",
+            "128",
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "Annotated 2/2 images" in result.stdout
@@ -278,16 +327,47 @@ def test_scale_from_the_pixel_size_makes_two_magnifications_agree(tmp_path, caps
     raw = tmp_path / "raw"
     raw.mkdir()
     f = generate_field(320, seed=2, density="sparse")
-    tifffile.imwrite(raw / "fine.ome.tif", f.image, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    tifffile.imwrite(
+        raw / "fine.ome.tif",
+        f.image,
+        ome=True,
+        metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+    )
     coarse = cv2.resize(f.image, (160, 160), interpolation=cv2.INTER_AREA)
-    tifffile.imwrite(raw / "coarse.ome.tif", coarse, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 1.0, "PhysicalSizeY": 1.0})
+    tifffile.imwrite(
+        raw / "coarse.ome.tif",
+        coarse,
+        ome=True,
+        metadata={"axes": "YX", "PhysicalSizeX": 1.0, "PhysicalSizeY": 1.0},
+    )
     # Written at 160 px: 1.0 um per pixel for both; a reference pixel of 0.5 um gives scale 0.5.
-    assert main(["--input_dir", str(raw), "--output_dir", str(tmp_path / "out"), "--resolution", "160", "--test_fraction", "0",
-                 "--reference-pixel-size", "0.5", "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--input_dir",
+                str(raw),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--resolution",
+                "160",
+                "--test_fraction",
+                "0",
+                "--reference-pixel-size",
+                "0.5",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "out" / "annotation_summary.json").read_text())
     assert summary["scale_per_image"] == {"fine.ome.png": 0.5, "coarse.ome.png": 0.5}
     coco = json.loads((tmp_path / "out" / "annotations" / "train_annotations.json").read_text())
-    assert {e["file_name"]: e["pixel_size_um"] for e in coco["images"]} == {"fine.ome.png": 1.0, "coarse.ome.png": 1.0}
+    assert {e["file_name"]: e["pixel_size_um"] for e in coco["images"]} == {
+        "fine.ome.png": 1.0,
+        "coarse.ome.png": 1.0,
+    }
     counts = summary["instances_per_image"]
     assert counts["fine.ome.png"] == counts["coarse.ome.png"] > 0
 
@@ -295,10 +375,34 @@ def test_scale_from_the_pixel_size_makes_two_magnifications_agree(tmp_path, caps
     png = tmp_path / "png"
     png.mkdir()
     cv2.imwrite(str(png / "field.png"), coarse)
-    args = ["--input_dir", str(png), "--resolution", "160", "--reference-pixel-size", "0.5", "--workers", "1", "--no-progress"]
+    args = [
+        "--input_dir",
+        str(png),
+        "--resolution",
+        "160",
+        "--reference-pixel-size",
+        "0.5",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     assert main([*args, "--output_dir", str(tmp_path / "o1")]) == 1
     err = capsys.readouterr()
     assert "field.png" in err.out + err.err and "--pixel-size" in err.out + err.err
     assert main([*args, "--output_dir", str(tmp_path / "o2"), "--pixel-size", "1.0"]) == 0
-    assert main(["--input_dir", str(png), "--output_dir", str(tmp_path / "o3"), "--scale", "1", "--reference-pixel-size", "0.5"]) == 1
+    assert (
+        main(
+            [
+                "--input_dir",
+                str(png),
+                "--output_dir",
+                str(tmp_path / "o3"),
+                "--scale",
+                "1",
+                "--reference-pixel-size",
+                "0.5",
+            ]
+        )
+        == 1
+    )
     assert "give one" in capsys.readouterr().err

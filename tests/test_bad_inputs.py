@@ -24,10 +24,15 @@ SIZE = 48
 
 
 def run_script(script: str, *args: str, cwd: Path, extra_env: dict | None = None, timeout: int = 300):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", **(extra_env or {}))
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", **(extra_env or {})
+    )
     return subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, script), *args],
-        cwd=cwd, env=env, capture_output=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        timeout=timeout,
     )
 
 
@@ -222,14 +227,18 @@ def broken_setup(base_dataset, tmp_path_factory):
     shutil.copytree(base_dataset, root)
     data = load_json(root)
     size_mismatch_image = data["images"][PLACEMENT[size_mismatch]["image"]]["id"]
-    free_annotations = iter(i for i, a in enumerate(data["annotations"]) if a["image_id"] != size_mismatch_image)
+    free_annotations = iter(
+        i for i, a in enumerate(data["annotations"]) if a["image_id"] != size_mismatch_image
+    )
     expected = {}
     for problem, where in PLACEMENT.items():
         kwargs = where or {"ann": next(free_annotations)}
         expected[problem.__name__] = problem(root, **kwargs)
     before = snapshot(root)
     # A strict UTF-8 stdout, as on a desktop UTF-8 locale: unprintable names must not crash it.
-    out = run_script("setup_two_stage.py", "--dataset", str(root), cwd=work, extra_env={"PYTHONIOENCODING": "utf-8:strict"})
+    out = run_script(
+        "setup_two_stage.py", "--dataset", str(root), cwd=work, extra_env={"PYTHONIOENCODING": "utf-8:strict"}
+    )
     return {"out": out, "expected": expected, "unchanged": snapshot(root) == before}
 
 
@@ -278,8 +287,13 @@ def test_stray_file_with_a_non_utf8_name_is_ignored(dataset, tmp_path):
     stray = os.path.join(os.fsencode(dataset / "images"), b"stray_\xff\xfe.png")
     shutil.copyfile(image_path(dataset, 0), stray)
     before = snapshot(dataset)
-    out = run_script("setup_two_stage.py", "--dataset", str(dataset), cwd=tmp_path,
-                     extra_env={"PYTHONIOENCODING": "utf-8:strict"})
+    out = run_script(
+        "setup_two_stage.py",
+        "--dataset",
+        str(dataset),
+        cwd=tmp_path,
+        extra_env={"PYTHONIOENCODING": "utf-8:strict"},
+    )
     assert out.returncode == 0, text(out.stdout) + text(out.stderr)
     assert snapshot(dataset) == before
 
@@ -317,33 +331,64 @@ def assert_one_line_error(out: subprocess.CompletedProcess, path: str | os.PathL
     return errors[0]
 
 
-@pytest.mark.parametrize("problem", ["truncated_tiff", "polygon_self_intersecting", "json_not_coco",
-                                     "non_utf8_name_corrupt"])
+@pytest.mark.parametrize(
+    "problem", ["truncated_tiff", "polygon_self_intersecting", "json_not_coco", "non_utf8_name_corrupt"]
+)
 def test_training_refuses_a_broken_dataset_before_training(problem, dataset, tmp_path):
     bad_file, fragment = PROBLEMS[problem](dataset)
     before = snapshot(dataset)
     cwd, output = tmp_path / "cwd", tmp_path / "run"
     cwd.mkdir()
-    out = run_script("train_two_stage.py", "--config-dir", TINY, "--stage", "1", "--dataset", str(dataset),
-                     "--opts", "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(output), cwd=cwd)
+    out = run_script(
+        "train_two_stage.py",
+        "--config-dir",
+        TINY,
+        "--stage",
+        "1",
+        "--dataset",
+        str(dataset),
+        "--opts",
+        "SOLVER.MAX_ITER",
+        "1",
+        "OUTPUT_DIR",
+        str(output),
+        cwd=cwd,
+    )
     assert_one_line_error(out, bad_file, fragment)
     assert snapshot(dataset) == before
     assert not list(cwd.iterdir())
     if output.exists():  # no training happened: no checkpoint, no metrics
-        assert not [p.name for p in output.iterdir() if p.suffix == ".pth" or p.name in ("metrics.json", "last_checkpoint")]
+        assert not [
+            p.name
+            for p in output.iterdir()
+            if p.suffix == ".pth" or p.name in ("metrics.json", "last_checkpoint")
+        ]
 
 
 def test_training_with_dataset_pointing_at_nothing(tmp_path):
     missing = tmp_path / "no_such_dataset"
-    out = run_script("train_two_stage.py", "--config-dir", TINY, "--stage", "1", "--dataset", str(missing),
-                     "--opts", "OUTPUT_DIR", str(tmp_path / "run"), cwd=tmp_path)
+    out = run_script(
+        "train_two_stage.py",
+        "--config-dir",
+        TINY,
+        "--stage",
+        "1",
+        "--dataset",
+        str(missing),
+        "--opts",
+        "OUTPUT_DIR",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
     assert_one_line_error(out, missing, "not found")
     assert not missing.exists()
 
 
 def test_stage2_without_stage1(dataset, tmp_path):
     before = snapshot(dataset)
-    out = run_script("train_two_stage.py", "--stage", "2", "--config-dir", TINY, "--dataset", str(dataset), cwd=tmp_path)
+    out = run_script(
+        "train_two_stage.py", "--stage", "2", "--config-dir", TINY, "--dataset", str(dataset), cwd=tmp_path
+    )
     line = assert_one_line_error(out, os.path.join(".", "output_stage1_algorithmic", "model_final.pth"))
     assert "Stage 1" in line and "--stage 1" in line
     assert snapshot(dataset) == before
@@ -352,8 +397,19 @@ def test_stage2_without_stage1(dataset, tmp_path):
 
 def test_eval_with_weights_that_do_not_exist(dataset, tmp_path):
     before = snapshot(dataset)
-    out = run_script("train_net.py", "--config-file", os.path.join(TINY, "stage1_config.yaml"), "--dataset", str(dataset),
-                     "--eval-only", "MODEL.WEIGHTS", "/nonexistent.pth", "OUTPUT_DIR", str(tmp_path / "eval"), cwd=tmp_path)
+    out = run_script(
+        "train_net.py",
+        "--config-file",
+        os.path.join(TINY, "stage1_config.yaml"),
+        "--dataset",
+        str(dataset),
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        "/nonexistent.pth",
+        "OUTPUT_DIR",
+        str(tmp_path / "eval"),
+        cwd=tmp_path,
+    )
     assert_one_line_error(out, "/nonexistent.pth", "not found")
     assert snapshot(dataset) == before
 
@@ -361,7 +417,9 @@ def test_eval_with_weights_that_do_not_exist(dataset, tmp_path):
 # --------------------------------------------------------------------------- unusual but valid images
 
 
-def _convert_images(root: Path, writer: Callable[[Path, np.ndarray, int], str], json_names=(TRAIN_JSON,)) -> None:
+def _convert_images(
+    root: Path, writer: Callable[[Path, np.ndarray, int], str], json_names=(TRAIN_JSON,)
+) -> None:
     """Rewrite the images of ``json_names`` through ``writer(images_dir, gray8, index) -> new name``."""
     index = 0
     for json_name in json_names:
@@ -382,7 +440,9 @@ def _unusual_formats(images: Path, gray: np.ndarray, i: int) -> str:
         cv2.imwrite(str(images / "g16.png"), gray.astype(np.uint16) * 200)
         return "g16.png"
     if kind in ("rgb", "rgba"):
-        img = np.dstack([gray, gray // 2, np.full_like(gray, 30)] + ([np.full_like(gray, 255)] if kind == "rgba" else []))
+        img = np.dstack(
+            [gray, gray // 2, np.full_like(gray, 30)] + ([np.full_like(gray, 255)] if kind == "rgba" else [])
+        )
         cv2.imwrite(str(images / f"{kind}.png"), img)
         return f"{kind}.png"
     if kind == "tif_rgb16":  # a 16-bit grey TIFF stored as RGB by some software: RGB only for 8-bit PNG/JPG
@@ -396,8 +456,12 @@ def _unusual_formats(images: Path, gray: np.ndarray, i: int) -> str:
 def _multichannel(images: Path, gray: np.ndarray, i: int) -> str:
     noise = np.random.default_rng(i).integers(0, 50, gray.shape).astype(np.uint16)
     if i % 2 == 0:  # channel 0: nuclei-like noise, channel 1: the myotubes
-        tifffile.imwrite(images / f"c{i}.tif", np.stack([noise, gray.astype(np.uint16) * 16]), imagej=True,
-                         metadata={"axes": "CYX"})
+        tifffile.imwrite(
+            images / f"c{i}.tif",
+            np.stack([noise, gray.astype(np.uint16) * 16]),
+            imagej=True,
+            metadata={"axes": "CYX"},
+        )
     else:  # a Z-stack of two-channel planes
         zc = np.stack([np.stack([noise, gray.astype(np.uint16) * z]) for z in (4, 16)])
         tifffile.imwrite(images / f"c{i}.tif", zc, imagej=True, metadata={"axes": "ZCYX"})
@@ -410,7 +474,9 @@ def _mapper_outputs_are_finite(dataset: Path, opts: list[str]) -> None:
     from mask2former.data.mapper import MyotubeDatasetMapper
 
     cfg = load_config(os.path.join(TINY, "stage1_config.yaml"), opts)
-    records = load_coco_instances(dataset / "annotations" / TRAIN_JSON, dataset / "images", channel=cfg.INPUT.CHANNEL)
+    records = load_coco_instances(
+        dataset / "annotations" / TRAIN_JSON, dataset / "images", channel=cfg.INPUT.CHANNEL
+    )
     for is_train in (True, False):
         mapper = MyotubeDatasetMapper(cfg, is_train=is_train)
         for record in records:
@@ -446,7 +512,9 @@ def test_multichannel_images_need_and_accept_input_channel(tmp_path):
     assert unset.returncode == 1
     assert "2 channels" in text(unset.stdout) and "INPUT.CHANNEL" in text(unset.stdout)
 
-    chosen = run_script("setup_two_stage.py", "--dataset", str(root), "--opts", "INPUT.CHANNEL", "1", cwd=tmp_path)
+    chosen = run_script(
+        "setup_two_stage.py", "--dataset", str(root), "--opts", "INPUT.CHANNEL", "1", cwd=tmp_path
+    )
     assert chosen.returncode == 0, text(chosen.stdout) + text(chosen.stderr)
     assert "Validation: 0 errors" in text(chosen.stdout)
     _mapper_outputs_are_finite(root, ["INPUT.CHANNEL", "1"])

@@ -42,12 +42,37 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 def predict_args(weights, inputs, output, *extra: str) -> list[str]:
-    return ["--config-file", TINY_STAGE2, "--weights", str(weights), "--input", str(inputs), "--output", str(output),
-            "--device", "cpu", "--no-progress", "--score-threshold", "0", *extra]
+    return [
+        "--config-file",
+        TINY_STAGE2,
+        "--weights",
+        str(weights),
+        "--input",
+        str(inputs),
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--score-threshold",
+        "0",
+        *extra,
+    ]
 
 
 def annotate_args(inputs, output, *extra: str) -> list[str]:
-    return ["--input_dir", str(inputs), "--output_dir", str(output), "--test_fraction", "0.3", "--seed", "5", "--no-progress", *extra]
+    return [
+        "--input_dir",
+        str(inputs),
+        "--output_dir",
+        str(output),
+        "--test_fraction",
+        "0.3",
+        "--seed",
+        "5",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def assert_same_annotations(out: Path, reference: Path) -> None:
@@ -79,7 +104,9 @@ def signal_after(proc: subprocess.Popen, manifests: Path, count: int, sig: int) 
                 os.kill(proc.pid, signal.SIGCONT)
             return
         time.sleep(0.005)
-    raise AssertionError(f"the batch ended or stalled before {count} images were done: {proc.communicate()[1][-2000:]}")
+    raise AssertionError(
+        f"the batch ended or stalled before {count} images were done: {proc.communicate()[1][-2000:]}"
+    )
 
 
 def stopped_line(err: str) -> str:
@@ -101,8 +128,14 @@ def test_predict_stopped_by_sigterm_resumes_to_the_files_of_an_uninterrupted_run
 
     out = tmp_path / "out"
     args = predict_args(checkpoint, inputs, out, "--workers", "1")
-    proc = subprocess.Popen([sys.executable, PREDICT, *args], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, PREDICT, *args],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     signal_after(proc, out / "manifests", 5, signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
@@ -118,7 +151,9 @@ def test_predict_stopped_by_sigterm_resumes_to_the_files_of_an_uninterrupted_run
     (out / "f00_labels.tif").unlink()
     with open(out / "f01_overlay.png", "ab") as f:
         f.write(b"\0")
-    resumed = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, *command[1:]], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"--resume: {done - 2} of 12 images are complete" in resumed.stderr
     assert_same_predictions(out, whole)
@@ -133,8 +168,14 @@ def test_annotator_stopped_by_sigterm_resumes_to_the_files_of_an_uninterrupted_r
 
     out = tmp_path / "out"
     args = annotate_args(inputs, out, "--resolution", "768", "--workers", "2")
-    proc = subprocess.Popen([sys.executable, ANNOTATE, *args], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, ANNOTATE, *args],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     signal_after(proc, out / "manifests", 5, signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
@@ -145,7 +186,9 @@ def test_annotator_stopped_by_sigterm_resumes_to_the_files_of_an_uninterrupted_r
     command = shlex.split(line.split("continue with: ", 1)[1])
     assert command == ["python", ANNOTATE, "--resume", *args]
 
-    resumed = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, *command[1:]], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"--resume: {done} of 12 images are complete" in resumed.stderr
     assert_same_annotations(out, whole)
@@ -155,7 +198,9 @@ def test_annotator_stopped_by_sigterm_resumes_to_the_files_of_an_uninterrupted_r
 
 
 @pytest.mark.slow
-def test_three_predict_shards_merge_into_the_files_of_one_run_and_bad_sets_are_refused(tmp_path, checkpoint, capsys):
+def test_three_predict_shards_merge_into_the_files_of_one_run_and_bad_sets_are_refused(
+    tmp_path, checkpoint, capsys
+):
     inputs = tmp_path / "in"
     write_fields(inputs, 7, size=96, seed=3)
     whole = tmp_path / "whole"
@@ -165,10 +210,16 @@ def test_three_predict_shards_merge_into_the_files_of_one_run_and_bad_sets_are_r
         assert predict_main(predict_args(checkpoint, inputs, folder, "--shard", f"{k}/3")) == 0
     # Every third input of the sorted list; image ids those of the whole batch.
     assert sorted(p.name for p in shards[1].glob("*_labels.tif")) == ["f01_labels.tif", "f04_labels.tif"]
-    assert [e["id"] for e in json.loads((shards[1] / "predictions_coco.json").read_text())["images"]] == [2, 5]
+    assert [e["id"] for e in json.loads((shards[1] / "predictions_coco.json").read_text())["images"]] == [
+        2,
+        5,
+    ]
 
     merged = tmp_path / "merged"
-    assert predict_main(["--merge", str(shards[2]), str(shards[0]), str(shards[1]), "--output", str(merged)]) == 0
+    assert (
+        predict_main(["--merge", str(shards[2]), str(shards[0]), str(shards[1]), "--output", str(merged)])
+        == 0
+    )
     assert_same_predictions(merged, whole)
 
     def refused(*folders: Path, problem: str) -> None:
@@ -180,7 +231,11 @@ def test_three_predict_shards_merge_into_the_files_of_one_run_and_bad_sets_are_r
         assert not target.exists()
 
     shutil.copytree(shards[0], tmp_path / "copy_of_1")
-    refused(*shards, tmp_path / "copy_of_1", problem=f"shards overlap: f00.png is in {shards[0]} (shard 1/3) and in {tmp_path / 'copy_of_1'}")
+    refused(
+        *shards,
+        tmp_path / "copy_of_1",
+        problem=f"shards overlap: f00.png is in {shards[0]} (shard 1/3) and in {tmp_path / 'copy_of_1'}",
+    )
     refused(shards[0], shards[2], problem="missing shards: 2/3")
     (shards[1] / "f04_labels.tif").write_bytes(b"damaged")
     refused(*shards, problem=f"{shards[1]}: shard 2/3 is incomplete: 1 of 2 images done (f04 is not)")
@@ -193,7 +248,12 @@ def test_annotator_shards_merge_into_the_split_of_one_run_and_bad_sets_are_refus
     assert annotate_main(annotate_args(inputs, whole, "--resolution", "128", "--workers", "1")) == 0
     shards = [tmp_path / f"shard_{k}" for k in (1, 2, 3)]
     for k, folder in enumerate(shards, start=1):
-        assert annotate_main(annotate_args(inputs, folder, "--resolution", "128", "--workers", "1", "--shard", f"{k}/3")) == 0
+        assert (
+            annotate_main(
+                annotate_args(inputs, folder, "--resolution", "128", "--workers", "1", "--shard", f"{k}/3")
+            )
+            == 0
+        )
         assert sorted(os.listdir(folder / "images")) == [f"f{i:02d}.png" for i in range(k - 1, 7, 3)]
         assert not (folder / "annotations").exists()  # the split needs every shard
     capsys.readouterr()
@@ -202,12 +262,39 @@ def test_annotator_shards_merge_into_the_split_of_one_run_and_bad_sets_are_refus
     assert "Annotated 7/7 images" in capsys.readouterr().out
     assert_same_annotations(merged, whole)
 
-    assert annotate_main(["--merge", str(shards[0]), str(shards[1]), "--output_dir", str(tmp_path / "m2")]) == 1
+    assert (
+        annotate_main(["--merge", str(shards[0]), str(shards[1]), "--output_dir", str(tmp_path / "m2")]) == 1
+    )
     assert "missing shards: 3/3" in capsys.readouterr().err
     other = tmp_path / "other_seed"
-    assert annotate_main(["--input_dir", str(inputs), "--output_dir", str(other), "--resolution", "128", "--workers", "1",
-                          "--test_fraction", "0.3", "--seed", "6", "--shard", "3/3", "--no-progress"]) == 0
-    assert annotate_main(["--merge", str(shards[0]), str(shards[1]), str(other), "--output_dir", str(tmp_path / "m3")]) == 1
+    assert (
+        annotate_main(
+            [
+                "--input_dir",
+                str(inputs),
+                "--output_dir",
+                str(other),
+                "--resolution",
+                "128",
+                "--workers",
+                "1",
+                "--test_fraction",
+                "0.3",
+                "--seed",
+                "6",
+                "--shard",
+                "3/3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        annotate_main(
+            ["--merge", str(shards[0]), str(shards[1]), str(other), "--output_dir", str(tmp_path / "m3")]
+        )
+        == 1
+    )
     assert "seed is 6 here, 5 in" in capsys.readouterr().err
 
 
@@ -217,8 +304,10 @@ def test_shards_split_the_sorted_list_the_same_way_every_time():
     for bad in ("0/3", "4/3", "3", "a/b", "1/0"):
         with pytest.raises(InputError, match="--shard"):
             Shard.parse(bad)
-    assert continue_command("predict.py", ["--input", "my fields/*.tif", "--output", "o", "--force"]) == \
-        "python predict.py --resume --input 'my fields/*.tif' --output o"
+    assert (
+        continue_command("predict.py", ["--input", "my fields/*.tif", "--output", "o", "--force"])
+        == "python predict.py --resume --input 'my fields/*.tif' --output o"
+    )
 
 
 # --------------------------------------------------------------------------- one writer per folder
@@ -226,10 +315,14 @@ def test_shards_split_the_sorted_list_the_same_way_every_time():
 
 def write_lock(folder: Path, pid: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "2024-01-01 00:00:00"}))
+    (folder / LOCK_FILE).write_text(
+        json.dumps({"pid": pid, "host": socket.gethostname(), "started": "2024-01-01 00:00:00"})
+    )
 
 
-def test_a_live_writer_keeps_the_folder_and_a_dead_ones_lock_is_reported_then_taken_over(tmp_path, checkpoint, capsys):
+def test_a_live_writer_keeps_the_folder_and_a_dead_ones_lock_is_reported_then_taken_over(
+    tmp_path, checkpoint, capsys
+):
     write_fields(tmp_path / "in", 1, size=96)
     out = tmp_path / "out"
     holder = subprocess.Popen(["sleep", "60"])
@@ -257,7 +350,9 @@ def test_a_live_writer_keeps_the_folder_and_a_dead_ones_lock_is_reported_then_ta
 # --------------------------------------------------------------------------- --resume refuses another run
 
 
-def test_resume_refuses_other_settings_or_weights_and_skips_complete_images(tmp_path, checkpoint, capsys, caplog):
+def test_resume_refuses_other_settings_or_weights_and_skips_complete_images(
+    tmp_path, checkpoint, capsys, caplog
+):
     write_fields(tmp_path / "in", 2, size=96)
     out = tmp_path / "out"
     args = predict_args(checkpoint, tmp_path / "in", out)
@@ -275,9 +370,18 @@ def test_resume_refuses_other_settings_or_weights_and_skips_complete_images(tmp_
             assert fragment in lines[0], (fragment, lines[0])
         assert snapshot(out) == before
 
-    refused([*args, "--resume", "--opts", "INFERENCE.MIN_AREA", "300"], "cannot --resume", "INFERENCE.MIN_AREA is 300 here")
+    refused(
+        [*args, "--resume", "--opts", "INFERENCE.MIN_AREA", "300"],
+        "cannot --resume",
+        "INFERENCE.MIN_AREA is 300 here",
+    )
     other = save_tiny_checkpoint(tmp_path / "other.pth", seed=1)
-    refused([*predict_args(other, tmp_path / "in", out), "--resume"], "cannot --resume: weights:", f"{other} (sha256", f"{checkpoint} (sha256")
+    refused(
+        [*predict_args(other, tmp_path / "in", out), "--resume"],
+        "cannot --resume: weights:",
+        f"{other} (sha256",
+        f"{checkpoint} (sha256",
+    )
     write_fields(tmp_path / "in", 3, size=96)
     refused([*args, "--resume"], "inputs differ: 1 new (f02.png)")
     os.remove(tmp_path / "in" / "f02.png")

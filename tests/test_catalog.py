@@ -23,7 +23,12 @@ from mask2former.data.catalog import (
 from mask2former.errors import DatasetError
 from tests.helpers import REPO_ROOT, make_unified_dataset
 
-FOUR = {"myotube_algorithmic_train", "myotube_algorithmic_test", "myotube_manual_train", "myotube_manual_test"}
+FOUR = {
+    "myotube_algorithmic_train",
+    "myotube_algorithmic_test",
+    "myotube_manual_train",
+    "myotube_manual_test",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +59,9 @@ def test_registers_exactly_the_four_splits(unified_dataset, no_detectron2):
     for name in FOUR:
         assert is_registered(name)
         entry = get_dataset(name)
-        assert entry.json_file == os.path.join(os.path.abspath(unified_dataset), "annotations", ANNOTATION_FILES[name])
+        assert entry.json_file == os.path.join(
+            os.path.abspath(unified_dataset), "annotations", ANNOTATION_FILES[name]
+        )
         assert entry.image_root == os.path.join(os.path.abspath(unified_dataset), "images")
 
 
@@ -177,7 +184,9 @@ def test_detectron2_bridge_when_it_is_importable(unified_dataset, monkeypatch):
 
         @classmethod
         def get(cls, name):
-            return cls.entries.setdefault(name, types.SimpleNamespace(set=lambda **kw: cls.entries[name].__dict__.update(kw)))
+            return cls.entries.setdefault(
+                name, types.SimpleNamespace(set=lambda **kw: cls.entries[name].__dict__.update(kw))
+            )
 
         @classmethod
         def remove(cls, name):
@@ -202,7 +211,9 @@ def test_detectron2_bridge_when_it_is_importable(unified_dataset, monkeypatch):
 def test_importing_the_catalog_registers_nothing():
     # Registration must happen in main() (spawned workers redo it), never as an import side effect.
     code = "from mask2former.data import catalog; print(len(catalog.registered_names()))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
 
@@ -216,8 +227,12 @@ def test_get_dataset_dicts_validates_with_the_configured_channel(tmp_path, no_de
     with open(json_file, encoding="utf-8") as f:
         data = json.load(f)
     data["images"][0]["file_name"] = "two_channels.tif"
-    tifffile.imwrite(os.path.join(root, "images", "two_channels.tif"), np.zeros((2, 48, 48), np.uint16),
-                     imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(
+        os.path.join(root, "images", "two_channels.tif"),
+        np.zeros((2, 48, 48), np.uint16),
+        imagej=True,
+        metadata={"axes": "CYX"},
+    )
     with open(json_file, "w", encoding="utf-8") as f:
         json.dump(data, f)
     register_two_stage_datasets(root)

@@ -55,8 +55,11 @@ class Coco:
         return name
 
     def write(self, images, annotations, categories=None) -> Path:
-        data = {"images": images, "annotations": annotations,
-                "categories": categories if categories is not None else [{"id": 1, "name": "myotube"}]}
+        data = {
+            "images": images,
+            "annotations": annotations,
+            "categories": categories if categories is not None else [{"id": 1, "name": "myotube"}],
+        }
         self.json.write_text(json.dumps(data))
         return self.json
 
@@ -80,8 +83,13 @@ def img(i=1, name="a.png", h=H, w=W):
 
 
 def ann(i=1, image_id=1, category_id=1, segmentation=None, **extra):
-    return {"id": i, "image_id": image_id, "category_id": category_id,
-            "segmentation": [list(SQUARE)] if segmentation is None else segmentation, **extra}
+    return {
+        "id": i,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": [list(SQUARE)] if segmentation is None else segmentation,
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------- loading
@@ -96,11 +104,14 @@ def test_polygon_rle_and_uncompressed_rle_load_to_the_right_masks(coco):
     blob[9:12, 20:24] = False  # a hole RLE can hold
     stripe = np.zeros((H, W), bool)
     stripe[0:H, 8:11] = True  # touches the image border: the first run is not a 0-run in some columns
-    coco.write([img()], [
-        ann(1, segmentation=[list(SQUARE)]),
-        ann(2, segmentation=mask_to_rle(blob)),
-        ann(3, segmentation=uncompressed_rle(stripe)),
-    ])
+    coco.write(
+        [img()],
+        [
+            ann(1, segmentation=[list(SQUARE)]),
+            ann(2, segmentation=mask_to_rle(blob)),
+            ann(3, segmentation=uncompressed_rle(stripe)),
+        ],
+    )
     assert coco.errors() == []
     (record,) = coco.load()
     masks = record_masks(record)
@@ -125,7 +136,9 @@ def test_uncompressed_rle_starting_with_foreground(coco):
 
 @pytest.mark.parametrize("use_polygons", [False, True])
 def test_generated_dataset_round_trips(tmp_path, use_polygons):
-    truth = make_coco_dataset(str(tmp_path), {"x.json": 3}, size=64, seed=3, use_polygons=use_polygons)["x.json"]
+    truth = make_coco_dataset(str(tmp_path), {"x.json": 3}, size=64, seed=3, use_polygons=use_polygons)[
+        "x.json"
+    ]
     records = load_coco_instances(tmp_path / "annotations" / "x.json", tmp_path / "images")
     assert len(records) == 3
     for record, masks in zip(records, truth):
@@ -147,11 +160,14 @@ def test_generated_dataset_round_trips(tmp_path, use_polygons):
 def test_record_fields(coco):
     coco.image("a.png")
     coco.image("b.png")
-    coco.write([img(10, "a.png"), img(20, "b.png")], [
-        ann(5, image_id=20, bbox=[1, 2, 3, 4]),
-        ann(6, image_id=20, iscrowd=1),
-        ann(7, image_id=10),
-    ])
+    coco.write(
+        [img(10, "a.png"), img(20, "b.png")],
+        [
+            ann(5, image_id=20, bbox=[1, 2, 3, 4]),
+            ann(6, image_id=20, iscrowd=1),
+            ann(7, image_id=10),
+        ],
+    )
     records = coco.load()
     assert [r["image_id"] for r in records] == [10, 20]
     assert records[0]["file_name"] == os.path.join(str(coco.images_dir), "a.png")
@@ -187,8 +203,10 @@ def test_image_without_annotations_is_a_warning_and_loads_as_background(coco):
 
 
 def test_dataset_statistics(coco):
-    coco.write([img(1, "a.png"), img(2, "b.png"), img(3, "c.png")],
-               [ann(1, image_id=1), ann(2, image_id=1), ann(3, image_id=1), ann(4, image_id=3)])
+    coco.write(
+        [img(1, "a.png"), img(2, "b.png"), img(3, "c.png")],
+        [ann(1, image_id=1), ann(2, image_id=1), ann(3, image_id=1), ann(4, image_id=3)],
+    )
     stats = dataset_statistics(coco.json)
     assert stats["images"] == 3 and stats["instances"] == 4
     assert stats["instances_per_image"] == {"min": 0, "median": 1.0, "max": 3}
@@ -231,22 +249,25 @@ def _only_error(coco: Coco, *needles: str, check_images: bool = True, file: str 
     return errors[0]
 
 
-@pytest.mark.parametrize("segmentation, needles", [
-    ([[1, 1, 5, 5]], ["annotation id 1", "a.png", "2 points", "at least 3"]),
-    ([[1, 1, 5, 5, 9]], ["odd number"]),
-    ([[1, 1, 5, 5, 9, 9]], ["zero area"]),
-    ([[1, 1, 5, 1, 9, 1, 3, 1]], ["zero area"]),
-    ([[2, 2, 12, 12, 12, 2, 2, 16]], ["self-intersecting"]),
-    ([[2, 2, 10, 10, 10, 2, 2, 10]], ["self-intersecting"]),  # symmetric bow-tie: signed area 0
-    ([[40, 40, 50, 40, 50, 50]], ["outside", "30x20"]),
-    ([[-20, -20, -5, -20, -5, -5]], ["outside"]),
-    ([[20, 2, 45, 2, 45, 10]], ["outside"]),
-    ([[1, 1, 5, float("nan"), 9, 9]], ["non-finite"]),
-    ([["a", 1, 5, 5, 9, 9]], ["flat list of numbers"]),
-    ([[[1, 1], [5, 5], [9, 1]]], ["flat list of numbers"]),
-    ([], ["no segmentation"]),
-    ("polygon", ["unsupported segmentation"]),
-])
+@pytest.mark.parametrize(
+    "segmentation, needles",
+    [
+        ([[1, 1, 5, 5]], ["annotation id 1", "a.png", "2 points", "at least 3"]),
+        ([[1, 1, 5, 5, 9]], ["odd number"]),
+        ([[1, 1, 5, 5, 9, 9]], ["zero area"]),
+        ([[1, 1, 5, 1, 9, 1, 3, 1]], ["zero area"]),
+        ([[2, 2, 12, 12, 12, 2, 2, 16]], ["self-intersecting"]),
+        ([[2, 2, 10, 10, 10, 2, 2, 10]], ["self-intersecting"]),  # symmetric bow-tie: signed area 0
+        ([[40, 40, 50, 40, 50, 50]], ["outside", "30x20"]),
+        ([[-20, -20, -5, -20, -5, -5]], ["outside"]),
+        ([[20, 2, 45, 2, 45, 10]], ["outside"]),
+        ([[1, 1, 5, float("nan"), 9, 9]], ["non-finite"]),
+        ([["a", 1, 5, 5, 9, 9]], ["flat list of numbers"]),
+        ([[[1, 1], [5, 5], [9, 1]]], ["flat list of numbers"]),
+        ([], ["no segmentation"]),
+        ("polygon", ["unsupported segmentation"]),
+    ],
+)
 def test_bad_polygons(coco, segmentation, needles):
     coco.image()
     coco.write([img()], [ann(segmentation=segmentation)])
@@ -260,14 +281,17 @@ def test_polygon_on_the_border_is_fine(coco):
     assert record_masks(coco.load()[0])[0].all()
 
 
-@pytest.mark.parametrize("segmentation, needles", [
-    (mask_to_rle(np.ones((10, 10), bool)), ["RLE size 10x10", "20x30"]),
-    ({"size": [W, H], "counts": [0, H * W]}, ["RLE size 30x20"]),
-    ({"size": [H, W], "counts": [5, 10]}, ["15 pixels", "600"]),
-    ({"size": [H, W]}, ["counts"]),
-    ({"counts": "abc"}, ["size"]),
-    ({"size": [H, W], "counts": [0] * 0 + [H * W]}, ["empty"]),
-])
+@pytest.mark.parametrize(
+    "segmentation, needles",
+    [
+        (mask_to_rle(np.ones((10, 10), bool)), ["RLE size 10x10", "20x30"]),
+        ({"size": [W, H], "counts": [0, H * W]}, ["RLE size 30x20"]),
+        ({"size": [H, W], "counts": [5, 10]}, ["15 pixels", "600"]),
+        ({"size": [H, W]}, ["counts"]),
+        ({"counts": "abc"}, ["size"]),
+        ({"size": [H, W], "counts": [0] * 0 + [H * W]}, ["empty"]),
+    ],
+)
 def test_bad_rle(coco, segmentation, needles):
     coco.image()
     coco.write([img()], [ann(segmentation=segmentation)])
@@ -376,12 +400,15 @@ def test_empty_annotation_list(coco):
     _only_error(coco, "no annotations")
 
 
-@pytest.mark.parametrize("entry, needle", [
-    ({"id": 1, "file_name": "a.png"}, "needs id, file_name, height and width"),
-    ({"id": 1, "file_name": "a.png", "height": 0, "width": W}, "invalid size"),
-    ({"id": 1, "file_name": "a.png", "height": "20", "width": W}, "invalid size"),
-    ("a.png", "needs id"),
-])
+@pytest.mark.parametrize(
+    "entry, needle",
+    [
+        ({"id": 1, "file_name": "a.png"}, "needs id, file_name, height and width"),
+        ({"id": 1, "file_name": "a.png", "height": 0, "width": W}, "invalid size"),
+        ({"id": 1, "file_name": "a.png", "height": "20", "width": W}, "invalid size"),
+        ("a.png", "needs id"),
+    ],
+)
 def test_bad_image_entries(coco, entry, needle):
     coco.image()
     coco.write([entry, img(2, "b.png")], [ann(image_id=2)])
@@ -397,14 +424,17 @@ def test_annotation_entry_without_id_or_not_an_object(coco):
     assert any("without an id" in e for e in errors) and any("not an object" in e for e in errors)
 
 
-@pytest.mark.parametrize("content, needle", [
-    (b'[{"images": []}]', "top level is not an object"),
-    (b'{"images": [], "annotations": []}', "missing 'categories'"),
-    (b'{"images": {}, "annotations": [], "categories": []}', "missing 'images'"),
-    (b'{"images": [', "not valid JSON"),
-    (b"", "not valid JSON"),
-    (b"\xff\xfe\x00garbage \xe9\xe8", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b'[{"images": []}]', "top level is not an object"),
+        (b'{"images": [], "annotations": []}', "missing 'categories'"),
+        (b'{"images": {}, "annotations": [], "categories": []}', "missing 'images'"),
+        (b'{"images": [', "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"\xff\xfe\x00garbage \xe9\xe8", "not UTF-8"),
+    ],
+)
 def test_json_that_is_not_coco(coco, content, needle):
     coco.json.write_bytes(content)
     _only_error(coco, needle)
@@ -419,11 +449,14 @@ def test_missing_json_file(coco):
 
 def test_several_errors_are_all_listed_and_summarised_in_one_line(coco):
     coco.image()
-    coco.write([img(1), img(2, "missing.png")], [
-        ann(1, segmentation=[[1, 1, 2, 2]]),
-        ann(2, category_id=9),
-        ann(3, image_id=2),
-    ])
+    coco.write(
+        [img(1), img(2, "missing.png")],
+        [
+            ann(1, segmentation=[[1, 1, 2, 2]]),
+            ann(2, category_id=9),
+            ann(3, image_id=2),
+        ],
+    )
     errors = coco.errors()
     assert len(errors) == 3
     assert any("missing.png" in e for e in errors)

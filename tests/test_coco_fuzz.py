@@ -23,8 +23,11 @@ from mask2former.errors import DatasetError
 
 # FUZZ_EXAMPLES=5000 gives a deeper local run; CI keeps the default short.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 numbers = st.one_of(
     st.integers(-5, 40),
@@ -34,7 +37,9 @@ numbers = st.one_of(
 )
 junk = st.recursive(
     st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=6)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 small_ids = st.one_of(st.integers(0, 4), junk)
@@ -50,25 +55,40 @@ rle_counts = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=48, max_codepoint=111), max_size=12),
     junk,
 )
-rle = st.fixed_dictionaries({}, optional={
-    "size": st.one_of(st.lists(st.one_of(st.integers(-2, 24), junk), max_size=3), junk),
-    "counts": rle_counts,
-})
+rle = st.fixed_dictionaries(
+    {},
+    optional={
+        "size": st.one_of(st.lists(st.one_of(st.integers(-2, 24), junk), max_size=3), junk),
+        "counts": rle_counts,
+    },
+)
 segmentation = st.one_of(st.lists(st.one_of(polygon, good_polygon), max_size=3), rle, junk)
 
 image_entry = st.one_of(
-    st.fixed_dictionaries({}, optional={
-        "id": small_ids, "file_name": st.one_of(st.sampled_from(["a.png", "b.png", "../x.png", "", "/abs.png"]), junk),
-        "height": sizes, "width": sizes,
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": small_ids,
+            "file_name": st.one_of(st.sampled_from(["a.png", "b.png", "../x.png", "", "/abs.png"]), junk),
+            "height": sizes,
+            "width": sizes,
+        },
+    ),
     junk,
 )
 annotation_entry = st.one_of(
-    st.fixed_dictionaries({}, optional={
-        "id": small_ids, "image_id": small_ids, "category_id": st.one_of(st.integers(0, 3), junk),
-        "segmentation": segmentation, "bbox": st.one_of(st.lists(numbers, max_size=5), junk),
-        "iscrowd": st.one_of(st.integers(0, 1), junk), "area": junk,
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": small_ids,
+            "image_id": small_ids,
+            "category_id": st.one_of(st.integers(0, 3), junk),
+            "segmentation": segmentation,
+            "bbox": st.one_of(st.lists(numbers, max_size=5), junk),
+            "iscrowd": st.one_of(st.integers(0, 1), junk),
+            "area": junk,
+        },
+    ),
     junk,
 )
 category_entry = st.one_of(
@@ -77,15 +97,16 @@ category_entry = st.one_of(
     junk,
 )
 coco_document = st.one_of(
-    st.fixed_dictionaries({
-        "images": st.lists(image_entry, max_size=4),
-        "annotations": st.lists(annotation_entry, max_size=5),
-        "categories": st.lists(category_entry, max_size=3),
-    }),
+    st.fixed_dictionaries(
+        {
+            "images": st.lists(image_entry, max_size=4),
+            "annotations": st.lists(annotation_entry, max_size=5),
+            "categories": st.lists(category_entry, max_size=3),
+        }
+    ),
     st.dictionaries(st.sampled_from(["images", "annotations", "categories", "info"]), junk, max_size=4),
     junk,
 )
-
 
 
 @st.composite
@@ -104,8 +125,16 @@ def valid_document(draw) -> dict:
                 mask = np.zeros((h, w), bool)
                 mask[y0:y1, x0:x1] = True
                 segm = mask_to_rle(mask)
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1,
-                                "segmentation": segm, "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "segmentation": segm,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "iscrowd": 0,
+                }
+            )
     if not annotations:
         annotations.append({"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 3, 0, 3, 3]]})
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "myotube"}]}
@@ -153,7 +182,10 @@ def _check(json_file: Path, image_root: Path, check_images: bool) -> list[dict] 
         stats = dataset_statistics(json_file)
         document = json.loads(json_file.read_text(encoding="utf-8"))
         # The counts are the JSON's own, whatever else is wrong with it.
-        assert (stats["images"], stats["instances"]) == (len(document["images"]), len(document["annotations"]))
+        assert (stats["images"], stats["instances"]) == (
+            len(document["images"]),
+            len(document["annotations"]),
+        )
     except DatasetError:
         assert any(f.level == "error" for f in findings)
     try:
@@ -193,7 +225,11 @@ def test_corrupted_valid_file_gives_findings_or_one_dataset_error(tmp_path, docu
     _check(json_file, tmp_path / "images", check_images=False)
 
 
-@settings(max_examples=max(20, EXAMPLES // 5), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=max(20, EXAMPLES // 5),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(document=valid_document())
 def test_valid_documents_load(tmp_path, document):
     json_file = tmp_path / "valid.json"
@@ -226,17 +262,24 @@ def test_random_segmentations_of_a_valid_file(tmp_path, polygons, counts, size, 
         assert mask.any()  # an accepted segmentation covers at least one pixel
 
 
-@settings(max_examples=max(40, EXAMPLES // 2), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=max(40, EXAMPLES // 2),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     entries=st.lists(
         st.one_of(
             st.sampled_from([("a.png", 8, 10), ("b.png", 12, 12), ("c.tif", 8, 8)]),  # the true sizes
             st.tuples(
                 st.sampled_from(["a.png", "b.png", "c.tif", "missing.png", "broken.png", "dir.png"]),
-                st.integers(1, 12), st.integers(1, 12),
+                st.integers(1, 12),
+                st.integers(1, 12),
             ),
         ),
-        min_size=1, max_size=3, unique_by=lambda entry: entry[0],
+        min_size=1,
+        max_size=3,
+        unique_by=lambda entry: entry[0],
     ),
     with_annotation=st.booleans(),
 )
@@ -248,20 +291,26 @@ def test_real_tiny_images(tmp_path, entries, with_annotation):
         cv2.imwrite(str(images_dir / "b.png"), np.zeros((12, 12, 3), np.uint8))
         import tifffile
 
-        tifffile.imwrite(images_dir / "c.tif", np.zeros((3, 8, 8), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+        tifffile.imwrite(
+            images_dir / "c.tif", np.zeros((3, 8, 8), np.uint16), imagej=True, metadata={"axes": "ZYX"}
+        )
         (images_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
         (images_dir / "dir.png").mkdir()
-    images = [{"id": i + 1, "file_name": name, "height": h, "width": w} for i, (name, h, w) in enumerate(entries)]
+    images = [
+        {"id": i + 1, "file_name": name, "height": h, "width": w} for i, (name, h, w) in enumerate(entries)
+    ]
     annotations = []
     if with_annotation:
         h, w = entries[0][1], entries[0][2]
-        annotations.append({"id": 1, "image_id": 1, "category_id": 1,
-                            "segmentation": [[0, 0, w, 0, w, h, 0, h]]})
+        annotations.append(
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, w, 0, w, h, 0, h]]}
+        )
     json_file = tmp_path / "real.json"
-    _write_json(json_file, {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "m"}]})
+    _write_json(
+        json_file, {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "m"}]}
+    )
     records = _check(json_file, images_dir, check_images=True)
     if records is not None:
         actual = {"a.png": (8, 10), "b.png": (12, 12), "c.tif": (8, 8)}
         for r in records:
             assert actual[Path(r["file_name"]).name] == (r["height"], r["width"])
-

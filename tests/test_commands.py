@@ -45,18 +45,26 @@ def test_a_root_script_a_module_and_a_console_script_each_name_themselves(main_m
     assert invoked_program() == str(script)
 
 
-@pytest.mark.parametrize("program, expected", [
-    ("predict.py", "python predict.py --resume --input 'a b.tif'"),
-    ("myotube-predict", "myotube-predict --resume --input 'a b.tif'"),
-    ("/opt/my env/bin/myotube-predict", "'/opt/my env/bin/myotube-predict' --resume --input 'a b.tif'"),
-    ("python -m mask2former.commands.predict", "python -m mask2former.commands.predict --resume --input 'a b.tif'"),
-])
+@pytest.mark.parametrize(
+    "program, expected",
+    [
+        ("predict.py", "python predict.py --resume --input 'a b.tif'"),
+        ("myotube-predict", "myotube-predict --resume --input 'a b.tif'"),
+        ("/opt/my env/bin/myotube-predict", "'/opt/my env/bin/myotube-predict' --resume --input 'a b.tif'"),
+        (
+            "python -m mask2former.commands.predict",
+            "python -m mask2former.commands.predict --resume --input 'a b.tif'",
+        ),
+    ],
+)
 def test_the_continue_command_repeats_the_program_as_it_was_typed(program, expected):
     assert continue_command(program, ["--input", "a b.tif", "--force"]) == expected
 
 
 def test_torchrun_reruns_a_module_as_a_module():
-    cmd = torchrun_command("mask2former.commands.train", ["--config-file", "x.yaml"], 2, 1, 0, "127.0.0.1:29500", module=True)
+    cmd = torchrun_command(
+        "mask2former.commands.train", ["--config-file", "x.yaml"], 2, 1, 0, "127.0.0.1:29500", module=True
+    )
     assert cmd[-4:] == ["--module", "mask2former.commands.train", "--config-file", "x.yaml"]
     cmd = torchrun_command("/repo/train_net.py", ["--resume"], 2, 1, 0, "127.0.0.1:29500")
     assert "--module" not in cmd and cmd[-2:] == ["/repo/train_net.py", "--resume"]
@@ -64,8 +72,14 @@ def test_torchrun_reruns_a_module_as_a_module():
 
 def test_a_command_module_runs_anywhere_and_says_so_in_its_help(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
-    out = subprocess.run([sys.executable, "-m", "mask2former.commands.predict", "--help"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "mask2former.commands.predict", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: python -m mask2former.commands.predict ")
     assert "--method {model,annotator}" in out.stdout and "(default: model)" in " ".join(out.stdout.split())

@@ -27,7 +27,9 @@ from tests.helpers import REPO_ROOT
 
 CFG_KEY = re.compile(r"\bcfg\.((?:[A-Z][A-Z0-9_]*)(?:\.[A-Z][A-Z0-9_]*)*)")
 # "inf = cfg.INFERENCE" ... "inf.MIN_AREA": keys read through a local alias of a section.
-CFG_ALIAS = re.compile(r"^\s*(\w+)\s*=\s*cfg\.((?:[A-Z][A-Z0-9_]*)(?:\.[A-Z][A-Z0-9_]*)*)\s*(?:#.*)?$", re.MULTILINE)
+CFG_ALIAS = re.compile(
+    r"^\s*(\w+)\s*=\s*cfg\.((?:[A-Z][A-Z0-9_]*)(?:\.[A-Z][A-Z0-9_]*)*)\s*(?:#.*)?$", re.MULTILINE
+)
 
 
 def _flatten(node: CfgNode, prefix: str = "") -> dict:
@@ -83,7 +85,9 @@ def test_every_key_the_code_reads_is_declared():
                 _lookup(cfg, key)
             except KeyError:
                 missing.append(f"{path.relative_to(REPO_ROOT)}: cfg.{key}")
-    assert not missing, "config keys read by the code but not declared in add_myotube_config: " + ", ".join(missing)
+    assert not missing, "config keys read by the code but not declared in add_myotube_config: " + ", ".join(
+        missing
+    )
 
 
 def test_every_yaml_in_the_repo_uses_declared_keys_only():
@@ -109,7 +113,10 @@ def test_defaults_are_sane():
 
 def test_base_is_resolved_relative_to_the_file_that_names_it(tmp_path, monkeypatch):
     _write(tmp_path / "cfgs" / "common" / "base.yaml", "SEED: 11\nSOLVER:\n  BASE_LR: 0.5\n  MAX_ITER: 7\n")
-    _write(tmp_path / "cfgs" / "common" / "mid.yaml", "_BASE_: base.yaml\nSOLVER:\n  MAX_ITER: 9\nINPUT:\n  IMAGE_SIZE: 64\n")
+    _write(
+        tmp_path / "cfgs" / "common" / "mid.yaml",
+        "_BASE_: base.yaml\nSOLVER:\n  MAX_ITER: 9\nINPUT:\n  IMAGE_SIZE: 64\n",
+    )
     child = _write(
         tmp_path / "cfgs" / "deep" / "nested" / "child.yaml",
         "_BASE_: ../../common/mid.yaml\nINPUT:\n  IMAGE_SIZE: 96\nOUTPUT_DIR: out_child\n",
@@ -129,8 +136,21 @@ def test_base_is_resolved_relative_to_the_file_that_names_it(tmp_path, monkeypat
 
 def test_opts_win_over_the_file_and_are_typed(tmp_path):
     path = _write(tmp_path / "c.yaml", "SOLVER:\n  BASE_LR: 0.5\n  MAX_ITER: 7\nMODEL:\n  WEIGHTS: a.pth\n")
-    cfg = load_config(path, ["SOLVER.MAX_ITER", "3", "SOLVER.BASE_LR", "1e-4", "MODEL.WEIGHTS", "/x/b.pth",
-                             "DATASETS.TRAIN", "('myotube_manual_train',)", "MODEL.SWIN.DEPTHS", "[1, 1, 1, 1]"])
+    cfg = load_config(
+        path,
+        [
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.BASE_LR",
+            "1e-4",
+            "MODEL.WEIGHTS",
+            "/x/b.pth",
+            "DATASETS.TRAIN",
+            "('myotube_manual_train',)",
+            "MODEL.SWIN.DEPTHS",
+            "[1, 1, 1, 1]",
+        ],
+    )
     assert cfg.SOLVER.MAX_ITER == 3 and isinstance(cfg.SOLVER.MAX_ITER, int)
     assert cfg.SOLVER.BASE_LR == pytest.approx(1e-4)
     assert cfg.MODEL.WEIGHTS == "/x/b.pth"
@@ -169,11 +189,14 @@ def test_unknown_new_section_in_a_file_is_an_error(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("opts, needle", [
-    (["MODEL.WETGHTS", "x.pth"], "MODEL.WETGHTS"),
-    (["SOLVER.MAX_ITER", "abc"], "SOLVER.MAX_ITER"),
-    (["NOPE", "1"], "NOPE"),
-])
+@pytest.mark.parametrize(
+    "opts, needle",
+    [
+        (["MODEL.WETGHTS", "x.pth"], "MODEL.WETGHTS"),
+        (["SOLVER.MAX_ITER", "abc"], "SOLVER.MAX_ITER"),
+        (["NOPE", "1"], "NOPE"),
+    ],
+)
 def test_bad_opts_are_config_errors_naming_the_key(opts, needle):
     with pytest.raises(ConfigError) as err:
         load_config(None, opts)
@@ -247,10 +270,13 @@ def test_messages_stay_one_short_line(tmp_path):
     assert "\n" not in str(err.value) and len(str(err.value)) < 400 + len(str(path))
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("SOLVER: [unclosed\n", "YAML"),
-    ("- just\n- a list\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("SOLVER: [unclosed\n", "YAML"),
+        ("- just\n- a list\n", "mapping"),
+    ],
+)
 def test_malformed_yaml_is_a_config_error(tmp_path, text, needle):
     path = _write(tmp_path / "bad.yaml", text)
     with pytest.raises(ConfigError) as err:
@@ -258,17 +284,20 @@ def test_malformed_yaml_is_a_config_error(tmp_path, text, needle):
     assert str(path) in str(err.value) and needle in str(err.value)
 
 
-@pytest.mark.parametrize("opts, needle", [
-    (["SOLVER.IMS_PER_BATCH", "0"], "IMS_PER_BATCH"),
-    (["SOLVER.MAX_ITER", "0"], "MAX_ITER"),
-    (["SOLVER.BASE_LR", "0.0"], "BASE_LR"),
-    (["MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "0"], "NUM_OBJECT_QUERIES"),
-    (["MODEL.SWIN.DEPTHS", "[2, 2]"], "DEPTHS"),
-    (["INPUT.EMPTY_CROP_POLICY", "skip"], "EMPTY_CROP_POLICY"),
-    (["SOLVER.LR_SCHEDULER_NAME", "Step"], "LR_SCHEDULER_NAME"),
-    (["MODEL.DEVICE", "tpu"], "MODEL.DEVICE"),
-    (["INPUT.CHANNEL", "-2"], "INPUT.CHANNEL"),
-])
+@pytest.mark.parametrize(
+    "opts, needle",
+    [
+        (["SOLVER.IMS_PER_BATCH", "0"], "IMS_PER_BATCH"),
+        (["SOLVER.MAX_ITER", "0"], "MAX_ITER"),
+        (["SOLVER.BASE_LR", "0.0"], "BASE_LR"),
+        (["MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "0"], "NUM_OBJECT_QUERIES"),
+        (["MODEL.SWIN.DEPTHS", "[2, 2]"], "DEPTHS"),
+        (["INPUT.EMPTY_CROP_POLICY", "skip"], "EMPTY_CROP_POLICY"),
+        (["SOLVER.LR_SCHEDULER_NAME", "Step"], "LR_SCHEDULER_NAME"),
+        (["MODEL.DEVICE", "tpu"], "MODEL.DEVICE"),
+        (["INPUT.CHANNEL", "-2"], "INPUT.CHANNEL"),
+    ],
+)
 def test_value_checks(opts, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(None, opts)
@@ -315,7 +344,9 @@ def test_stage2_config(monkeypatch, tmp_path):
 def test_stage1_output_is_stage2_input():
     s1 = load_config(os.path.join(REPO_ROOT, "stage1_config.yaml"))
     s2 = load_config(os.path.join(REPO_ROOT, "stage2_config.yaml"))
-    assert os.path.normpath(s2.MODEL.WEIGHTS) == os.path.normpath(os.path.join(s1.OUTPUT_DIR, "model_final.pth"))
+    assert os.path.normpath(s2.MODEL.WEIGHTS) == os.path.normpath(
+        os.path.join(s1.OUTPUT_DIR, "model_final.pth")
+    )
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -324,7 +355,9 @@ def test_cpu_tiny_presets_inherit_their_stage_config(stage, monkeypatch, tmp_pat
     # The stage's config first, then the tiny architecture shared by both stages.
     bases = yaml.safe_load(tiny_path.read_text())["_BASE_"]
     assert [os.path.normpath(tiny_path.parent / b) for b in bases] == [
-        config_path(f"stage{stage}_config.yaml"), os.path.normpath(tiny_path.parent / "Base-Tiny.yaml")]
+        config_path(f"stage{stage}_config.yaml"),
+        os.path.normpath(tiny_path.parent / "Base-Tiny.yaml"),
+    ]
 
     monkeypatch.chdir(tmp_path)
     tiny = load_config(tiny_path)
@@ -369,15 +402,26 @@ def test_the_checkout_paths_are_links_to_the_one_copy_in_the_package():
     for name in ("stage1_config.yaml", "stage2_config.yaml"):
         assert os.path.realpath(os.path.join(REPO_ROOT, name)) == os.path.realpath(config_path(name))
     assert CONFIG_DIR == os.path.join(os.path.dirname(os.path.abspath(mask2former.__file__)), "configs")
-    assert {"stage1_config.yaml", "stage2_config.yaml", "cpu_tiny/stage1_config.yaml", "cpu_tiny/stage2_config.yaml",
-            "Base-Myotube-SwinB.yaml"} <= set(shipped_configs())
+    assert {
+        "stage1_config.yaml",
+        "stage2_config.yaml",
+        "cpu_tiny/stage1_config.yaml",
+        "cpu_tiny/stage2_config.yaml",
+        "Base-Myotube-SwinB.yaml",
+    } <= set(shipped_configs())
 
 
-@pytest.mark.parametrize("name", ["cpu_tiny/stage2_config.yaml", "configs/cpu_tiny/stage2_config.yaml", "stage1_config.yaml"])
+@pytest.mark.parametrize(
+    "name", ["cpu_tiny/stage2_config.yaml", "configs/cpu_tiny/stage2_config.yaml", "stage1_config.yaml"]
+)
 def test_a_shipped_config_is_found_by_name_and_loads_through_the_checkout_links_alike(name):
     path = config_path(name)
     assert os.path.isfile(path) and path.startswith(CONFIG_DIR)
-    checkout = os.path.join(REPO_ROOT, "configs", name.removeprefix("configs/")) if "/" in name else os.path.join(REPO_ROOT, name)
+    checkout = (
+        os.path.join(REPO_ROOT, "configs", name.removeprefix("configs/"))
+        if "/" in name
+        else os.path.join(REPO_ROOT, name)
+    )
     assert _flatten(load_config(path)) == _flatten(load_config(checkout))
 
 
@@ -405,10 +449,16 @@ def test_a_copy_of_a_shipped_config_loads_in_another_folder(tmp_path):
     # Its _BASE_ is not beside the copy: the shipped file of that name is (also the checkout's
     # former spelling, configs/Base-Myotube-SwinB.yaml).
     for base in ("Base-Myotube-SwinB.yaml", "configs/Base-Myotube-SwinB.yaml"):
-        text = Path(config_path("stage2_config.yaml")).read_text().replace("_BASE_: Base-Myotube-SwinB.yaml", f"_BASE_: {base}")
+        text = (
+            Path(config_path("stage2_config.yaml"))
+            .read_text()
+            .replace("_BASE_: Base-Myotube-SwinB.yaml", f"_BASE_: {base}")
+        )
         copy = _write(tmp_path / "mine.yaml", text + "SEED: 7\n")
         cfg = load_config(copy)
-        assert cfg.SEED == 7 and _flatten(cfg) == _flatten(load_config(config_path("stage2_config.yaml"), ["SEED", "7"]))
+        assert cfg.SEED == 7 and _flatten(cfg) == _flatten(
+            load_config(config_path("stage2_config.yaml"), ["SEED", "7"])
+        )
     with pytest.raises(ConfigError, match="_BASE_ file not found"):
         load_config(_write(tmp_path / "other.yaml", "_BASE_: no_such_base.yaml\n"))
 
@@ -436,7 +486,9 @@ def test_base_lists_merge_in_order_and_loops_are_refused(tmp_path):
 # --------------------------------------------------------------------------- save/load round-trip
 
 
-@pytest.mark.parametrize("source", ["stage1_config.yaml", "stage2_config.yaml", "configs/cpu_tiny/stage1_config.yaml"])
+@pytest.mark.parametrize(
+    "source", ["stage1_config.yaml", "stage2_config.yaml", "configs/cpu_tiny/stage1_config.yaml"]
+)
 def test_save_config_round_trips(tmp_path, source):
     cfg = load_config(os.path.join(REPO_ROOT, source), ["SEED", "123", "INPUT.PIXEL_MEAN", "[0.1, 0.2, 0.3]"])
     out = tmp_path / "run" / "config.yaml"

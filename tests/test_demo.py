@@ -12,14 +12,37 @@ from tests.helpers import REPO_ROOT
 def test_quick_demo_runs_every_step_end_to_end(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-m", "mask2former.demo", "--quick", "--output", str(out), "--workers", "1", "--set", "ceiling=true"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mask2former.demo",
+            "--quick",
+            "--output",
+            str(out),
+            "--workers",
+            "1",
+            "--set",
+            "ceiling=true",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "demo_results.json").read_text())
     rows = results["results"]
-    assert set(rows) == {"Classical annotator", "Base model alone (myotube-base, no training)", "Stage 1 (annotator labels)",
-                         "Stage 2 (Stage 1 + manual)", "Stage 2 only (manual, from the base)", "Stage 2 from scratch (manual, random weights)",
-                         "Exact labels, same budget (ceiling)"}
+    assert set(rows) == {
+        "Classical annotator",
+        "Base model alone (myotube-base, no training)",
+        "Stage 1 (annotator labels)",
+        "Stage 2 (Stage 1 + manual)",
+        "Stage 2 only (manual, from the base)",
+        "Stage 2 from scratch (manual, random weights)",
+        "Exact labels, same budget (ceiling)",
+    }
     # Stage 1 starts from the shipped base model; the from-scratch comparison from random weights.
     assert "WEIGHTS: myotube-base" in (out / "output_stage1_algorithmic" / "config.yaml").read_text()
     assert "WEIGHTS: ''" in (out / "output_stage2_scratch" / "config.yaml").read_text()
@@ -32,21 +55,35 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
     heldout = out / "raw" / "heldout"
     evaluator = InstanceEvaluator(score_threshold=0.0)
     for record in load_coco_instances(heldout / "annotations.json", heldout / "images"):
-        found = annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=results["plan"]["pixel_scale"]))
+        found = annotate_instances(
+            read_image(record["file_name"]), AnnotatorParams(scale=results["plan"]["pixel_scale"])
+        )
         evaluator.add(record_masks(record), found)
     again = evaluator.summarize()
-    assert (again["AP"], again["f1@0.5"]) == pytest.approx((rows["Classical annotator"]["AP"], rows["Classical annotator"]["f1@0.5"]))
+    assert (again["AP"], again["f1@0.5"]) == pytest.approx(
+        (rows["Classical annotator"]["AP"], rows["Classical annotator"]["f1@0.5"])
+    )
     for row in rows.values():
         errors = row["errors"]
-        assert sum(v for k, v in errors.items() if k.startswith("gt_")) == rows["Classical annotator"]["tp"] + rows["Classical annotator"]["fn"]
+        assert (
+            sum(v for k, v in errors.items() if k.startswith("gt_"))
+            == rows["Classical annotator"]["tp"] + rows["Classical annotator"]["fn"]
+        )
     assert rows["Classical annotator"]["images"] == 2
     # The comparison models get the two-stage model's whole budget.
     plan = results["plan"]
     for folder in ("output_stage2_only", "output_stage2_scratch", "output_exact_labels"):
-        assert f"MAX_ITER: {plan['stage1_iters'] + plan['stage2_iters']}" in (out / folder / "config.yaml").read_text()
+        assert (
+            f"MAX_ITER: {plan['stage1_iters'] + plan['stage2_iters']}"
+            in (out / folder / "config.yaml").read_text()
+        )
     # The ceiling learns from the exact ground truth of the same Stage 1 fields.
-    exact = json.loads((out / "myotube_dataset_exact" / "annotations" / "algorithmic_train_annotations.json").read_text())
-    algorithmic = json.loads((out / "myotube_dataset" / "annotations" / "algorithmic_train_annotations.json").read_text())
+    exact = json.loads(
+        (out / "myotube_dataset_exact" / "annotations" / "algorithmic_train_annotations.json").read_text()
+    )
+    algorithmic = json.loads(
+        (out / "myotube_dataset" / "annotations" / "algorithmic_train_annotations.json").read_text()
+    )
     assert exact["images"] == algorithmic["images"] and exact["annotations"] != algorithmic["annotations"]
     # The fields are crops drawn at the plan's pixel scale; the annotator must be told so.
     annotated = json.loads((out / "annotator_out" / "annotation_summary.json").read_text())
@@ -54,8 +91,13 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
     table = (out / "demo_results.md").read_text()
     assert "Stage 2 (Stage 1 + manual)" in table and "merged with another" in table
     assert table.split("\n\n")[0] in proc.stdout
-    for name in ("demo_overview.png", "output_stage1_algorithmic/loss_curve.png", "output_stage2_manual/model_final.pth",
-                 "output_stage2_only/model_final.pth", "myotube_dataset/annotations/manual_train_annotations.json"):
+    for name in (
+        "demo_overview.png",
+        "output_stage1_algorithmic/loss_curve.png",
+        "output_stage2_manual/model_final.pth",
+        "output_stage2_only/model_final.pth",
+        "myotube_dataset/annotations/manual_train_annotations.json",
+    ):
         assert (out / name).exists(), name
     predictions = os.listdir(out / "predictions")
     assert any(p.endswith(".png") for p in predictions) and any(p.endswith(".csv") for p in predictions)
@@ -65,11 +107,34 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
 def test_quick_gpu_plan_runs_the_swin_b_architecture_on_cpu(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-m", "mask2former.demo", "--plan", "gpu", "--quick", "--output", str(out), "--workers", "1",
-                           "--set", "ceiling=false", "stage1_iters=2", "stage2_iters=1"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mask2former.demo",
+            "--plan",
+            "gpu",
+            "--quick",
+            "--output",
+            str(out),
+            "--workers",
+            "1",
+            "--set",
+            "ceiling=false",
+            "stage1_iters=2",
+            "stage2_iters=1",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     config = (out / "output_stage2_manual" / "config.yaml").read_text()
     assert "EMBED_DIM: 128" in config and "DEPTHS:\n    - 2\n    - 2\n    - 18\n    - 2" in config  # Swin-B
     results = json.loads((out / "demo_results.json").read_text())
-    assert "Exact labels, same budget (ceiling)" not in results["results"] and results["plan"]["config_dir"] == "."
+    assert (
+        "Exact labels, same budget (ceiling)" not in results["results"]
+        and results["plan"]["config_dir"] == "."
+    )

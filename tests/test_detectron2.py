@@ -29,16 +29,26 @@ def detectron2_swin_b_instance_keys() -> list[str]:
         for j in range(depth):
             b = f"backbone.layers.{i}.blocks.{j}."
             keys += [b + "attn.relative_position_bias_table", b + "attn.relative_position_index"]
-            keys += [b + f"{m}.{p}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2") for p in wb]
+            keys += [
+                b + f"{m}.{p}"
+                for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+                for p in wb
+            ]
         if i < 3:
-            keys += [f"backbone.layers.{i}.downsample.reduction.weight"] + [f"backbone.layers.{i}.downsample.norm.{p}" for p in wb]
+            keys += [f"backbone.layers.{i}.downsample.reduction.weight"] + [
+                f"backbone.layers.{i}.downsample.norm.{p}" for p in wb
+            ]
         keys += [f"backbone.norm{i}.{p}" for p in wb]
     d = "sem_seg_head.pixel_decoder."
     keys += [d + f"input_proj.{level}.{k}.{p}" for level in range(3) for k in (0, 1) for p in wb]
     keys += [d + "transformer.level_embed"]
     for e in range(6):
         layer = d + f"transformer.encoder.layers.{e}."
-        keys += [layer + f"self_attn.{m}.{p}" for m in ("sampling_offsets", "attention_weights", "value_proj", "output_proj") for p in wb]
+        keys += [
+            layer + f"self_attn.{m}.{p}"
+            for m in ("sampling_offsets", "attention_weights", "value_proj", "output_proj")
+            for p in wb
+        ]
         keys += [layer + f"{m}.{p}" for m in ("norm1", "linear1", "linear2", "norm2") for p in wb]
     keys += [d + f"mask_features.{p}" for p in wb]
     keys += [d + "adapter_1.weight", d + "adapter_1.norm.weight", d + "adapter_1.norm.bias"]
@@ -46,10 +56,20 @@ def detectron2_swin_b_instance_keys() -> list[str]:
     q = "sem_seg_head.predictor."
     for i in range(9):
         keys += [q + f"transformer_self_attention_layers.{i}.self_attn.in_proj_{p}" for p in wb]
-        keys += [q + f"transformer_self_attention_layers.{i}.{m}.{p}" for m in ("self_attn.out_proj", "norm") for p in wb]
+        keys += [
+            q + f"transformer_self_attention_layers.{i}.{m}.{p}"
+            for m in ("self_attn.out_proj", "norm")
+            for p in wb
+        ]
         keys += [q + f"transformer_cross_attention_layers.{i}.multihead_attn.in_proj_{p}" for p in wb]
-        keys += [q + f"transformer_cross_attention_layers.{i}.{m}.{p}" for m in ("multihead_attn.out_proj", "norm") for p in wb]
-        keys += [q + f"transformer_ffn_layers.{i}.{m}.{p}" for m in ("linear1", "linear2", "norm") for p in wb]
+        keys += [
+            q + f"transformer_cross_attention_layers.{i}.{m}.{p}"
+            for m in ("multihead_attn.out_proj", "norm")
+            for p in wb
+        ]
+        keys += [
+            q + f"transformer_ffn_layers.{i}.{m}.{p}" for m in ("linear1", "linear2", "norm") for p in wb
+        ]
     keys += [q + f"decoder_norm.{p}" for p in wb] + [q + f"class_embed.{p}" for p in wb]
     keys += [q + "query_feat.weight", q + "query_embed.weight", q + "level_embed.weight"]
     keys += [q + f"mask_embed.layers.{k}.{p}" for k in range(3) for p in wb]
@@ -70,7 +90,10 @@ def test_every_key_of_the_swin_b_instance_model_is_mapped_onto_ours():
     cfg = load_config(None, ["MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "100"])
     with torch.device("meta"):
         ours = set(build_model(cfg, [f"c{i}" for i in range(80)]).state_dict())
-    assert set(converted) == ours - {"model.pixel_level_module.encoder.swin.layernorm.weight", "model.pixel_level_module.encoder.swin.layernorm.bias"}
+    assert set(converted) == ours - {
+        "model.pixel_level_module.encoder.swin.layernorm.weight",
+        "model.pixel_level_module.encoder.swin.layernorm.bias",
+    }
 
 
 def _tiny_source(seed: int = 0, queries: int = 16, classes: list[str] | None = None):
@@ -84,7 +107,14 @@ def _save_layouts(model, tmp_path) -> dict[str, str]:
     state["pixel_mean"] = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
     zoo = tmp_path / "model_final_tiny.pkl"
     with open(zoo, "wb") as f:
-        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "Mask2Former", "matching_heuristics": True}, f)
+        pickle.dump(
+            {
+                "model": {k: v.numpy() for k, v in state.items()},
+                "__author__": "Mask2Former",
+                "matching_heuristics": True,
+            },
+            f,
+        )
     trained = tmp_path / "model_final.pth"
     torch.save({"model": state, "optimizer": {}, "scheduler": {}, "iteration": 4999}, trained)
     return {"zoo pickle": str(zoo), "training checkpoint": str(trained)}
@@ -100,7 +130,9 @@ def test_round_trip_through_both_detectron2_layouts_gives_identical_outputs(tmp_
     loaded.eval()
     with torch.no_grad():
         a, b = source(pixel_values=image), loaded(pixel_values=image)
-    assert torch.equal(a.masks_queries_logits, b.masks_queries_logits) and torch.equal(a.class_queries_logits, b.class_queries_logits)
+    assert torch.equal(a.masks_queries_logits, b.masks_queries_logits) and torch.equal(
+        a.class_queries_logits, b.class_queries_logits
+    )
 
 
 def test_queries_grow_for_training_and_coco_class_heads_are_reinitialised(tmp_path, caplog):
@@ -136,7 +168,11 @@ def test_the_architecture_is_read_from_the_shapes():
     state = {k: v for k, v in to_detectron2(hf).items()}
     arch = architecture(state)
     assert arch["MODEL.SWIN.DEPTHS"] == [2, 2, 18, 2] and arch["MODEL.SWIN.NUM_HEADS"] == [4, 8, 16, 32]
-    assert (arch["MODEL.SWIN.EMBED_DIM"], arch["MODEL.SWIN.WINDOW_SIZE"], arch["MODEL.MASK_FORMER.DEC_LAYERS"]) == (128, 12, 10)
+    assert (
+        arch["MODEL.SWIN.EMBED_DIM"],
+        arch["MODEL.SWIN.WINDOW_SIZE"],
+        arch["MODEL.MASK_FORMER.DEC_LAYERS"],
+    ) == (128, 12, 10)
     assert (arch["MODEL.MASK_FORMER.NUM_OBJECT_QUERIES"], arch["classes"]) == (100, 80)
     assert set(state) <= set(keys)
 
@@ -144,7 +180,15 @@ def test_the_architecture_is_read_from_the_shapes():
 def test_resnet_maskformer_and_truncated_checkpoints_get_one_line(tmp_path):
     resnet = tmp_path / "r50.pkl"
     with open(resnet, "wb") as f:
-        pickle.dump({"model": {"backbone.res2.0.conv1.weight": np.zeros((1, 1)), "sem_seg_head.predictor.query_embed.weight": np.zeros((1, 1))}}, f)
+        pickle.dump(
+            {
+                "model": {
+                    "backbone.res2.0.conv1.weight": np.zeros((1, 1)),
+                    "sem_seg_head.predictor.query_embed.weight": np.zeros((1, 1)),
+                }
+            },
+            f,
+        )
     with pytest.raises(WeightsError, match="ResNet backbone: only Swin backbones"):
         load_model(tiny_cfg(*SWIN_TINY), ["myotube"], str(resnet))
     _, source = _tiny_source()

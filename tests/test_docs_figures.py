@@ -56,9 +56,20 @@ from tests.helpers import NUMBER, REPO_ROOT, backed, json_numbers, quoted
 MARKER = re.compile(r"\s*<!--\s*figures:\s*(.+?)\s*-->\s*$")  # a line of its own
 # A figure in these units may be stored in the file as a fraction or in seconds.
 UNIT = re.compile(r"\s?(%|ms\b|min\b|minutes?\b|h\b|hours?\b|CPU hours?\b|MB\b|GB\b)")
-SCALE = {"%": 100, "ms": 1000, "min": 1 / 60, "minute": 1 / 60, "minutes": 1 / 60,
-         "h": 1 / 3600, "hour": 1 / 3600, "hours": 1 / 3600, "CPU hour": 1 / 3600, "CPU hours": 1 / 3600,
-         "MB": 1e-6, "GB": 1e-9}
+SCALE = {
+    "%": 100,
+    "ms": 1000,
+    "min": 1 / 60,
+    "minute": 1 / 60,
+    "minutes": 1 / 60,
+    "h": 1 / 3600,
+    "hour": 1 / 3600,
+    "hours": 1 / 3600,
+    "CPU hour": 1 / 3600,
+    "CPU hours": 1 / 3600,
+    "MB": 1e-6,
+    "GB": 1e-9,
+}
 NOT_FIGURES = [
     re.compile(r"<!--.*?-->", re.S),  # comments, markers included
     re.compile(r"(`+).+?\1", re.S),  # code
@@ -67,13 +78,15 @@ NOT_FIGURES = [
 ]
 # What a measured figure looks like outside a marked block: a unit after it, or a score's name before it.
 UNIT_AFTER = re.compile(
-    r"\s?(?:%|ms\b|s\b|s/step\b|min\b|minutes?\b|h\b|hours?\b|CPU hours?\b|MB\b|GB\b|images/s\b)")
+    r"\s?(?:%|ms\b|s\b|s/step\b|min\b|minutes?\b|h\b|hours?\b|CPU hours?\b|MB\b|GB\b|images/s\b)"
+)
 SCORE_BEFORE = re.compile(r"\b(?:AP|AP50|AP75|F1|F1@0\.5|mean IoU|semantic IoU)\s$")
 
 
 def documents() -> list[str]:
     return [os.path.join(REPO_ROOT, n) for n in ("README.md", "README_two_stage_training.md")] + sorted(
-        glob.glob(os.path.join(REPO_ROOT, "docs", "*.md")))
+        glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))
+    )
 
 
 LIST_ITEM = re.compile(r"( *)(?:[-*+]|\d+[.)])\s")
@@ -93,7 +106,9 @@ def ends_item(first: str, line: str) -> bool:
     item = LIST_ITEM.match(line)
     if not item:
         return False
-    return len(item.group(1)) <= indent(first) if LIST_ITEM.match(first) else len(item.group(1)) < indent(first)
+    return (
+        len(item.group(1)) <= indent(first) if LIST_ITEM.match(first) else len(item.group(1)) < indent(first)
+    )
 
 
 def blocks(lines: list[str]) -> list[tuple[int, str | None, list[str]]]:
@@ -182,7 +197,7 @@ def figure_backed(figure: str, numbers: list[float]) -> bool:
     :func:`prose_figures` gives it ("22 %", "4.0 minutes"), may also be stored in another unit: a
     fraction (0.217), seconds (238) or bytes."""
     value, decimals = quoted(figure)
-    scale = SCALE.get(figure[NUMBER.match(figure).end():].strip(), 1)
+    scale = SCALE.get(figure[NUMBER.match(figure).end() :].strip(), 1)
     return backed(value, decimals, numbers) or backed(value, decimals, [scale * n for n in numbers])
 
 
@@ -220,15 +235,20 @@ def unmarked_measurements(lines: list[str]) -> list[tuple[str, str]]:
     found = []
     for match in NUMBER.finditer(text):
         if UNIT_AFTER.match(text, match.end()) or SCORE_BEFORE.search(text[: match.start()]):
-            found.append((match.group(0), " ".join(text[max(0, match.start() - 40): match.end() + 12].split())))
+            found.append(
+                (match.group(0), " ".join(text[max(0, match.start() - 40) : match.end() + 12].split()))
+            )
     return found
 
 
 def unmarked_prose(path: str) -> list[tuple[int, list[str]]]:
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
-    return [(line, body) for line, pattern_list, body in blocks(lines)
-            if pattern_list is None and body and not body[0].lstrip().startswith(("|", "!["))]
+    return [
+        (line, body)
+        for line, pattern_list, body in blocks(lines)
+        if pattern_list is None and body and not body[0].lstrip().startswith(("|", "!["))
+    ]
 
 
 def block_figures(block: Block) -> list[str]:
@@ -249,7 +269,9 @@ NONE = [(doc, b) for doc, b in ALL_BLOCKS if b.kind == "none"]
 
 
 def test_the_main_result_tables_are_marked():
-    marked = {(doc, os.path.relpath(s, REPO_ROOT)) for doc, b in ALL_BLOCKS if b.kind == "table" for s in b.sources}
+    marked = {
+        (doc, os.path.relpath(s, REPO_ROOT)) for doc, b in ALL_BLOCKS if b.kind == "table" for s in b.sources
+    }
     for doc, source in [
         ("README.md", "bench/results/demo.json"),
         ("docs/benchmarks.md", "bench/results/real_two_stage.json"),
@@ -263,7 +285,9 @@ def test_the_main_result_tables_are_marked():
 
 
 def test_the_main_paragraphs_are_marked():
-    marked = {(doc, os.path.relpath(s, REPO_ROOT)) for doc, b in ALL_BLOCKS if b.kind == "prose" for s in b.sources}
+    marked = {
+        (doc, os.path.relpath(s, REPO_ROOT)) for doc, b in ALL_BLOCKS if b.kind == "prose" for s in b.sources
+    }
     for doc, source in [
         ("README.md", "bench/results/demo.json"),
         ("README.md", "bench/results/real_two_stage.json"),
@@ -280,25 +304,37 @@ def test_the_main_paragraphs_are_marked():
 def test_every_figure_of_a_marked_table_or_paragraph_is_in_its_result_files(doc, block):
     assert block_figures(block), f"{doc}:{block.line}: the marked {block.kind} has no figures"
     missing = missing_figures(block)
-    assert not missing, f"{doc}:{block.line}: figures not in {[os.path.relpath(s, REPO_ROOT) for s in block.sources]}: {missing}"
+    assert not missing, (
+        f"{doc}:{block.line}: figures not in {[os.path.relpath(s, REPO_ROOT) for s in block.sources]}: {missing}"
+    )
 
 
 @pytest.mark.parametrize("doc, block", ALL_BLOCKS, ids=[f"{d}:{b.line}" for d, b in ALL_BLOCKS])
 def test_what_a_marker_declares_not_measured_is_in_its_block(doc, block):
     figures = table_figures(block.body) if block.kind == "table" else prose_figures(block.body)
     numbers = {NUMBER.match(f).group(0) for f in figures}
-    assert not set(block.not_measured) - numbers, f"{doc}:{block.line}: 'not measured' lists numbers the block does not hold"
+    assert not set(block.not_measured) - numbers, (
+        f"{doc}:{block.line}: 'not measured' lists numbers the block does not hold"
+    )
 
 
 @pytest.mark.parametrize("doc, block", NONE, ids=[f"{d}:{b.line}" for d, b in NONE])
 def test_a_block_marked_none_would_look_measured_without_its_marker(doc, block):
-    assert unmarked_measurements(block.body), f"{doc}:{block.line}: 'figures: none' on a block where nothing looks measured"
+    assert unmarked_measurements(block.body), (
+        f"{doc}:{block.line}: 'figures: none' on a block where nothing looks measured"
+    )
 
 
 @pytest.mark.parametrize("doc", documents(), ids=lambda p: os.path.relpath(p, REPO_ROOT))
 def test_no_measured_figure_is_left_unmarked(doc):
-    found = [f"{line}: {context}" for line, body in unmarked_prose(doc) for _, context in unmarked_measurements(body)]
-    assert not found, f"{os.path.relpath(doc, REPO_ROOT)}: measured figures outside a marked block:\n" + "\n".join(found)
+    found = [
+        f"{line}: {context}"
+        for line, body in unmarked_prose(doc)
+        for _, context in unmarked_measurements(body)
+    ]
+    assert not found, (
+        f"{os.path.relpath(doc, REPO_ROOT)}: measured figures outside a marked block:\n" + "\n".join(found)
+    )
 
 
 def test_the_check_catches_a_stale_figure(tmp_path):
@@ -309,7 +345,12 @@ def test_the_check_catches_a_stale_figure(tmp_path):
     assert backed(*quoted("0.75"), numbers)  # quoted more coarsely than stored
     assert not backed(*quoted("33.2"), numbers) and not backed(*quoted("0.754"), numbers)
     assert not backed(*quoted("15.1"), numbers)
-    assert table_figures(["| Stage 2 (Stage 1 + 5 manual) | 8.2 / 10.6 | **0.766** | 10 000 |"]) == ["8.2", "10.6", "0.766", "10 000"]
+    assert table_figures(["| Stage 2 (Stage 1 + 5 manual) | 8.2 / 10.6 | **0.766** | 10 000 |"]) == [
+        "8.2",
+        "10.6",
+        "0.766",
+        "10 000",
+    ]
     assert figure_backed("2e-4", numbers) and not figure_backed("3e-4", numbers)
     assert figure_backed("22 %", numbers) and not figure_backed("22", numbers)
     assert figure_backed("2.0 minutes", [121.0]) and figure_backed("0.4 ms", [0.0004])
@@ -318,8 +359,16 @@ def test_the_check_catches_a_stale_figure(tmp_path):
 
 def test_the_prose_check_reads_a_paragraph_and_catches_a_wrong_figure(tmp_path):
     source = tmp_path / "r.json"
-    source.write_text(json.dumps({"stage2": {"AP": 25.61, "f1": 0.612}, "annotator": {"AP": 22.93},
-                                  "matched": 0.2167, "iters": 3000}))
+    source.write_text(
+        json.dumps(
+            {
+                "stage2": {"AP": 25.61, "f1": 0.612},
+                "annotator": {"AP": 22.93},
+                "matched": 0.2167,
+                "iters": 3000,
+            }
+        )
+    )
     doc = tmp_path / "doc.md"
     doc.write_text(
         "# Results\n\n"
@@ -330,10 +379,11 @@ def test_the_prose_check_reads_a_paragraph_and_catches_a_wrong_figure(tmp_path):
         f"<!-- figures: {source} -->\n"
         "The same 3500 iterations give AP 16.6 of 121.\n\n"
         "Unmarked: Stage 1 took 4.7 minutes and reached AP 15.1; `0.5 s` in code is not a figure.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     good, stale = marked_blocks(str(doc))
     assert good.line == 3 and good.kind == "prose" and good.sources == [str(source)] and len(good.body) == 3
     assert block_figures(good) == ["3000", "25.6", "0.612", "22.9", "22 %"] and not missing_figures(good)
     assert missing_figures(stale) == ["3500", "16.6", "121"]
-    (_, unmarked), = unmarked_prose(str(doc))
+    ((_, unmarked),) = unmarked_prose(str(doc))
     assert [figure for figure, _ in unmarked_measurements(unmarked)] == ["4.7", "15.1"]

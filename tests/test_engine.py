@@ -44,13 +44,18 @@ def test_resume_continues_to_exactly_max_iter_on_the_same_schedule(dataset, tmp_
     split = _cfg(str(tmp_path / "split"), "SOLVER.MAX_ITER", n, "SOLVER.CHECKPOINT_PERIOD", 3)
     assert train(split, stop_after=n // 2) is None
     assert not os.path.exists(tmp_path / "split" / "model_final.pth")
-    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path / "split"))] == ["model_0000003.pth", "model_0000004.pth"]
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path / "split"))] == [
+        "model_0000003.pth",
+        "model_0000004.pth",
+    ]
     with pytest.raises(TrainingError, match="--resume"):
         train(split)  # an existing run's checkpoints are never silently overwritten
     assert train(split, resume=True).endswith("model_final.pth")
 
     def schedule(path):
-        return {r["iteration"]: r["lr"] for r in read_metrics(os.path.join(path, "metrics.json")) if "lr" in r}
+        return {
+            r["iteration"]: r["lr"] for r in read_metrics(os.path.join(path, "metrics.json")) if "lr" in r
+        }
 
     uninterrupted, resumed = schedule(tmp_path / "full"), schedule(tmp_path / "split")
     assert sorted(resumed) == sorted(uninterrupted) == list(range(n))
@@ -98,9 +103,21 @@ def test_two_stage_cli_end_to_end(tmp_path):
     data = make_unified_dataset(str(tmp_path / "myotube_dataset"), size=96, n_train=3, n_test=1, n_manual=2)
     work = tmp_path / "work"
     work.mkdir()
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_two_stage.py"), "--dataset", data,
-           "--config-dir", os.path.join(REPO_ROOT, "configs", "cpu_tiny"),
-           "--opts", "SOLVER.MAX_ITER", "6", "INPUT.IMAGE_SIZE", "96", "SEED", "1"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO_ROOT, "train_two_stage.py"),
+        "--dataset",
+        data,
+        "--config-dir",
+        os.path.join(REPO_ROOT, "configs", "cpu_tiny"),
+        "--opts",
+        "SOLVER.MAX_ITER",
+        "6",
+        "INPUT.IMAGE_SIZE",
+        "96",
+        "SEED",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -112,15 +129,21 @@ def test_two_stage_cli_end_to_end(tmp_path):
         lines = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
         train_lines = [r for r in lines if "total_loss" in r]
         assert train_lines[-1]["iteration"] == 5
-        assert {"total_loss", "loss_ce", "loss_mask", "loss_dice", "lr", "time", "data_time"} <= set(train_lines[0])
+        assert {"total_loss", "loss_ce", "loss_mask", "loss_dice", "lr", "time", "data_time"} <= set(
+            train_lines[0]
+        )
     assert (s1 / "eval_myotube_algorithmic_test.json").is_file()
     assert (s2 / "eval_myotube_manual_test.json").is_file()
     # Stage 1 starts from the shipped base model, Stage 2 from Stage 1's final weights
-    assert "myotube-base" in (s1 / "config.yaml").read_text() and "myotube-base" in (s1 / "log.txt").read_text()
+    assert (
+        "myotube-base" in (s1 / "config.yaml").read_text() and "myotube-base" in (s1 / "log.txt").read_text()
+    )
     stage2_cfg = (s2 / "config.yaml").read_text()
     assert "output_stage1_algorithmic/model_final.pth" in stage2_cfg
     assert "output_stage1_algorithmic/model_final.pth" in (s2 / "log.txt").read_text()
-    cfg2 = tiny_cfg("MODEL.WEIGHTS", str(s1 / "model_final.pth"), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 64, stage=2)  # the presets' queries
+    cfg2 = tiny_cfg(
+        "MODEL.WEIGHTS", str(s1 / "model_final.pth"), "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 64, stage=2
+    )  # the presets' queries
     start, _ = load_model(cfg2, ["myotube"])
     stage1 = torch.load(s1 / "model_final.pth", weights_only=True)["model"]
     assert all(torch.equal(v, start.state_dict()[k]) for k, v in stage1.items())
@@ -134,8 +157,16 @@ def test_two_stage_cli_end_to_end(tmp_path):
 
 def test_stage2_alone_without_stage1_says_to_run_stage1(tmp_path):
     data = make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=1, n_test=1, n_manual=1)
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_two_stage.py"), "--stage", "2", "--dataset", data,
-           "--config-dir", os.path.join(REPO_ROOT, "configs", "cpu_tiny")]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO_ROOT, "train_two_stage.py"),
+        "--stage",
+        "2",
+        "--dataset",
+        data,
+        "--config-dir",
+        os.path.join(REPO_ROOT, "configs", "cpu_tiny"),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "run Stage 1 first" in proc.stderr and "Traceback" not in proc.stderr

@@ -128,7 +128,11 @@ def test_params_from_config_and_switches():
     cfg.INFERENCE.MIN_AREA = 10
     cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.3
     params = PostprocessParams.from_cfg(cfg)
-    assert params.merge_fragments is False and params.min_area == 10 and params.score_threshold == pytest.approx(0.3)
+    assert (
+        params.merge_fragments is False
+        and params.min_area == 10
+        and params.score_threshold == pytest.approx(0.3)
+    )
 
     left = bar(90, 105, 10, 110)
     right = bar(90, 105, 60, 190)
@@ -138,17 +142,24 @@ def test_params_from_config_and_switches():
     off = postprocess(inst, params)
     assert len(off) == 2  # merge off: both fragments; small and low-score dropped
     assert off.scores.tolist() == pytest.approx([0.7, 0.6])  # sorted by score
-    on = postprocess(inst, PostprocessParams(score_threshold=0.3, min_area=10, merge_fragments=True, merge_overlap=0.4))
+    on = postprocess(
+        inst, PostprocessParams(score_threshold=0.3, min_area=10, merge_fragments=True, merge_overlap=0.4)
+    )
     assert len(on) == 1 and np.array_equal(full_masks(on)[0], left | right)
 
 
 def test_remove_contained_before_merging_drops_rather_than_unions():
     big = bar(50, 70, 10, 190)
     sub = bar(48, 68, 40, 80)  # 90 % inside big, sticks out by 2 rows
-    params = PostprocessParams(score_threshold=0.0, min_area=0, merge_fragments=True, merge_overlap=0.5, contained_fraction=0.85)
+    params = PostprocessParams(
+        score_threshold=0.0, min_area=0, merge_fragments=True, merge_overlap=0.5, contained_fraction=0.85
+    )
     out = postprocess(instances([big, sub], [0.5, 0.9]), params)
     assert len(out) == 1 and np.array_equal(full_masks(out)[0], big)
-    no_removal = postprocess(instances([big, sub], [0.5, 0.9]), PostprocessParams(score_threshold=0.0, min_area=0, merge_fragments=True, remove_contained=False))
+    no_removal = postprocess(
+        instances([big, sub], [0.5, 0.9]),
+        PostprocessParams(score_threshold=0.0, min_area=0, merge_fragments=True, remove_contained=False),
+    )
     assert len(no_removal) == 1 and np.array_equal(full_masks(no_removal)[0], big | sub)
 
 
@@ -165,7 +176,11 @@ def test_predictor_scores_what_predict_py_keeps():
     unsure = bar(150, 170, 10, 190)
     candidates = Instances(np.stack([tube, shifted, crossing, unsure]), [0.9, 0.8, 0.7, 0.3])
     settings = ("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.5, "INFERENCE.MIN_AREA", 0)
-    kept = MyotubePredictor(tiny_cfg(*settings, "INFERENCE.DUPLICATE_IOU", 0.5), device="cpu").kept(candidates)
+    kept = MyotubePredictor(tiny_cfg(*settings, "INFERENCE.DUPLICATE_IOU", 0.5), device="cpu").kept(
+        candidates
+    )
     assert kept.scores.tolist() == pytest.approx([0.9, 0.7])
-    without = MyotubePredictor(tiny_cfg(*settings, "INFERENCE.DUPLICATE_IOU", 0.0), device="cpu").kept(candidates)
+    without = MyotubePredictor(tiny_cfg(*settings, "INFERENCE.DUPLICATE_IOU", 0.0), device="cpu").kept(
+        candidates
+    )
     assert without.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])

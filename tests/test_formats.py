@@ -20,7 +20,9 @@ from mask2former.inference.run import PredictOptions, run_prediction
 from mask2former.structures import Instances
 from tests.helpers import field_image, one_line_error, predict, run, save_tiny_model
 
-HAS_CZI = importlib.util.find_spec("bioio_czi") is not None and importlib.util.find_spec("pylibCZIrw") is not None
+HAS_CZI = (
+    importlib.util.find_spec("bioio_czi") is not None and importlib.util.find_spec("pylibCZIrw") is not None
+)
 
 
 def read_rows(path):
@@ -29,8 +31,17 @@ def read_rows(path):
 
 
 def write_ome(path, planes: np.ndarray, pixel_size: float = 0.65, names=("DAPI", "MyHC")) -> None:
-    tifffile.imwrite(path, planes, ome=True, metadata={"axes": "CYX", "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size,
-                                                      "Channel": {"Name": list(names)}})
+    tifffile.imwrite(
+        path,
+        planes,
+        ome=True,
+        metadata={
+            "axes": "CYX",
+            "PhysicalSizeX": pixel_size,
+            "PhysicalSizeY": pixel_size,
+            "Channel": {"Name": list(names)},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +58,28 @@ def test_ome_tiff_gives_pixel_size_and_channel_names(tmp_path):
     meta = read_metadata(tmp_path / "f.ome.tif")
     assert (meta.pixel_size_um, meta.pixel_size_source, meta.channel_names) == (0.65, "OME", ["DAPI", "MyHC"])
     assert np.array_equal(read_image(tmp_path / "f.ome.tif", channel="myhc"), field)  # by name, any case
-    with pytest.raises(ImageReadError, match=r"no channel named 'Actin'; the channels are 0 \(DAPI\), 1 \(MyHC\)"):
+    with pytest.raises(
+        ImageReadError, match=r"no channel named 'Actin'; the channels are 0 \(DAPI\), 1 \(MyHC\)"
+    ):
         read_image(tmp_path / "f.ome.tif", channel="Actin")
     # Microns are also read from other units.
-    tifffile.imwrite(tmp_path / "nm.ome.tif", field, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 325, "PhysicalSizeXUnit": "nm"})
+    tifffile.imwrite(
+        tmp_path / "nm.ome.tif",
+        field,
+        ome=True,
+        metadata={"axes": "YX", "PhysicalSizeX": 325, "PhysicalSizeXUnit": "nm"},
+    )
     assert read_metadata(tmp_path / "nm.ome.tif").pixel_size_um == pytest.approx(0.325)
 
 
 def test_imagej_calibration_gives_the_pixel_size(tmp_path):
-    tifffile.imwrite(tmp_path / "ij.tif", field_image(64), imagej=True, resolution=(1 / 0.325, 1 / 0.325), metadata={"unit": "um"})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        field_image(64),
+        imagej=True,
+        resolution=(1 / 0.325, 1 / 0.325),
+        metadata={"unit": "um"},
+    )
     meta = read_metadata(tmp_path / "ij.tif")
     assert meta.pixel_size_um == pytest.approx(0.325) and meta.pixel_size_source == "ImageJ"
     tifffile.imwrite(tmp_path / "plain.tif", field_image(64))
@@ -69,7 +93,9 @@ def test_multi_series_tiff_picks_a_scene_and_lists_them(tmp_path):
     assert read_image(tmp_path / "ms.tif").shape == (10, 12)  # the first by default
     assert read_image(tmp_path / "ms.tif", scene=1).shape == (20, 22)
     assert read_metadata(tmp_path / "ms.tif").scenes == ["series 0", "series 1"]
-    with pytest.raises(ImageReadError, match=r"no scene '3'; the file holds 2: 0 \(series 0\), 1 \(series 1\)"):
+    with pytest.raises(
+        ImageReadError, match=r"no scene '3'; the file holds 2: 0 \(series 0\), 1 \(series 1\)"
+    ):
         read_image(tmp_path / "ms.tif", scene="3")
 
 
@@ -106,9 +132,15 @@ def test_czi_written_by_pylibczirw_reads_with_names_and_pixel_size(tmp_path):
     with pyczi.create_czi(str(tmp_path / "f.czi"), exist_ok=True) as czi:
         czi.write(data=dapi, plane={"C": 0, "Z": 0, "T": 0})
         czi.write(data=myosin, plane={"C": 1, "Z": 0, "T": 0})
-        czi.write_metadata(document_name="f", channel_names={0: "DAPI", 1: "MyHC"}, scale_x=0.65e-6, scale_y=0.65e-6)
+        czi.write_metadata(
+            document_name="f", channel_names={0: "DAPI", 1: "MyHC"}, scale_x=0.65e-6, scale_y=0.65e-6
+        )
     meta = read_metadata(tmp_path / "f.czi")
-    assert meta.channel_names == ["DAPI", "MyHC"] and meta.pixel_size_um == pytest.approx(0.65) and meta.pixel_size_source == "CZI"
+    assert (
+        meta.channel_names == ["DAPI", "MyHC"]
+        and meta.pixel_size_um == pytest.approx(0.65)
+        and meta.pixel_size_source == "CZI"
+    )
     assert np.array_equal(read_image(tmp_path / "f.czi", channel="MyHC"), myosin)
     with pytest.raises(ImageReadError, match="choose one with --channel"):
         read_image(tmp_path / "f.czi")
@@ -130,7 +162,16 @@ def test_predict_on_an_ome_tiff_reports_microns_without_a_flag(tmp_path, model):
         num, den = tif.pages.first.tags["XResolution"].value
         assert den / num == pytest.approx(0.65, rel=1e-3) and tif.imagej_metadata["unit"] == "um"
     # --pixel-size still wins over the file.
-    out = predict(model, tmp_path / "f.ome.tif", tmp_path / "out2", "--channel", "1", "--pixel-size", "0.5", cwd=tmp_path)
+    out = predict(
+        model,
+        tmp_path / "f.ome.tif",
+        tmp_path / "out2",
+        "--channel",
+        "1",
+        "--pixel-size",
+        "0.5",
+        cwd=tmp_path,
+    )
     assert read_rows(tmp_path / "out2" / "summary.csv")[0]["pixel_size_source"] == "--pixel-size"
 
 
@@ -177,8 +218,15 @@ def test_nuclei_labels_table_and_fusion_index_on_known_nuclei(tmp_path, fusion_m
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_ome(inputs / "f.ome.tif", stack, pixel_size=0.5)
-    options = PredictOptions(tile_size=256, channel="MyHC", nuclei_channel="DAPI", nuclei_radius_um=2.5, nuclei_min_area_um2=5.0,
-                             fusion_min_nuclei=fusion_min, progress=False)
+    options = PredictOptions(
+        tile_size=256,
+        channel="MyHC",
+        nuclei_channel="DAPI",
+        nuclei_radius_um=2.5,
+        nuclei_min_area_um2=5.0,
+        fusion_min_nuclei=fusion_min,
+        progress=False,
+    )
     report = run_prediction(str(inputs / "f.ome.tif"), TubesPredictor(), str(tmp_path / "out"), options)
     assert report.ok, report.failures
     labels = tifffile.imread(tmp_path / "out" / "f_nuclei_labels.tif")
@@ -188,8 +236,11 @@ def test_nuclei_labels_table_and_fusion_index_on_known_nuclei(tmp_path, fusion_m
     right = 0
     for x, y, tube in truth:
         row = rows[int(labels[y, x]) - 1]
-        assert abs(float(row["centroid_x_um"]) - 0.5 * x) < 1.0 and abs(float(row["centroid_y_um"]) - 0.5 * y) < 1.0
-        right += (row["myotube"] == (str(tube + 1) if tube >= 0 else ""))
+        assert (
+            abs(float(row["centroid_x_um"]) - 0.5 * x) < 1.0
+            and abs(float(row["centroid_y_um"]) - 0.5 * y) < 1.0
+        )
+        right += row["myotube"] == (str(tube + 1) if tube >= 0 else "")
     assert right / len(truth) >= 0.95
     assert all(r["position"] == "central" for r in rows if r["myotube"])  # on the centre lines
     summary = read_rows(tmp_path / "out" / "summary.csv")[0]
@@ -207,20 +258,40 @@ def test_nuclei_labels_table_and_fusion_index_on_known_nuclei(tmp_path, fusion_m
 def test_nuclei_settings_in_microns_need_the_pixel_size(tmp_path, model):
     stack, _ = nuclei_field()
     tifffile.imwrite(tmp_path / "f.tif", stack, photometric="minisblack", metadata={"axes": "CYX"})
-    out = predict(model, tmp_path / "f.tif", tmp_path / "out", "--channel", "1", "--nuclei-channel", "0", "--nuclei-radius-um", "3", cwd=tmp_path)
+    out = predict(
+        model,
+        tmp_path / "f.tif",
+        tmp_path / "out",
+        "--channel",
+        "1",
+        "--nuclei-channel",
+        "0",
+        "--nuclei-radius-um",
+        "3",
+        cwd=tmp_path,
+    )
     assert out.returncode == 1
     assert "nuclei settings in microns need the pixel size" in out.stderr.decode()
 
 
 def test_fusion_min_nuclei_must_be_positive(tmp_path, model):
     cv2.imwrite(str(tmp_path / "f.png"), field_image())
-    one_line_error(predict(model, tmp_path / "f.png", tmp_path / "out", "--fusion-min-nuclei", "0", cwd=tmp_path), "--fusion-min-nuclei")
+    one_line_error(
+        predict(model, tmp_path / "f.png", tmp_path / "out", "--fusion-min-nuclei", "0", cwd=tmp_path),
+        "--fusion-min-nuclei",
+    )
 
 
 def test_predict_help_lists_the_format_and_nuclei_flags(tmp_path):
     out = run("predict.py", "--help", cwd=tmp_path)
     assert out.returncode == 0
-    for flag in (b"--scene", b"--fusion-min-nuclei", b"--nuclei-radius-um", b"--nuclei-min-area-um2", b"N|NAME"):
+    for flag in (
+        b"--scene",
+        b"--fusion-min-nuclei",
+        b"--nuclei-radius-um",
+        b"--nuclei-min-area-um2",
+        b"N|NAME",
+    ):
         assert flag in out.stdout, flag
 
 
@@ -235,11 +306,19 @@ def test_overlapped_measuring_gives_the_same_results_in_order(tmp_path):
     (inputs / "f2b.tif").write_bytes(b"broken")  # sorts between f2 and f3
     options = PredictOptions(tile_size=256, channel="MyHC", nuclei_channel="DAPI", progress=False)
     serial = run_prediction(str(inputs), TubesPredictor(), str(tmp_path / "serial"), options)
-    overlapped = run_prediction(str(inputs), TubesPredictor(), str(tmp_path / "overlapped"), replace(options, workers=2))
+    overlapped = run_prediction(
+        str(inputs), TubesPredictor(), str(tmp_path / "overlapped"), replace(options, workers=2)
+    )
     assert [f[0] for f in serial.failures] == [f[0] for f in overlapped.failures] == [str(inputs / "f2b.tif")]
-    assert [s["image"] for s in overlapped.summaries] == [s["image"] for s in serial.summaries] == [f"f{k}.ome.tif" for k in range(4)]
+    assert (
+        [s["image"] for s in overlapped.summaries]
+        == [s["image"] for s in serial.summaries]
+        == [f"f{k}.ome.tif" for k in range(4)]
+    )
     for name in sorted(os.listdir(tmp_path / "serial")):
         if name.endswith((".tif", ".csv")) and name != "summary.csv":
-            assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "overlapped" / name).read_bytes(), name
+            assert (tmp_path / "serial" / name).read_bytes() == (
+                tmp_path / "overlapped" / name
+            ).read_bytes(), name
     rows = [r["image"] for r in read_rows(tmp_path / "overlapped" / "summary.csv")]
     assert rows == ["f0.ome.tif", "f1.ome.tif", "f2.ome.tif", "f2b.tif", "f3.ome.tif"]

@@ -106,7 +106,9 @@ def test_cvat_rle_decoding_is_row_major_from_background():
 
 def test_cvat_subsets_become_splits(tmp_path):
     src = scene()
-    path = write_cvat(str(tmp_path / "cvat"), src, subsets={"field_a.png": "Train", "field_b.png": "Validation"})
+    path = write_cvat(
+        str(tmp_path / "cvat"), src, subsets={"field_a.png": "Train", "field_b.png": "Validation"}
+    )
     summary = organize(tmp_path, path, manual_test_fraction=0.5)
     assert output_masks(manual_json(summary, "train")).keys() == {"field_a.png"}
     assert output_masks(manual_json(summary, "test")).keys() == {"field_b.png"}
@@ -190,7 +192,9 @@ def test_cvat_coco_export_round_trip_keeps_crowd_masks(tmp_path):
 
 def test_coco_subset_files_become_splits(tmp_path):
     write_cvat_coco(str(tmp_path / "coco"), {"field_a.png": [("polygon", POLY_A)]}, "instances_Train.json")
-    write_cvat_coco(str(tmp_path / "coco"), {"field_b.png": [("polygon", POLY_B)]}, "instances_Test.json", seed=7)
+    write_cvat_coco(
+        str(tmp_path / "coco"), {"field_b.png": [("polygon", POLY_B)]}, "instances_Test.json", seed=7
+    )
     summary = organize(tmp_path, str(tmp_path / "coco"))
     assert output_masks(manual_json(summary, "train")).keys() == {"field_a.png"}
     assert output_masks(manual_json(summary, "test")).keys() == {"field_b.png"}
@@ -239,7 +243,9 @@ def test_label_stack_is_refused_not_projected(tmp_path):
 
 def test_name_clash_between_sources_is_resolved_consistently(tmp_path):
     # The annotator names its images train_000.png ...; the manual set reuses that name for another image.
-    make_coco_dataset(str(tmp_path / "annotator_out"), {"train_annotations.json": 2, "test_annotations.json": 1}, size=H)
+    make_coco_dataset(
+        str(tmp_path / "annotator_out"), {"train_annotations.json": 2, "test_annotations.json": 1}, size=H
+    )
     clash = {"train_000.png": [("polygon", POLY_A), ("polygon", POLY_B)], "unique.png": [("polygon", POLY_B)]}
     write_cvat_coco(str(tmp_path / "coco"), clash, seed=11)
     summary = organize(tmp_path, str(tmp_path / "coco"))
@@ -247,8 +253,10 @@ def test_name_clash_between_sources_is_resolved_consistently(tmp_path):
     names = sorted(os.listdir(os.path.join(out, "images")))
     assert "algorithmic_train_000.png" in names and "manual_train_000.png" in names and "unique.png" in names
     assert len(names) == len(set(n.lower() for n in names)) == 2 + 1 + 2
-    for split_json, src_dir in ((manual_json(summary), tmp_path / "coco" / "images"),
-                                (summary["splits"]["myotube_algorithmic_train"]["json_file"], tmp_path / "annotator_out" / "images")):
+    for split_json, src_dir in (
+        (manual_json(summary), tmp_path / "coco" / "images"),
+        (summary["splits"]["myotube_algorithmic_train"]["json_file"], tmp_path / "annotator_out" / "images"),
+    ):
         for img in read_coco_json(split_json)["images"]:
             written = open(os.path.join(out, "images", img["file_name"]), "rb").read()
             assert written == open(src_dir / img["original_file_name"], "rb").read()
@@ -257,7 +265,9 @@ def test_name_clash_between_sources_is_resolved_consistently(tmp_path):
 
 
 def test_identical_image_in_both_sources_is_stored_once(tmp_path):
-    make_coco_dataset(str(tmp_path / "annotator_out"), {"train_annotations.json": 2, "test_annotations.json": 1}, size=H)
+    make_coco_dataset(
+        str(tmp_path / "annotator_out"), {"train_annotations.json": 2, "test_annotations.json": 1}, size=H
+    )
     folder = tmp_path / "labelme"
     write_labelme(str(folder), {"train_000.png": [("polygon", POLY_A)]})
     os.replace(tmp_path / "annotator_out" / "images" / "train_000.png", folder / "train_000.png")

@@ -37,7 +37,9 @@ from tests.helpers import (
     write_via,
 )
 
-PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+PROPERTY_SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
 
 WRITERS = {
     "labelme": lambda folder, scene: write_labelme(folder, scene),
@@ -48,11 +50,15 @@ WRITERS = {
 
 coordinate_x = st.floats(-4, W + 4, allow_nan=False).map(lambda v: round(v, 2))
 coordinate_y = st.floats(-4, H + 4, allow_nan=False).map(lambda v: round(v, 2))
-polygons = st.lists(st.tuples(coordinate_x, coordinate_y), min_size=3, max_size=7).map(lambda pts: [v for p in pts for v in p])
+polygons = st.lists(st.tuples(coordinate_x, coordinate_y), min_size=3, max_size=7).map(
+    lambda pts: [v for p in pts for v in p]
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats() | st.text(max_size=6),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -64,7 +70,9 @@ def annotator_out(tmp_path_factory) -> str:
     return root
 
 
-def organize_sandboxed(annotator_out: str, write_manual: Callable[[str], str], check: Callable[[dict], None] | None = None) -> bool:
+def organize_sandboxed(
+    annotator_out: str, write_manual: Callable[[str], str], check: Callable[[dict], None] | None = None
+) -> bool:
     """Write a manual source, organize it into a fresh OUT; True on success, False on InputError.
 
     Asserts the invariants either way: nothing beside OUT, inputs byte-identical.
@@ -75,7 +83,9 @@ def organize_sandboxed(annotator_out: str, write_manual: Callable[[str], str], c
         os.makedirs(parent)
         inputs_before, annotator_before = tree_digest(os.path.join(tmp, "inputs")), tree_digest(annotator_out)
         try:
-            summary = organize_unified_dataset(annotator_out, manual, os.path.join(parent, "out"), progress=False)
+            summary = organize_unified_dataset(
+                annotator_out, manual, os.path.join(parent, "out"), progress=False
+            )
             ok = True
         except InputError as err:
             assert "\n" not in str(err)
@@ -170,7 +180,12 @@ def mutate(doc, path: tuple, value, delete: bool):
 SCENE_WITH_MASK = {"a.png": [("polygon", POLY_A), ("mask", ring_mask())], "b.png": [("polygon", POLY_A)]}
 JSON_SOURCES = {
     "labelme": (lambda d: write_labelme(d, SCENE_WITH_MASK), "a.json"),
-    "via": (lambda d: os.path.dirname(write_via(d, {"a.png": [("polygon", POLY_A)], "b.png": [("polygon", POLY_A)]})), "via_project.json"),
+    "via": (
+        lambda d: os.path.dirname(
+            write_via(d, {"a.png": [("polygon", POLY_A)], "b.png": [("polygon", POLY_A)]})
+        ),
+        "via_project.json",
+    ),
     "coco": (lambda d: write_cvat_coco(d, SCENE_WITH_MASK) and d, "annotations/instances_default.json"),
 }
 
@@ -191,7 +206,9 @@ def test_corrupted_json_is_imported_or_refused_clearly(annotator_out, fmt, data)
         doc = json.loads(raw)
         paths = json_paths(doc)
         target = paths[data.draw(st.integers(0, len(paths) - 1), label="path")]
-        doc = mutate(doc, target, data.draw(json_values, label="value"), data.draw(st.booleans(), label="delete"))
+        doc = mutate(
+            doc, target, data.draw(json_values, label="value"), data.draw(st.booleans(), label="delete")
+        )
         open(path, "w").write(json.dumps(doc))
         return source
 
@@ -212,7 +229,9 @@ def test_corrupted_cvat_xml_is_imported_or_refused_clearly(annotator_out, data):
             del element.attrib[key]
         else:
             element.attrib[key] = data.draw(
-                st.text(max_size=12) | st.integers(-(10**7), 10**7).map(str) | st.sampled_from(["1e9", "nan", "-1", "3,4;5", ""]),
+                st.text(max_size=12)
+                | st.integers(-(10**7), 10**7).map(str)
+                | st.sampled_from(["1e9", "nan", "-1", "3,4;5", ""]),
                 label="value",
             )
         tree.write(path)
@@ -223,7 +242,10 @@ def test_corrupted_cvat_xml_is_imported_or_refused_clearly(annotator_out, data):
 
 @PROPERTY_SETTINGS
 @given(
-    labels=hnp.arrays(st.sampled_from([np.uint8, np.int32, np.float32, np.int16]), st.tuples(st.integers(1, 6), st.integers(1, 6))),
+    labels=hnp.arrays(
+        st.sampled_from([np.uint8, np.int32, np.float32, np.int16]),
+        st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    ),
     image_shape=st.tuples(st.integers(1, 12), st.integers(1, 12)),
 )
 def test_odd_label_images_are_imported_or_refused_clearly(annotator_out, labels, image_shape):

@@ -88,9 +88,14 @@ def test_rgb_png_is_returned_in_rgb_order(tmp_path):
 
 def test_rgb_tiffs_are_channels_in_rgb_order(tmp_path):
     """A microscope's RGB-stored TIFF is three channels: one must be chosen, and they come in R, G, B order."""
-    for name, data in (("rgb.tif", rgb8()), ("rgb16.tif", RNG.integers(0, 65536, (H, W, 3), dtype=np.uint16))):
+    for name, data in (
+        ("rgb.tif", rgb8()),
+        ("rgb16.tif", RNG.integers(0, 65536, (H, W, 3), dtype=np.uint16)),
+    ):
         tifffile.imwrite(tmp_path / name, data, photometric="rgb")
-        with pytest.raises(ImageReadError, match=r"image has 3 channels \(0, 1, 2\): choose one with --channel"):
+        with pytest.raises(
+            ImageReadError, match=r"image has 3 channels \(0, 1, 2\): choose one with --channel"
+        ):
             read_image(tmp_path / name)
         for c in range(3):
             out = read_image(tmp_path / name, channel=c)
@@ -103,7 +108,9 @@ def test_rgba_drops_alpha(tmp_path):
     out = read_image(cv2_write(tmp_path / "rgba.png", data))
     assert out.shape == (H, W, 3)
     np.testing.assert_array_equal(out, data[..., :3])
-    tifffile.imwrite(tmp_path / "rgba.tif", data, photometric="rgb")  # 4th sample stored as unassociated alpha
+    tifffile.imwrite(
+        tmp_path / "rgba.tif", data, photometric="rgb"
+    )  # 4th sample stored as unassociated alpha
     np.testing.assert_array_equal(read_image(tmp_path / "rgba.tif", channel=2), data[..., 2])
     with pytest.raises(ImageReadError, match="channel 3 requested but the image has 3 channels"):
         read_image(tmp_path / "rgba.tif", channel=3)  # alpha is not a channel
@@ -140,7 +147,9 @@ def test_multichannel_tiff_needs_a_channel_choice(tmp_path, n_channels):
     assert f"{n_channels} channels" in message and "INPUT.CHANNEL" in message
     for c in range(n_channels):
         np.testing.assert_array_equal(read_image(path, channel=c), data[c])
-    with pytest.raises(ImageReadError, match=f"channel {n_channels} requested but the image has {n_channels} channels"):
+    with pytest.raises(
+        ImageReadError, match=f"channel {n_channels} requested but the image has {n_channels} channels"
+    ):
         read_image(path, channel=n_channels)
 
 
@@ -266,7 +275,9 @@ def test_truncated_tiff(tmp_path, compression, keep):
 
 def test_truncated_z_stack_is_not_read_as_a_shorter_stack(tmp_path):
     path = tmp_path / "z.tif"
-    tifffile.imwrite(path, RNG.integers(0, 4096, (6, 64, 64), dtype=np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(
+        path, RNG.integers(0, 4096, (6, 64, 64), dtype=np.uint16), imagej=True, metadata={"axes": "ZYX"}
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     _assert_read_error(path, "truncated")
@@ -281,7 +292,9 @@ def test_truncated_jpeg(tmp_path):
 
 def test_reading_never_modifies_the_file(tmp_path):
     path = tmp_path / "z.tif"
-    tifffile.imwrite(path, RNG.integers(0, 4096, (3, H, W), dtype=np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(
+        path, RNG.integers(0, 4096, (3, H, W), dtype=np.uint16), imagej=True, metadata={"axes": "ZYX"}
+    )
     before = path.read_bytes()
     read_image(path)
     assert path.read_bytes() == before

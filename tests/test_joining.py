@@ -39,7 +39,9 @@ def test_a_tube_cut_into_three_pieces_comes_back_whole():
     assert len(pieces) == 3
     joined = join_pieces(instances(pieces, [0.6, 0.9, 0.7]))
     assert len(joined) == 1
-    assert np.array_equal(masks_of(joined)[0], tube & ~np.isin(np.arange(SIZE[1]), [*range(95, 100), *range(200, 206)])[None, :])
+    assert np.array_equal(
+        masks_of(joined)[0], tube & ~np.isin(np.arange(SIZE[1]), [*range(95, 100), *range(200, 206)])[None, :]
+    )
     assert joined[0].score == pytest.approx(0.9)
 
 
@@ -77,8 +79,12 @@ def test_ends_point_outwards_and_blobs_have_none():
     tube = instances([polyline_mask(*SIZE, [(50, 150), (250, 150)], 9)])[0]
     ends = sorted(piece_ends(tube, 0), key=lambda e: e.point[1])
     assert len(ends) == 2
-    assert ends[0].direction[1] == pytest.approx(-1, abs=0.05) and ends[1].direction[1] == pytest.approx(1, abs=0.05)
-    assert 8 <= ends[0].width <= 13  # area over skeleton length: about the 9 px drawn, the round caps included
+    assert ends[0].direction[1] == pytest.approx(-1, abs=0.05) and ends[1].direction[1] == pytest.approx(
+        1, abs=0.05
+    )
+    assert (
+        8 <= ends[0].width <= 13
+    )  # area over skeleton length: about the 9 px drawn, the round caps included
     dot = np.zeros(SIZE, bool)
     dot[10:12, 10:12] = True
     assert piece_ends(instances([dot])[0], 0) == []

@@ -29,8 +29,11 @@ def _one_tube_dataset(tmp_path, size=256):
     img = (mask * 200 + 20).astype(np.uint8)
     (tmp_path / "images").mkdir()
     cv2.imwrite(str(tmp_path / "images" / "a.png"), img)
-    write_coco_json(tmp_path / "a.json", [{"id": 1, "file_name": "a.png", "height": size, "width": size}],
-                    [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(mask), "iscrowd": 0}])
+    write_coco_json(
+        tmp_path / "a.json",
+        [{"id": 1, "file_name": "a.png", "height": size, "width": size}],
+        [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(mask), "iscrowd": 0}],
+    )
     return load_coco_instances(tmp_path / "a.json", tmp_path / "images")[0]
 
 
@@ -38,7 +41,18 @@ def test_empty_crop_is_resampled(tmp_path):
     record = _one_tube_dataset(tmp_path)
     # 4x scale jitter of a 256 px image at IMAGE_SIZE 64: a random 64 px crop of a 256 px image
     # holds the tube only ~13% of the time, so without resampling most samples would be empty.
-    cfg = tiny_cfg("INPUT.IMAGE_SIZE", 64, "INPUT.MIN_SCALE", 4.0, "INPUT.MAX_SCALE", 4.0, "INPUT.EMPTY_CROP_POLICY", "resample", "INPUT.EMPTY_CROP_RETRIES", 60)
+    cfg = tiny_cfg(
+        "INPUT.IMAGE_SIZE",
+        64,
+        "INPUT.MIN_SCALE",
+        4.0,
+        "INPUT.MAX_SCALE",
+        4.0,
+        "INPUT.EMPTY_CROP_POLICY",
+        "resample",
+        "INPUT.EMPTY_CROP_RETRIES",
+        60,
+    )
     mapper = MyotubeDatasetMapper(cfg)
     rng = np.random.default_rng(0)
     counts = [len(mapper(record, rng)["mask_labels"]) for _ in range(10)]
@@ -47,11 +61,22 @@ def test_empty_crop_is_resampled(tmp_path):
 
 def test_empty_crop_background_policy_trains_on_background(tmp_path):
     record = _one_tube_dataset(tmp_path)
-    cfg = tiny_cfg("INPUT.IMAGE_SIZE", 64, "INPUT.MIN_SCALE", 4.0, "INPUT.MAX_SCALE", 4.0, "INPUT.EMPTY_CROP_POLICY", "background")
+    cfg = tiny_cfg(
+        "INPUT.IMAGE_SIZE",
+        64,
+        "INPUT.MIN_SCALE",
+        4.0,
+        "INPUT.MAX_SCALE",
+        4.0,
+        "INPUT.EMPTY_CROP_POLICY",
+        "background",
+    )
     mapper = MyotubeDatasetMapper(cfg)
     rng = np.random.default_rng(0)
     samples = [mapper(record, rng) for _ in range(10)]
-    assert any(len(s["mask_labels"]) == 0 for s in samples)  # most 64 px crops of a 1024 px image miss the tube
+    assert any(
+        len(s["mask_labels"]) == 0 for s in samples
+    )  # most 64 px crops of a 1024 px image miss the tube
     for s in samples:
         assert s["mask_labels"].shape[0] == s["class_labels"].shape[0]
         assert np.isfinite(s["pixel_values"].numpy()).all()
@@ -64,7 +89,8 @@ def test_eval_mapping_keeps_all_instances_and_aspect(tmp_path):
     assert sample["pixel_values"].shape == (3, 128, 128)
     assert len(sample["mask_labels"]) == 3
     ratio = sample["mask_labels"].sum().item() / sum(
-        np.count_nonzero(m) for m in __import__("mask2former.data.coco", fromlist=["record_masks"]).record_masks(record)
+        np.count_nonzero(m)
+        for m in __import__("mask2former.data.coco", fromlist=["record_masks"]).record_masks(record)
     )
     assert ratio == pytest.approx((128 / 100) ** 2, rel=0.15)
 
@@ -146,13 +172,28 @@ def test_a_training_crop_of_a_large_field_keeps_image_and_masks_aligned_at_the_c
     cv2.line(tube.view(np.uint8), (0, 50), (599, 550), 1, thickness=40)
     (tmp_path / "images").mkdir()
     cv2.imwrite(str(tmp_path / "images" / "f.png"), (tube * 200 + 20).astype(np.uint8))
-    write_coco_json(tmp_path / "f.json", [{"id": 1, "file_name": "f.png", "height": size, "width": size}],
-                    [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(tube), "iscrowd": 0}])
+    write_coco_json(
+        tmp_path / "f.json",
+        [{"id": 1, "file_name": "f.png", "height": size, "width": size}],
+        [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(tube), "iscrowd": 0}],
+    )
     record = load_coco_instances(tmp_path / "f.json", tmp_path / "images")[0]
     crop = 64
     jitter = scale * size / crop  # the mapper's scale is (crop / longest side) x jitter
-    cfg = tiny_cfg("INPUT.IMAGE_SIZE", crop, "INPUT.MIN_SCALE", jitter, "INPUT.MAX_SCALE", jitter, "INPUT.EMPTY_CROP_RETRIES", 50,
-                   "INPUT.PIXEL_MEAN", [0.0, 0.0, 0.0], "INPUT.PIXEL_STD", [1.0, 1.0, 1.0])
+    cfg = tiny_cfg(
+        "INPUT.IMAGE_SIZE",
+        crop,
+        "INPUT.MIN_SCALE",
+        jitter,
+        "INPUT.MAX_SCALE",
+        jitter,
+        "INPUT.EMPTY_CROP_RETRIES",
+        50,
+        "INPUT.PIXEL_MEAN",
+        [0.0, 0.0, 0.0],
+        "INPUT.PIXEL_STD",
+        [1.0, 1.0, 1.0],
+    )
     mapper = MyotubeDatasetMapper(cfg)
     rng = np.random.default_rng(3)
     for _ in range(5):

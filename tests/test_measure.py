@@ -31,7 +31,9 @@ def capsule(p0, p1, width, size):
     return (xx - p0[0] - t * d[0]) ** 2 + (yy - p0[1] - t * d[1]) ** 2 <= (width / 2) ** 2
 
 
-@pytest.mark.parametrize("length,width,angle", [(300, 20, 0), (300, 20, 30), (360, 12, 45), (250, 30, 100), (320, 8, 73)])
+@pytest.mark.parametrize(
+    "length,width,angle", [(300, 20, 0), (300, 20, 30), (360, 12, 45), (250, 30, 100), (320, 8, 73)]
+)
 def test_straight_tube_length_width_orientation(length, width, angle):
     mask = rotated_rect(length, width, angle)
     row = measure_myotube(mask)
@@ -52,7 +54,10 @@ def test_y_branch_has_one_branch_point_and_right_lengths(width):
     centre = (260, 260)
     mask = np.zeros((size, size), bool)
     for angle in (90, 210, 330):
-        end = (centre[0] + arm * math.cos(math.radians(angle)), centre[1] - arm * math.sin(math.radians(angle)))
+        end = (
+            centre[0] + arm * math.cos(math.radians(angle)),
+            centre[1] - arm * math.sin(math.radians(angle)),
+        )
         mask |= capsule(centre, end, width, size)
     shape = analyze_shape(mask)
     assert shape.branch_points == 1
@@ -157,11 +162,14 @@ def test_fusion_index_and_nuclei_per_myotube_exact():
     tube_c = np.zeros(size, bool)
     tube_c[100:140, 180:290] = True  # 1 nucleus inside, 2 touching it that are mostly outside
     centres = [
-        (50, 40), (150, 40), (250, 40),  # in a, central
+        (50, 40),
+        (150, 40),
+        (250, 40),  # in a, central
         (80, 120),  # in b
         (230, 120),  # in c
         (230, 148),  # only its rows 138-139 lie inside c: outside
-        (30, 180), (270, 180),  # free nuclei
+        (30, 180),
+        (270, 180),  # free nuclei
     ]
     labels = discs(size, centres, 10)
     # One nucleus straddling c's edge: 40 % of it inside.
@@ -246,7 +254,9 @@ def test_the_fast_relabelling_and_smoothing_match_skimage_and_scipy():
         assert np.array_equal(_relabel(labels), relabel_sequential(labels)[0])
         image = rng.random((70, 60)).astype(np.float32) * 255
         for sigma in (1.0, 1.5):
-            np.testing.assert_allclose(gaussian_blur(image, sigma), ndi.gaussian_filter(image, sigma), atol=1e-3)
+            np.testing.assert_allclose(
+                gaussian_blur(image, sigma), ndi.gaussian_filter(image, sigma), atol=1e-3
+            )
 
 
 def test_branch_points_and_widths_of_a_skeleton_touching_the_crop_edge():

@@ -88,15 +88,31 @@ def test_error_breakdown_names_each_kind_of_mistake():
     horizontal, vertical = _bar(10, 14, 0, 64), _bar(0, 64, 30, 34)  # two tubes crossing
     cut, missed, found = _bar(30, 34, 0, 64), _bar(40, 44, 0, 64), _bar(50, 54, 0, 64)
     gt = np.stack([horizontal, vertical, cut, missed, found])
-    pred = np.stack([
-        horizontal | vertical,  # one instance for the crossing pair: IoU 0.52 with the horizontal tube, merges the vertical one
-        _bar(30, 34, 0, 20), _bar(30, 34, 22, 42), _bar(30, 34, 44, 64),  # the third tube in three pieces
-        found, _bar(50, 54, 0, 40),  # found, plus a duplicate piece of it
-        _bar(58, 62, 0, 64),  # on background
-    ])
+    pred = np.stack(
+        [
+            horizontal
+            | vertical,  # one instance for the crossing pair: IoU 0.52 with the horizontal tube, merges the vertical one
+            _bar(30, 34, 0, 20),
+            _bar(30, 34, 22, 42),
+            _bar(30, 34, 44, 64),  # the third tube in three pieces
+            found,
+            _bar(50, 54, 0, 40),  # found, plus a duplicate piece of it
+            _bar(58, 62, 0, 64),  # on background
+        ]
+    )
     errors = error_breakdown(gt, pred)
-    assert errors["gt_matched"] == 2 and errors["gt_merged"] == 1 and errors["gt_split"] == 1 and errors["gt_missed"] == 1
-    assert errors["pred_matched"] == 2 and errors["pred_fragment"] == 3 and errors["pred_duplicate"] == 1 and errors["pred_background"] == 1
+    assert (
+        errors["gt_matched"] == 2
+        and errors["gt_merged"] == 1
+        and errors["gt_split"] == 1
+        and errors["gt_missed"] == 1
+    )
+    assert (
+        errors["pred_matched"] == 2
+        and errors["pred_fragment"] == 3
+        and errors["pred_duplicate"] == 1
+        and errors["pred_background"] == 1
+    )
     assert sum(v for k, v in errors.items() if k.startswith("gt_")) == len(gt)
     assert sum(v for k, v in errors.items() if k.startswith("pred_")) == len(pred)
 
@@ -122,7 +138,9 @@ def test_error_breakdown_accepts_rles_and_is_pooled_by_the_evaluator(truth):
 
 def test_f1_scores_the_kept_instances_and_ap_every_candidate(truth):
     gts = truth[0]
-    doubled = Instances(np.concatenate([gts, gts]), np.concatenate([np.full(len(gts), 0.9), np.full(len(gts), 0.8)]))
+    doubled = Instances(
+        np.concatenate([gts, gts]), np.concatenate([np.full(len(gts), 0.9), np.full(len(gts), 0.8)])
+    )
     raw = InstanceEvaluator(score_threshold=0.5)
     raw.add(gts, doubled)
     after = InstanceEvaluator(score_threshold=0.5)

@@ -37,7 +37,12 @@ def test_one_training_step_is_finite_and_backward_reaches_every_part(tmp_path):
     assert torch.isfinite(total)
     total.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-    for part in ("pixel_level_module.encoder", "pixel_level_module.decoder", "transformer_module", "class_predictor"):
+    for part in (
+        "pixel_level_module.encoder",
+        "pixel_level_module.decoder",
+        "transformer_module",
+        "class_predictor",
+    ):
         assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if part in n), part
 
 
@@ -105,7 +110,10 @@ def test_project_checkpoint_loads_exactly(tmp_path):
         ("/nonexistent/hf_folder", "folder not found"),
         # The guide's download location, not downloaded yet: a folder, not a hub repo "weights/...".
         ("weights/mask2former-swin-base-coco-instance", "folder not found"),
-        ("facebook/mask2former-swin-base-coco-instance", "hf download facebook/mask2former-swin-base-coco-instance"),
+        (
+            "facebook/mask2former-swin-base-coco-instance",
+            "hf download facebook/mask2former-swin-base-coco-instance",
+        ),
     ],
 )
 def test_missing_weights_give_one_clear_error(weights, expected, monkeypatch, tmp_path):
@@ -127,7 +135,11 @@ def test_weights_kind_tells_local_folders_from_hub_ids(tmp_path, monkeypatch):
     assert weights_kind("models/coco") == "hub_id"  # no local models/ folder: could be a hub repo
     (tmp_path / "models").mkdir()
     assert weights_kind("models/coco") == "hf_dir"  # its first folder is here: a local path
-    assert weights_kind("./coco") == "hf_dir" and weights_kind("out/model_final.pth") == "checkpoint" and weights_kind("") == "none"
+    assert (
+        weights_kind("./coco") == "hf_dir"
+        and weights_kind("out/model_final.pth") == "checkpoint"
+        and weights_kind("") == "none"
+    )
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
@@ -163,9 +175,26 @@ def test_the_model_ignores_pixel_mask_so_batches_do_not_carry_one(tmp_path):
 
 
 CONV_BACKBONES = {
-    "resnet": ("MODEL.BACKBONE.NAME", "resnet", "MODEL.RESNET.EMBEDDING_SIZE", 16, "MODEL.RESNET.HIDDEN_SIZES", "[16, 24, 32, 48]",
-               "MODEL.RESNET.DEPTHS", "[1, 1, 1, 1]", "MODEL.RESNET.LAYER_TYPE", "basic"),
-    "convnext": ("MODEL.BACKBONE.NAME", "convnext", "MODEL.CONVNEXT.HIDDEN_SIZES", "[16, 24, 32, 48]", "MODEL.CONVNEXT.DEPTHS", "[1, 1, 1, 1]"),
+    "resnet": (
+        "MODEL.BACKBONE.NAME",
+        "resnet",
+        "MODEL.RESNET.EMBEDDING_SIZE",
+        16,
+        "MODEL.RESNET.HIDDEN_SIZES",
+        "[16, 24, 32, 48]",
+        "MODEL.RESNET.DEPTHS",
+        "[1, 1, 1, 1]",
+        "MODEL.RESNET.LAYER_TYPE",
+        "basic",
+    ),
+    "convnext": (
+        "MODEL.BACKBONE.NAME",
+        "convnext",
+        "MODEL.CONVNEXT.HIDDEN_SIZES",
+        "[16, 24, 32, 48]",
+        "MODEL.CONVNEXT.DEPTHS",
+        "[1, 1, 1, 1]",
+    ),
 }
 
 
@@ -181,13 +210,19 @@ def test_convolutional_backbones_train_and_their_checkpoints_rebuild_themselves(
     assert backbone in encoder.lower(), encoder
     total = sum(_step_loss(model, batch).values())
     total.backward()
-    backbone_grads = [p.grad for n, p in model.named_parameters() if n.startswith("model.pixel_level_module.encoder.") and p.requires_grad]
+    backbone_grads = [
+        p.grad
+        for n, p in model.named_parameters()
+        if n.startswith("model.pixel_level_module.encoder.") and p.requires_grad
+    ]
     assert backbone_grads and all(g is not None and torch.isfinite(g).all() for g in backbone_grads)
     # A checkpoint names its backbone: a Swin config file predicting with it builds the checkpoint's.
     path = str(tmp_path / "conv.pth")
     torch.save({"model": model.state_dict(), "cfg": conv_cfg.dump(), "class_names": ["myotube"]}, path)
     adopted, changes = checkpoint_architecture(tiny_cfg(*SWIN_TINY), path)
-    assert adopted.MODEL.BACKBONE.NAME == backbone and any(c.startswith("MODEL.BACKBONE.NAME") for c in changes)
+    assert adopted.MODEL.BACKBONE.NAME == backbone and any(
+        c.startswith("MODEL.BACKBONE.NAME") for c in changes
+    )
     loaded = load_model(adopted, ["myotube"], path)[0]
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key

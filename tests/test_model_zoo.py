@@ -44,14 +44,31 @@ SCALE = {"factor": 0.5, "pixel_size_um": 1.3, "low": 0.5, "high": 0.5, "fields":
 def training_checkpoint(tmp_path_factory) -> str:
     """A finished run's model_final.pth (as ``save_final`` writes it) with a training checkpoint's
     optimizer, scheduler and RNG states added, which publishing must drop."""
-    cfg = load_config(TINY_STAGE2, ["MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", QUERIES,
-                                    "INPUT.IMAGE_SIZE", IMAGE_SIZE])
+    cfg = load_config(
+        TINY_STAGE2,
+        [
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
+            QUERIES,
+            "INPUT.IMAGE_SIZE",
+            IMAGE_SIZE,
+        ],
+    )
     torch.manual_seed(0)
     model = build_model(cfg, ["myotube"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     out = str(tmp_path_factory.mktemp("run"))
-    state = {"model": model.state_dict(), "iteration": 40, "cfg": cfg.dump(), "class_names": ["myotube"],
-             "input_scale": SCALE, "optimizer": optimizer.state_dict(), "scheduler": {"last_epoch": 40}, "rng": rng_state()}
+    state = {
+        "model": model.state_dict(),
+        "iteration": 40,
+        "cfg": cfg.dump(),
+        "class_names": ["myotube"],
+        "input_scale": SCALE,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"last_epoch": 40},
+        "rng": rng_state(),
+    }
     return save_final(out, state)
 
 
@@ -115,7 +132,9 @@ def test_the_package_ships_a_consistent_manifest_as_package_data():
 # --------------------------------------------------------------------------- publishing
 
 
-def test_publish_keeps_weights_config_and_scale_and_records_the_checksum(empty_zoo, training_checkpoint, capsys):
+def test_publish_keeps_weights_config_and_scale_and_records_the_checksum(
+    empty_zoo, training_checkpoint, capsys
+):
     rc = load_script("mask2former/model_zoo/publish.py").main([training_checkpoint, "--name", NAME])
     assert rc == 0, capsys.readouterr().err
     path = os.path.join(empty_zoo, f"{NAME}.pth")
@@ -180,8 +199,21 @@ def test_the_name_resolves_to_the_verified_file_and_loads_everywhere(published, 
 def test_predict_with_the_name_needs_no_config_file(published, tmp_path, capsys):
     field = write_field(tmp_path / "in")
     out = tmp_path / "out"
-    rc = predict_main()(["--weights", NAME, "--input", field, "--output", str(out), "--device", "cpu",
-                         "--no-progress", "--score-threshold", "0"])
+    rc = predict_main()(
+        [
+            "--weights",
+            NAME,
+            "--input",
+            field,
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--score-threshold",
+            "0",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     for suffix in ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv"):
         assert (out / f"field{suffix}").is_file(), suffix
@@ -197,7 +229,9 @@ def test_without_a_config_file_the_weights_must_carry_one(empty_zoo, tmp_path, c
     assert rc == 1 and "give --config-file" in one_line_error(capsys)
     bare = tmp_path / "bare.pth"
     torch.save({"model": build_model(tiny_cfg(), ["myotube"]).state_dict()}, bare)
-    rc = predict_main()(["--weights", str(bare), "--input", field, "--output", str(tmp_path / "out"), "--no-progress"])
+    rc = predict_main()(
+        ["--weights", str(bare), "--input", field, "--output", str(tmp_path / "out"), "--no-progress"]
+    )
     line = one_line_error(capsys)
     assert rc == 1 and str(bare) in line and "holds no config" in line
 
@@ -207,15 +241,33 @@ def test_training_starts_from_the_name_and_grows_the_queries(published, unified_
     model, _ = load_model(cfg, ["myotube"], for_training=True)
     source = torch.load(published, weights_only=True)["model"]
     for key in QUERY_KEYS:
-        assert model.state_dict()[key].shape[0] == QUERIES + 4 and torch.equal(model.state_dict()[key][:QUERIES], source[key])
+        assert model.state_dict()[key].shape[0] == QUERIES + 4 and torch.equal(
+            model.state_dict()[key][:QUERIES], source[key]
+        )
     with pytest.raises(WeightsError, match="queries"):
         load_model(cfg, ["myotube"])  # only training may add queries
 
     out = tmp_path / "train"
-    rc = load_script("train_net.py").main([
-        "--config-file", TINY_STAGE2, "--dataset", unified_dataset, "MODEL.WEIGHTS", NAME,
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", str(QUERIES + 4), "INPUT.IMAGE_SIZE", "96", "SOLVER.MAX_ITER", "2",
-        "OUTPUT_DIR", str(out), "SEED", "1"])
+    rc = load_script("train_net.py").main(
+        [
+            "--config-file",
+            TINY_STAGE2,
+            "--dataset",
+            unified_dataset,
+            "MODEL.WEIGHTS",
+            NAME,
+            "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
+            str(QUERIES + 4),
+            "INPUT.IMAGE_SIZE",
+            "96",
+            "SOLVER.MAX_ITER",
+            "2",
+            "OUTPUT_DIR",
+            str(out),
+            "SEED",
+            "1",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert (out / "model_final.pth").is_file()
     assert f"{NAME} ({published}" in (out / "log.txt").read_text()
@@ -244,20 +296,26 @@ def test_a_flipped_byte_or_a_truncated_file_is_one_line_naming_the_checksum(publ
     assert describe_weights(NAME)["status"] == "missing"
 
     field = write_field(tmp_path / "in")
-    rc = predict_main()(["--weights", NAME, "--input", field, "--output", str(tmp_path / "out"), "--no-progress"])
+    rc = predict_main()(
+        ["--weights", NAME, "--input", field, "--output", str(tmp_path / "out"), "--no-progress"]
+    )
     line = one_line_error(capsys)
     assert rc == 1 and "checksum does not match" in line and published in line
 
     with open(published, "r+b") as f:
         f.truncate(size // 3)
-    with pytest.raises(WeightsError, match=rf"checksum does not match models.json \({size // 3} bytes, {size} expected\)"):
+    with pytest.raises(
+        WeightsError, match=rf"checksum does not match models.json \({size // 3} bytes, {size} expected\)"
+    ):
         resolve_weights(NAME)
 
 
 def test_a_missing_or_unpublished_model_is_one_line(published, tmp_path, capsys):
     os.remove(published)
     field = write_field(tmp_path / "in")
-    rc = predict_main()(["--weights", NAME, "--input", field, "--output", str(tmp_path / "out"), "--no-progress"])
+    rc = predict_main()(
+        ["--weights", NAME, "--input", field, "--output", str(tmp_path / "out"), "--no-progress"]
+    )
     line = one_line_error(capsys)
     assert rc == 1 and f"{NAME}.pth" in line and "is not installed" in line
     assert model_choices() == [TRAINED_MODEL]

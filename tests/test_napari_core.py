@@ -60,7 +60,10 @@ def test_saving_accumulates_images_and_refuses_to_replace_without_asking(tmp_pat
     save_manual_annotation(str(out), str(tmp_path / "a.png"), top, under, overwrite=True)
     records = load_coco_instances(out / "annotations.json", out / "images")
     a = next(r for r in records if r["file_name"].endswith("a.png"))
-    assert len(a["annotations"]) == 2 and record_masks(a).sum() == (masks[0] | masks[1]).sum() + (masks[0] & masks[1]).sum()
+    assert (
+        len(a["annotations"]) == 2
+        and record_masks(a).sum() == (masks[0] | masks[1]).sum() + (masks[0] & masks[1]).sum()
+    )
 
 
 @pytest.mark.slow
@@ -81,13 +84,42 @@ def test_from_a_prediction_to_stage2_ready_data(tmp_path):
     top[top == top.max()] = 0
     cv2.line(top, (10, 100), (110, 110), int(top.max()) + 1, 6)
     saved = save_manual_annotation(str(tmp_path / "manual"), found["entry"]["original_path"], top, under)
-    annotated = run("utils/batch_myotube_processing.py", "--input_dir", str(raw), "--output_dir", str(tmp_path / "annotator_out"),
-                    "--resolution", "128", "--workers", "1", "--no-progress", cwd=tmp_path)
+    annotated = run(
+        "utils/batch_myotube_processing.py",
+        "--input_dir",
+        str(raw),
+        "--output_dir",
+        str(tmp_path / "annotator_out"),
+        "--resolution",
+        "128",
+        "--workers",
+        "1",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert annotated.returncode == 0, annotated.stderr.decode()
-    organized = run("organize_unified_dataset.py", "--algorithmic_dataset", str(tmp_path / "annotator_out"), "--manual_dataset", saved,
-                    "--output_dataset", str(tmp_path / "myotube_dataset"), "--no-progress", cwd=tmp_path)
+    organized = run(
+        "organize_unified_dataset.py",
+        "--algorithmic_dataset",
+        str(tmp_path / "annotator_out"),
+        "--manual_dataset",
+        saved,
+        "--output_dataset",
+        str(tmp_path / "myotube_dataset"),
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert organized.returncode == 0, organized.stdout.decode() + organized.stderr.decode()
-    manual = json.loads((tmp_path / "myotube_dataset" / "annotations" / "manual_train_annotations.json").read_text())
+    manual = json.loads(
+        (tmp_path / "myotube_dataset" / "annotations" / "manual_train_annotations.json").read_text()
+    )
     assert len(manual["images"]) == 1 and len(manual["annotations"]) == len(instances_from_layers(top, under))
-    ready = run("setup_two_stage.py", "--dataset", str(tmp_path / "myotube_dataset"), "--config-dir", TINY, cwd=tmp_path)
+    ready = run(
+        "setup_two_stage.py",
+        "--dataset",
+        str(tmp_path / "myotube_dataset"),
+        "--config-dir",
+        TINY,
+        cwd=tmp_path,
+    )
     assert ready.returncode == 0, ready.stdout.decode()[-3000:]

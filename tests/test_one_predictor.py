@@ -22,16 +22,35 @@ def test_predict_py_the_napari_core_and_the_bench_give_the_same_labels(tmp_path)
 
     # The model records 0.6 um per model pixel; the field says 0.45 um per pixel: resized by 0.75,
     # not by the recorded training factor 0.5.
-    weights = save_tiny_checkpoint(tmp_path / "model_final.pth", opts=("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.0),
-                                   input_scale={"factor": 0.5, "pixel_size_um": 0.6})
+    weights = save_tiny_checkpoint(
+        tmp_path / "model_final.pth",
+        opts=("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.0),
+        input_scale={"factor": 0.5, "pixel_size_um": 0.6},
+    )
     field = tmp_path / "field.tif"
     image = generate_field(224, seed=4, pixel_scale=0.7).image
     tifffile.imwrite(field, image, imagej=True, resolution=(1 / 0.45, 1 / 0.45), metadata={"unit": "um"})
 
     out = tmp_path / "predicted"
-    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "predict.py"), "--weights", weights, "--input", str(field),
-                           "--output", str(out), "--device", "cpu", "--no-progress"],
-                          env=ENV, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "predict.py"),
+            "--weights",
+            weights,
+            "--input",
+            str(field),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     from_cli = tifffile.imread(out / "field_labels.tif")
     assert from_cli.max() > 0

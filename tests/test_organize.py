@@ -40,11 +40,18 @@ from tests.helpers import (
 def sources(tmp_path):
     """Annotator output + a CVAT manual export, in their own folder (so OUT's parent starts empty)."""
     inputs = tmp_path / "inputs"
-    make_coco_dataset(str(inputs / "annotator_out"), {"train_annotations.json": 3, "test_annotations.json": 2}, size=H)
+    make_coco_dataset(
+        str(inputs / "annotator_out"), {"train_annotations.json": 3, "test_annotations.json": 2}, size=H
+    )
     write_cvat(str(inputs / "cvat"), scene())
     (tmp_path / "work").mkdir()
-    return {"algorithmic": str(inputs / "annotator_out"), "manual": str(inputs / "cvat" / "annotations.xml"), "inputs": inputs,
-            "out": str(tmp_path / "work" / "myotube_dataset"), "parent": tmp_path / "work"}
+    return {
+        "algorithmic": str(inputs / "annotator_out"),
+        "manual": str(inputs / "cvat" / "annotations.xml"),
+        "inputs": inputs,
+        "out": str(tmp_path / "work" / "myotube_dataset"),
+        "parent": tmp_path / "work",
+    }
 
 
 def run(sources, **kwargs):
@@ -53,7 +60,13 @@ def run(sources, **kwargs):
 
 
 def run_cli(sources, *extra: str) -> int:
-    argv = ["--algorithmic_dataset", sources["algorithmic"], "--output_dataset", sources["out"], "--no-progress"]
+    argv = [
+        "--algorithmic_dataset",
+        sources["algorithmic"],
+        "--output_dataset",
+        sources["out"],
+        "--no-progress",
+    ]
     if sources.get("manual"):
         argv += ["--manual_dataset", sources["manual"]]
     return cli.main(argv + list(extra))
@@ -66,8 +79,10 @@ def test_unified_layout_and_contents(sources):
     summary = run(sources, manual_test_fraction=0.5, seed=3)
     out = sources["out"]
     assert sorted(os.listdir(os.path.join(out, "annotations"))) == [
-        "algorithmic_test_annotations.json", "algorithmic_train_annotations.json",
-        "manual_test_annotations.json", "manual_train_annotations.json",
+        "algorithmic_test_annotations.json",
+        "algorithmic_train_annotations.json",
+        "manual_test_annotations.json",
+        "manual_train_annotations.json",
     ]
     assert os.listdir(sources["parent"]) == ["myotube_dataset"], "no temporary folder may be left beside OUT"
     counts = {name: (s["images"], s["instances"]) for name, s in summary["splits"].items()}
@@ -84,7 +99,9 @@ def test_unified_layout_and_contents(sources):
 
 def test_algorithmic_annotations_survive_unchanged(sources):
     summary = run(sources)
-    truth = make_coco_dataset(str(sources["parent"] / "again"), {"train_annotations.json": 3, "test_annotations.json": 2}, size=H)
+    truth = make_coco_dataset(
+        str(sources["parent"] / "again"), {"train_annotations.json": 3, "test_annotations.json": 2}, size=H
+    )
     got = output_masks(summary["splits"]["myotube_algorithmic_train"]["json_file"])
     for i, masks in enumerate(truth["train_annotations.json"]):
         assert_same_instances(np.stack(masks), got[f"train_{i:03d}.png"], min_iou=1.0)
@@ -96,7 +113,10 @@ def test_manual_test_fraction_is_seeded(sources):
 
     def test_names(seed):
         summary = run(sources, manual_test_fraction=0.3, seed=seed, force=True)
-        return sorted(img["original_file_name"] for img in read_coco_json(summary["splits"]["myotube_manual_test"]["json_file"])["images"])
+        return sorted(
+            img["original_file_name"]
+            for img in read_coco_json(summary["splits"]["myotube_manual_test"]["json_file"])["images"]
+        )
 
     first = test_names(1)
     assert len(first) == 3
@@ -122,7 +142,10 @@ def test_unknown_categories_are_listed_then_mapped_or_ignored(sources):
     doc["shapes"][1]["label"] = "nucleus"
     (folder / "a.json").write_text(json.dumps(doc))
     sources["manual"] = str(folder)
-    with pytest.raises(DatasetError, match=r"unknown categories 'Myotubes' \(1 instances.*'nucleus' \(1 instances.*--category-map"):
+    with pytest.raises(
+        DatasetError,
+        match=r"unknown categories 'Myotubes' \(1 instances.*'nucleus' \(1 instances.*--category-map",
+    ):
         run(sources)
     assert not os.path.exists(sources["out"])
     summary = run(sources, category_map=["myotubes=myotube", "NUCLEUS=ignore"])
@@ -158,9 +181,18 @@ def test_label_image_at_half_resolution_is_rescaled_nearest(sources):
     write_image(str(folder / "big.png"))
     sources["manual"] = str(folder)
     summary = run(sources)
-    assert summary["rescaled_images"] == [{"image": "big.png", "split": "manual_train", "from": [H // 2, W // 2], "to": [H, W]}]
-    expected = [cv2.resize(m[::2, ::2].astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST_EXACT).astype(bool) for m in truth]
-    assert_same_instances(np.stack(expected), output_masks(summary["splits"]["myotube_manual_train"]["json_file"])["big.png"], min_iou=1.0)
+    assert summary["rescaled_images"] == [
+        {"image": "big.png", "split": "manual_train", "from": [H // 2, W // 2], "to": [H, W]}
+    ]
+    expected = [
+        cv2.resize(m[::2, ::2].astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST_EXACT).astype(bool)
+        for m in truth
+    ]
+    assert_same_instances(
+        np.stack(expected),
+        output_masks(summary["splits"]["myotube_manual_train"]["json_file"])["big.png"],
+        min_iou=1.0,
+    )
 
 
 def test_polygons_annotated_on_a_resized_copy_are_scaled(sources):
@@ -193,7 +225,11 @@ def test_self_intersecting_polygon_is_kept_as_its_pixels(sources):
     summary = run(sources)
     data = read_coco_json(summary["splits"]["myotube_manual_train"]["json_file"])
     assert isinstance(data["annotations"][0]["segmentation"], dict)
-    assert_same_instances(rasterise(bowtie)[None], output_masks(summary["splits"]["myotube_manual_train"]["json_file"])["a.png"], min_iou=1.0)
+    assert_same_instances(
+        rasterise(bowtie)[None],
+        output_masks(summary["splits"]["myotube_manual_train"]["json_file"])["a.png"],
+        min_iou=1.0,
+    )
 
 
 def test_empty_manual_images_are_left_out_unless_kept(sources):
@@ -232,7 +268,9 @@ def break_missing_image(sources):
     return "annotations.xml: image 'field_b.png' not found"
 
 
-@pytest.mark.parametrize("breaker", [break_truncated_json, break_missing_image], ids=["truncated-json", "missing-image"])
+@pytest.mark.parametrize(
+    "breaker", [break_truncated_json, break_missing_image], ids=["truncated-json", "missing-image"]
+)
 def test_failing_input_leaves_existing_output_intact(sources, capsys, breaker):
     assert run_cli(sources) == 0
     capsys.readouterr()
@@ -250,8 +288,15 @@ def test_failing_input_leaves_existing_output_intact(sources, capsys, breaker):
 def test_validation_failure_keeps_old_output(sources, monkeypatch):
     run(sources)
     before = tree_digest(sources["out"])
-    monkeypatch.setattr(organize_module, "validate_coco", lambda json_file, root, **kwargs: [Finding("error", json_file, "broken on purpose")])
-    with pytest.raises(DatasetError, match=r"fails validation: broken on purpose \(and 2 more problems\); nothing was written"):
+    monkeypatch.setattr(
+        organize_module,
+        "validate_coco",
+        lambda json_file, root, **kwargs: [Finding("error", json_file, "broken on purpose")],
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"fails validation: broken on purpose \(and 2 more problems\); nothing was written",
+    ):
         run(sources, force=True)
     assert tree_digest(sources["out"]) == before
     assert os.listdir(sources["parent"]) == ["myotube_dataset"]
@@ -268,7 +313,9 @@ def test_failed_swap_restores_old_output(sources, monkeypatch):
         return real_rename(src, dst)
 
     monkeypatch.setattr(organize_module.os, "rename", rename)
-    with pytest.raises(InputError, match=r"cannot write the dataset \(simulated failure\); nothing was changed"):
+    with pytest.raises(
+        InputError, match=r"cannot write the dataset \(simulated failure\); nothing was changed"
+    ):
         run(sources, force=True)
     monkeypatch.undo()
     assert tree_digest(sources["out"]) == before
@@ -300,9 +347,16 @@ def test_force_refuses_folders_that_are_not_datasets(sources):
 
 def test_output_and_inputs_must_not_nest(sources):
     with pytest.raises(InputError, match="inside the input"):
-        organize_unified_dataset(sources["algorithmic"], sources["manual"], os.path.join(sources["algorithmic"], "unified"), progress=False)
+        organize_unified_dataset(
+            sources["algorithmic"],
+            sources["manual"],
+            os.path.join(sources["algorithmic"], "unified"),
+            progress=False,
+        )
     with pytest.raises(InputError, match="contains the input"):
-        organize_unified_dataset(sources["algorithmic"], sources["manual"], str(sources["inputs"]), force=True, progress=False)
+        organize_unified_dataset(
+            sources["algorithmic"], sources["manual"], str(sources["inputs"]), force=True, progress=False
+        )
     assert not os.path.exists(os.path.join(sources["algorithmic"], "unified"))
 
 
@@ -349,15 +403,34 @@ def test_cli_then_setup_two_stage_accepts_the_dataset(tmp_path):
     out = tmp_path / "myotube_dataset"
     env = {**os.environ, "PYTHONPATH": REPO_ROOT}
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "organize_unified_dataset.py"), "--algorithmic_dataset", str(algorithmic),
-         "--manual_dataset", str(manual), "--output_dataset", str(out), "--manual_test_fraction", "0.25", "--no-progress"],
-        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300,
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "organize_unified_dataset.py"),
+            "--algorithmic_dataset",
+            str(algorithmic),
+            "--manual_dataset",
+            str(manual),
+            "--output_dataset",
+            str(out),
+            "--manual_test_fraction",
+            "0.25",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "myotube_manual_test" in proc.stdout and "Validation: OK" in proc.stdout
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "setup_two_stage.py"), "--dataset", str(out)],
-        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation: 0 errors" in proc.stdout

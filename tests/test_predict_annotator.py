@@ -46,7 +46,9 @@ def rows(path) -> list[dict]:
 def write_field(folder, name: str, tubes=TUBES, nuclei=NUCLEI) -> str:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    tifffile.imwrite(path, draw_field(320, 400, tubes, nuclei), photometric="minisblack", metadata={"axes": "CYX"})
+    tifffile.imwrite(
+        path, draw_field(320, 400, tubes, nuclei), photometric="minisblack", metadata={"axes": "CYX"}
+    )
     return path
 
 
@@ -69,13 +71,45 @@ def test_the_annotator_writes_the_files_and_tables_a_model_writes(tmp_path, chec
     inputs = tmp_path / "in"
     write_field(inputs, "well.tif")
     model, annotator = tmp_path / "model", tmp_path / "annotator"
-    assert predict_main(["--config-file", TINY_STAGE2, "--weights", checkpoint, "--input", str(inputs), "--output", str(model),
-                         "--device", "cpu", "--score-threshold", "0", *MEASURE]) == 0
-    assert predict_main(["--method", "annotator", "--input", str(inputs), "--output", str(annotator), *MEASURE]) == 0
+    assert (
+        predict_main(
+            [
+                "--config-file",
+                TINY_STAGE2,
+                "--weights",
+                checkpoint,
+                "--input",
+                str(inputs),
+                "--output",
+                str(model),
+                "--device",
+                "cpu",
+                "--score-threshold",
+                "0",
+                *MEASURE,
+            ]
+        )
+        == 0
+    )
+    assert (
+        predict_main(["--method", "annotator", "--input", str(inputs), "--output", str(annotator), *MEASURE])
+        == 0
+    )
 
     assert files_of(annotator) == files_of(model)
-    assert {"well_overlay.png", "well_labels.tif", "well_coco.json", "well_rois.zip", "well_measurements.csv", "well_nuclei.csv",
-            "well_nuclei_labels.tif", "summary.csv", "predictions_coco.json", "batch.json", "SETTINGS"} <= files_of(annotator)
+    assert {
+        "well_overlay.png",
+        "well_labels.tif",
+        "well_coco.json",
+        "well_rois.zip",
+        "well_measurements.csv",
+        "well_nuclei.csv",
+        "well_nuclei_labels.tif",
+        "summary.csv",
+        "predictions_coco.json",
+        "batch.json",
+        "SETTINGS",
+    } <= files_of(annotator)
     assert csv_headers(annotator) == csv_headers(model)
     # Its myotubes, measured in microns: the two tubes, every score 1.0, nuclei counted per tube.
     measured = rows(annotator / "well_measurements.csv")
@@ -83,14 +117,22 @@ def test_the_annotator_writes_the_files_and_tables_a_model_writes(tmp_path, chec
     assert sorted(int(r["nuclei"]) for r in measured) == [1, 3]
     assert max(float(r["length_um"]) for r in measured) == pytest.approx(0.65 * 400, rel=0.1)
     [summary] = rows(annotator / "summary.csv")
-    assert (summary["myotubes"], summary["nuclei"], summary["pixel_size_um"], summary["scale"]) == ("2", "5", "0.65", "1")
+    assert (summary["myotubes"], summary["nuclei"], summary["pixel_size_um"], summary["scale"]) == (
+        "2",
+        "5",
+        "0.65",
+        "1",
+    )
     labels = tifffile.imread(annotator / "well_labels.tif")
     assert labels.shape == (320, 400) and sorted(np.unique(labels)) == [0, 1, 2]
     coco = json.loads((annotator / "predictions_coco.json").read_text())
     assert len(coco["annotations"]) == 2 and {a["score"] for a in coco["annotations"]} == {1.0}
     # No config or weights: the settings file names the method and the annotator's parameters.
     settings = yaml.safe_load((annotator / "annotator.yaml").read_text())
-    assert settings["method"] == "annotator" and settings["annotator"]["min_length"] == AnnotatorParams().min_length
+    assert (
+        settings["method"] == "annotator"
+        and settings["annotator"]["min_length"] == AnnotatorParams().min_length
+    )
     assert not (annotator / "config.yaml").exists()
     state = json.loads((annotator / "batch.json").read_text())
     assert state["identity"]["method"] == "classical annotator" and "weights" not in state["identity"]
@@ -101,9 +143,16 @@ def test_a_blank_field_gives_every_table_with_its_header_row(tmp_path, checkpoin
     inputs = tmp_path / "in"
     inputs.mkdir()
     # An empty well: both channels flat (no myosin, no nuclei).
-    tifffile.imwrite(inputs / "blank.tif", np.full((2, 320, 400), 200, np.uint16), photometric="minisblack", metadata={"axes": "CYX"})
+    tifffile.imwrite(
+        inputs / "blank.tif",
+        np.full((2, 320, 400), 200, np.uint16),
+        photometric="minisblack",
+        metadata={"axes": "CYX"},
+    )
     out = tmp_path / "out"
-    assert predict_main(["--method", "annotator", "--input", str(inputs), "--output", str(out), *MEASURE]) == 0
+    assert (
+        predict_main(["--method", "annotator", "--input", str(inputs), "--output", str(out), *MEASURE]) == 0
+    )
     tables = csv_headers(out)
     assert set(tables) == {"blank_measurements.csv", "blank_nuclei.csv", "summary.csv"}
     assert rows(out / "blank_measurements.csv") == [] and rows(out / "blank_nuclei.csv") == []
@@ -113,8 +162,26 @@ def test_a_blank_field_gives_every_table_with_its_header_row(tmp_path, checkpoin
     # The same headers as a model's run on a field with myotubes.
     model = tmp_path / "model"
     write_field(tmp_path / "tubes", "blank.tif")
-    assert predict_main(["--config-file", TINY_STAGE2, "--weights", checkpoint, "--input", str(tmp_path / "tubes"), "--output",
-                         str(model), "--device", "cpu", "--score-threshold", "0", *MEASURE]) == 0
+    assert (
+        predict_main(
+            [
+                "--config-file",
+                TINY_STAGE2,
+                "--weights",
+                checkpoint,
+                "--input",
+                str(tmp_path / "tubes"),
+                "--output",
+                str(model),
+                "--device",
+                "cpu",
+                "--score-threshold",
+                "0",
+                *MEASURE,
+            ]
+        )
+        == 0
+    )
     assert csv_headers(model) == tables
 
 
@@ -133,7 +200,10 @@ def test_each_image_is_annotated_whole_at_its_own_pixels_and_kept_as_the_annotat
     assert calls == [(320, 400)]
     expected = annotate_instances(image, AnnotatorParams())
     assert len(found) == len(expected) == 2
-    assert np.array_equal(np.sort(found.to_instances().masks.reshape(2, -1).sum(1)), np.sort(expected.masks.reshape(2, -1).sum(1)))
+    assert np.array_equal(
+        np.sort(found.to_instances().masks.reshape(2, -1).sum(1)),
+        np.sort(expected.masks.reshape(2, -1).sum(1)),
+    )
     assert set(found.to_instances().scores.tolist()) == {1.0}
 
     # Nothing after the predictor: a speck the model's post-processing (score threshold, minimum
@@ -151,14 +221,17 @@ def test_the_reference_pixel_size_sets_the_annotators_scale_per_image():
     with predictor.for_image("a.tif", 0.45):
         assert predictor.params_for_image().scale == pytest.approx(2.0)
     assert AnnotatorPredictor().params_for_image() == AnnotatorParams()
-    with predictor.for_image("b.tif", None), pytest.raises(Exception, match="b.tif: the file does not say its pixel size"):
+    with (
+        predictor.for_image("b.tif", None),
+        pytest.raises(Exception, match="b.tif: the file does not say its pixel size"),
+    ):
         predictor(np.zeros((32, 32), np.uint8))
 
 
 def test_resume_shards_and_merge_name_the_method_and_its_parameters(tmp_path, capsys, checkpoint):
     inputs = tmp_path / "in"
     for k in range(3):
-        write_field(inputs, f"w{k}.tif", tubes=TUBES[k % 2:], nuclei=NUCLEI[:k + 1])
+        write_field(inputs, f"w{k}.tif", tubes=TUBES[k % 2 :], nuclei=NUCLEI[: k + 1])
     args = ["--method", "annotator", "--input", str(inputs), *MEASURE]
     whole, out = tmp_path / "whole", tmp_path / "out"
     assert predict_main([*args, "--output", str(whole)]) == 0
@@ -174,8 +247,23 @@ def test_resume_shards_and_merge_name_the_method_and_its_parameters(tmp_path, ca
     assert predict_main([*args, "--output", str(whole), "--resume"]) == 0
     assert predict_main([*args, "--output", str(whole), "--resume", "--annotator-scale", "0.5"]) == 1
     assert "cannot --resume: annotator: scale is 0.5 here, null in the earlier run" in capsys.readouterr().err
-    assert predict_main(["--config-file", TINY_STAGE2, "--weights", checkpoint, "--input", str(inputs), "--output", str(whole),
-                         "--resume", *MEASURE]) == 1
+    assert (
+        predict_main(
+            [
+                "--config-file",
+                TINY_STAGE2,
+                "--weights",
+                checkpoint,
+                "--input",
+                str(inputs),
+                "--output",
+                str(whole),
+                "--resume",
+                *MEASURE,
+            ]
+        )
+        == 1
+    )
     assert "the method is a model here, classical annotator in the earlier run" in capsys.readouterr().err
 
 
@@ -183,11 +271,15 @@ def test_a_flag_of_the_other_method_is_refused_in_one_line(tmp_path, capsys):
     (tmp_path / "x.png").write_bytes(b"")
     for argv, message in (
         (["--method", "annotator", "--weights", "myotube-base"], "--weights is not for --method annotator"),
-        (["--method", "annotator", "--tile-size", "256", "--opts", "INFERENCE.MIN_AREA", "3"],
-         "--tile-size, --opts are not for --method annotator"),
+        (
+            ["--method", "annotator", "--tile-size", "256", "--opts", "INFERENCE.MIN_AREA", "3"],
+            "--tile-size, --opts are not for --method annotator",
+        ),
         (["--annotator-scale", "1.0"], "--annotator-scale is not for --method model"),
     ):
-        assert predict_main([*argv, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")]) == 1
+        assert (
+            predict_main([*argv, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")]) == 1
+        )
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()

@@ -34,7 +34,9 @@ class ThresholdPredictor:
     def __call__(self, tile):
         self.tiles += 1
         n, labels = cv2.connectedComponents((tile > self.threshold).astype(np.uint8), connectivity=8)
-        masks = np.stack([labels == k for k in range(1, n)]) if n > 1 else np.zeros((0, *tile.shape[:2]), bool)
+        masks = (
+            np.stack([labels == k for k in range(1, n)]) if n > 1 else np.zeros((0, *tile.shape[:2]), bool)
+        )
         return Instances(masks, np.full(len(masks), 0.9, np.float32))
 
 
@@ -62,8 +64,12 @@ def test_batch_with_tiles_nuclei_and_a_broken_file(tmp_path, capsys):
     nuclei = [(60, 76), (200, 120), (330, 85), (100, 270), (300, 250)]  # the last one is free
     field = draw_field(320, 400, [tube_a, tube_b], nuclei)
     tifffile.imwrite(inputs / "well1.tif", field, photometric="minisblack", metadata={"axes": "CYX"})
-    tifffile.imwrite(inputs / "well2.tif", draw_field(100, 110, [([(5, 50), (100, 55)], 9)], [(50, 52)]),
-                     photometric="minisblack", metadata={"axes": "CYX"})
+    tifffile.imwrite(
+        inputs / "well2.tif",
+        draw_field(100, 110, [([(5, 50), (100, 55)], 9)], [(50, 52)]),
+        photometric="minisblack",
+        metadata={"axes": "CYX"},
+    )
     (inputs / "broken.tif").write_bytes(b"II*\x00garbage")
     out = tmp_path / "out"
     predictor = ThresholdPredictor(1500)
@@ -110,9 +116,17 @@ def test_nuclei_masks_folder_and_microns(tmp_path):
     cv2.imwrite(str(images / "F01_myosin.png"), (field[1] // 16).astype(np.uint8))
     nuclei_mask = ((field[0] > 1000) * 255).astype(np.uint8)
     cv2.imwrite(str(images / "F01_nuclei_mask.png"), nuclei_mask)
-    options = PredictOptions(tile_size=512, channel=-1, nuclei_masks_dir=str(images), pixel_size=0.5,
-                             post=PostprocessParams(min_area=50), progress=False)
-    report = run_prediction(str(images / "*_myosin.png"), ThresholdPredictor(100), str(tmp_path / "out"), options)
+    options = PredictOptions(
+        tile_size=512,
+        channel=-1,
+        nuclei_masks_dir=str(images),
+        pixel_size=0.5,
+        post=PostprocessParams(min_area=50),
+        progress=False,
+    )
+    report = run_prediction(
+        str(images / "*_myosin.png"), ThresholdPredictor(100), str(tmp_path / "out"), options
+    )
     assert report.ok
     row = read_csv(tmp_path / "out" / "F01_myosin_measurements.csv")[0]
     assert int(row["nuclei"]) == 2
@@ -129,7 +143,10 @@ def test_input_collection_and_names(tmp_path):
         cv2.imwrite(str(tmp_path / d / "x.png"), np.zeros((8, 8), np.uint8))
     (tmp_path / "a" / "notes.txt").write_text("not an image")
     found = collect_inputs([str(tmp_path / "a"), str(tmp_path / "*" / "x.png")])
-    assert [os.path.relpath(p, tmp_path) for p in found] == [os.path.join("a", "x.png"), os.path.join("b", "x.png")]
+    assert [os.path.relpath(p, tmp_path) for p in found] == [
+        os.path.join("a", "x.png"),
+        os.path.join("b", "x.png"),
+    ]
     assert output_names(found) == ["x", "x_2"]
     with pytest.raises(InputError, match="input not found"):
         collect_inputs(str(tmp_path / "missing.tif"))
@@ -169,16 +186,49 @@ def run_cli(argv):
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
-    rc = run_cli(["--config-file", TINY_STAGE2, "--weights", "", "--input", str(tmp_path / "nope.tif"),
-                  "--output", str(tmp_path / "out")])
+    rc = run_cli(
+        [
+            "--config-file",
+            TINY_STAGE2,
+            "--weights",
+            "",
+            "--input",
+            str(tmp_path / "nope.tif"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "nope.tif: input not found" in err and "Traceback" not in err
     cv2.imwrite(str(tmp_path / "x.png"), np.zeros((8, 8), np.uint8))
-    rc = run_cli(["--config-file", TINY_STAGE2, "--weights", "", "--input", str(tmp_path / "x.png"),
-                  "--output", str(tmp_path / "out"), "--opts", "INFERENCE.MIN_AREEA", "5"])
+    rc = run_cli(
+        [
+            "--config-file",
+            TINY_STAGE2,
+            "--weights",
+            "",
+            "--input",
+            str(tmp_path / "x.png"),
+            "--output",
+            str(tmp_path / "out"),
+            "--opts",
+            "INFERENCE.MIN_AREEA",
+            "5",
+        ]
+    )
     assert rc == 1 and "INFERENCE.MIN_AREEA" in capsys.readouterr().err
-    rc = run_cli(["--config-file", TINY_STAGE2, "--weights", str(tmp_path / "missing.pth"), "--input",
-                  str(tmp_path / "x.png"), "--output", str(tmp_path / "out")])
+    rc = run_cli(
+        [
+            "--config-file",
+            TINY_STAGE2,
+            "--weights",
+            str(tmp_path / "missing.pth"),
+            "--input",
+            str(tmp_path / "x.png"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 1 and "missing.pth: weights file not found" in capsys.readouterr().err
 
 
@@ -197,14 +247,44 @@ def test_cli_tiny_model_checkpoint_end_to_end(tmp_path, capsys):
     inputs.mkdir()
     big = draw_field(300, 280, [([(10, 30), (270, 280)], 13)])
     tifffile.imwrite(inputs / "big.tif", big, photometric="minisblack", metadata={"axes": "CYX"})
-    tifffile.imwrite(inputs / "small.tif", draw_field(90, 100, [([(5, 40), (95, 50)], 9)]),
-                     photometric="minisblack", metadata={"axes": "CYX"})
+    tifffile.imwrite(
+        inputs / "small.tif",
+        draw_field(90, 100, [([(5, 40), (95, 50)], 9)]),
+        photometric="minisblack",
+        metadata={"axes": "CYX"},
+    )
     (inputs / "bad.tif").write_bytes(b"not a tiff")
     out = tmp_path / "out"
-    rc = run_cli(["--config-file", TINY_STAGE2, "--weights", str(weights), "--input", str(inputs),
-                  "--output", str(out), "--channel", "1", "--nuclei-channel", "0", "--tile-size", "128",
-                  "--tile-overlap", "0.2", "--score-threshold", "0.0", "--pixel-size", "0.65",
-                  "--device", "cpu", "--no-progress", "--opts", "INFERENCE.MIN_AREA", "20"])
+    rc = run_cli(
+        [
+            "--config-file",
+            TINY_STAGE2,
+            "--weights",
+            str(weights),
+            "--input",
+            str(inputs),
+            "--output",
+            str(out),
+            "--channel",
+            "1",
+            "--nuclei-channel",
+            "0",
+            "--tile-size",
+            "128",
+            "--tile-overlap",
+            "0.2",
+            "--score-threshold",
+            "0.0",
+            "--pixel-size",
+            "0.65",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--opts",
+            "INFERENCE.MIN_AREA",
+            "20",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1  # bad.tif failed, the others were done
     failed = [line for line in err.splitlines() if "failed:" in line]

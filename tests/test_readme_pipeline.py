@@ -39,7 +39,10 @@ def readme_pipeline() -> list[list[str]]:
 def shrink(cmd: list[str], extra_opts: list[str] = ()) -> list[str]:
     """Same command, tiny model: configs from configs/cpu_tiny, 4 iterations, 64 px model input."""
     assert cmd[0] == "python", cmd
-    script, args = cmd[1], [os.path.join(TINY, a) if a in ("stage1_config.yaml", "stage2_config.yaml") else a for a in cmd[2:]]
+    script, args = (
+        cmd[1],
+        [os.path.join(TINY, a) if a in ("stage1_config.yaml", "stage2_config.yaml") else a for a in cmd[2:]],
+    )
     name = os.path.basename(script)
     if name == "batch_myotube_processing.py":
         args[args.index("--resolution") + 1] = "128"
@@ -69,8 +72,14 @@ def run_pipeline(work, commands: list[list[str]]) -> dict[str, subprocess.Comple
 def test_the_readme_pipeline_runs_as_written(tmp_path):
     commands = readme_pipeline()
     scripts = [os.path.basename(c[1]) for c in commands]
-    assert scripts == ["batch_myotube_processing.py", "organize_unified_dataset.py", "setup_two_stage.py", "train_two_stage.py",
-                       "train_net.py", "predict.py"]
+    assert scripts == [
+        "batch_myotube_processing.py",
+        "organize_unified_dataset.py",
+        "setup_two_stage.py",
+        "train_two_stage.py",
+        "train_net.py",
+        "predict.py",
+    ]
     raw = tmp_path / "raw"
     raw.mkdir()
     for i in range(4):
@@ -83,7 +92,9 @@ def test_the_readme_pipeline_runs_as_written(tmp_path):
     assert "READY" in done["setup_two_stage.py"].stdout
     # --eval-only with a Stage 2 config evaluates Stage 2's own model, not the Stage 1 model it started from.
     evaluated = done["train_net.py"].stdout
-    assert "Evaluating output_stage2_manual/model_final.pth" in evaluated and "myotube_manual_test" in evaluated
+    assert (
+        "Evaluating output_stage2_manual/model_final.pth" in evaluated and "myotube_manual_test" in evaluated
+    )
     labels = tifffile.imread(tmp_path / "predictions" / "field0_labels.tif")
     assert labels.shape == (160, 160)
 
@@ -98,10 +109,15 @@ def test_eval_only_uses_the_weights_given_on_the_command_line(tmp_path):
     write_cvat(str(tmp_path), scene())
     os.rename(tmp_path / "annotations.xml", tmp_path / "cvat.xml")
     steps = {os.path.basename(c[1]): c for c in commands}
-    run_pipeline(tmp_path, [shrink(steps[s]) for s in ("batch_myotube_processing.py", "organize_unified_dataset.py")])
+    run_pipeline(
+        tmp_path, [shrink(steps[s]) for s in ("batch_myotube_processing.py", "organize_unified_dataset.py")]
+    )
     run_pipeline(tmp_path, [shrink(steps["train_two_stage.py"])])
     stage1 = "output_stage1_algorithmic/model_final.pth"
-    cmd = shrink(["python", "train_net.py", "--config-file", "stage2_config.yaml", "--eval-only"], ["MODEL.WEIGHTS", stage1])
+    cmd = shrink(
+        ["python", "train_net.py", "--config-file", "stage2_config.yaml", "--eval-only"],
+        ["MODEL.WEIGHTS", stage1],
+    )
     out = run_pipeline(tmp_path, [cmd])["train_net.py"].stdout
     assert f"Evaluating {stage1} (MODEL.WEIGHTS given on the command line)" in out
 
@@ -119,7 +135,12 @@ def test_the_two_channel_workflow_runs_end_to_end(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     for i in range(4):
-        tifffile.imwrite(raw / f"field{i}.tif", two_channel_field(60 + i), photometric="minisblack", metadata={"axes": "CYX"})
+        tifffile.imwrite(
+            raw / f"field{i}.tif",
+            two_channel_field(60 + i),
+            photometric="minisblack",
+            metadata={"axes": "CYX"},
+        )
     # Manual annotations on two-channel images too: a COCO file with the exact tubes of two fields.
     from mask2former.data.coco import bbox_of_mask, mask_to_rle, write_coco_json
 
@@ -128,39 +149,101 @@ def test_the_two_channel_workflow_runs_end_to_end(tmp_path):
     images, anns = [], []
     for i in range(2):
         field = generate_field(160, seed=70 + i, pixel_scale=0.5)
-        tifffile.imwrite(manual / "images" / f"manual{i}.tif", np.stack([field.nuclei_image, field.image]), photometric="minisblack",
-                         metadata={"axes": "CYX"})
+        tifffile.imwrite(
+            manual / "images" / f"manual{i}.tif",
+            np.stack([field.nuclei_image, field.image]),
+            photometric="minisblack",
+            metadata={"axes": "CYX"},
+        )
         images.append({"id": i + 1, "file_name": f"manual{i}.tif", "height": 160, "width": 160})
-        anns += [{"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "segmentation": mask_to_rle(m), "area": float(m.sum()),
-                  "bbox": bbox_of_mask(m), "iscrowd": 0} for m in field.masks]
+        anns += [
+            {
+                "id": len(anns) + 1,
+                "image_id": i + 1,
+                "category_id": 1,
+                "segmentation": mask_to_rle(m),
+                "area": float(m.sum()),
+                "bbox": bbox_of_mask(m),
+                "iscrowd": 0,
+            }
+            for m in field.masks
+        ]
     write_coco_json(str(manual / "annotations.json"), images, anns)
 
     channel = ["INPUT.CHANNEL", "1"]
     py = sys.executable
     commands = [
-        [py, os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"), "--input_dir", "raw", "--output_dir", "annotator_out",
-         "--resolution", "128", "--channel", "1", "--no-progress"],
-        [py, os.path.join(REPO_ROOT, "organize_unified_dataset.py"), "--algorithmic_dataset", "annotator_out", "--manual_dataset",
-         "manual/annotations.json", "--output_dataset", "myotube_dataset", "--no-progress"],
+        [
+            py,
+            os.path.join(REPO_ROOT, "utils", "batch_myotube_processing.py"),
+            "--input_dir",
+            "raw",
+            "--output_dir",
+            "annotator_out",
+            "--resolution",
+            "128",
+            "--channel",
+            "1",
+            "--no-progress",
+        ],
+        [
+            py,
+            os.path.join(REPO_ROOT, "organize_unified_dataset.py"),
+            "--algorithmic_dataset",
+            "annotator_out",
+            "--manual_dataset",
+            "manual/annotations.json",
+            "--output_dataset",
+            "myotube_dataset",
+            "--no-progress",
+        ],
         shrink(["python", "setup_two_stage.py", "--dataset", "myotube_dataset"], channel),
         shrink(["python", "train_two_stage.py", "--dataset", "myotube_dataset"], channel),
-        shrink(["python", "predict.py", "--config-file", "stage2_config.yaml", "--weights", "output_stage2_manual/model_final.pth",
-                "--input", "raw/field0.tif", "--output", "predictions", "--channel", "1"], []),
+        shrink(
+            [
+                "python",
+                "predict.py",
+                "--config-file",
+                "stage2_config.yaml",
+                "--weights",
+                "output_stage2_manual/model_final.pth",
+                "--input",
+                "raw/field0.tif",
+                "--output",
+                "predictions",
+                "--channel",
+                "1",
+            ],
+            [],
+        ),
     ]
     run_pipeline(tmp_path, commands)
     written = tifffile.imread(tmp_path / "annotator_out" / "images" / "field0.tif")
     assert written.shape == (2, 128, 128)  # the annotator keeps both channels
-    entry = read_coco_json(str(tmp_path / "myotube_dataset" / "annotations" / "algorithmic_train_annotations.json"))["images"][0]
+    entry = read_coco_json(
+        str(tmp_path / "myotube_dataset" / "annotations" / "algorithmic_train_annotations.json")
+    )["images"][0]
     assert (entry["original_height"], entry["original_width"]) == (160, 160)
     assert (tmp_path / "output_stage2_manual" / "model_final.pth").is_file()
     assert tifffile.imread(tmp_path / "predictions" / "field0_labels.tif").shape == (160, 160)
     # The annotator found its tubes in channel 1 (myosin), not in the nuclei of channel 0.
-    myosin_union = cv2.resize(generate_field(160, seed=60, pixel_scale=0.5).masks.any(axis=0).astype(np.uint8), (128, 128)) > 0
+    myosin_union = (
+        cv2.resize(
+            generate_field(160, seed=60, pixel_scale=0.5).masks.any(axis=0).astype(np.uint8), (128, 128)
+        )
+        > 0
+    )
     from mask2former.data.coco import load_coco_instances, record_masks
 
-    records = [r for split in ("train", "test")
-               for r in load_coco_instances(tmp_path / "annotator_out" / "annotations" / f"{split}_annotations.json",
-                                            tmp_path / "annotator_out" / "images", channel=1)]
+    records = [
+        r
+        for split in ("train", "test")
+        for r in load_coco_instances(
+            tmp_path / "annotator_out" / "annotations" / f"{split}_annotations.json",
+            tmp_path / "annotator_out" / "images",
+            channel=1,
+        )
+    ]
     record = next(r for r in records if r["file_name"].endswith("field0.tif"))
     found = record_masks(record).any(axis=0)
     assert (found & myosin_union).sum() / max(1, found.sum()) > 0.7

@@ -23,7 +23,10 @@ README = os.path.join(REPO_ROOT, "README.md")
 FIRST_SCREEN = 40  # lines
 PATH_HEADINGS = ("## Path 1:", "## Path 2:", "## Path 3:")
 # Modules whose argparse helpers the root scripts call (ArgumentParser adds --no-progress and --version).
-HELPER_MODULES = {"mask2former.cli": "mask2former/cli.py", "mask2former.utils": "mask2former/utils/__init__.py"}
+HELPER_MODULES = {
+    "mask2former.cli": "mask2former/cli.py",
+    "mask2former.utils": "mask2former/utils/__init__.py",
+}
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 RESULT_FILE = re.compile(r"bench/results/[\w*./-]+\.json")
 
@@ -35,7 +38,8 @@ def read(path: str) -> str:
 
 def documents() -> list[str]:
     return [os.path.join(REPO_ROOT, n) for n in ("README.md", "README_two_stage_training.md")] + sorted(
-        glob.glob(os.path.join(REPO_ROOT, "docs", "*.md")))
+        glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))
+    )
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -106,9 +110,11 @@ def path_sections(text: str) -> dict[str, str]:
     lines = text.splitlines()
     for heading in PATH_HEADINGS:
         starts = [i for i, line in enumerate(lines) if line.startswith(heading)]
-        assert len(starts) == 1, f"README.md: expected one heading starting with {heading!r}, found {len(starts)}"
+        assert len(starts) == 1, (
+            f"README.md: expected one heading starting with {heading!r}, found {len(starts)}"
+        )
         end = next((j for j in range(starts[0] + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        sections[lines[starts[0]]] = "\n".join(lines[starts[0]:end])
+        sections[lines[starts[0]]] = "\n".join(lines[starts[0] : end])
     return sections
 
 
@@ -132,8 +138,16 @@ def code_commands(section: str) -> list[list[str]]:
 
 def _add_argument_calls(tree: ast.AST):
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
-            names = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.startswith("-")]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+        ):
+            names = [
+                a.value
+                for a in node.args
+                if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.startswith("-")
+            ]
             if names:
                 yield names, {k.arg: k.value for k in node.keywords if k.arg}
 
@@ -174,8 +188,12 @@ def spelled(flag: str, both: bool) -> str:
 def script_arguments(path: str) -> dict:
     """Option strings, required options and literal choices of a script, from its source text."""
     tree = ast.parse(read(path))
-    imported = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module in HELPER_MODULES for a in node.names}
+    imported = {
+        a.asname or a.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module in HELPER_MODULES
+        for a in node.names
+    }
     both = "ArgumentParser" in imported
     flags, required, choices = set(), [], {}
     for names, keywords in _add_argument_calls(tree):
@@ -183,7 +201,9 @@ def script_arguments(path: str) -> dict:
         if isinstance(keywords.get("required"), ast.Constant) and keywords["required"].value is True:
             required.append({spelled(n, both) for n in names})
         options = keywords.get("choices")
-        if isinstance(options, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Constant) for e in options.elts):
+        if isinstance(options, (ast.Tuple, ast.List)) and all(
+            isinstance(e, ast.Constant) for e in options.elts
+        ):
             for n in names:
                 choices[spelled(n, both)] = {str(e.value) for e in options.elts}
     helpers = helper_flags()
@@ -213,7 +233,10 @@ def console_scripts() -> dict[str, str]:
     """pyproject.toml's [project.scripts]: console script → module (``mask2former.commands.predict``)."""
     text = read(os.path.join(REPO_ROOT, "pyproject.toml"))
     section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0] if "[project.scripts]" in text else ""
-    return {name: target.split(":")[0] for name, target in re.findall(r'^([\w-]+)\s*=\s*"([\w.:]+)"', section, flags=re.M)}
+    return {
+        name: target.split(":")[0]
+        for name, target in re.findall(r'^([\w-]+)\s*=\s*"([\w.:]+)"', section, flags=re.M)
+    }
 
 
 def command_source(script: str) -> str:
@@ -258,7 +281,9 @@ def python_command_problems(args: list[str]) -> list[str]:
         if flag in ("--config-file", "--config-dir") and not os.path.exists(os.path.join(REPO_ROOT, value)):
             problems.append(f"{script}: {flag} {value}: no such file or folder in the repository")
         if flag == "--weights" and not re.search(r"[./]", value) and value not in named_models():
-            problems.append(f"{script}: --weights {value}: neither a file nor a model in mask2former/model_zoo/models.json")
+            problems.append(
+                f"{script}: --weights {value}: neither a file nor a model in mask2former/model_zoo/models.json"
+            )
     for options in spec["required"]:
         if not options & set(given):
             problems.append(f"{script}: the required option {sorted(options)[0]} is missing")
@@ -286,7 +311,11 @@ def command_problems(cmd: list[str]) -> list[str]:
         if args[:1] == ["wheel"]:
             return []
         if args[:2] != ["install", "-e"]:
-            return [] if args[:1] == ["install"] else [f"pip {' '.join(args)}: only installs and wheels are expected"]
+            return (
+                []
+                if args[:1] == ["install"]
+                else [f"pip {' '.join(args)}: only installs and wheels are expected"]
+            )
         match = re.fullmatch(r"\.(?:\[([\w,-]+)\])?", args[2] if len(args) > 2 else "")
         if not match:
             return [f"pip install -e {args[2:]}: not this repository"]
@@ -304,7 +333,11 @@ def command_problems(cmd: list[str]) -> list[str]:
 
 
 def path_commands() -> list[tuple[str, list[str]]]:
-    return [(heading, cmd) for heading, section in path_sections(read(README)).items() for cmd in code_commands(section)]
+    return [
+        (heading, cmd)
+        for heading, section in path_sections(read(README)).items()
+        for cmd in code_commands(section)
+    ]
 
 
 # ----------------------------------------------------------------------------- tests
@@ -332,7 +365,11 @@ def test_the_first_screen_says_what_the_tool_does_what_it_needs_and_where_to_sta
 def test_the_hardware_figures_come_from_the_result_files_they_cite():
     text = read(README)
     block = text.split("**What it needs**", 1)[1].split("```", 1)[0]
-    sentences = [s for item in re.split(r"\n- ", block) for s in re.split(r"(?<=[.;])\s+(?=[A-Z])", " ".join(item.split()))]
+    sentences = [
+        s
+        for item in re.split(r"\n- ", block)
+        for s in re.split(r"(?<=[.;])\s+(?=[A-Z])", " ".join(item.split()))
+    ]
     checked = 0
     for sentence in sentences:
         cited = RESULT_FILE.findall(sentence)
@@ -353,29 +390,44 @@ def test_every_relative_link_points_to_an_existing_file_and_heading(doc):
 
 
 def test_the_link_check_catches_a_missing_file_and_a_missing_heading(tmp_path):
-    (tmp_path / "other.md").write_text("# Other\n\n## Crossing tubes: `overlap`\n\n## Notes\n\n## Notes\n", encoding="utf-8")
+    (tmp_path / "other.md").write_text(
+        "# Other\n\n## Crossing tubes: `overlap`\n\n## Notes\n\n## Notes\n", encoding="utf-8"
+    )
     (tmp_path / "doc.md").write_text(
         "# Doc\n\n## A heading, with punctuation!\n\n"
         "[ok](other.md#crossing-tubes-overlap) [ok](other.md#notes-1) [ok](#a-heading-with-punctuation) "
         "[web](https://example.org/x) `[code](nowhere.md)`\n"
         "[gone](missing.md) [bad anchor](other.md#crossing-tubes) ![img](images/none.png)\n"
-        "```\n[in a code block](nowhere.md)\n```\n", encoding="utf-8")
+        "```\n[in a code block](nowhere.md)\n```\n",
+        encoding="utf-8",
+    )
     problems = broken_links(str(tmp_path / "doc.md"))
-    assert [p.split(": ")[1] for p in problems] == ["missing.md", "other.md#crossing-tubes", "images/none.png"]
+    assert [p.split(": ")[1] for p in problems] == [
+        "missing.md",
+        "other.md#crossing-tubes",
+        "images/none.png",
+    ]
 
 
 def test_each_path_has_commands_and_the_ones_it_promises():
     by_path = {}
     for heading, cmd in path_commands():
-        by_path.setdefault(heading[:len("## Path 1:")], []).append(" ".join(cmd))
+        by_path.setdefault(heading[: len("## Path 1:")], []).append(" ".join(cmd))
     assert set(by_path) == set(PATH_HEADINGS), "a path without a command block"
     one, two, three = (" | ".join(by_path[h]) for h in PATH_HEADINGS)
-    assert "python predict.py --weights myotube-base" in one and "python utils/batch_myotube_processing.py" in one
+    assert (
+        "python predict.py --weights myotube-base" in one
+        and "python utils/batch_myotube_processing.py" in one
+    )
     assert "napari" in by_path["## Path 2:"] and "--manual_dataset manual_annotations/annotations.json" in two
-    assert "python train_two_stage.py" in two and "python train_two_stage.py" in three and "TORCH_SPEC=" in three
+    assert (
+        "python train_two_stage.py" in two and "python train_two_stage.py" in three and "TORCH_SPEC=" in three
+    )
 
 
-@pytest.mark.parametrize("heading, cmd", path_commands(), ids=lambda v: v[:9] if isinstance(v, str) else " ".join(v[:2]))
+@pytest.mark.parametrize(
+    "heading, cmd", path_commands(), ids=lambda v: v[:9] if isinstance(v, str) else " ".join(v[:2])
+)
 def test_every_command_of_the_three_paths_names_a_real_script_and_its_options(heading, cmd):
     assert not command_problems(cmd), f"{heading}: {' '.join(cmd)}"
 
@@ -383,25 +435,52 @@ def test_every_command_of_the_three_paths_names_a_real_script_and_its_options(he
 def test_the_command_check_catches_wrong_scripts_options_and_values():
     ok = ["python", "predict.py", "--weights", "myotube-base", "--input", "a.tif", "--output", "out"]
     assert command_problems(ok) == []
-    assert command_problems(["python", "predict.py", "--input", "a.tif", "--output", "out", "--tile_size", "512"]) == []  # both spellings
-    assert command_problems(["python", "predict.py", "--input", "a.tif"]) == ["predict.py: the required option --output is missing"]
+    assert (
+        command_problems(
+            ["python", "predict.py", "--input", "a.tif", "--output", "out", "--tile_size", "512"]
+        )
+        == []
+    )  # both spellings
+    assert command_problems(["python", "predict.py", "--input", "a.tif"]) == [
+        "predict.py: the required option --output is missing"
+    ]
     assert command_problems([*ok, "--colour", "red"]) == ["predict.py: --colour is not one of its options"]
-    assert command_problems([*ok[:3], "myotube-large", *ok[4:]])[0].startswith("predict.py: --weights myotube-large")
-    assert command_problems(["python", "train_two_stage.py", "--stage", "3"])[0].startswith("train_two_stage.py: --stage 3")
-    assert command_problems(["python", "train_two_stage.py", "--config-dir", "configs/gpu_huge"])[0].endswith("no such file or folder in the repository")
-    assert command_problems(["python", "train_two_stage.py", "--num-gpus", "2", "--no-progress", "--resume"]) == []  # helpers' flags
+    assert command_problems([*ok[:3], "myotube-large", *ok[4:]])[0].startswith(
+        "predict.py: --weights myotube-large"
+    )
+    assert command_problems(["python", "train_two_stage.py", "--stage", "3"])[0].startswith(
+        "train_two_stage.py: --stage 3"
+    )
+    assert command_problems(["python", "train_two_stage.py", "--config-dir", "configs/gpu_huge"])[0].endswith(
+        "no such file or folder in the repository"
+    )
+    assert (
+        command_problems(["python", "train_two_stage.py", "--num-gpus", "2", "--no-progress", "--resume"])
+        == []
+    )  # helpers' flags
     assert command_problems(["python", "segment.py"]) == ["no script segment.py in the repository"]
     assert command_problems(["make", "install", "TORCH_SPEC=torch"]) == []
     assert command_problems(["make", "deploy"]) == ["make: the Makefile has no target deploy"]
     assert command_problems(["pip", "install", "-e", ".[napari]"]) == []
-    assert command_problems(["pip", "install", "-e", ".[gpu]"]) == ["pip: pyproject.toml has no extra ['gpu']"]
+    assert command_problems(["pip", "install", "-e", ".[gpu]"]) == [
+        "pip: pyproject.toml has no extra ['gpu']"
+    ]
     assert command_problems(["conda", "activate"]) == ["conda: not a command the README is expected to use"]
     # The console scripts are checked against the command module they run.
-    assert command_problems(["myotube-predict", "--method", "annotator", "--input", "a.tif", "--output", "out"]) == []
-    assert command_problems(["myotube-predict", "--input", "a.tif"]) == ["mask2former/commands/predict.py: the required option --output is missing"]
-    assert command_problems(["myotube-train-two-stage", "--config-dir", "configs/cpu_tiny", "--num-gpus", "2"]) == []
-    assert command_problems(["myotube-annotate", "--input_dir", "raw", "--output_dir", "o", "--colour", "red"]) == [
-        "mask2former/commands/annotate.py: --colour is not one of its options"]
+    assert (
+        command_problems(["myotube-predict", "--method", "annotator", "--input", "a.tif", "--output", "out"])
+        == []
+    )
+    assert command_problems(["myotube-predict", "--input", "a.tif"]) == [
+        "mask2former/commands/predict.py: the required option --output is missing"
+    ]
+    assert (
+        command_problems(["myotube-train-two-stage", "--config-dir", "configs/cpu_tiny", "--num-gpus", "2"])
+        == []
+    )
+    assert command_problems(
+        ["myotube-annotate", "--input_dir", "raw", "--output_dir", "o", "--colour", "red"]
+    ) == ["mask2former/commands/annotate.py: --colour is not one of its options"]
 
 
 def test_every_result_file_the_docs_cite_exists():

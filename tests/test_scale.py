@@ -18,7 +18,9 @@ from tests.helpers import REPO_ROOT, TINY_STAGE2, make_coco_dataset, tiny_cfg
 
 def test_training_scale_combines_the_annotator_resize_and_the_model_input_size():
     # Fields written at 1500 px from 2048 px originals, trained at IMAGE_SIZE 1500: 0.732 of the original.
-    records = [{"height": 1500, "width": 1500, "original_height": 2048, "original_width": 2048} for _ in range(3)]
+    records = [
+        {"height": 1500, "width": 1500, "original_height": 2048, "original_width": 2048} for _ in range(3)
+    ]
     scale = training_input_scale(records, 1500)
     assert scale.factor == pytest.approx(1500 / 2048) and scale.fields == 3 and scale.pixel_size_um is None
     # Manual fields at their original 2048 px, resized by the mapper to 1500: the same scale.
@@ -28,7 +30,9 @@ def test_training_scale_combines_the_annotator_resize_and_the_model_input_size()
     assert training_input_scale(sized, 750).pixel_size_um == pytest.approx(0.65 * 1500 / 750)
     # ...on only some fields, none.
     assert training_input_scale(sized[:2] + records[2:], 750).pixel_size_um is None
-    mixed = training_input_scale([{"height": 1000, "width": 500}, {"height": 2000, "width": 2000}, {"height": 500, "width": 500}], 1000)
+    mixed = training_input_scale(
+        [{"height": 1000, "width": 500}, {"height": 2000, "width": 2000}, {"height": 500, "width": 500}], 1000
+    )
     assert (mixed.factor, mixed.low, mixed.high) == (1.0, 0.5, 2.0)
     assert "median of 3 training fields" in mixed.describe()
     assert training_input_scale([], 1500) is None
@@ -47,7 +51,9 @@ def test_prediction_scale_override_then_pixel_size_then_record():
     assert prediction_scale(InputScale(0.5), pixel_size_um=0.65)[0] == 0.5  # the model knows no microns
     factor, why = prediction_scale(None)
     assert factor == 1.0 and "no training scale" in why
-    assert InputScale.from_dict(InputScale(0.5, 1.3, 0.4, 0.6, 7).to_dict()) == InputScale(0.5, 1.3, 0.4, 0.6, 7)
+    assert InputScale.from_dict(InputScale(0.5, 1.3, 0.4, 0.6, 7).to_dict()) == InputScale(
+        0.5, 1.3, 0.4, 0.6, 7
+    )
     assert InputScale.from_dict({"factor": -1}) is None and InputScale.from_dict(None) is None
 
 
@@ -65,7 +71,10 @@ def test_the_organizer_keeps_the_original_size_and_pixel_size(tmp_path):
     out = tmp_path / "myotube_dataset"
     organize_unified_dataset(str(source), None, str(out), progress=False)
     json_file = out / "annotations" / "algorithmic_train_annotations.json"
-    assert all(e["original_height"] == 100 and e["pixel_size_um"] == 0.9 for e in read_coco_json(str(json_file))["images"])
+    assert all(
+        e["original_height"] == 100 and e["pixel_size_um"] == 0.9
+        for e in read_coco_json(str(json_file))["images"]
+    )
     records = load_coco_instances(json_file, out / "images")
     assert training_input_scale(records, 128).factor == pytest.approx(128 / 64 * 64 / 100)
 
@@ -77,9 +86,29 @@ def _predict(weights, image_path, out, *flags):
     finally:
         sys.path.remove(REPO_ROOT)
     # Every candidate kept: the comparison is about what the model sees, not about thresholds.
-    rc = predict.main(["--config-file", TINY_STAGE2, "--weights", str(weights), "--input", str(image_path), "--output", str(out),
-                       "--score-threshold", "0", "--device", "cpu", "--no-progress", *flags,
-                       "--opts", "INFERENCE.MIN_AREA", "0", "INFERENCE.REMOVE_CONTAINED", "False"])
+    rc = predict.main(
+        [
+            "--config-file",
+            TINY_STAGE2,
+            "--weights",
+            str(weights),
+            "--input",
+            str(image_path),
+            "--output",
+            str(out),
+            "--score-threshold",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+            *flags,
+            "--opts",
+            "INFERENCE.MIN_AREA",
+            "0",
+            "INFERENCE.REMOVE_CONTAINED",
+            "False",
+        ]
+    )
     assert rc == 0
     return tifffile.imread(out / (os.path.splitext(os.path.basename(image_path))[0] + "_labels.tif"))
 
@@ -102,8 +131,15 @@ def test_a_field_at_two_resolutions_gives_the_same_instances(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "model_final.pth"
     # Trained on fields like the 300 px one, 0.5 um per pixel.
-    torch.save({"model": build_model(cfg, ["myotube"]).state_dict(), "class_names": ["myotube"], "cfg": cfg.dump(),
-                "input_scale": InputScale(1.0, pixel_size_um=0.5).to_dict()}, weights)
+    torch.save(
+        {
+            "model": build_model(cfg, ["myotube"]).state_dict(),
+            "class_names": ["myotube"],
+            "cfg": cfg.dump(),
+            "input_scale": InputScale(1.0, pixel_size_um=0.5).to_dict(),
+        },
+        weights,
+    )
     field = generate_field(300, seed=3, pixel_scale=0.5).image
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -111,7 +147,9 @@ def test_a_field_at_two_resolutions_gives_the_same_instances(tmp_path):
     cv2.imwrite(str(tmp_path / "b" / "f.png"), cv2.resize(field, (410, 410), interpolation=cv2.INTER_CUBIC))
 
     small = _predict(weights, tmp_path / "a" / "f.png", tmp_path / "out_small", "--pixel-size", "0.5")
-    large = _predict(weights, tmp_path / "b" / "f.png", tmp_path / "out_large", "--pixel-size", str(0.5 * 300 / 410))
+    large = _predict(
+        weights, tmp_path / "b" / "f.png", tmp_path / "out_large", "--pixel-size", str(0.5 * 300 / 410)
+    )
     assert large.shape == (410, 410)  # masks come back at the input's resolution
     back = cv2.resize(large, (300, 300), interpolation=cv2.INTER_NEAREST)
     at_scale = _union_iou(small, back)
@@ -122,7 +160,9 @@ def test_a_field_at_two_resolutions_gives_the_same_instances(tmp_path):
 
     # The old behaviour, tiles at the input's own pixels, sees the tubes 1.37x wider: another result.
     native = _predict(weights, tmp_path / "b" / "f.png", tmp_path / "out_native", "--scale", "1")
-    assert _union_iou(small, cv2.resize(native, (300, 300), interpolation=cv2.INTER_NEAREST)) < at_scale - 0.15
+    assert (
+        _union_iou(small, cv2.resize(native, (300, 300), interpolation=cv2.INTER_NEAREST)) < at_scale - 0.15
+    )
 
 
 def test_predictor_resizes_by_its_input_scale():

@@ -20,7 +20,10 @@ class Plan:
     extra: tuple = ()
 
 
-@pytest.mark.parametrize(("text", "value"), [("false", False), ("False", False), ("0", False), ("no", False), ("true", True), ("1", True)])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("false", False), ("False", False), ("0", False), ("no", False), ("true", True), ("1", True)],
+)
 def test_booleans_are_read_as_words_not_as_non_empty_strings(text, value):
     assert with_settings(Plan(), [f"ceiling={text}"]).ceiling is value
 
@@ -32,8 +35,15 @@ def test_each_value_takes_its_field_type_and_the_plan_is_not_changed_in_place():
     assert plan == Plan()
 
 
-@pytest.mark.parametrize(("item", "message"), [("epochs=3", "unknown field 'epochs'"), ("iters=many", "iters: 'many' is not a valid int"),
-                                               ("ceiling=maybe", "not a yes/no value"), ("iters", "expected FIELD=VALUE")])
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("epochs=3", "unknown field 'epochs'"),
+        ("iters=many", "iters: 'many' is not a valid int"),
+        ("ceiling=maybe", "not a yes/no value"),
+        ("iters", "expected FIELD=VALUE"),
+    ],
+)
 def test_bad_settings_name_the_field(item, message):
     with pytest.raises(ValueError, match=message):
         with_settings(Plan(), [item])
@@ -54,7 +64,10 @@ def test_a_model_trained_with_other_settings_is_refused_not_reused(tmp_path):
     (out / "train_seconds.json").write_text("12.5")
     from mask2former.config import load_config
 
-    request = {"config": load_config(TINY_STAGE1, ["SOLVER.MAX_ITER", "7"], freeze=False).dump(), "dataset": str(tmp_path / "data")}
+    request = {
+        "config": load_config(TINY_STAGE1, ["SOLVER.MAX_ITER", "7"], freeze=False).dump(),
+        "dataset": str(tmp_path / "data"),
+    }
     (out / "train_request.json").write_text(json.dumps(request))
     assert train_once(TINY_STAGE1, str(tmp_path / "data"), ["SOLVER.MAX_ITER", "7"], str(out), log) == 12.5
     # The same folder asked for with another option: refused, naming the folder.

@@ -26,7 +26,11 @@ def run_script(script: str, *args: str, cwd: Path, timeout: int = 120) -> subpro
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, script), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -41,8 +45,12 @@ def expected_counts(dataset: Path) -> dict[str, dict]:
         per_image = {img["id"]: 0 for img in data["images"]}
         for ann in data["annotations"]:
             per_image[ann["image_id"]] += 1
-        counts[name] = {"images": len(data["images"]), "instances": len(data["annotations"]),
-                        "min": min(per_image.values()), "max": max(per_image.values())}
+        counts[name] = {
+            "images": len(data["images"]),
+            "instances": len(data["annotations"]),
+            "min": min(per_image.values()),
+            "max": max(per_image.values()),
+        }
     return counts
 
 
@@ -81,7 +89,10 @@ def test_setup_json_is_one_object_with_the_same_counts(dataset, tmp_path):
         split = report["splits"][name]
         assert split["present"] is True
         assert (split["images"], split["instances"]) == (c["images"], c["instances"])
-        assert (split["instances_per_image"]["min"], split["instances_per_image"]["max"]) == (c["min"], c["max"])
+        assert (split["instances_per_image"]["min"], split["instances_per_image"]["max"]) == (
+            c["min"],
+            c["max"],
+        )
     assert [f for f in report["findings"] if f["level"] == "error"] == []
     assert report["environment"]["torch"]["version"]
     assert set(report["weights"]) == {"stage1", "stage2"}
@@ -175,12 +186,15 @@ def test_register_script_on_a_missing_folder(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("script, flags", [
-    ("train_two_stage.py", ["--stage", "--dataset", "--resume", "--num-gpus", "--config-dir", "--opts"]),
-    ("train_net.py", ["--config-file", "--eval-only", "--dataset", "--resume", "--num-gpus", "--opts"]),
-    ("setup_two_stage.py", ["--dataset", "--config-dir", "--json"]),
-    ("register_two_stage_datasets.py", ["--dataset", "--load"]),
-])
+@pytest.mark.parametrize(
+    "script, flags",
+    [
+        ("train_two_stage.py", ["--stage", "--dataset", "--resume", "--num-gpus", "--config-dir", "--opts"]),
+        ("train_net.py", ["--config-file", "--eval-only", "--dataset", "--resume", "--num-gpus", "--opts"]),
+        ("setup_two_stage.py", ["--dataset", "--config-dir", "--json"]),
+        ("register_two_stage_datasets.py", ["--dataset", "--load"]),
+    ],
+)
 def test_help_describes_the_options(script, flags, tmp_path):
     out = run_script(script, "--help", cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -58,7 +58,9 @@ def test_nan_pixels_are_replaced_at_read_time_and_said(tmp_path, model):
     before = snapshot(inputs)
     out = predict(model, inputs / "nan.tif", tmp_path / "out_nan", cwd=tmp_path)
     assert out.returncode == 0, text(out.stderr)[-2000:]
-    assert "nan.tif: 100 of 9216 pixels are NaN or infinite; set to the lowest finite value" in text(out.stderr)
+    assert "nan.tif: 100 of 9216 pixels are NaN or infinite; set to the lowest finite value" in text(
+        out.stderr
+    )
     assert snapshot(inputs) == before
     clean = predict(model, tmp_path / "clean.tif", tmp_path / "out_clean", cwd=tmp_path)
     assert clean.returncode == 0
@@ -101,7 +103,9 @@ def test_prediction_builds_the_checkpoints_architecture_and_is_deterministic(tmp
     assert first.returncode == 0, text(first.stderr)[-2000:]
     assert "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES 8 (the config says 64)" in text(first.stderr)
     second = predict(eight, tmp_path / "f.png", tmp_path / "run2", cwd=tmp_path)
-    assert (tmp_path / "run1" / "f_labels.tif").read_bytes() == (tmp_path / "run2" / "f_labels.tif").read_bytes()
+    assert (tmp_path / "run1" / "f_labels.tif").read_bytes() == (
+        tmp_path / "run2" / "f_labels.tif"
+    ).read_bytes()
     assert second.returncode == 0
     # A checkpoint that does not say how it was trained is refused rather than padded with random queries.
     bare = save_tiny_model(tmp_path / "bare.pth", queries=8, with_config=False)
@@ -113,7 +117,9 @@ def test_training_may_still_grow_the_queries(tmp_path):
     from mask2former.modeling.weights import load_model
 
     eight = save_tiny_model(tmp_path / "q8.pth", queries=8, with_config=False)
-    model, _ = load_model(tiny_cfg("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16), ["myotube"], str(eight), for_training=True)
+    model, _ = load_model(
+        tiny_cfg("MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16), ["myotube"], str(eight), for_training=True
+    )
     assert model.model.transformer_module.queries_features.weight.shape[0] == 16
 
 
@@ -148,12 +154,18 @@ def test_a_two_point_labelme_polygon_is_named_by_file_and_shape(tmp_path):
     folder = tmp_path / "labelme"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.zeros((40, 60), np.uint8))
-    shapes = [{"label": "myotube", "shape_type": "polygon", "points": [[1, 1], [30, 20]]},
-              {"label": "myotube", "shape_type": "polygon", "points": [[1, 1], [30, 1], [30, 20]]}]
-    (folder / "a.json").write_text(json.dumps({"imagePath": "a.png", "imageHeight": 40, "imageWidth": 60, "shapes": shapes}))
+    shapes = [
+        {"label": "myotube", "shape_type": "polygon", "points": [[1, 1], [30, 20]]},
+        {"label": "myotube", "shape_type": "polygon", "points": [[1, 1], [30, 1], [30, 20]]},
+    ]
+    (folder / "a.json").write_text(
+        json.dumps({"imagePath": "a.png", "imageHeight": 40, "imageWidth": 60, "shapes": shapes})
+    )
     dataset = load_labelme(str(folder))
     warnings = [w for w in dataset.warnings if "polygon" in w]
-    assert warnings == [f"{folder / 'a.json'}: shape #0 (label 'myotube') is a polygon of 2 points: skipped (a polygon needs at least 3)"]
+    assert warnings == [
+        f"{folder / 'a.json'}: shape #0 (label 'myotube') is a polygon of 2 points: skipped (a polygon needs at least 3)"
+    ]
     assert len(dataset.images[0].instances) == 1
 
 
@@ -162,7 +174,10 @@ def test_counted_notes_use_the_singular_for_one():
 
     assert counted(1, "masks cut at the image border") == "1 mask cut at the image border"
     assert counted(2, "masks cut at the image border") == "2 masks cut at the image border"
-    assert counted(1, "label images hold one id over several regions") == "1 label image holds one id over several regions"
+    assert (
+        counted(1, "label images hold one id over several regions")
+        == "1 label image holds one id over several regions"
+    )
 
 
 # --------------------------------------------------------------------------- 5, 6. stale leftovers
@@ -173,21 +188,64 @@ def test_the_annotator_refuses_an_earlier_output_and_force_replaces_it_whole(tmp
     raw.mkdir()
     for i in range(3):
         cv2.imwrite(str(raw / f"f{i}.png"), field_image(128, seed=10 + i))
-    first = run("utils/batch_myotube_processing.py", "--input_dir", str(raw), "--output_dir", "out", "--resolution", "96", "--workers", "1",
-                "--no-progress", cwd=tmp_path)
+    first = run(
+        "utils/batch_myotube_processing.py",
+        "--input_dir",
+        str(raw),
+        "--output_dir",
+        "out",
+        "--resolution",
+        "96",
+        "--workers",
+        "1",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, text(first.stderr)
     (raw / "f2.png").unlink()
     before = snapshot(tmp_path / "out")
-    again = run("utils/batch_myotube_processing.py", "--input_dir", str(raw), "--output_dir", "out", "--resolution", "96", "--workers", "1",
-                "--no-progress", cwd=tmp_path)
+    again = run(
+        "utils/batch_myotube_processing.py",
+        "--input_dir",
+        str(raw),
+        "--output_dir",
+        "out",
+        "--resolution",
+        "96",
+        "--workers",
+        "1",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     one_line_error(again, "out", "earlier run", "--force")
     assert snapshot(tmp_path / "out") == before
-    forced = run("utils/batch_myotube_processing.py", "--input_dir", str(raw), "--output_dir", "out", "--resolution", "96", "--workers", "1",
-                 "--no-progress", "--force", cwd=tmp_path)
+    forced = run(
+        "utils/batch_myotube_processing.py",
+        "--input_dir",
+        str(raw),
+        "--output_dir",
+        "out",
+        "--resolution",
+        "96",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--force",
+        cwd=tmp_path,
+    )
     assert forced.returncode == 0, text(forced.stderr)
-    assert sorted(os.listdir(tmp_path / "out" / "images")) == ["f0.png", "f1.png"]  # f2 of the first run is gone
-    names = [e["file_name"] for split in ("train", "test") if (tmp_path / "out" / "annotations" / f"{split}_annotations.json").exists()
-             for e in json.loads((tmp_path / "out" / "annotations" / f"{split}_annotations.json").read_text())["images"]]
+    assert sorted(os.listdir(tmp_path / "out" / "images")) == [
+        "f0.png",
+        "f1.png",
+    ]  # f2 of the first run is gone
+    names = [
+        e["file_name"]
+        for split in ("train", "test")
+        if (tmp_path / "out" / "annotations" / f"{split}_annotations.json").exists()
+        for e in json.loads((tmp_path / "out" / "annotations" / f"{split}_annotations.json").read_text())[
+            "images"
+        ]
+    ]
     assert sorted(names) == ["f0.png", "f1.png"]
     assert not [e for e in os.listdir(tmp_path) if e.startswith(".out")]  # no staging folder left
 
@@ -208,7 +266,11 @@ def test_predict_refuses_an_earlier_output_and_force_replaces_it(tmp_path, model
     assert [r.split(",")[0] for r in rows] == ["a.png"]
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "my_notes.txt").write_text("keep me")
-    one_line_error(predict(model, inputs, tmp_path / "notes", "--force", cwd=tmp_path), "notes", "are not prediction results")
+    one_line_error(
+        predict(model, inputs, tmp_path / "notes", "--force", cwd=tmp_path),
+        "notes",
+        "are not prediction results",
+    )
     assert (tmp_path / "notes" / "my_notes.txt").read_text() == "keep me"
 
 
@@ -239,10 +301,14 @@ def test_an_unwritable_output_is_found_before_the_model_loads(tmp_path, model, m
 
     monkeypatch.setattr(command.tempfile, "TemporaryFile", refuse)
     loaded = []
-    monkeypatch.setattr("mask2former.inference.predictor.MyotubePredictor.__init__", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(
+        "mask2former.inference.predictor.MyotubePredictor.__init__", lambda *a, **k: loaded.append(1)
+    )
     cv2.imwrite(str(tmp_path / "f.png"), field_image())
     with pytest.raises(InputError, match="cannot write the results here"):
-        command.predict_command(TINY_STAGE2, [str(tmp_path / "f.png")], str(tmp_path / "out"), weights=str(model))
+        command.predict_command(
+            TINY_STAGE2, [str(tmp_path / "f.png")], str(tmp_path / "out"), weights=str(model)
+        )
     assert not loaded
 
 
@@ -253,8 +319,18 @@ def test_a_full_disk_while_logging_stops_training_with_one_line(tmp_path, monkey
 
     root = make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=2, n_test=1, n_manual=1)
     register_two_stage_datasets(root)
-    cfg = tiny_cfg("OUTPUT_DIR", str(tmp_path / "run"), "SOLVER.MAX_ITER", 8, "SOLVER.CHECKPOINT_PERIOD", 2, "SOLVER.LOG_PERIOD", 1,
-                   "INPUT.IMAGE_SIZE", 64)
+    cfg = tiny_cfg(
+        "OUTPUT_DIR",
+        str(tmp_path / "run"),
+        "SOLVER.MAX_ITER",
+        8,
+        "SOLVER.CHECKPOINT_PERIOD",
+        2,
+        "SOLVER.LOG_PERIOD",
+        1,
+        "INPUT.IMAGE_SIZE",
+        64,
+    )
     real_write = events.MetricsWriter.write
     calls = {"n": 0}
 
@@ -268,7 +344,12 @@ def test_a_full_disk_while_logging_stops_training_with_one_line(tmp_path, monkey
     with pytest.raises(TrainingError) as err:
         train(cfg)
     message = str(err.value)
-    assert "\n" not in message and "disk full" in message and "model_0000004.pth is kept" in message and str(tmp_path / "run") in message
+    assert (
+        "\n" not in message
+        and "disk full" in message
+        and "model_0000004.pth is kept" in message
+        and str(tmp_path / "run") in message
+    )
 
 
 # --------------------------------------------------------------------------- 9. file modes
@@ -296,19 +377,62 @@ def test_written_files_follow_the_umask(tmp_path):
 def test_a_trained_model_and_predictions_are_readable_by_the_group(tmp_path, model):
     env = {**ENV}
     cv2.imwrite(str(tmp_path / "f.png"), field_image())
-    script = ("import os, runpy, sys; os.umask(0o022); sys.argv = sys.argv[1:]; "
-              "runpy.run_path(sys.argv[0], run_name='__main__')")
+    script = (
+        "import os, runpy, sys; os.umask(0o022); sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     data = make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=2, n_test=1, n_manual=1)
-    train = subprocess.run([sys.executable, "-c", script, os.path.join(REPO_ROOT, "train_net.py"), "--config-file",
-                            os.path.join(TINY, "stage1_config.yaml"), "--dataset", data, "SOLVER.MAX_ITER", "2", "INPUT.IMAGE_SIZE", "64",
-                            "OUTPUT_DIR", str(tmp_path / "run")], cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            os.path.join(REPO_ROOT, "train_net.py"),
+            "--config-file",
+            os.path.join(TINY, "stage1_config.yaml"),
+            "--dataset",
+            data,
+            "SOLVER.MAX_ITER",
+            "2",
+            "INPUT.IMAGE_SIZE",
+            "64",
+            "OUTPUT_DIR",
+            str(tmp_path / "run"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert train.returncode == 0, text(train.stderr)[-2000:]
-    pred = subprocess.run([sys.executable, "-c", script, os.path.join(REPO_ROOT, "predict.py"), "--config-file", TINY_STAGE2, "--weights",
-                           str(model), "--input", str(tmp_path / "f.png"), "--output", str(tmp_path / "pred"), "--no-progress"],
-                          cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    pred = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            os.path.join(REPO_ROOT, "predict.py"),
+            "--config-file",
+            TINY_STAGE2,
+            "--weights",
+            str(model),
+            "--input",
+            str(tmp_path / "f.png"),
+            "--output",
+            str(tmp_path / "pred"),
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert pred.returncode == 0, text(pred.stderr)[-2000:]
-    for path in (tmp_path / "run" / "model_final.pth", tmp_path / "run" / "config.yaml", tmp_path / "pred" / "f_labels.tif",
-                 tmp_path / "pred" / "summary.csv"):
+    for path in (
+        tmp_path / "run" / "model_final.pth",
+        tmp_path / "run" / "config.yaml",
+        tmp_path / "pred" / "f_labels.tif",
+        tmp_path / "pred" / "summary.csv",
+    ):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
 
 
@@ -320,8 +444,16 @@ def test_opts_numbers_take_the_keys_type_and_bad_values_blame_opts(tmp_path):
 
     assert load_config(TINY_STAGE2, ["SOLVER.BASE_LR", "1"]).SOLVER.BASE_LR == 1.0
     data = make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=2, n_test=1, n_manual=1)
-    out = run("train_net.py", "--config-file", os.path.join(TINY, "stage1_config.yaml"), "--dataset", data, "SOLVER.BASE_LR", "-1",
-              cwd=tmp_path)
+    out = run(
+        "train_net.py",
+        "--config-file",
+        os.path.join(TINY, "stage1_config.yaml"),
+        "--dataset",
+        data,
+        "SOLVER.BASE_LR",
+        "-1",
+        cwd=tmp_path,
+    )
     line = one_line_error(out, "--opts", "SOLVER.BASE_LR must be > 0, got -1.0")
     assert "stage1_config.yaml" not in line
 
@@ -330,9 +462,27 @@ def test_opts_numbers_take_the_keys_type_and_bad_values_blame_opts(tmp_path):
 
 
 def _train_until(out: Path, data: str, max_iter: int, at_least: int, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", os.path.join(TINY, "stage1_config.yaml"), "--dataset",
-           data, *extra, "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "1000", "SOLVER.LOG_PERIOD", "1",
-           "INPUT.IMAGE_SIZE", "64", "SEED", "3", "OUTPUT_DIR", str(out)]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO_ROOT, "train_net.py"),
+        "--config-file",
+        os.path.join(TINY, "stage1_config.yaml"),
+        "--dataset",
+        data,
+        *extra,
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1000",
+        "SOLVER.LOG_PERIOD",
+        "1",
+        "INPUT.IMAGE_SIZE",
+        "64",
+        "SEED",
+        "3",
+        "OUTPUT_DIR",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     metrics = out / "metrics.json"
@@ -361,25 +511,66 @@ def test_a_signal_saves_a_checkpoint_and_resume_reaches_the_end(tmp_path, sig, c
     assert len(checkpoints) == 1 and not (out / "model_final.pth").exists()
     stopped_at = int(checkpoints[0][6:13])
     assert 3 <= stopped_at < max_iter
-    resumed = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--resume", "--config-file",
-                              os.path.join(TINY, "stage1_config.yaml"), "--dataset", data, "SOLVER.MAX_ITER", str(max_iter),
-                              "SOLVER.CHECKPOINT_PERIOD", "1000", "SOLVER.LOG_PERIOD", "1", "INPUT.IMAGE_SIZE", "64", "SEED", "3",
-                              "OUTPUT_DIR", str(out)], env=ENV, capture_output=True, timeout=600)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "train_net.py"),
+            "--resume",
+            "--config-file",
+            os.path.join(TINY, "stage1_config.yaml"),
+            "--dataset",
+            data,
+            "SOLVER.MAX_ITER",
+            str(max_iter),
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1000",
+            "SOLVER.LOG_PERIOD",
+            "1",
+            "INPUT.IMAGE_SIZE",
+            "64",
+            "SEED",
+            "3",
+            "OUTPUT_DIR",
+            str(out),
+        ],
+        env=ENV,
+        capture_output=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, text(resumed.stderr)[-2000:]
     assert f"resumed at iteration {stopped_at}" in text(resumed.stderr)
     import torch
 
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == max_iter
-    logged = [json.loads(x)["iteration"] for x in (out / "metrics.json").read_text().splitlines() if "total_loss" in x]
+    logged = [
+        json.loads(x)["iteration"]
+        for x in (out / "metrics.json").read_text().splitlines()
+        if "total_loss" in x
+    ]
     assert logged == list(range(max_iter))
 
 
 def test_resume_with_nothing_to_resume_says_it_starts_fresh(tmp_path):
     data = make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=2, n_test=1, n_manual=1)
-    out = run("train_net.py", "--resume", "--config-file", os.path.join(TINY, "stage1_config.yaml"), "--dataset", data, "SOLVER.MAX_ITER",
-              "2", "INPUT.IMAGE_SIZE", "64", "OUTPUT_DIR", str(tmp_path / "run"), cwd=tmp_path)
+    out = run(
+        "train_net.py",
+        "--resume",
+        "--config-file",
+        os.path.join(TINY, "stage1_config.yaml"),
+        "--dataset",
+        data,
+        "SOLVER.MAX_ITER",
+        "2",
+        "INPUT.IMAGE_SIZE",
+        "64",
+        "OUTPUT_DIR",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, text(out.stderr)[-2000:]
-    assert "--resume: no checkpoint in" in text(out.stderr) and "starting from the beginning" in text(out.stderr)
+    assert "--resume: no checkpoint in" in text(out.stderr) and "starting from the beginning" in text(
+        out.stderr
+    )
 
 
 def test_project_errors_cross_process_boundaries_intact():
@@ -388,7 +579,11 @@ def test_project_errors_cross_process_boundaries_intact():
 
     from mask2former.errors import ConfigError, ImageReadError, Interrupted
 
-    for err in (ImageReadError("/a/b.tif", "cannot read"), ConfigError(None, "bad key"), Interrupted("stopped", 143)):
+    for err in (
+        ImageReadError("/a/b.tif", "cannot read"),
+        ConfigError(None, "bad key"),
+        Interrupted("stopped", 143),
+    ):
         back = pickle.loads(pickle.dumps(err))
         assert type(back) is type(err) and str(back) == str(err)
     assert pickle.loads(pickle.dumps(Interrupted("stopped", 143))).exit_code == 143

@@ -98,7 +98,9 @@ def test_generation_is_fast():
 
 
 def test_plain_dataset_round_trips_through_the_loader(tmp_path):
-    path = write_synthetic_dataset(tmp_path / "ds", 3, size=128, seed=5, density="dense", progress=False, write_dapi=True)
+    path = write_synthetic_dataset(
+        tmp_path / "ds", 3, size=128, seed=5, density="dense", progress=False, write_dapi=True
+    )
     assert path == os.path.join(tmp_path / "ds", "annotations.json")
     assert [f for f in validate_coco(path, tmp_path / "ds" / "images") if f.level == "error"] == []
     records = load_coco_instances(path, tmp_path / "ds" / "images")
@@ -120,7 +122,9 @@ def test_plain_dataset_round_trips_through_the_loader(tmp_path):
 @pytest.mark.parametrize("algorithmic", ["truth", "annotator"])
 def test_unified_dataset_has_the_four_splits(tmp_path, algorithmic):
     root = tmp_path / "myotube_dataset"
-    write_synthetic_dataset(root, 5, size=160, seed=2, density="dense", unified=True, algorithmic=algorithmic, progress=False)
+    write_synthetic_dataset(
+        root, 5, size=160, seed=2, density="dense", unified=True, algorithmic=algorithmic, progress=False
+    )
     names = {}
     for split, fname in ANNOTATION_FILES.items():
         records = load_coco_instances(root / "annotations" / fname, root / "images")
@@ -132,7 +136,23 @@ def test_unified_dataset_has_the_four_splits(tmp_path, algorithmic):
 
 
 def test_cli_writes_a_dataset_and_reports_bad_arguments(tmp_path, capsys):
-    assert main(["--out", str(tmp_path / "out"), "--num-images", "2", "--size", "96", "--seed", "1", "--density", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path / "out"),
+                "--num-images",
+                "2",
+                "--size",
+                "96",
+                "--seed",
+                "1",
+                "--density",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     assert os.path.isfile(tmp_path / "out" / "annotations.json")
     assert sorted(os.listdir(tmp_path / "out" / "images")) == ["synthetic_00000.png", "synthetic_00001.png"]
     capsys.readouterr()
@@ -143,10 +163,14 @@ def test_cli_writes_a_dataset_and_reports_bad_arguments(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- the realistic preset
 
+
 def _touching_pairs(masks: np.ndarray) -> int:
     """Pairs of instances whose masks touch or overlap along more than a few pixels."""
     grown = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for m in masks])
-    flat, grown_flat = masks.reshape(len(masks), -1).astype(np.int32), grown.reshape(len(masks), -1).astype(np.int32)
+    flat, grown_flat = (
+        masks.reshape(len(masks), -1).astype(np.int32),
+        grown.reshape(len(masks), -1).astype(np.int32),
+    )
     contact = grown_flat @ flat.T
     np.fill_diagonal(contact, 0)
     return int((contact > 20).sum() // 2)
@@ -164,8 +188,14 @@ def test_realistic_preset_is_deterministic_and_keeps_the_mask_contract():
 def test_parallel_tubes_are_laid_alongside_and_touch_their_neighbour():
     alongside = replace(REALISTIC, parallel_probability=1.0, branch_probability=0.0, protrusions=(0, 0))
     never = replace(alongside, parallel_probability=0.0)
-    touching = sum(_touching_pairs(generate_field(256, seed=s, density=0.1, pixel_scale=0.5, params=alongside).masks) for s in range(3))
-    apart = sum(_touching_pairs(generate_field(256, seed=s, density=0.1, pixel_scale=0.5, params=never).masks) for s in range(3))
+    touching = sum(
+        _touching_pairs(generate_field(256, seed=s, density=0.1, pixel_scale=0.5, params=alongside).masks)
+        for s in range(3)
+    )
+    apart = sum(
+        _touching_pairs(generate_field(256, seed=s, density=0.1, pixel_scale=0.5, params=never).masks)
+        for s in range(3)
+    )
     assert touching > apart + 3, (touching, apart)
 
 

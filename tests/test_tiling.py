@@ -49,7 +49,9 @@ def assert_same_masks(result: CroppedInstances, truth):
 # --------------------------------------------------------------------------- grid
 
 
-@pytest.mark.parametrize("height,width,tile,overlap", [(600, 450, 128, 0.25), (1000, 1000, 256, 0.2), (300, 129, 128, 0.0)])
+@pytest.mark.parametrize(
+    "height,width,tile,overlap", [(600, 450, 128, 0.25), (1000, 1000, 256, 0.2), (300, 129, 128, 0.0)]
+)
 def test_grid_covers_image_with_requested_overlap(height, width, tile, overlap):
     tiles = tile_grid(height, width, tile, overlap)
     covered = np.zeros((height, width), int)
@@ -130,7 +132,9 @@ def test_duplicate_inside_overlap_is_kept_once():
     blob = np.zeros(size, bool)
     blob[100:120, 100:125] = True
     result, fake = predict([blob], size, tile=128, overlap=0.5)
-    seen = sum(1 for (y0, x0, h, w) in fake.calls if y0 <= 100 and y0 + h >= 120 and x0 <= 100 and x0 + w >= 125)
+    seen = sum(
+        1 for (y0, x0, h, w) in fake.calls if y0 <= 100 and y0 + h >= 120 and x0 <= 100 and x0 + w >= 125
+    )
     assert seen >= 2
     assert_same_masks(result, [blob])
 
@@ -180,6 +184,7 @@ def test_one_tile_joining_two_tubes_does_not_chain_them_into_one_instance():
     truth = [tube(*size, [(5, 5), (295, 295)], 13), tube(*size, [(5, 120), (295, 30)], 13)]
     fake = MergingPredictor(truth, size[1])
     result = predict_tiled(coordinate_image(*size), fake, 128, 0.25, 0.5)
+
     # The joined instance may absorb a continuation of each tube in the neighbouring tiles, but the
     # tiles that saw the two tubes apart keep them apart: never one instance for everything.
     def covers(m, t):
@@ -214,7 +219,10 @@ def test_two_tubes_crossing_on_a_tile_border_stay_two():
     size = (384, 384)
     tiles = tile_grid(*size, 128, 0.25)
     border = sorted({t.x1 for t in tiles})[0]  # the right edge of the first column of tiles
-    truth = [tube(*size, [(border - 150, 20), (border + 150, 360)], 13), tube(*size, [(border + 150, 20), (border - 150, 360)], 13)]
+    truth = [
+        tube(*size, [(border - 150, 20), (border + 150, 360)], 13),
+        tube(*size, [(border + 150, 20), (border - 150, 360)], 13),
+    ]
     crossing = truth[0] & truth[1]
     ys, xs = np.nonzero(crossing)
     assert abs(xs.mean() - border) < 3  # the crossing lies on the border itself

@@ -23,7 +23,16 @@ ROOT_SCRIPTS = [
     "utils/batch_myotube_processing.py",
     "utils/make_synthetic_dataset.py",
 ]
-COMMANDS = ["predict", "annotate", "organize", "setup_two_stage", "train", "train_two_stage", "register_datasets", "make_synthetic"]
+COMMANDS = [
+    "predict",
+    "annotate",
+    "organize",
+    "setup_two_stage",
+    "train",
+    "train_two_stage",
+    "register_datasets",
+    "make_synthetic",
+]
 MODULES = [
     *(f"mask2former.commands.{name}" for name in COMMANDS),
     "mask2former.demo",
@@ -67,9 +76,19 @@ def test_the_version_is_written_once_and_pyproject_reads_it():
     assert raw["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mask2former.__version__"}
     # setuptools resolves it to the package's number, as a build would: in a process of its own,
     # since its distutils shim refuses to load after another module imported the standard library's.
-    resolved = subprocess.run([sys.executable, "-c", "import sys; from setuptools.config.pyprojecttoml import read_configuration; "
-                               "print(read_configuration(sys.argv[1])['project']['version'])", os.path.join(REPO_ROOT, "pyproject.toml")],
-                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    resolved = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools.config.pyprojecttoml import read_configuration; "
+            "print(read_configuration(sys.argv[1])['project']['version'])",
+            os.path.join(REPO_ROOT, "pyproject.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert resolved.stdout.strip() == mask2former.__version__, resolved.stderr[-1000:]
     assert re.fullmatch(r"\d+\.\d+\.\d+", mask2former.__version__)
 
@@ -83,11 +102,21 @@ def test_the_changelog_and_citation_name_the_version():
 
 def test_every_console_script_runs_a_command_module_and_every_root_script_calls_one():
     scripts = pyproject()["project"]["scripts"]
-    assert set(scripts) == {"myotube-predict", "myotube-annotate", "myotube-organize", "myotube-setup", "myotube-train",
-                            "myotube-train-two-stage"}
+    assert set(scripts) == {
+        "myotube-predict",
+        "myotube-annotate",
+        "myotube-organize",
+        "myotube-setup",
+        "myotube-train",
+        "myotube-train-two-stage",
+    }
     for target in scripts.values():
         module, _, function = target.partition(":")
-        assert module.startswith("mask2former.commands.") and module.rsplit(".", 1)[1] in COMMANDS and function == "main"
+        assert (
+            module.startswith("mask2former.commands.")
+            and module.rsplit(".", 1)[1] in COMMANDS
+            and function == "main"
+        )
     # A root script is a shim: it runs the command module of the same name's main, nothing else.
     for script in ROOT_SCRIPTS:
         with open(os.path.join(REPO_ROOT, script), encoding="utf-8") as f:

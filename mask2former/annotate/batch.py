@@ -111,13 +111,19 @@ class AnnotationSummary:
             f"(per image min {min(counts)}, median {float(np.median(counts)):g}, max {max(counts)})",
         ]
         if "summary" in self.files:
-            out += [f"  train: {self.train_images} images -> {self.files.get('train', '-')}",
-                    f"  test:  {self.test_images} images -> {self.files.get('test', '-')}"]
+            out += [
+                f"  train: {self.train_images} images -> {self.files.get('train', '-')}",
+                f"  test:  {self.test_images} images -> {self.files.get('test', '-')}",
+            ]
         elif self.stopped is None:
-            out.append("  no train/test files for one shard: merge the shards (--merge) to split the whole batch")
+            out.append(
+                "  no train/test files for one shard: merge the shards (--merge) to split the whole batch"
+            )
         if self.empty_images:
-            out.append(f"  {len(self.empty_images)} images without any myotube: {', '.join(self.empty_images[:5])}"
-                       + (" ..." if len(self.empty_images) > 5 else ""))
+            out.append(
+                f"  {len(self.empty_images)} images without any myotube: {', '.join(self.empty_images[:5])}"
+                + (" ..." if len(self.empty_images) > 5 else "")
+            )
         if self.failed:
             out.append(f"  {len(self.failed)} files failed and were skipped:")
             out += [f"    {f}" for f in self.failed]
@@ -170,7 +176,9 @@ def storable(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 65535).astype(np.uint16)
 
 
-def _written_pixel_size(path: str, given: float | None, height: int, width: int, written: tuple[int, ...]) -> float | None:
+def _written_pixel_size(
+    path: str, given: float | None, height: int, width: int, written: tuple[int, ...]
+) -> float | None:
     """Microns per pixel of the written (resized) image: the input's (``given``, else the file's
     metadata) times the resize."""
     size = given or read_metadata(path).pixel_size_um
@@ -210,10 +218,15 @@ def _process_one(task: tuple) -> ImageResult:
                     raise OSError("could not encode the PNG")
 
             suffix = ".png"
-        result.pixel_size_um = _written_pixel_size(path, pixel_size, result.original_height, result.original_width, image.shape)
+        result.pixel_size_um = _written_pixel_size(
+            path, pixel_size, result.original_height, result.original_width, image.shape
+        )
         if params.reference_pixel_size_um:
             if result.pixel_size_um is None:
-                raise InputError(path, "the file does not say its pixel size, which --reference-pixel-size needs: give --pixel-size")
+                raise InputError(
+                    path,
+                    "the file does not say its pixel size, which --reference-pixel-size needs: give --pixel-size",
+                )
             params = params.replace(scale=params.physical_scale(result.pixel_size_um))
         result.scale = params.pixel_scale(*image.shape[:2])
         masks = annotate_image(image, params)
@@ -221,13 +234,21 @@ def _process_one(task: tuple) -> ImageResult:
         result.file_name = name
         result.height, result.width = int(image.shape[0]), int(image.shape[1])
         result.annotations = [
-            {"category_id": 1, "segmentation": mask_to_rle(m), "bbox": bbox_of_mask(m), "area": float(m.sum()), "iscrowd": 0}
+            {
+                "category_id": 1,
+                "segmentation": mask_to_rle(m),
+                "bbox": bbox_of_mask(m),
+                "area": float(m.sum()),
+                "iscrowd": 0,
+            }
             for m in masks
         ]
     except MyotubeError as err:
         result.error = str(err)
     except (OSError, ValueError, cv2.error, MemoryError) as err:
-        result.error = f"{path}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'failed'}"
+        result.error = (
+            f"{path}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'failed'}"
+        )
     result.seconds = time.perf_counter() - start
     return result
 
@@ -246,7 +267,14 @@ def _process_and_seal(task: tuple) -> dict:
     """One image, then its manifest: the written image's checksum and the image's result."""
     work, output_dir, position, run, source = task
     result = _process_one(work)
-    record = {"run": run, "position": position, "source": source, "name": work[1], "error": result.error, "result": asdict(result)}
+    record = {
+        "run": run,
+        "position": position,
+        "source": source,
+        "name": work[1],
+        "error": result.error,
+        "result": asdict(result),
+    }
     files = [os.path.join("images", result.file_name)] if result.error is None and result.file_name else []
     return write_manifest(output_dir, work[1], record, files)
 
@@ -294,7 +322,10 @@ def annotate_folder(
         raise InputError(None, f"--resolution must be at least 16 pixels, got {resolution}")
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(None, f"--test_fraction must be in [0, 1), got {test_fraction}")
-    for flag, value in (("--pixel-size", pixel_size), ("--reference-pixel-size", params.reference_pixel_size_um if params else None)):
+    for flag, value in (
+        ("--pixel-size", pixel_size),
+        ("--reference-pixel-size", params.reference_pixel_size_um if params else None),
+    ):
         if value is not None and not value > 0:
             raise InputError(None, f"{flag} must be positive, got {value}")
     if params is not None and params.scale is not None and params.reference_pixel_size_um:
@@ -305,31 +336,71 @@ def annotate_folder(
     if os.path.realpath(os.path.join(output_dir, "images")) == os.path.realpath(input_dir):
         raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
     sources = [os.path.abspath(p) for p in paths]
-    settings = {"resolution": int(resolution), "test_fraction": float(test_fraction), "seed": int(seed), "channel": int(channel),
-                "z_project": bool(z_project), "pixel_size": pixel_size, **flatten(asdict(params), "params.")}
+    settings = {
+        "resolution": int(resolution),
+        "test_fraction": float(test_fraction),
+        "seed": int(seed),
+        "channel": int(channel),
+        "z_project": bool(z_project),
+        "pixel_size": pixel_size,
+        **flatten(asdict(params), "params."),
+    }
     state = make_state("annotate", settings, {}, sources, share)
     start = time.perf_counter()
-    with open_output(output_dir, state, resume=resume, force=force, ours=OUTPUT_ENTRIES.__contains__, what="annotator output") as opened:
+    with open_output(
+        output_dir,
+        state,
+        resume=resume,
+        force=force,
+        ours=OUTPUT_ENTRIES.__contains__,
+        what="annotator output",
+    ) as opened:
         opened.remove_earlier()
         write_state(output_dir, state)
         names = output_names(paths, ".tif" if channel >= 0 else ".png")
         run, positions = run_id(state), share.positions(len(paths))
         sealed = sealed_positions(output_dir, positions, names, sources, run) if opened.resumed else {}
         if opened.resumed:
-            logger.info("--resume: %d of %d images are complete in %s; %d to do", len(sealed), len(positions), output_dir,
-                        len(positions) - len(sealed))
-        work = [(paths[p], names[p], os.path.join(output_dir, "images"), int(resolution), int(channel), z_project, params, pixel_size)
-                for p in positions]
+            logger.info(
+                "--resume: %d of %d images are complete in %s; %d to do",
+                len(sealed),
+                len(positions),
+                output_dir,
+                len(positions) - len(sealed),
+            )
+        work = [
+            (
+                paths[p],
+                names[p],
+                os.path.join(output_dir, "images"),
+                int(resolution),
+                int(channel),
+                z_project,
+                params,
+                pixel_size,
+            )
+            for p in positions
+        ]
         tasks = [(w, output_dir, p, run, sources[p]) for w, p in zip(work, positions) if p not in sealed]
         for manifest in _run(tasks, workers, progress, stop, len(sealed), len(positions)):
             sealed[manifest["position"]] = manifest
         stopped_by = stop.received if stop is not None else None
-        summary = _finish(output_dir, input_dir, sealed, settings, len(positions), start, write=share.whole and stopped_by is None)
+        summary = _finish(
+            output_dir,
+            input_dir,
+            sealed,
+            settings,
+            len(positions),
+            start,
+            write=share.whole and stopped_by is None,
+        )
     summary.stopped, summary.shard = stopped_by, str(share)
     return summary
 
 
-def merge_annotations(shard_dirs: list[str], output_dir: str | os.PathLike, force: bool = False) -> AnnotationSummary:
+def merge_annotations(
+    shard_dirs: list[str], output_dir: str | os.PathLike, force: bool = False
+) -> AnnotationSummary:
     """The shard folders of one batch (``annotate_folder(..., shard="K/N")``) into ``output_dir``:
     images and manifests linked there, then the train/test split decided by the seed over the whole
     sorted input list, as one run decides it. Refuses overlapping, missing or incomplete shards."""
@@ -340,15 +411,31 @@ def merge_annotations(shard_dirs: list[str], output_dir: str | os.PathLike, forc
         return output_names(state["inputs"], ".tif" if state["settings"]["channel"] >= 0 else ".png")
 
     checked = check_shards([os.fspath(d) for d in shard_dirs], output_dir, names_of)
-    with open_output(output_dir, None, resume=False, force=force, ours=OUTPUT_ENTRIES.__contains__, what="annotator output") as opened:
+    with open_output(
+        output_dir, None, resume=False, force=force, ours=OUTPUT_ENTRIES.__contains__, what="annotator output"
+    ) as opened:
         opened.remove_earlier()
         link_shards(checked, output_dir)
         input_dir = os.path.dirname(checked.state["inputs"][0])
-        return _finish(output_dir, input_dir, checked.manifests, checked.state["settings"], len(checked.state["inputs"]), start)
+        return _finish(
+            output_dir,
+            input_dir,
+            checked.manifests,
+            checked.state["settings"],
+            len(checked.state["inputs"]),
+            start,
+        )
 
 
-def _finish(output_dir: str, input_dir: str, sealed: dict[int, dict], settings: dict, images: int, started: float,
-            write: bool = True) -> AnnotationSummary:
+def _finish(
+    output_dir: str,
+    input_dir: str,
+    sealed: dict[int, dict],
+    settings: dict,
+    images: int,
+    started: float,
+    write: bool = True,
+) -> AnnotationSummary:
     """The summary of the images in ``sealed`` (position → manifest) and, when ``write``, the COCO
     train/test files and annotation_summary.json built from those manifests in input order."""
     results = [ImageResult(**sealed[p]["result"]) for p in sorted(sealed)]
@@ -369,15 +456,24 @@ def _finish(output_dir: str, input_dir: str, sealed: dict[int, dict], settings: 
     if test_fraction > 0 and len(done) >= 2:
         n_test = min(max(n_test, 1), len(done) - 1)
     test_idx = set(order[:n_test].tolist())
-    splits = {"train": [r for i, r in enumerate(done) if i not in test_idx], "test": [r for i, r in enumerate(done) if i in test_idx]}
+    splits = {
+        "train": [r for i, r in enumerate(done) if i not in test_idx],
+        "test": [r for i, r in enumerate(done) if i in test_idx],
+    }
     for split, items in splits.items():
         if not items:
             continue
         name = os.path.join("annotations", TRAIN_JSON if split == "train" else TEST_JSON)
         images, anns = [], []
         for image_id, r in enumerate(items, start=1):
-            entry = {"id": image_id, "file_name": r.file_name, "height": r.height, "width": r.width,
-                     "original_height": r.original_height, "original_width": r.original_width}
+            entry = {
+                "id": image_id,
+                "file_name": r.file_name,
+                "height": r.height,
+                "width": r.width,
+                "original_height": r.original_height,
+                "original_width": r.original_width,
+            }
             if r.pixel_size_um:
                 entry["pixel_size_um"] = r.pixel_size_um
             images.append(entry)
@@ -397,15 +493,27 @@ def _finish(output_dir: str, input_dir: str, sealed: dict[int, dict], settings: 
     return summary
 
 
-def _run(tasks: list, workers: int, progress: bool, stop: StopRequests | None = None, done: int = 0,
-         total: int | None = None) -> Iterator[dict]:
+def _run(
+    tasks: list,
+    workers: int,
+    progress: bool,
+    stop: StopRequests | None = None,
+    done: int = 0,
+    total: int | None = None,
+) -> Iterator[dict]:
     """The manifest of each task's image as it is sealed. Once ``stop`` has a signal no image is
     started; those in the workers are finished (at most ``2 x workers``: tasks are handed out as
     workers free up, not all at once)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total if total is not None else len(tasks), initial=done, desc="annotating", unit="img", file=sys.stderr,
-               disable=not progress)
+    bar = tqdm(
+        total=total if total is not None else len(tasks),
+        initial=done,
+        desc="annotating",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+    )
 
     def stopping() -> bool:
         return stop is not None and stop.received is not None
@@ -419,8 +527,11 @@ def _run(tasks: list, workers: int, progress: bool, stop: StopRequests | None = 
                 yield _process_and_seal(t)
                 bar.update()
         elif tasks:
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_pool_worker,
-                                     mp_context=worker_context()) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(tasks)),
+                initializer=_init_pool_worker,
+                mp_context=worker_context(),
+            ) as pool:
                 pending: deque = deque()
                 for t in tasks:
                     if stopping():

@@ -112,7 +112,9 @@ def remove_non_myotube_components(mask: np.ndarray, params: AnnotatorParams, sca
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     x, y, bw, bh, area = (stats[:, i] for i in range(5))
     # Floors: a thumbnail of a whole field must still not turn every noise speck into a myotube.
-    keep = (np.maximum(bw, bh) >= max(params.min_length * scale, 8.0)) & (area >= max(params.min_area * scale**2, 16.0))
+    keep = (np.maximum(bw, bh) >= max(params.min_length * scale, 8.0)) & (
+        area >= max(params.min_area * scale**2, 16.0)
+    )
     keep[0] = False
     round_limit = params.round_max_area * scale**2
     for i in np.flatnonzero(keep & (area < round_limit)):

@@ -97,8 +97,12 @@ def _reconstruct(mask: np.ndarray, graph, grouping) -> np.ndarray:
         return np.zeros((0, h, w), bool)
 
     seeds = owner != 0
-    _, nearest = cv2.distanceTransformWithLabels((~seeds).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    seed_owner = np.concatenate([[0], owner.ravel()[np.flatnonzero(seeds.ravel())]])  # labels follow raster order
+    _, nearest = cv2.distanceTransformWithLabels(
+        (~seeds).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    seed_owner = np.concatenate(
+        [[0], owner.ravel()[np.flatnonzero(seeds.ravel())]]
+    )  # labels follow raster order
     nearest_owner = np.where(mask, seed_owner[nearest], 0)
 
     masks = np.zeros((n_inst, h, w), bool)
@@ -177,7 +181,9 @@ def _upsample(small_masks: np.ndarray, full_mask: np.ndarray) -> np.ndarray:
         # Map the crop onto exactly the full-resolution pixels it covers.
         up = cv2.warpAffine(
             crop,
-            np.array([[1 / fx, 0, (X0 + 0.5) / fx - 0.5 - x0], [0, 1 / fy, (Y0 + 0.5) / fy - 0.5 - y0]], np.float32),
+            np.array(
+                [[1 / fx, 0, (X0 + 0.5) / fx - 0.5 - x0], [0, 1 / fy, (Y0 + 0.5) / fy - 0.5 - y0]], np.float32
+            ),
             (X1 - X0, Y1 - Y0),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_CONSTANT,

@@ -76,7 +76,9 @@ def build_skeleton_graph(mask: np.ndarray) -> SkeletonGraph:
     skeleton = skeletonize(mask)
     code = cv2.filter2D(skeleton.astype(np.float32), -1, _NEIGHBOUR_WEIGHTS, borderType=cv2.BORDER_CONSTANT)
     crossings = _CROSSING_TABLE[np.rint(code).astype(np.int32) & 255]
-    neighbours = cv2.filter2D(skeleton.astype(np.uint8), -1, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT)
+    neighbours = cv2.filter2D(
+        skeleton.astype(np.uint8), -1, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT
+    )
     centres = skeleton & ((crossings >= 3) | (neighbours >= 5))  # neighbours counts the pixel itself
     # A junction owns its skeleton neighbours too; otherwise two arms meeting diagonally next to
     # the junction pixel stay connected and come out as one segment.
@@ -102,7 +104,9 @@ def build_skeleton_graph(mask: np.ndarray) -> SkeletonGraph:
             segments[s - 1].nodes.append(int(n))
         # A pixel may neighbour two junction clusters; the dilation keeps only the larger label.
         # Recover the other one so the segment still knows both of its ends.
-        near_node_min = -ndi.grey_dilation(-np.where(node_labels > 0, node_labels, n_nodes + 1), footprint=_EIGHT)
+        near_node_min = -ndi.grey_dilation(
+            -np.where(node_labels > 0, node_labels, n_nodes + 1), footprint=_EIGHT
+        )
         touching_min = (seg_labels > 0) & (near_node_min <= n_nodes)
         pairs = np.unique(np.stack([seg_labels[touching_min], near_node_min[touching_min]], axis=1), axis=0)
         for s, n in pairs:
@@ -175,7 +179,9 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
     ends: list[list[End]] = [[] for _ in cluster_pixels]
     for s in live:
         for c in sorted({cluster_of[n] for n in s.nodes}):
-            direction, half_width = _direction(s.pixels, cluster_centroid[c], cluster_radius[c], p.direction_length, graph.radius)
+            direction, half_width = _direction(
+                s.pixels, cluster_centroid[c], cluster_radius[c], p.direction_length, graph.radius
+            )
             ends[c].append(End(s.index, c, direction, half_width))
 
     # 1. Tubes passing straight through a junction: their two ends are paired.
@@ -188,8 +194,12 @@ def group_segments(graph: SkeletonGraph, p: GroupingParams) -> Grouping:
     #    At most one attachment per chain, so a chain never bridges two tubes.
     _attach_loose_chains(live, unpaired, ends, seg_uf, p)
 
-    segment_groups, instance_clusters, passages = _instances_from_chains(live, segments, seg_uf, cluster_of, ends)
-    return Grouping(segment_groups, cluster_pixels, cluster_radius, cluster_centroid, instance_clusters, passages)
+    segment_groups, instance_clusters, passages = _instances_from_chains(
+        live, segments, seg_uf, cluster_of, ends
+    )
+    return Grouping(
+        segment_groups, cluster_pixels, cluster_radius, cluster_centroid, instance_clusters, passages
+    )
 
 
 def _branch_degree(segments: list[Segment]) -> dict[int, int]:
@@ -232,7 +242,12 @@ def _merge_junctions(
         cluster_degree[node_uf[ra]] = merged_degree
         internal.add(s.index)
     for s in segments:  # a short loop from a junction back to itself is part of that junction
-        if not s.removed and len(s.nodes) == 1 and s.length <= 2 * nodes[s.nodes[0]].radius and _is_loop(s, nodes):
+        if (
+            not s.removed
+            and len(s.nodes) == 1
+            and s.length <= 2 * nodes[s.nodes[0]].radius
+            and _is_loop(s, nodes)
+        ):
             internal.add(s.index)
     return node_uf, internal
 
@@ -335,7 +350,11 @@ def _prune_spurs(segments: list[Segment], nodes: dict[int, Node], p: GroupingPar
             node = nodes[s.nodes[0]]
             if degree.get(node.index, 0) < 3:
                 continue  # the last branches at a junction are the tube itself
-            limit = min(p.spur_length, p.spur_width_factor * 2 * node.radius) if p.spur_width_factor > 0 else p.spur_length
+            limit = (
+                min(p.spur_length, p.spur_width_factor * 2 * node.radius)
+                if p.spur_width_factor > 0
+                else p.spur_length
+            )
             limit = max(limit, node.radius + 2)  # anything inside the junction's own width is a spur
             if s.length <= limit:
                 s.removed = True
@@ -345,7 +364,9 @@ def _prune_spurs(segments: list[Segment], nodes: dict[int, Node], p: GroupingPar
             break
 
 
-def _direction(pixels: np.ndarray, centre: np.ndarray, radius: float, length: float, radius_map: np.ndarray) -> tuple[np.ndarray, float]:
+def _direction(
+    pixels: np.ndarray, centre: np.ndarray, radius: float, length: float, radius_map: np.ndarray
+) -> tuple[np.ndarray, float]:
     """Unit vector from the junction centre towards where the segment goes, and the tube's
     half-width there, both measured beyond the junction's own radius (skeletons bend and the
     distance map swells inside a thick junction)."""

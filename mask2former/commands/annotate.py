@@ -31,26 +31,62 @@ from mask2former.utils.resumable import StopRequests, continue_command, stopped
 
 
 def add_output_argument(parser: ArgumentParser) -> None:
-    parser.add_argument("--output_dir", required=True, help="output folder: images/, annotations/{train,test}_annotations.json")
+    parser.add_argument(
+        "--output_dir",
+        required=True,
+        help="output folder: images/, annotations/{train,test}_annotations.json",
+    )
 
 
 def add_merge_argument(parser) -> None:
-    parser.add_argument("--merge", nargs="+", default=None, metavar="SHARD_DIR",
-                        help="merge the complete shard folders of one batch into --output_dir, splitting train/test over the "
-                        "whole batch (takes only --output_dir and --force)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="SHARD_DIR",
+        help="merge the complete shard folders of one batch into --output_dir, splitting train/test over the "
+        "whole batch (takes only --output_dir and --force)",
+    )
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--input_dir", required=True, help="folder of raw images (.tif/.tiff/.png/.jpg; 8/16-bit, channels, Z-stacks)")
+    parser.add_argument(
+        "--input_dir",
+        required=True,
+        help="folder of raw images (.tif/.tiff/.png/.jpg; 8/16-bit, channels, Z-stacks)",
+    )
     add_output_argument(parser)
-    parser.add_argument("--resolution", type=int, default=1500, help="longest side of the written images in pixels (default %(default)s)")
-    parser.add_argument("--test_fraction", type=float, default=0.2, help="share of images in the test split (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test shuffle (default %(default)s)")
-    parser.add_argument("--channel", type=int, default=-1,
-                        help="channel of multi-channel images holding myosin; every channel is written (default: grayscale/RGB as is)")
-    parser.add_argument("--z-project", action="store_true", help="an unnamed TIFF axis holds Z planes: max-project it")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="parallel processes (default: cores - 1, here %(default)s)")
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=1500,
+        help="longest side of the written images in pixels (default %(default)s)",
+    )
+    parser.add_argument(
+        "--test_fraction",
+        type=float,
+        default=0.2,
+        help="share of images in the test split (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the train/test shuffle (default %(default)s)"
+    )
+    parser.add_argument(
+        "--channel",
+        type=int,
+        default=-1,
+        help="channel of multi-channel images holding myosin; every channel is written (default: grayscale/RGB as is)",
+    )
+    parser.add_argument(
+        "--z-project", action="store_true", help="an unnamed TIFF axis holds Z planes: max-project it"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="parallel processes (default: cores - 1, here %(default)s)",
+    )
     parser.add_argument(
         "--scale",
         type=float,
@@ -58,27 +94,48 @@ def build_parser() -> ArgumentParser:
         help="pixels of the written images per pixel of a whole 1500 px field (default: resolution / 1500, i.e. each "
         "input is a whole field); use 1.0 for crops imaged like a 1500 px field",
     )
-    parser.add_argument("--reference-pixel-size", type=float, default=None, metavar="UM",
-                        help="the scale as a physical size: microns per pixel of the 1500 px reference field the annotator's "
-                        "lengths are given in; each image's scale then follows from its pixel size (instead of --scale)")
-    parser.add_argument("--pixel-size", type=float, default=None, metavar="UM",
-                        help="microns per pixel of the input images (default: what the file says: OME, ImageJ, CZI, ND2, LIF); "
-                        "recorded in the annotations so models know their scale in microns")
+    parser.add_argument(
+        "--reference-pixel-size",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="the scale as a physical size: microns per pixel of the 1500 px reference field the annotator's "
+        "lengths are given in; each image's scale then follows from its pixel size (instead of --scale)",
+    )
+    parser.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="microns per pixel of the input images (default: what the file says: OME, ImageJ, CZI, ND2, LIF); "
+        "recorded in the annotations so models know their scale in microns",
+    )
     batch = parser.add_argument_group("long batches (docs/annotator.md, 'Long batches')")
     earlier = batch.add_mutually_exclusive_group()
-    earlier.add_argument("--force", action="store_true", help="replace an earlier run's output folder (it is removed first)")
-    earlier.add_argument("--resume", action="store_true",
-                         help="continue the interrupted run in --output_dir: images already complete are kept; refused when "
-                         "the settings or inputs differ")
-    batch.add_argument("--shard", default=None, metavar="K/N",
-                       help="annotate every N-th input of the sorted list from the K-th (1-based) into its own --output_dir; "
-                       "no train/test files until --merge (default: all inputs)")
+    earlier.add_argument(
+        "--force", action="store_true", help="replace an earlier run's output folder (it is removed first)"
+    )
+    earlier.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --output_dir: images already complete are kept; refused when "
+        "the settings or inputs differ",
+    )
+    batch.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="annotate every N-th input of the sorted list from the K-th (1-based) into its own --output_dir; "
+        "no train/test files until --merge (default: all inputs)",
+    )
     add_merge_argument(batch)
     return parser
 
 
 def build_merge_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=f"{program_name()} --merge", description="Merge the shard folders of one annotator batch.")
+    parser = ArgumentParser(
+        prog=f"{program_name()} --merge", description="Merge the shard folders of one annotator batch."
+    )
     add_merge_argument(parser)
     add_output_argument(parser)
     parser.add_argument("--force", action="store_true", help="replace an earlier run's output folder")
@@ -103,13 +160,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(None, f"--scale must be positive, got {args.scale}")
     with StopRequests() as stop:
         summary = annotate_folder(
-            args.input_dir, args.output_dir, resolution=args.resolution, test_fraction=args.test_fraction, seed=args.seed,
-            channel=args.channel, workers=args.workers, params=AnnotatorParams(scale=args.scale, reference_pixel_size_um=args.reference_pixel_size),
-            progress=not args.no_progress, force=args.force, z_project=args.z_project, pixel_size=args.pixel_size,
-            resume=args.resume, shard=args.shard, stop=stop,
+            args.input_dir,
+            args.output_dir,
+            resolution=args.resolution,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            channel=args.channel,
+            workers=args.workers,
+            params=AnnotatorParams(scale=args.scale, reference_pixel_size_um=args.reference_pixel_size),
+            progress=not args.no_progress,
+            force=args.force,
+            z_project=args.z_project,
+            pixel_size=args.pixel_size,
+            resume=args.resume,
+            shard=args.shard,
+            stop=stop,
         )
     if summary.stopped:
-        raise stopped(summary.stopped, summary.annotated, summary.images, args.output_dir, continue_command(program, argv))
+        raise stopped(
+            summary.stopped,
+            summary.annotated,
+            summary.images,
+            args.output_dir,
+            continue_command(program, argv),
+        )
     return report(summary)
 
 

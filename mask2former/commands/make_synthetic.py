@@ -23,22 +23,61 @@ logger = logging.getLogger("mask2former.synthetic")
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (images/ and annotations are written into it)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (images/ and annotations are written into it)",
+    )
     parser.add_argument("--num-images", type=int, default=10, help="number of fields (default %(default)s)")
     parser.add_argument("--size", type=int, default=512, help="field side in pixels (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same dataset (default %(default)s)")
-    parser.add_argument("--density", nargs="+", default=["sparse", "medium", "dense"],
-                        help="covered fraction or level (sparse, medium, dense); several values cycle over the images (default %(default)s)")
-    parser.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="8-bit PNG, or 16-bit PNG holding 12-bit data")
-    parser.add_argument("--pixel-scale", type=float, default=1.0,
-                        help="length scale relative to a real field at 1500 px (default %(default)s)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; the same seed writes the same dataset (default %(default)s)",
+    )
+    parser.add_argument(
+        "--density",
+        nargs="+",
+        default=["sparse", "medium", "dense"],
+        help="covered fraction or level (sparse, medium, dense); several values cycle over the images (default %(default)s)",
+    )
+    parser.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=(8, 16),
+        default=8,
+        help="8-bit PNG, or 16-bit PNG holding 12-bit data",
+    )
+    parser.add_argument(
+        "--pixel-scale",
+        type=float,
+        default=1.0,
+        help="length scale relative to a real field at 1500 px (default %(default)s)",
+    )
     parser.add_argument("--unified", action="store_true", help="write the four-split unified dataset layout")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of images in the test splits (unified; default %(default)s)")
-    parser.add_argument("--manual-fraction", type=float, default=0.5,
-                        help="share of training images with manual (true) masks (unified; default %(default)s)")
-    parser.add_argument("--algorithmic", choices=("annotator", "truth"), default="annotator",
-                        help="algorithmic splits from the classical annotator or the ground truth (unified; default %(default)s)")
-    parser.add_argument("--dapi", action="store_true", help="also write dapi/<name>_dapi.png and nuclei/<name>_nuclei.png")
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="share of images in the test splits (unified; default %(default)s)",
+    )
+    parser.add_argument(
+        "--manual-fraction",
+        type=float,
+        default=0.5,
+        help="share of training images with manual (true) masks (unified; default %(default)s)",
+    )
+    parser.add_argument(
+        "--algorithmic",
+        choices=("annotator", "truth"),
+        default="annotator",
+        help="algorithmic splits from the classical annotator or the ground truth (unified; default %(default)s)",
+    )
+    parser.add_argument(
+        "--dapi", action="store_true", help="also write dapi/<name>_dapi.png and nuclei/<name>_nuclei.png"
+    )
     return parser
 
 
@@ -67,9 +106,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         raise InputError(None, str(err)) from None
     path = write_synthetic_dataset(
-        args.out, args.num_images, size=args.size, seed=args.seed, density=densities, bit_depth=args.bit_depth,
-        pixel_scale=args.pixel_scale, unified=args.unified, test_fraction=args.test_fraction, manual_fraction=args.manual_fraction,
-        algorithmic=args.algorithmic, write_dapi=args.dapi, progress=not args.no_progress,
+        args.out,
+        args.num_images,
+        size=args.size,
+        seed=args.seed,
+        density=densities,
+        bit_depth=args.bit_depth,
+        pixel_scale=args.pixel_scale,
+        unified=args.unified,
+        test_fraction=args.test_fraction,
+        manual_fraction=args.manual_fraction,
+        algorithmic=args.algorithmic,
+        write_dapi=args.dapi,
+        progress=not args.no_progress,
     )
     logger.info("Wrote %d synthetic fields to %s (%s)", args.num_images, args.out, path)
     return 0

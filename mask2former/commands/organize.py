@@ -24,29 +24,68 @@ from mask2former.data.organize import format_summary, organize_unified_dataset
 @user_errors_exit
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--algorithmic_dataset", required=True, metavar="DIR",
-                        help="annotator output: images/ and annotations/{train,test}_annotations.json")
-    parser.add_argument("--manual_dataset", metavar="PATH",
-                        help="manual annotations: COCO/LabelMe/VIA JSON, CVAT XML, or a folder (LabelMe files, label images, COCO export)")
-    parser.add_argument("--output_dataset", default=DEFAULT_DATASET_ROOT, metavar="DIR",
-                        help="unified dataset folder to create (default: %(default)s)")
-    parser.add_argument("--manual_format", default="auto", choices=("auto", *FORMATS),
-                        help="format of --manual_dataset (default: detect it)")
-    parser.add_argument("--manual_image_dir", metavar="DIR",
-                        help="folder searched first for the manually annotated images")
-    parser.add_argument("--manual_test_fraction", type=float, default=0.0, metavar="F",
-                        help="hold out this fraction of manual images as manual_test (ignored when the source has a test split)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the manual train/test draw (default %(default)s)")
+    parser.add_argument(
+        "--algorithmic_dataset",
+        required=True,
+        metavar="DIR",
+        help="annotator output: images/ and annotations/{train,test}_annotations.json",
+    )
+    parser.add_argument(
+        "--manual_dataset",
+        metavar="PATH",
+        help="manual annotations: COCO/LabelMe/VIA JSON, CVAT XML, or a folder (LabelMe files, label images, COCO export)",
+    )
+    parser.add_argument(
+        "--output_dataset",
+        default=DEFAULT_DATASET_ROOT,
+        metavar="DIR",
+        help="unified dataset folder to create (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--manual_format",
+        default="auto",
+        choices=("auto", *FORMATS),
+        help="format of --manual_dataset (default: detect it)",
+    )
+    parser.add_argument(
+        "--manual_image_dir", metavar="DIR", help="folder searched first for the manually annotated images"
+    )
+    parser.add_argument(
+        "--manual_test_fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="hold out this fraction of manual images as manual_test (ignored when the source has a test split)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the manual train/test draw (default %(default)s)"
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--link", action="store_true",
-                      help="hard-link images instead of copying them (copies where links are impossible)")
+    mode.add_argument(
+        "--link",
+        action="store_true",
+        help="hard-link images instead of copying them (copies where links are impossible)",
+    )
     mode.add_argument("--copy", dest="link", action="store_false", help="copy images (default)")
-    parser.add_argument("--force", action="store_true", help="replace an existing output dataset (swapped in only when complete)")
-    parser.add_argument("--category-map", dest="category_map", action="extend", nargs="+", default=[],
-                        metavar="NAME=TARGET",
-                        help="map a category name to myotube (NAME=myotube) or leave it out (NAME=ignore); repeatable")
-    parser.add_argument("--keep-empty-manual-images", action="store_true",
-                        help="keep manual images without any myotube as background examples (default: leave them out)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output dataset (swapped in only when complete)",
+    )
+    parser.add_argument(
+        "--category-map",
+        dest="category_map",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME=TARGET",
+        help="map a category name to myotube (NAME=myotube) or leave it out (NAME=ignore); repeatable",
+    )
+    parser.add_argument(
+        "--keep-empty-manual-images",
+        action="store_true",
+        help="keep manual images without any myotube as background examples (default: leave them out)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     summary = organize_unified_dataset(

@@ -39,8 +39,16 @@ from mask2former.utils.resumable import continue_command
 
 METHODS = ("model", "annotator")
 # Flags that set up a model: refused with --method annotator rather than silently ignored.
-MODEL_FLAGS = {"config_file": "--config-file", "weights": "--weights", "scale": "--scale", "tile_size": "--tile-size",
-               "tile_overlap": "--tile-overlap", "score_threshold": "--score-threshold", "device": "--device", "opts": "--opts"}
+MODEL_FLAGS = {
+    "config_file": "--config-file",
+    "weights": "--weights",
+    "scale": "--scale",
+    "tile_size": "--tile-size",
+    "tile_overlap": "--tile-overlap",
+    "score_threshold": "--score-threshold",
+    "device": "--device",
+    "opts": "--opts",
+}
 ANNOTATOR_FLAGS = {"annotator_scale": "--annotator-scale", "reference_pixel_size": "--reference-pixel-size"}
 
 
@@ -49,43 +57,118 @@ def add_output_argument(p: ArgumentParser) -> None:
 
 
 def add_merge_argument(p) -> None:
-    p.add_argument("--merge", nargs="+", default=None, metavar="SHARD_DIR",
-                   help="merge the complete shard folders of one batch into --output, which then holds what one run "
-                   "writes (takes only --output and --force)")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="SHARD_DIR",
+        help="merge the complete shard folders of one batch into --output, which then holds what one run "
+        "writes (takes only --output and --force)",
+    )
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__)
     method = p.add_argument_group("method")
-    method.add_argument("--method", choices=METHODS, default="model",
-                   help="what segments the images: a trained model (model), or the classical annotator (annotator: image "
-                   "processing, no training, no config or weights; the best-scored method on real fields so far, "
-                   "docs/benchmarks.md) (default: %(default)s)")
-    p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
+    method.add_argument(
+        "--method",
+        choices=METHODS,
+        default="model",
+        help="what segments the images: a trained model (model), or the classical annotator (annotator: image "
+        "processing, no training, no config or weights; the best-scored method on real fields so far, "
+        "docs/benchmarks.md) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="image file(s), folder(s) or glob pattern(s)",
+    )
     add_output_argument(p)
-    p.add_argument("--channel", default=None, metavar="N|NAME", help="myotube channel of multi-channel images, by index (INPUT.CHANNEL) "
-                   "or by the name the file gives it (e.g. MyHC)")
-    p.add_argument("--scene", default=None, metavar="N|NAME", help="series (TIFF) or scene (CZI, ND2, LIF) to read; default the first")
-    p.add_argument("--z-project", action="store_true", help="an unnamed TIFF axis holds Z planes: max-project it (INPUT.Z_PROJECT)")
+    p.add_argument(
+        "--channel",
+        default=None,
+        metavar="N|NAME",
+        help="myotube channel of multi-channel images, by index (INPUT.CHANNEL) "
+        "or by the name the file gives it (e.g. MyHC)",
+    )
+    p.add_argument(
+        "--scene",
+        default=None,
+        metavar="N|NAME",
+        help="series (TIFF) or scene (CZI, ND2, LIF) to read; default the first",
+    )
+    p.add_argument(
+        "--z-project",
+        action="store_true",
+        help="an unnamed TIFF axis holds Z planes: max-project it (INPUT.Z_PROJECT)",
+    )
     nuclei = p.add_mutually_exclusive_group()
-    nuclei.add_argument("--nuclei-channel", default=None, metavar="N|NAME", help="nuclear stain channel of the same image, by index or name "
-                        "(e.g. DAPI; segmented here)")
-    nuclei.add_argument("--nuclei", default=None, metavar="DIR", help="folder of nuclei masks (binary or label images) named after the images")
-    nuclei.add_argument("--nuclei-images", default=None, metavar="DIR", help="folder of nuclear stain images (e.g. X_dapi.png for X_myosin.png), segmented here")
-    p.add_argument("--pixel-size", type=float, default=None, metavar="MICRONS", help="microns per pixel of the input images (default: what the file says: OME, ImageJ, CZI, ND2, LIF): measurements in microns "
-                   "instead of pixels, and the resize factor when the model records its own pixel size")
-    p.add_argument("--fusion-min-nuclei", type=int, default=2, metavar="N",
-                   help="a myotube with at least N nuclei counts as fused in the fusion index (default %(default)s)")
-    p.add_argument("--nuclei-radius-um", type=float, default=None, metavar="UM", help="about a nucleus radius in microns (needs the pixel size)")
-    p.add_argument("--nuclei-min-area-um2", type=float, default=None, metavar="UM2", help="smallest nucleus in square microns (needs the pixel size)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="processes that measure and export while the model predicts the next image (default: with a GPU every "
-                   f"core but one, at most 8, here {default_workers()}; on the CPU 0, as the model's threads use every core; "
-                   "0: everything in turn)")
+    nuclei.add_argument(
+        "--nuclei-channel",
+        default=None,
+        metavar="N|NAME",
+        help="nuclear stain channel of the same image, by index or name (e.g. DAPI; segmented here)",
+    )
+    nuclei.add_argument(
+        "--nuclei",
+        default=None,
+        metavar="DIR",
+        help="folder of nuclei masks (binary or label images) named after the images",
+    )
+    nuclei.add_argument(
+        "--nuclei-images",
+        default=None,
+        metavar="DIR",
+        help="folder of nuclear stain images (e.g. X_dapi.png for X_myosin.png), segmented here",
+    )
+    p.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        metavar="MICRONS",
+        help="microns per pixel of the input images (default: what the file says: OME, ImageJ, CZI, ND2, LIF): measurements in microns "
+        "instead of pixels, and the resize factor when the model records its own pixel size",
+    )
+    p.add_argument(
+        "--fusion-min-nuclei",
+        type=int,
+        default=2,
+        metavar="N",
+        help="a myotube with at least N nuclei counts as fused in the fusion index (default %(default)s)",
+    )
+    p.add_argument(
+        "--nuclei-radius-um",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="about a nucleus radius in microns (needs the pixel size)",
+    )
+    p.add_argument(
+        "--nuclei-min-area-um2",
+        type=float,
+        default=None,
+        metavar="UM2",
+        help="smallest nucleus in square microns (needs the pixel size)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that measure and export while the model predicts the next image (default: with a GPU every "
+        f"core but one, at most 8, here {default_workers()}; on the CPU 0, as the model's threads use every core; "
+        "0: everything in turn)",
+    )
     model = p.add_argument_group("model (--method model)")
-    model.add_argument("--config-file", default=None, metavar="FILE",
-                       help="config YAML the model was trained with; default: the config stored with --weights "
-                       "(named models and model_final.pth carry theirs)")
+    model.add_argument(
+        "--config-file",
+        default=None,
+        metavar="FILE",
+        help="config YAML the model was trained with; default: the config stored with --weights "
+        "(named models and model_final.pth carry theirs)",
+    )
     model.add_argument(
         "--weights",
         default=None,
@@ -101,34 +184,82 @@ def build_parser() -> ArgumentParser:
         help="resize images by F before tiling (INFERENCE.INPUT_SCALE); default: the training scale recorded in the weights, "
         "or, with --pixel-size and a model that knows its pixel size, the ratio of the two",
     )
-    model.add_argument("--tile-size", type=int, default=None, metavar="PX", help="tile side in model pixels, after resizing (INFERENCE.TILE_SIZE; 0 = INPUT.IMAGE_SIZE)")
-    model.add_argument("--tile-overlap", type=float, default=None, metavar="F", help="overlap of neighbouring tiles, fraction (INFERENCE.TILE_OVERLAP)")
-    model.add_argument("--score-threshold", type=float, default=None, metavar="S", help="minimum instance score (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)")
+    model.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="tile side in model pixels, after resizing (INFERENCE.TILE_SIZE; 0 = INPUT.IMAGE_SIZE)",
+    )
+    model.add_argument(
+        "--tile-overlap",
+        type=float,
+        default=None,
+        metavar="F",
+        help="overlap of neighbouring tiles, fraction (INFERENCE.TILE_OVERLAP)",
+    )
+    model.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        metavar="S",
+        help="minimum instance score (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)",
+    )
     model.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
-    model.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300")
+    model.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300",
+    )
     annotator = p.add_argument_group("classical annotator (--method annotator; docs/annotator.md)")
-    annotator.add_argument("--annotator-scale", type=float, default=None, metavar="F",
-                           help="pixels of the images per pixel of a whole 1500 px field, which the annotator's lengths are "
-                           "given for (default: each image is a whole field, longest side / 1500; 1.0 for crops imaged "
-                           "like a 1500 px field)")
-    annotator.add_argument("--reference-pixel-size", type=float, default=None, metavar="UM",
-                           help="the scale as a physical size: microns per pixel of the 1500 px reference field; each "
-                           "image's scale then follows from its pixel size (instead of --annotator-scale)")
+    annotator.add_argument(
+        "--annotator-scale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="pixels of the images per pixel of a whole 1500 px field, which the annotator's lengths are "
+        "given for (default: each image is a whole field, longest side / 1500; 1.0 for crops imaged "
+        "like a 1500 px field)",
+    )
+    annotator.add_argument(
+        "--reference-pixel-size",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="the scale as a physical size: microns per pixel of the 1500 px reference field; each "
+        "image's scale then follows from its pixel size (instead of --annotator-scale)",
+    )
     batch = p.add_argument_group("long batches (docs/predict.md, 'Thousands of fields')")
     earlier = batch.add_mutually_exclusive_group()
-    earlier.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output (they are removed first)")
-    earlier.add_argument("--resume", action="store_true",
-                         help="continue the interrupted run in --output: images whose files are complete are kept, the others "
-                         "done; refused when the method, config, weights, annotator settings or inputs differ")
-    batch.add_argument("--shard", default=None, metavar="K/N",
-                       help="do every N-th input from the K-th (1-based; inputs in their listed order), into its own --output; "
-                       "image ids stay those of the whole batch (default: all inputs)")
+    earlier.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the results of an earlier run in --output (they are removed first)",
+    )
+    earlier.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --output: images whose files are complete are kept, the others "
+        "done; refused when the method, config, weights, annotator settings or inputs differ",
+    )
+    batch.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="do every N-th input from the K-th (1-based; inputs in their listed order), into its own --output; "
+        "image ids stay those of the whole batch (default: all inputs)",
+    )
     add_merge_argument(batch)
     return p
 
 
 def build_merge_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=f"{program_name()} --merge", description="Merge the shard folders of one batch (predict.py --shard K/N).")
+    p = ArgumentParser(
+        prog=f"{program_name()} --merge",
+        description="Merge the shard folders of one batch (predict.py --shard K/N).",
+    )
     add_merge_argument(p)
     add_output_argument(p)
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output")
@@ -141,7 +272,9 @@ def refuse_other_methods_flags(parser: ArgumentParser, args) -> None:
     other = MODEL_FLAGS if args.method == "annotator" else ANNOTATOR_FLAGS
     given = [flag for dest, flag in other.items() if getattr(args, dest) != parser.get_default(dest)]
     if given:
-        raise InputError(None, f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not for --method {args.method}")
+        raise InputError(
+            None, f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not for --method {args.method}"
+        )
 
 
 @user_errors_exit
@@ -183,7 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mask2former.annotate import AnnotatorParams
         from mask2former.inference.command import annotator_command
 
-        params = AnnotatorParams(scale=args.annotator_scale, reference_pixel_size_um=args.reference_pixel_size)
+        params = AnnotatorParams(
+            scale=args.annotator_scale, reference_pixel_size_um=args.reference_pixel_size
+        )
         return annotator_command(params=params, **common)
     from mask2former.inference.command import predict_command
 

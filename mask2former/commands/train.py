@@ -28,13 +28,29 @@ from mask2former.cli import (
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config YAML, or a shipped one by its path in mask2former/configs (e.g. cpu_tiny/stage1_config.yaml)")
+    parser.add_argument(
+        "--config-file",
+        required=True,
+        metavar="FILE",
+        help="path to a config YAML, or a shipped one by its path in mask2former/configs (e.g. cpu_tiny/stage1_config.yaml)",
+    )
     add_dataset_argument(parser)
-    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    parser.add_argument(
+        "--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
+    )
     add_launch_arguments(parser)
-    add_opts_argument(parser, dest="extra_opts")  # the trailing KEY VALUE pairs below work too, as in detectron2
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides, e.g. MODEL.WEIGHTS path SOLVER.BASE_LR 1e-4")
+    add_opts_argument(
+        parser, dest="extra_opts"
+    )  # the trailing KEY VALUE pairs below work too, as in detectron2
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides, e.g. MODEL.WEIGHTS path SOLVER.BASE_LR 1e-4",
+    )
     return parser
 
 
@@ -47,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args) -> int:
     from mask2former.engine.two_stage import run_train_net
 
-    run_train_net(args.config_file, args.dataset, list(args.opts) + list(args.extra_opts), args.eval_only, args.resume)
+    run_train_net(
+        args.config_file, args.dataset, list(args.opts) + list(args.extra_opts), args.eval_only, args.resume
+    )
     return 0
 
 

@@ -34,7 +34,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--stage", type=int, choices=(1, 2), help="run only this stage (default: 1 then 2)")
     add_dataset_argument(parser)
     add_config_dir_argument(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in each stage's OUTPUT_DIR")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in each stage's OUTPUT_DIR"
+    )
     add_launch_arguments(parser)
     add_opts_argument(parser)
     return parser

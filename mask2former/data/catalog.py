@@ -39,7 +39,12 @@ class DatasetEntry:
         are only readable once a channel is chosen."""
         if self._records is None:
             self._records = load_coco_instances(
-                self.json_file, self.image_root, self.name, check_images=check_images, channel=channel, z_project=z_project
+                self.json_file,
+                self.image_root,
+                self.name,
+                check_images=check_images,
+                channel=channel,
+                z_project=z_project,
             )
         return self._records
 
@@ -67,7 +72,10 @@ _CATALOG: dict[str, DatasetEntry] = {}
 def dataset_paths(root: str | os.PathLike) -> dict[str, tuple[str, str]]:
     """Name → (annotation JSON, image folder) for the four splits of a unified dataset."""
     root = os.path.abspath(os.fspath(root))
-    return {name: (os.path.join(root, "annotations", fname), os.path.join(root, "images")) for name, fname in ANNOTATION_FILES.items()}
+    return {
+        name: (os.path.join(root, "annotations", fname), os.path.join(root, "images"))
+        for name, fname in ANNOTATION_FILES.items()
+    }
 
 
 def register_two_stage_datasets(root: str | os.PathLike = DEFAULT_DATASET_ROOT) -> list[str]:
@@ -77,7 +85,10 @@ def register_two_stage_datasets(root: str | os.PathLike = DEFAULT_DATASET_ROOT) 
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
-        raise DatasetError(root, "dataset folder not found (expected images/ and annotations/; create it with organize_unified_dataset.py)")
+        raise DatasetError(
+            root,
+            "dataset folder not found (expected images/ and annotations/; create it with organize_unified_dataset.py)",
+        )
     registered = []
     for name, (json_file, image_root) in dataset_paths(root).items():
         if not os.path.isfile(json_file):
@@ -106,7 +117,9 @@ def get_dataset(name: str) -> DatasetEntry:
     return _CATALOG[name]
 
 
-def get_dataset_dicts(name: str, check_images: bool = True, channel: int = -1, z_project: bool = False) -> list[dict]:
+def get_dataset_dicts(
+    name: str, check_images: bool = True, channel: int = -1, z_project: bool = False
+) -> list[dict]:
     return get_dataset(name).load(check_images=check_images, channel=channel, z_project=z_project)
 
 

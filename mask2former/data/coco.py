@@ -79,15 +79,27 @@ def bbox_of_mask(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
-def mask_annotations(masks: Iterable[np.ndarray], image_id: int, first_id: int = 1, scores: Iterable[float] | None = None,
-                     category_id: int = 1) -> list[dict]:
+def mask_annotations(
+    masks: Iterable[np.ndarray],
+    image_id: int,
+    first_id: int = 1,
+    scores: Iterable[float] | None = None,
+    category_id: int = 1,
+) -> list[dict]:
     """COCO annotations of full-size boolean masks: compressed RLE (overlaps kept whole), XYWH box,
     area, ids from ``first_id``; with ``scores``, each annotation's score (predictions)."""
     anns = []
     score_list = None if scores is None else [round(float(s), 6) for s in scores]
     for k, mask in enumerate(masks):
-        ann = {"id": first_id + k, "image_id": image_id, "category_id": category_id, "segmentation": mask_to_rle(mask),
-               "bbox": bbox_of_mask(mask), "area": float(np.count_nonzero(mask)), "iscrowd": 0}
+        ann = {
+            "id": first_id + k,
+            "image_id": image_id,
+            "category_id": category_id,
+            "segmentation": mask_to_rle(mask),
+            "bbox": bbox_of_mask(mask),
+            "area": float(np.count_nonzero(mask)),
+            "iscrowd": 0,
+        }
         if score_list is not None:
             ann["score"] = score_list[k]
         anns.append(ann)
@@ -108,7 +120,9 @@ def read_json(path: str | os.PathLike) -> Any:
     except UnicodeDecodeError:
         raise DatasetError(path, "not UTF-8 text (is this a JSON file?)") from None
     except json.JSONDecodeError as err:
-        raise DatasetError(path, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno}; truncated?)") from None
+        raise DatasetError(
+            path, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno}; truncated?)"
+        ) from None
     except RecursionError:
         raise DatasetError(path, "JSON nested too deeply") from None
     except OSError as err:
@@ -162,7 +176,9 @@ def validate_coco(
             warning(f"image '{img['file_name']}' has no annotations (used as pure background)")
 
     if check_images:
-        findings.extend(_check_image_files(images.values(), os.fspath(image_root), num_workers, channel, z_project))
+        findings.extend(
+            _check_image_files(images.values(), os.fspath(image_root), num_workers, channel, z_project)
+        )
     return findings
 
 
@@ -198,7 +214,9 @@ def _check_images(entries: list, error: Callable[[str], None]) -> dict[Any, dict
             error(f"image id {img['id']} has an invalid file_name {str(img['file_name'])[:80]!r}")
             continue
         if not (_valid_side(img["height"]) and _valid_side(img["width"])):
-            error(f"image id {img['id']} ('{img['file_name']}') has invalid size {str(img['height'])[:20]}x{str(img['width'])[:20]}")
+            error(
+                f"image id {img['id']} ('{img['file_name']}') has invalid size {str(img['height'])[:20]}x{str(img['width'])[:20]}"
+            )
             continue
         if img["id"] in images:
             error(f"duplicate image id {img['id']} ('{img['file_name']}')")
@@ -275,7 +293,9 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
         return "has no segmentation"
     if isinstance(segm, list):
         for poly in segm:
-            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly):
+            if not isinstance(poly, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly
+            ):
                 return "polygon must be a flat list of numbers [x1, y1, x2, y2, ...]"
             if len(poly) % 2:
                 return f"polygon has an odd number of coordinates ({len(poly)})"
@@ -284,10 +304,20 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
             pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
             if not np.all(np.isfinite(pts)):
                 return "polygon has non-finite coordinates"
-            if pts[:, 0].min() >= width or pts[:, 1].min() >= height or pts[:, 0].max() < 0 or pts[:, 1].max() < 0:
+            if (
+                pts[:, 0].min() >= width
+                or pts[:, 1].min() >= height
+                or pts[:, 0].max() < 0
+                or pts[:, 1].max() < 0
+            ):
                 return f"polygon lies outside the {width}x{height} image"
             margin = 1.0
-            if pts[:, 0].min() < -margin or pts[:, 1].min() < -margin or pts[:, 0].max() > width + margin or pts[:, 1].max() > height + margin:
+            if (
+                pts[:, 0].min() < -margin
+                or pts[:, 1].min() < -margin
+                or pts[:, 0].max() > width + margin
+                or pts[:, 1].max() > height + margin
+            ):
                 return f"polygon extends outside the {width}x{height} image"
             # A bow-tie's signed area cancels out: report the crossing, not "zero area".
             if _self_intersects(pts):
@@ -388,19 +418,31 @@ def _self_intersects(pts: np.ndarray) -> bool:
     return False
 
 
-def _check_image_files(images: Iterable[dict], image_root: str, num_workers: int, channel: int | None = -1, z_project: bool = False) -> list[Finding]:
+def _check_image_files(
+    images: Iterable[dict],
+    image_root: str,
+    num_workers: int,
+    channel: int | None = -1,
+    z_project: bool = False,
+) -> list[Finding]:
     images = list(images)
 
     def check(img: dict) -> Finding | None:
         path = os.path.join(image_root, img["file_name"])
         try:
             # channel None: any channel layout (the organizer, which knows no INPUT.CHANNEL).
-            array = read_all_channels(path, z_project=z_project) if channel is None else read_image(path, channel=channel, z_project=z_project)
+            array = (
+                read_all_channels(path, z_project=z_project)
+                if channel is None
+                else read_image(path, channel=channel, z_project=z_project)
+            )
         except ImageReadError as err:
             return Finding("error", path, err.problem)
         h, w = array.shape[:2]
         if (h, w) != (img["height"], img["width"]):
-            return Finding("error", path, f"image is {w}x{h} but the JSON says {img['width']}x{img['height']}")
+            return Finding(
+                "error", path, f"image is {w}x{h} but the JSON says {img['width']}x{img['height']}"
+            )
         return None
 
     if num_workers > 1 and len(images) > 1:
@@ -429,14 +471,20 @@ def load_coco_instances(
     ``INPUT.CHANNEL``, used when checking that every image can be read.
     """
     json_file = os.fspath(json_file)
-    findings = validate_coco(json_file, image_root, check_images=check_images, channel=channel, z_project=z_project)
+    findings = validate_coco(
+        json_file, image_root, check_images=check_images, channel=channel, z_project=z_project
+    )
     errors = [f for f in findings if f.level == "error"]
     for f in findings:
         if f.level == "warning":
             logger.warning("%s", f)
     if errors:
         extra = len(errors) - 1
-        more = f" (and {extra} more problem{'s' if extra > 1 else ''}; run setup_two_stage.py to list them)" if extra else ""
+        more = (
+            f" (and {extra} more problem{'s' if extra > 1 else ''}; run setup_two_stage.py to list them)"
+            if extra
+            else ""
+        )
         raise DatasetError(errors[0].file, errors[0].message + more)
     data = read_coco_json(json_file)
     contiguous = {cid: i for i, cid in enumerate(sorted(c["id"] for c in data["categories"]))}
@@ -471,7 +519,13 @@ def load_coco_instances(
         record.update(scale_keys(img))
         records.append(record)
     if dataset_name:
-        logger.info("Loaded %d images, %d instances from %s (%s)", len(records), sum(len(r["annotations"]) for r in records), json_file, dataset_name)
+        logger.info(
+            "Loaded %d images, %d instances from %s (%s)",
+            len(records),
+            sum(len(r["annotations"]) for r in records),
+            json_file,
+            dataset_name,
+        )
     return records
 
 
@@ -521,7 +575,9 @@ def dataset_statistics(json_file: str | os.PathLike) -> dict:
     """Counts read from the JSON: images, instances, instances per image (min/median/max)."""
     data = read_coco_json(json_file)
     # Also called on files that failed validation (setup diagnostics): skip what is malformed.
-    per_image = Counter({img["id"]: 0 for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))})
+    per_image = Counter(
+        {img["id"]: 0 for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))}
+    )
     for ann in data["annotations"]:
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
         if _is_id(image_id) and image_id in per_image:
@@ -530,12 +586,18 @@ def dataset_statistics(json_file: str | os.PathLike) -> dict:
     return {
         "images": len(data["images"]),
         "instances": len(data["annotations"]),
-        "instances_per_image": {"min": int(min(counts)), "median": float(np.median(counts)), "max": int(max(counts))},
+        "instances_per_image": {
+            "min": int(min(counts)),
+            "median": float(np.median(counts)),
+            "max": int(max(counts)),
+        },
         "categories": [str(c.get("name", c.get("id"))) for c in data["categories"] if isinstance(c, dict)],
     }
 
 
-def write_coco_json(path: str | os.PathLike, images: list[dict], annotations: list[dict], categories: list[dict] | None = None) -> None:
+def write_coco_json(
+    path: str | os.PathLike, images: list[dict], annotations: list[dict], categories: list[dict] | None = None
+) -> None:
     """Write a COCO instances file atomically."""
     if categories is None:
         categories = CATEGORIES

@@ -43,7 +43,9 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def read_image(path: str | os.PathLike, channel: int | str = -1, z_project: bool = False, scene: int | str | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike, channel: int | str = -1, z_project: bool = False, scene: int | str | None = None
+) -> np.ndarray:
     """Read ``path`` and return ``(H, W)`` (one channel) or ``(H, W, 3)`` (RGB).
 
     Z-stacks are max-projected. ``channel`` picks one channel of a multi-channel image, by index
@@ -63,13 +65,17 @@ def read_image_and_metadata(
     """:func:`read_image`, and what the file says about itself (pixel size, channel names, scenes)."""
     path = os.fspath(path)
     wants_channel = isinstance(channel, str) or channel >= 0
-    image, channel_axis, meta = _read_any(path, "z" if z_project else ("channels" if wants_channel else "ask"), scene)
+    image, channel_axis, meta = _read_any(
+        path, "z" if z_project else ("channels" if wants_channel else "ask"), scene
+    )
     if isinstance(channel, str):
         channel = channel_index(path, channel, meta)
     return select_channel(path, image, channel, channel_axis, meta.channel_names), meta
 
 
-def read_all_channels(path: str | os.PathLike, z_project: bool = False, scene: int | str | None = None) -> np.ndarray:
+def read_all_channels(
+    path: str | os.PathLike, z_project: bool = False, scene: int | str | None = None
+) -> np.ndarray:
     """Every channel of ``path``: ``(H, W)`` or ``(H, W, C)`` (Z-stacks max-projected; an unnamed
     TIFF axis counts as channels unless ``z_project``)."""
     return _read_any(os.fspath(path), "z" if z_project else "channels", scene)[0]
@@ -104,8 +110,12 @@ def channel_index(path: str, name: str, meta: ImageMetadata) -> int:
         if known.casefold() == name.strip().casefold():
             return i
     if not names:
-        raise ImageReadError(path, f"channel {name!r} asked for by name, but the file names no channels; give its index")
-    raise ImageReadError(path, f"no channel named {name!r}; the channels are {_channel_list(names, len(names))}")
+        raise ImageReadError(
+            path, f"channel {name!r} asked for by name, but the file names no channels; give its index"
+        )
+    raise ImageReadError(
+        path, f"no channel named {name!r}; the channels are {_channel_list(names, len(names))}"
+    )
 
 
 def _channel_list(names: list[str] | None, n: int) -> str:
@@ -114,7 +124,9 @@ def _channel_list(names: list[str] | None, n: int) -> str:
     return ", ".join(str(i) for i in range(n))
 
 
-def _read_any(path: str, unnamed_axis: str, scene: int | str | None = None) -> tuple[np.ndarray, bool, ImageMetadata]:
+def _read_any(
+    path: str, unnamed_axis: str, scene: int | str | None = None
+) -> tuple[np.ndarray, bool, ImageMetadata]:
     if not os.path.exists(path):
         raise ImageReadError(path, "file not found")
     if os.path.isdir(path):
@@ -134,21 +146,30 @@ def _read_any(path: str, unnamed_axis: str, scene: int | str | None = None) -> t
     return _finite(path, image), channel_axis, meta
 
 
-def _read_bioio(path: str, scene: int | str | None, pixels: bool = True) -> tuple[np.ndarray | None, bool, ImageMetadata]:
+def _read_bioio(
+    path: str, scene: int | str | None, pixels: bool = True
+) -> tuple[np.ndarray | None, bool, ImageMetadata]:
     """CZI, ND2 and LIF through bioio: one scene, time point 0, Z max-projected, channels last."""
     plugin = MICROSCOPE_FORMATS[os.path.splitext(path)[1].lower()]
     try:
         from bioio import BioImage
     except ImportError:
-        raise ImageReadError(path, f"reading this format needs bioio and {plugin}: {FORMATS_INSTALL} (or pip install bioio {plugin})") from None
+        raise ImageReadError(
+            path,
+            f"reading this format needs bioio and {plugin}: {FORMATS_INSTALL} (or pip install bioio {plugin})",
+        ) from None
     try:
         img = BioImage(path)
         scenes = [str(s) for s in img.scenes]
     except ImportError as err:
-        raise ImageReadError(path, f"reading this format needs {plugin} ({_short(err)}): {FORMATS_INSTALL}") from None
+        raise ImageReadError(
+            path, f"reading this format needs {plugin} ({_short(err)}): {FORMATS_INSTALL}"
+        ) from None
     except Exception as err:
         if "UnsupportedFileFormat" in type(err).__name__:
-            raise ImageReadError(path, f"no bioio reader for this file; install {plugin}: {FORMATS_INSTALL}") from None
+            raise ImageReadError(
+                path, f"no bioio reader for this file; install {plugin}: {FORMATS_INSTALL}"
+            ) from None
         raise ImageReadError(path, f"cannot read ({type(err).__name__}: {_short(err)})") from None
     index = _scene_index(path, scenes, scene)
     try:
@@ -163,7 +184,9 @@ def _read_bioio(path: str, scene: int | str | None, pixels: bool = True) -> tupl
     except ImageReadError:
         raise
     except Exception as err:
-        raise ImageReadError(path, f"cannot read scene {scenes[index]!r} ({type(err).__name__}: {_short(err)})") from None
+        raise ImageReadError(
+            path, f"cannot read scene {scenes[index]!r} ({type(err).__name__}: {_short(err)})"
+        ) from None
     image = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
     return np.ascontiguousarray(image), image.ndim == 3, meta
 
@@ -199,13 +222,17 @@ def _finite(path: str, image: np.ndarray) -> np.ndarray:
     image[bad] = image[~bad].min()
     if path not in _WARNED_NON_FINITE:  # a training image is read again every epoch
         _WARNED_NON_FINITE.add(path)
-        logger.warning("%s: %d of %d pixels are NaN or infinite; set to the lowest finite value", path, n_bad, image.size)
+        logger.warning(
+            "%s: %d of %d pixels are NaN or infinite; set to the lowest finite value", path, n_bad, image.size
+        )
     return image
 
 
 def _read_with_opencv(path: str) -> tuple[np.ndarray, bool]:
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII names; cv2.imread does not
+        data = np.fromfile(
+            path, dtype=np.uint8
+        )  # np.fromfile copes with non-ASCII names; cv2.imread does not
     except OSError as err:
         raise ImageReadError(path, f"cannot read the file ({err.strerror or err})") from None
     if data.size == 0:
@@ -237,7 +264,9 @@ def _png_complete(data: np.ndarray) -> bool:
     return bytes(data[-12:]).find(b"IEND") >= 0
 
 
-def _read_tiff(path: str, unnamed_axis: str = "ask", scene: int | str | None = None) -> tuple[np.ndarray, bool, ImageMetadata]:
+def _read_tiff(
+    path: str, unnamed_axis: str = "ask", scene: int | str | None = None
+) -> tuple[np.ndarray, bool, ImageMetadata]:
     import tifffile
 
     try:
@@ -263,7 +292,11 @@ def _read_tiff(path: str, unnamed_axis: str = "ask", scene: int | str | None = N
         axes = "Q" * (image.ndim - 2) + "YX"
     unnamed = [i for i, a in enumerate(axes) if a in "QI" and image.shape[i] > 1]
     if unnamed and unnamed_axis != "z":
-        if unnamed_axis == "ask" or len(unnamed) > 1 or any(a in "CS" and image.shape[i] > 1 for i, a in enumerate(axes)):
+        if (
+            unnamed_axis == "ask"
+            or len(unnamed) > 1
+            or any(a in "CS" and image.shape[i] > 1 for i, a in enumerate(axes))
+        ):
             planes = " x ".join(str(image.shape[i]) for i in unnamed)
             raise ImageReadError(
                 path,
@@ -297,7 +330,17 @@ def _series_index(path: str, tif, scene: int | str | None) -> int:
 
 
 # Length units of microscopy metadata, in microns.
-UNITS_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+UNITS_UM = {
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "\u03bcm": 1.0,
+    "nm": 1e-3,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+}
 
 
 def _tiff_metadata(tif, index: int) -> ImageMetadata:
@@ -374,7 +417,9 @@ def _short(err: BaseException) -> str:
     return str(err).replace("\n", " ")[:160]
 
 
-def select_channel(path: str, image: np.ndarray, channel: int, has_channels: bool = True, names: list[str] | None = None) -> np.ndarray:
+def select_channel(
+    path: str, image: np.ndarray, channel: int, has_channels: bool = True, names: list[str] | None = None
+) -> np.ndarray:
     """``read_image``'s channel rule applied to an image read with :func:`read_all_channels`."""
     if image.ndim == 2:
         if channel > 0:
@@ -383,7 +428,9 @@ def select_channel(path: str, image: np.ndarray, channel: int, has_channels: boo
     n = image.shape[2]
     if channel >= 0:
         if channel >= n:
-            raise ImageReadError(path, f"channel {channel} requested but the image has {n} channels: {_channel_list(names, n)}")
+            raise ImageReadError(
+                path, f"channel {channel} requested but the image has {n} channels: {_channel_list(names, n)}"
+            )
         return np.ascontiguousarray(image[..., channel])
     if n == 1:
         return image[..., 0]
@@ -393,7 +440,9 @@ def select_channel(path: str, image: np.ndarray, channel: int, has_channels: boo
         return image
     if rgb_file and n == 4:
         return np.ascontiguousarray(image[..., :3])  # RGBA PNG: drop alpha
-    raise ImageReadError(path, f"image has {n} channels ({_channel_list(names, n)}): choose one with --channel / INPUT.CHANNEL")
+    raise ImageReadError(
+        path, f"image has {n} channels ({_channel_list(names, n)}): choose one with --channel / INPUT.CHANNEL"
+    )
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -414,7 +463,9 @@ def percentile_range(image: np.ndarray, low: float = 0.5, high: float = 99.8) ->
     return ranges
 
 
-def percentile_scale(image: np.ndarray, low: float = 0.5, high: float = 99.8, value_range: np.ndarray | None = None) -> np.ndarray:
+def percentile_scale(
+    image: np.ndarray, low: float = 0.5, high: float = 99.8, value_range: np.ndarray | None = None
+) -> np.ndarray:
     """Scale each channel so its ``low``/``high`` percentiles map to 0/1 (float32, clipped).
 
     Fluorescence intensities vary by orders of magnitude between microscopes and bit depths;
@@ -433,7 +484,9 @@ def percentile_scale(image: np.ndarray, low: float = 0.5, high: float = 99.8, va
     return out
 
 
-def to_model_float(image: np.ndarray, low: float = 0.5, high: float = 99.8, value_range: np.ndarray | None = None) -> np.ndarray:
+def to_model_float(
+    image: np.ndarray, low: float = 0.5, high: float = 99.8, value_range: np.ndarray | None = None
+) -> np.ndarray:
     """Any image from :func:`read_image` → float32 ``(H, W, 3)`` in [0, 1]; grayscale replicated."""
     scaled = percentile_scale(image, low, high, value_range)
     if scaled.shape[2] == 1:

@@ -48,7 +48,11 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     h, w = mask.shape
     down = hw[0] < h or hw[1] < w
     # uint8 0/255 keeps coverage to 1/255 and resizes several times faster than float32.
-    cover = cv2.resize(np.multiply(mask, 255, dtype=np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+    cover = cv2.resize(
+        np.multiply(mask, 255, dtype=np.uint8),
+        (hw[1], hw[0]),
+        interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR,
+    )
     out = cover >= 128
     if down and mask.any():
         rows = np.flatnonzero(mask.any(axis=1))
@@ -109,14 +113,24 @@ class MyotubeDatasetMapper:
 
     def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
         rng = rng if rng is not None else np.random.default_rng()
-        raw = read_image(record["file_name"], channel=self.cfg.INPUT.CHANNEL, z_project=self.cfg.INPUT.Z_PROJECT)
+        raw = read_image(
+            record["file_name"], channel=self.cfg.INPUT.CHANNEL, z_project=self.cfg.INPUT.Z_PROJECT
+        )
         image01 = to_model_float(raw, self.cfg.INPUT.PERCENTILE_LOW, self.cfg.INPUT.PERCENTILE_HIGH)
         h, w = image01.shape[:2]
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd")]
-        masks = np.stack([segmentation_to_mask(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), bool)
+        masks = (
+            np.stack([segmentation_to_mask(a["segmentation"], h, w) for a in anns])
+            if anns
+            else np.zeros((0, h, w), bool)
+        )
         classes = np.asarray([a["category_id"] for a in anns], np.int64)
 
-        tries = 1 + (self.cfg.INPUT.EMPTY_CROP_RETRIES if self.is_train and self.cfg.INPUT.EMPTY_CROP_POLICY == "resample" else 0)
+        tries = 1 + (
+            self.cfg.INPUT.EMPTY_CROP_RETRIES
+            if self.is_train and self.cfg.INPUT.EMPTY_CROP_POLICY == "resample"
+            else 0
+        )
         for _ in range(tries):
             img, kept_masks, kept_classes = self._transform(image01, masks, classes, rng)
             if len(kept_masks) or not len(masks):
@@ -128,7 +142,9 @@ class MyotubeDatasetMapper:
     def _transform(self, image01, masks, classes, rng):
         h, w = image01.shape[:2]
         base = self.size / max(h, w)
-        scale = base * (rng.uniform(self.cfg.INPUT.MIN_SCALE, self.cfg.INPUT.MAX_SCALE) if self.is_train else 1.0)
+        scale = base * (
+            rng.uniform(self.cfg.INPUT.MIN_SCALE, self.cfg.INPUT.MAX_SCALE) if self.is_train else 1.0
+        )
         # The crop window is chosen in the original image and only that part is resized: a crop of
         # a large field costs the crop's pixels, not the field's.
         oy0, oy1 = self._crop_span(h, scale, rng)
@@ -136,7 +152,9 @@ class MyotubeDatasetMapper:
         th, tw = max(1, round((oy1 - oy0) * scale)), max(1, round((ox1 - ox0) * scale))
         img = resize_image(image01[oy0:oy1, ox0:ox1], (th, tw))[: self.size, : self.size]
         visible = masks[:, oy0:oy1, ox0:ox1].any(axis=(1, 2)) if len(masks) else np.zeros(0, bool)
-        out_masks = [resize_mask(m[oy0:oy1, ox0:ox1], (th, tw))[: self.size, : self.size] for m in masks[visible]]
+        out_masks = [
+            resize_mask(m[oy0:oy1, ox0:ox1], (th, tw))[: self.size, : self.size] for m in masks[visible]
+        ]
         out_masks = np.stack(out_masks) if out_masks else np.zeros((0,) + img.shape[:2], bool)
         if self.is_train:
             if self.cfg.INPUT.HFLIP and rng.random() < 0.5:
@@ -146,7 +164,11 @@ class MyotubeDatasetMapper:
             if self.cfg.INPUT.ROTATE_90:
                 k = int(rng.integers(0, 4))
                 img, out_masks = np.rot90(img, k, axes=(0, 1)), np.rot90(out_masks, k, axes=(1, 2))
-        keep = out_masks.reshape(len(out_masks), -1).sum(1) >= self.cfg.INPUT.MIN_INSTANCE_AREA if len(out_masks) else np.zeros(0, bool)
+        keep = (
+            out_masks.reshape(len(out_masks), -1).sum(1) >= self.cfg.INPUT.MIN_INSTANCE_AREA
+            if len(out_masks)
+            else np.zeros(0, bool)
+        )
         return np.ascontiguousarray(img), np.ascontiguousarray(out_masks[keep]), classes[visible][keep]
 
     def _crop_span(self, length: int, scale: float, rng: np.random.Generator) -> tuple[int, int]:
@@ -162,7 +184,9 @@ class MyotubeDatasetMapper:
         return training_sample(image01, masks, classes, self.cfg, padded_size(self.size))
 
 
-def training_sample(image01: np.ndarray, masks: np.ndarray, classes: np.ndarray, cfg: CfgNode, side: int) -> dict:
+def training_sample(
+    image01: np.ndarray, masks: np.ndarray, classes: np.ndarray, cfg: CfgNode, side: int
+) -> dict:
     """Model inputs of one training image: normalised pixels and masks zero-padded to ``side``."""
     h, w = image01.shape[:2]
     pixels = np.zeros((side, side, 3), np.float32)

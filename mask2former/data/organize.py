@@ -77,12 +77,17 @@ def load_algorithmic_dataset(folder: str | os.PathLike) -> ImportedDataset:
     images_dir = os.path.join(folder, "images")
     train_file = os.path.join(folder, "annotations", ALGORITHMIC_FILES[TRAIN])
     if not os.path.isfile(train_file):
-        raise DatasetError(train_file, "annotation file missing (expected the annotator's images/ and annotations/train_annotations.json)")
+        raise DatasetError(
+            train_file,
+            "annotation file missing (expected the annotator's images/ and annotations/train_annotations.json)",
+        )
     dataset = ImportedDataset(source=folder, format="coco")
     for split, name in ALGORITHMIC_FILES.items():
         json_file = os.path.join(folder, "annotations", name)
         if not os.path.isfile(json_file):
-            dataset.warnings.append(f"{json_file}: missing, so there is no algorithmic test split (Stage 1 evaluation needs one)")
+            dataset.warnings.append(
+                f"{json_file}: missing, so there is no algorithmic test split (Stage 1 evaluation needs one)"
+            )
             continue
         images, warnings = load_coco_file(json_file, split=split, search_dirs=[images_dir])
         dataset.images.extend(images)
@@ -140,7 +145,9 @@ def organize_unified_dataset(
     algorithmic = load_algorithmic_dataset(algorithmic_dir)
     manual_data = load_manual_annotations(manual, manual_format, image_dir=image_dir) if manual else None
     warnings: list[str] = list(algorithmic.warnings) + (list(manual_data.warnings) if manual_data else [])
-    category_targets = _resolve_categories([d for d in (algorithmic, manual_data) if d], category_map, warnings)
+    category_targets = _resolve_categories(
+        [d for d in (algorithmic, manual_data) if d], category_map, warnings
+    )
 
     entries = _image_entries(algorithmic, manual_data, warnings)
     _read_sizes(entries, progress)
@@ -151,15 +158,31 @@ def organize_unified_dataset(
         )
     renamed = _assign_output_names(entries)
     splits_out, rescaled = _split_jsons(entries)
-    options = {"manual_test_fraction": manual_test_fraction, "seed": seed, "link": link,
-               "category_map": category_map, "keep_empty_manual_images": keep_empty_manual_images}
-    info = _report_info(out, algorithmic_dir, manual, manual_data, options,
-                        renamed=renamed, rescaled=rescaled, dropped=dropped, warnings=warnings)
+    options = {
+        "manual_test_fraction": manual_test_fraction,
+        "seed": seed,
+        "link": link,
+        "category_map": category_map,
+        "keep_empty_manual_images": keep_empty_manual_images,
+    }
+    info = _report_info(
+        out,
+        algorithmic_dir,
+        manual,
+        manual_data,
+        options,
+        renamed=renamed,
+        rescaled=rescaled,
+        dropped=dropped,
+        warnings=warnings,
+    )
     try:
         return _write_dataset(out, entries, splits_out, info, link=link, progress=progress, started=started)
     except OSError as err:  # disk full, no permission...: the old dataset is untouched either way
         where = err.filename or out
-        raise InputError(where, f"cannot write the dataset ({err.strerror or err}); nothing was changed") from None
+        raise InputError(
+            where, f"cannot write the dataset ({err.strerror or err}); nothing was changed"
+        ) from None
 
 
 def _image_entries(
@@ -171,7 +194,9 @@ def _image_entries(
         _check_duplicates(manual_data.images)
         entries += [_Entry(img, "manual", img.split or TRAIN) for img in manual_data.images]
     else:
-        warnings.append("no --manual_dataset: only the algorithmic splits are written (Stage 2 needs manual annotations)")
+        warnings.append(
+            "no --manual_dataset: only the algorithmic splits are written (Stage 2 needs manual annotations)"
+        )
     return entries
 
 
@@ -219,13 +244,25 @@ def _report_info(
 
 
 def _write_dataset(
-    out: str, entries: list[_Entry], splits_out: dict, info: dict, *, link: bool, progress: bool | None, started: float
+    out: str,
+    entries: list[_Entry],
+    splits_out: dict,
+    info: dict,
+    *,
+    link: bool,
+    progress: bool | None,
+    started: float,
 ) -> dict[str, Any]:
     """Stage, validate and swap in the dataset; returns the summary (also saved as organize_report.json)."""
     with staging_folder(out) as stage:
         linked = _place_images(entries, os.path.join(stage, "images"), link, progress)
         for (source, split), (images, annotations) in splits_out.items():
-            write_coco_json(os.path.join(stage, "annotations", _annotation_file(source, split)), images, annotations, CATEGORIES)
+            write_coco_json(
+                os.path.join(stage, "annotations", _annotation_file(source, split)),
+                images,
+                annotations,
+                CATEGORIES,
+            )
         findings = _validate(stage, out, entries)
         summary = {**info, "splits": {}, "images_linked": linked}
         summary["warnings"] = info["warnings"] + [str(f) for f in findings if f.level == "warning"]
@@ -250,13 +287,19 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name in ANNOTATION_FILES:
         split = summary["splits"].get(name)
         if split is None:
-            lines.append(f"  {name:<28}{'-':>8}{'-':>11}  (not written{', optional' if name in OPTIONAL_SPLITS else ''})")
+            lines.append(
+                f"  {name:<28}{'-':>8}{'-':>11}  (not written{', optional' if name in OPTIONAL_SPLITS else ''})"
+            )
         else:
             lines.append(f"  {name:<28}{split['images']:>8}{split['instances']:>11}")
     if summary["renamed_images"]:
-        lines.append(f"  {len(summary['renamed_images'])} images renamed to avoid name clashes (see {REPORT_FILE})")
+        lines.append(
+            f"  {len(summary['renamed_images'])} images renamed to avoid name clashes (see {REPORT_FILE})"
+        )
     if summary["rescaled_images"]:
-        lines.append(f"  {len(summary['rescaled_images'])} images whose annotations were rescaled to the image size (see {REPORT_FILE})")
+        lines.append(
+            f"  {len(summary['rescaled_images'])} images whose annotations were rescaled to the image size (see {REPORT_FILE})"
+        )
     if summary["images_linked"]:
         lines.append(f"  {summary['images_linked']} images hard-linked instead of copied")
     for warning in summary["warnings"][:30]:
@@ -278,9 +321,13 @@ def _check_output_location(out: str, inputs: list[str], force: bool) -> None:
             raise DatasetError(path, "not found")
         real_in = os.path.realpath(path)
         if real_in == real_out or _inside(real_in, real_out):
-            raise InputError(out, f"the output folder contains the input {path}; choose another --output_dataset")
+            raise InputError(
+                out, f"the output folder contains the input {path}; choose another --output_dataset"
+            )
         if os.path.isdir(real_in) and _inside(real_out, real_in):
-            raise InputError(out, f"the output folder would be inside the input {path}; choose another --output_dataset")
+            raise InputError(
+                out, f"the output folder would be inside the input {path}; choose another --output_dataset"
+            )
     if os.path.islink(out):
         raise InputError(out, "is a symbolic link; give the folder it points to")
     if os.path.lexists(out):
@@ -288,10 +335,16 @@ def _check_output_location(out: str, inputs: list[str], force: bool) -> None:
             raise InputError(out, "exists and is not a folder")
         entries = [e for e in os.listdir(out) if not e.startswith(".")]
         if entries and not force:
-            raise InputError(out, "already exists; use --force to replace it (the old one is kept until the new one is complete)")
+            raise InputError(
+                out,
+                "already exists; use --force to replace it (the old one is kept until the new one is complete)",
+            )
         unexpected = sorted(set(entries) - _DATASET_ENTRIES)
         if unexpected:
-            raise InputError(out, f"does not look like a dataset folder (holds {', '.join(repr(e) for e in unexpected[:5])}); refusing to replace it")
+            raise InputError(
+                out,
+                f"does not look like a dataset folder (holds {', '.join(repr(e) for e in unexpected[:5])}); refusing to replace it",
+            )
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -305,7 +358,9 @@ def _category_key(name: str) -> str:
     return name.strip().casefold()
 
 
-def _resolve_categories(datasets: list[ImportedDataset], category_map: dict[str, str], warnings: list[str]) -> dict[str, str]:
+def _resolve_categories(
+    datasets: list[ImportedDataset], category_map: dict[str, str], warnings: list[str]
+) -> dict[str, str]:
     """Every category name in the inputs → "myotube" or "ignore"; unknown names are an error."""
     targets: dict[str, str] = {}
     unknown: dict[str, tuple[int, str]] = {}
@@ -322,9 +377,12 @@ def _resolve_categories(datasets: list[ImportedDataset], category_map: dict[str,
                 n, source = unknown.get(name, (0, dataset.source))
                 unknown[name] = (n + count, source)
     if unknown:
-        listing = ", ".join(f"{name!r} ({n} instances in {src})" for name, (n, src) in sorted(unknown.items()))
+        listing = ", ".join(
+            f"{name!r} ({n} instances in {src})" for name, (n, src) in sorted(unknown.items())
+        )
         raise DatasetError(
-            None, f"unknown categories {listing}: map each with --category-map NAME=myotube, or NAME=ignore to leave it out"
+            None,
+            f"unknown categories {listing}: map each with --category-map NAME=myotube, or NAME=ignore to leave it out",
         )
     for key in sorted(set(category_map) - used_keys):
         warnings.append(f"--category-map {key!r} matches no category in the inputs")
@@ -341,7 +399,8 @@ def _check_duplicates(images: list[ImportedImage]) -> None:
         first = seen.setdefault(image.source_id, image)
         if first is not image:
             raise DatasetError(
-                image.annotation_file, f"image {image.name!r} is annotated twice (also in {first.annotation_file}); merge the annotations first"
+                image.annotation_file,
+                f"image {image.name!r} is annotated twice (also in {first.annotation_file}); merge the annotations first",
             )
 
 
@@ -359,7 +418,9 @@ def _drop_empty(entries: list[_Entry], keep_empty: bool, warnings: list[str]) ->
     return kept
 
 
-def _assign_manual_splits(entries: list[_Entry], source_has_split: bool, fraction: float, seed: int, warnings: list[str]) -> None:
+def _assign_manual_splits(
+    entries: list[_Entry], source_has_split: bool, fraction: float, seed: int, warnings: list[str]
+) -> None:
     """The source's own train/test split wins; otherwise a seeded draw of ``fraction`` of the images."""
     if source_has_split:
         if fraction > 0:
@@ -401,7 +462,17 @@ def _read_sizes(entries: list[_Entry], progress: bool | None) -> None:
     for e in entries:
         unique.setdefault(e.image.source_id, e.image)
     with ThreadPoolExecutor(max_workers=4) as pool:  # decoders release the GIL
-        shapes = dict(zip(unique, tqdm(pool.map(_image_shape, unique.values()), total=len(unique), desc="reading images", disable=_no_bar(progress))))
+        shapes = dict(
+            zip(
+                unique,
+                tqdm(
+                    pool.map(_image_shape, unique.values()),
+                    total=len(unique),
+                    desc="reading images",
+                    disable=_no_bar(progress),
+                ),
+            )
+        )
     for e in entries:
         e.height, e.width = shapes[e.image.source_id]
 
@@ -462,7 +533,9 @@ def _place_images(entries: list[_Entry], images_dir: str, link: bool, progress: 
     os.makedirs(images_dir, exist_ok=True)
     done: set[str] = set()
     linked = 0
-    for e in tqdm(entries, desc="copying images" if not link else "linking images", disable=_no_bar(progress)):
+    for e in tqdm(
+        entries, desc="copying images" if not link else "linking images", disable=_no_bar(progress)
+    ):
         if e.out_name in done:
             continue
         done.add(e.out_name)
@@ -503,11 +576,15 @@ def _convert_annotations(entries: list[_Entry], targets: dict[str, str], warning
         warnings.append(f"{n} {reason}")
     if any(e.annotation_size for e in entries):
         n = sum(1 for e in entries if e.annotation_size)
-        warnings.append(f"{n} images differ in size from their annotation: annotations rescaled to the image (listed in {REPORT_FILE})")
+        warnings.append(
+            f"{n} images differ in size from their annotation: annotations rescaled to the image (listed in {REPORT_FILE})"
+        )
     return dropped
 
 
-def _split_jsons(entries: list[_Entry]) -> tuple[dict[tuple[str, str], tuple[list[dict], list[dict]]], list[dict]]:
+def _split_jsons(
+    entries: list[_Entry],
+) -> tuple[dict[tuple[str, str], tuple[list[dict], list[dict]]], list[dict]]:
     """COCO images/annotations with fresh ids per (source, split): algorithmic train/test, manual train/test."""
     out: dict[tuple[str, str], tuple[list[dict], list[dict]]] = {}
     rescaled: list[dict] = []
@@ -517,14 +594,29 @@ def _split_jsons(entries: list[_Entry]) -> tuple[dict[tuple[str, str], tuple[lis
             continue
         images, annotations = [], []
         for image_id, e in enumerate(split_entries, start=1):
-            record = {"id": image_id, "file_name": e.out_name, "height": e.height, "width": e.width, "original_file_name": e.image.name,
-                      **e.image.scale_keys}
+            record = {
+                "id": image_id,
+                "file_name": e.out_name,
+                "height": e.height,
+                "width": e.width,
+                "original_file_name": e.image.name,
+                **e.image.scale_keys,
+            }
             if e.annotation_size:
                 record["annotation_size"] = list(e.annotation_size)
-                rescaled.append({"image": e.out_name, "split": f"{key[0]}_{key[1]}", "from": list(e.annotation_size), "to": [e.height, e.width]})
+                rescaled.append(
+                    {
+                        "image": e.out_name,
+                        "split": f"{key[0]}_{key[1]}",
+                        "from": list(e.annotation_size),
+                        "to": [e.height, e.width],
+                    }
+                )
             images.append(record)
             for ann in e.annotations:
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, **ann, "iscrowd": 0})
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, **ann, "iscrowd": 0}
+                )
         out[key] = (images, annotations)
     return out, rescaled
 
@@ -535,7 +627,10 @@ def _scale(entry: _Entry, declared: tuple[int, int]) -> tuple[float, float]:
     if (h, w) == (entry.height, entry.width):
         return 1.0, 1.0
     sy, sx = entry.height / h, entry.width / w
-    if abs(sy - sx) > _ASPECT_TOLERANCE * max(sy, sx) and max(abs(entry.height - round(h * sx)), abs(entry.width - round(w * sy))) > 1:
+    if (
+        abs(sy - sx) > _ASPECT_TOLERANCE * max(sy, sx)
+        and max(abs(entry.height - round(h * sx)), abs(entry.width - round(w * sy))) > 1
+    ):
         raise DatasetError(
             entry.image.annotation_file,
             f"image {entry.image.name!r} is {entry.width}x{entry.height} but was annotated as {w}x{h}: "
@@ -545,13 +640,21 @@ def _scale(entry: _Entry, declared: tuple[int, int]) -> tuple[float, float]:
 
 
 def _to_annotation(
-    inst: ImportedInstance, image: ImportedImage, real: tuple[int, int], scale: tuple[float, float], dropped: Counter
+    inst: ImportedInstance,
+    image: ImportedImage,
+    real: tuple[int, int],
+    scale: tuple[float, float],
+    dropped: Counter,
 ) -> dict | None:
     height, width = real
     segmentation: Any
     if inst.is_polygon:
         sy, sx = scale
-        polygons = [[v * (sx if i % 2 == 0 else sy) for i, v in enumerate(p)] for p in inst.segmentation if len(p) >= 6]
+        polygons = [
+            [v * (sx if i % 2 == 0 else sy) for i, v in enumerate(p)]
+            for p in inst.segmentation
+            if len(p) >= 6
+        ]
         if not polygons:
             dropped["instances without a polygon of 3 or more points left out"] += 1
             return None
@@ -581,7 +684,10 @@ def _to_annotation(
 
 def _rle_json(rle: dict) -> dict:
     counts = rle["counts"]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
 
 
 def _annotation_file(source: str, split: str) -> str:
@@ -596,18 +702,25 @@ def _validate(stage: str, out: str, entries: list[_Entry]) -> list[Finding]:
 
     Findings name the source image rather than its staged copy, and the JSON by its final path.
     """
-    sources = {os.path.join(stage, "images", e.out_name): e.image.path or e.image.annotation_file for e in entries}
+    sources = {
+        os.path.join(stage, "images", e.out_name): e.image.path or e.image.annotation_file for e in entries
+    }
     findings = []
     annotations_dir = os.path.join(stage, "annotations")
     for name in sorted(os.listdir(annotations_dir)):
         # Any channel count: which channel holds myosin is INPUT.CHANNEL's business, at training.
-        findings += validate_coco(os.path.join(annotations_dir, name), os.path.join(stage, "images"), channel=None)
-    findings = [Finding(f.level, sources.get(f.file) or f.file.replace(stage, out), f.message) for f in findings]
+        findings += validate_coco(
+            os.path.join(annotations_dir, name), os.path.join(stage, "images"), channel=None
+        )
+    findings = [
+        Finding(f.level, sources.get(f.file) or f.file.replace(stage, out), f.message) for f in findings
+    ]
     errors = [f for f in findings if f.level == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise DatasetError(
-            errors[0].file, f"the assembled dataset fails validation: {errors[0].message}{more}; nothing was written, the old dataset is unchanged"
+            errors[0].file,
+            f"the assembled dataset fails validation: {errors[0].message}{more}; nothing was written, the old dataset is unchanged",
         )
     return findings
 

@@ -72,7 +72,9 @@ def record_factor(record: dict, image_size: int, jitter: tuple[float, float] = (
     return to_model * (side / original if original > 0 else 1.0)
 
 
-def record_pixel_size(record: dict, image_size: int, jitter: tuple[float, float] = (1.0, 1.0)) -> float | None:
+def record_pixel_size(
+    record: dict, image_size: int, jitter: tuple[float, float] = (1.0, 1.0)
+) -> float | None:
     """Microns per model-input pixel for one record, when its image entry gives ``pixel_size_um``
     (microns per pixel of the stored image)."""
     size = record.get("pixel_size_um")
@@ -81,7 +83,9 @@ def record_pixel_size(record: dict, image_size: int, jitter: tuple[float, float]
     return float(size) * max(record["height"], record["width"]) / (image_size * (jitter[0] + jitter[1]) / 2)
 
 
-def training_input_scale(records: Iterable[dict], image_size: int, jitter: tuple[float, float] = (1.0, 1.0)) -> InputScale | None:
+def training_input_scale(
+    records: Iterable[dict], image_size: int, jitter: tuple[float, float] = (1.0, 1.0)
+) -> InputScale | None:
     """The scale of a training set: the median over its fields (None for no fields)."""
     records = list(records)
     if not records:
@@ -93,7 +97,9 @@ def training_input_scale(records: Iterable[dict], image_size: int, jitter: tuple
     return InputScale(statistics.median(factors), pixel_size, min(factors), max(factors), len(records))
 
 
-def prediction_scale(recorded: InputScale | None, override: float = 0.0, pixel_size_um: float | None = None) -> tuple[float, str]:
+def prediction_scale(
+    recorded: InputScale | None, override: float = 0.0, pixel_size_um: float | None = None
+) -> tuple[float, str]:
     """The factor to resize new images by before tiling, and why.
 
     ``override`` (> 0) wins (``--scale``); then an input pixel size against the model's; then the
@@ -106,5 +112,8 @@ def prediction_scale(recorded: InputScale | None, override: float = 0.0, pixel_s
         return 1.0, "the weights record no training scale: the input's own pixels (give --scale to change it)"
     if pixel_size_um and recorded.pixel_size_um:
         factor = pixel_size_um / recorded.pixel_size_um
-        return factor, f"input pixel size {pixel_size_um:.4g} um against the model's {recorded.pixel_size_um:.4g} um per model pixel"
+        return (
+            factor,
+            f"input pixel size {pixel_size_um:.4g} um against the model's {recorded.pixel_size_um:.4g} um per model pixel",
+        )
     return recorded.factor, f"the training scale recorded with the weights ({recorded.describe()})"

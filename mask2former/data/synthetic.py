@@ -77,7 +77,12 @@ class SyntheticParams:
     max_tubes: int = 300
     # Appearance added for the base model's fields (``REALISTIC``). The defaults switch each one
     # off and draw no random numbers for it, so a seed gives the same field as before they existed.
-    profile_steps: tuple[float, float, float, float] = (0.45, 0.25, 0.18, 0.12)  # cross-section: edge, then inward
+    profile_steps: tuple[float, float, float, float] = (
+        0.45,
+        0.25,
+        0.18,
+        0.12,
+    )  # cross-section: edge, then inward
     end_fade: tuple[float, float] = (0.0, 0.0)  # fraction of the length over which each end fades out
     max_branches: int = 2
     branch_width: tuple[float, float] = (0.5, 0.8)  # branch root width relative to the parent
@@ -166,7 +171,9 @@ class SyntheticField:
 def density_value(density: float | str) -> float:
     if isinstance(density, str):
         if density not in DENSITY_LEVELS:
-            raise ValueError(f"unknown density '{density}' (choose {', '.join(DENSITY_LEVELS)} or a fraction)")
+            raise ValueError(
+                f"unknown density '{density}' (choose {', '.join(DENSITY_LEVELS)} or a fraction)"
+            )
         return DENSITY_LEVELS[density]
     value = float(density)
     if not 0.0 < value < 0.9:
@@ -189,7 +196,14 @@ class _Tube:
     end_fade: float = 0.0  # fraction of each path's length over which its free ends fade
 
 
-def _centre_line(rng: np.random.Generator, start: np.ndarray, heading: float, length: float, p: SyntheticParams, scale: float) -> np.ndarray:
+def _centre_line(
+    rng: np.random.Generator,
+    start: np.ndarray,
+    heading: float,
+    length: float,
+    p: SyntheticParams,
+    scale: float,
+) -> np.ndarray:
     step = 2.0 * scale
     n = max(3, int(length / step))
     kappa = rng.normal(0.0, p.curvature / scale)
@@ -216,7 +230,9 @@ def _width_profile(rng: np.random.Generator, n: int, half_width: float, p: Synth
     return np.maximum(half_width * profile / profile.max(), 1.0)
 
 
-def _make_tube(rng: np.random.Generator, h: int, w: int, p: SyntheticParams, scale: float, brightness: float) -> _Tube:
+def _make_tube(
+    rng: np.random.Generator, h: int, w: int, p: SyntheticParams, scale: float, brightness: float
+) -> _Tube:
     length = float(np.clip(p.length_median * np.exp(rng.normal(0, p.length_sigma)), *p.length_range)) * scale
     width = float(np.clip(p.width_median * np.exp(rng.normal(0, p.width_sigma)), *p.width_range)) * scale
     # Thin tubes are short and thick ones long, as in real cultures.
@@ -234,7 +250,9 @@ def _make_tube(rng: np.random.Generator, h: int, w: int, p: SyntheticParams, sca
         for _ in range(rng.integers(1, p.max_branches + 1)):
             k = int(rng.uniform(0.25, 0.75) * len(main))
             tangent = main[min(k + 2, len(main) - 1)] - main[max(k - 2, 0)]
-            angle = np.arctan2(tangent[1], tangent[0]) + rng.choice([-1, 1]) * np.deg2rad(rng.uniform(*p.branch_angle))
+            angle = np.arctan2(tangent[1], tangent[0]) + rng.choice([-1, 1]) * np.deg2rad(
+                rng.uniform(*p.branch_angle)
+            )
             branch = _centre_line(rng, main[k], angle, rng.uniform(*p.branch_length) * length, p, scale)
             r0 = radii[0][k] * rng.uniform(*p.branch_width)
             taper = np.sin(np.linspace(np.pi / 2, np.pi, len(branch))) ** rng.uniform(*p.taper_power)
@@ -255,7 +273,14 @@ def _make_tube(rng: np.random.Generator, h: int, w: int, p: SyntheticParams, sca
         tangent = main[min(k + 2, len(main) - 1)] - main[max(k - 2, 0)]
         angle = np.arctan2(tangent[1], tangent[0]) + rng.normal(0, 0.6)
         lobe_length = rng.uniform(1.0, 2.5) * width
-        lobe = _centre_line(rng, main[k] - 0.5 * lobe_length * np.array([np.cos(angle), np.sin(angle)]), angle, lobe_length, p, scale)
+        lobe = _centre_line(
+            rng,
+            main[k] - 0.5 * lobe_length * np.array([np.cos(angle), np.sin(angle)]),
+            angle,
+            lobe_length,
+            p,
+            scale,
+        )
         r_lobe = max(radii[0][k], 0.3 * width) * rng.uniform(1.3, 2.4)
         paths.append(lobe)
         radii.append(np.maximum(r_lobe * np.sin(np.linspace(0.15, np.pi - 0.15, len(lobe))) ** 0.35, 1.0))
@@ -264,7 +289,9 @@ def _make_tube(rng: np.random.Generator, h: int, w: int, p: SyntheticParams, sca
     return _Tube(paths, radii, brightness, branched, width, length, gains, fade)
 
 
-def _parallel_tube(rng: np.random.Generator, neighbour: _Tube, p: SyntheticParams, scale: float, brightness: float) -> _Tube:
+def _parallel_tube(
+    rng: np.random.Generator, neighbour: _Tube, p: SyntheticParams, scale: float, brightness: float
+) -> _Tube:
     """A tube laid alongside part of ``neighbour``'s centre line, touching it: the contacts that
     a model must not merge."""
     main, r_main = neighbour.paths[0], neighbour.radii[0]
@@ -275,7 +302,9 @@ def _parallel_tube(rng: np.random.Generator, neighbour: _Tube, p: SyntheticParam
     width = float(np.clip(p.width_median * np.exp(rng.normal(0, p.width_sigma)), *p.width_range)) * scale
     radii = _width_profile(rng, span, width / 2, p)
     tangent = np.gradient(ndi.gaussian_filter1d(path, 3.0, axis=0, mode="nearest"), axis=0)
-    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1) / (np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9)
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1) / (
+        np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9
+    )
     # Touching (0.85) to just apart (1.1); the gap drifts slowly along the tube.
     gap = ndi.gaussian_filter1d(rng.uniform(0.85, 1.1, span), 8.0, mode="nearest")
     side = rng.choice([-1.0, 1.0])
@@ -285,7 +314,9 @@ def _parallel_tube(rng: np.random.Generator, neighbour: _Tube, p: SyntheticParam
     return _Tube([shifted], [radii], brightness, False, width, length, [1.0], fade)
 
 
-def _draw_discs(canvas: np.ndarray, path: np.ndarray, radii: np.ndarray, offset: np.ndarray, factor: float = 1.0, value=1) -> None:
+def _draw_discs(
+    canvas: np.ndarray, path: np.ndarray, radii: np.ndarray, offset: np.ndarray, factor: float = 1.0, value=1
+) -> None:
     """Union of discs along a centre line: a tube of varying width, drawn with ``value`` (one
     number, or one per point of the path)."""
     shift = 2  # quarter-pixel precision
@@ -349,7 +380,9 @@ def generate_field(
     nuclei = _Nuclei(np.zeros((h, w), np.float32), np.zeros((h, w), np.int32))
     attenuation = np.ones((h, w), np.float32)  # myosin is displaced where nuclei sit
     texture = _texture(rng, h, w, p, scale)
-    crops, tubes = _place_tubes(rng, h, w, p, scale, target, brightness_median, signal, texture, nuclei, attenuation)
+    crops, tubes = _place_tubes(
+        rng, h, w, p, scale, target, brightness_median, signal, texture, nuclei, attenuation
+    )
 
     _background_cells(rng, signal, h, w, p, scale, brightness_median)
     _free_nuclei(rng, nuclei, h, w, p, scale)
@@ -357,7 +390,9 @@ def generate_field(
 
     image = _camera(rng, signal, background, illumination, gain, read_noise, psf_sigma, scale, bit_depth)
     dapi_bg = rng.uniform(*p.dapi_background)
-    nuclei_image = _camera(rng, nuclei.signal, dapi_bg, illumination, gain * 2, read_noise, psf_sigma, scale, bit_depth)
+    nuclei_image = _camera(
+        rng, nuclei.signal, dapi_bg, illumination, gain * 2, read_noise, psf_sigma, scale, bit_depth
+    )
     stack = np.zeros((len(crops), h, w), bool)
     for k, (crop, (y0, y1, x0, x1)) in enumerate(crops):
         stack[k, y0:y1, x0:x1] = crop
@@ -373,7 +408,19 @@ def generate_field(
     )
 
 
-def _place_tubes(rng, h, w, p: SyntheticParams, scale, target, brightness_median, signal, texture, nuclei: _Nuclei, attenuation):
+def _place_tubes(
+    rng,
+    h,
+    w,
+    p: SyntheticParams,
+    scale,
+    target,
+    brightness_median,
+    signal,
+    texture,
+    nuclei: _Nuclei,
+    attenuation,
+):
     """Draw tubes (and their nuclei) into ``signal`` until they cover ``target`` of the field: each
     tube's mask inside its box with the box, and the tubes."""
     crops: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
@@ -415,7 +462,11 @@ def _illumination(rng: np.random.Generator, h: int, w: int, p: SyntheticParams) 
     cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
     r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / float(max(h, w) ** 2)
     vignette = 1.0 - rng.uniform(*p.illumination_falloff) * r2
-    coarse = cv2.resize(rng.normal(0.0, p.illumination_variation, (4, 4)).astype(np.float32), (gw, gh), interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(
+        rng.normal(0.0, p.illumination_variation, (4, 4)).astype(np.float32),
+        (gw, gh),
+        interpolation=cv2.INTER_CUBIC,
+    )
     field = cv2.resize((vignette * (1.0 + coarse)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(field, 0.4, 1.3)
 
@@ -524,7 +575,9 @@ def _nuclei_in_tube(rng, tube: _Tube, nuclei: _Nuclei, attenuation, h, w, p: Syn
             theta = np.arctan2(tangent[1], tangent[0])
             axis, across = np.array([np.cos(theta), np.sin(theta)]), np.array([-np.sin(theta), np.cos(theta)])
             for _ in range(int(rng.integers(p.nucleus_cluster_size[0], p.nucleus_cluster_size[1] + 1))):
-                centre = main[k] + axis * rng.normal(0, 1.2 * radii[k]) + across * rng.normal(0, 0.35 * radii[k])
+                centre = (
+                    main[k] + axis * rng.normal(0, 1.2 * radii[k]) + across * rng.normal(0, 0.35 * radii[k])
+                )
                 a = min(p.nucleus_size[0] * scale * rng.uniform(0.7, 1.1), 0.9 * radii[k] * 2)
                 b = min(p.nucleus_size[1] * scale * rng.uniform(0.7, 1.1), 0.8 * radii[k])
                 angle = np.degrees(theta) + rng.normal(0, 25)
@@ -552,7 +605,10 @@ def _free_nuclei(rng, nuclei: _Nuclei, h, w, p: SyntheticParams, scale) -> None:
     n = rng.poisson(p.free_nuclei_per_mpx * h * w / 1e6)
     for _ in range(n):
         centre = rng.uniform([0, 0], [w, h])
-        axes = (p.nucleus_size[0] * scale * rng.uniform(0.8, 1.3), p.nucleus_size[1] * scale * rng.uniform(0.8, 1.3))
+        axes = (
+            p.nucleus_size[0] * scale * rng.uniform(0.8, 1.3),
+            p.nucleus_size[1] * scale * rng.uniform(0.8, 1.3),
+        )
         nuclei.add(rng, centre, axes, rng.uniform(0, 180), p)
 
 
@@ -562,11 +618,29 @@ def _background_cells(rng, signal, h, w, p: SyntheticParams, scale, brightness_m
     for _ in range(rng.poisson(p.myoblasts_per_mpx * area)):
         centre = rng.uniform([0, 0], [w, h])
         axes = (rng.uniform(30, 110) * scale, rng.uniform(12, 40) * scale)
-        _blob(rng, signal, centre, axes, rng.uniform(0, 180), brightness_median * rng.uniform(*p.myoblast_brightness), scale, 0.5)
+        _blob(
+            rng,
+            signal,
+            centre,
+            axes,
+            rng.uniform(0, 180),
+            brightness_median * rng.uniform(*p.myoblast_brightness),
+            scale,
+            0.5,
+        )
     for _ in range(rng.poisson(p.round_cells_per_mpx * area)):
         centre = rng.uniform([0, 0], [w, h])
         r = rng.uniform(7, 16) * scale
-        _blob(rng, signal, centre, (r, r * rng.uniform(0.7, 1.0)), rng.uniform(0, 180), brightness_median * rng.uniform(0.8, 2.0), scale, 0.15)
+        _blob(
+            rng,
+            signal,
+            centre,
+            (r, r * rng.uniform(0.7, 1.0)),
+            rng.uniform(0, 180),
+            brightness_median * rng.uniform(0.8, 2.0),
+            scale,
+            0.15,
+        )
     for _ in range(rng.poisson(p.debris_per_mpx * area)):
         centre = rng.uniform([0, 0], [w, h])
         r = rng.uniform(0.8, 3.5) * scale
@@ -597,7 +671,9 @@ def _blob(rng, signal, centre, axes, angle, value, scale, irregularity) -> None:
         signal[ys0:ys1, xs0:xs1] += local[ys0 - y0 : ys1 - y0, xs0 - x0 : xs1 - x0]
 
 
-def _camera(rng, signal, background, illumination, gain, read_noise, psf_sigma: float, scale, bit_depth) -> np.ndarray:
+def _camera(
+    rng, signal, background, illumination, gain, read_noise, psf_sigma: float, scale, bit_depth
+) -> np.ndarray:
     """Optics and sensor: blur, uneven illumination, offset, Poisson-Gaussian noise, clipping."""
     optical = cv2.GaussianBlur(signal, (0, 0), psf_sigma * scale) + background
     optical *= illumination

@@ -44,7 +44,9 @@ class SyntheticFieldStream(Dataset):
     def __init__(self, cfg: CfgNode, batch_span: int):
         node = cfg.SYNTHETIC
         if node.PRESET not in GENERATOR_PRESETS:
-            raise ConfigError(None, f"SYNTHETIC.PRESET must be one of {', '.join(GENERATOR_PRESETS)}, got {node.PRESET!r}")
+            raise ConfigError(
+                None, f"SYNTHETIC.PRESET must be one of {', '.join(GENERATOR_PRESETS)}, got {node.PRESET!r}"
+            )
         self.cfg = cfg
         self.params = GENERATOR_PRESETS[node.PRESET]
         self.batch_span = max(1, int(batch_span))
@@ -67,18 +69,33 @@ class SyntheticFieldStream(Dataset):
         low, high = node.SCALE_JITTER
         scale = float(node.PIXEL_SCALE) * math.exp(rng.uniform(math.log(low), math.log(high)))
         density = float(rng.uniform(*node.DENSITY))
-        return generate_field(self.field_size(index), rng=rng, density=density, bit_depth=int(node.BIT_DEPTH),
-                              pixel_scale=scale, params=self.params)
+        return generate_field(
+            self.field_size(index),
+            rng=rng,
+            density=density,
+            bit_depth=int(node.BIT_DEPTH),
+            pixel_scale=scale,
+            params=self.params,
+        )
 
     def __getitem__(self, index: int) -> dict:
         field = self.draw(index)
         cfg = self.cfg
         image01 = to_model_float(field.image[..., None], cfg.INPUT.PERCENTILE_LOW, cfg.INPUT.PERCENTILE_HIGH)
         masks = field.masks
-        keep = masks.reshape(len(masks), -1).sum(1) >= cfg.INPUT.MIN_INSTANCE_AREA if len(masks) else np.zeros(0, bool)
+        keep = (
+            masks.reshape(len(masks), -1).sum(1) >= cfg.INPUT.MIN_INSTANCE_AREA
+            if len(masks)
+            else np.zeros(0, bool)
+        )
         masks = masks[keep]
-        sample = training_sample(image01, masks, np.zeros(len(masks), np.int64), cfg, padded_size(image01.shape[0]))
-        sample["record"] = {"file_name": f"synthetic:{int(cfg.SYNTHETIC.SEED)}:{int(index)}", "image_id": int(index)}
+        sample = training_sample(
+            image01, masks, np.zeros(len(masks), np.int64), cfg, padded_size(image01.shape[0])
+        )
+        sample["record"] = {
+            "file_name": f"synthetic:{int(cfg.SYNTHETIC.SEED)}:{int(index)}",
+            "image_id": int(index),
+        }
         return sample
 
 
@@ -87,7 +104,12 @@ class StreamSampler(Sampler):
     ``(b * world + rank) * per_process ... + per_process - 1``; no index is ever drawn twice."""
 
     def __init__(self, per_process: int, start_step: int = 0, rank: int = 0, world_size: int = 1):
-        self.per_process, self.start_step, self.rank, self.world_size = per_process, start_step, rank, world_size
+        self.per_process, self.start_step, self.rank, self.world_size = (
+            per_process,
+            start_step,
+            rank,
+            world_size,
+        )
 
     def __iter__(self) -> Iterator[int]:
         step = self.start_step

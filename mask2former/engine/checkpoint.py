@@ -42,8 +42,12 @@ def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "python": list(random.getstate()[1]) + [random.getstate()[0]],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -55,7 +59,9 @@ def set_rng_state(state: dict) -> None:
     py = state["python"]
     random.setstate((py[-1], tuple(py[:-1]), None))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -67,7 +73,9 @@ def save_atomic(obj: dict, path: str) -> None:
         with atomic_open(path, "wb") as f:
             torch.save(obj, f)
     except OSError as err:
-        raise CheckpointError(f"{path}: could not save checkpoint ({write_failure(err)}); {last_good(os.path.dirname(path))}") from None
+        raise CheckpointError(
+            f"{path}: could not save checkpoint ({write_failure(err)}); {last_good(os.path.dirname(path))}"
+        ) from None
 
 
 def write_failure(err: OSError) -> str:
@@ -115,7 +123,11 @@ def list_checkpoints(output_dir: str) -> list[str]:
 
 
 def has_checkpoints(output_dir: str) -> bool:
-    return bool(list_checkpoints(output_dir)) or os.path.exists(os.path.join(output_dir, POINTER)) or os.path.exists(os.path.join(output_dir, FINAL))
+    return (
+        bool(list_checkpoints(output_dir))
+        or os.path.exists(os.path.join(output_dir, POINTER))
+        or os.path.exists(os.path.join(output_dir, FINAL))
+    )
 
 
 def load_resume_state(output_dir: str) -> dict | None:
@@ -134,7 +146,9 @@ def load_resume_state(output_dir: str) -> dict | None:
             if not isinstance(state, dict) or "model" not in state or "iteration" not in state:
                 raise ValueError("not a training checkpoint")
         except Exception as err:
-            logger.warning("Checkpoint %s is unreadable (%s); trying an older one", path, str(err).splitlines()[0][:100])
+            logger.warning(
+                "Checkpoint %s is unreadable (%s); trying an older one", path, str(err).splitlines()[0][:100]
+            )
             continue
         if i > 0:
             logger.warning("Resuming from the older checkpoint %s", path)
@@ -153,10 +167,26 @@ class Checkpointer:
     with on its own.
     """
 
-    def __init__(self, output_dir: str, model, optimizer, scheduler, extra: dict, period: int, max_kept: int, main: bool,
-                 barrier=lambda: None):
+    def __init__(
+        self,
+        output_dir: str,
+        model,
+        optimizer,
+        scheduler,
+        extra: dict,
+        period: int,
+        max_kept: int,
+        main: bool,
+        barrier=lambda: None,
+    ):
         self.output_dir, self.model, self.optimizer, self.scheduler = output_dir, model, optimizer, scheduler
-        self.extra, self.period, self.max_kept, self.main, self.barrier = extra, period, max_kept, main, barrier
+        self.extra, self.period, self.max_kept, self.main, self.barrier = (
+            extra,
+            period,
+            max_kept,
+            main,
+            barrier,
+        )
 
     def resume(self) -> tuple[int, dict | None]:
         """Restore model, optimizer, schedule and RNG from the newest checkpoint: (the iteration to
@@ -172,8 +202,14 @@ class Checkpointer:
 
     def save(self, next_iter: int) -> None:
         if self.main:
-            state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "iteration": next_iter, "rng": rng_state(), **self.extra}
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "iteration": next_iter,
+                "rng": rng_state(),
+                **self.extra,
+            }
             save_checkpoint(self.output_dir, state, next_iter, self.max_kept)
         self.barrier()
 
@@ -185,6 +221,8 @@ class Checkpointer:
     def save_final(self, max_iter: int) -> str:
         path = os.path.join(self.output_dir, FINAL)
         if self.main:
-            save_final(self.output_dir, {"model": self.model.state_dict(), "iteration": max_iter, **self.extra})
+            save_final(
+                self.output_dir, {"model": self.model.state_dict(), "iteration": max_iter, **self.extra}
+            )
         self.barrier()
         return path

@@ -34,7 +34,9 @@ def setup_run_logging(output_dir: str, main_process: bool) -> None:
     handler.setFormatter(fmt)
     handler._myotube_run = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+    if not any(
+        isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers
+    ):
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(fmt)
         console._myotube_run = True  # type: ignore[attr-defined]
@@ -58,28 +60,45 @@ class StepLog:
     """Per-step values averaged over ``period`` steps: one line in log.txt, one record in
     metrics.json and the progress bar (detectron2's writers, in one place)."""
 
-    def __init__(self, output_dir: str, main_process: bool, period: int, start_iter: int, max_iter: int, device: str):
+    def __init__(
+        self, output_dir: str, main_process: bool, period: int, start_iter: int, max_iter: int, device: str
+    ):
         from tqdm import tqdm
 
         self.metrics = MetricsWriter(output_dir, enabled=main_process)
         self.period, self.start_iter, self.max_iter, self.device = period, start_iter, max_iter, device
         self.window: list[dict] = []
         self.t_start = time.perf_counter()
-        self.bar = tqdm(total=max_iter, initial=start_iter, desc=os.path.basename(os.path.normpath(output_dir)), disable=not main_process,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=max_iter,
+            initial=start_iter,
+            desc=os.path.basename(os.path.normpath(output_dir)),
+            disable=not main_process,
+            dynamic_ncols=True,
+        )
 
     def step(self, it: int, losses: dict, lr: float, step_time: float, data_time: float, last: bool) -> None:
         self.bar.update(1)
-        self.window.append({"total_loss": sum(losses.values()), **losses, "time": step_time, "data_time": data_time})
+        self.window.append(
+            {"total_loss": sum(losses.values()), **losses, "time": step_time, "data_time": data_time}
+        )
         if (it + 1) % self.period and not last:
             return
         mean = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[-1]}
         eta = (time.perf_counter() - self.t_start) / (it + 1 - self.start_iter) * (self.max_iter - it - 1)
         memory = torch_max_memory_mb(self.device)
-        record = {"iteration": it, **mean, "lr": lr, "eta_seconds": eta, **({"max_memory_mb": memory} if memory is not None else {})}
+        record = {
+            "iteration": it,
+            **mean,
+            "lr": lr,
+            "eta_seconds": eta,
+            **({"max_memory_mb": memory} if memory is not None else {}),
+        }
         self.metrics.write(record)
         losses_mean = {k: v for k, v in mean.items() if k not in ("time", "data_time")}
-        logger.info(format_log_line(it, self.max_iter, losses_mean, lr, mean["time"], mean["data_time"], eta, memory))
+        logger.info(
+            format_log_line(it, self.max_iter, losses_mean, lr, mean["time"], mean["data_time"], eta, memory)
+        )
         self.bar.set_postfix(loss=f"{mean['total_loss']:.3f}", lr=f"{lr:.2g}")
         self.window = []
 
@@ -95,7 +114,16 @@ def torch_max_memory_mb(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
-def format_log_line(it: int, max_iter: int, losses: dict, lr: float, step_time: float, data_time: float, eta_s: float, memory_mb: float | None) -> str:
+def format_log_line(
+    it: int,
+    max_iter: int,
+    losses: dict,
+    lr: float,
+    step_time: float,
+    data_time: float,
+    eta_s: float,
+    memory_mb: float | None,
+) -> str:
     loss_text = "  ".join(f"{k}: {v:.4g}" for k, v in losses.items())
     eta = str(datetime.timedelta(seconds=int(eta_s)))
     mem = f"  max_mem: {memory_mb:.0f}M" if memory_mb is not None else ""
@@ -140,7 +168,12 @@ def plot_loss_curve(metrics_path: str, out_png: str, title: str = "") -> str | N
     keys = [k for k in by_iter[its[-1]] if k.startswith("loss_") or k == "total_loss"]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for key in keys:
-        ax.plot(its, [by_iter[i].get(key, float("nan")) for i in its], label=key, linewidth=2 if key == "total_loss" else 1)
+        ax.plot(
+            its,
+            [by_iter[i].get(key, float("nan")) for i in its],
+            label=key,
+            linewidth=2 if key == "total_loss" else 1,
+        )
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_yscale("log")

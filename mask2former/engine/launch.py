@@ -15,8 +15,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun_command(script: str, script_args: list[str], num_gpus: int, num_machines: int, machine_rank: int, dist_url: str,
-                     module: bool = False) -> list[str]:
+def torchrun_command(
+    script: str,
+    script_args: list[str],
+    num_gpus: int,
+    num_machines: int,
+    machine_rank: int,
+    dist_url: str,
+    module: bool = False,
+) -> list[str]:
     """The torchrun command line that re-runs ``script`` (a file, or with ``module`` a module run
     as ``python -m``) in every process."""
     if dist_url == "auto":
@@ -26,10 +33,17 @@ def torchrun_command(script: str, script_args: list[str], num_gpus: int, num_mac
     else:
         addr, _, port = dist_url.replace("tcp://", "").rpartition(":")
     return [
-        sys.executable, "-m", "torch.distributed.run",
-        f"--nproc_per_node={num_gpus}", f"--nnodes={num_machines}", f"--node_rank={machine_rank}",
-        f"--master_addr={addr}", f"--master_port={port}",
-        *(["--module"] if module else []), script, *script_args,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={num_gpus}",
+        f"--nnodes={num_machines}",
+        f"--node_rank={machine_rank}",
+        f"--master_addr={addr}",
+        f"--master_port={port}",
+        *(["--module"] if module else []),
+        script,
+        *script_args,
     ]
 
 
@@ -45,7 +59,9 @@ def relaunch_with_torchrun(num_gpus: int, num_machines: int, machine_rank: int, 
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     module = getattr(spec, "name", None)
     script = module if module and module != "__main__" else os.path.abspath(sys.argv[0])
-    cmd = torchrun_command(script, sys.argv[1:], num_gpus, num_machines, machine_rank, dist_url, module=script == module)
+    cmd = torchrun_command(
+        script, sys.argv[1:], num_gpus, num_machines, machine_rank, dist_url, module=script == module
+    )
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_gpus)))
     return subprocess.call(cmd, env=env)

@@ -67,8 +67,16 @@ class ReplaySampler(Sampler):
     otherwise the next records of the shuffled passes. Stream indices follow the step as in
     :class:`StreamSampler`, so no generated field is drawn twice."""
 
-    def __init__(self, records: Sampler, fraction: float, per_process: int, seed: int, start_step: int = 0, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        records: Sampler,
+        fraction: float,
+        per_process: int,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.records, self.fraction, self.per_process, self.seed = records, fraction, per_process, seed
         self.start_step, self.rank, self.world_size = start_step, rank, world_size
 
@@ -98,8 +106,16 @@ def training_records(cfg: CfgNode) -> list[dict]:
     return records
 
 
-def build_train_loader(cfg: CfgNode, records: list[dict], batch_per_process: int, seed: int, rank: int, world_size: int,
-                       pin_memory: bool, start_iter: int = 0) -> DataLoader:
+def build_train_loader(
+    cfg: CfgNode,
+    records: list[dict],
+    batch_per_process: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    pin_memory: bool,
+    start_iter: int = 0,
+) -> DataLoader:
     """Endless batches: shuffled passes over ``records`` (reshuffled from ``seed``), or, with
     SYNTHETIC.ENABLED, the generated stream from the step ``start_iter`` on; with SYNTHETIC.REPLAY,
     the records with that share of the steps from the stream."""
@@ -113,8 +129,15 @@ def build_train_loader(cfg: CfgNode, records: list[dict], batch_per_process: int
         sampler = InfiniteShuffledSampler(len(dataset), seed, rank, world_size)
         if cfg.SYNTHETIC.REPLAY > 0:
             dataset = ReplayDataset(dataset, SyntheticFieldStream(cfg, batch_per_process * world_size))
-            sampler = ReplaySampler(sampler, float(cfg.SYNTHETIC.REPLAY), batch_per_process, int(cfg.SYNTHETIC.SEED), start_iter,
-                                    rank, world_size)
+            sampler = ReplaySampler(
+                sampler,
+                float(cfg.SYNTHETIC.REPLAY),
+                batch_per_process,
+                int(cfg.SYNTHETIC.SEED),
+                start_iter,
+                rank,
+                world_size,
+            )
     return DataLoader(
         dataset,
         batch_size=batch_per_process,

@@ -15,11 +15,15 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = cfg.SOLVER.BASE_LR * (cfg.SOLVER.BACKBONE_MULTIPLIER if name.startswith(BACKBONE_PREFIX) else 1.0)
+        lr = cfg.SOLVER.BASE_LR * (
+            cfg.SOLVER.BACKBONE_MULTIPLIER if name.startswith(BACKBONE_PREFIX) else 1.0
+        )
         no_decay = param.ndim <= 1 or "embed" in name or "relative_position_bias_table" in name
         wd = 0.0 if no_decay else cfg.SOLVER.WEIGHT_DECAY
         groups.setdefault((lr, wd), []).append(param)
-    param_groups = [{"params": ps, "lr": lr, "weight_decay": wd, "initial_lr": lr} for (lr, wd), ps in groups.items()]
+    param_groups = [
+        {"params": ps, "lr": lr, "weight_decay": wd, "initial_lr": lr} for (lr, wd), ps in groups.items()
+    ]
     # The fused CUDA kernel updates all parameters in a few launches instead of one per tensor.
     fused = all(p.is_cuda for g in param_groups for p in g["params"])
     return torch.optim.AdamW(param_groups, lr=cfg.SOLVER.BASE_LR, fused=fused or None)

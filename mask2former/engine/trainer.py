@@ -68,7 +68,9 @@ def class_names_of(dataset_names) -> list[str]:
     for ds in dataset_names:
         these = get_metadata(ds)["thing_classes"]
         if names is not None and these != names:
-            raise TrainingError(f"datasets {list(dataset_names)} have different categories: {names} vs {these}")
+            raise TrainingError(
+                f"datasets {list(dataset_names)} have different categories: {names} vs {these}"
+            )
         names = these
     if not names:
         raise TrainingError("no training dataset given (DATASETS.TRAIN is empty)")
@@ -79,8 +81,18 @@ def loss_terms(model, out, batch) -> dict[str, torch.Tensor]:
     """HF's weighted loss dict, grouped as loss_ce / loss_mask / loss_dice (last layer) + loss_aux."""
     raw = model.module if hasattr(model, "module") else model
     mask_labels = [m.float() for m in batch["mask_labels"]]
-    loss_dict = raw.get_loss_dict(out.masks_queries_logits, out.class_queries_logits, mask_labels, batch["class_labels"], out.auxiliary_logits)
-    grouped = {"loss_ce": loss_dict["loss_cross_entropy"], "loss_mask": loss_dict["loss_mask"], "loss_dice": loss_dict["loss_dice"]}
+    loss_dict = raw.get_loss_dict(
+        out.masks_queries_logits,
+        out.class_queries_logits,
+        mask_labels,
+        batch["class_labels"],
+        out.auxiliary_logits,
+    )
+    grouped = {
+        "loss_ce": loss_dict["loss_cross_entropy"],
+        "loss_mask": loss_dict["loss_mask"],
+        "loss_dice": loss_dict["loss_dice"],
+    }
     aux = [v for k, v in loss_dict.items() if k not in ("loss_cross_entropy", "loss_mask", "loss_dice")]
     if aux:
         grouped["loss_aux"] = torch.stack(aux).sum()
@@ -131,7 +143,9 @@ def check_shared_output_dir(out_dir: str) -> None:
         )
 
 
-def training_step(model, batch: dict, optimizer, scheduler, cfg: CfgNode, device: str, use_amp: bool, iteration: int) -> tuple[dict, float]:
+def training_step(
+    model, batch: dict, optimizer, scheduler, cfg: CfgNode, device: str, use_amp: bool, iteration: int
+) -> tuple[dict, float]:
     """One optimisation step; returns the loss values and the LR it used."""
     batch = {k: _to_device(v, device) for k, v in batch.items() if k != "records"}
     # The loss runs under autocast too: its point sampling then mixes bf16 logits and fp32 targets safely.
@@ -148,11 +162,15 @@ def training_step(model, batch: dict, optimizer, scheduler, cfg: CfgNode, device
     values = dict(zip(losses, stacked.tolist()))  # one device sync
     if not math.isfinite(sum(values.values())):
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-        raise TrainingError(f"non-finite loss at iteration {iteration} ({bad}); the last good checkpoint in {cfg.OUTPUT_DIR} is kept — lower SOLVER.BASE_LR or check the data")
+        raise TrainingError(
+            f"non-finite loss at iteration {iteration} ({bad}); the last good checkpoint in {cfg.OUTPUT_DIR} is kept — lower SOLVER.BASE_LR or check the data"
+        )
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE)
+        torch.nn.utils.clip_grad_norm_(
+            model.parameters(), cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE, cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE
+        )
     lr = max(g["lr"] for g in optimizer.param_groups)
     optimizer.step()
     scheduler.step()
@@ -188,7 +206,9 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
         logger.info("%s exists: training is complete, nothing to resume", os.path.join(out_dir, FINAL))
         return os.path.join(out_dir, FINAL)
     if not resume and has_checkpoints(out_dir):
-        raise TrainingError(f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR")
+        raise TrainingError(
+            f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR"
+        )
     run = start_run(cfg, device, resume)
     end_iter = max_iter if stop_after is None else min(max_iter, run.start_iter + stop_after)
     with StopRequests() as stops, _write_failures(out_dir):
@@ -196,7 +216,9 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
             t0 = time.perf_counter()
             batch = next(run.data)
             data_time = time.perf_counter() - t0
-            losses, lr = training_step(run.model, batch, run.optimizer, run.scheduler, cfg, device, run.use_amp, it)
+            losses, lr = training_step(
+                run.model, batch, run.optimizer, run.scheduler, cfg, device, run.use_amp, it
+            )
             run.log.step(it, losses, lr, time.perf_counter() - t0, data_time, last=it == end_iter - 1)
             # Then, between steps: checkpoint, stop on request, evaluate.
             done = it + 1
@@ -242,20 +264,46 @@ def start_run(cfg: CfgNode, device: str, resume: bool) -> TrainingRun:
     raw.to(device).train()
     optimizer = build_optimizer(cfg, raw)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    extra = {"cfg": cfg.dump(), "class_names": class_names, "input_scale": input_scale.to_dict() if input_scale else None}
-    checkpointer = Checkpointer(out_dir, raw, optimizer, scheduler, extra, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_CHECKPOINTS_KEPT,
-                                main, barrier=comm.barrier)
+    extra = {
+        "cfg": cfg.dump(),
+        "class_names": class_names,
+        "input_scale": input_scale.to_dict() if input_scale else None,
+    }
+    checkpointer = Checkpointer(
+        out_dir,
+        raw,
+        optimizer,
+        scheduler,
+        extra,
+        cfg.SOLVER.CHECKPOINT_PERIOD,
+        cfg.SOLVER.MAX_CHECKPOINTS_KEPT,
+        main,
+        barrier=comm.barrier,
+    )
     start_iter, resumed_from = _resume(checkpointer) if resume else (0, None)
     logger.info(
         "Training %s: %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d; "
         "pixel scale %s (recorded with the model for predict.py)",
-        out_dir, source, class_names, resumed_from or described,
-        sum(p.numel() for p in raw.parameters()), device, world, seed, input_scale.describe() if input_scale else "unknown",
+        out_dir,
+        source,
+        class_names,
+        resumed_from or described,
+        sum(p.numel() for p in raw.parameters()),
+        device,
+        world,
+        seed,
+        input_scale.describe() if input_scale else "unknown",
     )
     model = raw  # saved and evaluated unwrapped
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(raw, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
-    data = iter(build_train_loader(cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda"), start_iter))
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None
+        )
+    data = iter(
+        build_train_loader(
+            cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda"), start_iter
+        )
+    )
     log = StepLog(out_dir, main, cfg.SOLVER.LOG_PERIOD, start_iter, cfg.SOLVER.MAX_ITER, device)
     use_amp = device.startswith("cuda") and cfg.SOLVER.AMP.ENABLED
     return TrainingRun(raw, model, optimizer, scheduler, checkpointer, data, log, start_iter, use_amp)
@@ -267,8 +315,10 @@ def training_data(cfg: CfgNode) -> tuple[list[str], list[dict], InputScale | Non
     if cfg.SYNTHETIC.ENABLED:
         node = cfg.SYNTHETIC
         scale = InputScale(stream_input_scale_factor(cfg))
-        source = (f"generated fields ({node.PRESET} preset, stream seed {node.SEED}, sides {list(node.FIELD_SIZES)} px, "
-                  f"pixel scale {node.PIXEL_SCALE} x {list(node.SCALE_JITTER)}, density {list(node.DENSITY)})")
+        source = (
+            f"generated fields ({node.PRESET} preset, stream seed {node.SEED}, sides {list(node.FIELD_SIZES)} px, "
+            f"pixel scale {node.PIXEL_SCALE} x {list(node.SCALE_JITTER)}, density {list(node.DENSITY)})"
+        )
         return [MYOTUBE], [], scale, source
     class_names = class_names_of(cfg.DATASETS.TRAIN)
     records = training_records(cfg)
@@ -311,8 +361,10 @@ def _resume(checkpointer: Checkpointer) -> tuple[int, str | None]:
 
 def _interrupted(signum: int, out_dir: str, next_iter: int, max_iter: int) -> Interrupted:
     name = signal.Signals(signum).name
-    message = (f"{name} received: stopped after iteration {next_iter} of {max_iter}, checkpoint saved in {out_dir}; "
-               f"continue with: {resume_command()}")
+    message = (
+        f"{name} received: stopped after iteration {next_iter} of {max_iter}, checkpoint saved in {out_dir}; "
+        f"continue with: {resume_command()}"
+    )
     logger.warning(message)
     return Interrupted(message, 128 + signum)
 

@@ -56,9 +56,13 @@ def stage_configs(config_dir: str, stages: list[int], opts: list[str]) -> dict[i
     return cfgs
 
 
-def run_two_stage(config_dir: str, dataset_root: str, stages: list[int], opts: list[str], resume: bool) -> dict[int, str]:
+def run_two_stage(
+    config_dir: str, dataset_root: str, stages: list[int], opts: list[str], resume: bool
+) -> dict[int, str]:
     if not os.path.isdir(config_dir):
-        raise ConfigError(config_dir, "config folder not found (it must hold stage1_config.yaml and stage2_config.yaml)")
+        raise ConfigError(
+            config_dir, "config folder not found (it must hold stage1_config.yaml and stage2_config.yaml)"
+        )
     cfgs = stage_configs(config_dir, stages, opts)
     register_two_stage_datasets(dataset_root)
     if comm.is_main_process():
@@ -66,7 +70,10 @@ def run_two_stage(config_dir: str, dataset_root: str, stages: list[int], opts: l
     if stages == [2]:
         weights = cfgs[2].MODEL.WEIGHTS
         if weights_kind(weights) == "checkpoint" and not os.path.isfile(weights):
-            raise WeightsError(weights, "Stage 1 checkpoint not found: run Stage 1 first (python train_two_stage.py --stage 1)")
+            raise WeightsError(
+                weights,
+                "Stage 1 checkpoint not found: run Stage 1 first (python train_two_stage.py --stage 1)",
+            )
     # Every stage's training data is validated now, not hours later when its stage starts.
     for stage in stages:
         class_names_of(cfgs[stage].DATASETS.TRAIN)
@@ -79,9 +86,12 @@ def run_two_stage(config_dir: str, dataset_root: str, stages: list[int], opts: l
     for stage in stages:
         cfg = cfgs[stage]
         if comm.is_main_process():
-            print(f"== Stage {stage}: {', '.join(cfg.DATASETS.TRAIN)} -> {cfg.OUTPUT_DIR} "
-                  f"(classes {class_names_of(cfg.DATASETS.TRAIN)}, weights {cfg.MODEL.WEIGHTS or 'random init'}, "
-                  f"{cfg.SOLVER.MAX_ITER} iterations, batch {cfg.SOLVER.IMS_PER_BATCH}, LR {cfg.SOLVER.BASE_LR:g})", flush=True)
+            print(
+                f"== Stage {stage}: {', '.join(cfg.DATASETS.TRAIN)} -> {cfg.OUTPUT_DIR} "
+                f"(classes {class_names_of(cfg.DATASETS.TRAIN)}, weights {cfg.MODEL.WEIGHTS or 'random init'}, "
+                f"{cfg.SOLVER.MAX_ITER} iterations, batch {cfg.SOLVER.IMS_PER_BATCH}, LR {cfg.SOLVER.BASE_LR:g})",
+                flush=True,
+            )
         finals[stage] = train(cfg, resume=resume)
     return finals
 
@@ -97,11 +107,16 @@ def eval_weights(cfg: CfgNode, opts: list[str]) -> tuple[str, str]:
         return cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS given on the command line"
     final = os.path.normpath(os.path.join(cfg.OUTPUT_DIR, FINAL))
     if os.path.isfile(final):
-        return final, f"the model this config trained (OUTPUT_DIR {cfg.OUTPUT_DIR}); give MODEL.WEIGHTS to evaluate another"
+        return (
+            final,
+            f"the model this config trained (OUTPUT_DIR {cfg.OUTPUT_DIR}); give MODEL.WEIGHTS to evaluate another",
+        )
     return cfg.MODEL.WEIGHTS, f"MODEL.WEIGHTS of the config ({final} does not exist)"
 
 
-def run_train_net(config_file: str, dataset_root: str, opts: list[str], eval_only: bool, resume: bool) -> dict:
+def run_train_net(
+    config_file: str, dataset_root: str, opts: list[str], eval_only: bool, resume: bool
+) -> dict:
     """Train one config, or with ``eval_only`` evaluate it (see :func:`eval_weights`) on DATASETS.TEST."""
     cfg = load_config(config_file, opts)
     # Pretraining on generated fields needs no dataset folder (its test splits are used when present).
@@ -113,7 +128,9 @@ def run_train_net(config_file: str, dataset_root: str, opts: list[str], eval_onl
     device = comm.init_distributed(resolve_device(cfg))
     names = [n for n in cfg.DATASETS.TEST if is_registered(n)]
     if not names:
-        raise ConfigError(config_file, f"none of DATASETS.TEST {list(cfg.DATASETS.TEST)} exists in {dataset_root}")
+        raise ConfigError(
+            config_file, f"none of DATASETS.TEST {list(cfg.DATASETS.TEST)} exists in {dataset_root}"
+        )
     class_names = class_names_for_weights(weights, class_names_of(names))
     cfg, changes = checkpoint_architecture(cfg, weights)
     for change in changes:

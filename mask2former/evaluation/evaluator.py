@@ -21,7 +21,17 @@ from .metrics import InstanceEvaluator
 
 logger = logging.getLogger(__name__)
 
-TABLE_KEYS = ("AP", "AP50", "AP75", "f1@0.5", "precision@0.5", "recall@0.5", "pq", "semantic_iou", "semantic_dice")
+TABLE_KEYS = (
+    "AP",
+    "AP50",
+    "AP75",
+    "f1@0.5",
+    "precision@0.5",
+    "recall@0.5",
+    "pq",
+    "semantic_iou",
+    "semantic_dice",
+)
 
 
 def evaluate_predictor(predictor, records: list[dict], cfg: CfgNode, desc: str = "eval") -> dict:
@@ -58,17 +68,28 @@ def format_table(rows: dict[str, dict], keys: tuple[str, ...] = TABLE_KEYS) -> s
 
 
 ERROR_COLUMNS = (
-    ("gt_matched", "true tubes found"), ("gt_merged", "merged with another"), ("gt_split", "cut into pieces"),
-    ("gt_missed", "missed"), ("gt_poor_mask", "outline off"), ("pred_background", "false: background"),
-    ("pred_duplicate", "false: duplicate"), ("pred_fragment", "false: fragment"), ("pred_merge", "false: merge"),
+    ("gt_matched", "true tubes found"),
+    ("gt_merged", "merged with another"),
+    ("gt_split", "cut into pieces"),
+    ("gt_missed", "missed"),
+    ("gt_poor_mask", "outline off"),
+    ("pred_background", "false: background"),
+    ("pred_duplicate", "false: duplicate"),
+    ("pred_fragment", "false: fragment"),
+    ("pred_merge", "false: merge"),
     ("pred_other", "false: other"),
 )
 
 
 def format_error_table(rows: dict[str, dict]) -> str:
     """A markdown table of each row's error breakdown (see :func:`metrics.error_breakdown`)."""
-    lines = ["| | " + " | ".join(title for _, title in ERROR_COLUMNS) + " |", "|" + "---|" * (len(ERROR_COLUMNS) + 1)]
+    lines = [
+        "| | " + " | ".join(title for _, title in ERROR_COLUMNS) + " |",
+        "|" + "---|" * (len(ERROR_COLUMNS) + 1),
+    ]
     for name, res in rows.items():
         errors = res.get("errors", {})
-        lines.append(f"| {name} | " + " | ".join(str(errors.get(key, "-")) for key, _ in ERROR_COLUMNS) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(str(errors.get(key, "-")) for key, _ in ERROR_COLUMNS) + " |"
+        )
     return "\n".join(lines)

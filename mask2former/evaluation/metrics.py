@@ -61,7 +61,9 @@ def _prf(tp: int, fp: int, fn: int) -> dict:
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
 
-def semantic_iou_dice(gt_masks: np.ndarray, pred_masks: np.ndarray, shape: tuple[int, int] | None = None) -> dict:
+def semantic_iou_dice(
+    gt_masks: np.ndarray, pred_masks: np.ndarray, shape: tuple[int, int] | None = None
+) -> dict:
     """IoU and Dice of the union of all instances (foreground vs background)."""
     shape = shape or (gt_masks.shape[1:] if len(gt_masks) else pred_masks.shape[1:])
     gt = gt_masks.any(axis=0) if len(gt_masks) else np.zeros(shape, bool)
@@ -130,7 +132,15 @@ class InstanceEvaluator:
         self.images: list[dict] = []
         self.gt_rles: list[list[dict]] = []
         self.dt: list[tuple[list[dict], list[float]]] = []
-        self.counts = {"tp": 0, "fp": 0, "fn": 0, "iou_sum": 0.0, "intersection": 0.0, "union": 0.0, "sum": 0.0}
+        self.counts = {
+            "tp": 0,
+            "fp": 0,
+            "fn": 0,
+            "iou_sum": 0.0,
+            "intersection": 0.0,
+            "union": 0.0,
+            "sum": 0.0,
+        }
         self.errors = {f"gt_{k}": 0 for k in ERROR_KINDS_GT} | {f"pred_{k}": 0 for k in ERROR_KINDS_PRED}
         self.per_image: list[dict] = []
 
@@ -140,7 +150,9 @@ class InstanceEvaluator:
         self.gt_rles.append(_encode(gt_masks))
         self.dt.append((_encode(pred.masks), [float(s) for s in pred.scores]))
 
-    def add(self, gt_masks: np.ndarray, pred: Instances, name: str = "", kept: Instances | None = None) -> dict:
+    def add(
+        self, gt_masks: np.ndarray, pred: Instances, name: str = "", kept: Instances | None = None
+    ) -> dict:
         """Add one image; returns its own threshold-based metrics.
 
         AP ranks every candidate of ``pred``. The other metrics score ``kept``, the instances a user
@@ -163,12 +175,25 @@ class InstanceEvaluator:
         errors = error_breakdown(gt_masks, kept)
         for k, v in errors.items():
             self.errors[k] += v
-        image = {"name": name, "gt": int(len(gt_masks)), "pred": int(len(kept)), **_prf(tp, fp, fn), "semantic_iou": sem["iou"]}
+        image = {
+            "name": name,
+            "gt": int(len(gt_masks)),
+            "pred": int(len(kept)),
+            **_prf(tp, fp, fn),
+            "semantic_iou": sem["iou"],
+        }
         self.per_image.append(image)
         return image
 
     def state(self) -> dict:
-        return {"images": self.images, "gt_rles": self.gt_rles, "dt": self.dt, "counts": self.counts, "errors": self.errors, "per_image": self.per_image}
+        return {
+            "images": self.images,
+            "gt_rles": self.gt_rles,
+            "dt": self.dt,
+            "counts": self.counts,
+            "errors": self.errors,
+            "per_image": self.per_image,
+        }
 
     def merge(self, state: dict) -> None:
         self.images += state["images"]
@@ -184,11 +209,22 @@ class InstanceEvaluator:
         most = max([100] + [len(g) for g in self.gt_rles] + [len(d[0]) for d in self.dt])
         max_dets = self.max_dets or most
         images, annotations, results = [], [], []
-        for image_id, (img, gts, (dts, scores)) in enumerate(zip(self.images, self.gt_rles, self.dt), start=1):
+        for image_id, (img, gts, (dts, scores)) in enumerate(
+            zip(self.images, self.gt_rles, self.dt), start=1
+        ):
             images.append({"id": image_id, **img})
             for rle in gts:
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
-                                    "area": float(mask_utils.area(rle)), "bbox": list(mask_utils.toBbox(rle)), "iscrowd": 0})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "segmentation": rle,
+                        "area": float(mask_utils.area(rle)),
+                        "bbox": list(mask_utils.toBbox(rle)),
+                        "iscrowd": 0,
+                    }
+                )
             for rle, score in zip(dts, scores):
                 results.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": score})
         if not annotations:
@@ -233,15 +269,16 @@ class InstanceEvaluator:
 
 
 def evaluate_instances(
-    gts: Sequence[np.ndarray], preds: Sequence[Instances], score_threshold: float = 0.5, max_dets: int | None = None
+    gts: Sequence[np.ndarray],
+    preds: Sequence[Instances],
+    score_threshold: float = 0.5,
+    max_dets: int | None = None,
 ) -> dict:
     """All metrics over a set of images (see :class:`InstanceEvaluator`)."""
     evaluator = InstanceEvaluator(score_threshold, max_dets)
     for gt, pred in zip(gts, preds):
         evaluator.add(gt, pred)
     return evaluator.summarize()
-
-
 
 
 def _intersections(a_rles: list[dict], b_rles: list[dict]) -> np.ndarray:
@@ -255,7 +292,9 @@ def _intersections(a_rles: list[dict], b_rles: list[dict]) -> np.ndarray:
     return np.rint(iou * (area_a[:, None] + area_b[None, :]) / (1.0 + iou))
 
 
-def error_breakdown(gt_masks: np.ndarray | list[dict], pred_masks: np.ndarray | list[dict], cover: float = 0.5) -> dict:
+def error_breakdown(
+    gt_masks: np.ndarray | list[dict], pred_masks: np.ndarray | list[dict], cover: float = 0.5
+) -> dict:
     """Why each true and each predicted instance is or is not a one-to-one match at IoU > 0.5.
 
     Masks are (N, H, W) bool stacks or lists of COCO RLEs. A true instance that no prediction
@@ -315,7 +354,11 @@ def _true_instance_errors(
             kind = "missed"
         elif (covers[g] & merging).any():
             kind = "merged"
-        elif not covers[g].any() and len(pieces) >= 2 and _intersections([gt[g]], [mask_utils.merge(pieces)])[0, 0] >= cover * gt_area[g]:
+        elif (
+            not covers[g].any()
+            and len(pieces) >= 2
+            and _intersections([gt[g]], [mask_utils.merge(pieces)])[0, 0] >= cover * gt_area[g]
+        ):
             kind = "split"
         else:
             kind = "poor_mask"

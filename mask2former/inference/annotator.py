@@ -57,7 +57,10 @@ class AnnotatorPredictor:
         if not self.params.reference_pixel_size_um:
             return self.params
         if not self._pixel_size:
-            raise InputError(self._path, "the file does not say its pixel size, which --reference-pixel-size needs: give --pixel-size")
+            raise InputError(
+                self._path,
+                "the file does not say its pixel size, which --reference-pixel-size needs: give --pixel-size",
+            )
         return self.params.replace(scale=self.params.physical_scale(self._pixel_size))
 
     def __call__(self, image: np.ndarray) -> Instances:
@@ -74,4 +77,7 @@ def annotator_options(**overrides) -> PredictOptions:
 def annotator_identity(params: AnnotatorParams) -> dict:
     """What a run's batch.json records in place of the model: the method and every parameter, so
     that --resume refuses other parameters and names the ones that differ."""
-    return {"method": "classical annotator", "annotator": {"name": "classical annotator", **dataclasses.asdict(params)}}
+    return {
+        "method": "classical annotator",
+        "annotator": {"name": "classical annotator", **dataclasses.asdict(params)},
+    }

@@ -70,7 +70,13 @@ def weights_identity(weights: str) -> dict:
     """``{"weights": {"name", "sha256"}}``: a file by its SHA-256, an HF folder by its files'; a
     hub id by its name. Random weights are drawn anew by every run, so no two runs share them."""
     if not weights:
-        return {"weights": {"name": "random weights (drawn anew by every run)", "sha256": None, "draw": uuid.uuid4().hex}}
+        return {
+            "weights": {
+                "name": "random weights (drawn anew by every run)",
+                "sha256": None,
+                "draw": uuid.uuid4().hex,
+            }
+        }
     from ..modeling.weights import resolve_weights
 
     path = resolve_weights(weights)
@@ -98,16 +104,30 @@ class Sealer:
     def seal(self, position: int, result: ImageResult) -> dict:
         entry = coco_image_entry(os.path.basename(result.path), result.instances)
         entry.pop("id")  # the position decides it when the run's files are written
-        record = {"run": self.run, "position": position, "source": os.path.abspath(result.path), "name": result.name,
-                  "error": None, "summary": result.summary, "image": entry}
+        record = {
+            "run": self.run,
+            "position": position,
+            "source": os.path.abspath(result.path),
+            "name": result.name,
+            "error": None,
+            "summary": result.summary,
+            "image": entry,
+        }
         return write_manifest(self.output_dir, result.name, record, result.files)
 
     def seal_failure(self, position: int, path: str, name: str, message: str) -> dict:
         """A failed image is recorded too: its summary.csv row carries the error, a merge takes it as
         the image's result, and --resume tries it again."""
         row = {"image": os.path.basename(path), "name": name, "error": message}
-        record = {"run": self.run, "position": position, "source": os.path.abspath(path), "name": name, "error": message,
-                  "summary": row, "image": None}
+        record = {
+            "run": self.run,
+            "position": position,
+            "source": os.path.abspath(path),
+            "name": name,
+            "error": message,
+            "summary": row,
+            "image": None,
+        }
         return write_manifest(self.output_dir, name, record)
 
     def export(self, predicted: Predicted, position: int) -> dict:
@@ -143,7 +163,10 @@ class PredictBatch:
         return [self.sealed[p]["summary"] for p in sorted(self.sealed) if self.sealed[p]["error"] is None]
 
     def write_summary(self) -> None:
-        write_summary_csv(os.path.join(self.output_dir, "summary.csv"), [self.sealed[p]["summary"] for p in sorted(self.sealed)])
+        write_summary_csv(
+            os.path.join(self.output_dir, "summary.csv"),
+            [self.sealed[p]["summary"] for p in sorted(self.sealed)],
+        )
         self.summary_written = time.monotonic()
 
     def write_run_files(self) -> None:
@@ -151,7 +174,9 @@ class PredictBatch:
         self.summary_written = time.monotonic()
 
 
-def plan_batch(paths: Sequence[str], output_dir: str, state: Mapping | None = None, resumed: Mapping | None = None) -> PredictBatch:
+def plan_batch(
+    paths: Sequence[str], output_dir: str, state: Mapping | None = None, resumed: Mapping | None = None
+) -> PredictBatch:
     """The images of ``paths`` this run does. With ``state`` (batch.json of this run, written here):
     its shard's share, less, when ``resumed``, the images whose manifests show them complete (same
     run, every file's checksum matching); without it every image, from the beginning."""
@@ -161,8 +186,13 @@ def plan_batch(paths: Sequence[str], output_dir: str, state: Mapping | None = No
     batch = PredictBatch(output_dir, paths, output_names(paths), shard, Sealer(output_dir, run))
     if resumed is not None:
         batch.sealed = sealed_positions(output_dir, batch.positions, batch.names, paths, run)
-        logger.info("--resume: %d of %d images are complete in %s (their files match their manifests); %d to do",
-                    len(batch.sealed), len(batch.positions), output_dir, len(batch.positions) - len(batch.sealed))
+        logger.info(
+            "--resume: %d of %d images are complete in %s (their files match their manifests); %d to do",
+            len(batch.sealed),
+            len(batch.positions),
+            output_dir,
+            len(batch.positions) - len(batch.sealed),
+        )
     batch.todo = [p for p in batch.positions if p not in batch.sealed]
     if state is not None:
         os.makedirs(output_dir, exist_ok=True)
@@ -186,8 +216,11 @@ def write_run_files(output_dir: str, sealed: Mapping[int, dict]) -> None:
                     ann["image_id"], ann["id"] = p + 1, k
                     yield ann
 
-    write_coco_stream(os.path.join(output_dir, "predictions_coco.json"), ({"id": p + 1, **sealed[p]["image"]} for p in done),
-                      annotations())
+    write_coco_stream(
+        os.path.join(output_dir, "predictions_coco.json"),
+        ({"id": p + 1, **sealed[p]["image"]} for p in done),
+        annotations(),
+    )
 
 
 def copy_config(shard_folder: str, output_dir: str) -> None:
@@ -196,4 +229,6 @@ def copy_config(shard_folder: str, output_dir: str) -> None:
     for name in SETTINGS_FILES:
         source = os.path.join(shard_folder, name)
         if os.path.isfile(source):
-            atomic_write_with(os.path.join(output_dir, name), lambda tmp, source=source: shutil.copyfile(source, tmp))
+            atomic_write_with(
+                os.path.join(output_dir, name), lambda tmp, source=source: shutil.copyfile(source, tmp)
+            )

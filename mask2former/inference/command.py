@@ -65,8 +65,11 @@ def prediction_config(config_file: str | None, weights: str | None, overrides: S
     if config_file:
         return load_config(config_file, overrides, freeze=False)
     if not weights:
-        raise InputError(None, "give --config-file, or --weights naming a model that carries its config "
-                         "(a named model such as myotube-base, or a model_final.pth)")
+        raise InputError(
+            None,
+            "give --config-file, or --weights naming a model that carries its config "
+            "(a named model such as myotube-base, or a model_final.pth)",
+        )
     return load_config(None, overrides, freeze=False, base=checkpoint_config(weights))
 
 
@@ -116,12 +119,18 @@ def prediction_options(cfg, pixel_size: float | None = None, **option_overrides)
     input_scale, _ = resolve_input_scale(cfg, pixel_size)
     recorded = recorded_scale(cfg)
     by_hand = cfg.INFERENCE.INPUT_SCALE > 0
-    return PredictOptions.from_cfg(cfg, input_scale=input_scale, pixel_size=pixel_size,
-                                   model_pixel_size_um=None if by_hand or recorded is None else recorded.pixel_size_um,
-                                   **option_overrides)
+    return PredictOptions.from_cfg(
+        cfg,
+        input_scale=input_scale,
+        pixel_size=pixel_size,
+        model_pixel_size_um=None if by_hand or recorded is None else recorded.pixel_size_um,
+        **option_overrides,
+    )
 
 
-def build_predictor(cfg, pixel_size: float | None = None, options: PredictOptions | None = None, **option_overrides):
+def build_predictor(
+    cfg, pixel_size: float | None = None, options: PredictOptions | None = None, **option_overrides
+):
     """The predictor and options ``predict.py`` uses for ``cfg`` (its MODEL.WEIGHTS), the one way
     every caller builds them (predict.py, the napari widget, the benches, notebooks); ``options``
     from :func:`prediction_options` when given, else made here."""
@@ -131,7 +140,9 @@ def build_predictor(cfg, pixel_size: float | None = None, options: PredictOption
         options = prediction_options(cfg, pixel_size, **option_overrides)
         log_scale(cfg, pixel_size)
     if not cfg.MODEL.WEIGHTS:
-        logger.warning("No weights: predicting with a randomly initialised model (for tests and benchmarks only)")
+        logger.warning(
+            "No weights: predicting with a randomly initialised model (for tests and benchmarks only)"
+        )
     return MyotubePredictor(cfg, input_scale=options.input_scale), options
 
 
@@ -140,11 +151,15 @@ def is_prediction_output(name: str) -> bool:
     return name in RUN_FILES or name.endswith(OUTPUT_SUFFIXES)
 
 
-def prepare_output_folder(output: str, force: bool, resume: bool = False, state: dict | None = None) -> OpenedOutput:
+def prepare_output_folder(
+    output: str, force: bool, resume: bool = False, state: dict | None = None
+) -> OpenedOutput:
     """Create ``output``, take its lock and check that it is writable, before the model loads. An
     earlier run's results are refused unless ``force`` (they are removed once the model has loaded)
     or ``resume`` (its record must match ``state``; see utils/resumable.open_output)."""
-    opened = open_output(output, state, resume=resume, force=force, ours=is_prediction_output, what="prediction results")
+    opened = open_output(
+        output, state, resume=resume, force=force, ours=is_prediction_output, what="prediction results"
+    )
     try:
         with tempfile.TemporaryFile(dir=output):
             pass
@@ -192,8 +207,15 @@ def predict_command(
     share = Shard.parse(shard)
     channel, channel_name = _index_or_name(channel)
     nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
-    flags = {"channel": channel, "tile_size": tile_size, "tile_overlap": tile_overlap,
-             "score_threshold": score_threshold, "device": device, "scale": scale, "z_project": z_project or None}
+    flags = {
+        "channel": channel,
+        "tile_size": tile_size,
+        "tile_overlap": tile_overlap,
+        "score_threshold": score_threshold,
+        "device": device,
+        "scale": scale,
+        "z_project": z_project or None,
+    }
     cfg = prediction_config(config_file, weights, config_overrides(flags, opts))
     chosen = choose_weights(weights, cfg)
     if chosen is not None:
@@ -202,8 +224,15 @@ def predict_command(
         cfg.merge_from_list(list(opts))
     overrides = {"channel": channel_name} if channel_name else {}
     options = prediction_options(
-        cfg, pixel_size, nuclei_channel=nuclei_channel, nuclei_masks_dir=nuclei, nuclei_images_dir=nuclei_images,
-        progress=progress, scene=scene, fusion_min_nuclei=fusion_min_nuclei, nuclei_radius_um=nuclei_radius_um,
+        cfg,
+        pixel_size,
+        nuclei_channel=nuclei_channel,
+        nuclei_masks_dir=nuclei,
+        nuclei_images_dir=nuclei_images,
+        progress=progress,
+        scene=scene,
+        fusion_min_nuclei=fusion_min_nuclei,
+        nuclei_radius_um=nuclei_radius_um,
         nuclei_min_area_um2=nuclei_min_area_um2,
         workers=workers or 0,  # the default depends on the device: set once the model is loaded
         **overrides,
@@ -215,17 +244,32 @@ def predict_command(
     options.validate()
     # Check the inputs and the output folder before spending time on loading the model.
     paths = collect_inputs(list(inputs), exclude_dir=output)
-    state = make_state("predict", prediction_settings(cfg, options), weights_identity(cfg.MODEL.WEIGHTS), paths, share)
+    state = make_state(
+        "predict", prediction_settings(cfg, options), weights_identity(cfg.MODEL.WEIGHTS), paths, share
+    )
 
     def load() -> tuple:
         predictor, _ = build_predictor(cfg, pixel_size, options=options)
-        used = replace(options, workers=default_workers(str(predictor.device))) if workers is None else options
-        what = (f"with {cfg.MODEL.WEIGHTS or 'random weights'} on {predictor.device}; tiles of {used.tile_size} model px "
-                f"({used.image_tile_size} image px), overlap {used.tile_overlap:.2f}; score >= {used.post.score_threshold:.2f}")
+        used = (
+            replace(options, workers=default_workers(str(predictor.device))) if workers is None else options
+        )
+        what = (
+            f"with {cfg.MODEL.WEIGHTS or 'random weights'} on {predictor.device}; tiles of {used.tile_size} model px "
+            f"({used.image_tile_size} image px), overlap {used.tile_overlap:.2f}; score >= {used.post.score_threshold:.2f}"
+        )
         return predictor, used, what
 
-    return _run_batch(paths, output, state, share, load, lambda: save_config(cfg, os.path.join(output, "config.yaml")),
-                      force=force, resume=resume, continue_with=continue_with)
+    return _run_batch(
+        paths,
+        output,
+        state,
+        share,
+        load,
+        lambda: save_config(cfg, os.path.join(output, "config.yaml")),
+        force=force,
+        resume=resume,
+        continue_with=continue_with,
+    )
 
 
 def annotator_command(
@@ -261,7 +305,9 @@ def annotator_command(
     if params.reference_pixel_size_um is not None and not params.reference_pixel_size_um > 0:
         raise InputError(None, f"--reference-pixel-size must be > 0, got {params.reference_pixel_size_um}")
     if params.scale is not None and params.reference_pixel_size_um:
-        raise InputError(None, "--annotator-scale and --reference-pixel-size both set the annotator's scale: give one")
+        raise InputError(
+            None, "--annotator-scale and --reference-pixel-size both set the annotator's scale: give one"
+        )
     share = Shard.parse(shard)
     index, name = _index_or_name(channel)
     nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
@@ -281,7 +327,9 @@ def annotator_command(
     )
     options.validate()
     paths = collect_inputs(list(inputs), exclude_dir=output)
-    state = make_state("predict", prediction_settings(None, options), annotator_identity(params), paths, share)
+    state = make_state(
+        "predict", prediction_settings(None, options), annotator_identity(params), paths, share
+    )
     if params.reference_pixel_size_um:
         scale = f"from each image's pixel size and the reference field's {params.reference_pixel_size_um:g} um per pixel"
     elif params.scale is not None:
@@ -292,17 +340,40 @@ def annotator_command(
     def load() -> tuple:
         predictor = AnnotatorPredictor(params)
         used = replace(options, workers=default_workers(predictor.device)) if workers is None else options
-        return predictor, used, f"with the classical annotator, whole images at their own pixels (scale: {scale}), no post-processing"
+        return (
+            predictor,
+            used,
+            f"with the classical annotator, whole images at their own pixels (scale: {scale}), no post-processing",
+        )
 
     def write_settings() -> None:
         settings = {"method": "annotator", "version": __version__, "annotator": dataclasses.asdict(params)}
         atomic_write_text(os.path.join(output, "annotator.yaml"), yaml.safe_dump(settings, sort_keys=False))
 
-    return _run_batch(paths, output, state, share, load, write_settings, force=force, resume=resume, continue_with=continue_with)
+    return _run_batch(
+        paths,
+        output,
+        state,
+        share,
+        load,
+        write_settings,
+        force=force,
+        resume=resume,
+        continue_with=continue_with,
+    )
 
 
-def _run_batch(paths: list[str], output: str, state: dict, share: Shard, load: Callable[[], tuple], write_settings: Callable[[], None],
-               force: bool, resume: bool, continue_with: str | None) -> int:
+def _run_batch(
+    paths: list[str],
+    output: str,
+    state: dict,
+    share: Shard,
+    load: Callable[[], tuple],
+    write_settings: Callable[[], None],
+    force: bool,
+    resume: bool,
+    continue_with: str | None,
+) -> int:
     """What both methods share once their settings are known: the output folder (lock, --force,
     --resume), the predictor (``load() -> (predictor, options, description)``), the settings file,
     the images of this run, and the exit code (1 when any image failed)."""
@@ -310,8 +381,14 @@ def _run_batch(paths: list[str], output: str, state: dict, share: Shard, load: C
     # also while the model loads or a resumed folder's checksums are checked.
     with prepare_output_folder(output, force, resume, state) as opened, StopRequests() as stop:
         predictor, options, what = load()
-        logger.info("Predicting %d image(s)%s %s; %d measuring worker(s); output %s", len(share.positions(len(paths))),
-                    "" if share.whole else f" (shard {share} of {len(paths)})", what, options.workers, output)
+        logger.info(
+            "Predicting %d image(s)%s %s; %d measuring worker(s); output %s",
+            len(share.positions(len(paths))),
+            "" if share.whole else f" (shard {share} of {len(paths)})",
+            what,
+            options.workers,
+            output,
+        )
         opened.remove_earlier()  # --force: the earlier run's results go, so the folder holds this run only
         write_settings()
         batch = plan_batch(paths, output, state, resumed=opened.resumed)
@@ -328,12 +405,19 @@ def merge_command(shard_folders: Sequence[str], output: str, force: bool = False
     what one run would have written (per-image files linked, summary.csv and predictions_coco.json
     rebuilt in input order). Returns 1 when any image had failed in its shard."""
     checked = check_shards(list(shard_folders), output, lambda state: output_names(state["inputs"]))
-    with open_output(output, None, resume=False, force=force, ours=is_prediction_output, what="prediction results") as opened:
+    with open_output(
+        output, None, resume=False, force=force, ours=is_prediction_output, what="prediction results"
+    ) as opened:
         opened.remove_earlier()
         link_shards(checked, output)
         copy_config(checked.folders[min(checked.folders)], output)
         write_run_files(output, checked.manifests)
     n_failed = sum(1 for m in checked.manifests.values() if m["error"] is not None)
-    logger.info("Merged %d shard folders: %d image(s), %d failed; results in %s", len(shard_folders), len(checked.manifests),
-                n_failed, output)
+    logger.info(
+        "Merged %d shard folders: %d image(s), %d failed; results in %s",
+        len(shard_folders),
+        len(checked.manifests),
+        n_failed,
+        output,
+    )
     return 1 if n_failed else 0

@@ -24,7 +24,9 @@ from ..utils.fileio import atomic_open, atomic_write_json, atomic_write_with
 # --------------------------------------------------------------------------- label image
 
 
-def write_instances_tiff(path: str | os.PathLike, instances: CroppedInstances, pixel_size: float | None = None) -> np.ndarray:
+def write_instances_tiff(
+    path: str | os.PathLike, instances: CroppedInstances, pixel_size: float | None = None
+) -> np.ndarray:
     """uint16 label image (0 background, id k + 1), overlaps given to the higher score.
 
     Written as an ImageJ TIFF so Fiji opens it with its calibration when ``pixel_size`` (microns
@@ -35,7 +37,9 @@ def write_instances_tiff(path: str | os.PathLike, instances: CroppedInstances, p
     return labels
 
 
-def write_label_image_tiff(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
+def write_label_image_tiff(
+    path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None
+) -> None:
     """A uint16 label array as an ImageJ TIFF, calibrated in microns when ``pixel_size`` is known."""
     import tifffile
 
@@ -80,6 +84,7 @@ def write_coco(path: str | os.PathLike, images: list[dict], annotations: list[di
 def write_coco_stream(path: str | os.PathLike, images: Iterable[dict], annotations: Iterable[dict]) -> None:
     """:func:`write_coco`, byte for byte, from iterables: the annotations of a batch of thousands
     of fields are written as they are read, never all in memory at once."""
+
     def items(f, values: Iterable[dict]) -> None:
         for k, value in enumerate(values):
             f.write((", " if k else "") + json.dumps(value))
@@ -167,15 +172,22 @@ def write_roi_zip(path: str | os.PathLike, instances: CroppedInstances) -> int:
 def instance_colors(n: int) -> np.ndarray:
     """Distinct, bright RGB colours (golden-ratio hue steps), uint8 (n, 3)."""
     hues = (np.arange(n) * 0.618033988749895) % 1.0
-    return np.array([[int(255 * c) for c in colorsys.hsv_to_rgb(h, 0.85, 1.0)] for h in hues], np.uint8).reshape(-1, 3)
+    return np.array(
+        [[int(255 * c) for c in colorsys.hsv_to_rgb(h, 0.85, 1.0)] for h in hues], np.uint8
+    ).reshape(-1, 3)
 
 
 # Nuclei outlines: one colour for all, apart from the myotubes' many.
 NUCLEUS_COLOR = (255, 255, 255)
 
 
-def render_overlay(image: np.ndarray, instances: CroppedInstances, alpha: float = 0.35, show_ids: bool = True,
-                   nuclei_labels: np.ndarray | None = None) -> np.ndarray:
+def render_overlay(
+    image: np.ndarray,
+    instances: CroppedInstances,
+    alpha: float = 0.35,
+    show_ids: bool = True,
+    nuclei_labels: np.ndarray | None = None,
+) -> np.ndarray:
     """RGB uint8: the image (percentile-scaled), each instance filled, outlined and numbered; with
     ``nuclei_labels``, every nucleus outlined in white."""
     canvas = to_uint8_display(image).copy()
@@ -193,7 +205,9 @@ def render_overlay(image: np.ndarray, instances: CroppedInstances, alpha: float 
         sel = region[m.mask].astype(np.float32)
         region[m.mask] = (sel * (1 - alpha) + color * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(m.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in colors[int(k)]), thickness, offset=(m.x0, m.y0))
+        cv2.drawContours(
+            canvas, contours, -1, tuple(int(c) for c in colors[int(k)]), thickness, offset=(m.x0, m.y0)
+        )
         if show_ids:
             # The pixel farthest from the outline lies inside the tube, even when it bends.
             dist = cv2.distanceTransform(np.pad(m.mask, 1).astype(np.uint8), cv2.DIST_L2, 3)
@@ -202,14 +216,21 @@ def render_overlay(image: np.ndarray, instances: CroppedInstances, alpha: float 
     if nuclei_labels is not None and nuclei_labels.any():
         # Outlines of every label at once: pixels whose 3x3 neighbourhood holds another value.
         lab = np.asarray(nuclei_labels)
-        edge = (lab > 0) & ((cv2.dilate(lab.astype(np.float32), np.ones((3, 3))) != lab) | (cv2.erode(lab.astype(np.float32), np.ones((3, 3))) != lab))
+        edge = (lab > 0) & (
+            (cv2.dilate(lab.astype(np.float32), np.ones((3, 3))) != lab)
+            | (cv2.erode(lab.astype(np.float32), np.ones((3, 3))) != lab)
+        )
         canvas[edge] = NUCLEUS_COLOR
     for k, (x, y) in labels_at:
         text = str(k + 1)
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         org = (int(np.clip(x - tw // 2, 0, max(0, w - tw))), int(np.clip(y + th // 2, th, h - 1)))
-        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        cv2.putText(
+            canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness + 2, cv2.LINE_AA
+        )
+        cv2.putText(
+            canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness, cv2.LINE_AA
+        )
     return canvas
 
 

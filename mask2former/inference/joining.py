@@ -75,7 +75,9 @@ def piece_ends(mask: CroppedMask, piece: int) -> list[PieceEnd]:
     return ends
 
 
-def continuation_cost(a: PieceEnd, b: PieceEnd, max_gap: float, max_angle: float, min_width_ratio: float) -> float | None:
+def continuation_cost(
+    a: PieceEnd, b: PieceEnd, max_gap: float, max_angle: float, min_width_ratio: float
+) -> float | None:
     """How badly end ``b`` continues end ``a`` (lower is better), or None when it does not."""
     wide, narrow = max(a.width, b.width), min(a.width, b.width)
     if narrow < min_width_ratio * wide:
@@ -90,13 +92,18 @@ def continuation_cost(a: PieceEnd, b: PieceEnd, max_gap: float, max_angle: float
     if facing < cos_limit:
         return None
     # Across the axis: how far b lies from a's axis line, prolonged, and a's from b's.
-    across = max(abs(a.direction[0] * offset[1] - a.direction[1] * offset[0]), abs(b.direction[0] * offset[1] - b.direction[1] * offset[0]))
+    across = max(
+        abs(a.direction[0] * offset[1] - a.direction[1] * offset[0]),
+        abs(b.direction[0] * offset[1] - b.direction[1] * offset[0]),
+    )
     if across > wide:
         return None
     return (1.0 - facing) + gap / (max_gap * wide)
 
 
-def join_groups(instances: CroppedInstances, max_gap: float = 2.0, max_angle: float = 30.0, min_width_ratio: float = 0.5) -> list[list[int]]:
+def join_groups(
+    instances: CroppedInstances, max_gap: float = 2.0, max_angle: float = 30.0, min_width_ratio: float = 0.5
+) -> list[list[int]]:
     """Indices of the instances that form one tube each (single instances included), in order of
     their first member."""
     if len(instances) < 2:
@@ -121,7 +128,9 @@ def join_groups(instances: CroppedInstances, max_gap: float = 2.0, max_angle: fl
     return sorted((sorted(g) for g in groups.subsets()), key=min)
 
 
-def join_pieces(instances: CroppedInstances, max_gap: float = 2.0, max_angle: float = 30.0, min_width_ratio: float = 0.5) -> CroppedInstances:
+def join_pieces(
+    instances: CroppedInstances, max_gap: float = 2.0, max_angle: float = 30.0, min_width_ratio: float = 0.5
+) -> CroppedInstances:
     """Join pieces that continue each other end to end (see the module doc)."""
     joined = []
     for group in join_groups(instances, max_gap, max_angle, min_width_ratio):

@@ -52,8 +52,15 @@ class MyotubePredictor:
     Thresholds: MODEL.MASK_FORMER.TEST.{OBJECT_MASK_THRESHOLD, MASK_THRESHOLD, MIN_MASK_AREA}.
     """
 
-    def __init__(self, cfg: CfgNode, weights: str | None = None, device: str | None = None, model=None, class_names=None,
-                 input_scale: float | None = None):
+    def __init__(
+        self,
+        cfg: CfgNode,
+        weights: str | None = None,
+        device: str | None = None,
+        model=None,
+        class_names=None,
+        input_scale: float | None = None,
+    ):
         """``input_scale``: model-input pixels per image pixel (see data/scale.py); None resizes each
         image's longest side to INPUT.IMAGE_SIZE, as evaluation on a dataset's fields does."""
         weights = cfg.MODEL.WEIGHTS if weights is None else weights
@@ -69,7 +76,9 @@ class MyotubePredictor:
             model, described = load_model(cfg, self.class_names, weights)
             logger.info("Predictor weights: %s", described)
         else:
-            self.class_names = class_names or [model.config.id2label[i] for i in sorted(model.config.id2label)]
+            self.class_names = class_names or [
+                model.config.id2label[i] for i in sorted(model.config.id2label)
+            ]
         self.model = model.to(self.device).eval()
         self.input_size = cfg.INPUT.IMAGE_SIZE
         self._value_range: np.ndarray | None = None
@@ -78,7 +87,9 @@ class MyotubePredictor:
     def fixed_intensity_range(self, field: np.ndarray):
         """Scale every tile predicted inside this block like the whole ``field``: a mostly empty
         tile scaled by its own percentiles would have its background noise stretched to full range."""
-        self._value_range = percentile_range(field, self.cfg.INPUT.PERCENTILE_LOW, self.cfg.INPUT.PERCENTILE_HIGH)
+        self._value_range = percentile_range(
+            field, self.cfg.INPUT.PERCENTILE_LOW, self.cfg.INPUT.PERCENTILE_HIGH
+        )
         try:
             yield self
         finally:
@@ -96,16 +107,26 @@ class MyotubePredictor:
         t = self.cfg.MODEL.MASK_FORMER.TEST
         cls, masks, info = self.raw_outputs(image)
         return instances_from_outputs(
-            cls, masks, info, mask_threshold=t.MASK_THRESHOLD, score_threshold=0.0,
-            max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE, min_area=1,
+            cls,
+            masks,
+            info,
+            mask_threshold=t.MASK_THRESHOLD,
+            score_threshold=0.0,
+            max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE,
+            min_area=1,
         )
 
     def __call__(self, image: np.ndarray) -> Instances:
         t = self.cfg.MODEL.MASK_FORMER.TEST
         cls, masks, info = self.raw_outputs(image)
         return instances_from_outputs(
-            cls, masks, info, mask_threshold=t.MASK_THRESHOLD, score_threshold=t.OBJECT_MASK_THRESHOLD,
-            max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE, min_area=t.MIN_MASK_AREA,
+            cls,
+            masks,
+            info,
+            mask_threshold=t.MASK_THRESHOLD,
+            score_threshold=t.OBJECT_MASK_THRESHOLD,
+            max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE,
+            min_area=t.MIN_MASK_AREA,
         )
 
     def kept(self, candidates: Instances, params: PostprocessParams | None = None) -> Instances:
@@ -114,7 +135,9 @@ class MyotubePredictor:
         config's). F1 is scored on these."""
         params = params or PostprocessParams.from_cfg(self.cfg)
         areas = candidates.masks.reshape(len(candidates), -1).sum(1)
-        large = candidates.subset(np.flatnonzero(areas >= max(1, self.cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA)))
+        large = candidates.subset(
+            np.flatnonzero(areas >= max(1, self.cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA))
+        )
         return postprocess(CroppedInstances.from_instances(large), params).to_instances()
 
     def _autocast(self):

@@ -62,7 +62,14 @@ _DEFAULTS = get_cfg()
 
 NUCLEI_MASK_SUFFIXES = ("", "_nuclei_mask", "_nuclei_masks", "_nuclei_labels", "_nuclei", "_mask", "_labels")
 NUCLEI_IMAGE_SUFFIXES = ("", "_dapi", "_hoechst", "_nuclei")
-OUTPUT_SUFFIXES = ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv", "_nuclei.csv")
+OUTPUT_SUFFIXES = (
+    "_overlay.png",
+    "_labels.tif",
+    "_coco.json",
+    "_rois.zip",
+    "_measurements.csv",
+    "_nuclei.csv",
+)
 # Written once per run, beside the per-image files (manifests/ and batch.json: see batch_state.py).
 # The settings file is config.yaml for a model's run, annotator.yaml for the classical annotator's.
 SETTINGS_FILES = ("config.yaml", "annotator.yaml")
@@ -146,12 +153,18 @@ class PredictOptions:
             raise InputError(None, f"--workers must be 0 or more, got {self.workers}")
         if self.fusion_min_nuclei < 1:
             raise InputError(None, f"--fusion-min-nuclei must be at least 1, got {self.fusion_min_nuclei}")
-        for name, value in (("--nuclei-radius-um", self.nuclei_radius_um), ("--nuclei-min-area-um2", self.nuclei_min_area_um2)):
+        for name, value in (
+            ("--nuclei-radius-um", self.nuclei_radius_um),
+            ("--nuclei-min-area-um2", self.nuclei_min_area_um2),
+        ):
             if value is not None and value <= 0:
                 raise InputError(None, f"{name} must be > 0, got {value}")
         sources = [self.nuclei_channel is not None, bool(self.nuclei_masks_dir), bool(self.nuclei_images_dir)]
         if sum(sources) > 1:
-            raise InputError(None, "give only one nuclei source: a nuclei channel, a nuclei mask folder or a nuclei image folder")
+            raise InputError(
+                None,
+                "give only one nuclei source: a nuclei channel, a nuclei mask folder or a nuclei image folder",
+            )
         for directory in (self.nuclei_masks_dir, self.nuclei_images_dir):
             if directory and not os.path.isdir(directory):
                 raise InputError(directory, "nuclei folder not found")
@@ -167,7 +180,9 @@ def collect_inputs(specs: str | Sequence[str], exclude_dir: str | None = None) -
     found: list[str] = []
     for spec in specs:
         if any(ch in spec for ch in "*?["):
-            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p) and is_image_file(p))
+            matches = sorted(
+                p for p in glob.glob(spec, recursive=True) if os.path.isfile(p) and is_image_file(p)
+            )
             if not matches:
                 raise InputError(spec, "no image files match this pattern")
             found.extend(matches)
@@ -186,7 +201,11 @@ def collect_inputs(specs: str | Sequence[str], exclude_dir: str | None = None) -
     if exclude_dir:
         out = os.path.abspath(exclude_dir)
         # Re-running into the input folder must not predict on the previous run's overlays.
-        found = [p for p in found if not (os.path.dirname(os.path.abspath(p)) == out and p.endswith(OUTPUT_SUFFIXES))]
+        found = [
+            p
+            for p in found
+            if not (os.path.dirname(os.path.abspath(p)) == out and p.endswith(OUTPUT_SUFFIXES))
+        ]
     unique: dict[str, None] = {}
     for p in found:
         unique.setdefault(os.path.abspath(p), None)
@@ -200,7 +219,9 @@ def output_names(paths: Sequence[str]) -> list[str]:
     for p in paths:
         stem = Path(p).stem
         stem = stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
-        names.append(claim_free_name(itertools.chain([stem], (f"{stem}_{n}" for n in itertools.count(2))), taken))
+        names.append(
+            claim_free_name(itertools.chain([stem], (f"{stem}_{n}" for n in itertools.count(2))), taken)
+        )
     return names
 
 
@@ -209,7 +230,11 @@ def find_companion(image_path: str, directory: str, suffixes: Sequence[str]) -> 
     its last ``_part`` (``X_myosin`` → ``X``) plus one of ``suffixes`` (any image extension)."""
     stem = Path(image_path).stem
     bases = [stem] + ([stem.rsplit("_", 1)[0]] if "_" in stem else [])
-    files = {Path(f).stem.lower(): os.path.join(directory, f) for f in sorted(os.listdir(directory)) if is_image_file(f)}
+    files = {
+        Path(f).stem.lower(): os.path.join(directory, f)
+        for f in sorted(os.listdir(directory))
+        if is_image_file(f)
+    }
     me = os.path.abspath(image_path)
     for base in bases:
         for suffix in suffixes:
@@ -217,7 +242,9 @@ def find_companion(image_path: str, directory: str, suffixes: Sequence[str]) -> 
             if candidate and os.path.abspath(candidate) != me:
                 return candidate
     tried = ", ".join(f"{bases[-1]}{s}.*" for s in suffixes if s)
-    raise InputError(directory, f"no nuclei file for {os.path.basename(image_path)} (looked for {stem}.*, {tried})")
+    raise InputError(
+        directory, f"no nuclei file for {os.path.basename(image_path)} (looked for {stem}.*, {tried})"
+    )
 
 
 # --------------------------------------------------------------------------- one image
@@ -285,7 +312,10 @@ def nuclei_settings(options: PredictOptions, pixel_size: float | None, path: str
     seg = {"min_distance": options.nuclei_min_distance, "min_area": options.nuclei_min_area}
     if options.nuclei_radius_um is not None or options.nuclei_min_area_um2 is not None:
         if not pixel_size:
-            raise InputError(path, "nuclei settings in microns need the pixel size: the file does not say it, give --pixel-size")
+            raise InputError(
+                path,
+                "nuclei settings in microns need the pixel size: the file does not say it, give --pixel-size",
+            )
         if options.nuclei_radius_um is not None:
             seg["min_distance"] = max(1, round(options.nuclei_radius_um / pixel_size))
         if options.nuclei_min_area_um2 is not None:
@@ -293,11 +323,15 @@ def nuclei_settings(options: PredictOptions, pixel_size: float | None, path: str
     return seg
 
 
-def load_nuclei_labels(image_path: str, shape: tuple[int, int], options: PredictOptions, pixel_size: float | None = None) -> np.ndarray | None:
+def load_nuclei_labels(
+    image_path: str, shape: tuple[int, int], options: PredictOptions, pixel_size: float | None = None
+) -> np.ndarray | None:
     seg = nuclei_settings(options, pixel_size, image_path)
     if options.nuclei_channel is not None:
         source = image_path
-        nuclei_image = read_image(image_path, channel=options.nuclei_channel, z_project=options.z_project, scene=options.scene)
+        nuclei_image = read_image(
+            image_path, channel=options.nuclei_channel, z_project=options.z_project, scene=options.scene
+        )
         labels = segment_nuclei(nuclei_image, **seg)
     elif options.nuclei_images_dir:
         source = find_companion(image_path, options.nuclei_images_dir, NUCLEI_IMAGE_SUFFIXES)
@@ -308,7 +342,10 @@ def load_nuclei_labels(image_path: str, shape: tuple[int, int], options: Predict
     else:
         return None
     if labels.shape != tuple(shape):
-        raise ImageReadError(source, f"nuclei image is {labels.shape[1]}x{labels.shape[0]} but the myotube image is {shape[1]}x{shape[0]}")
+        raise ImageReadError(
+            source,
+            f"nuclei image is {labels.shape[1]}x{labels.shape[0]} but the myotube image is {shape[1]}x{shape[0]}",
+        )
     return labels
 
 
@@ -368,17 +405,32 @@ def predict_file(path: str, predict_fn: PredictFn, options: PredictOptions) -> C
     return read_and_predict(path, predict_fn, options, Path(path).stem, StageTimer()).instances
 
 
-def read_and_predict(path: str, predict_fn: PredictFn, options: PredictOptions, name: str, timer: StageTimer) -> Predicted:
+def read_and_predict(
+    path: str, predict_fn: PredictFn, options: PredictOptions, name: str, timer: StageTimer
+) -> Predicted:
     """Read one image, resize it to the model's scale, predict its instances (tiled)."""
     with timer("read"):
-        image, meta = read_image_and_metadata(path, channel=options.channel, z_project=options.z_project, scene=options.scene)
+        image, meta = read_image_and_metadata(
+            path, channel=options.channel, z_project=options.z_project, scene=options.scene
+        )
     return predict_read_image(path, name, image, meta, predict_fn, options, timer)
 
 
-def predict_read_image(path: str, name: str, image: np.ndarray, meta: ImageMetadata, predict_fn: PredictFn, options: PredictOptions,
-                       timer: StageTimer) -> Predicted:
+def predict_read_image(
+    path: str,
+    name: str,
+    image: np.ndarray,
+    meta: ImageMetadata,
+    predict_fn: PredictFn,
+    options: PredictOptions,
+    timer: StageTimer,
+) -> Predicted:
     """The model's part for an image already read: its pixel size, its scale, its instances."""
-    pixel_size, source = (options.pixel_size, "--pixel-size") if options.pixel_size else (meta.pixel_size_um, meta.pixel_size_source)
+    pixel_size, source = (
+        (options.pixel_size, "--pixel-size")
+        if options.pixel_size
+        else (meta.pixel_size_um, meta.pixel_size_source)
+    )
     if options.model_pixel_size_um and meta.pixel_size_um and not options.pixel_size:
         # Both sizes known: this image is resized to the model's microns per pixel.
         options = replace(options, input_scale=meta.pixel_size_um / options.model_pixel_size_um)
@@ -394,25 +446,46 @@ def measure_and_export(predicted: Predicted, output_dir: str, image_id: int = 1)
     timer.seconds.update(p.seconds)
     with timer("measure"):
         nuclei = load_nuclei_labels(p.path, p.image.shape[:2], options, p.pixel_size)
-        measured = measure_instances(p.instances, p.pixel_size, nuclei, fusion_min_nuclei=options.fusion_min_nuclei)
+        measured = measure_instances(
+            p.instances, p.pixel_size, nuclei, fusion_min_nuclei=options.fusion_min_nuclei
+        )
     with timer("export"):
         base = os.path.join(output_dir, p.name)
-        files = [p.name + suffix for suffix in ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv")]
+        files = [
+            p.name + suffix
+            for suffix in ("_overlay.png", "_labels.tif", "_coco.json", "_rois.zip", "_measurements.csv")
+        ]
         write_png(base + "_overlay.png", render_overlay(p.image, p.instances, nuclei_labels=nuclei))
         write_instances_tiff(base + "_labels.tif", p.instances, p.pixel_size)
         annotations = coco_annotations(p.instances, image_id=1)
         # Where the image is and how it was read: the napari reader shows it under the instances.
-        entry = {**coco_image_entry(os.path.basename(p.path), p.instances, 1), "original_path": os.path.abspath(p.path),
-                 "channel": options.channel, "scene": options.scene, "pixel_size_um": p.pixel_size}
+        entry = {
+            **coco_image_entry(os.path.basename(p.path), p.instances, 1),
+            "original_path": os.path.abspath(p.path),
+            "channel": options.channel,
+            "scene": options.scene,
+            "pixel_size_um": p.pixel_size,
+        }
         write_coco(base + "_coco.json", [entry], annotations)
         write_roi_zip(base + "_rois.zip", p.instances)
         write_csv(base + "_measurements.csv", measured.rows, measured.columns)
         if nuclei is not None:
             write_label_image_tiff(base + "_nuclei_labels.tif", nuclei, p.pixel_size)
-            write_csv(base + "_nuclei.csv", nucleus_rows(measured.nuclei, p.pixel_size), nucleus_columns(p.pixel_size))
+            write_csv(
+                base + "_nuclei.csv",
+                nucleus_rows(measured.nuclei, p.pixel_size),
+                nucleus_columns(p.pixel_size),
+            )
             files += [p.name + "_nuclei_labels.tif", p.name + "_nuclei.csv"]
-    summary = {"image": os.path.basename(p.path), "name": p.name, "height": p.image.shape[0], "width": p.image.shape[1],
-               "pixel_size_um": p.pixel_size or "", "pixel_size_source": p.pixel_size_source or "", "scale": options.input_scale}
+    summary = {
+        "image": os.path.basename(p.path),
+        "name": p.name,
+        "height": p.image.shape[0],
+        "width": p.image.shape[1],
+        "pixel_size_um": p.pixel_size or "",
+        "pixel_size_source": p.pixel_size_source or "",
+        "scale": options.input_scale,
+    }
     if p.scene is not None:
         summary["scene"] = p.scene
     summary.update(measured.summary)
@@ -481,7 +554,13 @@ def run_prediction(
     if options.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(batch.positions), initial=len(batch.sealed), desc="images", unit="image", file=sys.stderr)
+        bar = tqdm(
+            total=len(batch.positions),
+            initial=len(batch.sealed),
+            desc="images",
+            unit="image",
+            file=sys.stderr,
+        )
 
     def record(position: int, path: str, name: str, outcome: dict | BaseException) -> None:
         if isinstance(outcome, BaseException):  # one bad image must not stop a batch of hundreds
@@ -517,7 +596,9 @@ def run_prediction(
     if bar is not None:
         bar.close()
     batch.write_run_files()
-    return RunReport(batch.done_rows(), failures, output_dir, len(batch.positions), stop.received if stopping() else None)
+    return RunReport(
+        batch.done_rows(), failures, output_dir, len(batch.positions), stop.received if stopping() else None
+    )
 
 
 def _run_overlapped(jobs, predict_fn: PredictFn, options: PredictOptions, record, sealer, stopping) -> None:
@@ -563,11 +644,15 @@ def _run_overlapped(jobs, predict_fn: PredictFn, options: PredictOptions, record
 
 def _read_for(path: str, options: PredictOptions):
     start = time.perf_counter()
-    image, meta = read_image_and_metadata(path, channel=options.channel, z_project=options.z_project, scene=options.scene)
+    image, meta = read_image_and_metadata(
+        path, channel=options.channel, z_project=options.z_project, scene=options.scene
+    )
     return image, meta, time.perf_counter() - start
 
 
-def _predict_read(path: str, name: str, read: Future, predict_fn: PredictFn, options: PredictOptions) -> Predicted:
+def _predict_read(
+    path: str, name: str, read: Future, predict_fn: PredictFn, options: PredictOptions
+) -> Predicted:
     """:func:`read_and_predict` for an image a reader thread has read."""
     image, meta, read_seconds = read.result()
     timer = StageTimer()

@@ -107,7 +107,11 @@ def stitch_tiles(
                         iou[r, c] = common / (area_a[r] + area_b[c] - common)
             # One-to-one between two tiles: a fragment covering two of the other tile's instances
             # (two crossing tubes predicted as one) is matched to one of them at most.
-            candidates += [(iou[r, c], in_a[r], in_b[c]) for r, c in zip(*linear_sum_assignment(-iou)) if iou[r, c] >= match_overlap]
+            candidates += [
+                (iou[r, c], in_a[r], in_b[c])
+                for r, c in zip(*linear_sum_assignment(-iou))
+                if iou[r, c] >= match_overlap
+            ]
 
     # Best matches first; a group never takes two instances of the same tile, so a joined pair of
     # tubes in one tile cannot chain the separate tubes of the other tiles into one instance.
@@ -157,7 +161,9 @@ def predict_tiled(
         result = predict_fn(tile_image)
         expected = (tile.y1 - tile.y0, tile.x1 - tile.x0)
         if tuple(result.image_size) != expected:
-            raise ValueError(f"predictor returned masks of size {result.image_size} for a tile of size {expected}")
+            raise ValueError(
+                f"predictor returned masks of size {result.image_size} for a tile of size {expected}"
+            )
         cropped = CroppedInstances.from_instances(result, tile.y0, tile.x0, height, width)
         predictions.append((tile, cropped.items))
         del result

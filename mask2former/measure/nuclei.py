@@ -46,7 +46,9 @@ def split_touching(binary: np.ndarray, min_distance: int = 7, min_area: int = 30
     distance = euclidean_distance(binary)
     # Smoothing the distance map keeps ragged outlines from seeding extra nuclei.
     smooth = gaussian_blur(distance, 1.0)
-    peaks = peak_local_max(smooth, min_distance=max(1, int(min_distance)), labels=components, exclude_border=False)
+    peaks = peak_local_max(
+        smooth, min_distance=max(1, int(min_distance)), labels=components, exclude_border=False
+    )
     markers = np.zeros(binary.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     # A component without a peak (flat plateau) still becomes one nucleus.
@@ -227,7 +229,16 @@ def assign_nuclei(
                 nearest = int(np.argmin(d2))
                 central[n] = np.sqrt(d2[nearest]) <= central_ratio * radius[nearest]
     central_per = np.bincount(myotube_of[(myotube_of >= 0) & central], minlength=len(instances)).astype(int)
-    return NucleiAssignment(n_nuclei, myotube_of, central, per_myotube, central_per, centroids, nucleus_area[1:].astype(int), fusion_min_nuclei)
+    return NucleiAssignment(
+        n_nuclei,
+        myotube_of,
+        central,
+        per_myotube,
+        central_per,
+        centroids,
+        nucleus_area[1:].astype(int),
+        fusion_min_nuclei,
+    )
 
 
 def _centroids(labels: np.ndarray, n: int, areas: np.ndarray) -> np.ndarray:
@@ -263,9 +274,14 @@ def nucleus_rows(assignment: NucleiAssignment, pixel_size: float | None = None) 
     for n in range(assignment.n_nuclei):
         k = int(assignment.myotube_of[n])
         y, x = assignment.centroids[n]
-        rows.append({
-            "id": n + 1, f"centroid_x_{u}": float(x) * scale, f"centroid_y_{u}": float(y) * scale,
-            f"area_{u}2": float(assignment.areas[n]) * scale * scale,
-            "myotube": k + 1 if k >= 0 else "", "position": ("central" if assignment.central[n] else "peripheral") if k >= 0 else "",
-        })
+        rows.append(
+            {
+                "id": n + 1,
+                f"centroid_x_{u}": float(x) * scale,
+                f"centroid_y_{u}": float(y) * scale,
+                f"area_{u}2": float(assignment.areas[n]) * scale * scale,
+                "myotube": k + 1 if k >= 0 else "",
+                "position": ("central" if assignment.central[n] else "peripheral") if k >= 0 else "",
+            }
+        )
     return rows

@@ -15,8 +15,22 @@ from .nuclei import NucleiAssignment, assign_nuclei
 # without myotubes still gets a table with its header (a script reading many tables needs no special
 # case for an empty one).
 MYOTUBE_COLUMNS = (
-    "id", "score", "area_{u}2", "length_{u}", "total_length_{u}", "width_mean_{u}", "width_median_{u}", "elongation",
-    "orientation_deg", "branch_points", "centroid_x", "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+    "id",
+    "score",
+    "area_{u}2",
+    "length_{u}",
+    "total_length_{u}",
+    "width_mean_{u}",
+    "width_median_{u}",
+    "elongation",
+    "orientation_deg",
+    "branch_points",
+    "centroid_x",
+    "centroid_y",
+    "bbox_x0",
+    "bbox_y0",
+    "bbox_x1",
+    "bbox_y1",
 )
 # Appended when the image has nuclei labels.
 MYOTUBE_NUCLEI_COLUMNS = ("nuclei", "nuclei_central", "nuclei_peripheral")
@@ -73,7 +87,14 @@ def measure_instances(
 
     assignment = None
     if nuclei_labels is not None:
-        assignment = assign_nuclei(nuclei_labels, instances, min_inside, central_ratio, shapes=shapes, fusion_min_nuclei=fusion_min_nuclei)
+        assignment = assign_nuclei(
+            nuclei_labels,
+            instances,
+            min_inside,
+            central_ratio,
+            shapes=shapes,
+            fusion_min_nuclei=fusion_min_nuclei,
+        )
         for k, row in enumerate(rows):
             row["nuclei"] = int(assignment.per_myotube[k])
             row["nuclei_central"] = int(assignment.central_per_myotube[k])
@@ -87,7 +108,9 @@ def measure_instances(
                 "mean_nuclei_per_myotube": _mean(assignment.per_myotube),
             }
         )
-    return ImageMeasurements(rows, summary, assignment, myotube_columns(pixel_size, nuclei=assignment is not None))
+    return ImageMeasurements(
+        rows, summary, assignment, myotube_columns(pixel_size, nuclei=assignment is not None)
+    )
 
 
 def _mean(values) -> float:

@@ -18,11 +18,21 @@ from mask2former.cli import ArgumentParser, user_errors_exit
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m mask2former.model_zoo.publish", description=__doc__)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="project checkpoint that holds its config (model_final.pth)")
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="project checkpoint that holds its config (model_final.pth)"
+    )
     p.add_argument("--name", required=True, help="the model's name, e.g. myotube-base")
-    p.add_argument("--description", default=None, help="one line for models.json (default: the entry's current one)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY VALUE", dest="settings",
-                   help="config settings written into the model, e.g. MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD 0.7")
+    p.add_argument(
+        "--description", default=None, help="one line for models.json (default: the entry's current one)"
+    )
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        dest="settings",
+        help="config settings written into the model, e.g. MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD 0.7",
+    )
     return p
 
 

@@ -25,12 +25,21 @@ def build_backbone_config(cfg: CfgNode):
     name = cfg.MODEL.BACKBONE.NAME
     if name == "convnext":
         convnext = cfg.MODEL.CONVNEXT
-        return ConvNextConfig(hidden_sizes=list(convnext.HIDDEN_SIZES), depths=list(convnext.DEPTHS), drop_path_rate=convnext.DROP_PATH_RATE,
-                              out_features=[f"stage{i + 1}" for i in range(len(convnext.DEPTHS))])
+        return ConvNextConfig(
+            hidden_sizes=list(convnext.HIDDEN_SIZES),
+            depths=list(convnext.DEPTHS),
+            drop_path_rate=convnext.DROP_PATH_RATE,
+            out_features=[f"stage{i + 1}" for i in range(len(convnext.DEPTHS))],
+        )
     if name == "resnet":
         resnet = cfg.MODEL.RESNET
-        return ResNetConfig(embedding_size=resnet.EMBEDDING_SIZE, hidden_sizes=list(resnet.HIDDEN_SIZES), depths=list(resnet.DEPTHS),
-                            layer_type=resnet.LAYER_TYPE, out_features=[f"stage{i + 1}" for i in range(len(resnet.DEPTHS))])
+        return ResNetConfig(
+            embedding_size=resnet.EMBEDDING_SIZE,
+            hidden_sizes=list(resnet.HIDDEN_SIZES),
+            depths=list(resnet.DEPTHS),
+            layer_type=resnet.LAYER_TYPE,
+            out_features=[f"stage{i + 1}" for i in range(len(resnet.DEPTHS))],
+        )
     swin = cfg.MODEL.SWIN
     return SwinConfig(
         image_size=swin.PRETRAIN_IMG_SIZE,

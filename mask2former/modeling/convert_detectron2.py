@@ -30,7 +30,9 @@ def convert(source: str, out_dir: str) -> str:
     """Write the Hugging Face folder for ``source``; returns a description of the model."""
     state = read_detectron2(source)
     if state is None:
-        raise WeightsError(source, "not a detectron2 Mask2Former checkpoint (no backbone.* / sem_seg_head.* weights)")
+        raise WeightsError(
+            source, "not a detectron2 Mask2Former checkpoint (no backbone.* / sem_seg_head.* weights)"
+        )
     check_head(source, state)
     arch = architecture(state)
     cfg = get_cfg()
@@ -45,8 +47,11 @@ def convert(source: str, out_dir: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mask2former.modeling.convert_detectron2", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mask2former.modeling.convert_detectron2",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_version_argument(parser)
     parser.add_argument("source", help="detectron2 checkpoint: model zoo .pkl or a training model_final.pth")
     parser.add_argument("out_dir", help="Hugging Face folder to write (config.json + model.safetensors)")

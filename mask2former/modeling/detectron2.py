@@ -27,7 +27,10 @@ from ..errors import WeightsError
 
 # Parameters detectron2 keeps that have no counterpart: buffers the model computes itself, and the
 # input normalisation (ours is INPUT.PIXEL_MEAN / PIXEL_STD, in [0, 1] units, not 0-255).
-IGNORED = (re.compile(r"^backbone\.layers\.\d+\.blocks\.\d+\.attn\.relative_position_index$"), re.compile(r"^pixel_(mean|std)$"))
+IGNORED = (
+    re.compile(r"^backbone\.layers\.\d+\.blocks\.\d+\.attn\.relative_position_index$"),
+    re.compile(r"^pixel_(mean|std)$"),
+)
 
 _SWIN = "model.pixel_level_module.encoder."
 _PIXEL = "model.pixel_level_module.decoder."
@@ -39,20 +42,41 @@ _RENAMES = [
     ("backbone.patch_embed.norm.", _SWIN + "swin.embeddings.norm."),
     ("backbone.layers.{n}.blocks.{n}.norm1.", _SWIN + "swin.encoder.layers.{n}.blocks.{n}.layernorm_before."),
     ("backbone.layers.{n}.blocks.{n}.norm2.", _SWIN + "swin.encoder.layers.{n}.blocks.{n}.layernorm_after."),
-    ("backbone.layers.{n}.blocks.{n}.attn.proj.", _SWIN + "swin.encoder.layers.{n}.blocks.{n}.attention.o_proj."),
-    ("backbone.layers.{n}.blocks.{n}.attn.relative_position_bias_table",
-     _SWIN + "swin.encoder.layers.{n}.blocks.{n}.attention.relative_position_bias.relative_position_bias_table"),
+    (
+        "backbone.layers.{n}.blocks.{n}.attn.proj.",
+        _SWIN + "swin.encoder.layers.{n}.blocks.{n}.attention.o_proj.",
+    ),
+    (
+        "backbone.layers.{n}.blocks.{n}.attn.relative_position_bias_table",
+        _SWIN
+        + "swin.encoder.layers.{n}.blocks.{n}.attention.relative_position_bias.relative_position_bias_table",
+    ),
     ("backbone.layers.{n}.blocks.{n}.mlp.fc1.", _SWIN + "swin.encoder.layers.{n}.blocks.{n}.mlp.fc1."),
     ("backbone.layers.{n}.blocks.{n}.mlp.fc2.", _SWIN + "swin.encoder.layers.{n}.blocks.{n}.mlp.fc2."),
     ("backbone.layers.{n}.downsample.", _SWIN + "swin.encoder.layers.{n}.downsample."),
     ("backbone.norm{n}.", _SWIN + "hidden_states_norms.stage{n+1}."),
     ("sem_seg_head.pixel_decoder.input_proj.{n}.", _PIXEL + "input_projections.{n}."),
     ("sem_seg_head.pixel_decoder.transformer.level_embed", _PIXEL + "level_embed"),
-    ("sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.self_attn.", _PIXEL + "encoder.layers.{n}.self_attn."),
-    ("sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.norm1.", _PIXEL + "encoder.layers.{n}.self_attn_layer_norm."),
-    ("sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.linear1.", _PIXEL + "encoder.layers.{n}.fc1."),
-    ("sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.linear2.", _PIXEL + "encoder.layers.{n}.fc2."),
-    ("sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.norm2.", _PIXEL + "encoder.layers.{n}.final_layer_norm."),
+    (
+        "sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.self_attn.",
+        _PIXEL + "encoder.layers.{n}.self_attn.",
+    ),
+    (
+        "sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.norm1.",
+        _PIXEL + "encoder.layers.{n}.self_attn_layer_norm.",
+    ),
+    (
+        "sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.linear1.",
+        _PIXEL + "encoder.layers.{n}.fc1.",
+    ),
+    (
+        "sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.linear2.",
+        _PIXEL + "encoder.layers.{n}.fc2.",
+    ),
+    (
+        "sem_seg_head.pixel_decoder.transformer.encoder.layers.{n}.norm2.",
+        _PIXEL + "encoder.layers.{n}.final_layer_norm.",
+    ),
     ("sem_seg_head.pixel_decoder.mask_features.", _PIXEL + "mask_projection."),
     ("sem_seg_head.pixel_decoder.adapter_1.weight", _PIXEL + "adapter_1.0.weight"),
     ("sem_seg_head.pixel_decoder.adapter_1.norm.", _PIXEL + "adapter_1.1."),
@@ -62,27 +86,55 @@ _RENAMES = [
     ("sem_seg_head.predictor.query_feat.weight", _TRANSFORMER + "queries_features.weight"),
     ("sem_seg_head.predictor.level_embed.weight", _TRANSFORMER + "level_embed.weight"),
     ("sem_seg_head.predictor.decoder_norm.", _TRANSFORMER + "decoder.layernorm."),
-    ("sem_seg_head.predictor.mask_embed.layers.{n}.", _TRANSFORMER + "decoder.mask_predictor.mask_embedder.{n}.0."),
+    (
+        "sem_seg_head.predictor.mask_embed.layers.{n}.",
+        _TRANSFORMER + "decoder.mask_predictor.mask_embedder.{n}.0.",
+    ),
     ("sem_seg_head.predictor.class_embed.", "class_predictor."),
-    ("sem_seg_head.predictor.transformer_self_attention_layers.{n}.self_attn.out_proj.", _TRANSFORMER + "decoder.layers.{n}.self_attn.out_proj."),
-    ("sem_seg_head.predictor.transformer_self_attention_layers.{n}.norm.", _TRANSFORMER + "decoder.layers.{n}.self_attn_layer_norm."),
-    ("sem_seg_head.predictor.transformer_cross_attention_layers.{n}.multihead_attn.", _TRANSFORMER + "decoder.layers.{n}.cross_attn."),
-    ("sem_seg_head.predictor.transformer_cross_attention_layers.{n}.norm.", _TRANSFORMER + "decoder.layers.{n}.cross_attn_layer_norm."),
+    (
+        "sem_seg_head.predictor.transformer_self_attention_layers.{n}.self_attn.out_proj.",
+        _TRANSFORMER + "decoder.layers.{n}.self_attn.out_proj.",
+    ),
+    (
+        "sem_seg_head.predictor.transformer_self_attention_layers.{n}.norm.",
+        _TRANSFORMER + "decoder.layers.{n}.self_attn_layer_norm.",
+    ),
+    (
+        "sem_seg_head.predictor.transformer_cross_attention_layers.{n}.multihead_attn.",
+        _TRANSFORMER + "decoder.layers.{n}.cross_attn.",
+    ),
+    (
+        "sem_seg_head.predictor.transformer_cross_attention_layers.{n}.norm.",
+        _TRANSFORMER + "decoder.layers.{n}.cross_attn_layer_norm.",
+    ),
     ("sem_seg_head.predictor.transformer_ffn_layers.{n}.linear1.", _TRANSFORMER + "decoder.layers.{n}.fc1."),
     ("sem_seg_head.predictor.transformer_ffn_layers.{n}.linear2.", _TRANSFORMER + "decoder.layers.{n}.fc2."),
-    ("sem_seg_head.predictor.transformer_ffn_layers.{n}.norm.", _TRANSFORMER + "decoder.layers.{n}.final_layer_norm."),
+    (
+        "sem_seg_head.predictor.transformer_ffn_layers.{n}.norm.",
+        _TRANSFORMER + "decoder.layers.{n}.final_layer_norm.",
+    ),
     ("criterion.empty_weight", "criterion.empty_weight"),
 ]
 # Fused projections: one detectron2 tensor is three transformers tensors (query, key, value).
 _SPLITS = [
-    ("backbone.layers.{n}.blocks.{n}.attn.qkv.{p}", _SWIN + "swin.encoder.layers.{n}.blocks.{n}.attention.{q}_proj.{p}"),
-    ("sem_seg_head.predictor.transformer_self_attention_layers.{n}.self_attn.in_proj_{p}",
-     _TRANSFORMER + "decoder.layers.{n}.self_attn.{q}_proj.{p}"),
+    (
+        "backbone.layers.{n}.blocks.{n}.attn.qkv.{p}",
+        _SWIN + "swin.encoder.layers.{n}.blocks.{n}.attention.{q}_proj.{p}",
+    ),
+    (
+        "sem_seg_head.predictor.transformer_self_attention_layers.{n}.self_attn.in_proj_{p}",
+        _TRANSFORMER + "decoder.layers.{n}.self_attn.{q}_proj.{p}",
+    ),
 ]
 
 
 def _pattern(template: str, prefix_only: bool) -> re.Pattern:
-    text = re.escape(template).replace(r"\{n\}", r"(\d+)").replace(r"\{n\+1\}", r"(\d+)").replace(r"\{p\}", r"(weight|bias)")
+    text = (
+        re.escape(template)
+        .replace(r"\{n\}", r"(\d+)")
+        .replace(r"\{n\+1\}", r"(\d+)")
+        .replace(r"\{p\}", r"(weight|bias)")
+    )
     return re.compile("^" + text + ("" if prefix_only else "$"))
 
 
@@ -99,7 +151,9 @@ def _rules(renames: list[tuple[str, str]], forward: bool) -> list[_Rule]:
     for d2, hf in renames:
         src, dst = (d2, hf) if forward else (hf, d2)
         shift = (1 if "{n+1}" in dst else 0) if forward else (-1 if "{n+1}" in src else 0)
-        rules.append(_Rule(_pattern(src, src.endswith(".")), dst.replace("{n+1}", "{n}"), src.endswith("."), shift))
+        rules.append(
+            _Rule(_pattern(src, src.endswith(".")), dst.replace("{n+1}", "{n}"), src.endswith("."), shift)
+        )
     return rules
 
 
@@ -115,7 +169,7 @@ def _rename(name: str, rules: list[_Rule]) -> str | None:
             target = rule.target
             for n in numbers:
                 target = target.replace("{n}", str(int(n) + rule.shift), 1)
-            return target + (name[m.end():] if rule.prefix else "")
+            return target + (name[m.end() :] if rule.prefix else "")
     return None
 
 
@@ -150,8 +204,20 @@ def to_detectron2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers names → detectron2 names (the inverse of :func:`to_transformers`)."""
     out: dict[str, torch.Tensor] = {}
     fused: dict[str, dict[str, torch.Tensor]] = {}
-    splits = [(re.compile("^" + re.escape(hf).replace(r"\{n\}", r"(\d+)").replace(r"\{q\}", "([qkv])").replace(r"\{p\}", "(weight|bias)") + "$"), d2)
-              for d2, hf in _SPLITS]
+    splits = [
+        (
+            re.compile(
+                "^"
+                + re.escape(hf)
+                .replace(r"\{n\}", r"(\d+)")
+                .replace(r"\{q\}", "([qkv])")
+                .replace(r"\{p\}", "(weight|bias)")
+                + "$"
+            ),
+            d2,
+        )
+        for d2, hf in _SPLITS
+    ]
     for name, tensor in state.items():
         for pattern, d2 in splits:
             m = pattern.match(name)
@@ -188,10 +254,16 @@ def read_detectron2(path: str) -> dict[str, torch.Tensor] | None:
     if not isinstance(state, dict) or not is_detectron2_state(state):
         return None
     if any(k.startswith(("backbone.res", "backbone.stem", "backbone.bottom_up")) for k in state):
-        raise WeightsError(path, "detectron2 checkpoint with a ResNet backbone: only Swin backbones (Swin-T/S/B/L) convert")
+        raise WeightsError(
+            path, "detectron2 checkpoint with a ResNet backbone: only Swin backbones (Swin-T/S/B/L) convert"
+        )
     if not any(k.startswith("backbone.patch_embed.") for k in state):
-        raise WeightsError(path, "detectron2 checkpoint whose backbone is not a Swin transformer: only Swin-T/S/B/L convert")
-    return {k: torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for k, v in state.items()}
+        raise WeightsError(
+            path, "detectron2 checkpoint whose backbone is not a Swin transformer: only Swin-T/S/B/L convert"
+        )
+    return {
+        k: torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for k, v in state.items()
+    }
 
 
 def _load_any(path: str):
@@ -204,20 +276,32 @@ def _load_any(path: str):
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as err:
-            raise WeightsError(path, f"cannot read checkpoint, truncated or corrupt? ({type(err).__name__}: {str(err).splitlines()[0][:100]})") from None
+            raise WeightsError(
+                path,
+                f"cannot read checkpoint, truncated or corrupt? ({type(err).__name__}: {str(err).splitlines()[0][:100]})",
+            ) from None
     try:
         with open(path, "rb") as f:
             return _NumpyUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as err:
-        raise WeightsError(path, f"cannot read checkpoint, truncated or corrupt? ({type(err).__name__}: {str(err)[:100]})") from None
+        raise WeightsError(
+            path, f"cannot read checkpoint, truncated or corrupt? ({type(err).__name__}: {str(err)[:100]})"
+        ) from None
 
 
 class _NumpyUnpickler(pickle.Unpickler):
     """The model zoo's pickles hold numpy arrays and plain containers only; nothing else is built."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
-               ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-               ("collections", "OrderedDict"), ("builtins", "set")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"),
+        ("builtins", "set"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -230,6 +314,7 @@ class _NumpyUnpickler(pickle.Unpickler):
 
 def architecture(state: dict[str, torch.Tensor]) -> dict:
     """The Swin and Mask2Former sizes a detectron2 state dict implies (our config's names)."""
+
     def count(pattern: str) -> int:
         found = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
         return max(found) + 1 if found else 0
@@ -245,17 +330,33 @@ def architecture(state: dict[str, torch.Tensor]) -> dict:
         "MODEL.SWIN.DEPTHS": depths,
         "MODEL.SWIN.NUM_HEADS": [int(t.shape[1]) for t in tables],
         "MODEL.SWIN.WINDOW_SIZE": window,
-        "MODEL.SEM_SEG_HEAD.CONVS_DIM": int(state["sem_seg_head.pixel_decoder.mask_features.weight"].shape[1]),
+        "MODEL.SEM_SEG_HEAD.CONVS_DIM": int(
+            state["sem_seg_head.pixel_decoder.mask_features.weight"].shape[1]
+        ),
         "MODEL.SEM_SEG_HEAD.MASK_DIM": int(state["sem_seg_head.pixel_decoder.mask_features.weight"].shape[0]),
-        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": count(r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\."),
-        "MODEL.SEM_SEG_HEAD.ENC_FEEDFORWARD_DIM": int(state["sem_seg_head.pixel_decoder.transformer.encoder.layers.0.linear1.weight"].shape[0]),
+        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": count(
+            r"sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(\d+)\."
+        ),
+        "MODEL.SEM_SEG_HEAD.ENC_FEEDFORWARD_DIM": int(
+            state["sem_seg_head.pixel_decoder.transformer.encoder.layers.0.linear1.weight"].shape[0]
+        ),
         # Deformable attention offsets: heads x 3 levels x 4 points x (x, y); the decoder has as many heads.
-        "MODEL.MASK_FORMER.NHEADS": int(state["sem_seg_head.pixel_decoder.transformer.encoder.layers.0.self_attn.sampling_offsets.weight"].shape[0]) // 24,
+        "MODEL.MASK_FORMER.NHEADS": int(
+            state[
+                "sem_seg_head.pixel_decoder.transformer.encoder.layers.0.self_attn.sampling_offsets.weight"
+            ].shape[0]
+        )
+        // 24,
         "MODEL.MASK_FORMER.HIDDEN_DIM": int(state[p + "query_feat.weight"].shape[1]),
         "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": int(state[p + "query_feat.weight"].shape[0]),
         # detectron2's DEC_LAYERS counts the prediction on the learnable queries too (its layers + 1).
-        "MODEL.MASK_FORMER.DEC_LAYERS": count(r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.") + 1,
-        "MODEL.MASK_FORMER.DIM_FEEDFORWARD": int(state[p + "transformer_ffn_layers.0.linear1.weight"].shape[0]),
+        "MODEL.MASK_FORMER.DEC_LAYERS": count(
+            r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\."
+        )
+        + 1,
+        "MODEL.MASK_FORMER.DIM_FEEDFORWARD": int(
+            state[p + "transformer_ffn_layers.0.linear1.weight"].shape[0]
+        ),
         "classes": int(state[p + "class_embed.weight"].shape[0]) - 1,
     }
 
@@ -263,27 +364,52 @@ def architecture(state: dict[str, torch.Tensor]) -> dict:
 def check_head(path: str, state: dict[str, torch.Tensor]) -> None:
     """A Mask2Former instance/panoptic/semantic model has the masked-attention decoder; MaskFormer
     (v1) and per-pixel baselines have other heads, which do not convert."""
-    needed = ("sem_seg_head.predictor.query_feat.weight", "sem_seg_head.predictor.transformer_self_attention_layers.0.self_attn.in_proj_weight",
-              "sem_seg_head.pixel_decoder.mask_features.weight")
+    needed = (
+        "sem_seg_head.predictor.query_feat.weight",
+        "sem_seg_head.predictor.transformer_self_attention_layers.0.self_attn.in_proj_weight",
+        "sem_seg_head.pixel_decoder.mask_features.weight",
+    )
     missing = [k for k in needed if k not in state]
     if missing:
         heads = sorted({".".join(k.split(".")[:3]) for k in state if k.startswith("sem_seg_head.")})[:4]
-        raise WeightsError(path, f"not a Mask2Former head (no {missing[0]}; it has {', '.join(heads)}): MaskFormer and per-pixel "
-                           "checkpoints have another decoder and do not convert")
+        raise WeightsError(
+            path,
+            f"not a Mask2Former head (no {missing[0]}; it has {', '.join(heads)}): MaskFormer and per-pixel "
+            "checkpoints have another decoder and do not convert",
+        )
 
 
 def describe_differences(ours: dict, theirs: dict) -> list[str]:
-    return [f"{key} {theirs[key]} (the config says {ours[key]})" for key in ours if key in theirs and ours[key] != theirs[key]]
-
+    return [
+        f"{key} {theirs[key]} (the config says {ours[key]})"
+        for key in ours
+        if key in theirs and ours[key] != theirs[key]
+    ]
 
 
 # Checked against the config before loading; queries and classes may differ (grown / re-initialised).
-ARCHITECTURE_KEYS = ("MODEL.SWIN.EMBED_DIM", "MODEL.SWIN.PATCH_SIZE", "MODEL.SWIN.DEPTHS", "MODEL.SWIN.NUM_HEADS", "MODEL.SWIN.WINDOW_SIZE",
-                     "MODEL.SEM_SEG_HEAD.CONVS_DIM", "MODEL.SEM_SEG_HEAD.MASK_DIM", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
-                     "MODEL.SEM_SEG_HEAD.ENC_FEEDFORWARD_DIM", "MODEL.MASK_FORMER.NHEADS", "MODEL.MASK_FORMER.HIDDEN_DIM", "MODEL.MASK_FORMER.DEC_LAYERS",
-                     "MODEL.MASK_FORMER.DIM_FEEDFORWARD")
+ARCHITECTURE_KEYS = (
+    "MODEL.SWIN.EMBED_DIM",
+    "MODEL.SWIN.PATCH_SIZE",
+    "MODEL.SWIN.DEPTHS",
+    "MODEL.SWIN.NUM_HEADS",
+    "MODEL.SWIN.WINDOW_SIZE",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "MODEL.SEM_SEG_HEAD.MASK_DIM",
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
+    "MODEL.SEM_SEG_HEAD.ENC_FEEDFORWARD_DIM",
+    "MODEL.MASK_FORMER.NHEADS",
+    "MODEL.MASK_FORMER.HIDDEN_DIM",
+    "MODEL.MASK_FORMER.DEC_LAYERS",
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD",
+)
 # Named Swin sizes, to say which one a checkpoint is.
-SWIN_SIZES = {"Swin-T": (96, [2, 2, 6, 2]), "Swin-S": (96, [2, 2, 18, 2]), "Swin-B": (128, [2, 2, 18, 2]), "Swin-L": (192, [2, 2, 18, 2])}
+SWIN_SIZES = {
+    "Swin-T": (96, [2, 2, 6, 2]),
+    "Swin-S": (96, [2, 2, 18, 2]),
+    "Swin-B": (128, [2, 2, 18, 2]),
+    "Swin-L": (192, [2, 2, 18, 2]),
+}
 
 
 def swin_name(arch: dict) -> str:

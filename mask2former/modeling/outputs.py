@@ -47,13 +47,17 @@ def instances_from_outputs(
     for start in range(0, len(order), UPSAMPLE_CHUNK):
         idx = order[start : start + UPSAMPLE_CHUNK]
         logits = mask_logits[idx].float()[None]
-        logits = F.interpolate(logits, size=info.padded_hw, mode="bilinear", align_corners=False)[..., :rh, :rw]
+        logits = F.interpolate(logits, size=info.padded_hw, mode="bilinear", align_corners=False)[
+            ..., :rh, :rw
+        ]
         prob = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].sigmoid()
         binary = prob > mask_threshold
         area = binary.flatten(1).sum(1)
         mask_score = (prob * binary).flatten(1).sum(1) / area.clamp(min=1)
         scores.append((class_scores[idx] * mask_score).cpu())
-        boxes.append(_boxes_on_device(binary).cpu())  # on the device: far cheaper than on N full masks in numpy
+        boxes.append(
+            _boxes_on_device(binary).cpu()
+        )  # on the device: far cheaper than on N full masks in numpy
         masks.append(binary.cpu())
     all_scores = torch.cat(scores)
     all_boxes = torch.cat(boxes)

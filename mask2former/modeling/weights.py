@@ -51,7 +51,12 @@ def weights_kind(weights: str) -> str:
         return "detectron2"
     path = os.path.expanduser(weights)
     first = weights.split("/")[0]
-    if os.path.isdir(path) or weights.startswith((".", "/", "~")) or first == LOCAL_WEIGHTS_FOLDER or (weights.count("/") and os.path.isdir(first)):
+    if (
+        os.path.isdir(path)
+        or weights.startswith((".", "/", "~"))
+        or first == LOCAL_WEIGHTS_FOLDER
+        or (weights.count("/") and os.path.isdir(first))
+    ):
         return "hf_dir"
     return "hub_id" if weights.count("/") == 1 else "hf_dir"
 
@@ -68,7 +73,10 @@ def download_hint(weights: str) -> str:
     if weights_kind(weights) == "hub_id":
         repo, local = weights, os.path.join(LOCAL_WEIGHTS_FOLDER, weights.split("/")[-1])
     else:
-        repo, local = COCO_SWIN_B_WEIGHTS, weights or os.path.join(LOCAL_WEIGHTS_FOLDER, COCO_SWIN_B_WEIGHTS.split("/")[-1])
+        repo, local = (
+            COCO_SWIN_B_WEIGHTS,
+            weights or os.path.join(LOCAL_WEIGHTS_FOLDER, COCO_SWIN_B_WEIGHTS.split("/")[-1]),
+        )
     return (
         f"download the weights once with `hf download {repo} --local-dir {local}` (huggingface_hub's CLI) on a machine "
         f"with internet, copy the folder here, and set MODEL.WEIGHTS {local}"
@@ -104,12 +112,17 @@ def describe_weights(weights: str, stage: int = 1) -> dict[str, Any]:
         except WeightsError as err:
             info.update(status="missing", hint=str(err))
     elif kind == "detectron2":
-        info.update(status="ok") if os.path.isfile(weights) else info.update(status="missing", hint=f"detectron2 weights {weights} not found")
+        info.update(status="ok") if os.path.isfile(weights) else info.update(
+            status="missing", hint=f"detectron2 weights {weights} not found"
+        )
     elif kind == "checkpoint":
         if os.path.isfile(weights):
             info.update(status="ok")
         elif stage == 2:
-            info.update(status="pending", hint="Stage 1 checkpoint not found yet: run Stage 1 first (python train_two_stage.py --stage 1)")
+            info.update(
+                status="pending",
+                hint="Stage 1 checkpoint not found yet: run Stage 1 first (python train_two_stage.py --stage 1)",
+            )
         else:
             info.update(status="missing", hint=f"checkpoint {weights} not found")
     elif kind == "hf_dir":
@@ -123,14 +136,18 @@ def describe_weights(weights: str, stage: int = 1) -> dict[str, Any]:
         else:
             info.update(
                 status="download",
-                hint="not in the local Hugging Face cache: training downloads it when online; offline, " + download_hint(weights),
+                hint="not in the local Hugging Face cache: training downloads it when online; offline, "
+                + download_hint(weights),
             )
     return info
 
 
 # --------------------------------------------------------------------------- loading
 
-QUERY_KEYS = ("model.transformer_module.queries_embedder.weight", "model.transformer_module.queries_features.weight")
+QUERY_KEYS = (
+    "model.transformer_module.queries_embedder.weight",
+    "model.transformer_module.queries_features.weight",
+)
 # Re-initialised when the class count or query count differs from the source weights.
 REINIT_PREFIXES = ("class_predictor.", "criterion.empty_weight") + QUERY_KEYS
 
@@ -178,7 +195,10 @@ def checkpoint_config(weights: str) -> CfgNode:
     """
     path = resolve_weights(weights)
     if weights_kind(path) != "checkpoint":
-        raise WeightsError(weights, "only a project checkpoint (.pth) or a named model carries its config: give --config-file")
+        raise WeightsError(
+            weights,
+            "only a project checkpoint (.pth) or a named model carries its config: give --config-file",
+        )
     state = read_checkpoint(path)
     stored = state.get("cfg") if isinstance(state, dict) else None
     if not isinstance(stored, str):
@@ -187,15 +207,20 @@ def checkpoint_config(weights: str) -> CfgNode:
     try:
         trained = CfgNode.load_cfg(stored)
     except Exception as err:
-        raise WeightsError(weights, f"the checkpoint's config is unreadable ({type(err).__name__}): give --config-file") from None
+        raise WeightsError(
+            weights, f"the checkpoint's config is unreadable ({type(err).__name__}): give --config-file"
+        ) from None
     known, unknown = _known_keys(trained, cfg)
     if unknown:
         logger.info("%s: config keys unknown to this version, ignored: %s", weights, ", ".join(unknown))
     try:
         cfg.merge_from_other_cfg(CfgNode(known))
     except (KeyError, ValueError, AssertionError, TypeError) as err:
-        raise WeightsError(weights, f"the checkpoint's config does not fit this version ({str(err).splitlines()[0][:160]}): "
-                           "give --config-file") from None
+        raise WeightsError(
+            weights,
+            f"the checkpoint's config does not fit this version ({str(err).splitlines()[0][:160]}): "
+            "give --config-file",
+        ) from None
     cfg.MODEL.WEIGHTS = weights
     cfg.MODEL.DEVICE = "auto"
     return cfg
@@ -239,13 +264,17 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None,
         return build_model(cfg, class_names), "random initialisation"
     if kind in ("checkpoint", "detectron2"):
         if not os.path.isfile(weights):
-            raise WeightsError(weights, "checkpoint not found" if kind == "checkpoint" else "weights file not found")
+            raise WeightsError(
+                weights, "checkpoint not found" if kind == "checkpoint" else "weights file not found"
+            )
         model = build_model(cfg, class_names)
         d2 = read_detectron2(weights)
         if d2 is not None:
             return model, load_detectron2_state(model, weights, d2, cfg, grow_queries=for_training)
         if kind == "detectron2":
-            raise WeightsError(weights, "not a detectron2 Mask2Former checkpoint (no backbone.* / sem_seg_head.* weights)")
+            raise WeightsError(
+                weights, "not a detectron2 Mask2Former checkpoint (no backbone.* / sem_seg_head.* weights)"
+            )
         n = load_project_checkpoint(model, weights, grow_queries=for_training)
         return model, f"{name} ({weights}, {n} tensors)" if name else f"{weights} ({n} tensors)"
     model = _load_hf_pretrained(weights, build_hf_config(cfg, class_names))
@@ -254,17 +283,26 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None,
 
 
 def architecture_mismatch(count: int, example: str) -> str:
-    return (f"checkpoint does not fit the configured architecture ({count} tensors differ, e.g. {example}): "
-            "use the same MODEL.BACKBONE / MODEL.SWIN / MODEL.RESNET / MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER settings as the run that wrote it")
+    return (
+        f"checkpoint does not fit the configured architecture ({count} tensors differ, e.g. {example}): "
+        "use the same MODEL.BACKBONE / MODEL.SWIN / MODEL.RESNET / MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER settings as the run that wrote it"
+    )
 
 
 def query_mismatch(source: int, target: int) -> str:
-    return (f"checkpoint has {source} queries, the config {target}: predict and evaluate "
-            "with MODEL.MASK_FORMER.NUM_OBJECT_QUERIES as trained (only training may add queries)")
+    return (
+        f"checkpoint has {source} queries, the config {target}: predict and evaluate "
+        "with MODEL.MASK_FORMER.NUM_OBJECT_QUERIES as trained (only training may add queries)"
+    )
 
 
-def fit_tensors(path: str, own: dict[str, torch.Tensor], source: dict[str, torch.Tensor], grow_queries: bool,
-                missing_reinitialised: bool = False) -> tuple[dict, list[str]]:
+def fit_tensors(
+    path: str,
+    own: dict[str, torch.Tensor],
+    source: dict[str, torch.Tensor],
+    grow_queries: bool,
+    missing_reinitialised: bool = False,
+) -> tuple[dict, list[str]]:
     """The one rule for every weight format: which of ``source``'s tensors load into a model whose
     state is ``own``. A tensor of the same shape loads; the learned queries are grown when there
     are fewer than configured (training only, refused elsewhere); the heads that depend on the
@@ -301,20 +339,33 @@ def load_detectron2_state(model, path: str, state: dict, cfg: CfgNode, grow_quer
     """
     check_head(path, state)
     theirs = architecture(state)
-    ours = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in ((k, _cfg_value(cfg, k)) for k in ARCHITECTURE_KEYS)}
+    ours = {
+        k: list(v) if isinstance(v, (list, tuple)) else v
+        for k, v in ((k, _cfg_value(cfg, k)) for k in ARCHITECTURE_KEYS)
+    }
     differences = describe_differences(ours, theirs)
     if differences:
-        raise WeightsError(path, f"the checkpoint is a {swin_name(theirs)} Mask2Former that differs from the config: {'; '.join(differences[:3])}"
-                           "; set these keys (e.g. --opts) to load it")
+        raise WeightsError(
+            path,
+            f"the checkpoint is a {swin_name(theirs)} Mask2Former that differs from the config: {'; '.join(differences[:3])}"
+            "; set these keys (e.g. --opts) to load it",
+        )
     converted, unexpected = to_transformers(state)
     own = model.state_dict()
     loadable, reinitialised = fit_tensors(path, own, converted, grow_queries, missing_reinitialised=True)
     model.load_state_dict(loadable, strict=False)
     unused = sorted(set(converted) - set(own))
-    logger.info("detectron2 %s: loaded %d tensors; re-initialised: %s; unexpected (not loaded): %s", path, len(loadable),
-                ", ".join(reinitialised) or "none", ", ".join(unexpected + unused) or "none")
-    return f"{path} (detectron2 {swin_name(theirs)} Mask2Former, {theirs['classes']} classes; {len(loadable)} tensors loaded, " \
-           f"{len(reinitialised)} re-initialised)"
+    logger.info(
+        "detectron2 %s: loaded %d tensors; re-initialised: %s; unexpected (not loaded): %s",
+        path,
+        len(loadable),
+        ", ".join(reinitialised) or "none",
+        ", ".join(unexpected + unused) or "none",
+    )
+    return (
+        f"{path} (detectron2 {swin_name(theirs)} Mask2Former, {theirs['classes']} classes; {len(loadable)} tensors loaded, "
+        f"{len(reinitialised)} re-initialised)"
+    )
 
 
 def read_checkpoint(path: str) -> dict:
@@ -328,7 +379,9 @@ def read_checkpoint(path: str) -> dict:
         # mmap: reading only the class names (predictor start-up) does not pull in every tensor.
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
-        raise WeightsError(path, f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+        raise WeightsError(
+            path, f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        ) from None
 
 
 def load_project_checkpoint(model, path: str, grow_queries: bool = False) -> int:
@@ -344,7 +397,13 @@ def load_project_checkpoint(model, path: str, grow_queries: bool = False) -> int
     loadable, reinitialised = fit_tensors(path, own, state_dict, grow_queries)
     for key in reinitialised:
         if key in state_dict:
-            logger.warning("%s: %s has shape %s, model needs %s: re-initialised", path, key, tuple(state_dict[key].shape), tuple(own[key].shape))
+            logger.warning(
+                "%s: %s has shape %s, model needs %s: re-initialised",
+                path,
+                key,
+                tuple(state_dict[key].shape),
+                tuple(own[key].shape),
+            )
     model.load_state_dict(loadable, strict=False)
     logger.info("Loaded %d/%d tensors from %s", len(loadable), len(own), path)
     return len(loadable)
@@ -375,7 +434,9 @@ def _load_hf_pretrained(weights: str, hf_config):
         )
     except (OSError, ValueError) as err:
         first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise WeightsError(weights, f"cannot load pretrained weights ({first}); " + download_hint(weights)) from None
+        raise WeightsError(
+            weights, f"cannot load pretrained weights ({first}); " + download_hint(weights)
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     mismatched = [k for k, *_ in info.get("mismatched_keys", [])]
@@ -387,7 +448,9 @@ def _load_hf_pretrained(weights: str, hf_config):
             f"pretrained weights do not fit the configured architecture ({len(fatal)} tensors differ, e.g. {fatal[0]}); "
             "MODEL.SWIN must match the checkpoint (Swin-B: EMBED_DIM 128, DEPTHS [2,2,18,2], NUM_HEADS [4,8,16,32], WINDOW_SIZE 12)",
         )
-    logger.info("Loaded pretrained %s; re-initialised: %s", weights, ", ".join(sorted(set(mismatched))) or "nothing")
+    logger.info(
+        "Loaded pretrained %s; re-initialised: %s", weights, ", ".join(sorted(set(mismatched))) or "nothing"
+    )
     queries = [k for k in mismatched if k in QUERY_KEYS]
     if queries:
         source = _read_pretrained_tensors(location, queries)

@@ -88,15 +88,24 @@ def _read_manifest(path: str) -> dict[str, ZooModel]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightsError(path, f"model zoo manifest is unreadable ({type(err).__name__}); {REINSTALL}") from None
+        raise WeightsError(
+            path, f"model zoo manifest is unreadable ({type(err).__name__}); {REINSTALL}"
+        ) from None
     if not isinstance(data, dict):
         raise WeightsError(path, f"model zoo manifest must map names to entries; {REINSTALL}")
     models = {}
     for name, entry in data.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not could_be_name(name):
-            raise WeightsError(path, f"model zoo entry {name!r} is malformed (it needs at least a 'file'); {REINSTALL}")
-        models[name] = ZooModel(name=name, file=entry["file"], sha256=str(entry.get("sha256") or "").lower(),
-                                size_bytes=int(entry.get("size_bytes") or 0), description=str(entry.get("description") or ""))
+            raise WeightsError(
+                path, f"model zoo entry {name!r} is malformed (it needs at least a 'file'); {REINSTALL}"
+            )
+        models[name] = ZooModel(
+            name=name,
+            file=entry["file"],
+            sha256=str(entry.get("sha256") or "").lower(),
+            size_bytes=int(entry.get("size_bytes") or 0),
+            description=str(entry.get("description") or ""),
+        )
     return models
 
 
@@ -144,24 +153,36 @@ def zoo_path(name: str) -> str:
     model = models[name]
     path = model.path
     if not model.sha256:
-        raise WeightsError(path, f"model {name!r} has not been published in this installation (models.json has no checksum "
-                           f"for it yet): install a release that ships it, or publish a checkpoint with "
-                           f"python -m mask2former.model_zoo.publish CHECKPOINT --name {name}")
+        raise WeightsError(
+            path,
+            f"model {name!r} has not been published in this installation (models.json has no checksum "
+            f"for it yet): install a release that ships it, or publish a checkpoint with "
+            f"python -m mask2former.model_zoo.publish CHECKPOINT --name {name}",
+        )
     try:
         st = os.stat(path)
     except OSError:
-        raise WeightsError(path, f"model {name!r} is not installed (the file is missing); {REINSTALL}") from None
+        raise WeightsError(
+            path, f"model {name!r} is not installed (the file is missing); {REINSTALL}"
+        ) from None
     # A file of the wrong size cannot have the right checksum: truncation is found without hashing.
     if st.st_size != model.size_bytes or _cached_sha256(path, st) != model.sha256:
-        sizes = f" ({st.st_size} bytes, {model.size_bytes} expected)" if st.st_size != model.size_bytes else ""
-        raise WeightsError(path, f"model {name!r} is damaged: its SHA-256 checksum does not match models.json{sizes}; {REINSTALL}")
+        sizes = (
+            f" ({st.st_size} bytes, {model.size_bytes} expected)" if st.st_size != model.size_bytes else ""
+        )
+        raise WeightsError(
+            path,
+            f"model {name!r} is damaged: its SHA-256 checksum does not match models.json{sizes}; {REINSTALL}",
+        )
     return path
 
 
 # --------------------------------------------------------------------------- publishing
 
 
-def publish(checkpoint: str, name: str, description: str | None = None, settings: Sequence[str] = ()) -> ZooModel:
+def publish(
+    checkpoint: str, name: str, description: str | None = None, settings: Sequence[str] = ()
+) -> ZooModel:
     """Write ``checkpoint`` into the zoo as ``name`` and record its checksum in the manifest.
 
     ``checkpoint`` is a project checkpoint (``model_final.pth`` or a periodic one) that holds its
@@ -176,18 +197,26 @@ def publish(checkpoint: str, name: str, description: str | None = None, settings
     import torch
 
     if not could_be_name(name):
-        raise WeightsError(name, "a model name is one word of letters, digits, '.', '_' or '-' that does not end in "
-                           f"{', '.join(WEIGHT_SUFFIXES)}")
+        raise WeightsError(
+            name,
+            "a model name is one word of letters, digits, '.', '_' or '-' that does not end in "
+            f"{', '.join(WEIGHT_SUFFIXES)}",
+        )
     if not os.path.isfile(checkpoint):
         raise WeightsError(checkpoint, "checkpoint not found")
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
-        raise WeightsError(checkpoint, f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+        raise WeightsError(
+            checkpoint, f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        ) from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not state["model"]:
         raise WeightsError(checkpoint, "not a project checkpoint (no 'model' state dict)")
     if not isinstance(state.get("cfg"), str):
-        raise WeightsError(checkpoint, "holds no config ('cfg'): publish a model_final.pth or a checkpoint written by train_net.py")
+        raise WeightsError(
+            checkpoint,
+            "holds no config ('cfg'): publish a model_final.pth or a checkpoint written by train_net.py",
+        )
     stripped = {key: state[key] for key in KEPT_KEYS if key in state}
     if settings:
         stripped["cfg"] = _with_settings(state["cfg"], list(settings), checkpoint)
@@ -200,8 +229,13 @@ def publish(checkpoint: str, name: str, description: str | None = None, settings
     with atomic_open(path, "wb") as f:
         torch.save(stripped, f)
     size = os.path.getsize(path)
-    model = ZooModel(name=name, file=model.file, sha256=file_sha256(path), size_bytes=size,
-                     description=description if description is not None else (previous.description if previous else ""))
+    model = ZooModel(
+        name=name,
+        file=model.file,
+        sha256=file_sha256(path),
+        size_bytes=size,
+        description=description if description is not None else (previous.description if previous else ""),
+    )
     models[name] = model
     atomic_write_text(manifest_path(), json.dumps({n: m.entry() for n, m in models.items()}, indent=2) + "\n")
     return model
@@ -216,5 +250,7 @@ def _with_settings(cfg_text: str, settings: list[str], checkpoint: str) -> str:
     try:
         cfg.merge_from_list(settings)
     except (KeyError, ValueError, AssertionError) as err:
-        raise WeightsError(checkpoint, f"cannot apply the settings {settings}: {str(err).splitlines()[0][:160]}") from None
+        raise WeightsError(
+            checkpoint, f"cannot apply the settings {settings}: {str(err).splitlines()[0][:160]}"
+        ) from None
     return cfg.dump()

@@ -20,9 +20,25 @@ def read_layers(path):
     meta = {"source": found["source"], "image_path": found["entry"].get("original_path")}
     layers = []
     if found["image"] is not None:
-        layers.append((found["image"], {"name": found["entry"]["file_name"], "scale": scale, "metadata": meta}, "image"))
-    layers.append((found["under"], {"name": UNDER, "scale": scale, "opacity": 0.5, "visible": bool(found["under"].any()), "metadata": meta}, "labels"))
+        layers.append(
+            (found["image"], {"name": found["entry"]["file_name"], "scale": scale, "metadata": meta}, "image")
+        )
+    layers.append(
+        (
+            found["under"],
+            {
+                "name": UNDER,
+                "scale": scale,
+                "opacity": 0.5,
+                "visible": bool(found["under"].any()),
+                "metadata": meta,
+            },
+            "labels",
+        )
+    )
     layers.append((found["top"], {"name": TOP, "scale": scale, "opacity": 0.6, "metadata": meta}, "labels"))
     if found["nuclei"] is not None:
-        layers.append((found["nuclei"], {"name": NUCLEI, "scale": scale, "opacity": 0.5, "metadata": meta}, "labels"))
+        layers.append(
+            (found["nuclei"], {"name": NUCLEI, "scale": scale, "opacity": 0.5, "metadata": meta}, "labels")
+        )
     return layers

@@ -92,7 +92,9 @@ class MyotubeWidget(QWidget):
     # ----------------------------------------------------------------------- predict
 
     def _browse_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model weights", "", "Checkpoints (*.pth *.pkl);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Model weights", "", "Checkpoints (*.pth *.pkl);;All files (*)"
+        )
         if path:
             self.weights.setText(path)
 
@@ -127,7 +129,11 @@ class MyotubeWidget(QWidget):
             self.progress.setValue(1)
             self.status.setText("predicting…")
             path = layer.metadata.get("image_path") or getattr(layer.source, "path", None)
-            instances = self._annotate(image) if self.source.currentText() == ANNOTATOR else self._run_model(image, path)
+            instances = (
+                self._annotate(image)
+                if self.source.currentText() == ANNOTATOR
+                else self._run_model(image, path)
+            )
             self.progress.setValue(2)
             self._show(instances, layer)
             self.progress.setValue(3)
@@ -147,26 +153,38 @@ class MyotubeWidget(QWidget):
         return CroppedInstances.from_instances(found, 0, 0, *image.shape[:2])
 
     def _run_model(self, image: np.ndarray, image_path: str | None = None) -> CroppedInstances:
-        return predict_instances(image, image_path, self.config.text().strip() or None, self.weights.text().strip())
+        return predict_instances(
+            image, image_path, self.config.text().strip() or None, self.weights.text().strip()
+        )
 
     def _show(self, instances: CroppedInstances, image_layer) -> None:
         from ..measure.table import measure_instances
 
         full = instances.to_instances()
-        top, under = layers_from_masks(full.masks, full.scores) if len(full) else (np.zeros(full.image_size, np.uint16),) * 2
-        meta = {"image_path": image_layer.metadata.get("image_path") or getattr(image_layer.source, "path", None)}
+        top, under = (
+            layers_from_masks(full.masks, full.scores)
+            if len(full)
+            else (np.zeros(full.image_size, np.uint16),) * 2
+        )
+        meta = {
+            "image_path": image_layer.metadata.get("image_path") or getattr(image_layer.source, "path", None)
+        }
         for name, data, opacity in ((UNDER, under, 0.5), (TOP, top, 0.6)):
             if name in self.viewer.layers:
                 self.viewer.layers[name].data = data
                 self.viewer.layers[name].metadata.update(meta)
             else:
-                self.viewer.add_labels(data, name=name, opacity=opacity, scale=image_layer.scale[-2:], metadata=meta)
+                self.viewer.add_labels(
+                    data, name=name, opacity=opacity, scale=image_layer.scale[-2:], metadata=meta
+                )
         rows = measure_instances(instances).rows
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, key in enumerate(TABLE_COLUMNS):
                 value = row.get(key, row.get(f"{key}_px", ""))
-                self.table.setItem(r, c, QTableWidgetItem(f"{value:.4g}" if isinstance(value, float) else str(value)))
+                self.table.setItem(
+                    r, c, QTableWidgetItem(f"{value:.4g}" if isinstance(value, float) else str(value))
+                )
 
     # ----------------------------------------------------------------------- save
 
@@ -184,7 +202,13 @@ class MyotubeWidget(QWidget):
         overwrite = self.overwrite.isChecked()
         try:
             try:
-                path = save_manual_annotation(self.save_folder.text(), image_path, np.asarray(top_layer.data), under, overwrite=overwrite)
+                path = save_manual_annotation(
+                    self.save_folder.text(),
+                    image_path,
+                    np.asarray(top_layer.data),
+                    under,
+                    overwrite=overwrite,
+                )
             except MyotubeError as err:
                 if overwrite or not confirm or "already holds" not in str(err):
                     raise
@@ -192,7 +216,9 @@ class MyotubeWidget(QWidget):
                 if answer != QMessageBox.StandardButton.Yes:
                     self.status.setText("not saved")
                     return None
-                path = save_manual_annotation(self.save_folder.text(), image_path, np.asarray(top_layer.data), under, overwrite=True)
+                path = save_manual_annotation(
+                    self.save_folder.text(), image_path, np.asarray(top_layer.data), under, overwrite=True
+                )
         except MyotubeError as err:
             self.status.setText(f"error: {err}")
             return None

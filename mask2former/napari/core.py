@@ -52,7 +52,9 @@ def model_choices() -> list[str]:
     return named + [TRAINED_MODEL]
 
 
-def predict_instances(image: np.ndarray, image_path: str | None, config: str | None, weights: str) -> CroppedInstances:
+def predict_instances(
+    image: np.ndarray, image_path: str | None, config: str | None, weights: str
+) -> CroppedInstances:
     """A model's instances in a layer's image, as ``predict.py`` finds them in its file: the same
     config (``config``, or the one ``weights`` carries), the same predictor builder, the same scale
     rule (the file's pixel size against the model's, when both are known) and tiling."""
@@ -98,7 +100,11 @@ def read_prediction(path: str) -> dict:
     entry = data["images"][0]
     h, w = entry["height"], entry["width"]
     anns = [a for a in data["annotations"] if a.get("image_id") == entry["id"]]
-    masks = np.stack([segmentation_to_mask(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), bool)
+    masks = (
+        np.stack([segmentation_to_mask(a["segmentation"], h, w) for a in anns])
+        if anns
+        else np.zeros((0, h, w), bool)
+    )
     top, under = layers_from_masks(masks, np.asarray([a.get("score", 1.0) for a in anns]))
     if not anns:
         top = under = np.zeros((h, w), np.uint16)
@@ -116,13 +122,23 @@ def read_prediction(path: str) -> dict:
     scale = entry.get("pixel_size_um")
     if not scale and os.path.isfile(base + "_labels.tif"):
         scale = read_metadata(base + "_labels.tif").pixel_size_um
-    return {"image": image, "top": top, "under": under, "nuclei": nuclei, "scale": scale, "entry": entry, "source": json_file}
+    return {
+        "image": image,
+        "top": top,
+        "under": under,
+        "nuclei": nuclei,
+        "scale": scale,
+        "entry": entry,
+        "source": json_file,
+    }
 
 
 def _prediction_json(path: str) -> str:
     if os.path.isdir(path):
         # (predictions_coco.json is the run's file of every image.)
-        found = sorted(f for f in os.listdir(path) if f.endswith("_coco.json") and f != "predictions_coco.json")
+        found = sorted(
+            f for f in os.listdir(path) if f.endswith("_coco.json") and f != "predictions_coco.json"
+        )
         if len(found) != 1:
             raise InputError(path, f"holds {len(found)} NAME_coco.json files; open one of them")
         return os.path.join(path, found[0])
@@ -139,7 +155,9 @@ def is_prediction(path: str) -> bool:
     return True
 
 
-def save_manual_annotation(folder: str, image_path: str, top: np.ndarray, under: np.ndarray | None = None, overwrite: bool = False) -> str:
+def save_manual_annotation(
+    folder: str, image_path: str, top: np.ndarray, under: np.ndarray | None = None, overwrite: bool = False
+) -> str:
     """Add the instances of the layers as the manual annotation of ``image_path`` to
     ``folder/annotations.json`` (and the image to ``folder/images/``); returns the JSON path."""
     if not os.path.isfile(image_path):
@@ -153,7 +171,9 @@ def save_manual_annotation(folder: str, image_path: str, top: np.ndarray, under:
         images, annotations = list(data["images"]), list(data["annotations"])
     earlier = [e for e in images if e["file_name"] == name]
     if earlier and not overwrite:
-        raise InputError(json_file, f"already holds a manual annotation of {name}; save with overwrite to replace it")
+        raise InputError(
+            json_file, f"already holds a manual annotation of {name}; save with overwrite to replace it"
+        )
     for e in earlier:
         images.remove(e)
         annotations = [a for a in annotations if a["image_id"] != e["id"]]

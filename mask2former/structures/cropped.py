@@ -70,7 +70,9 @@ class CroppedMask:
         if inter is None:
             return out
         iy0, ix0, iy1, ix1 = inter
-        out[iy0 - wy0 : iy1 - wy0, ix0 - wx0 : ix1 - wx0] = self.mask[iy0 - self.y0 : iy1 - self.y0, ix0 - self.x0 : ix1 - self.x0]
+        out[iy0 - wy0 : iy1 - wy0, ix0 - wx0 : ix1 - wx0] = self.mask[
+            iy0 - self.y0 : iy1 - self.y0, ix0 - self.x0 : ix1 - self.x0
+        ]
         return out
 
     def area_in(self, window: Window) -> int:
@@ -123,9 +125,8 @@ def candidate_pairs(masks: Sequence[CroppedMask]) -> list[tuple[int, int]]:
         return []
     win = np.array([m.window for m in masks], dtype=np.int64)
     y0, x0, y1, x1 = win.T
-    overlap = (
-        (np.maximum(y0[:, None], y0[None, :]) < np.minimum(y1[:, None], y1[None, :]))
-        & (np.maximum(x0[:, None], x0[None, :]) < np.minimum(x1[:, None], x1[None, :]))
+    overlap = (np.maximum(y0[:, None], y0[None, :]) < np.minimum(y1[:, None], y1[None, :])) & (
+        np.maximum(x0[:, None], x0[None, :]) < np.minimum(x1[:, None], x1[None, :])
     )
     ii, jj = np.nonzero(np.triu(overlap, k=1))
     return list(zip(ii.tolist(), jj.tolist()))
@@ -198,7 +199,11 @@ class CroppedInstances:
             crop = CroppedMask.from_mask(mask, float(score), y_offset, x_offset)
             if crop is not None:
                 items.append(crop)
-        return cls(height if height is not None else h + y_offset, width if width is not None else w + x_offset, items)
+        return cls(
+            height if height is not None else h + y_offset,
+            width if width is not None else w + x_offset,
+            items,
+        )
 
     @classmethod
     def from_masks(cls, masks: np.ndarray, scores: Sequence[float] | None = None) -> CroppedInstances:

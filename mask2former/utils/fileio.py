@@ -133,7 +133,9 @@ def replace_folder(stage: str, out: str | os.PathLike) -> None:
     try:
         shutil.rmtree(old)
     except OSError as err:
-        logger.warning("the previous %s was moved to %s but could not be removed (%s)", os.path.basename(out), old, err)
+        logger.warning(
+            "the previous %s was moved to %s but could not be removed (%s)", os.path.basename(out), old, err
+        )
 
 
 def earlier_output_entries(out: str | os.PathLike) -> list[str]:
@@ -144,7 +146,9 @@ def earlier_output_entries(out: str | os.PathLike) -> list[str]:
     return sorted(e for e in os.listdir(out) if not e.startswith("."))
 
 
-def earlier_output(out: str | os.PathLike, force: bool, ours: Callable[[str], bool], what: str, resumable: bool = False) -> list[str]:
+def earlier_output(
+    out: str | os.PathLike, force: bool, ours: Callable[[str], bool], what: str, resumable: bool = False
+) -> list[str]:
     """The rule for output folders: one that holds an earlier run's ``what`` is refused unless
     ``force``, and even then when it holds entries ``ours`` does not recognise. Returns the
     earlier entries (to be replaced). ``resumable``: the command also takes --resume."""
@@ -155,8 +159,13 @@ def earlier_output(out: str | os.PathLike, force: bool, ours: Callable[[str], bo
     if earlier and not force:
         listed = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
         options = "--resume to continue it, --force to replace it" if resumable else "--force to replace it"
-        raise InputError(out, f"holds an earlier run's {what} ({listed}); use {options}, or choose another folder")
+        raise InputError(
+            out, f"holds an earlier run's {what} ({listed}); use {options}, or choose another folder"
+        )
     foreign = [e for e in earlier if not ours(e)]
     if foreign:
-        raise InputError(out, f"holds files that are not {what} ({', '.join(repr(e) for e in foreign[:3])}); refusing to replace them")
+        raise InputError(
+            out,
+            f"holds files that are not {what} ({', '.join(repr(e) for e in foreign[:3])}); refusing to replace them",
+        )
     return earlier

@@ -69,7 +69,9 @@ class Shard:
             return cls()
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
         if not match:
-            raise InputError(None, f"--shard must be K/N, e.g. 3/8 for the third of eight shards, got {text!r}")
+            raise InputError(
+                None, f"--shard must be K/N, e.g. 3/8 for the third of eight shards, got {text!r}"
+            )
         k, n = int(match[1]), int(match[2])
         if n < 1 or not 1 <= k <= n:
             raise InputError(None, f"--shard K/N needs 1 <= K <= N, got {text}")
@@ -145,7 +147,9 @@ class OutputLock:
     def acquire(self, take_over: bool = False) -> None:
         """Create the lock, or refuse in one line saying who holds it and what to do. ``take_over``:
         a lock whose process is gone (or an unreadable leftover) is replaced, with a warning."""
-        text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        text = json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        )
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -158,7 +162,10 @@ class OutputLock:
                 os.fsync(f.fileno())
             self._mine = text
             return
-        raise InputError(self.folder, "other runs are taking the lock of this folder at the same moment; only one run may write here")
+        raise InputError(
+            self.folder,
+            "other runs are taking the lock of this folder at the same moment; only one run may write here",
+        )
 
     def _refuse_or_clear(self, take_over: bool) -> None:
         """Refuse, naming the holder; or, for a leftover lock and ``take_over``, remove it."""
@@ -169,20 +176,32 @@ class OutputLock:
         if holder is None:
             with contextlib.suppress(OSError):
                 if time.time() - os.path.getmtime(self.path) < _UNREADABLE_LOCK_GRACE_S:
-                    raise InputError(self.folder, "another run is starting to write here (its lock is new); only one run may write here")
+                    raise InputError(
+                        self.folder,
+                        "another run is starting to write here (its lock is new); only one run may write here",
+                    )
             left_by = "names no process (left half-written)"
         elif holder.alive():
             if holder.here:
-                raise InputError(self.folder, f"another run is writing here: process {holder.pid} on {holder.host} (since "
-                                 f"{holder.started}); wait for it to end, or stop it (kill {holder.pid})")
-            raise InputError(self.folder, f"process {holder.pid} on {holder.host} holds {self.path} (since {holder.started}); "
-                             f"from {socket.gethostname()} it cannot be told whether that run still runs: if it does not, "
-                             f"remove {self.path}")
+                raise InputError(
+                    self.folder,
+                    f"another run is writing here: process {holder.pid} on {holder.host} (since "
+                    f"{holder.started}); wait for it to end, or stop it (kill {holder.pid})",
+                )
+            raise InputError(
+                self.folder,
+                f"process {holder.pid} on {holder.host} holds {self.path} (since {holder.started}); "
+                f"from {socket.gethostname()} it cannot be told whether that run still runs: if it does not, "
+                f"remove {self.path}",
+            )
         else:
             left_by = f"was left by process {holder.pid} on {holder.host}, which is no longer running"
         if not take_over:
-            raise InputError(self.path, f"{left_by}: that run was killed; continue it with --resume (which takes the lock over), "
-                             f"or remove {self.path}")
+            raise InputError(
+                self.path,
+                f"{left_by}: that run was killed; continue it with --resume (which takes the lock over), "
+                f"or remove {self.path}",
+            )
         # Only the lock judged stale goes: one another run has just written in its place is judged again.
         if self._read() == raw:
             logger.warning("%s %s: taking it over", self.path, left_by)
@@ -263,7 +282,10 @@ def continue_command(program: str, argv: Sequence[str]) -> str:
 def stopped(signum: int, done: int, total: int, folder: str, command: str | None) -> Interrupted:
     """The one-line report of a batch stopped by ``signum``; exit code 128 + signum."""
     how = f"; continue with: {command}" if command else "; continue it with --resume"
-    return Interrupted(f"{signal.Signals(signum).name} received: {done} of {total} images done in {folder}{how}", 128 + signum)
+    return Interrupted(
+        f"{signal.Signals(signum).name} received: {done} of {total} images done in {folder}{how}",
+        128 + signum,
+    )
 
 
 # --------------------------------------------------------------------------- run state
@@ -296,8 +318,16 @@ def flatten(node: Mapping, prefix: str = "") -> dict:
 def make_state(kind: str, settings: Mapping, identity: Mapping, inputs: Sequence[str], shard: Shard) -> dict:
     """What batch.json records. ``settings``: every value that decides the outputs besides the
     model; ``identity``: the model's fingerprint (file and SHA-256); ``inputs``: the whole batch."""
-    return plain({"version": STATE_VERSION, "kind": kind, "settings": dict(settings), "identity": dict(identity),
-                  "inputs": list(inputs), "shard": str(shard)})
+    return plain(
+        {
+            "version": STATE_VERSION,
+            "kind": kind,
+            "settings": dict(settings),
+            "identity": dict(identity),
+            "inputs": list(inputs),
+            "shard": str(shard),
+        }
+    )
 
 
 def _identity_key(value):
@@ -309,7 +339,9 @@ def run_id(state: Mapping) -> str:
     """The id each manifest carries: settings and model, not the inputs or the shard (shards of one
     batch share it)."""
     identity = {k: _identity_key(v) for k, v in state["identity"].items()}
-    key = json.dumps({"kind": state["kind"], "settings": state["settings"], "identity": identity}, sort_keys=True)
+    key = json.dumps(
+        {"kind": state["kind"], "settings": state["settings"], "identity": identity}, sort_keys=True
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -324,7 +356,9 @@ def read_state(folder: str) -> dict | None:
             raise ValueError("unknown layout")
         return state
     except (OSError, ValueError) as err:
-        raise InputError(path, f"cannot read this batch record ({err}); use --force to start the folder afresh") from None
+        raise InputError(
+            path, f"cannot read this batch record ({err}); use --force to start the folder afresh"
+        ) from None
 
 
 def write_state(folder: str, state: Mapping) -> None:
@@ -349,20 +383,41 @@ def differences(earlier: Mapping, now: Mapping, shards: bool = True) -> list[str
         if isinstance(a, Mapping) and isinstance(b, Mapping) and not a.get("sha256") and not b.get("sha256"):
             # A method known by its parameters (the classical annotator): name the ones that differ.
             changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-            listed = ", ".join(f"{k} is {_value(b.get(k))} here, {_value(a.get(k))} in the earlier run" for k in changed[:3])
+            listed = ", ".join(
+                f"{k} is {_value(b.get(k))} here, {_value(a.get(k))} in the earlier run" for k in changed[:3]
+            )
             out.append(f"{key}: {listed}" + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""))
         else:
             out.append(f"{key}: {describe_identity(b)} here, {describe_identity(a)} in the earlier run")
-    changed = [k for k in sorted(set(earlier["settings"]) | set(now["settings"])) if earlier["settings"].get(k) != now["settings"].get(k)]
+    changed = [
+        k
+        for k in sorted(set(earlier["settings"]) | set(now["settings"]))
+        if earlier["settings"].get(k) != now["settings"].get(k)
+    ]
     if changed:
-        listed = ", ".join(f"{k} is {_value(now['settings'].get(k))} here, {_value(earlier['settings'].get(k))} in the earlier run"
-                           for k in changed[:3])
-        out.append(f"settings differ: {listed}" + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""))
+        listed = ", ".join(
+            f"{k} is {_value(now['settings'].get(k))} here, {_value(earlier['settings'].get(k))} in the earlier run"
+            for k in changed[:3]
+        )
+        out.append(
+            f"settings differ: {listed}" + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")
+        )
     if earlier["inputs"] != now["inputs"]:
         old, new = set(earlier["inputs"]), set(now["inputs"])
-        added, gone = [p for p in now["inputs"] if p not in old], [p for p in earlier["inputs"] if p not in new]
-        parts = [f"{len(added)} new ({os.path.basename(added[0])}{', ...' if len(added) > 1 else ''})"] if added else []
-        parts += [f"{len(gone)} gone ({os.path.basename(gone[0])}{', ...' if len(gone) > 1 else ''})"] if gone else []
+        added, gone = (
+            [p for p in now["inputs"] if p not in old],
+            [p for p in earlier["inputs"] if p not in new],
+        )
+        parts = (
+            [f"{len(added)} new ({os.path.basename(added[0])}{', ...' if len(added) > 1 else ''})"]
+            if added
+            else []
+        )
+        parts += (
+            [f"{len(gone)} gone ({os.path.basename(gone[0])}{', ...' if len(gone) > 1 else ''})"]
+            if gone
+            else []
+        )
         out.append("inputs differ: " + (", ".join(parts) if parts else "the same files in another order"))
     if shards and earlier["shard"] != now["shard"]:
         out.append(f"--shard is {now['shard']} here, {earlier['shard']} in the earlier run")
@@ -407,11 +462,15 @@ class OpenedOutput:
             path = os.path.join(self.folder, name)
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
         if self.earlier:
-            logger.info("--force: removed %d entries of an earlier run from %s", len(self.earlier), self.folder)
+            logger.info(
+                "--force: removed %d entries of an earlier run from %s", len(self.earlier), self.folder
+            )
         self.earlier = []
 
 
-def open_output(folder: str, state: Mapping | None, *, resume: bool, force: bool, ours: Callable[[str], bool], what: str) -> OpenedOutput:
+def open_output(
+    folder: str, state: Mapping | None, *, resume: bool, force: bool, ours: Callable[[str], bool], what: str
+) -> OpenedOutput:
     """Create ``folder``, take its lock and apply the rules for what it already holds: an earlier
     run's output is refused unless ``force`` (its entries are then returned for removal) or
     ``resume`` (then its batch.json must match ``state``; the record is returned)."""
@@ -431,14 +490,20 @@ def open_output(folder: str, state: Mapping | None, *, resume: bool, force: bool
         earlier = read_state(folder)
         if earlier is None:
             if earlier_output_entries(folder):
-                raise InputError(folder, f"--resume: holds {what} without a {STATE_FILE} (not written by a resumable run); "
-                                 "use --force to replace them, or choose another folder")
+                raise InputError(
+                    folder,
+                    f"--resume: holds {what} without a {STATE_FILE} (not written by a resumable run); "
+                    "use --force to replace them, or choose another folder",
+                )
             logger.info("--resume: nothing to resume in %s; starting from the beginning", folder)
             return OpenedOutput(folder, lock)
         if state is not None:
             diffs = differences(earlier, state)
             if diffs:
-                raise InputError(folder, f"cannot --resume: {'; '.join(diffs)}; use --force to start afresh, or choose another folder")
+                raise InputError(
+                    folder,
+                    f"cannot --resume: {'; '.join(diffs)}; use --force to start afresh, or choose another folder",
+                )
         return OpenedOutput(folder, lock, earlier)
     except BaseException:
         lock.release()
@@ -495,8 +560,14 @@ def sealed(folder: str, name: str, source: str, run: str, failed_ok: bool = Fals
     return manifest
 
 
-def sealed_positions(folder: str, positions: Iterable[int], names: Sequence[str], inputs: Sequence[str], run: str,
-                     failed_ok: bool = False) -> dict[int, dict]:
+def sealed_positions(
+    folder: str,
+    positions: Iterable[int],
+    names: Sequence[str],
+    inputs: Sequence[str],
+    run: str,
+    failed_ok: bool = False,
+) -> dict[int, dict]:
     """:func:`sealed` for many positions; the checksums are computed in threads (hashing releases
     the GIL and the files are many)."""
     positions = list(positions)
@@ -527,32 +598,45 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], li
     shards: list[tuple[str, dict, Shard]] = []
     for folder in folders:
         if os.path.realpath(folder) == os.path.realpath(out):
-            raise InputError(out, "the merged output cannot be one of the shard folders; choose another folder")
+            raise InputError(
+                out, "the merged output cannot be one of the shard folders; choose another folder"
+            )
         if not os.path.isdir(folder):
             raise InputError(folder, "shard folder not found")
         if any(os.path.realpath(folder) == os.path.realpath(f) for f, _, _ in shards):
             raise InputError(folder, "given twice to --merge")
         state = read_state(folder)
         if state is None:
-            raise InputError(folder, f"not a shard folder: it has no {STATE_FILE} (written by a run with --shard K/N)")
+            raise InputError(
+                folder, f"not a shard folder: it has no {STATE_FILE} (written by a run with --shard K/N)"
+            )
         holder = OutputLock(folder).holder()
         if holder is not None and holder.alive():
-            raise InputError(folder, f"a run is still writing this shard (process {holder.pid} on {holder.host}); merge when it is done")
+            raise InputError(
+                folder,
+                f"a run is still writing this shard (process {holder.pid} on {holder.host}); merge when it is done",
+            )
         shards.append((folder, state, Shard.parse(state["shard"])))
     first_folder, first, _ = shards[0]
     for folder, state, _ in shards[1:]:
         diffs = differences(first, state, shards=False)
         if diffs:
-            raise InputError(folder, f"not a shard of the same batch as {first_folder}: "
-                             + "; ".join(d.replace("in the earlier run", f"in {first_folder}") for d in diffs))
+            raise InputError(
+                folder,
+                f"not a shard of the same batch as {first_folder}: "
+                + "; ".join(d.replace("in the earlier run", f"in {first_folder}") for d in diffs),
+            )
     inputs = first["inputs"]
     owner: dict[int, tuple[str, Shard]] = {}
     for folder, _, shard in shards:
         for p in shard.positions(len(inputs)):
             if p in owner:
                 other, other_shard = owner[p]
-                raise InputError(None, f"shards overlap: {os.path.basename(inputs[p])} is in {other} (shard {other_shard}) "
-                                 f"and in {folder} (shard {shard})")
+                raise InputError(
+                    None,
+                    f"shards overlap: {os.path.basename(inputs[p])} is in {other} (shard {other_shard}) "
+                    f"and in {folder} (shard {shard})",
+                )
             owner[p] = (folder, shard)
     missing = [p for p in range(len(inputs)) if p not in owner]
     if missing:
@@ -560,9 +644,13 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], li
         if len(counts) == 1:
             n = counts.pop()
             absent = ", ".join(f"{k}/{n}" for k in sorted({p % n + 1 for p in missing}))
-            raise InputError(None, f"missing shards: {absent} (no folder given for them; every shard of {n} is needed)")
+            raise InputError(
+                None, f"missing shards: {absent} (no folder given for them; every shard of {n} is needed)"
+            )
         listed = ", ".join(os.path.basename(inputs[p]) for p in missing[:3])
-        raise InputError(None, f"{len(missing)} inputs are in no shard ({listed}{', ...' if len(missing) > 3 else ''})")
+        raise InputError(
+            None, f"{len(missing)} inputs are in no shard ({listed}{', ...' if len(missing) > 3 else ''})"
+        )
     names = names_of(first)
     run = run_id(first)
     checked = CheckedShards({**first, "shard": str(Shard())}, names, {}, {})
@@ -571,8 +659,11 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], li
         found = sealed_positions(folder, positions, names, inputs, run, failed_ok=True)
         if len(found) < len(positions):
             first_missing = next(names[p] for p in positions if p not in found)
-            raise InputError(folder, f"shard {shard} is incomplete: {len(found)} of {len(positions)} images done ({first_missing} "
-                             "is not); continue it with --resume, then merge")
+            raise InputError(
+                folder,
+                f"shard {shard} is incomplete: {len(found)} of {len(positions)} images done ({first_missing} "
+                "is not); continue it with --resume, then merge",
+            )
         checked.manifests.update(found)
         checked.folders.update(dict.fromkeys(found, folder))
     return checked

@@ -41,8 +41,13 @@ def test_predict_edit_and_save_in_a_real_window(make_napari_viewer, tmp_path):
     saved = widget.save(confirm=False)
     assert saved and widget.status.text().startswith("saved to")
     data = json.loads(open(saved).read())
-    assert data["images"][0]["file_name"] == "field.tif" and len(data["annotations"]) == len(np.unique(top.data)) - 1
-    assert widget.save(confirm=False) is None and "already holds" in widget.status.text()  # never replaced silently
+    assert (
+        data["images"][0]["file_name"] == "field.tif"
+        and len(data["annotations"]) == len(np.unique(top.data)) - 1
+    )
+    assert (
+        widget.save(confirm=False) is None and "already holds" in widget.status.text()
+    )  # never replaced silently
     # The classical annotator as the starting point works the same way.
     widget.source.setCurrentText(ANNOTATOR)
     assert widget.predict() is not None
@@ -50,7 +55,14 @@ def test_predict_edit_and_save_in_a_real_window(make_napari_viewer, tmp_path):
 
 def test_the_reader_opens_a_prediction_with_its_image(make_napari_viewer, tmp_path):
     tifffile.imwrite(tmp_path / "field.tif", field_image(128, seed=6))
-    out = predict(save_tiny_model(tmp_path / "model.pth"), tmp_path / "field.tif", tmp_path / "pred", "--pixel-size", "0.65", cwd=tmp_path)
+    out = predict(
+        save_tiny_model(tmp_path / "model.pth"),
+        tmp_path / "field.tif",
+        tmp_path / "pred",
+        "--pixel-size",
+        "0.65",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0
     reader = napari_get_reader(str(tmp_path / "pred" / "field_coco.json"))
     assert reader is not None and napari_get_reader(str(tmp_path / "field.tif")) is None

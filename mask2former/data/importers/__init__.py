@@ -73,7 +73,10 @@ def detect_format(path: str | os.PathLike) -> str:
         else:
             data = read_json(candidate)
             if is_via3(data):
-                raise DatasetError(candidate, "VIA 3 project files are not supported; export the annotations from VIA 2 as JSON")
+                raise DatasetError(
+                    candidate,
+                    "VIA 3 project files are not supported; export the annotations from VIA 2 as JSON",
+                )
             kind = classify_json(data)
         if kind:
             found.setdefault(kind, []).append(os.path.relpath(candidate, path))
@@ -83,13 +86,18 @@ def detect_format(path: str | os.PathLike) -> str:
         return next(iter(found))
     if not found:
         raise DatasetError(
-            path, "no annotations found (looked for COCO/LabelMe/VIA JSON, CVAT XML and label images; see docs/organize.md)"
+            path,
+            "no annotations found (looked for COCO/LabelMe/VIA JSON, CVAT XML and label images; see docs/organize.md)",
         )
-    listing = "; ".join(f"{kind}: {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}" for kind, files in found.items())
+    listing = "; ".join(
+        f"{kind}: {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}" for kind, files in found.items()
+    )
     raise DatasetError(path, f"several annotation formats found ({listing}); choose one with --manual_format")
 
 
-def load_manual_annotations(path: str | os.PathLike, fmt: str = "auto", image_dir: str | os.PathLike | None = None) -> ImportedDataset:
+def load_manual_annotations(
+    path: str | os.PathLike, fmt: str = "auto", image_dir: str | os.PathLike | None = None
+) -> ImportedDataset:
     """Import manual annotations of format ``fmt`` ("auto" detects it) from a file or folder.
 
     ``image_dir`` is searched first for the annotated images (see each format's lookup rule).
@@ -98,7 +106,9 @@ def load_manual_annotations(path: str | os.PathLike, fmt: str = "auto", image_di
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in _LOADERS:
-        raise DatasetError(None, f"unknown annotation format {fmt!r} (choose from auto, {', '.join(FORMATS)})")
+        raise DatasetError(
+            None, f"unknown annotation format {fmt!r} (choose from auto, {', '.join(FORMATS)})"
+        )
     if not os.path.exists(path):
         raise DatasetError(path, "manual annotations not found")
     return _LOADERS[fmt](path, image_dir=os.fspath(image_dir) if image_dir is not None else None)
@@ -109,25 +119,39 @@ def _detect_file(path: str) -> str:
     if lower.endswith(".xml"):
         if is_cvat_xml(path):
             return "cvat"
-        raise DatasetError(path, "not a CVAT XML file (expected an <annotations> root: export 'CVAT for images 1.1')")
+        raise DatasetError(
+            path, "not a CVAT XML file (expected an <annotations> root: export 'CVAT for images 1.1')"
+        )
     if lower.endswith(".json"):
         data = read_json(path)
         if is_via3(data):
-            raise DatasetError(path, "VIA 3 project files are not supported; export the annotations from VIA 2 as JSON")
+            raise DatasetError(
+                path, "VIA 3 project files are not supported; export the annotations from VIA 2 as JSON"
+            )
         kind = classify_json(data)
         if kind is None:
-            raise DatasetError(path, "JSON is neither COCO, LabelMe nor VIA (see docs/organize.md for what each needs)")
+            raise DatasetError(
+                path, "JSON is neither COCO, LabelMe nor VIA (see docs/organize.md for what each needs)"
+            )
         return kind
     raise DatasetError(path, "give a COCO/LabelMe/VIA .json file, a CVAT .xml file or a folder")
 
 
 def _candidate_files(folder: str) -> list[str]:
     dirs = [folder, os.path.join(folder, "annotations")]
-    dirs += [os.path.join(folder, d) for d in sorted(os.listdir(folder)) if d.lower() in ("train", "test", "val", "validation")]
+    dirs += [
+        os.path.join(folder, d)
+        for d in sorted(os.listdir(folder))
+        if d.lower() in ("train", "test", "val", "validation")
+    ]
     files = []
     for d in dirs:
         if os.path.isdir(d):
-            files += [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.lower().endswith((".json", ".xml")) and os.path.isfile(os.path.join(d, f))]
+            files += [
+                os.path.join(d, f)
+                for f in sorted(os.listdir(d))
+                if f.lower().endswith((".json", ".xml")) and os.path.isfile(os.path.join(d, f))
+            ]
     return files
 
 

@@ -147,7 +147,9 @@ def resolve_image(name: str, search_dirs: Sequence[str | None], annotation_file:
         except (ValueError, OSError):  # NUL bytes or over-long names: cannot be a file
             continue
     looked = ", ".join(dirs) or "nowhere"
-    raise DatasetError(annotation_file, f"image {name!r} not found (looked in {looked}; set --manual_image_dir)")
+    raise DatasetError(
+        annotation_file, f"image {name!r} not found (looked in {looked}; set --manual_image_dir)"
+    )
 
 
 # --------------------------------------------------------------------------- values
@@ -185,7 +187,9 @@ def polygon_extent_problem(polygons: Iterable[Sequence[float]], height: int, wid
     """Coordinates this far outside the image are corrupt data (and would make rasterising explode)."""
     margin = 4 * max(height, width) + 64
     for poly in polygons:
-        if poly and (min(poly) < -margin or max(poly[0::2]) > width + margin or max(poly[1::2]) > height + margin):
+        if poly and (
+            min(poly) < -margin or max(poly[0::2]) > width + margin or max(poly[1::2]) > height + margin
+        ):
             return f"polygon coordinates lie far outside the {width}x{height} image"
     return None
 

@@ -35,7 +35,9 @@ from .base import (
 
 
 def is_coco(data: Any) -> bool:
-    return isinstance(data, dict) and all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories"))
+    return isinstance(data, dict) and all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    )
 
 
 def find_coco_files(folder: str) -> list[str]:
@@ -51,7 +53,9 @@ def load_coco(path: str, image_dir: str | None = None, split: str | None = None)
     if os.path.isdir(path):
         files = find_coco_files(path)
         if not files:
-            raise DatasetError(path, "no COCO annotation file found (looked for *.json here and in annotations/)")
+            raise DatasetError(
+                path, "no COCO annotation file found (looked for *.json here and in annotations/)"
+            )
     else:
         files = [path]
     dataset = ImportedDataset(source=path, format="coco")
@@ -72,7 +76,9 @@ def load_coco_file(
     """Images with their instances from one COCO file; polygons kept as polygons, RLE as RLE."""
     data = read_json(json_file)
     if not is_coco(data):
-        raise DatasetError(json_file, "not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)")
+        raise DatasetError(
+            json_file, "not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)"
+        )
     categories = _read_categories(data["categories"], json_file)
     images = _read_images(data["images"], json_file, image_dir, split, search_dirs)
     notes = _add_annotations(data["annotations"], images, categories, json_file)
@@ -108,10 +114,21 @@ def _read_images(
         what = f"image {name!r}"
         height, width = as_image_size(entry.get("height"), entry.get("width"), what, json_file)
         subset_dirs = [os.path.join(parent, "images", split)] if split else []
-        dirs = search_dirs if search_dirs is not None else [image_dir, here, os.path.join(here, "images"), os.path.join(parent, "images"), *subset_dirs]
+        dirs = (
+            search_dirs
+            if search_dirs is not None
+            else [image_dir, here, os.path.join(here, "images"), os.path.join(parent, "images"), *subset_dirs]
+        )
         image_path = resolve_image(name, dirs, json_file)
-        images[entry["id"]] = ImportedImage(name=name, annotation_file=json_file, path=image_path, height=height, width=width, split=split,
-                                            scale_keys=scale_keys(entry))
+        images[entry["id"]] = ImportedImage(
+            name=name,
+            annotation_file=json_file,
+            path=image_path,
+            height=height,
+            width=width,
+            split=split,
+            scale_keys=scale_keys(entry),
+        )
     return images
 
 
@@ -125,7 +142,10 @@ def _add_annotations(
             raise DatasetError(json_file, f"annotation #{i} is not an object: {short(ann)}")
         image_id = ann.get("image_id")
         if not _hashable(image_id) or image_id not in images:
-            raise DatasetError(json_file, f"annotation #{i} (id {short(ann.get('id'))}) points at unknown image id {short(image_id)}")
+            raise DatasetError(
+                json_file,
+                f"annotation #{i} (id {short(ann.get('id'))}) points at unknown image id {short(image_id)}",
+            )
         image = images[image_id]
         what = f"annotation id {short(ann.get('id'))} (image {image.name!r})"
         category_id = ann.get("category_id")
@@ -155,7 +175,9 @@ def _segmentation(
         for k, poly in enumerate(segm):
             coords = as_coordinates(poly, f"{what} polygon {k}", json_file)
             if len(coords) % 2:
-                raise DatasetError(json_file, f"{what}: polygon {k} has an odd number of coordinates ({len(coords)})")
+                raise DatasetError(
+                    json_file, f"{what}: polygon {k} has an odd number of coordinates ({len(coords)})"
+                )
             if len(coords) < 6:
                 notes["polygons with fewer than 3 points"] += 1
                 continue

@@ -57,7 +57,9 @@ def decode_cvat_rle(rle: str, width: int, height: int, what: str = "mask", file:
     if any(c < 0 for c in counts):
         raise DatasetError(file, f"{what}: rle has a negative run length")
     if sum(counts) != width * height:
-        raise DatasetError(file, f"{what}: rle covers {sum(counts)} pixels but the mask box is {width}x{height}")
+        raise DatasetError(
+            file, f"{what}: rle covers {sum(counts)} pixels but the mask box is {width}x{height}"
+        )
     values = np.arange(len(counts)) % 2 == 1  # runs alternate background, foreground, ...
     return np.repeat(values, counts).reshape(height, width)
 
@@ -71,7 +73,7 @@ def load_cvat(path: str, image_dir: str | None = None) -> ImportedDataset:
     for element in root.iter("image"):
         name = element.get("name")
         if not name:
-            raise DatasetError(path, f"<image id=\"{element.get('id')}\"> has no name")
+            raise DatasetError(path, f'<image id="{element.get("id")}"> has no name')
         if name in seen_names:
             raise DatasetError(path, f"image {name!r} is listed twice")
         seen_names.add(name)
@@ -98,9 +100,13 @@ def _read_cvat_xml(path: str) -> tuple[str, ET.Element]:
     except OSError as err:
         raise DatasetError(path, f"cannot read ({err.strerror or err})") from None
     if root.tag != "annotations":
-        raise DatasetError(path, f"not a CVAT XML file (root element is <{root.tag}>, expected <annotations>)")
+        raise DatasetError(
+            path, f"not a CVAT XML file (root element is <{root.tag}>, expected <annotations>)"
+        )
     if root.find("track") is not None:
-        raise DatasetError(path, "this is a 'CVAT for video' export (tracks); export the task as 'CVAT for images 1.1'")
+        raise DatasetError(
+            path, "this is a 'CVAT for video' export (tracks); export the task as 'CVAT for images 1.1'"
+        )
     return path, root
 
 
@@ -112,8 +118,17 @@ def _load_image(
     height, width = as_image_size(element.get("height"), element.get("width"), what, path)
     subset = element.get("subset")
     split = split_from_name(subset) if subset else None
-    dirs = [image_dir, here, os.path.join(here, "images")] + ([os.path.join(here, "images", subset)] if subset else [])
-    image = ImportedImage(name=name, annotation_file=path, path=resolve_image(name, dirs, path), height=height, width=width, split=split)
+    dirs = [image_dir, here, os.path.join(here, "images")] + (
+        [os.path.join(here, "images", subset)] if subset else []
+    )
+    image = ImportedImage(
+        name=name,
+        annotation_file=path,
+        path=resolve_image(name, dirs, path),
+        height=height,
+        width=width,
+        split=split,
+    )
 
     groups: dict[tuple[str, str], list] = defaultdict(list)
     for k, shape in enumerate(element):
@@ -152,7 +167,9 @@ def _shape_segmentation(
         left = as_int(shape.get("left"), f"{where} left", path, minimum=-(10**9))
         top = as_int(shape.get("top"), f"{where} top", path, minimum=-(10**9))
         if box_w * box_h > 4 * width * height:
-            raise DatasetError(path, f"{where}: mask box {box_w}x{box_h} is far larger than the {width}x{height} image")
+            raise DatasetError(
+                path, f"{where}: mask box {box_w}x{box_h} is far larger than the {width}x{height} image"
+            )
         patch = decode_cvat_rle(shape.get("rle") or "", box_w, box_h, where, path)
         canvas, clipped = place_mask(patch, left, top, height, width)
         if clipped:

@@ -46,7 +46,9 @@ def label_stem(filename: str) -> str | None:
 def find_label_pairs(folder: str, image_dir: str | None = None) -> tuple[list[tuple[str, str]], list[str]]:
     """(image, label file) pairs by the pairing rule, and the images that have no label file."""
     folder = os.fspath(folder)
-    label_dir = next((os.path.join(folder, d) for d in LABEL_FOLDERS if os.path.isdir(os.path.join(folder, d))), None)
+    label_dir = next(
+        (os.path.join(folder, d) for d in LABEL_FOLDERS if os.path.isdir(os.path.join(folder, d))), None
+    )
     if label_dir is not None and (image_dir or os.path.isdir(os.path.join(folder, "images"))):
         images_in = image_dir or os.path.join(folder, "images")
         labels = {}
@@ -54,7 +56,10 @@ def find_label_pairs(folder: str, image_dir: str | None = None) -> tuple[list[tu
             if os.path.splitext(f)[1].lower() in LABEL_EXTENSIONS:
                 stem = label_stem(f) or os.path.splitext(f)[0]
                 if stem in labels:
-                    raise DatasetError(os.path.join(label_dir, f), f"a second label file for image {stem!r} (also {os.path.basename(labels[stem])})")
+                    raise DatasetError(
+                        os.path.join(label_dir, f),
+                        f"a second label file for image {stem!r} (also {os.path.basename(labels[stem])})",
+                    )
                 labels[stem] = os.path.join(label_dir, f)
     else:
         images_in = image_dir or folder
@@ -63,7 +68,10 @@ def find_label_pairs(folder: str, image_dir: str | None = None) -> tuple[list[tu
             stem = label_stem(f)
             if stem is not None and os.path.isfile(os.path.join(folder, f)):
                 if stem in labels:
-                    raise DatasetError(os.path.join(folder, f), f"a second label file for image {stem!r} (also {os.path.basename(labels[stem])})")
+                    raise DatasetError(
+                        os.path.join(folder, f),
+                        f"a second label file for image {stem!r} (also {os.path.basename(labels[stem])})",
+                    )
                 labels[stem] = os.path.join(folder, f)
     if not labels:
         return [], []
@@ -73,7 +81,11 @@ def find_label_pairs(folder: str, image_dir: str | None = None) -> tuple[list[tu
         for f in sorted(os.listdir(images_in)):
             full = os.path.join(images_in, f)
             ext = os.path.splitext(f)[1].lower()
-            if ext in IMAGE_EXTENSIONS and os.path.realpath(full) not in label_files and label_stem(f) is None:
+            if (
+                ext in IMAGE_EXTENSIONS
+                and os.path.realpath(full) not in label_files
+                and label_stem(f) is None
+            ):
                 images.setdefault(os.path.splitext(f)[0], []).append(full)
     pairs = []
     for stem, label_file in labels.items():
@@ -100,7 +112,10 @@ def read_label_image(path: str) -> np.ndarray:
         if all(np.array_equal(labels[..., 0], labels[..., c]) for c in range(1, labels.shape[2])):
             labels = labels[..., 0]
         else:
-            raise DatasetError(path, f"label image has {labels.shape[2]} different channels; save one integer id per pixel (16-bit TIFF/PNG)")
+            raise DatasetError(
+                path,
+                f"label image has {labels.shape[2]} different channels; save one integer id per pixel (16-bit TIFF/PNG)",
+            )
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
             raise DatasetError(path, "label image holds fractional values; ids must be whole numbers")
@@ -157,21 +172,34 @@ def label_instances(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
 def load_label_images(path: str, image_dir: str | None = None) -> ImportedDataset:
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise DatasetError(path, "label images are read from a folder (images + label files; see docs/organize.md)")
+        raise DatasetError(
+            path, "label images are read from a folder (images + label files; see docs/organize.md)"
+        )
     pairs, unlabelled = find_label_pairs(path, image_dir)
     if not pairs:
-        raise DatasetError(path, f"no label images found (expected labels/ + images/, or x_labels.tif next to x.png; suffixes {', '.join(LABEL_SUFFIXES)})")
+        raise DatasetError(
+            path,
+            f"no label images found (expected labels/ + images/, or x_labels.tif next to x.png; suffixes {', '.join(LABEL_SUFFIXES)})",
+        )
     dataset = ImportedDataset(source=path, format="labels")
     notes: Counter = Counter()
     for image_path, label_path in pairs:
         labels = read_label_image(label_path)
         image = ImportedImage(
-            name=os.path.basename(image_path), annotation_file=label_path, path=image_path, height=int(labels.shape[0]), width=int(labels.shape[1])
+            name=os.path.basename(image_path),
+            annotation_file=label_path,
+            path=image_path,
+            height=int(labels.shape[0]),
+            width=int(labels.shape[1]),
         )
         for label_id, mask in label_instances(labels):
-            image.instances.append(ImportedInstance("myotube", mask_to_rle(mask), where=f"{label_path} id {label_id}"))
+            image.instances.append(
+                ImportedInstance("myotube", mask_to_rle(mask), where=f"{label_path} id {label_id}")
+            )
         if len(image.instances) == 1 and ndimage.label(labels > 0)[1] > 1:
-            notes["label images hold one id over several separate regions: semantic masks? (touching objects would be one instance)"] += 1
+            notes[
+                "label images hold one id over several separate regions: semantic masks? (touching objects would be one instance)"
+            ] += 1
         dataset.images.append(image)
     if unlabelled:
         dataset.warnings.append(

@@ -43,11 +43,21 @@ from .base import (
 )
 
 _SKIPPED_SHAPES = {"rectangle", "circle", "line", "linestrip", "point", "points"}
-_MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"), (b"BM", ".bmp"))
+_MAGIC = (
+    (b"\x89PNG", ".png"),
+    (b"\xff\xd8", ".jpg"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+    (b"BM", ".bmp"),
+)
 
 
 def is_labelme(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and ("imagePath" in data or "imageData" in data)
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("shapes"), list)
+        and ("imagePath" in data or "imageData" in data)
+    )
 
 
 def find_labelme_files(folder: str) -> list[tuple[str, str | None]]:
@@ -58,7 +68,11 @@ def find_labelme_files(folder: str) -> list[tuple[str, str | None]]:
         if entry.lower().endswith(".json") and os.path.isfile(full):
             found.append((full, None))
         elif os.path.isdir(full) and split_from_name(entry):
-            found += [(os.path.join(full, f), split_from_name(entry)) for f in sorted(os.listdir(full)) if f.lower().endswith(".json")]
+            found += [
+                (os.path.join(full, f), split_from_name(entry))
+                for f in sorted(os.listdir(full))
+                if f.lower().endswith(".json")
+            ]
     return found
 
 
@@ -74,7 +88,9 @@ def load_labelme(path: str, image_dir: str | None = None) -> ImportedDataset:
         data = read_json(json_file)
         if not is_labelme(data):
             if os.path.isdir(path):
-                dataset.warnings.append(f"{json_file}: not a LabelMe file (no 'shapes' and 'imagePath'), ignored")
+                dataset.warnings.append(
+                    f"{json_file}: not a LabelMe file (no 'shapes' and 'imagePath'), ignored"
+                )
                 continue
             raise DatasetError(json_file, "not a LabelMe file (needs 'shapes' and 'imagePath')")
         dataset.images.append(_load_one(json_file, data, split, image_dir, notes, dataset.warnings))
@@ -84,7 +100,9 @@ def load_labelme(path: str, image_dir: str | None = None) -> ImportedDataset:
     return dataset
 
 
-def _load_one(json_file: str, data: dict, split: str | None, image_dir: str | None, notes: Counter, warnings: list[str]) -> ImportedImage:
+def _load_one(
+    json_file: str, data: dict, split: str | None, image_dir: str | None, notes: Counter, warnings: list[str]
+) -> ImportedImage:
     image = _annotated_image(json_file, data, split, image_dir)
     groups = _shape_groups(data["shapes"], image, json_file, notes, warnings)
     for (label, _group), parts in groups.items():
@@ -105,7 +123,11 @@ def _annotated_image(json_file: str, data: dict, split: str | None, image_dir: s
     if embedded is not None and not isinstance(embedded, str):
         raise DatasetError(json_file, "imageData must be a base64 string")
     name = normalise_relpath(image_path_field) if image_path_field else ""
-    image = ImportedImage(name=os.path.basename(name) or os.path.splitext(os.path.basename(json_file))[0], annotation_file=json_file, split=split)
+    image = ImportedImage(
+        name=os.path.basename(name) or os.path.splitext(os.path.basename(json_file))[0],
+        annotation_file=json_file,
+        split=split,
+    )
     try:
         if not name:
             raise DatasetError(json_file, "no imagePath")
@@ -118,9 +140,15 @@ def _annotated_image(json_file: str, data: dict, split: str | None, image_dir: s
         if ext is None:
             raise DatasetError(json_file, "imageData is not a PNG, JPEG, TIFF or BMP file") from None
         stem = os.path.splitext(image.name)[0]
-        image.name = stem + (os.path.splitext(image.name)[1] if os.path.splitext(image.name)[1].lower() in _same_format(ext) else ext)
+        image.name = stem + (
+            os.path.splitext(image.name)[1]
+            if os.path.splitext(image.name)[1].lower() in _same_format(ext)
+            else ext
+        )
     if data.get("imageHeight") is not None or data.get("imageWidth") is not None:
-        image.height, image.width = as_image_size(data.get("imageHeight"), data.get("imageWidth"), "imageHeight/imageWidth:", json_file)
+        image.height, image.width = as_image_size(
+            data.get("imageHeight"), data.get("imageWidth"), "imageHeight/imageWidth:", json_file
+        )
     return image
 
 
@@ -143,8 +171,10 @@ def _shape_groups(
             polygon = polygon_from_pairs(shape.get("points"), where, json_file)
             if len(polygon) < 6:
                 points = len(polygon) // 2
-                warnings.append(f"{json_file}: {where} (label {shape.get('label')!r}) is a polygon of {points} point{'' if points == 1 else 's'}: "
-                                "skipped (a polygon needs at least 3)")
+                warnings.append(
+                    f"{json_file}: {where} (label {shape.get('label')!r}) is a polygon of {points} point{'' if points == 1 else 's'}: "
+                    "skipped (a polygon needs at least 3)"
+                )
                 continue
             segmentation: list[list[float]] | dict = [polygon]
         elif shape_type == "mask":
@@ -170,7 +200,9 @@ def _mask_shape(shape: dict, where: str, json_file: str, height: int, width: int
     encoded = shape.get("mask")
     if not isinstance(encoded, str) or not encoded:
         raise DatasetError(json_file, f"{where}: mask shape without 'mask' data")
-    decoded = cv2.imdecode(np.frombuffer(_b64(encoded, f"{where} mask", json_file), np.uint8), cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imdecode(
+        np.frombuffer(_b64(encoded, f"{where} mask", json_file), np.uint8), cv2.IMREAD_UNCHANGED
+    )
     if decoded is None:
         raise DatasetError(json_file, f"{where}: 'mask' is not a PNG image")
     patch = decoded > 0 if decoded.ndim == 2 else (decoded > 0).any(axis=2)

@@ -95,10 +95,14 @@ def _read_via_file(path: str) -> tuple[str, Any, dict]:
         path = files[0]
     data = read_json(path)
     if is_via3(data):
-        raise DatasetError(path, "VIA 3 project files are not supported; export the annotations from VIA 2 as JSON")
+        raise DatasetError(
+            path, "VIA 3 project files are not supported; export the annotations from VIA 2 as JSON"
+        )
     metadata = via_metadata(data)
     if metadata is None:
-        raise DatasetError(path, "not a VIA 2 file (no '_via_img_metadata' and no per-image 'filename'/'regions' entries)")
+        raise DatasetError(
+            path, "not a VIA 2 file (no '_via_img_metadata' and no per-image 'filename'/'regions' entries)"
+        )
     return path, data, metadata
 
 
@@ -110,7 +114,12 @@ def _image_dirs(data: Any, path: str, image_dir: str | None) -> list[str | None]
     if isinstance(settings, dict) and isinstance(settings.get("core"), dict):
         value = settings["core"].get("default_filepath")
         default_path = value if isinstance(value, str) and "://" not in value else ""
-    return [image_dir, os.path.join(here, default_path) if default_path else None, here, os.path.join(here, "images")]
+    return [
+        image_dir,
+        os.path.join(here, default_path) if default_path else None,
+        here,
+        os.path.join(here, "images"),
+    ]
 
 
 def _image_entries(metadata: dict, path: str) -> list[tuple[str, list]]:
@@ -170,7 +179,10 @@ def _label_attribute(entries: list[tuple[str, list]], path: str) -> str | None:
         return None
     if len(keys) == 1:
         return next(iter(keys))
-    raise DatasetError(path, f"cannot tell which region attribute holds the class (found {', '.join(repr(k) for k in sorted(keys))}); rename it to 'label'")
+    raise DatasetError(
+        path,
+        f"cannot tell which region attribute holds the class (found {', '.join(repr(k) for k in sorted(keys))}); rename it to 'label'",
+    )
 
 
 def _region_label(attrs: Any, key: str) -> str:
