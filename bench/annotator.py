@@ -13,7 +13,8 @@ generated fields, per density level.
 Speed: seconds per 1500x1500 image on one core (OpenCV threads = 1), and images/s with one worker
 process per core.
 
-    python -m bench.annotator [--data DIR] [--limit N] [--quick] [--figures] [--out bench/results/annotator.json]
+    python -m bench.annotator [--data DIR] [--limit N] [--quick] [--figures]
+        [--out bench/results/annotator.json]
 """
 
 from __future__ import annotations
@@ -498,7 +499,8 @@ def markdown(results: dict) -> str:
     if real:
         sem = real["semantic"]
         lines += [
-            f"Real fields ({real['fields_with_human_mask']} QA-skMCs fields with a human mask, {real['resolution']} px):",
+            f"Real fields ({real['fields_with_human_mask']} QA-skMCs fields with a human mask, "
+            f"{real['resolution']} px):",
             "",
             "| method | mean IoU | mean Dice | pooled IoU | tuning half mean IoU | held-out half mean IoU |",
             "|---|---|---|---|---|---|",
@@ -514,7 +516,8 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {label} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['pooled_iou']:.3f} | "
                 + (
-                    f"{real['semantic_tuning_half'][m]['mean_iou']:.3f} | {real['semantic_held_out_half'][m]['mean_iou']:.3f} |"
+                    f"{real['semantic_tuning_half'][m]['mean_iou']:.3f} | "
+                    f"{real['semantic_held_out_half'][m]['mean_iou']:.3f} |"
                     if halves
                     else "- | - |"
                 )
@@ -542,7 +545,8 @@ def markdown(results: dict) -> str:
     ]
     for level, s in syn["levels"].items():
         lines.append(
-            f"| {level} ({s['coverage']:.2f}) | {s['gt_instances']} | {s['AP']:.1f} | {s['AP50']:.1f} | {s['f1@0.5']:.3f} | {s['mean_semantic_iou']:.3f} |"
+            f"| {level} ({s['coverage']:.2f}) | {s['gt_instances']} | {s['AP']:.1f} | {s['AP50']:.1f} | "
+            f"{s['f1@0.5']:.3f} | {s['mean_semantic_iou']:.3f} |"
         )
     rl = results.get("realism", {})
     if rl:
@@ -568,7 +572,8 @@ def markdown(results: dict) -> str:
         "",
         f"Speed ({sp['source']}, {sp['image_size'][0]}x{sp['image_size'][1]}): "
         f"{sp['seconds_per_image_one_core']['median']:.2f} s per image on one core (median); "
-        f"{sp['all_cores']['images_per_second']:.2f} images/s with {sp['all_cores']['workers']} worker processes "
+        f"{sp['all_cores']['images_per_second']:.2f} images/s with {sp['all_cores']['workers']} "
+        "worker processes "
         f"({results['machine']['cpu_count']} cores).",
     ]
     return "\n".join(lines)

@@ -164,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         results["classifier"][set_name] = scores
     print(f"mean IoU at {args.resolution} px | tuning half | held-out half")
     print(
-        f"annotator | {results['annotator_tuning_half_mean_iou']:.3f} | {results['annotator_held_out_half_mean_iou']:.3f}"
+        f"annotator | {results['annotator_tuning_half_mean_iou']:.3f} | "
+        f"{results['annotator_held_out_half_mean_iou']:.3f}"
     )
     for set_name, scores in results["classifier"].items():
         print(
-            f"classifier, {set_name} | {scores['tuning_half_mean_iou']:.3f} | {scores['held_out_half_mean_iou']:.3f}"
+            f"classifier, {set_name} | {scores['tuning_half_mean_iou']:.3f} | "
+            f"{scores['held_out_half_mean_iou']:.3f}"
         )
     write_results(args.out, results)
     return 0

@@ -48,7 +48,8 @@ CHECKPOINT = re.compile(r"model_(\d{7})\.pth$")
 
 
 def heldout_dataset(folder: str, plan: dict = HELDOUT) -> tuple[str, str]:
-    """(annotations.json, images folder) of the held-out (or validation) fields, written once into ``folder``."""
+    """(annotations.json, images folder) of the held-out (or validation) fields, written once into
+    ``folder``."""
     from mask2former.data.synthetic import REALISTIC
     from mask2former.synthetic_datasets import write_synthetic_dataset
 
@@ -182,7 +183,8 @@ def score_at_threshold(path: str, threshold: float, duplicate_iou: float, work: 
         },
     )
     print(
-        f"{path} at score threshold {threshold}, duplicate IoU {duplicate_iou}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f}"
+        f"{path} at score threshold {threshold}, duplicate IoU {duplicate_iou}: "
+        f"AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f}"
     )
     return row
 
@@ -264,7 +266,8 @@ def evaluate_runs(runs: list[str], every: int, work: str) -> None:
             }
             done[row["iteration"]] = row
             print(
-                f"{name} {row['iteration']}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}",
+                f"{name} {row['iteration']}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} "
+                f"merged {row['gt_merged']}",
                 flush=True,
             )
             write_results(
@@ -317,13 +320,15 @@ def table() -> str:
     ]
     if annotator:
         lines.append(
-            f"| classical annotator | - | - | {annotator['AP']:.1f} | {annotator['AP50']:.1f} | {annotator['f1@0.5']:.3f} | "
+            f"| classical annotator | - | - | {annotator['AP']:.1f} | {annotator['AP50']:.1f} | "
+            f"{annotator['f1@0.5']:.3f} | "
             f"{annotator['semantic_iou']:.3f} | {annotator['gt_merged']} of {annotator['gt_total']} |"
         )
     for name, rows in curves.items():
         for r in rows:
             lines.append(
-                f"| `{name}` | {r['iteration']} | {r['cpu_hours']:.2f} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['f1@0.5']:.3f} | "
+                f"| `{name}` | {r['iteration']} | {r['cpu_hours']:.2f} | {r['AP']:.1f} | {r['AP50']:.1f} | "
+                f"{r['f1@0.5']:.3f} | "
                 f"{r['semantic_iou']:.3f} | {r['gt_merged']} of {r['gt_total']} |"
             )
     return "\n".join(lines)

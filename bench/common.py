@@ -125,7 +125,8 @@ def train_once(config: str, dataset: str, opts: list[str], out: str, log_path: s
 
 
 def exit_on_sigterm() -> None:
-    """Let SIGTERM unwind like Ctrl-C, so that a running ``train_once`` stops its training with a checkpoint."""
+    """Let SIGTERM unwind like Ctrl-C, so that a running ``train_once`` stops its training with a
+    checkpoint."""
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 

@@ -80,7 +80,8 @@ def package_source(dest: str) -> str:
 
 
 def build_wheel(source: str, out_dir: str) -> tuple[str, float]:
-    """The wheel of ``source`` (no dependencies, with this environment's setuptools) and the seconds it took."""
+    """The wheel of ``source`` (no dependencies, with this environment's setuptools) and the seconds it
+    took."""
     start = time.perf_counter()
     subprocess.run(
         [

@@ -1,6 +1,7 @@
 """The picture of docs/napari.md: the plugin's widget on a real QA-skMCs field, in a real window.
 
-    xvfb-run -a python -m bench.napari_screenshot --model models/stage1      # a model of bench/real_two_stage.py --output
+    # a model of bench/real_two_stage.py --output
+    xvfb-run -a python -m bench.napari_screenshot --model models/stage1
 
 Opens a field of ../shared/data/qa-skmcs-train, predicts it with the widget (the model at its
 recorded scale) and writes docs/images/napari_widget.png. Needs the extras napari and gui-test.

@@ -145,7 +145,8 @@ def main(argv=None) -> None:
     }
     for k, v in summary.items():
         print(
-            f"{k:45s} matched {v['isolated_match_rate']:.3f} pieces {v['pieces_per_isolated_tube']:.2f} IoU {v['mean_iou']:.3f} instances/field {v['instances_per_field']:.1f}"
+            f"{k:45s} matched {v['isolated_match_rate']:.3f} pieces {v['pieces_per_isolated_tube']:.2f} "
+            f"IoU {v['mean_iou']:.3f} instances/field {v['instances_per_field']:.1f}"
         )
     write_results(
         args.out,

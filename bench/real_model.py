@@ -4,8 +4,9 @@ and at the image's own pixels (what predict.py did before models recorded their 
     python -m bench.real_two_stage --output models/               # trains and keeps the models
     python -m bench.real_model --model models/stage1              # this benchmark
 
-Fields: the held-out half (or, with ``--part pool``, the Stage 1 pool) of ``bench/real_two_stage.py`` (``../shared/data/qa-skmcs-train``, raw
-2048 px), read as they come from the microscope. Each is predicted through ``predict.py``'s path
+Fields: the held-out half (or, with ``--part pool``, the Stage 1 pool) of ``bench/real_two_stage.py``
+(``../shared/data/qa-skmcs-train``, raw 2048 px), read as they come from the microscope. Each is
+predicted through ``predict.py``'s path
 (:func:`mask2former.inference.command.build_predictor`): resized by the scale recorded in the
 model, then tiled, masks back at 2048 px. The same model is also run with ``--scale 1``: tiles
 cut from the raw pixels, tubes 1 / scale times wider than in training. Scored against the human
@@ -100,7 +101,8 @@ def main(argv=None) -> None:
         "--part",
         choices=("heldout", "pool"),
         default="heldout",
-        help="which fields: the held-out half, or the Stage 1 pool of the tuning half (to choose settings on)",
+        help="which fields: the held-out half, or the Stage 1 pool of the tuning half "
+        "(to choose settings on)",
     )
     parser.add_argument(
         "--scales",

@@ -532,20 +532,23 @@ def markdown(summary: dict, title: str) -> str:
     lines = [
         f"**{title}**",
         "",
-        "| method | mean IoU | mean Dice | pixel precision | pixel recall | isolated tubes matched | pieces per isolated tube |",
+        "| method | mean IoU | mean Dice | pixel precision | pixel recall | isolated tubes matched "
+        "| pieces per isolated tube |",
         "|---|---|---|---|---|---|---|",
     ]
     for m, s in summary.items():
         rate = "-" if s["isolated_match_rate"] is None else f"{s['isolated_match_rate']:.3f}"
         pieces = "-" if s["pieces_per_isolated_tube"] is None else f"{s['pieces_per_isolated_tube']:.2f}"
         lines.append(
-            f"| {LABELS[m]} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['mean_pixel_precision']:.3f} | {s['mean_pixel_recall']:.3f} | {rate} | {pieces} |"
+            f"| {LABELS[m]} | {s['mean_iou']:.3f} | {s['mean_dice']:.3f} | {s['mean_pixel_precision']:.3f} "
+            f"| {s['mean_pixel_recall']:.3f} | {rate} | {pieces} |"
         )
     tiled = {m: s for m, s in summary.items() if "cut_isolated_tubes" in s}
     if tiled:
         lines += [
             "",
-            "| model | isolated tubes cut | pieces meet at a tile border | inside a tile | share of instance outlines on tile borders |",
+            "| model | isolated tubes cut | pieces meet at a tile border | inside a tile "
+            "| share of instance outlines on tile borders |",
             "|---|---|---|---|---|",
         ]
         for m, s in tiled.items():
@@ -555,7 +558,8 @@ def markdown(summary: dict, title: str) -> str:
                 else f"{s['share_of_outline_on_tile_borders']:.3f}"
             )
             lines.append(
-                f"| {LABELS[m]} | {s['cut_isolated_tubes']} | {s['cut_at_tile_border']} | {s['cut_inside_tile']} | {share} |"
+                f"| {LABELS[m]} | {s['cut_isolated_tubes']} | {s['cut_at_tile_border']} "
+                f"| {s['cut_inside_tile']} | {share} |"
             )
     return "\n".join(lines)
 
@@ -666,7 +670,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--work",
         default=os.path.join(REPO_ROOT, "output_bench", "real_two_stage"),
-        help="dataset and training folders (reused by a rerun of the same settings; other settings are refused)",
+        help="dataset and training folders (reused by a rerun of the same settings; "
+        "other settings are refused)",
     )
     parser.add_argument("--output", help="keep each model as OUTPUT/<method>/model_final.pth + config.yaml")
     parser.add_argument("--figures", help="folder for the overlay pictures (default: WORK/figures)")

@@ -25,7 +25,8 @@ and the two-sample Kolmogorov-Smirnov statistic. One process, one thread (run it
 docs/annotator.md); torch is never imported. Real data absent: a message, nothing written.
 
     OMP_NUM_THREADS=1 OPENCV_NUM_THREADS=1 python -m bench.realism [--data DIR] [--real 20]
-        [--synthetic 20] [--quick] [--out bench/results/realism.json] [--figure docs/images/real_vs_synthetic.png]
+        [--synthetic 20] [--quick] [--out bench/results/realism.json]
+        [--figure docs/images/real_vs_synthetic.png]
 """
 
 from __future__ import annotations
@@ -308,7 +309,8 @@ def markdown(results: dict) -> str:
     presets = list(distances)
     real = sets["real"]
     lines = [
-        f"Real ({real['fields']} fields, {real['annotator_tubes']} annotator tubes) vs generated fields at 1500 px ("
+        f"Real ({real['fields']} fields, {real['annotator_tubes']} annotator tubes) "
+        "vs generated fields at 1500 px ("
         + ", ".join(
             f"{p}: {sets[p]['fields']} fields, {sets[p]['annotator_tubes']} annotator tubes" for p in presets
         )
@@ -338,7 +340,8 @@ def markdown(results: dict) -> str:
         floor = results["real_split_half"]["mean_distance"]["wasserstein_over_spread"]
         lines += [
             "",
-            f"Sampling noise for scale: the even vs the odd real fields are {floor:.2f} apart (mean over statistics; "
+            f"Sampling noise for scale: the even vs the odd real fields are {floor:.2f} apart "
+            "(mean over statistics; "
             + ", ".join(
                 f"{key} {d['wasserstein_over_spread']:.2f}"
                 for key, d in results["real_split_half"]["distances"].items()

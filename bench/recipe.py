@@ -43,7 +43,10 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
     from mask2former.data.io import read_image
     from mask2former.synthetic_datasets import write_synthetic_dataset
 
-    key = f"s{plan.size}_p{plan.pixel_scale}_n{pool}_m{plan.manual_images}_h{plan.heldout_images}_{plan.density}"
+    key = (
+        f"s{plan.size}_p{plan.pixel_scale}_n{pool}_m{plan.manual_images}"
+        f"_h{plan.heldout_images}_{plan.density}"
+    )
     if pool_density and pool_density != plan.density:
         key += f"_pool{pool_density}"
     root = os.path.join(work, key)
@@ -101,7 +104,8 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
 
 
 def score(out_dir: str, records: list[dict], device: str = "cpu") -> dict:
-    """Metrics of one trained model on ``records``: at the configured threshold, and the best F1 over THRESHOLDS."""
+    """Metrics of one trained model on ``records``: at the configured threshold, and the best F1 over
+    THRESHOLDS."""
     from mask2former.config import load_config
     from mask2former.data.coco import record_masks
     from mask2former.data.io import read_image
@@ -369,7 +373,8 @@ def run(args) -> dict:
 
 
 def _data_and_model(plan: dict) -> dict:
-    """The demo plan's fields a recipe run uses; its training length, LR and seed come from the command line."""
+    """The demo plan's fields a recipe run uses; its training length, LR and seed come from the command
+    line."""
     unused = ("seed", "stage1_iters", "stage2_iters", "stage1_lr", "stage2_lr", "predict_images", "ceiling")
     return {k: v for k, v in plan.items() if k not in unused}
 
@@ -381,7 +386,8 @@ def _same_plan(stored: dict, current: dict) -> bool:
 
 
 def _stored_runs(path: str, settings: dict, exclude: list[int]) -> list[dict]:
-    """Runs of other seeds already stored under the same name and settings: ``--seeds 1`` adds seed 1 to them."""
+    """Runs of other seeds already stored under the same name and settings: ``--seeds 1`` adds seed 1 to
+    them."""
     if not os.path.isfile(path):
         return []
     with open(path) as f:
@@ -431,15 +437,22 @@ def print_table(pattern: str = "*", part: str = "") -> None:
             n = max(1, len(res["seeds"]))
             e = {k: f"{v / n:.0f}" if n == 1 else f"{v / n:.1f}" for k, v in m["errors"].items()}
             change = " ".join(res["opts"]) or "-"
+            duplicate_or_fragment = (m["errors"]["pred_duplicate"] + m["errors"]["pred_fragment"]) / n
             rows.append(
-                f"| {res['name']} | {key} | {res['labels']} | {res['pool']} | {res['stage1_iters']} | {res.get('stage1_lr', '')} | {change} "
-                f"| {len(res['seeds'])} | {m['AP']:.1f} ({_per_seed(res, key, 'AP')}) | {m['AP50']:.1f} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
-                f"| {m['semantic_iou']:.3f} | {e['gt_merged']} | {e['gt_split']} | {e['gt_missed']} | {e['gt_poor_mask']} "
-                f"| {e['pred_background']} | {(m['errors']['pred_duplicate'] + m['errors']['pred_fragment']) / n:.{0 if n == 1 else 1}f} |"
+                f"| {res['name']} | {key} | {res['labels']} | {res['pool']} | {res['stage1_iters']} "
+                f"| {res.get('stage1_lr', '')} | {change} "
+                f"| {len(res['seeds'])} | {m['AP']:.1f} ({_per_seed(res, key, 'AP')}) | {m['AP50']:.1f} "
+                f"| {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
+                f"| {m['semantic_iou']:.3f} | {e['gt_merged']} | {e['gt_split']} | {e['gt_missed']} "
+                f"| {e['gt_poor_mask']} "
+                f"| {e['pred_background']} "
+                f"| {duplicate_or_fragment:.{0 if n == 1 else 1}f} |"
             )
     print(
-        "| run | model / fields | labels | fields | iterations | LR | other change | seeds | AP (per seed) | AP50 | F1@0.5 | best F1 | sem. IoU "
-        "| merged | split | missed | outline off | false: background | false: duplicate or fragment |  (errors: tubes or predictions per seed)"
+        "| run | model / fields | labels | fields | iterations | LR | other change | seeds | AP (per seed) "
+        "| AP50 | F1@0.5 | best F1 | sem. IoU "
+        "| merged | split | missed | outline off | false: background | false: duplicate or fragment "
+        "|  (errors: tubes or predictions per seed)"
     )
     print("|" + "---|" * 19)
     print("\n".join(rows))
@@ -467,12 +480,15 @@ def doc_table(part: str = "stage1/heldout") -> str:
                 res["stage1_iters"],
                 res["name"],
                 f"| `{res['name']}` | {', '.join(changes) or '-'} | {res['stage1_iters']} | {res['pool']} "
-                f"| {res['stage1_lr']:g} | {n} | {m['AP']:.1f} | {per_seed} | {m['f1@0.5']:.3f} | {m['best_f1']:.3f} "
-                f"| {m['semantic_iou']:.3f} | {' / '.join(str(r[stage][split]['errors']['gt_merged']) for r in res['runs'])} |",
+                f"| {res['stage1_lr']:g} | {n} | {m['AP']:.1f} | {per_seed} | {m['f1@0.5']:.3f} "
+                f"| {m['best_f1']:.3f} "
+                f"| {m['semantic_iou']:.3f} "
+                f"| {' / '.join(str(r[stage][split]['errors']['gt_merged']) for r in res['runs'])} |",
             )
         )
     header = (
-        "| run | change | iterations | fields | LR | seeds | AP (mean) | AP per seed | F1@0.5 | best F1 | sem. IoU | tubes merged, of 116 (per seed) |\n"
+        "| run | change | iterations | fields | LR | seeds | AP (mean) | AP per seed | F1@0.5 | best F1 "
+        "| sem. IoU | tubes merged, of 116 (per seed) |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     return "\n".join([header] + [r[2] for r in sorted(rows)])
@@ -515,7 +531,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--resolution-ceiling",
         action="store_true",
-        help="score the held-out ground truth after a round trip through mask grids of stride 2, 4, 8, and exit",
+        help="score the held-out ground truth after a round trip through mask grids of stride 2, 4, 8, "
+        "and exit",
     )
     args = parser.parse_args(argv)
     if args.table:

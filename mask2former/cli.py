@@ -73,8 +73,9 @@ def add_config_dir_argument(parser) -> None:
         "--config-dir",
         default=None,
         metavar="DIR",
-        help="folder holding stage1_config.yaml and stage2_config.yaml, or a shipped one by name: cpu_tiny, the tiny CPU "
-        "preset (configs/cpu_tiny in a checkout) (default: the shipped full configuration, mask2former/configs)",
+        help="folder holding stage1_config.yaml and stage2_config.yaml, or a shipped one by name: "
+        "cpu_tiny, the tiny CPU preset (configs/cpu_tiny in a checkout) "
+        "(default: the shipped full configuration, mask2former/configs)",
     )
 
 

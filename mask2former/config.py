@@ -510,7 +510,8 @@ def _check_values(cfg: CfgNode, source) -> None:
     if cfg.INPUT.EMPTY_CROP_POLICY not in ("resample", "background"):
         raise ConfigError(
             where,
-            f"INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', got {cfg.INPUT.EMPTY_CROP_POLICY!r}",
+            "INPUT.EMPTY_CROP_POLICY must be 'resample' or 'background', "
+            f"got {cfg.INPUT.EMPTY_CROP_POLICY!r}",
         )
     if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
         raise ConfigError(where, f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
@@ -521,12 +522,14 @@ def _check_values(cfg: CfgNode, source) -> None:
     if cfg.SOLVER.LR_SCHEDULER_NAME not in ("WarmupPolyLR", "WarmupCosineLR"):
         raise ConfigError(
             where,
-            f"SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, got {cfg.SOLVER.LR_SCHEDULER_NAME!r}",
+            "SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, "
+            f"got {cfg.SOLVER.LR_SCHEDULER_NAME!r}",
         )
     if cfg.INFERENCE.INPUT_SCALE < 0:
         raise ConfigError(
             where,
-            f"INFERENCE.INPUT_SCALE must be > 0, or 0 for the scale recorded with the weights, got {cfg.INFERENCE.INPUT_SCALE}",
+            "INFERENCE.INPUT_SCALE must be > 0, or 0 for the scale recorded with the weights, "
+            f"got {cfg.INFERENCE.INPUT_SCALE}",
         )
     if cfg.MODEL.DEVICE not in ("auto", "cpu", "cuda") and not str(cfg.MODEL.DEVICE).startswith("cuda:"):
         raise ConfigError(where, f"MODEL.DEVICE must be auto, cpu or cuda, got {cfg.MODEL.DEVICE!r}")

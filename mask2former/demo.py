@@ -5,10 +5,10 @@
 2. label the Stage 1 pool with the classical annotator and organize the unified dataset;
 3. check it with myotube-setup (setup_two_stage.py) and train both stages, Stage 1 starting from
    the shipped base model (``myotube-base``, pretrained on generated fields, as the seed's Stage 1
-   starts from COCO weights), plus comparison models with the same total iterations as Stage 1 + Stage 2: Stage
-   2 only (the manual fields, from the base), Stage 2 from scratch (the manual fields, random
-   weights), and optionally the ceiling of the recipe (``--set ceiling=true``: the Stage 1 fields
-   with their exact ground truth instead of the annotator's labels);
+   starts from COCO weights), plus comparison models with the same total iterations as Stage 1 +
+   Stage 2: Stage 2 only (the manual fields, from the base), Stage 2 from scratch (the manual
+   fields, random weights), and optionally the ceiling of the recipe (``--set ceiling=true``: the
+   Stage 1 fields with their exact ground truth instead of the annotator's labels);
 4. evaluate the annotator, the base model alone and the trained models on the held-out set: one
    table of scores, one of errors (tubes merged, cut into pieces, missed; false detections by kind);
 5. predict two held-out images with myotube-predict; pictures and the tables go to the output folder.
@@ -73,7 +73,8 @@ class DemoPlan:
     # Fine-tuning the base: a tenth of the base's pretraining LR.
     stage1_lr: float = 2e-4
     stage2_lr: float = 1e-4
-    # The from-scratch comparison: 2e-3 beat 1e-3 at 800 iterations (2 seeds; bench/results/recipe/d_lr*_800.json).
+    # The from-scratch comparison: 2e-3 beat 1e-3 at 800 iterations
+    # (2 seeds; bench/results/recipe/d_lr*_800.json).
     scratch_lr: float = 2e-3
     stage1_batch: int = 2
     stage2_batch: int = 1
@@ -236,7 +237,8 @@ def _training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) 
 
 
 def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
-    """A copy of the unified ``dataset`` whose Stage 1 labels are the exact ground truth of the same fields."""
+    """A copy of the unified ``dataset`` whose Stage 1 labels are the exact ground truth of the same
+    fields."""
     truth = read_coco_json(pool_json)
     by_stem = {os.path.splitext(img["file_name"])[0]: img["id"] for img in truth["images"]}
     # The organizer prefixes names that clash with the manual images; its report maps them back.
@@ -277,7 +279,8 @@ def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
 
 
 def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log) -> dict[str, str]:
-    """Check the dataset, train Stage 1 and Stage 2 and the comparison models; their output folders by row name."""
+    """Check the dataset, train Stage 1 and Stage 2 and the comparison models; their output folders by
+    row name."""
     configs = plan.configs
     _run(command("myotube-setup", "--dataset", dataset, "--config-dir", configs), log)
     s1 = os.path.join(output, STAGE_OUTPUT_NAMES[1])
@@ -511,7 +514,8 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
         markdown + "\n\nWhere each method goes wrong (counts over the held-out fields):\n\n" + errors + "\n",
     )
     print(
-        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}\n\n{errors}",
+        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n"
+        f"{markdown}\n\n{errors}",
         flush=True,
     )
 
@@ -536,7 +540,8 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     atomic_write_json(os.path.join(output, "demo_results.json"), summary, indent=2)
     log.close()
     print(
-        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n{markdown}\n\n{errors}"
+        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n"
+        f"{markdown}\n\n{errors}"
     )
     print(f"\nDemo finished in {wall / 60:.1f} min. Results in {output}/:")
     print("  demo_results.md / .json   the table above")
@@ -646,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
         "--plan",
         choices=("cpu", "gpu"),
         default="cpu",
-        help="cpu: the tiny model on 2 cores; gpu: the real Swin-B architecture on one GPU (random init unless --set weights=DIR)",
+        help="cpu: the tiny model on 2 cores; gpu: the real Swin-B architecture on one GPU "
+        "(random init unless --set weights=DIR)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes (a smoke run of every step, seconds not minutes)"

@@ -55,8 +55,8 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
             {"level": "error", "file": dataset_root, "message": "dataset folder not found"}
         )
         report["next_steps"].append(
-            "Create the unified dataset: python organize_unified_dataset.py --algorithmic_dataset ANNOTATOR_OUT "
-            f"--manual_dataset MANUAL --output_dataset {dataset_root}"
+            "Create the unified dataset: python organize_unified_dataset.py "
+            f"--algorithmic_dataset ANNOTATOR_OUT --manual_dataset MANUAL --output_dataset {dataset_root}"
         )
         ready = False
     else:
@@ -90,7 +90,8 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
             if any(f.level == "error" for f in findings):
                 ready = False
                 report["next_steps"].append(
-                    f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py (myotube-organize)"
+                    f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py "
+                    "(myotube-organize)"
                 )
 
     report["environment"] = _environment()
@@ -101,7 +102,8 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
     if not report["environment"]["torch"]["cuda_available"]:
         report["next_steps"].append(
             "No CUDA GPU: full-size Swin-B training is GPU work. On CPU use the tiny preset: "
-            "python train_two_stage.py --config-dir configs/cpu_tiny (installed: myotube-train-two-stage --config-dir cpu_tiny)"
+            "python train_two_stage.py --config-dir configs/cpu_tiny "
+            "(installed: myotube-train-two-stage --config-dir cpu_tiny)"
         )
     report["ready"] = ready
     return report
@@ -180,7 +182,8 @@ def format_report(report: dict[str, Any]) -> str:
         for name, split in report["splits"].items():
             if not split["present"]:
                 lines.append(
-                    f"  {name:<28}{'-':>8}{'-':>11}  (missing{', optional' if name in OPTIONAL_SPLITS else ''})"
+                    f"  {name:<28}{'-':>8}{'-':>11}  "
+                    f"(missing{', optional' if name in OPTIONAL_SPLITS else ''})"
                 )
                 continue
             if "images" not in split:
@@ -188,7 +191,8 @@ def format_report(report: dict[str, Any]) -> str:
                 continue
             ipi = split["instances_per_image"]
             lines.append(
-                f"  {name:<28}{split['images']:>8}{split['instances']:>11}  {ipi['min']}/{ipi['median']:g}/{ipi['max']}"
+                f"  {name:<28}{split['images']:>8}{split['instances']:>11}  "
+                f"{ipi['min']}/{ipi['median']:g}/{ipi['max']}"
             )
     errors = [f for f in report["findings"] if f["level"] == "error"]
     warnings = [f for f in report["findings"] if f["level"] == "warning"]
@@ -203,7 +207,9 @@ def format_report(report: dict[str, Any]) -> str:
     torch_info = env["torch"]
     gpus = ", ".join(f"{g['name']} ({g['memory_gb']} GB)" for g in torch_info.get("gpus", [])) or "none"
     lines.append(
-        f"Environment: Python {env['python']}, torch {torch_info.get('version')}, CUDA {'yes' if torch_info['cuda_available'] else 'no'}, GPUs: {gpus}, detectron2 {'yes' if env['detectron2'] else 'no'}"
+        f"Environment: Python {env['python']}, torch {torch_info.get('version')}, "
+        f"CUDA {'yes' if torch_info['cuda_available'] else 'no'}, GPUs: {gpus}, "
+        f"detectron2 {'yes' if env['detectron2'] else 'no'}"
     )
     lines.append("  " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in env["packages"].items()))
     for stage, w in report["weights"].items():

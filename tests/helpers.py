@@ -56,7 +56,8 @@ TINY_STAGE2 = os.path.join(TINY, "stage2_config.yaml")
 # The presets start Stage 1 from the shipped base model with its 64 queries; unit tests build a
 # random 16-query model unless they say otherwise.
 UNIT_DEFAULTS = ("MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16)
-# The tiny architecture's backbone is a ResNet; tests of Swin-only paths (the detectron2 bridge) ask for the Swin.
+# The tiny architecture's backbone is a ResNet; tests of Swin-only paths (the detectron2 bridge)
+# ask for the Swin.
 SWIN_TINY = ("MODEL.BACKBONE.NAME", "swin")
 
 
@@ -214,7 +215,8 @@ def make_unified_dataset(
 
 
 def write_fields(folder, n: int, size: int = 96, seed: int = 0) -> list[str]:
-    """``n`` generated fields (8-bit PNG, the synthetic generator's myotubes), ``f00.png`` ... in sorted order."""
+    """``n`` generated fields (8-bit PNG, the synthetic generator's myotubes), ``f00.png`` ... in sorted
+    order."""
     os.makedirs(folder, exist_ok=True)
     paths = []
     for i in range(n):
@@ -683,7 +685,9 @@ def assert_same_instances(truth: np.ndarray, got: np.ndarray, min_iou: float = 0
 # "10 000" (a thin-spaced thousand) is one number; a leading minus sign belongs to it, and so does an
 # exponent ("2e-4"). A number inside a word or a name ("10th", "AP50", "F1@0.5", "SHA-256") is not one.
 NUMBER = re.compile(
-    r"(?<![\w.@])(?<![A-Za-z]-)[-−]?(?:\d{1,3}(?: \d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:e[-−]?\d+)?)(?![\w@]|\.\d)"
+    r"(?<![\w.@])(?<![A-Za-z]-)[-−]?"
+    r"(?:\d{1,3}(?: \d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:e[-−]?\d+)?)"
+    r"(?![\w@]|\.\d)"
 )
 
 

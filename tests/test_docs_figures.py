@@ -305,7 +305,8 @@ def test_every_figure_of_a_marked_table_or_paragraph_is_in_its_result_files(doc,
     assert block_figures(block), f"{doc}:{block.line}: the marked {block.kind} has no figures"
     missing = missing_figures(block)
     assert not missing, (
-        f"{doc}:{block.line}: figures not in {[os.path.relpath(s, REPO_ROOT) for s in block.sources]}: {missing}"
+        f"{doc}:{block.line}: figures not in "
+        f"{[os.path.relpath(s, REPO_ROOT) for s in block.sources]}: {missing}"
     )
 
 

@@ -87,7 +87,8 @@ def test_rgb_png_is_returned_in_rgb_order(tmp_path):
 
 
 def test_rgb_tiffs_are_channels_in_rgb_order(tmp_path):
-    """A microscope's RGB-stored TIFF is three channels: one must be chosen, and they come in R, G, B order."""
+    """A microscope's RGB-stored TIFF is three channels: one must be chosen, and they come in R, G, B
+    order."""
     for name, data in (
         ("rgb.tif", rgb8()),
         ("rgb16.tif", RNG.integers(0, 65536, (H, W, 3), dtype=np.uint16)),

@@ -90,8 +90,8 @@ def test_error_breakdown_names_each_kind_of_mistake():
     gt = np.stack([horizontal, vertical, cut, missed, found])
     pred = np.stack(
         [
-            horizontal
-            | vertical,  # one instance for the crossing pair: IoU 0.52 with the horizontal tube, merges the vertical one
+            # one instance for the crossing pair: IoU 0.52 with the horizontal tube, merges the vertical one
+            horizontal | vertical,
             _bar(30, 34, 0, 20),
             _bar(30, 34, 22, 42),
             _bar(30, 34, 44, 64),  # the third tube in three pieces

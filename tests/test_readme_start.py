@@ -282,7 +282,8 @@ def python_command_problems(args: list[str]) -> list[str]:
             problems.append(f"{script}: {flag} {value}: no such file or folder in the repository")
         if flag == "--weights" and not re.search(r"[./]", value) and value not in named_models():
             problems.append(
-                f"{script}: --weights {value}: neither a file nor a model in mask2former/model_zoo/models.json"
+                f"{script}: --weights {value}: "
+                "neither a file nor a model in mask2former/model_zoo/models.json"
             )
     for options in spec["required"]:
         if not options & set(given):
@@ -349,7 +350,8 @@ def test_the_first_screen_says_what_the_tool_does_what_it_needs_and_where_to_sta
     # What it does, and for whom.
     assert re.search(r"\bmyotubes?\b", first) and "microscopy" in first and "measures" in first
     assert "biologist" in first
-    # The hardware: CPU for using it, a CUDA GPU and its memory for the full training; no MPS, no Windows make.
+    # The hardware: CPU for using it, a CUDA GPU and its memory for the full training;
+    # no MPS, no Windows make.
     for word in ("CPU", "GPU", "CUDA", "MPS", "Windows"):
         assert word in first, f"the README's first {FIRST_SCREEN} lines do not mention {word}"
     assert re.search(r"\d+ GB of memory", first), "the GPU memory the full configuration needs is not stated"

@@ -164,7 +164,10 @@ def test_two_process_gloo_ddp_runs_both_stages_and_matches_the_single_process_sc
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     # Stage 2's batch of 1 on 2 processes is said once, before Stage 1 starts.
-    note = "Stage 2: SOLVER.IMS_PER_BATCH 1 is not divisible by the 2 processes: each process takes 1 image(s), 2 per step in all"
+    note = (
+        "Stage 2: SOLVER.IMS_PER_BATCH 1 is not divisible by the 2 processes: "
+        "each process takes 1 image(s), 2 per step in all"
+    )
     assert ddp.stdout.count(note) == 1 and ddp.stdout.index(note) < ddp.stdout.index("== Stage 1")
     assert ddp.stdout.count("Dataset ") == 1  # printed by rank 0 only
 

@@ -92,7 +92,7 @@ def test_nan_pixels_in_the_annotator_and_in_training(tmp_path):
         read_image(tmp_path / "all_nan.tif")
 
 
-# --------------------------------------------------------------------------- 2. architecture from the checkpoint
+# --------------------------------------------------------------------- 2. architecture from the checkpoint
 
 
 def test_prediction_builds_the_checkpoints_architecture_and_is_deterministic(tmp_path):
@@ -164,7 +164,8 @@ def test_a_two_point_labelme_polygon_is_named_by_file_and_shape(tmp_path):
     dataset = load_labelme(str(folder))
     warnings = [w for w in dataset.warnings if "polygon" in w]
     assert warnings == [
-        f"{folder / 'a.json'}: shape #0 (label 'myotube') is a polygon of 2 points: skipped (a polygon needs at least 3)"
+        f"{folder / 'a.json'}: shape #0 (label 'myotube') is a polygon of 2 points: "
+        "skipped (a polygon needs at least 3)"
     ]
     assert len(dataset.images[0].instances) == 1
 

@@ -62,8 +62,8 @@ def installed(tmp_path_factory):
     install_seconds = venv_with_wheel(wheel, str(venv))
     # Shown with -s or -rP; bench/results/install_wheel.json keeps the benchmark's.
     print(
-        f"wheel {os.path.basename(wheel)}: {os.path.getsize(wheel) / 2**20:.1f} MiB, built in {build_seconds:.1f} s, "
-        f"installed in {install_seconds:.1f} s"
+        f"wheel {os.path.basename(wheel)}: {os.path.getsize(wheel) / 2**20:.1f} MiB, "
+        f"built in {build_seconds:.1f} s, installed in {install_seconds:.1f} s"
     )
     return {"wheel": wheel, "venv": venv, "bin": venv / "bin"}
 
@@ -110,7 +110,8 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed, tmp_path
         [
             "python",
             "-c",
-            "import mask2former, mask2former.config as c; print(mask2former.__file__); print(c.config_path('cpu_tiny'))",
+            "import mask2former, mask2former.config as c; print(mask2former.__file__); "
+            "print(c.config_path('cpu_tiny'))",
         ],
         cwd=tmp_path,
     )
@@ -189,7 +190,8 @@ def test_the_quick_demo_runs_outside_the_checkout(installed, tmp_path):
     assert {"Classical annotator", "Stage 1 (annotator labels)", "Stage 2 (Stage 1 + manual)"} <= set(
         results["results"]
     )
-    # Each step ran the installed package's command, shown as its console script with the shipped configs by name.
+    # Each step ran the installed package's command, shown as its console script
+    # with the shipped configs by name.
     assert (
         "\n$ myotube-train-two-stage --stage 1 --dataset demo/myotube_dataset --config-dir configs/cpu_tiny "
         in done.stdout

@@ -106,7 +106,8 @@ class AnnotationSummary:
     def lines(self) -> list[str]:
         counts = list(self.instances_per_image.values()) or [0]
         out = [
-            f"Annotated {self.annotated}/{self.images} images{'' if self.shard == '1/1' else f' of shard {self.shard}'} in "
+            f"Annotated {self.annotated}/{self.images} images"
+            f"{'' if self.shard == '1/1' else f' of shard {self.shard}'} in "
             f"{self.seconds:.1f} s: {self.instances} myotube instances "
             f"(per image min {min(counts)}, median {float(np.median(counts)):g}, max {max(counts)})",
         ]
@@ -225,7 +226,8 @@ def _process_one(task: tuple) -> ImageResult:
             if result.pixel_size_um is None:
                 raise InputError(
                     path,
-                    "the file does not say its pixel size, which --reference-pixel-size needs: give --pixel-size",
+                    "the file does not say its pixel size, which --reference-pixel-size needs: "
+                    "give --pixel-size",
                 )
             params = params.replace(scale=params.physical_scale(result.pixel_size_um))
         result.scale = params.pixel_scale(*image.shape[:2])

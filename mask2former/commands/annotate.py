@@ -13,7 +13,8 @@ Example (installed, the same command is myotube-annotate):
   python utils/batch_myotube_processing.py --input_dir raw_fields --output_dir annotator_out \\
       --resolution 1500 --test_fraction 0.2 --seed 0 --workers 4
   python utils/batch_myotube_processing.py --input_dir raw_fields --output_dir ann/shard_2 --shard 2/4
-  python utils/batch_myotube_processing.py --merge ann/shard_1 ann/shard_2 ann/shard_3 ann/shard_4 --output_dir ann/all
+  python utils/batch_myotube_processing.py --merge ann/shard_1 ann/shard_2 ann/shard_3 ann/shard_4 \\
+      --output_dir ann/all
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def build_parser() -> ArgumentParser:
         "--channel",
         type=int,
         default=-1,
-        help="channel of multi-channel images holding myosin; every channel is written (default: grayscale/RGB as is)",
+        help="channel of multi-channel images holding myosin; every channel is written "
+        "(default: grayscale/RGB as is)",
     )
     parser.add_argument(
         "--z-project", action="store_true", help="an unnamed TIFF axis holds Z planes: max-project it"
@@ -91,8 +93,9 @@ def build_parser() -> ArgumentParser:
         "--scale",
         type=float,
         default=None,
-        help="pixels of the written images per pixel of a whole 1500 px field (default: resolution / 1500, i.e. each "
-        "input is a whole field); use 1.0 for crops imaged like a 1500 px field",
+        help="pixels of the written images per pixel of a whole 1500 px field "
+        "(default: resolution / 1500, i.e. each input is a whole field); "
+        "use 1.0 for crops imaged like a 1500 px field",
     )
     parser.add_argument(
         "--reference-pixel-size",
@@ -107,7 +110,8 @@ def build_parser() -> ArgumentParser:
         type=float,
         default=None,
         metavar="UM",
-        help="microns per pixel of the input images (default: what the file says: OME, ImageJ, CZI, ND2, LIF); "
+        help="microns per pixel of the input images "
+        "(default: what the file says: OME, ImageJ, CZI, ND2, LIF); "
         "recorded in the annotations so models know their scale in microns",
     )
     batch = parser.add_argument_group("long batches (docs/annotator.md, 'Long batches')")
@@ -125,8 +129,8 @@ def build_parser() -> ArgumentParser:
         "--shard",
         default=None,
         metavar="K/N",
-        help="annotate every N-th input of the sorted list from the K-th (1-based) into its own --output_dir; "
-        "no train/test files until --merge (default: all inputs)",
+        help="annotate every N-th input of the sorted list from the K-th (1-based) "
+        "into its own --output_dir; no train/test files until --merge (default: all inputs)",
     )
     add_merge_argument(batch)
     return parser

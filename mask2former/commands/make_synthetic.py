@@ -4,7 +4,8 @@ Plain mode: OUT/images/ + OUT/annotations.json. With --unified, the four splits 
 dataset layout, the algorithmic ones labelled by the classical annotator (or --algorithmic truth).
 
 Example:
-  python utils/make_synthetic_dataset.py --out synth --num-images 50 --size 1500 --seed 0 --density sparse dense
+  python utils/make_synthetic_dataset.py --out synth --num-images 50 --size 1500 --seed 0 \\
+      --density sparse dense
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def build_parser() -> ArgumentParser:
         "--density",
         nargs="+",
         default=["sparse", "medium", "dense"],
-        help="covered fraction or level (sparse, medium, dense); several values cycle over the images (default %(default)s)",
+        help="covered fraction or level (sparse, medium, dense); several values cycle over the images "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--bit-depth",
@@ -73,7 +75,8 @@ def build_parser() -> ArgumentParser:
         "--algorithmic",
         choices=("annotator", "truth"),
         default="annotator",
-        help="algorithmic splits from the classical annotator or the ground truth (unified; default %(default)s)",
+        help="algorithmic splits from the classical annotator or the ground truth "
+        "(unified; default %(default)s)",
     )
     parser.add_argument(
         "--dapi", action="store_true", help="also write dapi/<name>_dapi.png and nuclei/<name>_nuclei.png"

@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--manual_dataset",
         metavar="PATH",
-        help="manual annotations: COCO/LabelMe/VIA JSON, CVAT XML, or a folder (LabelMe files, label images, COCO export)",
+        help="manual annotations: COCO/LabelMe/VIA JSON, CVAT XML, or a folder "
+        "(LabelMe files, label images, COCO export)",
     )
     parser.add_argument(
         "--output_dataset",
@@ -55,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=0.0,
         metavar="F",
-        help="hold out this fraction of manual images as manual_test (ignored when the source has a test split)",
+        help="hold out this fraction of manual images as manual_test "
+        "(ignored when the source has a test split)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the manual train/test draw (default %(default)s)"

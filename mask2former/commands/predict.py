@@ -74,9 +74,9 @@ def build_parser() -> ArgumentParser:
         "--method",
         choices=METHODS,
         default="model",
-        help="what segments the images: a trained model (model), or the classical annotator (annotator: image "
-        "processing, no training, no config or weights; the best-scored method on real fields so far, "
-        "docs/benchmarks.md) (default: %(default)s)",
+        help="what segments the images: a trained model (model), or the classical annotator "
+        "(annotator: image processing, no training, no config or weights; the best-scored method "
+        "on real fields so far, docs/benchmarks.md) (default: %(default)s)",
     )
     p.add_argument(
         "--input",
@@ -128,7 +128,8 @@ def build_parser() -> ArgumentParser:
         type=float,
         default=None,
         metavar="MICRONS",
-        help="microns per pixel of the input images (default: what the file says: OME, ImageJ, CZI, ND2, LIF): measurements in microns "
+        help="microns per pixel of the input images "
+        "(default: what the file says: OME, ImageJ, CZI, ND2, LIF): measurements in microns "
         "instead of pixels, and the resize factor when the model records its own pixel size",
     )
     p.add_argument(
@@ -157,9 +158,9 @@ def build_parser() -> ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="processes that measure and export while the model predicts the next image (default: with a GPU every "
-        f"core but one, at most 8, here {default_workers()}; on the CPU 0, as the model's threads use every core; "
-        "0: everything in turn)",
+        help="processes that measure and export while the model predicts the next image "
+        f"(default: with a GPU every core but one, at most 8, here {default_workers()}; "
+        "on the CPU 0, as the model's threads use every core; 0: everything in turn)",
     )
     model = p.add_argument_group("model (--method model)")
     model.add_argument(
@@ -173,15 +174,17 @@ def build_parser() -> ArgumentParser:
         "--weights",
         default=None,
         metavar="PATH|NAME",
-        help="model_final.pth, a model shipped with the package by name (e.g. myotube-base), or an HF folder; "
-        "default: OUTPUT_DIR/model_final.pth of the config if present, else MODEL.WEIGHTS; '' = random weights (tests only)",
+        help="model_final.pth, a model shipped with the package by name (e.g. myotube-base), "
+        "or an HF folder; default: OUTPUT_DIR/model_final.pth of the config if present, else MODEL.WEIGHTS; "
+        "'' = random weights (tests only)",
     )
     model.add_argument(
         "--scale",
         type=float,
         default=None,
         metavar="F",
-        help="resize images by F before tiling (INFERENCE.INPUT_SCALE); default: the training scale recorded in the weights, "
+        help="resize images by F before tiling (INFERENCE.INPUT_SCALE); "
+        "default: the training scale recorded in the weights, "
         "or, with --pixel-size and a model that knows its pixel size, the ratio of the two",
     )
     model.add_argument(
@@ -248,8 +251,8 @@ def build_parser() -> ArgumentParser:
         "--shard",
         default=None,
         metavar="K/N",
-        help="do every N-th input from the K-th (1-based; inputs in their listed order), into its own --output; "
-        "image ids stay those of the whole batch (default: all inputs)",
+        help="do every N-th input from the K-th (1-based; inputs in their listed order), "
+        "into its own --output; image ids stay those of the whole batch (default: all inputs)",
     )
     add_merge_argument(batch)
     return p

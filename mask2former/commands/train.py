@@ -7,7 +7,8 @@ is the shipped one.
 
 Examples (installed, the same command is myotube-train):
   python train_net.py --config-file stage1_config.yaml
-  python train_net.py --config-file stage2_config.yaml --eval-only MODEL.WEIGHTS output_stage2_manual/model_final.pth
+  python train_net.py --config-file stage2_config.yaml --eval-only \\
+      MODEL.WEIGHTS output_stage2_manual/model_final.pth
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def build_parser() -> ArgumentParser:
         "--config-file",
         required=True,
         metavar="FILE",
-        help="path to a config YAML, or a shipped one by its path in mask2former/configs (e.g. cpu_tiny/stage1_config.yaml)",
+        help="path to a config YAML, or a shipped one by its path in mask2former/configs "
+        "(e.g. cpu_tiny/stage1_config.yaml)",
     )
     add_dataset_argument(parser)
     parser.add_argument(

@@ -87,7 +87,8 @@ def register_two_stage_datasets(root: str | os.PathLike = DEFAULT_DATASET_ROOT) 
     if not os.path.isdir(root):
         raise DatasetError(
             root,
-            "dataset folder not found (expected images/ and annotations/; create it with organize_unified_dataset.py)",
+            "dataset folder not found (expected images/ and annotations/; "
+            "create it with organize_unified_dataset.py)",
         )
     registered = []
     for name, (json_file, image_root) in dataset_paths(root).items():

@@ -215,7 +215,8 @@ def _check_images(entries: list, error: Callable[[str], None]) -> dict[Any, dict
             continue
         if not (_valid_side(img["height"]) and _valid_side(img["width"])):
             error(
-                f"image id {img['id']} ('{img['file_name']}') has invalid size {str(img['height'])[:20]}x{str(img['width'])[:20]}"
+                f"image id {img['id']} ('{img['file_name']}') has invalid size "
+                f"{str(img['height'])[:20]}x{str(img['width'])[:20]}"
             )
             continue
         if img["id"] in images:

@@ -156,7 +156,8 @@ def _read_bioio(
     except ImportError:
         raise ImageReadError(
             path,
-            f"reading this format needs bioio and {plugin}: {FORMATS_INSTALL} (or pip install bioio {plugin})",
+            f"reading this format needs bioio and {plugin}: {FORMATS_INSTALL} "
+            f"(or pip install bioio {plugin})",
         ) from None
     try:
         img = BioImage(path)
@@ -300,8 +301,9 @@ def _read_tiff(
             planes = " x ".join(str(image.shape[i]) for i in unnamed)
             raise ImageReadError(
                 path,
-                f"axes {series.axes} {tuple(series.shape)}: {planes} planes not named as channels or Z in the metadata; "
-                "give --channel N (INPUT.CHANNEL) if they are channels, or --z-project (INPUT.Z_PROJECT) if they are a Z-stack",
+                f"axes {series.axes} {tuple(series.shape)}: {planes} planes not named as channels or Z "
+                "in the metadata; give --channel N (INPUT.CHANNEL) if they are channels, "
+                "or --z-project (INPUT.Z_PROJECT) if they are a Z-stack",
             )
         axes = axes[: unnamed[0]] + "C" + axes[unnamed[0] + 1 :]
     channel_axes = [i for i, a in enumerate(axes) if a in "CS"]

@@ -80,7 +80,8 @@ def preprocess_image(
 
     ``scale`` None resizes the longest side to IMAGE_SIZE, as training does with each field of its
     dataset (evaluation); a number resizes by that factor (prediction at the model's recorded
-    pixel scale). S is the larger resized side rounded up to a multiple of 32. ``value_range``: intensity range of the whole field when ``image`` is one tile of it.
+    pixel scale). S is the larger resized side rounded up to a multiple of 32. ``value_range``:
+    intensity range of the whole field when ``image`` is one tile of it.
     """
     size = cfg.INPUT.IMAGE_SIZE
     h, w = image.shape[:2]

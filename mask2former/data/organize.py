@@ -2,10 +2,10 @@
 
 Result (``OUT``)::
 
-    images/                                            every image once, copied or hard-linked, never re-encoded
+    images/                                          every image once, copied or hard-linked, never re-encoded
     annotations/algorithmic_{train,test}_annotations.json
-    annotations/manual_{train,test}_annotations.json   (test only when there is a test split)
-    organize_report.json                               sources, options, renamed/rescaled images, warnings
+    annotations/manual_{train,test}_annotations.json (test only when there is a test split)
+    organize_report.json                             sources, options, renamed/rescaled images, warnings
 
 Manual annotations are the precious part: inputs are only read, every instance is either written
 or reported (skipped boxes, empty shapes), and ``OUT`` is assembled in a temporary folder beside
@@ -79,7 +79,8 @@ def load_algorithmic_dataset(folder: str | os.PathLike) -> ImportedDataset:
     if not os.path.isfile(train_file):
         raise DatasetError(
             train_file,
-            "annotation file missing (expected the annotator's images/ and annotations/train_annotations.json)",
+            "annotation file missing "
+            "(expected the annotator's images/ and annotations/train_annotations.json)",
         )
     dataset = ImportedDataset(source=folder, format="coco")
     for split, name in ALGORITHMIC_FILES.items():
@@ -288,7 +289,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         split = summary["splits"].get(name)
         if split is None:
             lines.append(
-                f"  {name:<28}{'-':>8}{'-':>11}  (not written{', optional' if name in OPTIONAL_SPLITS else ''})"
+                f"  {name:<28}{'-':>8}{'-':>11}  "
+                f"(not written{', optional' if name in OPTIONAL_SPLITS else ''})"
             )
         else:
             lines.append(f"  {name:<28}{split['images']:>8}{split['instances']:>11}")
@@ -298,7 +300,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     if summary["rescaled_images"]:
         lines.append(
-            f"  {len(summary['rescaled_images'])} images whose annotations were rescaled to the image size (see {REPORT_FILE})"
+            f"  {len(summary['rescaled_images'])} images whose annotations were rescaled to the image size "
+            f"(see {REPORT_FILE})"
         )
     if summary["images_linked"]:
         lines.append(f"  {summary['images_linked']} images hard-linked instead of copied")
@@ -337,13 +340,15 @@ def _check_output_location(out: str, inputs: list[str], force: bool) -> None:
         if entries and not force:
             raise InputError(
                 out,
-                "already exists; use --force to replace it (the old one is kept until the new one is complete)",
+                "already exists; use --force to replace it "
+                "(the old one is kept until the new one is complete)",
             )
         unexpected = sorted(set(entries) - _DATASET_ENTRIES)
         if unexpected:
             raise InputError(
                 out,
-                f"does not look like a dataset folder (holds {', '.join(repr(e) for e in unexpected[:5])}); refusing to replace it",
+                "does not look like a dataset folder "
+                f"(holds {', '.join(repr(e) for e in unexpected[:5])}); refusing to replace it",
             )
 
 
@@ -382,7 +387,8 @@ def _resolve_categories(
         )
         raise DatasetError(
             None,
-            f"unknown categories {listing}: map each with --category-map NAME=myotube, or NAME=ignore to leave it out",
+            f"unknown categories {listing}: map each with --category-map NAME=myotube, "
+            "or NAME=ignore to leave it out",
         )
     for key in sorted(set(category_map) - used_keys):
         warnings.append(f"--category-map {key!r} matches no category in the inputs")
@@ -400,7 +406,8 @@ def _check_duplicates(images: list[ImportedImage]) -> None:
         if first is not image:
             raise DatasetError(
                 image.annotation_file,
-                f"image {image.name!r} is annotated twice (also in {first.annotation_file}); merge the annotations first",
+                f"image {image.name!r} is annotated twice (also in {first.annotation_file}); "
+                "merge the annotations first",
             )
 
 
@@ -577,7 +584,8 @@ def _convert_annotations(entries: list[_Entry], targets: dict[str, str], warning
     if any(e.annotation_size for e in entries):
         n = sum(1 for e in entries if e.annotation_size)
         warnings.append(
-            f"{n} images differ in size from their annotation: annotations rescaled to the image (listed in {REPORT_FILE})"
+            f"{n} images differ in size from their annotation: annotations rescaled to the image "
+            f"(listed in {REPORT_FILE})"
         )
     return dropped
 
@@ -585,7 +593,8 @@ def _convert_annotations(entries: list[_Entry], targets: dict[str, str], warning
 def _split_jsons(
     entries: list[_Entry],
 ) -> tuple[dict[tuple[str, str], tuple[list[dict], list[dict]]], list[dict]]:
-    """COCO images/annotations with fresh ids per (source, split): algorithmic train/test, manual train/test."""
+    """COCO images/annotations with fresh ids per (source, split): algorithmic train/test,
+    manual train/test."""
     out: dict[tuple[str, str], tuple[list[dict], list[dict]]] = {}
     rescaled: list[dict] = []
     for key in (("algorithmic", TRAIN), ("algorithmic", TEST), ("manual", TRAIN), ("manual", TEST)):
@@ -720,7 +729,8 @@ def _validate(stage: str, out: str, entries: list[_Entry]) -> list[Finding]:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise DatasetError(
             errors[0].file,
-            f"the assembled dataset fails validation: {errors[0].message}{more}; nothing was written, the old dataset is unchanged",
+            f"the assembled dataset fails validation: {errors[0].message}{more}; "
+            "nothing was written, the old dataset is unchanged",
         )
     return findings
 

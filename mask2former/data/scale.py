@@ -114,6 +114,7 @@ def prediction_scale(
         factor = pixel_size_um / recorded.pixel_size_um
         return (
             factor,
-            f"input pixel size {pixel_size_um:.4g} um against the model's {recorded.pixel_size_um:.4g} um per model pixel",
+            f"input pixel size {pixel_size_um:.4g} um against the model's "
+            f"{recorded.pixel_size_um:.4g} um per model pixel",
         )
     return recorded.factor, f"the training scale recorded with the weights ({recorded.describe()})"

@@ -127,7 +127,10 @@ def format_log_line(
     loss_text = "  ".join(f"{k}: {v:.4g}" for k, v in losses.items())
     eta = str(datetime.timedelta(seconds=int(eta_s)))
     mem = f"  max_mem: {memory_mb:.0f}M" if memory_mb is not None else ""
-    return f"eta: {eta}  iter: {it}/{max_iter}  {loss_text}  time: {step_time:.4f}  data_time: {data_time:.4f}  lr: {lr:.3g}{mem}"
+    return (
+        f"eta: {eta}  iter: {it}/{max_iter}  {loss_text}  time: {step_time:.4f}  "
+        f"data_time: {data_time:.4f}  lr: {lr:.3g}{mem}"
+    )
 
 
 def read_metrics(path: str) -> list[dict]:

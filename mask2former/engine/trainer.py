@@ -106,8 +106,9 @@ def batch_per_process(total: int, world: int) -> tuple[int, str | None]:
         return total // world, None
     per = -(-total // world)
     return per, (
-        f"SOLVER.IMS_PER_BATCH {total} is not divisible by the {world} processes: each process takes {per} image(s), "
-        f"{per * world} per step in all (SOLVER.BASE_LR unchanged; give a multiple of {world} to choose the batch yourself)"
+        f"SOLVER.IMS_PER_BATCH {total} is not divisible by the {world} processes: "
+        f"each process takes {per} image(s), {per * world} per step in all "
+        f"(SOLVER.BASE_LR unchanged; give a multiple of {world} to choose the batch yourself)"
     )
 
 
@@ -163,7 +164,8 @@ def training_step(
     if not math.isfinite(sum(values.values())):
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
         raise TrainingError(
-            f"non-finite loss at iteration {iteration} ({bad}); the last good checkpoint in {cfg.OUTPUT_DIR} is kept — lower SOLVER.BASE_LR or check the data"
+            f"non-finite loss at iteration {iteration} ({bad}); the last good checkpoint in {cfg.OUTPUT_DIR} "
+            "is kept — lower SOLVER.BASE_LR or check the data"
         )
     optimizer.zero_grad(set_to_none=True)
     total.backward()
@@ -207,7 +209,8 @@ def train(cfg: CfgNode, resume: bool = False, stop_after: int | None = None) -> 
         return os.path.join(out_dir, FINAL)
     if not resume and has_checkpoints(out_dir):
         raise TrainingError(
-            f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, or choose another OUTPUT_DIR"
+            f"{out_dir} already holds checkpoints of an earlier run: add --resume to continue it, "
+            "or choose another OUTPUT_DIR"
         )
     run = start_run(cfg, device, resume)
     end_iter = max_iter if stop_after is None else min(max_iter, run.start_iter + stop_after)
@@ -316,7 +319,8 @@ def training_data(cfg: CfgNode) -> tuple[list[str], list[dict], InputScale | Non
         node = cfg.SYNTHETIC
         scale = InputScale(stream_input_scale_factor(cfg))
         source = (
-            f"generated fields ({node.PRESET} preset, stream seed {node.SEED}, sides {list(node.FIELD_SIZES)} px, "
+            f"generated fields ({node.PRESET} preset, stream seed {node.SEED}, "
+            f"sides {list(node.FIELD_SIZES)} px, "
             f"pixel scale {node.PIXEL_SCALE} x {list(node.SCALE_JITTER)}, density {list(node.DENSITY)})"
         )
         return [MYOTUBE], [], scale, source
@@ -325,7 +329,10 @@ def training_data(cfg: CfgNode) -> tuple[list[str], list[dict], InputScale | Non
     jitter = (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE) if cfg.INPUT.AUGMENT else (1.0, 1.0)
     source = f"{len(records)} images from {', '.join(cfg.DATASETS.TRAIN)}"
     if cfg.SYNTHETIC.REPLAY > 0:
-        source += f", {cfg.SYNTHETIC.REPLAY:.0%} of the steps replaying generated fields ({cfg.SYNTHETIC.PRESET} preset, stream seed {cfg.SYNTHETIC.SEED})"
+        source += (
+            f", {cfg.SYNTHETIC.REPLAY:.0%} of the steps replaying generated fields "
+            f"({cfg.SYNTHETIC.PRESET} preset, stream seed {cfg.SYNTHETIC.SEED})"
+        )
     return class_names, records, training_input_scale(records, cfg.INPUT.IMAGE_SIZE, jitter), source
 
 

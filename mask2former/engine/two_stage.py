@@ -88,8 +88,10 @@ def run_two_stage(
         if comm.is_main_process():
             print(
                 f"== Stage {stage}: {', '.join(cfg.DATASETS.TRAIN)} -> {cfg.OUTPUT_DIR} "
-                f"(classes {class_names_of(cfg.DATASETS.TRAIN)}, weights {cfg.MODEL.WEIGHTS or 'random init'}, "
-                f"{cfg.SOLVER.MAX_ITER} iterations, batch {cfg.SOLVER.IMS_PER_BATCH}, LR {cfg.SOLVER.BASE_LR:g})",
+                f"(classes {class_names_of(cfg.DATASETS.TRAIN)}, "
+                f"weights {cfg.MODEL.WEIGHTS or 'random init'}, "
+                f"{cfg.SOLVER.MAX_ITER} iterations, batch {cfg.SOLVER.IMS_PER_BATCH}, "
+                f"LR {cfg.SOLVER.BASE_LR:g})",
                 flush=True,
             )
         finals[stage] = train(cfg, resume=resume)
@@ -109,7 +111,8 @@ def eval_weights(cfg: CfgNode, opts: list[str]) -> tuple[str, str]:
     if os.path.isfile(final):
         return (
             final,
-            f"the model this config trained (OUTPUT_DIR {cfg.OUTPUT_DIR}); give MODEL.WEIGHTS to evaluate another",
+            f"the model this config trained (OUTPUT_DIR {cfg.OUTPUT_DIR}); "
+            "give MODEL.WEIGHTS to evaluate another",
         )
     return cfg.MODEL.WEIGHTS, f"MODEL.WEIGHTS of the config ({final} does not exist)"
 

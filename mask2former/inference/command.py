@@ -254,8 +254,9 @@ def predict_command(
             replace(options, workers=default_workers(str(predictor.device))) if workers is None else options
         )
         what = (
-            f"with {cfg.MODEL.WEIGHTS or 'random weights'} on {predictor.device}; tiles of {used.tile_size} model px "
-            f"({used.image_tile_size} image px), overlap {used.tile_overlap:.2f}; score >= {used.post.score_threshold:.2f}"
+            f"with {cfg.MODEL.WEIGHTS or 'random weights'} on {predictor.device}; "
+            f"tiles of {used.tile_size} model px ({used.image_tile_size} image px), "
+            f"overlap {used.tile_overlap:.2f}; score >= {used.post.score_threshold:.2f}"
         )
         return predictor, used, what
 
@@ -331,7 +332,10 @@ def annotator_command(
         "predict", prediction_settings(None, options), annotator_identity(params), paths, share
     )
     if params.reference_pixel_size_um:
-        scale = f"from each image's pixel size and the reference field's {params.reference_pixel_size_um:g} um per pixel"
+        scale = (
+            "from each image's pixel size and the reference field's "
+            f"{params.reference_pixel_size_um:g} um per pixel"
+        )
     elif params.scale is not None:
         scale = f"{params.scale:g} image px per reference px"
     else:
@@ -343,7 +347,8 @@ def annotator_command(
         return (
             predictor,
             used,
-            f"with the classical annotator, whole images at their own pixels (scale: {scale}), no post-processing",
+            f"with the classical annotator, whole images at their own pixels (scale: {scale}), "
+            "no post-processing",
         )
 
     def write_settings() -> None:

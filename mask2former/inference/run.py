@@ -11,7 +11,8 @@ Instances`` (the trained model, or a stand-in in tests) and writes, per image ``
 
 and over all images ``summary.csv`` (one row per image, failures included with their error)
 and ``predictions_coco.json``. ``predict_fn`` may also be the classical annotator
-(:class:`.annotator.AnnotatorPredictor`): the same files, from its instances. One failing image is reported on one line and the rest go on.
+(:class:`.annotator.AnnotatorPredictor`): the same files, from its instances. One failing image is
+reported on one line and the rest go on.
 After each image's files, its manifest seals them; the run's files are rebuilt from the manifests,
 which is what lets a run be resumed, sharded and merged (see batch_state.py).
 """
@@ -163,7 +164,8 @@ class PredictOptions:
         if sum(sources) > 1:
             raise InputError(
                 None,
-                "give only one nuclei source: a nuclei channel, a nuclei mask folder or a nuclei image folder",
+                "give only one nuclei source: a nuclei channel, a nuclei mask folder "
+                "or a nuclei image folder",
             )
         for directory in (self.nuclei_masks_dir, self.nuclei_images_dir):
             if directory and not os.path.isdir(directory):
@@ -344,7 +346,8 @@ def load_nuclei_labels(
     if labels.shape != tuple(shape):
         raise ImageReadError(
             source,
-            f"nuclei image is {labels.shape[1]}x{labels.shape[0]} but the myotube image is {shape[1]}x{shape[0]}",
+            f"nuclei image is {labels.shape[1]}x{labels.shape[0]} "
+            f"but the myotube image is {shape[1]}x{shape[0]}",
         )
     return labels
 

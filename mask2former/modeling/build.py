@@ -1,4 +1,5 @@
-"""Build transformers' Mask2FormerForUniversalSegmentation (Swin, ConvNeXt or ResNet backbone) from our config."""
+"""Build transformers' Mask2FormerForUniversalSegmentation (Swin, ConvNeXt or ResNet backbone) from our
+config."""
 
 from __future__ import annotations
 

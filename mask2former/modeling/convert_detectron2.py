@@ -43,7 +43,10 @@ def convert(source: str, out_dir: str) -> str:
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise WeightsError(out_dir, "output folder exists and is not empty")
     model.save_pretrained(out_dir)
-    return f"{swin_name(arch)} Mask2Former, {arch['MODEL.MASK_FORMER.NUM_OBJECT_QUERIES']} queries, {arch['classes']} classes: {described}"
+    return (
+        f"{swin_name(arch)} Mask2Former, {arch['MODEL.MASK_FORMER.NUM_OBJECT_QUERIES']} queries, "
+        f"{arch['classes']} classes: {described}"
+    )
 
 
 def main(argv=None) -> int:

@@ -278,7 +278,8 @@ def _load_any(path: str):
         except Exception as err:
             raise WeightsError(
                 path,
-                f"cannot read checkpoint, truncated or corrupt? ({type(err).__name__}: {str(err).splitlines()[0][:100]})",
+                "cannot read checkpoint, truncated or corrupt? "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:100]})",
             ) from None
     try:
         with open(path, "rb") as f:

@@ -78,8 +78,8 @@ def download_hint(weights: str) -> str:
             weights or os.path.join(LOCAL_WEIGHTS_FOLDER, COCO_SWIN_B_WEIGHTS.split("/")[-1]),
         )
     return (
-        f"download the weights once with `hf download {repo} --local-dir {local}` (huggingface_hub's CLI) on a machine "
-        f"with internet, copy the folder here, and set MODEL.WEIGHTS {local}"
+        f"download the weights once with `hf download {repo} --local-dir {local}` (huggingface_hub's CLI) "
+        f"on a machine with internet, copy the folder here, and set MODEL.WEIGHTS {local}"
     )
 
 
@@ -121,7 +121,8 @@ def describe_weights(weights: str, stage: int = 1) -> dict[str, Any]:
         elif stage == 2:
             info.update(
                 status="pending",
-                hint="Stage 1 checkpoint not found yet: run Stage 1 first (python train_two_stage.py --stage 1)",
+                hint="Stage 1 checkpoint not found yet: run Stage 1 first "
+                "(python train_two_stage.py --stage 1)",
             )
         else:
             info.update(status="missing", hint=f"checkpoint {weights} not found")
@@ -285,7 +286,8 @@ def load_model(cfg: CfgNode, class_names: list[str], weights: str | None = None,
 def architecture_mismatch(count: int, example: str) -> str:
     return (
         f"checkpoint does not fit the configured architecture ({count} tensors differ, e.g. {example}): "
-        "use the same MODEL.BACKBONE / MODEL.SWIN / MODEL.RESNET / MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER settings as the run that wrote it"
+        "use the same MODEL.BACKBONE / MODEL.SWIN / MODEL.RESNET / MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER "
+        "settings as the run that wrote it"
     )
 
 
@@ -347,8 +349,8 @@ def load_detectron2_state(model, path: str, state: dict, cfg: CfgNode, grow_quer
     if differences:
         raise WeightsError(
             path,
-            f"the checkpoint is a {swin_name(theirs)} Mask2Former that differs from the config: {'; '.join(differences[:3])}"
-            "; set these keys (e.g. --opts) to load it",
+            f"the checkpoint is a {swin_name(theirs)} Mask2Former that differs from the config: "
+            f"{'; '.join(differences[:3])}; set these keys (e.g. --opts) to load it",
         )
     converted, unexpected = to_transformers(state)
     own = model.state_dict()
@@ -363,8 +365,8 @@ def load_detectron2_state(model, path: str, state: dict, cfg: CfgNode, grow_quer
         ", ".join(unexpected + unused) or "none",
     )
     return (
-        f"{path} (detectron2 {swin_name(theirs)} Mask2Former, {theirs['classes']} classes; {len(loadable)} tensors loaded, "
-        f"{len(reinitialised)} re-initialised)"
+        f"{path} (detectron2 {swin_name(theirs)} Mask2Former, {theirs['classes']} classes; "
+        f"{len(loadable)} tensors loaded, {len(reinitialised)} re-initialised)"
     )
 
 
@@ -445,8 +447,9 @@ def _load_hf_pretrained(weights: str, hf_config):
     if fatal:
         raise WeightsError(
             weights,
-            f"pretrained weights do not fit the configured architecture ({len(fatal)} tensors differ, e.g. {fatal[0]}); "
-            "MODEL.SWIN must match the checkpoint (Swin-B: EMBED_DIM 128, DEPTHS [2,2,18,2], NUM_HEADS [4,8,16,32], WINDOW_SIZE 12)",
+            "pretrained weights do not fit the configured architecture "
+            f"({len(fatal)} tensors differ, e.g. {fatal[0]}); MODEL.SWIN must match the checkpoint "
+            "(Swin-B: EMBED_DIM 128, DEPTHS [2,2,18,2], NUM_HEADS [4,8,16,32], WINDOW_SIZE 12)",
         )
     logger.info(
         "Loaded pretrained %s; re-initialised: %s", weights, ", ".join(sorted(set(mismatched))) or "nothing"

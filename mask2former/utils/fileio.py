@@ -166,6 +166,7 @@ def earlier_output(
     if foreign:
         raise InputError(
             out,
-            f"holds files that are not {what} ({', '.join(repr(e) for e in foreign[:3])}); refusing to replace them",
+            f"holds files that are not {what} ({', '.join(repr(e) for e in foreign[:3])}); "
+            "refusing to replace them",
         )
     return earlier

@@ -178,7 +178,8 @@ class OutputLock:
                 if time.time() - os.path.getmtime(self.path) < _UNREADABLE_LOCK_GRACE_S:
                     raise InputError(
                         self.folder,
-                        "another run is starting to write here (its lock is new); only one run may write here",
+                        "another run is starting to write here (its lock is new); "
+                        "only one run may write here",
                     )
             left_by = "names no process (left half-written)"
         elif holder.alive():
@@ -396,7 +397,8 @@ def differences(earlier: Mapping, now: Mapping, shards: bool = True) -> list[str
     ]
     if changed:
         listed = ", ".join(
-            f"{k} is {_value(now['settings'].get(k))} here, {_value(earlier['settings'].get(k))} in the earlier run"
+            f"{k} is {_value(now['settings'].get(k))} here, "
+            f"{_value(earlier['settings'].get(k))} in the earlier run"
             for k in changed[:3]
         )
         out.append(
@@ -502,7 +504,8 @@ def open_output(
             if diffs:
                 raise InputError(
                     folder,
-                    f"cannot --resume: {'; '.join(diffs)}; use --force to start afresh, or choose another folder",
+                    f"cannot --resume: {'; '.join(diffs)}; use --force to start afresh, "
+                    "or choose another folder",
                 )
         return OpenedOutput(folder, lock, earlier)
     except BaseException:
@@ -614,7 +617,8 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], li
         if holder is not None and holder.alive():
             raise InputError(
                 folder,
-                f"a run is still writing this shard (process {holder.pid} on {holder.host}); merge when it is done",
+                f"a run is still writing this shard (process {holder.pid} on {holder.host}); "
+                "merge when it is done",
             )
         shards.append((folder, state, Shard.parse(state["shard"])))
     first_folder, first, _ = shards[0]

@@ -87,7 +87,8 @@ def detect_format(path: str | os.PathLike) -> str:
     if not found:
         raise DatasetError(
             path,
-            "no annotations found (looked for COCO/LabelMe/VIA JSON, CVAT XML and label images; see docs/organize.md)",
+            "no annotations found "
+            "(looked for COCO/LabelMe/VIA JSON, CVAT XML and label images; see docs/organize.md)",
         )
     listing = "; ".join(
         f"{kind}: {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}" for kind, files in found.items()

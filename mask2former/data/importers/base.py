@@ -300,7 +300,8 @@ def merge_segmentations(
 
 
 def counted(n: int, plural_phrase: str) -> str:
-    """``3 polygons skipped``, ``1 polygon skipped``: the phrase starts with a plural noun (or an adjective and one)."""
+    """``3 polygons skipped``, ``1 polygon skipped``: the phrase starts with a plural noun
+    (or an adjective and one)."""
     if n == 1:
         words = plural_phrase.split(" ")
         # The noun is the first or second word ("masks cut ...", "label images hold ...").

@@ -114,7 +114,8 @@ def read_label_image(path: str) -> np.ndarray:
         else:
             raise DatasetError(
                 path,
-                f"label image has {labels.shape[2]} different channels; save one integer id per pixel (16-bit TIFF/PNG)",
+                f"label image has {labels.shape[2]} different channels; "
+                "save one integer id per pixel (16-bit TIFF/PNG)",
             )
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
@@ -179,7 +180,8 @@ def load_label_images(path: str, image_dir: str | None = None) -> ImportedDatase
     if not pairs:
         raise DatasetError(
             path,
-            f"no label images found (expected labels/ + images/, or x_labels.tif next to x.png; suffixes {', '.join(LABEL_SUFFIXES)})",
+            "no label images found (expected labels/ + images/, or x_labels.tif next to x.png; "
+            f"suffixes {', '.join(LABEL_SUFFIXES)})",
         )
     dataset = ImportedDataset(source=path, format="labels")
     notes: Counter = Counter()
@@ -198,12 +200,14 @@ def load_label_images(path: str, image_dir: str | None = None) -> ImportedDatase
             )
         if len(image.instances) == 1 and ndimage.label(labels > 0)[1] > 1:
             notes[
-                "label images hold one id over several separate regions: semantic masks? (touching objects would be one instance)"
+                "label images hold one id over several separate regions: semantic masks? "
+                "(touching objects would be one instance)"
             ] += 1
         dataset.images.append(image)
     if unlabelled:
         dataset.warnings.append(
-            f"{path}: {len(unlabelled)} images without a label file left out (e.g. {os.path.basename(unlabelled[0])})"
+            f"{path}: {len(unlabelled)} images without a label file left out "
+            f"(e.g. {os.path.basename(unlabelled[0])})"
         )
     dataset.warnings.extend(note_lines(path, notes))
     return dataset

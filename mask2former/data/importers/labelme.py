@@ -172,7 +172,8 @@ def _shape_groups(
             if len(polygon) < 6:
                 points = len(polygon) // 2
                 warnings.append(
-                    f"{json_file}: {where} (label {shape.get('label')!r}) is a polygon of {points} point{'' if points == 1 else 's'}: "
+                    f"{json_file}: {where} (label {shape.get('label')!r}) is a polygon of {points} "
+                    f"point{'' if points == 1 else 's'}: "
                     "skipped (a polygon needs at least 3)"
                 )
                 continue

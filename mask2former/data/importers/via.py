@@ -181,7 +181,8 @@ def _label_attribute(entries: list[tuple[str, list]], path: str) -> str | None:
         return next(iter(keys))
     raise DatasetError(
         path,
-        f"cannot tell which region attribute holds the class (found {', '.join(repr(k) for k in sorted(keys))}); rename it to 'label'",
+        "cannot tell which region attribute holds the class "
+        f"(found {', '.join(repr(k) for k in sorted(keys))}); rename it to 'label'",
     )
 
 
