@@ -69,6 +69,22 @@ def add_merge_argument(p) -> None:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__)
+    groups = (
+        _method_group,
+        _image_group,
+        _nuclei_group,
+        _speed_group,
+        _model_group,
+        _annotator_group,
+        _batch_group,
+    )
+    for add_group in groups:
+        add_group(p)
+    return p
+
+
+def _method_group(p: ArgumentParser) -> None:
+    """What segments the images."""
     method = p.add_argument_group("method")
     method.add_argument(
         "--method",
@@ -78,33 +94,43 @@ def build_parser() -> ArgumentParser:
         "(annotator: image processing, no training, no config or weights; the best-scored method "
         "on real fields so far, docs/benchmarks.md) (default: %(default)s)",
     )
-    p.add_argument(
+
+
+def _image_group(p: ArgumentParser) -> None:
+    """The images, how to read them, and where the results go."""
+    g = p.add_argument_group("images and output")
+    g.add_argument(
         "--input",
         required=True,
         nargs="+",
         metavar="PATH",
         help="image file(s), folder(s) or glob pattern(s)",
     )
-    add_output_argument(p)
-    p.add_argument(
+    add_output_argument(g)
+    g.add_argument(
         "--channel",
         default=None,
         metavar="N|NAME",
         help="myotube channel of multi-channel images, by index (INPUT.CHANNEL) "
         "or by the name the file gives it (e.g. MyHC)",
     )
-    p.add_argument(
+    g.add_argument(
         "--scene",
         default=None,
         metavar="N|NAME",
         help="series (TIFF) or scene (CZI, ND2, LIF) to read; default the first",
     )
-    p.add_argument(
+    g.add_argument(
         "--z-project",
         action="store_true",
         help="an unnamed TIFF axis holds Z planes: max-project it (INPUT.Z_PROJECT)",
     )
-    nuclei = p.add_mutually_exclusive_group()
+
+
+def _nuclei_group(p: ArgumentParser) -> None:
+    """Nuclei, pixel size and the measurements that use them."""
+    g = p.add_argument_group("nuclei and measurements")
+    nuclei = g.add_mutually_exclusive_group()
     nuclei.add_argument(
         "--nuclei-channel",
         default=None,
@@ -123,7 +149,7 @@ def build_parser() -> ArgumentParser:
         metavar="DIR",
         help="folder of nuclear stain images (e.g. X_dapi.png for X_myosin.png), segmented here",
     )
-    p.add_argument(
+    g.add_argument(
         "--pixel-size",
         type=float,
         default=None,
@@ -132,28 +158,33 @@ def build_parser() -> ArgumentParser:
         "(default: what the file says: OME, ImageJ, CZI, ND2, LIF): measurements in microns "
         "instead of pixels, and the resize factor when the model records its own pixel size",
     )
-    p.add_argument(
+    g.add_argument(
         "--fusion-min-nuclei",
         type=int,
         default=2,
         metavar="N",
         help="a myotube with at least N nuclei counts as fused in the fusion index (default %(default)s)",
     )
-    p.add_argument(
+    g.add_argument(
         "--nuclei-radius-um",
         type=float,
         default=None,
         metavar="UM",
         help="about a nucleus radius in microns (needs the pixel size)",
     )
-    p.add_argument(
+    g.add_argument(
         "--nuclei-min-area-um2",
         type=float,
         default=None,
         metavar="UM2",
         help="smallest nucleus in square microns (needs the pixel size)",
     )
-    p.add_argument(
+
+
+def _speed_group(p: ArgumentParser) -> None:
+    """Measuring while the model predicts."""
+    g = p.add_argument_group("speed")
+    g.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -162,6 +193,10 @@ def build_parser() -> ArgumentParser:
         f"(default: with a GPU every core but one, at most 8, here {default_workers()}; "
         "on the CPU 0, as the model's threads use every core; 0: everything in turn)",
     )
+
+
+def _model_group(p: ArgumentParser) -> None:
+    """Settings of the model method."""
     model = p.add_argument_group("model (--method model)")
     model.add_argument(
         "--config-file",
@@ -216,6 +251,10 @@ def build_parser() -> ArgumentParser:
         metavar="KEY VALUE",
         help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300",
     )
+
+
+def _annotator_group(p: ArgumentParser) -> None:
+    """Settings of the annotator method."""
     annotator = p.add_argument_group("classical annotator (--method annotator; docs/annotator.md)")
     annotator.add_argument(
         "--annotator-scale",
@@ -234,6 +273,10 @@ def build_parser() -> ArgumentParser:
         help="the scale as a physical size: microns per pixel of the 1500 px reference field; each "
         "image's scale then follows from its pixel size (instead of --annotator-scale)",
     )
+
+
+def _batch_group(p: ArgumentParser) -> None:
+    """Long batches: replace, resume, shard, merge."""
     batch = p.add_argument_group("long batches (docs/predict.md, 'Thousands of fields')")
     earlier = batch.add_mutually_exclusive_group()
     earlier.add_argument(
@@ -255,7 +298,6 @@ def build_parser() -> ArgumentParser:
         "into its own --output; image ids stay those of the whole batch (default: all inputs)",
     )
     add_merge_argument(batch)
-    return p
 
 
 def build_merge_parser() -> ArgumentParser:
