@@ -285,6 +285,24 @@ def _process_and_seal(task: tuple) -> dict:
 OUTPUT_ENTRIES = frozenset({"images", "annotations", SUMMARY_JSON, STATE_FILE, MANIFEST_DIR})
 
 
+def check_request(
+    resolution: int, test_fraction: float, pixel_size: float | None, params: AnnotatorParams | None
+) -> None:
+    """Refuse settings that cannot work, before anything is read or written (one line each)."""
+    if resolution < 16:
+        raise InputError(None, f"--resolution must be at least 16 pixels, got {resolution}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(None, f"--test_fraction must be in [0, 1), got {test_fraction}")
+    for flag, value in (
+        ("--pixel-size", pixel_size),
+        ("--reference-pixel-size", params.reference_pixel_size_um if params else None),
+    ):
+        if value is not None and not value > 0:
+            raise InputError(None, f"{flag} must be positive, got {value}")
+    if params is not None and params.scale is not None and params.reference_pixel_size_um:
+        raise InputError(None, "--scale and --reference-pixel-size both set the scale: give one")
+
+
 def annotate_folder(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -320,18 +338,7 @@ def annotate_folder(
     image's annotator scale follows from it.
     """
     input_dir, output_dir = os.fspath(input_dir), os.fspath(output_dir)
-    if resolution < 16:
-        raise InputError(None, f"--resolution must be at least 16 pixels, got {resolution}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise InputError(None, f"--test_fraction must be in [0, 1), got {test_fraction}")
-    for flag, value in (
-        ("--pixel-size", pixel_size),
-        ("--reference-pixel-size", params.reference_pixel_size_um if params else None),
-    ):
-        if value is not None and not value > 0:
-            raise InputError(None, f"{flag} must be positive, got {value}")
-    if params is not None and params.scale is not None and params.reference_pixel_size_um:
-        raise InputError(None, "--scale and --reference-pixel-size both set the scale: give one")
+    check_request(resolution, test_fraction, pixel_size, params)
     params = params or AnnotatorParams()
     share = Shard.parse(shard)
     paths = list_inputs(input_dir)

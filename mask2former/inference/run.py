@@ -553,17 +553,7 @@ def run_prediction(
     os.makedirs(output_dir, exist_ok=True)
     failures: list[tuple[str, str]] = []
 
-    bar = None
-    if options.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=len(batch.positions),
-            initial=len(batch.sealed),
-            desc="images",
-            unit="image",
-            file=sys.stderr,
-        )
+    bar = _progress_bar(batch) if options.progress else None
 
     def record(position: int, path: str, name: str, outcome: dict | BaseException) -> None:
         if isinstance(outcome, BaseException):  # one bad image must not stop a batch of hundreds
@@ -601,6 +591,14 @@ def run_prediction(
     batch.write_run_files()
     return RunReport(
         batch.done_rows(), failures, output_dir, len(batch.positions), stop.received if stopping() else None
+    )
+
+
+def _progress_bar(batch):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=len(batch.positions), initial=len(batch.sealed), desc="images", unit="image", file=sys.stderr
     )
 
 
