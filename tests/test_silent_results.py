@@ -308,7 +308,9 @@ def test_an_unwritable_output_is_found_before_the_model_loads(tmp_path, model, m
     cv2.imwrite(str(tmp_path / "f.png"), field_image())
     with pytest.raises(InputError, match="cannot write the results here"):
         command.predict_command(
-            TINY_STAGE2, [str(tmp_path / "f.png")], str(tmp_path / "out"), weights=str(model)
+            command.BatchRequest([str(tmp_path / "f.png")], str(tmp_path / "out")),
+            TINY_STAGE2,
+            weights=str(model),
         )
     assert not loaded
 

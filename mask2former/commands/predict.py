@@ -337,22 +337,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     refuse_other_methods_flags(parser, args)
     setup_logging()
-    common = dict(
+    from mask2former.inference.command import BatchRequest
+
+    request = BatchRequest(
         inputs=args.input,
         output=args.output,
         channel=args.channel,
         z_project=args.z_project,
+        scene=args.scene,
         nuclei_channel=args.nuclei_channel,
         nuclei=args.nuclei,
         nuclei_images=args.nuclei_images,
-        scene=args.scene,
+        pixel_size=args.pixel_size,
         fusion_min_nuclei=args.fusion_min_nuclei,
         nuclei_radius_um=args.nuclei_radius_um,
         nuclei_min_area_um2=args.nuclei_min_area_um2,
-        pixel_size=args.pixel_size,
         progress=not args.no_progress,
-        force=args.force,
         workers=args.workers,
+        force=args.force,
         resume=args.resume,
         shard=args.shard,
         continue_with=continue_command(program, argv),
@@ -361,13 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mask2former.annotate import AnnotatorParams
         from mask2former.inference.command import annotator_command
 
-        params = AnnotatorParams(
-            scale=args.annotator_scale, reference_pixel_size_um=args.reference_pixel_size
+        return annotator_command(
+            request,
+            AnnotatorParams(scale=args.annotator_scale, reference_pixel_size_um=args.reference_pixel_size),
         )
-        return annotator_command(params=params, **common)
     from mask2former.inference.command import predict_command
 
     return predict_command(
+        request,
         config_file=args.config_file,
         weights=args.weights,
         scale=args.scale,
@@ -376,7 +379,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         score_threshold=args.score_threshold,
         device=args.device,
         opts=args.opts,
-        **common,
     )
 
 

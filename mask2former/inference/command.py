@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import yaml
 
@@ -169,52 +169,77 @@ def prepare_output_folder(
     return opened
 
 
+@dataclass(frozen=True)
+class BatchRequest:
+    """What every method of ``predict.py`` shares: the images and how to read them, nuclei and
+    measurements, the output folder and the long-batch rules (``resume`` continues the run in
+    ``output``; ``shard`` "K/N" does every N-th input from the K-th; ``continue_with`` is the
+    command a stopped run prints to continue)."""
+
+    inputs: Sequence[str]
+    output: str
+    channel: int | str | None = None
+    z_project: bool = False
+    scene: int | str | None = None
+    nuclei_channel: int | str | None = None
+    nuclei: str | None = None
+    nuclei_images: str | None = None
+    pixel_size: float | None = None
+    fusion_min_nuclei: int = 2
+    nuclei_radius_um: float | None = None
+    nuclei_min_area_um2: float | None = None
+    progress: bool = True
+    workers: int | None = None
+    force: bool = False
+    resume: bool = False
+    shard: str | None = None
+    continue_with: str | None = None
+
+    def channel_index(self) -> int | None:
+        return _index_or_name(self.channel)[0]
+
+    def option_fields(self) -> dict:
+        """The PredictOptions fields this request sets (a channel given by name is looked up per file)."""
+        name = _index_or_name(self.channel)[1]
+        nuclei_index, nuclei_name = _index_or_name(self.nuclei_channel)
+        fields = dict(
+            nuclei_channel=nuclei_name or nuclei_index,
+            nuclei_masks_dir=self.nuclei,
+            nuclei_images_dir=self.nuclei_images,
+            progress=self.progress,
+            scene=self.scene,
+            fusion_min_nuclei=self.fusion_min_nuclei,
+            nuclei_radius_um=self.nuclei_radius_um,
+            nuclei_min_area_um2=self.nuclei_min_area_um2,
+            workers=self.workers or 0,  # the default depends on the device: set once the predictor is built
+        )
+        return {**fields, "channel": name} if name else fields
+
+
 def predict_command(
-    config_file: str | None,
-    inputs: Sequence[str],
-    output: str,
+    request: BatchRequest,
+    config_file: str | None = None,
     weights: str | None = None,
-    channel: int | str | None = None,
-    z_project: bool = False,
-    nuclei_channel: int | str | None = None,
-    nuclei: str | None = None,
-    nuclei_images: str | None = None,
+    scale: float | None = None,
     tile_size: int | None = None,
     tile_overlap: float | None = None,
     score_threshold: float | None = None,
-    pixel_size: float | None = None,
     device: str | None = None,
     opts: Sequence[str] = (),
-    progress: bool = True,
-    scale: float | None = None,
-    force: bool = False,
-    scene: int | str | None = None,
-    fusion_min_nuclei: int = 2,
-    nuclei_radius_um: float | None = None,
-    nuclei_min_area_um2: float | None = None,
-    workers: int | None = None,
-    resume: bool = False,
-    shard: str | None = None,
-    continue_with: str | None = None,
 ) -> int:
-    """Run ``predict.py``; returns the exit code (1 when any image failed). Without ``config_file``
-    the config comes from ``weights`` (see :func:`prediction_config`). ``resume`` continues the
-    run in ``output``; ``shard`` ("K/N") does every N-th input from the K-th. SIGTERM or SIGINT
-    stop the run after the image in hand with :class:`Interrupted`, whose message ends with
-    ``continue_with`` (the command that continues it)."""
+    """Run ``predict.py`` with a model; returns the exit code (1 when any image failed). Without
+    ``config_file`` the config comes from ``weights`` (see :func:`prediction_config`). SIGTERM or
+    SIGINT stop the run after the image in hand with :class:`Interrupted`."""
     if scale is not None and not scale > 0:
         raise InputError(None, f"--scale must be > 0, got {scale}")
-    share = Shard.parse(shard)
-    channel, channel_name = _index_or_name(channel)
-    nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
     flags = {
-        "channel": channel,
+        "channel": request.channel_index(),
         "tile_size": tile_size,
         "tile_overlap": tile_overlap,
         "score_threshold": score_threshold,
         "device": device,
         "scale": scale,
-        "z_project": z_project or None,
+        "z_project": request.z_project or None,
     }
     cfg = prediction_config(config_file, weights, config_overrides(flags, opts))
     chosen = choose_weights(weights, cfg)
@@ -222,78 +247,45 @@ def predict_command(
         cfg.merge_from_list(["MODEL.WEIGHTS", chosen])
         # --opts MODEL.WEIGHTS still wins over --weights.
         cfg.merge_from_list(list(opts))
-    overrides = {"channel": channel_name} if channel_name else {}
-    options = prediction_options(
-        cfg,
-        pixel_size,
-        nuclei_channel=nuclei_channel,
-        nuclei_masks_dir=nuclei,
-        nuclei_images_dir=nuclei_images,
-        progress=progress,
-        scene=scene,
-        fusion_min_nuclei=fusion_min_nuclei,
-        nuclei_radius_um=nuclei_radius_um,
-        nuclei_min_area_um2=nuclei_min_area_um2,
-        workers=workers or 0,  # the default depends on the device: set once the model is loaded
-        **overrides,
-    )
-    log_scale(cfg, pixel_size)
+    options = prediction_options(cfg, request.pixel_size, **request.option_fields())
+    log_scale(cfg, request.pixel_size)
     # The output's config.yaml says which scale was used, not "0 = recorded".
     cfg.INFERENCE.INPUT_SCALE = options.input_scale
     cfg.freeze()
     options.validate()
     # Check the inputs and the output folder before spending time on loading the model.
-    paths = collect_inputs(list(inputs), exclude_dir=output)
+    paths = collect_inputs(list(request.inputs), exclude_dir=request.output)
+    share = Shard.parse(request.shard)
     state = make_state(
         "predict", prediction_settings(cfg, options), weights_identity(cfg.MODEL.WEIGHTS), paths, share
     )
 
     def load() -> tuple:
-        predictor, _ = build_predictor(cfg, pixel_size, options=options)
+        predictor, _ = build_predictor(cfg, request.pixel_size, options=options)
         used = (
-            replace(options, workers=default_workers(str(predictor.device))) if workers is None else options
+            replace(options, workers=default_workers(str(predictor.device)))
+            if request.workers is None
+            else options
         )
         what = (
             f"with {cfg.MODEL.WEIGHTS or 'random weights'} on {predictor.device}; "
-            f"tiles of {used.tile_size} model px ({used.image_tile_size} image px), "
-            f"overlap {used.tile_overlap:.2f}; score >= {used.post.score_threshold:.2f}"
+            f"tiles of {used.tile_size} model px "
+            f"({used.image_tile_size} image px), overlap {used.tile_overlap:.2f}; "
+            f"score >= {used.post.score_threshold:.2f}"
         )
         return predictor, used, what
 
     return _run_batch(
         paths,
-        output,
+        request,
         state,
         share,
         load,
-        lambda: save_config(cfg, os.path.join(output, "config.yaml")),
-        force=force,
-        resume=resume,
-        continue_with=continue_with,
+        lambda: save_config(cfg, os.path.join(request.output, "config.yaml")),
     )
 
 
-def annotator_command(
-    inputs: Sequence[str],
-    output: str,
-    params: AnnotatorParams | None = None,
-    channel: int | str | None = None,
-    z_project: bool = False,
-    nuclei_channel: int | str | None = None,
-    nuclei: str | None = None,
-    nuclei_images: str | None = None,
-    pixel_size: float | None = None,
-    progress: bool = True,
-    force: bool = False,
-    scene: int | str | None = None,
-    fusion_min_nuclei: int = 2,
-    nuclei_radius_um: float | None = None,
-    nuclei_min_area_um2: float | None = None,
-    workers: int | None = None,
-    resume: bool = False,
-    shard: str | None = None,
-    continue_with: str | None = None,
-) -> int:
+def annotator_command(request: BatchRequest, params: AnnotatorParams | None = None) -> int:
     """``predict.py --method annotator``: the classical annotator segments each image instead of a
     model (no config, no weights), and its myotubes go through what :func:`predict_command` does
     with a model's: the same measurements, files and long-batch rules. Each image is annotated
@@ -301,49 +293,25 @@ def annotator_command(
     from .annotator import AnnotatorPredictor, annotator_identity, annotator_options
 
     params = params or AnnotatorParams()
-    if params.scale is not None and not params.scale > 0:
-        raise InputError(None, f"--annotator-scale must be > 0, got {params.scale}")
-    if params.reference_pixel_size_um is not None and not params.reference_pixel_size_um > 0:
-        raise InputError(None, f"--reference-pixel-size must be > 0, got {params.reference_pixel_size_um}")
-    if params.scale is not None and params.reference_pixel_size_um:
-        raise InputError(
-            None, "--annotator-scale and --reference-pixel-size both set the annotator's scale: give one"
-        )
-    share = Shard.parse(shard)
-    index, name = _index_or_name(channel)
-    nuclei_channel = _index_or_name(nuclei_channel)[1] or _index_or_name(nuclei_channel)[0]
-    options = annotator_options(
-        channel=name or (index if index is not None else -1),
-        z_project=bool(z_project),
-        nuclei_channel=nuclei_channel,
-        nuclei_masks_dir=nuclei,
-        nuclei_images_dir=nuclei_images,
-        pixel_size=pixel_size,
-        progress=progress,
-        scene=scene,
-        fusion_min_nuclei=fusion_min_nuclei,
-        nuclei_radius_um=nuclei_radius_um,
-        nuclei_min_area_um2=nuclei_min_area_um2,
-        workers=workers or 0,
-    )
+    check_annotator_params(params)
+    index = request.channel_index()
+    fields = {"channel": index if index is not None else -1, **request.option_fields()}
+    options = annotator_options(z_project=bool(request.z_project), pixel_size=request.pixel_size, **fields)
     options.validate()
-    paths = collect_inputs(list(inputs), exclude_dir=output)
+    paths = collect_inputs(list(request.inputs), exclude_dir=request.output)
+    share = Shard.parse(request.shard)
     state = make_state(
         "predict", prediction_settings(None, options), annotator_identity(params), paths, share
     )
-    if params.reference_pixel_size_um:
-        scale = (
-            "from each image's pixel size and the reference field's "
-            f"{params.reference_pixel_size_um:g} um per pixel"
-        )
-    elif params.scale is not None:
-        scale = f"{params.scale:g} image px per reference px"
-    else:
-        scale = f"each image a whole field (longest side / {params.reference_size} px)"
+    scale = annotator_scale_text(params)
 
     def load() -> tuple:
         predictor = AnnotatorPredictor(params)
-        used = replace(options, workers=default_workers(predictor.device)) if workers is None else options
+        used = (
+            replace(options, workers=default_workers(predictor.device))
+            if request.workers is None
+            else options
+        )
         return (
             predictor,
             used,
@@ -353,38 +321,54 @@ def annotator_command(
 
     def write_settings() -> None:
         settings = {"method": "annotator", "version": __version__, "annotator": dataclasses.asdict(params)}
-        atomic_write_text(os.path.join(output, "annotator.yaml"), yaml.safe_dump(settings, sort_keys=False))
+        atomic_write_text(
+            os.path.join(request.output, "annotator.yaml"), yaml.safe_dump(settings, sort_keys=False)
+        )
 
-    return _run_batch(
-        paths,
-        output,
-        state,
-        share,
-        load,
-        write_settings,
-        force=force,
-        resume=resume,
-        continue_with=continue_with,
-    )
+    return _run_batch(paths, request, state, share, load, write_settings)
+
+
+def check_annotator_params(params: AnnotatorParams) -> None:
+    if params.scale is not None and not params.scale > 0:
+        raise InputError(None, f"--annotator-scale must be > 0, got {params.scale}")
+    if params.reference_pixel_size_um is not None and not params.reference_pixel_size_um > 0:
+        raise InputError(None, f"--reference-pixel-size must be > 0, got {params.reference_pixel_size_um}")
+    if params.scale is not None and params.reference_pixel_size_um:
+        raise InputError(
+            None, "--annotator-scale and --reference-pixel-size both set the annotator's scale: give one"
+        )
+
+
+def annotator_scale_text(params: AnnotatorParams) -> str:
+    """The annotator's scale rule in words, for the run's start-up line."""
+    if params.reference_pixel_size_um:
+        return (
+            f"from each image's pixel size and the reference field's {params.reference_pixel_size_um:g} "
+            "um per pixel"
+        )
+    if params.scale is not None:
+        return f"{params.scale:g} image px per reference px"
+    return f"each image a whole field (longest side / {params.reference_size} px)"
 
 
 def _run_batch(
     paths: list[str],
-    output: str,
+    request: BatchRequest,
     state: dict,
     share: Shard,
     load: Callable[[], tuple],
     write_settings: Callable[[], None],
-    force: bool,
-    resume: bool,
-    continue_with: str | None,
 ) -> int:
     """What both methods share once their settings are known: the output folder (lock, --force,
     --resume), the predictor (``load() -> (predictor, options, description)``), the settings file,
     the images of this run, and the exit code (1 when any image failed)."""
     # From here on a signal ends the run cleanly (lock released, the continue command printed),
     # also while the model loads or a resumed folder's checksums are checked.
-    with prepare_output_folder(output, force, resume, state) as opened, StopRequests() as stop:
+    output = request.output
+    with (
+        prepare_output_folder(output, request.force, request.resume, state) as opened,
+        StopRequests() as stop,
+    ):
         predictor, options, what = load()
         logger.info(
             "Predicting %d image(s)%s %s; %d measuring worker(s); output %s",
@@ -399,7 +383,7 @@ def _run_batch(
         batch = plan_batch(paths, output, state, resumed=opened.resumed)
         report = run_prediction(paths, predictor, output, options, batch=batch, stop=stop)
     if report.stopped:
-        raise stopped(report.stopped, len(report.summaries), report.total, output, continue_with)
+        raise stopped(report.stopped, len(report.summaries), report.total, output, request.continue_with)
     n_ok, n_failed = len(report.summaries), len(report.failures)
     logger.info("%d image(s) done, %d failed; results in %s", n_ok, n_failed, output)
     return 1 if n_failed else 0
