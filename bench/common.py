@@ -56,6 +56,26 @@ def write_results(path: str, results: dict, with_torch: bool = True) -> None:
     print(f"wrote {path}")
 
 
+def same_request(recorded: dict | None, request: dict) -> bool:
+    """Whether a recorded training request is ``request``: the same dataset, and the same config
+    once the recorded one is read into this version's defaults (a key added since, at its default,
+    changes nothing; a key this version no longer knows is a difference)."""
+    if recorded == request:
+        return True
+    if not recorded or recorded.get("dataset") != request["dataset"] or "config" not in recorded:
+        return False
+    import yaml
+
+    from mask2former.config import CfgNode, get_cfg
+
+    cfg = get_cfg()
+    try:
+        cfg.merge_from_other_cfg(CfgNode(yaml.safe_load(recorded["config"])))
+    except (KeyError, ValueError, AssertionError, TypeError):
+        return False
+    return cfg.dump() == request["config"]
+
+
 def train_once(config: str, dataset: str, opts: list[str], out: str, log_path: str) -> float | None:
     """Train with ``train_net.py`` into ``out`` (its OUTPUT_DIR) unless ``out`` holds model_final.pth
     trained by the same request.
@@ -82,7 +102,7 @@ def train_once(config: str, dataset: str, opts: list[str], out: str, log_path: s
         if os.path.isfile(request_path):
             with open(request_path, encoding="utf-8") as f:
                 recorded = json.load(f)
-        if recorded != request:
+        if not same_request(recorded, request):
             raise SystemExit(
                 f"{out} holds a training of other settings (or of an unknown request): "
                 "delete it or choose another work folder"

@@ -99,6 +99,8 @@ class RealPlan:
     # Share of Stage 1's steps on generated fields with exact labels (SYNTHETIC.REPLAY), drawn at
     # the fields' working scale.
     stage1_generated: float = 0.0
+    # Train and score the comparison rows (Stage 2 only, from scratch); off for quick A/B runs.
+    comparisons: bool = True
 
 
 PRESETS = {
@@ -311,6 +313,13 @@ def generated_opts(plan: RealPlan) -> list[str]:
     ]
 
 
+def planned_models(plan: RealPlan) -> list[str]:
+    """The models a plan trains: Stage 2 only is the same as from scratch without base weights, and
+    the comparison rows are left out when ``plan.comparisons`` is off."""
+    planned = [m for m in MODELS if not (m == "stage2_only" and not plan.weights)]
+    return [m for m in planned if plan.comparisons or m not in ("stage2_only", "stage2_scratch")]
+
+
 def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str, float]:
     """Stage 1, Stage 2 and Stage 2 only; a finished model is reused, an interrupted one resumed."""
     stage1 = os.path.join(work, "stage1", FINAL)
@@ -344,7 +353,7 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
     }
     seconds = {}
     for method, (config, iters, lr, weights, extra) in runs.items():
-        if method == "stage2_only" and not plan.weights:  # the same as from scratch
+        if method not in planned_models(plan):
             continue
         out = os.path.join(work, method)
         opts = training_opts(plan, out, iters, lr, seed) + ["MODEL.WEIGHTS", weights, *extra]
@@ -596,7 +605,7 @@ def run(args) -> dict:
         flush=True,
     )
     train_seconds = train_models(work, dataset, plan, args.seed)
-    models = {m: os.path.join(work, m) for m in MODELS if not (m == "stage2_only" and not plan.weights)}
+    models = {m: os.path.join(work, m) for m in planned_models(plan)}
     scored = {"base": plan.weights, **models} if plan.weights else models
     if args.methods:
         scored = {m: w for m, w in scored.items() if m in args.methods}
