@@ -214,14 +214,17 @@ def make_unified_dataset(
     return root
 
 
-def write_fields(folder, n: int, size: int = 96, seed: int = 0) -> list[str]:
-    """``n`` generated fields (8-bit PNG, the synthetic generator's myotubes), ``f00.png`` ... in sorted
-    order."""
+def write_fields(
+    folder, n: int, size: int = 96, seed: int = 0, suffix: str = ".png", pixel_scale: float = 0.5
+) -> list[str]:
+    """``n`` generated fields (8-bit, the synthetic generator's myotubes; ``suffix`` picks the format,
+    e.g. ``.tif``), ``f00.png`` ... in sorted order; field ``i`` is ``generate_field(size, seed=seed + i,
+    pixel_scale=pixel_scale)``."""
     os.makedirs(folder, exist_ok=True)
     paths = []
     for i in range(n):
-        path = os.path.join(folder, f"f{i:02d}.png")
-        cv2.imwrite(path, generate_field(size, seed=seed + i, pixel_scale=0.5).image)
+        path = os.path.join(folder, f"f{i:02d}{suffix}")
+        cv2.imwrite(path, generate_field(size, seed=seed + i, pixel_scale=pixel_scale).image)
         paths.append(path)
     return paths
 
