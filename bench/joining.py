@@ -43,7 +43,7 @@ def piece_owner(piece, truth: np.ndarray) -> int:
     return int(np.argmax(inside))
 
 
-def score(weights: str, work: str) -> dict:
+def score(weights: str, work: str, max_gap: float | None = None, max_angle: float | None = None) -> dict:
     from mask2former.data.coco import load_coco_instances, record_masks
     from mask2former.data.io import read_image
     from mask2former.data.synthetic import REALISTIC
@@ -65,6 +65,10 @@ def score(weights: str, work: str) -> dict:
     options = PredictOptions.from_cfg(cfg, progress=False)
     without = replace(options, post=replace(options.post, join_pieces=False))
     with_join = replace(options.post, join_pieces=True)
+    if max_gap is not None:
+        with_join = replace(with_join, join_max_gap=max_gap)
+    if max_angle is not None:
+        with_join = replace(with_join, join_max_angle=max_angle)
     evaluators = {
         "without": InstanceEvaluator(score_threshold=0.0),
         "with": InstanceEvaluator(score_threshold=0.0),
@@ -113,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", default=os.path.join(REPO_ROOT, "output_bench"), help="folder for the generated fields"
     )
+    parser.add_argument(
+        "--max-gap", type=float, default=None, help="INFERENCE.JOIN_MAX_GAP (default: the model's config)"
+    )
+    parser.add_argument(
+        "--max-angle", type=float, default=None, help="INFERENCE.JOIN_MAX_ANGLE (default: the model's config)"
+    )
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "joining.json"))
     args = parser.parse_args(argv)
-    result = score(args.weights, args.work)
+    result = score(args.weights, args.work, args.max_gap, args.max_angle)
     write_results(args.out, result)
     for name in ("without_joining", "with_joining"):
         print(name, result[name])
