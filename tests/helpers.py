@@ -588,9 +588,9 @@ def one_line_error(out: subprocess.CompletedProcess, *fragments: str) -> str:
     return lines[0]
 
 
-def predict(weights, inputs, output, *extra, cwd):
-    return run(
-        "predict.py",
+def predict_args(weights, inputs, output, *extra: str) -> list[str]:
+    """predict.py's arguments for the tiny model on the CPU, every candidate kept."""
+    return [
         "--config-file",
         TINY_STAGE2,
         "--weights",
@@ -605,8 +605,11 @@ def predict(weights, inputs, output, *extra, cwd):
         "--score-threshold",
         "0",
         *extra,
-        cwd=cwd,
-    )
+    ]
+
+
+def predict(weights, inputs, output, *extra, cwd):
+    return run("predict.py", *predict_args(weights, inputs, output, *extra), cwd=cwd)
 
 
 # --------------------------------------------------------------------------- files and outputs

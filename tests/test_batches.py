@@ -21,9 +21,9 @@ from mask2former.utils.resumable import LOCK_FILE, Shard, continue_command
 from tests.helpers import (
     ENV,
     REPO_ROOT,
-    TINY_STAGE2,
     assert_same_predictions,
     load_script,
+    predict_args,
     save_tiny_checkpoint,
     snapshot,
     write_fields,
@@ -39,25 +39,6 @@ annotate_main = load_script("utils/batch_myotube_processing.py").main
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "model_final.pth", seed=0)
-
-
-def predict_args(weights, inputs, output, *extra: str) -> list[str]:
-    return [
-        "--config-file",
-        TINY_STAGE2,
-        "--weights",
-        str(weights),
-        "--input",
-        str(inputs),
-        "--output",
-        str(output),
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--score-threshold",
-        "0",
-        *extra,
-    ]
 
 
 def annotate_args(inputs, output, *extra: str) -> list[str]:
