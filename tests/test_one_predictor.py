@@ -81,3 +81,13 @@ def test_the_python_api_example_of_the_docs_runs_as_written(tmp_path, monkeypatc
     # The file predicted alone and the same pixels in the folder's run: the same myotubes.
     labels = tifffile.imread(tmp_path / "plate1_pred" / "well_a1_labels.tif")
     assert np.array_equal(label_image(namespace["instances"]), labels)
+
+
+def test_a_field_without_candidates_keeps_nothing_instead_of_failing():
+    from mask2former.inference.predictor import MyotubePredictor
+    from mask2former.structures import Instances
+    from tests.helpers import tiny_cfg
+
+    predictor = MyotubePredictor(tiny_cfg("MODEL.DEVICE", "cpu"), weights="", device="cpu")
+    kept = predictor.kept(Instances.empty(64, 48))
+    assert len(kept) == 0 and kept.image_size == (64, 48)

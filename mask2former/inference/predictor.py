@@ -134,6 +134,8 @@ class MyotubePredictor:
         MIN_MASK_AREA, then the post-processing (score threshold first; ``params`` defaults to the
         config's). F1 is scored on these."""
         params = params or PostprocessParams.from_cfg(self.cfg)
+        if not len(candidates):  # a field where the model finds nothing
+            return candidates
         areas = candidates.masks.reshape(len(candidates), -1).sum(1)
         large = candidates.subset(
             np.flatnonzero(areas >= max(1, self.cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA))
