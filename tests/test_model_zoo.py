@@ -225,7 +225,9 @@ def test_predict_with_the_name_needs_no_config_file(published, tmp_path, capsys)
 
 def test_without_a_config_file_the_weights_must_carry_one(empty_zoo, tmp_path, capsys):
     field = write_field(tmp_path / "in")
-    rc = predict_main()(["--input", field, "--output", str(tmp_path / "out"), "--no-progress"])
+    rc = predict_main()(
+        ["--method", "model", "--input", field, "--output", str(tmp_path / "out"), "--no-progress"]
+    )
     assert rc == 1 and "give --config-file" in one_line_error(capsys)
     bare = tmp_path / "bare.pth"
     torch.save({"model": build_model(tiny_cfg(), ["myotube"]).state_dict()}, bare)

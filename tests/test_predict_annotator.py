@@ -275,7 +275,7 @@ def test_a_flag_of_the_other_method_is_refused_in_one_line(tmp_path, capsys):
             ["--method", "annotator", "--tile-size", "256", "--opts", "INFERENCE.MIN_AREA", "3"],
             "--tile-size, --opts are not for --method annotator",
         ),
-        (["--annotator-scale", "1.0"], "--annotator-scale is not for --method model"),
+        (["--method", "model", "--annotator-scale", "1.0"], "--annotator-scale is not for --method model"),
     ):
         assert (
             predict_main([*argv, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")]) == 1
@@ -283,3 +283,22 @@ def test_a_flag_of_the_other_method_is_refused_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_without_method_the_annotator_runs_unless_a_model_flag_is_given(tmp_path):
+    from mask2former.commands.predict import build_parser, default_method
+
+    parser = build_parser()
+    plain = parser.parse_args(["--input", "x.png", "--output", "out"])
+    assert plain.method is None and default_method(parser, plain) == "annotator"
+    for flags in (["--weights", "myotube-base"], ["--config-file", "c.yaml"], ["--scale", "0.5"]):
+        args = parser.parse_args([*flags, "--input", "x.png", "--output", "out"])
+        assert default_method(parser, args) == "model", flags
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((64, 64), 30, np.uint8))
+    assert (
+        predict_main(
+            ["--input", str(tmp_path / "blank.png"), "--output", str(tmp_path / "out"), "--no-progress"]
+        )
+        == 0
+    )
+    assert (tmp_path / "out" / "annotator.yaml").is_file() and not (tmp_path / "out" / "config.yaml").exists()

@@ -89,10 +89,11 @@ def _method_group(p: ArgumentParser) -> None:
     method.add_argument(
         "--method",
         choices=METHODS,
-        default="model",
+        default=None,
         help="what segments the images: a trained model (model), or the classical annotator "
-        "(annotator: image processing, no training, no config or weights; the best-scored method "
-        "on real fields so far, docs/benchmarks.md) (default: %(default)s)",
+        "(annotator: image processing, no training, no config or weights). Default: the annotator, "
+        "the best-scored method on real fields so far (docs/benchmarks.md), unless a model's flag "
+        "(--weights, --config-file, --scale, ...) is given",
     )
 
 
@@ -311,6 +312,13 @@ def build_merge_parser() -> ArgumentParser:
     return p
 
 
+def default_method(parser: ArgumentParser, args) -> str:
+    """Without --method: the annotator, the best-scored method on real fields, unless a flag of the
+    model's is given (existing model commands keep running the model)."""
+    model_flags = [dest for dest in MODEL_FLAGS if getattr(args, dest) != parser.get_default(dest)]
+    return "model" if model_flags else "annotator"
+
+
 def refuse_other_methods_flags(parser: ArgumentParser, args) -> None:
     """A flag of the other method is an error: a --weights given with --method annotator would
     otherwise look used."""
@@ -335,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return merge_command(args.merge, args.output, force=args.force)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.method = args.method or default_method(parser, args)
     refuse_other_methods_flags(parser, args)
     setup_logging()
     from mask2former.inference.command import BatchRequest
