@@ -82,4 +82,6 @@ def test_a_command_module_runs_anywhere_and_says_so_in_its_help(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: python -m mask2former.commands.predict ")
-    assert "--method {model,annotator}" in out.stdout and "(default: model)" in " ".join(out.stdout.split())
+    assert "--method {model,annotator}" in out.stdout and "Default: the annotator" in " ".join(
+        out.stdout.split()
+    )
