@@ -106,18 +106,15 @@ def resolve_input_scale(cfg, pixel_size: float | None = None) -> tuple[float, st
     return prediction_scale(recorded_scale(cfg), cfg.INFERENCE.INPUT_SCALE, pixel_size)
 
 
-def log_scale(cfg, pixel_size: float | None = None) -> None:
-    scale, why = resolve_input_scale(cfg, pixel_size)
-    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", scale, why)
-
-
 def prediction_options(cfg, pixel_size: float | None = None, **option_overrides) -> PredictOptions:
     """The options ``predict.py`` predicts ``cfg``'s weights with, the scale rule inside: images
     resized to the model's training scale, or, when the model records its microns per pixel and an
     image states its own (``pixel_size``, or the file's metadata at prediction), to the model's
-    microns per pixel; INFERENCE.INPUT_SCALE > 0 (``--scale``) is the scale for every image."""
-    input_scale, _ = resolve_input_scale(cfg, pixel_size)
+    microns per pixel; INFERENCE.INPUT_SCALE > 0 (``--scale``) is the scale for every image. Logs
+    the scale and why; the weights' record is read once."""
     recorded = recorded_scale(cfg)
+    input_scale, why = prediction_scale(recorded, cfg.INFERENCE.INPUT_SCALE, pixel_size)
+    logger.info("Pixel scale: images are resized by %.4g before tiling: %s", input_scale, why)
     by_hand = cfg.INFERENCE.INPUT_SCALE > 0
     return PredictOptions.from_cfg(
         cfg,
@@ -138,7 +135,6 @@ def build_predictor(
 
     if options is None:
         options = prediction_options(cfg, pixel_size, **option_overrides)
-        log_scale(cfg, pixel_size)
     if not cfg.MODEL.WEIGHTS:
         logger.warning(
             "No weights: predicting with a randomly initialised model (for tests and benchmarks only)"
@@ -248,7 +244,6 @@ def predict_command(
         # --opts MODEL.WEIGHTS still wins over --weights.
         cfg.merge_from_list(list(opts))
     options = prediction_options(cfg, request.pixel_size, **request.option_fields())
-    log_scale(cfg, request.pixel_size)
     # The output's config.yaml says which scale was used, not "0 = recorded".
     cfg.INFERENCE.INPUT_SCALE = options.input_scale
     cfg.freeze()
