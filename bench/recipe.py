@@ -293,9 +293,9 @@ def resolution_ceiling(records: list[dict], strides=(2, 4, 8)) -> dict:
 
 
 def training_opts(plan, out: str, iters: int, lr: float, batch: int, seed: int) -> list[str]:
-    from mask2former.demo import _training_opts
+    from mask2former.demo import training_opts as demo_training_opts
 
-    opts = _training_opts(plan, out, iters, lr, batch)
+    opts = demo_training_opts(plan, out, iters, lr, batch)
     opts[opts.index("SEED") + 1] = str(seed)
     return opts + ["TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()"]
 

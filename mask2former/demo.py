@@ -52,6 +52,8 @@ from mask2former.utils.settings import with_settings
 
 CEILING = "Exact labels, same budget (ceiling)"
 BASE_ALONE = "Base model alone (myotube-base, no training)"
+STAGE1 = "Stage 1 (annotator labels)"
+STAGE2 = "Stage 2 (Stage 1 + manual)"
 STAGE2_ONLY = "Stage 2 only (manual, from the base)"
 SCRATCH = "Stage 2 from scratch (manual, random weights)"
 
@@ -97,6 +99,8 @@ class DemoPlan:
     # Share of Stage 1's steps that train on generated fields with exact labels (SYNTHETIC.REPLAY),
     # rehearsing the base model's data while Stage 1 learns the annotator's labels.
     stage1_generated: float = 0.0
+    # The same for Stage 2: its few manual fields alternate with generated ones.
+    stage2_generated: float = 0.0
     # Train the comparison rows (Stage 2 only, from scratch); off for quick A/B runs of the two stages.
     comparisons: bool = True
 
@@ -205,7 +209,7 @@ def _run(cmd: list[str], log, cwd: str | None = None) -> None:
         raise SystemExit(f"demo step failed (exit {proc.returncode}): {shown}\nfull output: {log.name}")
 
 
-def _training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) -> list[str]:
+def training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) -> list[str]:
     return [
         "MODEL.DEVICE",
         plan.device,
@@ -278,111 +282,113 @@ def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
     return out
 
 
-def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log) -> dict[str, str]:
-    """Check the dataset, train Stage 1 and Stage 2 and the comparison models; their output folders by
-    row name."""
-    configs = plan.configs
-    _run(command("myotube-setup", "--dataset", dataset, "--config-dir", configs), log)
+def replay_opts(plan: DemoPlan, share: float) -> list[str]:
+    """Config overrides that put ``share`` of a training's steps on generated fields with exact labels
+    (``SYNTHETIC.REPLAY``), drawn at the plan's crop size; none when ``share`` is 0."""
+    if share <= 0:
+        return []
+    return [
+        "SYNTHETIC.REPLAY",
+        str(share),
+        "SYNTHETIC.FIELD_SIZES",
+        f"({plan.image_size},)",
+        "SYNTHETIC.FIELD_SIZE_WEIGHTS",
+        "(1.0,)",
+    ]
+
+
+def training_runs(
+    plan: DemoPlan, dataset: str, output: str, exact_dataset: str = ""
+) -> list[tuple[str, str, list[str]]]:
+    """Every training of the demo, in order, as (table row, output folder, command).
+
+    The comparison rows get the two-stage model's whole budget (Stage 1 + Stage 2 iterations) at
+    Stage 1's batch; the ceiling row (``exact_dataset``) trains the Stage 1 fields' exact labels."""
     s1 = os.path.join(output, STAGE_OUTPUT_NAMES[1])
     s2 = os.path.join(output, STAGE_OUTPUT_NAMES[2])
-    s2_only = os.path.join(output, "output_stage2_only")
-    scratch = os.path.join(output, "output_stage2_scratch")
-    exact = os.path.join(output, "output_exact_labels")
-    total_iters = plan.stage1_iters + plan.stage2_iters
-    replay = (
-        [
-            "SYNTHETIC.REPLAY",
-            str(plan.stage1_generated),
-            "SYNTHETIC.FIELD_SIZES",
-            f"({plan.image_size},)",
-            "SYNTHETIC.FIELD_SIZE_WEIGHTS",
-            "(1.0,)",
-        ]
-        if plan.stage1_generated > 0
-        else []
-    )
-    _run(
-        command(
+
+    def stage(number: int, weights: str, out: str, iters: int, lr: float, batch: int, replay: float):
+        return command(
             "myotube-train-two-stage",
             "--stage",
-            "1",
+            str(number),
             "--dataset",
             dataset,
             "--config-dir",
-            configs,
+            plan.configs,
             "--opts",
             "MODEL.WEIGHTS",
-            plan.weights,
-            *_training_opts(plan, s1, plan.stage1_iters, plan.stage1_lr, plan.stage1_batch),
-            *replay,
-        ),
-        log,
-    )
-    _run(
-        command(
-            "myotube-train-two-stage",
-            "--stage",
-            "2",
-            "--dataset",
-            dataset,
-            "--config-dir",
-            configs,
-            "--opts",
-            "MODEL.WEIGHTS",
-            os.path.join(s1, FINAL),
-            *_training_opts(plan, s2, plan.stage2_iters, plan.stage2_lr, plan.stage2_batch),
-        ),
-        log,
-    )
-    # The comparisons get the two-stage model's whole budget: Stage 1 + Stage 2 iterations.
-    models = {"Stage 1 (annotator labels)": s1, "Stage 2 (Stage 1 + manual)": s2}
-    if not plan.comparisons:
-        return models
-    if plan.weights:
-        _run(
-            command(
-                "myotube-train",
-                "--config-file",
-                os.path.join(configs, "stage2_config.yaml"),
-                "--dataset",
-                dataset,
-                "MODEL.WEIGHTS",
-                plan.weights,
-                *_training_opts(plan, s2_only, total_iters, plan.stage1_lr, plan.stage1_batch),
-            ),
-            log,
+            weights,
+            *training_opts(plan, out, iters, lr, batch),
+            *replay_opts(plan, replay),
         )
-        models[STAGE2_ONLY] = s2_only
-    _run(
-        command(
+
+    def single(config: str, data: str, weights: str, folder: str, lr: float):
+        out = os.path.join(output, folder)
+        iters = plan.stage1_iters + plan.stage2_iters
+        return out, command(
             "myotube-train",
             "--config-file",
-            os.path.join(configs, "stage2_config.yaml"),
+            os.path.join(plan.configs, config),
             "--dataset",
-            dataset,
+            data,
             "MODEL.WEIGHTS",
-            "",
-            *_training_opts(plan, scratch, total_iters, plan.scratch_lr, plan.stage1_batch),
-        ),
-        log,
-    )
-    models[SCRATCH] = scratch
-    if plan.ceiling:
-        exact_dataset = exact_label_dataset(dataset, pool_json, os.path.join(output, "myotube_dataset_exact"))
-        _run(
-            command(
-                "myotube-train",
-                "--config-file",
-                os.path.join(configs, "stage1_config.yaml"),
-                "--dataset",
-                exact_dataset,
-                "MODEL.WEIGHTS",
-                plan.weights,
-                *_training_opts(plan, exact, total_iters, plan.stage1_lr, plan.stage1_batch),
-            ),
-            log,
+            weights,
+            *training_opts(plan, out, iters, lr, plan.stage1_batch),
         )
-        models[CEILING] = exact
+
+    p = plan
+    runs = [
+        (
+            STAGE1,
+            s1,
+            stage(1, p.weights, s1, p.stage1_iters, p.stage1_lr, p.stage1_batch, p.stage1_generated),
+        ),
+        (
+            STAGE2,
+            s2,
+            stage(
+                2,
+                os.path.join(s1, FINAL),
+                s2,
+                p.stage2_iters,
+                p.stage2_lr,
+                p.stage2_batch,
+                p.stage2_generated,
+            ),
+        ),
+    ]
+    if not plan.comparisons:
+        return runs
+    if plan.weights:
+        runs.append(
+            (
+                STAGE2_ONLY,
+                *single("stage2_config.yaml", dataset, p.weights, "output_stage2_only", p.stage1_lr),
+            )
+        )
+    runs.append((SCRATCH, *single("stage2_config.yaml", dataset, "", "output_stage2_scratch", p.scratch_lr)))
+    if exact_dataset:
+        runs.append(
+            (
+                CEILING,
+                *single("stage1_config.yaml", exact_dataset, p.weights, "output_exact_labels", p.stage1_lr),
+            )
+        )
+    return runs
+
+
+def train_models(plan: DemoPlan, dataset: str, pool_json: str, output: str, log) -> dict[str, str]:
+    """Check the dataset, then train Stage 1, Stage 2 and the comparison models; their output folders
+    by row name."""
+    _run(command("myotube-setup", "--dataset", dataset, "--config-dir", plan.configs), log)
+    exact = ""
+    if plan.ceiling and plan.comparisons:
+        exact = exact_label_dataset(dataset, pool_json, os.path.join(output, "myotube_dataset_exact"))
+    models = {}
+    for row, folder, cmd in training_runs(plan, dataset, output, exact):
+        _run(cmd, log)
+        models[row] = folder
     return models
 
 
