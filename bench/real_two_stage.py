@@ -48,6 +48,7 @@ import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 from bench.seams import instance_proxy, isolated_tubes, seam_breakdown, tile_edges
+from mask2former.demo import SWIN_B_GPU
 from mask2former.utils.run_files import FINAL
 from mask2former.utils.settings import with_settings
 
@@ -107,18 +108,12 @@ PRESETS = {
     "cpu": RealPlan(),
     # Swin-B (the shipped stage configs) at the toolkit's full field scale, 512 px crops.
     "gpu": RealPlan(
+        **SWIN_B_GPU,
         config_dir=REPO_ROOT,
-        pixel_scale=1.0,
         tile=512,
         stage1_iters=1500,
         stage2_iters=500,
-        stage1_lr=1e-4,
-        stage2_lr=3e-5,
-        scratch_lr=1e-4,
         batch=8,
-        queries=100,
-        device="cuda",
-        weights="",
         extra_opts=("DATALOADER.NUM_WORKERS", "8"),
     ),
     "quick": RealPlan(

@@ -331,6 +331,10 @@ def _input_defaults(_C: CfgNode) -> None:
 def _datasets_defaults(_C: CfgNode) -> None:
     _C.DATASETS = CfgNode()
     _C.DATASETS.TRAIN = ("myotube_algorithmic_train",)
+    # Share of the training steps each DATASETS.TRAIN dataset gets (same order): e.g. (0.5, 0.5)
+    # lets 5 manual fields weigh as much as 100 annotator-labelled ones. Empty: every image of
+    # every dataset once per shuffled pass, so each dataset weighs by its image count.
+    _C.DATASETS.TRAIN_SHARES = ()
     _C.DATASETS.TEST = ("myotube_algorithmic_test",)
 
 
@@ -515,6 +519,7 @@ def _check_values(cfg: CfgNode, source) -> None:
         )
     if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
         raise ConfigError(where, f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
+    _check_train_shares(cfg.DATASETS, where)
     if not 0.0 <= cfg.SYNTHETIC.REPLAY < 1.0:
         raise ConfigError(where, f"SYNTHETIC.REPLAY must be in [0, 1), got {cfg.SYNTHETIC.REPLAY}")
     if cfg.SYNTHETIC.ENABLED or cfg.SYNTHETIC.REPLAY > 0:
@@ -551,6 +556,22 @@ def resolve_device(cfg: CfgNode) -> str:
             None, "MODEL.DEVICE is cuda but no CUDA GPU is available; use --opts MODEL.DEVICE cpu"
         )
     return device
+
+
+def _check_train_shares(datasets: CfgNode, where: str) -> None:
+    shares = tuple(datasets.TRAIN_SHARES)
+    if not shares:
+        return
+    if len(shares) != len(datasets.TRAIN):
+        raise ConfigError(
+            where,
+            f"DATASETS.TRAIN_SHARES has {len(shares)} value(s) for {len(datasets.TRAIN)} dataset(s) in "
+            f"DATASETS.TRAIN {tuple(datasets.TRAIN)}: give one share per dataset",
+        )
+    if any(not isinstance(v, (int, float)) or v < 0 for v in shares) or sum(shares) <= 0:
+        raise ConfigError(
+            where, f"DATASETS.TRAIN_SHARES must be numbers >= 0 with a positive sum, got {shares}"
+        )
 
 
 def _check_synthetic(node: CfgNode, where) -> None:

@@ -58,6 +58,20 @@ STAGE2_ONLY = "Stage 2 only (manual, from the base)"
 SCRATCH = "Stage 2 from scratch (manual, random weights)"
 
 
+# The Swin-B recipe on one GPU, shared by the demo's and the real-field benchmark's gpu plans: the
+# toolkit's full field scale, the seed's query count and fine-tuning LRs, random initialisation
+# (the base model is the tiny CPU architecture).
+SWIN_B_GPU = {
+    "pixel_scale": 1.0,
+    "queries": 100,
+    "stage1_lr": 1e-4,
+    "stage2_lr": 3e-5,
+    "scratch_lr": 1e-4,
+    "device": "cuda",
+    "weights": "",
+}
+
+
 @dataclass
 class DemoPlan:
     """Sizes of the demo. ``named("gpu")`` is the real architecture on a GPU; ``quick()`` shrinks a
@@ -101,6 +115,9 @@ class DemoPlan:
     stage1_generated: float = 0.0
     # The same for Stage 2: its few manual fields alternate with generated ones.
     stage2_generated: float = 0.0
+    # Share of Stage 2's steps on the Stage 1 fields and their annotator labels (DATASETS.TRAIN_SHARES),
+    # the rest on the manual fields: Stage 2 adds the manual fields without forgetting Stage 1.
+    stage2_mix: float = 0.0
     # Train the comparison rows (Stage 2 only, from scratch); off for quick A/B runs of the two stages.
     comparisons: bool = True
 
@@ -111,21 +128,15 @@ class DemoPlan:
         if name == "gpu":
             # Swin-B (the shipped stage configs), 512 px crops at the reference pixel scale.
             return cls(
+                **SWIN_B_GPU,
                 size=512,
-                pixel_scale=1.0,
                 image_size=512,
-                queries=100,
                 stage1_iters=300,
                 stage2_iters=60,
-                stage1_lr=1e-4,
-                stage2_lr=3e-5,
-                scratch_lr=1e-4,
                 stage1_batch=8,
                 stage2_batch=4,
-                device="cuda",
                 config_dir=".",
                 loader_workers=8,
-                weights="",
             )
         raise ValueError(f"unknown plan {name!r}: cpu or gpu")
 
@@ -209,7 +220,8 @@ def _run(cmd: list[str], log, cwd: str | None = None) -> None:
         raise SystemExit(f"demo step failed (exit {proc.returncode}): {shown}\nfull output: {log.name}")
 
 
-def training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) -> list[str]:
+def model_opts(plan: DemoPlan) -> list[str]:
+    """Config overrides for the plan's device, crop size and query count (training and prediction)."""
     return [
         "MODEL.DEVICE",
         plan.device,
@@ -219,6 +231,12 @@ def training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) -
         str(plan.image_size),
         "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
         str(plan.queries),
+    ]
+
+
+def training_opts(plan: DemoPlan, out: str, iters: int, lr: float, batch: int) -> list[str]:
+    return [
+        *model_opts(plan),
         "SOLVER.MAX_ITER",
         str(iters),
         "SOLVER.BASE_LR",
@@ -297,84 +315,73 @@ def replay_opts(plan: DemoPlan, share: float) -> list[str]:
     ]
 
 
+def stage_command(
+    plan: DemoPlan, dataset: str, stage: int, weights: str, out: str, replay: float
+) -> list[str]:
+    """``myotube-train-two-stage --stage N`` with the plan's iterations, LR and batch of that stage."""
+    iters, lr, batch = (
+        (plan.stage1_iters, plan.stage1_lr, plan.stage1_batch)
+        if stage == 1
+        else (plan.stage2_iters, plan.stage2_lr, plan.stage2_batch)
+    )
+    return command(
+        "myotube-train-two-stage",
+        *("--stage", str(stage), "--dataset", dataset, "--config-dir", plan.configs),
+        *("--opts", "MODEL.WEIGHTS", weights),
+        *training_opts(plan, out, iters, lr, batch),
+        *replay_opts(plan, replay),
+        *(mix_opts(plan.stage2_mix) if stage == 2 else []),
+    )
+
+
+def comparison_command(
+    plan: DemoPlan, config: str, dataset: str, weights: str, out: str, lr: float
+) -> list[str]:
+    """``myotube-train`` of one comparison row: the two-stage model's whole budget (Stage 1 + Stage 2
+    iterations) at Stage 1's batch."""
+    return command(
+        "myotube-train",
+        *("--config-file", os.path.join(plan.configs, config), "--dataset", dataset),
+        *("MODEL.WEIGHTS", weights),
+        *training_opts(plan, out, plan.stage1_iters + plan.stage2_iters, lr, plan.stage1_batch),
+    )
+
+
+def mix_opts(share: float) -> list[str]:
+    """Config overrides that give Stage 2 ``share`` of its steps on the Stage 1 fields (none when 0)."""
+    if share <= 0:
+        return []
+    return [
+        "DATASETS.TRAIN",
+        "('myotube_manual_train', 'myotube_algorithmic_train')",
+        "DATASETS.TRAIN_SHARES",
+        f"({1 - share}, {share})",
+    ]
+
+
 def training_runs(
     plan: DemoPlan, dataset: str, output: str, exact_dataset: str = ""
 ) -> list[tuple[str, str, list[str]]]:
-    """Every training of the demo, in order, as (table row, output folder, command).
-
-    The comparison rows get the two-stage model's whole budget (Stage 1 + Stage 2 iterations) at
-    Stage 1's batch; the ceiling row (``exact_dataset``) trains the Stage 1 fields' exact labels."""
-    s1 = os.path.join(output, STAGE_OUTPUT_NAMES[1])
-    s2 = os.path.join(output, STAGE_OUTPUT_NAMES[2])
-
-    def stage(number: int, weights: str, out: str, iters: int, lr: float, batch: int, replay: float):
-        return command(
-            "myotube-train-two-stage",
-            "--stage",
-            str(number),
-            "--dataset",
-            dataset,
-            "--config-dir",
-            plan.configs,
-            "--opts",
-            "MODEL.WEIGHTS",
-            weights,
-            *training_opts(plan, out, iters, lr, batch),
-            *replay_opts(plan, replay),
-        )
-
-    def single(config: str, data: str, weights: str, folder: str, lr: float):
-        out = os.path.join(output, folder)
-        iters = plan.stage1_iters + plan.stage2_iters
-        return out, command(
-            "myotube-train",
-            "--config-file",
-            os.path.join(plan.configs, config),
-            "--dataset",
-            data,
-            "MODEL.WEIGHTS",
-            weights,
-            *training_opts(plan, out, iters, lr, plan.stage1_batch),
-        )
-
-    p = plan
+    """Every training of the demo, in order, as (table row, output folder, command); the ceiling row
+    trains the Stage 1 fields' exact labels (``exact_dataset``)."""
+    s1, s2 = (os.path.join(output, STAGE_OUTPUT_NAMES[n]) for n in (1, 2))
     runs = [
-        (
-            STAGE1,
-            s1,
-            stage(1, p.weights, s1, p.stage1_iters, p.stage1_lr, p.stage1_batch, p.stage1_generated),
-        ),
-        (
-            STAGE2,
-            s2,
-            stage(
-                2,
-                os.path.join(s1, FINAL),
-                s2,
-                p.stage2_iters,
-                p.stage2_lr,
-                p.stage2_batch,
-                p.stage2_generated,
-            ),
-        ),
+        (STAGE1, s1, stage_command(plan, dataset, 1, plan.weights, s1, plan.stage1_generated)),
+        (STAGE2, s2, stage_command(plan, dataset, 2, os.path.join(s1, FINAL), s2, plan.stage2_generated)),
     ]
     if not plan.comparisons:
         return runs
-    if plan.weights:
-        runs.append(
-            (
-                STAGE2_ONLY,
-                *single("stage2_config.yaml", dataset, p.weights, "output_stage2_only", p.stage1_lr),
-            )
-        )
-    runs.append((SCRATCH, *single("stage2_config.yaml", dataset, "", "output_stage2_scratch", p.scratch_lr)))
-    if exact_dataset:
-        runs.append(
-            (
-                CEILING,
-                *single("stage1_config.yaml", exact_dataset, p.weights, "output_exact_labels", p.stage1_lr),
-            )
-        )
+    comparisons = [
+        (STAGE2_ONLY, "output_stage2_only", "stage2_config.yaml", dataset, plan.weights, plan.stage1_lr),
+        (SCRATCH, "output_stage2_scratch", "stage2_config.yaml", dataset, "", plan.scratch_lr),
+        (CEILING, "output_exact_labels", "stage1_config.yaml", exact_dataset, plan.weights, plan.stage1_lr),
+    ]
+    for row, folder, config, data, weights, lr in comparisons:
+        # Stage 2 only needs a base to start from; the ceiling needs the exact labels.
+        if (row == STAGE2_ONLY and not weights) or not data:
+            continue
+        out = os.path.join(output, folder)
+        runs.append((row, out, comparison_command(plan, config, data, weights, out, lr)))
     return runs
 
 
@@ -470,16 +477,39 @@ def predict_examples(image_dir: str, output: str, plan: DemoPlan, log) -> None:
             os.path.join(output, "predictions"),
             "--no-progress",
             "--opts",
-            "MODEL.DEVICE",
-            plan.device,
-            "INPUT.IMAGE_SIZE",
-            str(plan.image_size),
-            "MODEL.SWIN.PRETRAIN_IMG_SIZE",
-            str(plan.image_size),
-            "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
-            str(plan.queries),
+            *model_opts(plan),
         ),
         log,
+    )
+
+
+class StepClock:
+    """Announces the demo's steps and times each until the next one starts."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+
+    def start(self, name: str) -> None:
+        self.started[name] = time.perf_counter()
+        print(f"\n=== {name}", flush=True)
+
+    def seconds(self) -> dict[str, float]:
+        names = list(self.started)
+        ends = [self.started[n] for n in names[1:]] + [time.perf_counter()]
+        return {n: round(end - self.started[n], 1) for n, end in zip(names, ends)}
+
+
+def write_tables(table: dict, output: str, plan: DemoPlan) -> str:
+    """The held-out scores and error counts as markdown (demo_results.md); returns the text shown."""
+    markdown = format_table(table["results"], keys=("AP", "AP50", "AP75", "f1@0.5", "semantic_iou"))
+    errors = format_error_table(table["results"])
+    atomic_write_text(
+        os.path.join(output, "demo_results.md"),
+        markdown + "\n\nWhere each method goes wrong (counts over the held-out fields):\n\n" + errors + "\n",
+    )
+    return (
+        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n"
+        f"{markdown}\n\n{errors}"
     )
 
 
@@ -490,65 +520,40 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
         shutil.rmtree(output)
     os.makedirs(output)
     log = open(os.path.join(output, "demo_log.txt"), "w", encoding="utf-8")
-    timings: dict[str, float] = {}
-
-    def step(name: str):
-        timings[name] = time.perf_counter()
-        print(f"\n=== {name}", flush=True)
-
-    step("1. generate synthetic fields")
+    clock = StepClock()
     raw = os.path.join(output, "raw")
+    heldout_images = os.path.join(raw, "heldout", "images")
+
+    clock.start("1. generate synthetic fields")
     manual_json, heldout_json = generate_fields(raw, plan)
 
-    step("2. annotate the Stage 1 pool and organize the unified dataset")
+    clock.start("2. annotate the Stage 1 pool and organize the unified dataset")
     dataset = annotate_and_organize(raw, manual_json, output, plan, workers, log)
 
-    step("3. check the dataset, train Stage 1, Stage 2, and the comparison models")
+    clock.start("3. check the dataset, train Stage 1, Stage 2, and the comparison models")
     models = train_models(plan, dataset, os.path.join(raw, "stage1_pool", "annotations.json"), output, log)
 
-    step("4. evaluate on the held-out fields")
+    clock.start("4. evaluate on the held-out fields")
     if plan.weights and is_zoo_name(plan.weights):
         models = {BASE_ALONE: plan.weights, **models}
-    table = evaluate_on_heldout(
-        heldout_json, os.path.join(raw, "heldout", "images"), models, plan.pixel_scale, plan.device
-    )
+    table = evaluate_on_heldout(heldout_json, heldout_images, models, plan.pixel_scale, plan.device)
+    shown = write_tables(table, output, plan)
+    print(shown, flush=True)
 
-    markdown = format_table(table["results"], keys=("AP", "AP50", "AP75", "f1@0.5", "semantic_iou"))
-    errors = format_error_table(table["results"])
-    atomic_write_text(
-        os.path.join(output, "demo_results.md"),
-        markdown + "\n\nWhere each method goes wrong (counts over the held-out fields):\n\n" + errors + "\n",
-    )
-    print(
-        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n"
-        f"{markdown}\n\n{errors}",
-        flush=True,
-    )
-
-    step("5. predict two held-out images")
-    predict_examples(os.path.join(raw, "heldout", "images"), output, plan, log)
-    overview = draw_overview(
-        table, heldout_json, os.path.join(raw, "heldout", "images"), output, plan.pixel_scale, plan.device
-    )
+    clock.start("5. predict two held-out images")
+    predict_examples(heldout_images, output, plan, log)
+    overview = draw_overview(table, heldout_json, heldout_images, output, plan.pixel_scale, plan.device)
 
     wall = time.perf_counter() - t_start
-    names = list(timings)
-    step_times = {
-        n: round((timings[names[i + 1]] if i + 1 < len(names) else time.perf_counter()) - timings[n], 1)
-        for i, n in enumerate(names)
-    }
     summary = {
         "wall_seconds": round(wall, 1),
-        "step_seconds": step_times,
+        "step_seconds": clock.seconds(),
         "plan": dict(plan.__dict__),
         **table,
     }
     atomic_write_json(os.path.join(output, "demo_results.json"), summary, indent=2)
     log.close()
-    print(
-        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n"
-        f"{markdown}\n\n{errors}"
-    )
+    print(shown)
     print(f"\nDemo finished in {wall / 60:.1f} min. Results in {output}/:")
     print("  demo_results.md / .json   the table above")
     print(f"  {os.path.basename(overview)}       held-out fields: ground truth, annotator, Stage 1, Stage 2")

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -138,3 +139,30 @@ def test_quick_gpu_plan_runs_the_swin_b_architecture_on_cpu(tmp_path):
         "Exact labels, same budget (ceiling)" not in results["results"]
         and results["plan"]["config_dir"] == "."
     )
+
+
+def _option(cmd: list[str], key: str) -> str | None:
+    return cmd[cmd.index(key) + 1] if key in cmd else None
+
+
+def test_training_runs_follow_the_plan(tmp_path):
+    from mask2former.demo import CEILING, SCRATCH, STAGE1, STAGE2, STAGE2_ONLY, DemoPlan, training_runs
+
+    plan = DemoPlan(stage1_iters=50, stage2_iters=10, stage2_generated=0.5)
+    runs = training_runs(plan, "data", str(tmp_path))
+    assert [row for row, _, _ in runs] == [STAGE1, STAGE2, STAGE2_ONLY, SCRATCH]
+    commands = {row: cmd for row, _, cmd in runs}
+    # Stage 2 starts from Stage 1's final weights and alone rehearses generated fields.
+    assert _option(commands[STAGE2], "MODEL.WEIGHTS") == str(
+        tmp_path / "output_stage1_algorithmic" / "model_final.pth"
+    )
+    assert _option(commands[STAGE2], "SYNTHETIC.REPLAY") == "0.5"
+    assert _option(commands[STAGE1], "SYNTHETIC.REPLAY") is None
+    # Each comparison gets the two stages' whole budget; the from-scratch row starts from nothing.
+    assert _option(commands[STAGE2_ONLY], "SOLVER.MAX_ITER") == "60"
+    assert _option(commands[SCRATCH], "MODEL.WEIGHTS") == ""
+    assert _option(commands[SCRATCH], "SOLVER.BASE_LR") == str(plan.scratch_lr)
+
+    rows = [row for row, _, _ in training_runs(replace(plan, weights=""), "data", str(tmp_path), "exact")]
+    assert rows == [STAGE1, STAGE2, SCRATCH, CEILING]
+    assert len(training_runs(replace(plan, comparisons=False), "data", str(tmp_path), "exact")) == 2

@@ -1,8 +1,9 @@
 """Training data loader: an infinite, seeded, rank-sharded stream of mapped samples.
 
-Three sources: the registered fields (shuffled passes), the generated stream (SYNTHETIC.ENABLED),
-or the registered fields with a share of the steps replaying the generated stream
-(SYNTHETIC.REPLAY). A step's batch always comes from one source: its samples form one tensor.
+Three sources: the registered fields (shuffled passes, or each dataset its share of the steps with
+DATASETS.TRAIN_SHARES), the generated stream (SYNTHETIC.ENABLED), or the registered fields with a
+share of the steps replaying the generated stream (SYNTHETIC.REPLAY). A step's batch always comes
+from one source: its samples form one tensor.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..config import CfgNode
 from ..data.catalog import get_dataset_dicts
 from ..data.mapper import MyotubeDatasetMapper, collate_samples
 from ..data.synthetic_stream import StreamSampler, SyntheticFieldStream, stream_worker_init
+from ..errors import DatasetError
 
 
 class MappedDataset(Dataset):
@@ -42,6 +44,44 @@ class InfiniteShuffledSampler(Sampler):
         g.manual_seed(self.seed)
         while True:
             yield from torch.randperm(self.size, generator=g)[self.rank :: self.world_size].tolist()
+
+
+class SharedSampler(Sampler):
+    """Per step, ``per_process`` records of one dataset, dataset ``i`` with probability
+    ``shares[i]``, decided by ``(seed, step)`` alone so that every rank and a resumed run agree.
+    Within a dataset: endless reshuffled passes of its records (``groups[i]``, indices into the
+    concatenated records), each rank shuffling its own, since a dataset of 5 manual fields can have
+    fewer records than there are ranks."""
+
+    def __init__(
+        self,
+        groups: list[list[int]],
+        shares: list[float],
+        per_process: int,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
+    ):
+        total = float(sum(shares))
+        self.groups, self.shares = groups, [v / total for v in shares]
+        self.per_process, self.seed, self.start_step, self.rank = per_process, seed, start_step, rank
+
+    def source(self, step: int) -> int:
+        return int(np.random.default_rng([self.seed, 3, step]).choice(len(self.shares), p=self.shares))
+
+    def _passes(self, i: int):
+        rng = np.random.default_rng([self.seed, 4, self.rank, i])
+        while True:
+            yield from (self.groups[i][k] for k in rng.permutation(len(self.groups[i])))
+
+    def __iter__(self):
+        passes = [self._passes(i) for i in range(len(self.groups))]
+        step = self.start_step
+        while True:
+            chosen = passes[self.source(step)]
+            for _ in range(self.per_process):
+                yield next(chosen)
+            step += 1
 
 
 FIELDS, STREAM = "fields", "stream"
@@ -96,14 +136,44 @@ class ReplaySampler(Sampler):
             step += 1
 
 
+# Which DATASETS.TRAIN entry a training record came from (its index).
+SOURCE_KEY = "train_source"
+
+
 def training_records(cfg: CfgNode) -> list[dict]:
-    """The registered training fields (none when training draws generated fields)."""
+    """The registered training fields, each tagged with its dataset's index (none when training
+    draws generated fields)."""
     if cfg.SYNTHETIC.ENABLED:
         return []
     records = []
-    for name in cfg.DATASETS.TRAIN:
-        records.extend(get_dataset_dicts(name, channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT))
+    for source, name in enumerate(cfg.DATASETS.TRAIN):
+        loaded = get_dataset_dicts(name, channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT)
+        records.extend({**record, SOURCE_KEY: source} for record in loaded)
     return records
+
+
+def records_sampler(
+    cfg: CfgNode,
+    records: list[dict],
+    batch_per_process: int,
+    seed: int,
+    start_iter: int,
+    rank: int,
+    world_size: int,
+) -> Sampler:
+    """Shuffled passes over all ``records``, or with DATASETS.TRAIN_SHARES each dataset its share."""
+    shares = [float(v) for v in cfg.DATASETS.TRAIN_SHARES]
+    if not shares:
+        return InfiniteShuffledSampler(len(records), seed, rank, world_size)
+    groups: list[list[int]] = [[] for _ in shares]
+    for index, record in enumerate(records):
+        groups[record.get(SOURCE_KEY, 0)].append(index)
+    for name, group, share in zip(cfg.DATASETS.TRAIN, groups, shares):
+        if share > 0 and not group:
+            raise DatasetError(
+                name, "DATASETS.TRAIN_SHARES gives it a share of the steps, but it has no images"
+            )
+    return SharedSampler(groups, shares, batch_per_process, seed, start_iter, rank)
 
 
 def build_train_loader(
@@ -126,7 +196,7 @@ def build_train_loader(
         sampler = StreamSampler(batch_per_process, start_iter, rank, world_size)
     else:
         dataset = MappedDataset(records, MyotubeDatasetMapper(cfg, is_train=True))
-        sampler = InfiniteShuffledSampler(len(dataset), seed, rank, world_size)
+        sampler = records_sampler(cfg, records, batch_per_process, seed, start_iter, rank, world_size)
         if cfg.SYNTHETIC.REPLAY > 0:
             dataset = ReplayDataset(dataset, SyntheticFieldStream(cfg, batch_per_process * world_size))
             sampler = ReplaySampler(

@@ -267,13 +267,39 @@ def start_run(cfg: CfgNode, device: str, resume: bool) -> TrainingRun:
     raw.to(device).train()
     optimizer = build_optimizer(cfg, raw)
     scheduler = build_lr_scheduler(cfg, optimizer)
+    checkpointer = _checkpointer(cfg, raw, optimizer, scheduler, class_names, input_scale, main)
+    start_iter, resumed_from = _resume(checkpointer) if resume else (0, None)
+    _log_start(cfg, source, class_names, resumed_from or described, raw, device, world, seed, input_scale)
+    # Saved and evaluated unwrapped; stepped through DDP when there are several processes.
+    model = _distributed(raw, device) if world > 1 else raw
+    data = iter(
+        build_train_loader(
+            cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda"), start_iter
+        )
+    )
+    log = StepLog(out_dir, main, cfg.SOLVER.LOG_PERIOD, start_iter, cfg.SOLVER.MAX_ITER, device)
+    use_amp = device.startswith("cuda") and cfg.SOLVER.AMP.ENABLED
+    return TrainingRun(raw, model, optimizer, scheduler, checkpointer, data, log, start_iter, use_amp)
+
+
+def _checkpointer(
+    cfg: CfgNode,
+    raw,
+    optimizer,
+    scheduler,
+    class_names: list[str],
+    input_scale: InputScale | None,
+    main: bool,
+) -> Checkpointer:
+    """The run's checkpointer; every checkpoint carries the config, class names and pixel scale
+    that predict.py needs to use the weights alone."""
     extra = {
         "cfg": cfg.dump(),
         "class_names": class_names,
         "input_scale": input_scale.to_dict() if input_scale else None,
     }
-    checkpointer = Checkpointer(
-        out_dir,
+    return Checkpointer(
+        cfg.OUTPUT_DIR,
         raw,
         optimizer,
         scheduler,
@@ -283,33 +309,38 @@ def start_run(cfg: CfgNode, device: str, resume: bool) -> TrainingRun:
         main,
         barrier=comm.barrier,
     )
-    start_iter, resumed_from = _resume(checkpointer) if resume else (0, None)
+
+
+def _log_start(
+    cfg: CfgNode,
+    source: str,
+    class_names: list[str],
+    weights: str,
+    raw,
+    device: str,
+    world: int,
+    seed: int,
+    input_scale: InputScale | None,
+) -> None:
     logger.info(
         "Training %s: %s, classes %s, weights %s, %d parameters, device %s x %d processes, seed %d; "
         "pixel scale %s (recorded with the model for predict.py)",
-        out_dir,
+        cfg.OUTPUT_DIR,
         source,
         class_names,
-        resumed_from or described,
+        weights,
         sum(p.numel() for p in raw.parameters()),
         device,
         world,
         seed,
         input_scale.describe() if input_scale else "unknown",
     )
-    model = raw  # saved and evaluated unwrapped
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            raw, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None
-        )
-    data = iter(
-        build_train_loader(
-            cfg, records, per_process, seed + start_iter, rank, world, device.startswith("cuda"), start_iter
-        )
+
+
+def _distributed(raw, device: str):
+    return torch.nn.parallel.DistributedDataParallel(
+        raw, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None
     )
-    log = StepLog(out_dir, main, cfg.SOLVER.LOG_PERIOD, start_iter, cfg.SOLVER.MAX_ITER, device)
-    use_amp = device.startswith("cuda") and cfg.SOLVER.AMP.ENABLED
-    return TrainingRun(raw, model, optimizer, scheduler, checkpointer, data, log, start_iter, use_amp)
 
 
 def training_data(cfg: CfgNode) -> tuple[list[str], list[dict], InputScale | None, str]:

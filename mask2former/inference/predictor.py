@@ -104,29 +104,22 @@ class MyotubePredictor:
 
     def predict_all(self, image: np.ndarray) -> Instances:
         """Every candidate (for COCO AP, which ranks by score): no score threshold."""
-        t = self.cfg.MODEL.MASK_FORMER.TEST
-        cls, masks, info = self.raw_outputs(image)
-        return instances_from_outputs(
-            cls,
-            masks,
-            info,
-            mask_threshold=t.MASK_THRESHOLD,
-            score_threshold=0.0,
-            max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE,
-            min_area=1,
-        )
+        return self._instances(image, score_threshold=0.0, min_area=1)
 
     def __call__(self, image: np.ndarray) -> Instances:
         t = self.cfg.MODEL.MASK_FORMER.TEST
+        return self._instances(image, score_threshold=t.OBJECT_MASK_THRESHOLD, min_area=t.MIN_MASK_AREA)
+
+    def _instances(self, image: np.ndarray, score_threshold: float, min_area: int) -> Instances:
         cls, masks, info = self.raw_outputs(image)
         return instances_from_outputs(
             cls,
             masks,
             info,
-            mask_threshold=t.MASK_THRESHOLD,
-            score_threshold=t.OBJECT_MASK_THRESHOLD,
+            mask_threshold=self.cfg.MODEL.MASK_FORMER.TEST.MASK_THRESHOLD,
+            score_threshold=score_threshold,
             max_detections=self.cfg.TEST.DETECTIONS_PER_IMAGE,
-            min_area=t.MIN_MASK_AREA,
+            min_area=min_area,
         )
 
     def kept(self, candidates: Instances, params: PostprocessParams | None = None) -> Instances:
