@@ -32,7 +32,9 @@ from ..utils.resumable import (
     stopped,
 )
 from .batch_state import copy_config, plan_batch, prediction_settings, weights_identity, write_run_files
-from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, output_names, run_prediction
+from .inputs import OUTPUT_SUFFIXES, RUN_FILES, collect_inputs, output_names
+from .options import PredictOptions
+from .run import run_prediction
 
 logger = logging.getLogger(__name__)
 
