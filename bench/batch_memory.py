@@ -82,7 +82,8 @@ def child(fields: str, count: int, out: str, device: str, tile: int) -> dict:
     import torch
 
     from mask2former.inference.filters import PostprocessParams
-    from mask2former.inference.run import PredictOptions, run_prediction
+    from mask2former.inference.options import PredictOptions
+    from mask2former.inference.run import run_prediction
 
     torch.manual_seed(0)
     predictor = ModelThenRegions(device, tile)

@@ -49,9 +49,10 @@ def score(weights: str, work: str, max_gap: float | None = None, max_angle: floa
     from mask2former.data.synthetic import REALISTIC
     from mask2former.evaluation.metrics import InstanceEvaluator
     from mask2former.inference.filters import postprocess
+    from mask2former.inference.image_pipeline import predict_image
     from mask2former.inference.joining import join_groups
+    from mask2former.inference.options import PredictOptions
     from mask2former.inference.predictor import MyotubePredictor
-    from mask2former.inference.run import PredictOptions, predict_image
     from mask2former.modeling.weights import checkpoint_config
     from mask2former.synthetic_datasets import write_synthetic_dataset
 

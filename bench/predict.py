@@ -4,7 +4,7 @@
     python -m bench.predict --quick    # tiny architecture only, one repeat
     python -m bench.predict --device cuda --archs swinb
 
-Two parts, both through the same code predict.py runs (process_image: read, tiles, model,
+Two parts, both through the same code predict.py runs (predict_and_export_file: read, tiles, model,
 stitching, post-processing, measurements, exports):
 
 - model: the real predictor with random weights (tiny preset and the Swin-B architecture of
@@ -39,7 +39,8 @@ import numpy as np
 
 from bench.common import REPO_ROOT, synthetic_tube_masks, write_results
 from mask2former.inference.filters import PostprocessParams
-from mask2former.inference.run import PredictOptions, StageTimer, process_image
+from mask2former.inference.image_pipeline import StageTimer, predict_and_export_file
+from mask2former.inference.options import PredictOptions
 from mask2former.inference.tiling import tile_grid
 from mask2former.structures import Instances
 
@@ -99,7 +100,7 @@ def bench_model(arch: str, sizes: list[int], repeats: int, device: str, folder: 
             timer = StageTimer()
             out = os.path.join(folder, f"out_{arch}_{size}")
             start = time.perf_counter()
-            result = process_image(path, predictor, options, out, timer=timer)
+            result = predict_and_export_file(path, predictor, options, out, timer=timer)
             seconds = time.perf_counter() - start
             if best is None or seconds < best["seconds_per_image"]:
                 best = {
@@ -198,12 +199,14 @@ def bench_overhead(sizes: list[int], data: str, fields: int, folder: str) -> lis
         # The first image of a process also pays one-off costs (skan compiles its graph code).
         start = time.perf_counter()
         if items:
-            process_image(items[0], predictor, options, os.path.join(folder, f"overhead_warmup_{size}"))
+            predict_and_export_file(
+                items[0], predictor, options, os.path.join(folder, f"overhead_warmup_{size}")
+            )
         first_image = time.perf_counter() - start
         for path in items:
             timer = StageTimer()
             start = time.perf_counter()
-            result = process_image(
+            result = predict_and_export_file(
                 path, predictor, options, os.path.join(folder, f"overhead_out_{size}"), timer=timer
             )
             per_image.append(time.perf_counter() - start)

@@ -79,8 +79,8 @@ def main(argv=None) -> None:
     from mask2former.config import load_config
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.filters import postprocess
+    from mask2former.inference.options import PredictOptions
     from mask2former.inference.predictor import MyotubePredictor
-    from mask2former.inference.run import PredictOptions
     from mask2former.inference.tiling import Tile, stitch_tiles, tile_grid
     from mask2former.structures import CroppedInstances
 

@@ -40,7 +40,7 @@ def score_model(model_dir: str, fields: list[str], scale: float, device: str) ->
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.command import build_predictor, resolve_input_scale
-    from mask2former.inference.run import predict_file
+    from mask2former.inference.image_pipeline import predict_file
 
     cfg = load_config(
         os.path.join(model_dir, "config.yaml"),

@@ -378,8 +378,9 @@ def score_fields(
 ) -> list[dict]:
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
+    from mask2former.inference.image_pipeline import predict_image
+    from mask2former.inference.options import PredictOptions
     from mask2former.inference.predictor import MyotubePredictor
-    from mask2former.inference.run import PredictOptions, predict_image
     from mask2former.modeling.weights import checkpoint_config
 
     side = round(REFERENCE_SIZE * plan.pixel_scale)

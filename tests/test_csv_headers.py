@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from mask2former.inference.export import write_csv
-from mask2former.inference.run import (
+from mask2former.inference.batch_state import (
     SUMMARY_LEADING_COLUMNS,
     SUMMARY_TRAILING_COLUMNS,
-    PredictOptions,
-    run_prediction,
     write_summary_csv,
 )
+from mask2former.inference.export import write_csv
+from mask2former.inference.options import PredictOptions
+from mask2former.inference.run import run_prediction
 from mask2former.measure.nuclei import assign_nuclei, nucleus_columns, nucleus_rows
 from mask2former.measure.table import measure_instances, myotube_columns
 from mask2former.structures import CroppedInstances, Instances

@@ -16,7 +16,8 @@ import tifffile
 
 from mask2former.data.io import read_image, read_metadata
 from mask2former.errors import ImageReadError
-from mask2former.inference.run import PredictOptions, run_prediction
+from mask2former.inference.options import PredictOptions
+from mask2former.inference.run import run_prediction
 from mask2former.structures import Instances
 from tests.helpers import field_image, one_line_error, predict, run, save_tiny_model
 

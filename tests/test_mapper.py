@@ -135,7 +135,8 @@ def test_tiled_prediction_uses_the_field_intensity_range():
     import contextlib
 
     from mask2former.config import get_cfg
-    from mask2former.inference.run import PredictOptions, predict_image
+    from mask2former.inference.image_pipeline import predict_image
+    from mask2former.inference.options import PredictOptions
     from mask2former.structures import Instances
 
     class Recorder:

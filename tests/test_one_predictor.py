@@ -17,7 +17,7 @@ from tests.helpers import ENV, REPO_ROOT, save_tiny_checkpoint
 
 def test_predict_py_the_napari_core_and_the_bench_give_the_same_labels(tmp_path):
     from mask2former.inference.command import build_predictor, prediction_config
-    from mask2former.inference.run import predict_file
+    from mask2former.inference.image_pipeline import predict_file
     from mask2former.napari.core import predict_instances
 
     # The model records 0.6 um per model pixel; the field says 0.45 um per pixel: resized by 0.75,

@@ -15,7 +15,7 @@ import yaml
 
 from mask2former.annotate import AnnotatorParams, annotate_instances
 from mask2former.inference.annotator import AnnotatorPredictor, annotator_options
-from mask2former.inference.run import predict_image
+from mask2former.inference.image_pipeline import predict_image
 from mask2former.structures import Instances
 from tests.helpers import (
     TINY_STAGE2,

@@ -13,13 +13,9 @@ import tifffile
 
 from mask2former.errors import InputError
 from mask2former.inference.filters import PostprocessParams
-from mask2former.inference.run import (
-    PredictOptions,
-    collect_inputs,
-    find_companion,
-    output_names,
-    run_prediction,
-)
+from mask2former.inference.inputs import collect_inputs, find_companion, output_names
+from mask2former.inference.options import PredictOptions
+from mask2former.inference.run import run_prediction
 from mask2former.structures import Instances
 from tests.helpers import REPO_ROOT, TINY_STAGE2, draw_field
 

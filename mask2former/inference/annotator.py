@@ -21,7 +21,7 @@ import numpy as np
 from ..annotate import AnnotatorParams, annotate_instances
 from ..errors import InputError
 from ..structures import Instances
-from .run import PredictOptions
+from .options import PredictOptions
 
 
 class AnnotatorPredictor:

@@ -2,11 +2,12 @@
 run's files rebuilt from the seals (resume, shards and their merge; the shared rules are in
 utils/resumable.py).
 
-run.py writes an image's files, then :class:`Sealer` writes ``manifests/NAME.json`` with their
-checksums, the image's row of summary.csv and its entry of predictions_coco.json. Both run files
+image_pipeline.py writes an image's files, then :class:`Sealer` writes ``manifests/NAME.json`` with
+their checksums, the image's row of summary.csv and its entry of predictions_coco.json. Both run files
 are always rebuilt from the manifests, in input order, with image ids from the position in the
 whole batch's input list, and the annotations read back from each ``NAME_coco.json``: a run
-continued with --resume, or shards merged, give the files one uninterrupted run gives.
+continued with --resume, or shards merged, give the files one uninterrupted run gives. summary.csv's
+columns are named here (:func:`summary_columns`), as only this module writes it.
 """
 
 from __future__ import annotations
@@ -32,16 +33,10 @@ from ..utils.resumable import (
     write_manifest,
     write_state,
 )
-from .export import coco_image_entry, write_coco_stream
-from .run import (
-    SETTINGS_FILES,
-    ImageResult,
-    Predicted,
-    PredictOptions,
-    measure_and_export,
-    output_names,
-    write_summary_csv,
-)
+from .export import coco_image_entry, write_coco_stream, write_csv
+from .image_pipeline import ImageResult, Predicted, measure_and_export
+from .inputs import SETTINGS_FILES, output_names
+from .options import PredictOptions
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +45,11 @@ SUMMARY_EVERY_S = 10.0
 # Config keys that do not decide what a run writes: the weights are compared by content, and a
 # run stopped on one device may go on on another.
 NOT_SETTINGS = ("MODEL.WEIGHTS", "MODEL.DEVICE")
+# summary.csv: the columns every image's row starts with and the two it ends with, named here so
+# that the header has them with no row yet and when every image failed. Each image's own columns
+# (scene, its measurement summary in its unit, nuclei) come between, in first-seen order.
+SUMMARY_LEADING_COLUMNS = ("image", "name", "height", "width", "pixel_size_um", "pixel_size_source", "scale")
+SUMMARY_TRAILING_COLUMNS = ("seconds", "error")
 
 
 def prediction_settings(cfg: Mapping | None, options: PredictOptions) -> dict:
@@ -221,6 +221,22 @@ def write_run_files(output_dir: str, sealed: Mapping[int, dict]) -> None:
         ({"id": p + 1, **sealed[p]["image"]} for p in done),
         annotations(),
     )
+
+
+def summary_columns(rows: Sequence[dict]) -> list[str]:
+    """summary.csv's columns for these rows: the leading ones, every other key in first-seen
+    order, then ``seconds`` and ``error`` (a failed image has only image, name and error)."""
+    seen = dict.fromkeys(SUMMARY_LEADING_COLUMNS)
+    for row in rows:
+        for key in row:
+            if key not in SUMMARY_TRAILING_COLUMNS:
+                seen.setdefault(key, None)
+    return [*seen, *SUMMARY_TRAILING_COLUMNS]
+
+
+def write_summary_csv(path: str | os.PathLike, rows: Sequence[dict]) -> None:
+    """One row per image, done or failed, under :func:`summary_columns`' header."""
+    write_csv(path, rows, summary_columns(rows))
 
 
 def copy_config(shard_folder: str, output_dir: str) -> None:

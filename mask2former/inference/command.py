@@ -32,7 +32,9 @@ from ..utils.resumable import (
     stopped,
 )
 from .batch_state import copy_config, plan_batch, prediction_settings, weights_identity, write_run_files
-from .run import OUTPUT_SUFFIXES, RUN_FILES, PredictOptions, collect_inputs, output_names, run_prediction
+from .inputs import OUTPUT_SUFFIXES, RUN_FILES, collect_inputs, output_names
+from .options import PredictOptions
+from .run import run_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +213,25 @@ class BatchRequest:
         )
         return {**fields, "channel": name} if name else fields
 
+    def with_default_workers(self, options: PredictOptions, device) -> PredictOptions:
+        """``options`` with the measuring workers that suit ``device`` when the request leaves
+        them open (``workers`` None), else as they are."""
+        return replace(options, workers=default_workers(str(device))) if self.workers is None else options
+
+
+def model_run_config(
+    config_file: str | None, weights: str | None, flags: dict, opts: Sequence[str]
+) -> CfgNode:
+    """The unfrozen config of a model's run: :func:`prediction_config` with the command's ``flags``
+    and ``--opts`` over it, then the weights :func:`choose_weights` picks."""
+    cfg = prediction_config(config_file, weights, config_overrides(flags, opts))
+    chosen = choose_weights(weights, cfg)
+    if chosen is not None:
+        cfg.merge_from_list(["MODEL.WEIGHTS", chosen])
+        # --opts MODEL.WEIGHTS still wins over --weights.
+        cfg.merge_from_list(list(opts))
+    return cfg
+
 
 def predict_command(
     request: BatchRequest,
@@ -237,12 +258,7 @@ def predict_command(
         "scale": scale,
         "z_project": request.z_project or None,
     }
-    cfg = prediction_config(config_file, weights, config_overrides(flags, opts))
-    chosen = choose_weights(weights, cfg)
-    if chosen is not None:
-        cfg.merge_from_list(["MODEL.WEIGHTS", chosen])
-        # --opts MODEL.WEIGHTS still wins over --weights.
-        cfg.merge_from_list(list(opts))
+    cfg = model_run_config(config_file, weights, flags, opts)
     options = prediction_options(cfg, request.pixel_size, **request.option_fields())
     # The output's config.yaml says which scale was used, not "0 = recorded".
     cfg.INFERENCE.INPUT_SCALE = options.input_scale
@@ -257,11 +273,7 @@ def predict_command(
 
     def load() -> tuple:
         predictor, _ = build_predictor(cfg, request.pixel_size, options=options)
-        used = (
-            replace(options, workers=default_workers(str(predictor.device)))
-            if request.workers is None
-            else options
-        )
+        used = request.with_default_workers(options, predictor.device)
         what = (
             f"with {cfg.MODEL.WEIGHTS or 'random weights'} on {predictor.device}; "
             f"tiles of {used.tile_size} model px "
@@ -302,11 +314,7 @@ def annotator_command(request: BatchRequest, params: AnnotatorParams | None = No
 
     def load() -> tuple:
         predictor = AnnotatorPredictor(params)
-        used = (
-            replace(options, workers=default_workers(predictor.device))
-            if request.workers is None
-            else options
-        )
+        used = request.with_default_workers(options, predictor.device)
         return (
             predictor,
             used,

@@ -91,47 +91,61 @@ def stitch_tiles(
     for ta in range(len(tile_predictions)):
         for tb in range(ta + 1, len(tile_predictions)):
             shared = intersect_windows(tile_predictions[ta][0].window, tile_predictions[tb][0].window)
-            if shared is None:
-                continue
-            in_a = [i for i in by_tile[ta] if intersect_windows(items[i].window, shared)]
-            in_b = [j for j in by_tile[tb] if intersect_windows(items[j].window, shared)]
-            if not in_a or not in_b:
-                continue
-            iou = np.zeros((len(in_a), len(in_b)))
-            area_a = [items[i].area_in(shared) for i in in_a]
-            area_b = [items[j].area_in(shared) for j in in_b]
-            for r, i in enumerate(in_a):
-                for c, j in enumerate(in_b):
-                    common = intersection_area(items[i], items[j], within=shared)
-                    if common:
-                        iou[r, c] = common / (area_a[r] + area_b[c] - common)
-            # One-to-one between two tiles: a fragment covering two of the other tile's instances
-            # (two crossing tubes predicted as one) is matched to one of them at most.
-            candidates += [
-                (iou[r, c], in_a[r], in_b[c])
-                for r, c in zip(*linear_sum_assignment(-iou))
-                if iou[r, c] >= match_overlap
-            ]
-
-    # Best matches first; a group never takes two instances of the same tile, so a joined pair of
-    # tubes in one tile cannot chain the separate tubes of the other tiles into one instance.
-    uf = DisjointSet(range(len(items)))
-    tiles_of = {i: {owner[i]} for i in range(len(items))}
-    for _, i, j in sorted(candidates, key=lambda c: -c[0]):
-        ri, rj = uf[i], uf[j]
-        if ri == rj or tiles_of[ri] & tiles_of[rj]:
-            continue
-        uf.merge(ri, rj)
-        tiles_of[uf[ri]] = tiles_of[ri] | tiles_of[rj]
-
+            if shared is not None:
+                candidates += _matches_in_shared_region(
+                    items, by_tile[ta], by_tile[tb], shared, match_overlap
+                )
     merged = []
-    for group in sorted((sorted(g) for g in uf.subsets()), key=min):
+    for group in _group_matches(len(items), owner, candidates):
         if len(group) == 1:
             merged.append(items[group[0]])
         else:
             members = [items[k] for k in group]
             merged.append(union_of(members, max(m.score for m in members)))
     return merged
+
+
+def _matches_in_shared_region(
+    items: list[CroppedMask], of_a: list[int], of_b: list[int], shared: Window, match_overlap: float
+) -> list[tuple[float, int, int]]:
+    """(IoU, i, j) of fragment ``i`` of tile a (indices ``of_a`` into ``items``) and fragment ``j``
+    of tile b that are one object: their IoU inside the region both tiles saw is at least
+    ``match_overlap``, each fragment matched to one of the other tile's at most."""
+    in_a = [i for i in of_a if intersect_windows(items[i].window, shared)]
+    in_b = [j for j in of_b if intersect_windows(items[j].window, shared)]
+    if not in_a or not in_b:
+        return []
+    iou = np.zeros((len(in_a), len(in_b)))
+    area_a = [items[i].area_in(shared) for i in in_a]
+    area_b = [items[j].area_in(shared) for j in in_b]
+    for r, i in enumerate(in_a):
+        for c, j in enumerate(in_b):
+            common = intersection_area(items[i], items[j], within=shared)
+            if common:
+                iou[r, c] = common / (area_a[r] + area_b[c] - common)
+    # One-to-one between two tiles: a fragment covering two of the other tile's instances
+    # (two crossing tubes predicted as one) is matched to one of them at most.
+    return [
+        (iou[r, c], in_a[r], in_b[c])
+        for r, c in zip(*linear_sum_assignment(-iou))
+        if iou[r, c] >= match_overlap
+    ]
+
+
+def _group_matches(n: int, owner: list[int], candidates: list[tuple[float, int, int]]) -> list[list[int]]:
+    """The fragments ``0..n-1`` in groups of one object each (sorted, by their first fragment),
+    chaining the matches ``candidates`` best first; ``owner[i]`` is fragment ``i``'s tile."""
+    # Best matches first; a group never takes two instances of the same tile, so a joined pair of
+    # tubes in one tile cannot chain the separate tubes of the other tiles into one instance.
+    uf = DisjointSet(range(n))
+    tiles_of = {i: {owner[i]} for i in range(n)}
+    for _, i, j in sorted(candidates, key=lambda c: -c[0]):
+        ri, rj = uf[i], uf[j]
+        if ri == rj or tiles_of[ri] & tiles_of[rj]:
+            continue
+        uf.merge(ri, rj)
+        tiles_of[uf[ri]] = tiles_of[ri] | tiles_of[rj]
+    return sorted((sorted(g) for g in uf.subsets()), key=min)
 
 
 def predict_tiled(

@@ -59,13 +59,15 @@ def predict_instances(
     config (``config``, or the one ``weights`` carries), the same predictor builder, the same scale
     rule (the file's pixel size against the model's, when both are known) and tiling."""
     from ..inference.command import build_predictor, prediction_config
-    from ..inference.run import StageTimer, predict_read_image
+    from ..inference.image_pipeline import StageTimer, predict_at_model_scale
 
     cfg = prediction_config(config or None, weights, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "auto"])
     cfg.freeze()
     predictor, options = build_predictor(cfg, progress=False)
     meta = read_metadata(image_path) if image_path and os.path.isfile(image_path) else ImageMetadata()
-    return predict_read_image(image_path or "", "", image, meta, predictor, options, StageTimer()).instances
+    return predict_at_model_scale(
+        image_path or "", "", image, meta, predictor, options, StageTimer()
+    ).instances
 
 
 def layers_from_masks(masks: np.ndarray, scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
