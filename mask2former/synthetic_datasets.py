@@ -17,7 +17,8 @@ import numpy as np
 
 from .annotate import AnnotatorParams, annotate_image
 from .data.catalog import ANNOTATION_FILES
-from .data.coco import mask_annotations, write_coco_json
+from .data.coco import write_coco_json
+from .data.coco_masks import mask_annotations
 from .data.synthetic import SyntheticField, SyntheticParams, generate_field
 from .utils.fileio import atomic_write_with
 

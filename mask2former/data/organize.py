@@ -35,7 +35,8 @@ from tqdm import tqdm
 from ..errors import DatasetError, ImageReadError, InputError
 from ..utils.fileio import atomic_write_json, claim_free_name, replace_folder, staging_folder
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
-from .coco import CATEGORIES, MYOTUBE, Finding, segmentation_problem, validate_coco, write_coco_json
+from .coco import CATEGORIES, MYOTUBE, write_coco_json
+from .coco_validation import Finding, segmentation_problem, validate_coco
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
 from .importers.base import polygon_extent_problem
 from .importers.coco import load_coco_file
