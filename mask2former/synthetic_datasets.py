@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -75,13 +75,8 @@ def write_synthetic_dataset(
     # One child seed per image: image i is the same whatever num_images is.
     children = np.random.SeedSequence(seed).spawn(num_images)
     records = []
-    iterator = range(num_images)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="synthetic fields", unit="img", file=sys.stderr)
     annotate = _field_annotator(pixel_scale) if unified and algorithmic == "annotator" else None
-    for i in iterator:
+    for i in _image_indices(num_images, progress):
         f = generate_field(
             size,
             rng=np.random.default_rng(children[i]),
@@ -99,6 +94,15 @@ def write_synthetic_dataset(
         _write_coco(path, [(entry, truth) for entry, truth, _ in records])
         return path
     return _write_unified_splits(out_dir, records, test_fraction, manual_fraction)
+
+
+def _image_indices(num_images: int, progress: bool) -> Iterable[int]:
+    """0 .. num_images-1, counted on a progress bar on stderr when ``progress``."""
+    if not progress:
+        return range(num_images)
+    from tqdm import tqdm
+
+    return tqdm(range(num_images), desc="synthetic fields", unit="img", file=sys.stderr)
 
 
 def _field_annotator(pixel_scale: float) -> Callable[[np.ndarray], np.ndarray]:
