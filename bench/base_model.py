@@ -62,7 +62,7 @@ def heldout_dataset(folder: str, plan: dict = HELDOUT) -> tuple[str, str]:
 def score_annotator(records: list[dict]) -> dict:
     from mask2former.annotate.instances import annotate_instances
     from mask2former.annotate.params import AnnotatorParams
-    from mask2former.data.coco import record_masks
+    from mask2former.data.coco_records import record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator
 
@@ -165,7 +165,7 @@ def score_checkpoint(
 
 def score_at_threshold(path: str, threshold: float, duplicate_iou: float, work: str) -> dict:
     """A checkpoint on the held-out fields at the settings its validation fields chose."""
-    from mask2former.data.coco import load_coco_instances
+    from mask2former.data.coco_records import load_coco_instances
 
     gt, images = heldout_dataset(os.path.join(work, "heldout"))
     row = score_checkpoint(path, load_coco_instances(gt, images), threshold, duplicate_iou)
@@ -193,7 +193,7 @@ def calibrate(path: str, work: str) -> dict:
     """F1@0.5 on the validation fields for each score threshold and duplicate IoU; the best pair."""
     from dataclasses import replace
 
-    from mask2former.data.coco import load_coco_instances, record_masks
+    from mask2former.data.coco_records import load_coco_instances, record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator
     from mask2former.inference.filters import PostprocessParams
@@ -234,7 +234,7 @@ def calibrate(path: str, work: str) -> dict:
 
 
 def evaluate_runs(runs: list[str], every: int, work: str) -> None:
-    from mask2former.data.coco import load_coco_instances
+    from mask2former.data.coco_records import load_coco_instances
 
     gt, images = heldout_dataset(os.path.join(work, "heldout"))
     records = load_coco_instances(gt, images)
@@ -285,7 +285,7 @@ def evaluate_runs(runs: list[str], every: int, work: str) -> None:
 
 def score_named(name: str, work: str) -> dict:
     """The model shipped as ``name``, as it is published (its own score threshold), on the held-out fields."""
-    from mask2former.data.coco import load_coco_instances
+    from mask2former.data.coco_records import load_coco_instances
     from mask2former.modeling.zoo import zoo_models
 
     gt, images = heldout_dataset(os.path.join(work, "heldout"))

@@ -44,7 +44,7 @@ def piece_owner(piece, truth: np.ndarray) -> int:
 
 
 def score(weights: str, work: str, max_gap: float | None = None, max_angle: float | None = None) -> dict:
-    from mask2former.data.coco import load_coco_instances, record_masks
+    from mask2former.data.coco_records import load_coco_instances, record_masks
     from mask2former.data.io import read_image
     from mask2former.data.synthetic import REALISTIC
     from mask2former.evaluation.metrics import InstanceEvaluator

@@ -20,7 +20,9 @@ import numpy as np
 
 from bench.common import synthetic_tube_masks, write_results
 from mask2former.config import load_config
-from mask2former.data.coco import load_coco_instances, mask_annotations, write_coco_json
+from mask2former.data.coco import write_coco_json
+from mask2former.data.coco_masks import mask_annotations
+from mask2former.data.coco_records import load_coco_instances
 from mask2former.engine.loader import build_train_loader
 
 

@@ -208,7 +208,8 @@ def build_dataset(root: str, splits: dict[str, list[str]], plan: RealPlan) -> di
     """The unified dataset: Stage 1 pool with annotator labels, manual fields with human components."""
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.data.catalog import ANNOTATION_FILES
-    from mask2former.data.coco import mask_annotations, write_coco_json
+    from mask2former.data.coco import write_coco_json
+    from mask2former.data.coco_masks import mask_annotations
     from mask2former.data.io import image_size
 
     side = round(REFERENCE_SIZE * plan.pixel_scale)

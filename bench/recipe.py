@@ -39,7 +39,9 @@ def build_data(work: str, plan, pool: int, pool_density: str = "") -> dict[str, 
     """
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.data.catalog import ANNOTATION_FILES
-    from mask2former.data.coco import load_coco_instances, mask_annotations, record_masks, write_coco_json
+    from mask2former.data.coco import write_coco_json
+    from mask2former.data.coco_masks import mask_annotations
+    from mask2former.data.coco_records import load_coco_instances, record_masks
     from mask2former.data.io import read_image
     from mask2former.synthetic_datasets import write_synthetic_dataset
 
@@ -107,7 +109,7 @@ def score(out_dir: str, records: list[dict], device: str = "cpu") -> dict:
     """Metrics of one trained model on ``records``: at the configured threshold, and the best F1 over
     THRESHOLDS."""
     from mask2former.config import load_config
-    from mask2former.data.coco import record_masks
+    from mask2former.data.coco_records import record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator
     from mask2former.inference.filters import PostprocessParams
@@ -137,7 +139,7 @@ def _brief(summary: dict) -> dict:
 
 def annotator_scores(records: list[dict], pixel_scale: float) -> dict:
     from mask2former.annotate import AnnotatorParams, annotate_instances
-    from mask2former.data.coco import record_masks
+    from mask2former.data.coco_records import record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator
 
@@ -163,7 +165,7 @@ def posthoc(out_dir: str, records: list[dict], pixel_scale: float) -> dict:
 
     from mask2former.annotate import AnnotatorParams, split_instances
     from mask2former.config import load_config
-    from mask2former.data.coco import record_masks
+    from mask2former.data.coco_records import record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator, mask_iou_matrix
     from mask2former.inference.filters import PostprocessParams, postprocess
@@ -259,7 +261,7 @@ def resolution_ceiling(records: list[dict], strides=(2, 4, 8)) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from mask2former.data.coco import record_masks
+    from mask2former.data.coco_records import record_masks
     from mask2former.evaluation.metrics import InstanceEvaluator
     from mask2former.structures import Instances
 
@@ -301,7 +303,7 @@ def training_opts(plan, out: str, iters: int, lr: float, batch: int, seed: int) 
 
 
 def run(args) -> dict:
-    from mask2former.data.coco import load_coco_instances
+    from mask2former.data.coco_records import load_coco_instances
     from mask2former.demo import DemoPlan
     from mask2former.utils.settings import with_settings
 
@@ -542,7 +544,7 @@ def main(argv=None) -> None:
         print(doc_table())
         return
     if args.posthoc:
-        from mask2former.data.coco import load_coco_instances
+        from mask2former.data.coco_records import load_coco_instances
         from mask2former.demo import DemoPlan
 
         plan = DemoPlan()
@@ -561,7 +563,7 @@ def main(argv=None) -> None:
         )
         return
     if args.resolution_ceiling:
-        from mask2former.data.coco import load_coco_instances
+        from mask2former.data.coco_records import load_coco_instances
         from mask2former.demo import DemoPlan
 
         plan = DemoPlan()

@@ -36,7 +36,8 @@ from mask2former.annotate.instances import annotate_instances
 from mask2former.annotate.params import AnnotatorParams
 from mask2former.config import CONFIG_DIR, config_path, load_config
 from mask2former.data.catalog import ANNOTATION_FILES, DEFAULT_DATASET_ROOT
-from mask2former.data.coco import load_coco_instances, read_coco_json, record_masks, write_coco_json
+from mask2former.data.coco import read_coco_json, write_coco_json
+from mask2former.data.coco_records import load_coco_instances, record_masks
 from mask2former.data.io import read_image, to_uint8_display
 from mask2former.data.synthetic import generator_params
 from mask2former.engine.two_stage import STAGE_OUTPUT_NAMES

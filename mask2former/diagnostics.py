@@ -10,7 +10,8 @@ from typing import Any
 
 from .config import load_config
 from .data.catalog import ANNOTATION_FILES, OPTIONAL_SPLITS, dataset_paths
-from .data.coco import Finding, dataset_statistics, validate_coco
+from .data.coco import dataset_statistics
+from .data.coco_validation import Finding, validate_coco
 from .errors import DatasetError
 
 PACKAGES = (

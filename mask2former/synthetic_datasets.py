@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
 from .annotate import AnnotatorParams, annotate_image
 from .data.catalog import ANNOTATION_FILES
-from .data.coco import mask_annotations, write_coco_json
+from .data.coco import write_coco_json
+from .data.coco_masks import mask_annotations
 from .data.synthetic import SyntheticField, SyntheticParams, generate_field
 from .utils.fileio import atomic_write_with
 
@@ -74,13 +75,8 @@ def write_synthetic_dataset(
     # One child seed per image: image i is the same whatever num_images is.
     children = np.random.SeedSequence(seed).spawn(num_images)
     records = []
-    iterator = range(num_images)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="synthetic fields", unit="img", file=sys.stderr)
     annotate = _field_annotator(pixel_scale) if unified and algorithmic == "annotator" else None
-    for i in iterator:
+    for i in _image_indices(num_images, progress):
         f = generate_field(
             size,
             rng=np.random.default_rng(children[i]),
@@ -98,6 +94,15 @@ def write_synthetic_dataset(
         _write_coco(path, [(entry, truth) for entry, truth, _ in records])
         return path
     return _write_unified_splits(out_dir, records, test_fraction, manual_fraction)
+
+
+def _image_indices(num_images: int, progress: bool) -> Iterable[int]:
+    """0 .. num_images-1, counted on a progress bar on stderr when ``progress``."""
+    if not progress:
+        return range(num_images)
+    from tqdm import tqdm
+
+    return tqdm(range(num_images), desc="synthetic fields", unit="img", file=sys.stderr)
 
 
 def _field_annotator(pixel_scale: float) -> Callable[[np.ndarray], np.ndarray]:

@@ -32,13 +32,8 @@ from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
 from mask2former.config import load_config
-from mask2former.data.coco import (
-    bbox_of_mask,
-    mask_to_rle,
-    read_coco_json,
-    segmentation_to_mask,
-    write_coco_json,
-)
+from mask2former.data.coco import read_coco_json, write_coco_json
+from mask2former.data.coco_masks import bbox_of_mask, mask_to_rle, segmentation_to_mask
 from mask2former.data.synthetic import generate_field
 from mask2former.evaluation.metrics import mask_iou_matrix
 

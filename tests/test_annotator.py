@@ -14,7 +14,8 @@ import tifffile
 
 from mask2former.annotate import AnnotatorParams, annotate_image, annotate_instances, foreground_mask
 from mask2former.annotate.batch import annotate_folder, output_names
-from mask2former.data.coco import load_coco_instances, record_masks, validate_coco
+from mask2former.data.coco_records import load_coco_instances, record_masks
+from mask2former.data.coco_validation import validate_coco
 from mask2former.data.synthetic import SyntheticParams, generate_field
 from tests.helpers import REPO_ROOT, load_script
 

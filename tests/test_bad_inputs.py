@@ -309,7 +309,7 @@ def test_listed_image_with_a_non_utf8_name_is_read(dataset, tmp_path):
     out = run_script("setup_two_stage.py", "--dataset", str(dataset), cwd=tmp_path)
     assert out.returncode == 0, text(out.stdout) + text(out.stderr)
 
-    from mask2former.data.coco import load_coco_instances, record_masks
+    from mask2former.data.coco_records import load_coco_instances, record_masks
 
     records = load_coco_instances(dataset / "annotations" / TRAIN_JSON, dataset / "images")
     assert os.fsencode(records[0]["file_name"]) == new
@@ -470,7 +470,7 @@ def _multichannel(images: Path, gray: np.ndarray, i: int) -> str:
 
 def _mapper_outputs_are_finite(dataset: Path, opts: list[str]) -> None:
     from mask2former.config import load_config
-    from mask2former.data.coco import load_coco_instances
+    from mask2former.data.coco_records import load_coco_instances
     from mask2former.data.mapper import MyotubeDatasetMapper
 
     cfg = load_config(os.path.join(TINY, "stage1_config.yaml"), opts)

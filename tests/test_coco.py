@@ -11,18 +11,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from mask2former.data.coco import (
-    BBOX_MODE_XYWH_ABS,
-    coco_categories,
-    dataset_statistics,
-    load_coco_instances,
-    mask_to_rle,
-    read_coco_json,
-    record_masks,
-    segmentation_to_mask,
-    validate_coco,
-    write_coco_json,
-)
+from mask2former.data.coco import coco_categories, dataset_statistics, read_coco_json, write_coco_json
+from mask2former.data.coco_masks import mask_to_rle, segmentation_to_mask
+from mask2former.data.coco_records import BBOX_MODE_XYWH_ABS, load_coco_instances, record_masks
+from mask2former.data.coco_validation import validate_coco
 from mask2former.errors import DatasetError
 from tests.helpers import make_coco_dataset
 
@@ -491,7 +483,7 @@ def test_mask_to_rle_is_json_ready_and_exact():
 
 
 def test_compressed_rle_counts_decoder_matches_pycocotools():
-    from mask2former.data.coco import rle_string_counts
+    from mask2former.data.coco_masks import rle_string_counts
 
     rng = np.random.default_rng(7)
     for shape in [(1, 1), (5, 3), (40, 33), (64, 64)]:

@@ -12,13 +12,10 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mask2former.data.coco import (
-    dataset_statistics,
-    load_coco_instances,
-    mask_to_rle,
-    record_masks,
-    validate_coco,
-)
+from mask2former.data.coco import dataset_statistics
+from mask2former.data.coco_masks import mask_to_rle
+from mask2former.data.coco_records import load_coco_instances, record_masks
+from mask2former.data.coco_validation import validate_coco
 from mask2former.errors import DatasetError
 
 # FUZZ_EXAMPLES=5000 gives a deeper local run; CI keeps the default short.

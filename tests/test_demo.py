@@ -49,7 +49,7 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
     assert "WEIGHTS: ''" in (out / "output_stage2_scratch" / "config.yaml").read_text()
     # The annotator's row, recomputed here from the held-out fields and their ground truth.
     from mask2former.annotate import AnnotatorParams, annotate_instances
-    from mask2former.data.coco import load_coco_instances, record_masks
+    from mask2former.data.coco_records import load_coco_instances, record_masks
     from mask2former.data.io import read_image
     from mask2former.evaluation.metrics import InstanceEvaluator
 

@@ -11,7 +11,7 @@ import roifile
 import tifffile
 from pycocotools import mask as mask_utils
 
-from mask2former.data.coco import load_coco_instances
+from mask2former.data.coco_records import load_coco_instances
 from mask2former.inference.export import (
     coco_annotations,
     coco_image_entry,

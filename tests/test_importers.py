@@ -17,7 +17,8 @@ import pytest
 import tifffile
 from pycocotools import mask as mask_utils
 
-from mask2former.data.coco import read_coco_json, rle_string_counts
+from mask2former.data.coco import read_coco_json
+from mask2former.data.coco_masks import rle_string_counts
 from mask2former.data.importers import FORMATS, decode_cvat_rle, detect_format, load_manual_annotations
 from mask2former.data.organize import organize_unified_dataset
 from mask2former.errors import DatasetError

@@ -2,7 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mask2former.data.coco import load_coco_instances, mask_to_rle, write_coco_json
+from mask2former.data.coco import write_coco_json
+from mask2former.data.coco_masks import mask_to_rle
+from mask2former.data.coco_records import load_coco_instances, record_masks
 from mask2former.data.mapper import MyotubeDatasetMapper, preprocess_image, resize_mask
 from mask2former.modeling.outputs import instances_from_outputs
 from tests.helpers import make_coco_dataset, tiny_cfg
@@ -88,10 +90,7 @@ def test_eval_mapping_keeps_all_instances_and_aspect(tmp_path):
     sample = MyotubeDatasetMapper(tiny_cfg(), is_train=False)(record)
     assert sample["pixel_values"].shape == (3, 128, 128)
     assert len(sample["mask_labels"]) == 3
-    ratio = sample["mask_labels"].sum().item() / sum(
-        np.count_nonzero(m)
-        for m in __import__("mask2former.data.coco", fromlist=["record_masks"]).record_masks(record)
-    )
+    ratio = sample["mask_labels"].sum().item() / sum(np.count_nonzero(m) for m in record_masks(record))
     assert ratio == pytest.approx((128 / 100) ** 2, rel=0.15)
 
 

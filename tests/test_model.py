@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mask2former.data.coco import load_coco_instances
+from mask2former.data.coco_records import load_coco_instances
 from mask2former.data.mapper import MyotubeDatasetMapper, collate_samples
 from mask2former.engine.trainer import loss_terms
 from mask2former.errors import WeightsError

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from mask2former.data.coco import load_coco_instances, record_masks
+from mask2former.data.coco_records import load_coco_instances, record_masks
 from mask2former.errors import InputError
 from mask2former.napari.core import (
     instances_from_layers,

@@ -14,7 +14,8 @@ import tifffile
 
 import organize_unified_dataset as cli
 from mask2former.data import organize as organize_module
-from mask2former.data.coco import Finding, read_coco_json
+from mask2former.data.coco import read_coco_json
+from mask2former.data.coco_validation import Finding
 from mask2former.data.organize import organize_unified_dataset, parse_category_map
 from mask2former.errors import DatasetError, InputError
 from tests.helpers import (

@@ -142,7 +142,8 @@ def test_the_two_channel_workflow_runs_end_to_end(tmp_path):
             metadata={"axes": "CYX"},
         )
     # Manual annotations on two-channel images too: a COCO file with the exact tubes of two fields.
-    from mask2former.data.coco import bbox_of_mask, mask_to_rle, write_coco_json
+    from mask2former.data.coco import write_coco_json
+    from mask2former.data.coco_masks import bbox_of_mask, mask_to_rle
 
     manual = tmp_path / "manual"
     (manual / "images").mkdir(parents=True)
@@ -233,7 +234,7 @@ def test_the_two_channel_workflow_runs_end_to_end(tmp_path):
         )
         > 0
     )
-    from mask2former.data.coco import load_coco_instances, record_masks
+    from mask2former.data.coco_records import load_coco_instances, record_masks
 
     records = [
         r

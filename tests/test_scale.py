@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from mask2former.data.coco import load_coco_instances, read_coco_json
+from mask2former.data.coco import read_coco_json
+from mask2former.data.coco_records import load_coco_instances
 from mask2former.data.scale import InputScale, prediction_scale, training_input_scale
 from tests.helpers import REPO_ROOT, TINY_STAGE2, make_coco_dataset, tiny_cfg
 

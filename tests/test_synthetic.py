@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from mask2former.data.catalog import ANNOTATION_FILES
-from mask2former.data.coco import load_coco_instances, record_masks, validate_coco
+from mask2former.data.coco_records import load_coco_instances, record_masks
+from mask2former.data.coco_validation import validate_coco
 from mask2former.data.synthetic import DENSITY_LEVELS, REALISTIC, generate_field, generator_params
 from mask2former.synthetic_datasets import write_synthetic_dataset
 from tests.helpers import load_script

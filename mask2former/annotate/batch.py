@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 import tifffile
 
-from ..data.coco import bbox_of_mask, mask_to_rle, write_coco_json
+from ..data.coco import write_coco_json
+from ..data.coco_masks import bbox_of_mask, mask_to_rle
 from ..data.io import is_image_file, read_all_channels, read_image, read_metadata, select_channel
 from ..errors import InputError, MyotubeError
 from ..utils.fileio import atomic_write_json, atomic_write_with, claim_free_name

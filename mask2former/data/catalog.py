@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import DatasetError
-from .coco import coco_categories, load_coco_instances
+from .coco import coco_categories
+from .coco_records import load_coco_instances
 
 logger = logging.getLogger(__name__)
 

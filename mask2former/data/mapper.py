@@ -15,7 +15,7 @@ from skimage.morphology import skeletonize
 
 from ..config import CfgNode
 from ..structures import ResizeInfo
-from .coco import segmentation_to_mask
+from .coco_masks import segmentation_to_mask
 from .io import read_image, to_model_float
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,8 @@ from tqdm import tqdm
 from ..errors import DatasetError, ImageReadError, InputError
 from ..utils.fileio import atomic_write_json, claim_free_name, replace_folder, staging_folder
 from .catalog import ANNOTATION_FILES, OPTIONAL_SPLITS
-from .coco import CATEGORIES, MYOTUBE, Finding, segmentation_problem, validate_coco, write_coco_json
+from .coco import CATEGORIES, MYOTUBE, write_coco_json
+from .coco_validation import Finding, segmentation_problem, validate_coco
 from .importers import TEST, TRAIN, ImportedDataset, ImportedImage, ImportedInstance, load_manual_annotations
 from .importers.base import polygon_extent_problem
 from .importers.coco import load_coco_file
@@ -137,17 +138,12 @@ def organize_unified_dataset(
     algorithmic_dir = os.path.abspath(os.fspath(algorithmic_dir))
     manual = os.path.abspath(os.fspath(manual_path)) if manual_path else None
     image_dir = os.path.abspath(os.fspath(manual_image_dir)) if manual_image_dir else None
-    if not 0.0 <= manual_test_fraction < 1.0:
-        raise InputError(None, f"--manual_test_fraction must be in [0, 1), got {manual_test_fraction}")
-    if not isinstance(category_map, dict):
-        category_map = parse_category_map(category_map)
+    options = _checked_options(manual_test_fraction, seed, link, category_map, keep_empty_manual_images)
     _check_output_location(out, [p for p in (algorithmic_dir, manual, image_dir) if p], force)
 
-    algorithmic = load_algorithmic_dataset(algorithmic_dir)
-    manual_data = load_manual_annotations(manual, manual_format, image_dir=image_dir) if manual else None
-    warnings: list[str] = list(algorithmic.warnings) + (list(manual_data.warnings) if manual_data else [])
+    algorithmic, manual_data, warnings = _load_inputs(algorithmic_dir, manual, manual_format, image_dir)
     category_targets = _resolve_categories(
-        [d for d in (algorithmic, manual_data) if d], category_map, warnings
+        [d for d in (algorithmic, manual_data) if d], options["category_map"], warnings
     )
 
     entries = _image_entries(algorithmic, manual_data, warnings)
@@ -159,13 +155,6 @@ def organize_unified_dataset(
         )
     renamed = _assign_output_names(entries)
     splits_out, rescaled = _split_jsons(entries)
-    options = {
-        "manual_test_fraction": manual_test_fraction,
-        "seed": seed,
-        "link": link,
-        "category_map": category_map,
-        "keep_empty_manual_images": keep_empty_manual_images,
-    }
     info = _report_info(
         out,
         algorithmic_dir,
@@ -177,13 +166,38 @@ def organize_unified_dataset(
         dropped=dropped,
         warnings=warnings,
     )
-    try:
-        return _write_dataset(out, entries, splits_out, info, link=link, progress=progress, started=started)
-    except OSError as err:  # disk full, no permission...: the old dataset is untouched either way
-        where = err.filename or out
-        raise InputError(
-            where, f"cannot write the dataset ({err.strerror or err}); nothing was changed"
-        ) from None
+    return _write_dataset(out, entries, splits_out, info, link=link, progress=progress, started=started)
+
+
+def _checked_options(
+    manual_test_fraction: float,
+    seed: int,
+    link: bool,
+    category_map: dict[str, str] | Sequence[str] | None,
+    keep_empty_manual_images: bool,
+) -> dict[str, Any]:
+    """The options the report records, checked, with ``category_map`` parsed into a dict."""
+    if not 0.0 <= manual_test_fraction < 1.0:
+        raise InputError(None, f"--manual_test_fraction must be in [0, 1), got {manual_test_fraction}")
+    if not isinstance(category_map, dict):
+        category_map = parse_category_map(category_map)
+    return {
+        "manual_test_fraction": manual_test_fraction,
+        "seed": seed,
+        "link": link,
+        "category_map": category_map,
+        "keep_empty_manual_images": keep_empty_manual_images,
+    }
+
+
+def _load_inputs(
+    algorithmic_dir: str, manual: str | None, manual_format: str, image_dir: str | None
+) -> tuple[ImportedDataset, ImportedDataset | None, list[str]]:
+    """The annotator's output, the manual annotations (if any), and the warnings of reading both."""
+    algorithmic = load_algorithmic_dataset(algorithmic_dir)
+    manual_data = load_manual_annotations(manual, manual_format, image_dir=image_dir) if manual else None
+    warnings: list[str] = list(algorithmic.warnings) + (list(manual_data.warnings) if manual_data else [])
+    return algorithmic, manual_data, warnings
 
 
 def _image_entries(
@@ -255,27 +269,41 @@ def _write_dataset(
     started: float,
 ) -> dict[str, Any]:
     """Stage, validate and swap in the dataset; returns the summary (also saved as organize_report.json)."""
-    with staging_folder(out) as stage:
-        linked = _place_images(entries, os.path.join(stage, "images"), link, progress)
-        for (source, split), (images, annotations) in splits_out.items():
-            write_coco_json(
-                os.path.join(stage, "annotations", _annotation_file(source, split)),
-                images,
-                annotations,
-                CATEGORIES,
-            )
-        findings = _validate(stage, out, entries)
-        summary = {**info, "splits": {}, "images_linked": linked}
-        summary["warnings"] = info["warnings"] + [str(f) for f in findings if f.level == "warning"]
-        for (source, split), (images, annotations) in splits_out.items():
-            summary["splits"][f"myotube_{source}_{split}"] = {
-                "json_file": os.path.join(out, "annotations", _annotation_file(source, split)),
-                "images": len(images),
-                "instances": len(annotations),
-            }
-        summary["seconds"] = round(time.time() - started, 2)
-        atomic_write_json(os.path.join(stage, REPORT_FILE), summary, indent=2)
-        replace_folder(stage, out)
+    try:
+        with staging_folder(out) as stage:
+            linked = _place_images(entries, os.path.join(stage, "images"), link, progress)
+            for (source, split), (images, annotations) in splits_out.items():
+                write_coco_json(
+                    os.path.join(stage, "annotations", _annotation_file(source, split)),
+                    images,
+                    annotations,
+                    CATEGORIES,
+                )
+            findings = _validate(stage, out, entries)
+            summary = _summary(out, info, splits_out, findings, linked, started)
+            atomic_write_json(os.path.join(stage, REPORT_FILE), summary, indent=2)
+            replace_folder(stage, out)
+    except OSError as err:  # disk full, no permission...: the old dataset is untouched either way
+        where = err.filename or out
+        raise InputError(
+            where, f"cannot write the dataset ({err.strerror or err}); nothing was changed"
+        ) from None
+    return summary
+
+
+def _summary(
+    out: str, info: dict, splits_out: dict, findings: list[Finding], linked: int, started: float
+) -> dict[str, Any]:
+    """The report: ``info``, the validation warnings added, and what each written split holds."""
+    summary = {**info, "splits": {}, "images_linked": linked}
+    summary["warnings"] = info["warnings"] + [str(f) for f in findings if f.level == "warning"]
+    for (source, split), (images, anns) in splits_out.items():
+        summary["splits"][f"myotube_{source}_{split}"] = {
+            "json_file": os.path.join(out, "annotations", _annotation_file(source, split)),
+            "images": len(images),
+            "instances": len(anns),
+        }
+    summary["seconds"] = round(time.time() - started, 2)
     return summary
 
 

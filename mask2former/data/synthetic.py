@@ -360,45 +360,29 @@ def generate_field(
     if rng is None:
         rng = np.random.default_rng(seed)
     p = params or SyntheticParams()
-    h, w = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))
-    if h < 16 or w < 16:
-        raise ValueError(f"field size must be at least 16x16, got {h}x{w}")
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    h, w = _field_shape(size, bit_depth)
     target = density_value(density)
     scale = float(pixel_scale)
-
-    # Field-wide appearance drawn first so the stream of random numbers is fixed per seed.
-    brightness_median = p.tube_brightness_median * np.exp(rng.normal(0, p.field_brightness_sigma))
-    background = brightness_median * rng.uniform(*p.background_level)
-    gain = np.exp(rng.uniform(np.log(p.gain[0]), np.log(p.gain[1])))
-    read_noise = rng.uniform(*p.read_noise)
-    illumination = _illumination(rng, h, w, p)
-    psf_sigma = float(rng.uniform(*p.psf_sigma_range)) if p.psf_sigma_range else p.psf_sigma
+    look = _draw_appearance(rng, h, w, p)
 
     signal = np.zeros((h, w), np.float32)  # myosin, 8-bit units
     nuclei = _Nuclei(np.zeros((h, w), np.float32), np.zeros((h, w), np.int32))
     attenuation = np.ones((h, w), np.float32)  # myosin is displaced where nuclei sit
     texture = _texture(rng, h, w, p, scale)
     crops, tubes = _place_tubes(
-        rng, h, w, p, scale, target, brightness_median, signal, texture, nuclei, attenuation
+        rng, h, w, p, scale, target, look.brightness_median, signal, texture, nuclei, attenuation
     )
 
-    _background_cells(rng, signal, h, w, p, scale, brightness_median)
+    _background_cells(rng, signal, h, w, p, scale, look.brightness_median)
     _free_nuclei(rng, nuclei, h, w, p, scale)
     signal *= cv2.GaussianBlur(attenuation, (0, 0), 0.7 * scale)
 
-    image = _camera(rng, signal, background, illumination, gain, read_noise, psf_sigma, scale, bit_depth)
+    image = _camera(rng, signal, look.background, look.gain, look, scale, bit_depth)
     dapi_bg = rng.uniform(*p.dapi_background)
-    nuclei_image = _camera(
-        rng, nuclei.signal, dapi_bg, illumination, gain * 2, read_noise, psf_sigma, scale, bit_depth
-    )
-    stack = np.zeros((len(crops), h, w), bool)
-    for k, (crop, (y0, y1, x0, x1)) in enumerate(crops):
-        stack[k, y0:y1, x0:x1] = crop
+    nuclei_image = _camera(rng, nuclei.signal, dapi_bg, look.gain * 2, look, scale, bit_depth)
     return SyntheticField(
         image=image,
-        masks=stack,
+        masks=_mask_stack(crops, h, w),
         nuclei_image=nuclei_image,
         nuclei_labels=nuclei.labels,
         density=target,
@@ -406,6 +390,47 @@ def generate_field(
         widths=np.array([t.width for t in tubes], float),
         lengths=np.array([t.length for t in tubes], float),
     )
+
+
+def _field_shape(size: int | tuple[int, int], bit_depth: int) -> tuple[int, int]:
+    """(height, width) of a field of ``size``; ValueError for a field too small or a bad bit depth."""
+    h, w = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if h < 16 or w < 16:
+        raise ValueError(f"field size must be at least 16x16, got {h}x{w}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    return h, w
+
+
+@dataclass
+class _Appearance:
+    """Field-wide look: tube brightness, background, sensor gain and noise, illumination, blur."""
+
+    brightness_median: float
+    background: float
+    gain: float
+    read_noise: float
+    illumination: np.ndarray
+    psf_sigma: float
+
+
+def _draw_appearance(rng: np.random.Generator, h: int, w: int, p: SyntheticParams) -> _Appearance:
+    """The field's look, drawn before anything else so the stream of random numbers is fixed per seed."""
+    brightness_median = p.tube_brightness_median * np.exp(rng.normal(0, p.field_brightness_sigma))
+    background = brightness_median * rng.uniform(*p.background_level)
+    gain = np.exp(rng.uniform(np.log(p.gain[0]), np.log(p.gain[1])))
+    read_noise = rng.uniform(*p.read_noise)
+    illumination = _illumination(rng, h, w, p)
+    psf_sigma = float(rng.uniform(*p.psf_sigma_range)) if p.psf_sigma_range else p.psf_sigma
+    return _Appearance(brightness_median, background, gain, read_noise, illumination, psf_sigma)
+
+
+def _mask_stack(crops: list[tuple[np.ndarray, tuple[int, int, int, int]]], h: int, w: int) -> np.ndarray:
+    """(N, h, w) bool: each tube's mask, cut out inside its box, put back in the full field."""
+    stack = np.zeros((len(crops), h, w), bool)
+    for k, (crop, (y0, y1, x0, x1)) in enumerate(crops):
+        stack[k, y0:y1, x0:x1] = crop
+    return stack
 
 
 def _place_tubes(
@@ -671,17 +696,18 @@ def _blob(rng, signal, centre, axes, angle, value, scale, irregularity) -> None:
         signal[ys0:ys1, xs0:xs1] += local[ys0 - y0 : ys1 - y0, xs0 - x0 : xs1 - x0]
 
 
-def _camera(
-    rng, signal, background, illumination, gain, read_noise, psf_sigma: float, scale, bit_depth
-) -> np.ndarray:
-    """Optics and sensor: blur, uneven illumination, offset, Poisson-Gaussian noise, clipping."""
-    optical = cv2.GaussianBlur(signal, (0, 0), psf_sigma * scale) + background
-    optical *= illumination
+def _camera(rng, signal, background, gain, look: _Appearance, scale, bit_depth) -> np.ndarray:
+    """Optics and sensor: blur, uneven illumination, offset, Poisson-Gaussian noise, clipping.
+
+    ``background`` and ``gain`` are the channel's; blur, illumination and read noise the field's.
+    """
+    optical = cv2.GaussianBlur(signal, (0, 0), look.psf_sigma * scale) + background
+    optical *= look.illumination
     full = 255.0 if bit_depth == 8 else 4095.0
     units = full / 255.0
     # Shot noise (variance = signal / gain) plus read noise; the Gaussian approximation of the
     # Poisson law is exact enough at these photon counts and ten times faster to draw.
-    sigma = np.sqrt(np.maximum(optical, 0) / gain + read_noise**2)
+    sigma = np.sqrt(np.maximum(optical, 0) / gain + look.read_noise**2)
     noisy = (optical + sigma * rng.standard_normal(optical.shape, dtype=np.float32)) * units
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     return np.clip(np.rint(noisy), 0, full).astype(dtype)

@@ -14,7 +14,7 @@ import os
 from tqdm import tqdm
 
 from ..config import CfgNode
-from ..data.coco import record_masks
+from ..data.coco_records import record_masks
 from ..data.io import read_image
 from ..utils import comm
 from .metrics import InstanceEvaluator

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 import cv2
 import numpy as np
 
-from ..data.coco import CATEGORIES, mask_annotations
+from ..data.coco import CATEGORIES
+from ..data.coco_masks import mask_annotations
 from ..data.io import to_uint8_display
 from ..structures import CroppedInstances, CroppedMask, label_image
 from ..utils.fileio import atomic_open, atomic_write_json, atomic_write_with

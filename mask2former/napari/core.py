@@ -25,13 +25,8 @@ import shutil
 
 import numpy as np
 
-from ..data.coco import (
-    CATEGORIES,
-    mask_annotations,
-    read_coco_json,
-    segmentation_to_mask,
-    write_coco_json,
-)
+from ..data.coco import CATEGORIES, read_coco_json, write_coco_json
+from ..data.coco_masks import mask_annotations, segmentation_to_mask
 from ..data.io import ImageMetadata, read_image, read_metadata
 from ..errors import InputError, MyotubeError
 from ..modeling.zoo import available_models

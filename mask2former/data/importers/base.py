@@ -22,7 +22,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ...errors import DatasetError
-from ..coco import MAX_IMAGE_SIDE, read_json, rle_string_counts  # noqa: F401  (read_json: re-exported for the importers)
+from ..coco import read_json  # noqa: F401  (read_json: re-exported for the importers)
+from ..coco_masks import rle_string_counts
+from ..coco_validation import MAX_IMAGE_SIDE
 
 # Sanity limits that keep a typo (or a corrupt file) from allocating terabytes: microscopy fields
 # are a few thousand pixels wide; polygons may stray a little outside the image, not kilometres.

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from ...errors import DatasetError
-from ..coco import mask_to_rle
+from ..coco_masks import mask_to_rle
 from .base import (
     ImportedDataset,
     ImportedImage,

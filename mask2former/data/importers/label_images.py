@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import DatasetError, ImageReadError
-from ..coco import mask_to_rle
+from ..coco_masks import mask_to_rle
 from ..io import IMAGE_EXTENSIONS, read_image
 from .base import ImportedDataset, ImportedImage, ImportedInstance, note_lines
 

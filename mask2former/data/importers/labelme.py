@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ...errors import DatasetError
-from ..coco import mask_to_rle
+from ..coco_masks import mask_to_rle
 from ..io import read_all_channels
 from .base import (
     ImportedDataset,
