@@ -82,6 +82,21 @@ class ImageResult:
     error: str | None = None
     seconds: float = 0.0
 
+    def coco_image(self, image_id: int) -> dict:
+        """The written image's entry in a COCO file: its size, the input's size and, when known, its
+        pixel size."""
+        entry = {
+            "id": image_id,
+            "file_name": self.file_name,
+            "height": self.height,
+            "width": self.width,
+            "original_height": self.original_height,
+            "original_width": self.original_width,
+        }
+        if self.pixel_size_um:
+            entry["pixel_size_um"] = self.pixel_size_um
+        return entry
+
 
 @dataclass
 class AnnotationSummary:
@@ -555,17 +570,7 @@ def _write_coco(output_dir: str, file_name: str, items: list[ImageResult]) -> st
     path = os.path.join(output_dir, "annotations", file_name)
     images, anns = [], []
     for image_id, r in enumerate(items, start=1):
-        entry = {
-            "id": image_id,
-            "file_name": r.file_name,
-            "height": r.height,
-            "width": r.width,
-            "original_height": r.original_height,
-            "original_width": r.original_width,
-        }
-        if r.pixel_size_um:
-            entry["pixel_size_um"] = r.pixel_size_um
-        images.append(entry)
+        images.append(r.coco_image(image_id))
         for a in r.annotations:
             anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
     write_coco_json(path, images, anns)
