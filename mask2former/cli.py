@@ -8,12 +8,13 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .config import config_path, find_config
 from .data.catalog import DEFAULT_DATASET_ROOT
 from .errors import Interrupted, MyotubeError
-from .utils import add_version_argument, program_name
+from .utils import add_version_argument, invoked_program, program_name
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -154,6 +155,65 @@ def add_opts_argument(parser, dest: str = "opts") -> None:
         metavar="KEY VALUE",
         help="config overrides applied last, e.g. --opts SOLVER.BASE_LR 1e-4 SOLVER.MAX_ITER 100",
     )
+
+
+@dataclass(frozen=True)
+class BatchFlags:
+    """The flags of long batches, which every batch command has, in one command's words: the flags
+    and their defaults are shared, the help texts are the command's own."""
+
+    title: str  # heading of the argument group in --help
+    force: str
+    resume: str
+    shard: str
+    merge: str
+    merge_description: str  # of the parser that only merges (merge_parser)
+    merge_force: str  # --force of that parser
+
+    def add_arguments(self, parser) -> None:
+        """--force or --resume (an earlier run's output is replaced or continued, never both),
+        --shard K/N and --merge, in a group of their own."""
+        batch = parser.add_argument_group(self.title)
+        earlier = batch.add_mutually_exclusive_group()
+        earlier.add_argument("--force", action="store_true", help=self.force)
+        earlier.add_argument("--resume", action="store_true", help=self.resume)
+        batch.add_argument("--shard", default=None, metavar="K/N", help=self.shard)
+        self.add_merge_argument(batch)
+
+    def add_merge_argument(self, parser) -> None:
+        parser.add_argument("--merge", nargs="+", default=None, metavar="SHARD_DIR", help=self.merge)
+
+    @staticmethod
+    def merge_requested(argv: Sequence[str]) -> bool:
+        """Whether the command line merges shards: --merge takes a parser of its own (merge_parser)."""
+        return any(a == "--merge" or a.startswith("--merge=") for a in argv)
+
+    def merge_parser(self, add_output: Callable[[argparse.ArgumentParser], None]) -> ArgumentParser:
+        """``COMMAND --merge``: the shard folders, the command's output folder (``add_output``)
+        and --force, nothing else."""
+        parser = ArgumentParser(prog=f"{program_name()} --merge", description=self.merge_description)
+        self.add_merge_argument(parser)
+        add_output(parser)
+        parser.add_argument("--force", action="store_true", help=self.merge_force)
+        return parser
+
+    def parse_merge(
+        self, argv: Sequence[str], add_output: Callable[[argparse.ArgumentParser], None]
+    ) -> argparse.Namespace | None:
+        """The arguments of a command line that merges shards (logging then set up, as for a run),
+        or None when it does not merge."""
+        if not self.merge_requested(argv):
+            return None
+        args = self.merge_parser(add_output).parse_args(argv)
+        setup_logging()
+        return args
+
+
+def batch_command_line(argv: Sequence[str] | None, module: str) -> tuple[str, list[str]]:
+    """The command that continues a stopped run (as typed or, called in process with ``argv``, the
+    ``module`` run with ``python -m``) and the arguments (``sys.argv``'s without ``argv``)."""
+    program = invoked_program() if argv is None else f"python -m {module}"
+    return program, sys.argv[1:] if argv is None else list(argv)
 
 
 def launch(args, run: Callable[[], int | None]) -> int:

@@ -50,53 +50,70 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
         "next_steps": [],
     }
     configs = _stage_configs(config_dir, opts)
-    ready = True
     if not os.path.isdir(dataset_root):
-        report["findings"].append(
-            {"level": "error", "file": dataset_root, "message": "dataset folder not found"}
-        )
-        report["next_steps"].append(
-            "Create the unified dataset: python organize_unified_dataset.py "
-            f"--algorithmic_dataset ANNOTATOR_OUT --manual_dataset MANUAL --output_dataset {dataset_root}"
-        )
+        _report_missing_dataset(report, dataset_root)
         ready = False
     else:
-        for name, (json_file, image_root) in dataset_paths(dataset_root).items():
-            split: dict[str, Any] = {"json_file": json_file, "present": os.path.isfile(json_file)}
-            report["splits"][name] = split
-            if not split["present"]:
-                if name not in OPTIONAL_SPLITS:
-                    report["findings"].append(
-                        {"level": "error", "file": json_file, "message": "annotation file missing"}
-                    )
-                    report["next_steps"].append(
-                        f"Add annotations/{ANNOTATION_FILES[name]} (organize_unified_dataset.py writes it)"
-                    )
-                    ready = False
-                continue
-            cfg = configs[SPLIT_STAGE[name]]
-            channel = cfg.INPUT.CHANNEL if not isinstance(cfg, Exception) else -1
-            z_project = cfg.INPUT.Z_PROJECT if not isinstance(cfg, Exception) else False
-            findings: list[Finding] = validate_coco(
-                json_file, image_root, channel=channel, z_project=z_project
-            )
-            try:
-                split.update(dataset_statistics(json_file))
-            except DatasetError:  # the findings already say why
-                pass
-            for f in findings:
-                report["findings"].append(
-                    {"level": f.level, "file": f.file, "message": f.message, "split": name}
-                )
-            if any(f.level == "error" for f in findings):
-                ready = False
-                report["next_steps"].append(
-                    f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py "
-                    "(myotube-organize)"
-                )
+        # Every split is checked (a list, not all()'s short cut): each one's findings are reported.
+        splits_ready = [
+            _check_split(report, name, json_file, image_root, configs)
+            for name, (json_file, image_root) in dataset_paths(dataset_root).items()
+        ]
+        ready = all(splits_ready)
+    setup_ready = _check_setup(report, config_dir, configs)
+    report["ready"] = ready and setup_ready
+    return report
 
+
+def _report_missing_dataset(report: dict[str, Any], dataset_root: str) -> None:
+    report["findings"].append({"level": "error", "file": dataset_root, "message": "dataset folder not found"})
+    report["next_steps"].append(
+        "Create the unified dataset: python organize_unified_dataset.py "
+        f"--algorithmic_dataset ANNOTATOR_OUT --manual_dataset MANUAL --output_dataset {dataset_root}"
+    )
+
+
+def _check_split(
+    report: dict[str, Any], name: str, json_file: str, image_root: str, configs: dict[int, Any]
+) -> bool:
+    """Validate split ``name`` the way the config of the stage that uses it reads its images; its
+    statistics, findings and next steps go into ``report``. Returns whether it is fit to train on
+    (an optional split may be absent)."""
+    split: dict[str, Any] = {"json_file": json_file, "present": os.path.isfile(json_file)}
+    report["splits"][name] = split
+    if not split["present"]:
+        if name in OPTIONAL_SPLITS:
+            return True
+        report["findings"].append({"level": "error", "file": json_file, "message": "annotation file missing"})
+        report["next_steps"].append(
+            f"Add annotations/{ANNOTATION_FILES[name]} (organize_unified_dataset.py writes it)"
+        )
+        return False
+    cfg = configs[SPLIT_STAGE[name]]
+    channel = cfg.INPUT.CHANNEL if not isinstance(cfg, Exception) else -1
+    z_project = cfg.INPUT.Z_PROJECT if not isinstance(cfg, Exception) else False
+    findings: list[Finding] = validate_coco(json_file, image_root, channel=channel, z_project=z_project)
+    try:
+        split.update(dataset_statistics(json_file))
+    except DatasetError:  # the findings already say why
+        pass
+    for f in findings:
+        report["findings"].append({"level": f.level, "file": f.file, "message": f.message, "split": name})
+    if any(f.level == "error" for f in findings):
+        report["next_steps"].append(
+            f"Fix the errors listed for {name}, or regenerate it with organize_unified_dataset.py "
+            "(myotube-organize)"
+        )
+        return False
+    return True
+
+
+def _check_setup(report: dict[str, Any], config_dir: str, configs: dict[int, Any]) -> bool:
+    """The environment and each stage's weights, into ``report``. Returns False when Stage 1 has
+    no weights to start from; no GPU is a next step, not a stop."""
     report["environment"] = _environment()
     report["weights"] = _weights_status(config_dir, configs)
+    ready = True
     if report["weights"]["stage1"]["status"] == "missing":
         ready = False
         report["next_steps"].append(report["weights"]["stage1"]["hint"])
@@ -106,8 +123,7 @@ def collect_report(dataset_root: str, config_dir: str, opts: Sequence[str] = ())
             "python train_two_stage.py --config-dir configs/cpu_tiny "
             "(installed: myotube-train-two-stage --config-dir cpu_tiny)"
         )
-    report["ready"] = ready
-    return report
+    return ready
 
 
 def _environment() -> dict[str, Any]:

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -43,6 +43,7 @@ from ..utils.processes import worker_context
 from ..utils.resumable import (
     MANIFEST_DIR,
     STATE_FILE,
+    OpenedOutput,
     Shard,
     StopRequests,
     check_shards,
@@ -81,6 +82,21 @@ class ImageResult:
     annotations: list[dict] = field(default_factory=list)  # COCO annotations without ids
     error: str | None = None
     seconds: float = 0.0
+
+    def coco_image(self, image_id: int) -> dict:
+        """The written image's entry in a COCO file: its size, the input's size and, when known, its
+        pixel size."""
+        entry = {
+            "id": image_id,
+            "file_name": self.file_name,
+            "height": self.height,
+            "width": self.width,
+            "original_height": self.original_height,
+            "original_width": self.original_width,
+        }
+        if self.pixel_size_um:
+            entry["pixel_size_um"] = self.pixel_size_um
+        return entry
 
 
 @dataclass
@@ -195,57 +211,18 @@ def _process_one(task: tuple) -> ImageResult:
     result = ImageResult(source=path)
     try:
         out_path = os.path.join(image_dir, name)
-        if channel >= 0:
-            # Every channel is written (a TIFF), so INPUT.CHANNEL means the same in Stage 1, whose
-            # images these are, as in Stage 2 and in predict.py, which read the microscope's files.
-            stack = read_all_channels(path, z_project=z_project)
-            select_channel(path, stack, channel)  # the one-line error of a missing channel
-            result.original_height, result.original_width = int(stack.shape[0]), int(stack.shape[1])
-            stack = storable(resize_longest(stack, resolution))
-            image = stack[..., channel] if stack.ndim == 3 else stack
-            planes = stack.transpose(2, 0, 1) if stack.ndim == 3 else stack[None]
-
-            def writer(tmp: str) -> None:
-                tifffile.imwrite(tmp, planes, photometric="minisblack", metadata={"axes": "CYX"})
-
-            suffix = ".tif"
-        else:
-            image = read_image(path, channel=channel, z_project=z_project)
-            result.original_height, result.original_width = int(image.shape[0]), int(image.shape[1])
-            image = storable(resize_longest(image, resolution))
-            to_write = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-
-            def writer(tmp: str) -> None:
-                if not cv2.imwrite(tmp, to_write):
-                    raise OSError("could not encode the PNG")
-
-            suffix = ".png"
+        read = _read_all_channels if channel >= 0 else _read_one_image
+        image, writer, suffix = read(path, resolution, channel, z_project, result)
         result.pixel_size_um = _written_pixel_size(
             path, pixel_size, result.original_height, result.original_width, image.shape
         )
-        if params.reference_pixel_size_um:
-            if result.pixel_size_um is None:
-                raise InputError(
-                    path,
-                    "the file does not say its pixel size, which --reference-pixel-size needs: "
-                    "give --pixel-size",
-                )
-            params = params.replace(scale=params.physical_scale(result.pixel_size_um))
+        params = _image_params(path, params, result.pixel_size_um)
         result.scale = params.pixel_scale(*image.shape[:2])
         masks = annotate_image(image, params)
         atomic_write_with(out_path, writer, suffix=suffix)
         result.file_name = name
         result.height, result.width = int(image.shape[0]), int(image.shape[1])
-        result.annotations = [
-            {
-                "category_id": 1,
-                "segmentation": mask_to_rle(m),
-                "bbox": bbox_of_mask(m),
-                "area": float(m.sum()),
-                "iscrowd": 0,
-            }
-            for m in masks
-        ]
+        result.annotations = [_coco_annotation(m) for m in masks]
     except MyotubeError as err:
         result.error = str(err)
     except (OSError, ValueError, cv2.error, MemoryError) as err:
@@ -254,6 +231,71 @@ def _process_one(task: tuple) -> ImageResult:
         )
     result.seconds = time.perf_counter() - start
     return result
+
+
+# Writes the image file at the temporary path it is given (atomic_write_with then renames it).
+ImageWriter = Callable[[str], None]
+
+
+def _read_all_channels(
+    path: str, resolution: int, channel: int, z_project: bool, result: ImageResult
+) -> tuple[np.ndarray, ImageWriter, str]:
+    """The image to annotate (``channel``, resized), the writer of its file and the file's suffix;
+    records the input's size in ``result``. Every channel is written (a TIFF), so INPUT.CHANNEL
+    means the same in Stage 1, whose images these are, as in Stage 2 and in predict.py, which read
+    the microscope's files."""
+    stack = read_all_channels(path, z_project=z_project)
+    select_channel(path, stack, channel)  # the one-line error of a missing channel
+    result.original_height, result.original_width = int(stack.shape[0]), int(stack.shape[1])
+    stack = storable(resize_longest(stack, resolution))
+    image = stack[..., channel] if stack.ndim == 3 else stack
+    planes = stack.transpose(2, 0, 1) if stack.ndim == 3 else stack[None]
+
+    def writer(tmp: str) -> None:
+        tifffile.imwrite(tmp, planes, photometric="minisblack", metadata={"axes": "CYX"})
+
+    return image, writer, ".tif"
+
+
+def _read_one_image(
+    path: str, resolution: int, channel: int, z_project: bool, result: ImageResult
+) -> tuple[np.ndarray, ImageWriter, str]:
+    """The image to annotate (grayscale or RGB as it is, resized), the writer of its file (a PNG)
+    and the file's suffix; records the input's size in ``result``."""
+    image = read_image(path, channel=channel, z_project=z_project)
+    result.original_height, result.original_width = int(image.shape[0]), int(image.shape[1])
+    image = storable(resize_longest(image, resolution))
+    to_write = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+
+    def writer(tmp: str) -> None:
+        if not cv2.imwrite(tmp, to_write):
+            raise OSError("could not encode the PNG")
+
+    return image, writer, ".png"
+
+
+def _image_params(path: str, params: AnnotatorParams, pixel_size_um: float | None) -> AnnotatorParams:
+    """The annotator's parameters for one image: with a reference pixel size, its scale follows
+    from the image's own pixel size, which must then be known."""
+    if not params.reference_pixel_size_um:
+        return params
+    if pixel_size_um is None:
+        raise InputError(
+            path,
+            "the file does not say its pixel size, which --reference-pixel-size needs: give --pixel-size",
+        )
+    return params.replace(scale=params.physical_scale(pixel_size_um))
+
+
+def _coco_annotation(mask: np.ndarray) -> dict:
+    """One myotube's COCO annotation, without the ids (given when the train/test files are written)."""
+    return {
+        "category_id": 1,
+        "segmentation": mask_to_rle(mask),
+        "bbox": bbox_of_mask(mask),
+        "area": float(mask.sum()),
+        "iscrowd": 0,
+    }
 
 
 def _init_worker() -> None:
@@ -345,8 +387,35 @@ def annotate_folder(
     paths = list_inputs(input_dir)
     if os.path.realpath(os.path.join(output_dir, "images")) == os.path.realpath(input_dir):
         raise InputError(output_dir, "output images/ folder is the input folder; choose another --output_dir")
-    sources = [os.path.abspath(p) for p in paths]
-    settings = {
+    settings = _settings(resolution, test_fraction, seed, channel, z_project, pixel_size, params)
+    state = make_state("annotate", settings, {}, [os.path.abspath(p) for p in paths], share)
+    # What _process_one takes after an image's path, name and folder.
+    options = (int(resolution), int(channel), z_project, params, pixel_size)
+    start = time.perf_counter()
+    with _open_output(output_dir, state, resume=resume, force=force) as opened:
+        opened.remove_earlier()
+        write_state(output_dir, state)
+        sealed, images = _annotate_shard(opened, state, share, paths, options, workers, progress, stop)
+        stopped_by = stop.received if stop is not None else None
+        # The train/test split is decided over the whole batch: not for a shard or a stopped run.
+        write = share.whole and stopped_by is None
+        summary = _finish(output_dir, input_dir, sealed, settings, images, start, write=write)
+    summary.stopped, summary.shard = stopped_by, str(share)
+    return summary
+
+
+def _settings(
+    resolution: int,
+    test_fraction: float,
+    seed: int,
+    channel: int,
+    z_project: bool,
+    pixel_size: float | None,
+    params: AnnotatorParams,
+) -> dict:
+    """The settings batch.json records: every value that decides the outputs (--resume refuses
+    others)."""
+    return {
         "resolution": int(resolution),
         "test_fraction": float(test_fraction),
         "seed": int(seed),
@@ -355,57 +424,66 @@ def annotate_folder(
         "pixel_size": pixel_size,
         **flatten(asdict(params), "params."),
     }
-    state = make_state("annotate", settings, {}, sources, share)
-    start = time.perf_counter()
-    with open_output(
+
+
+def _open_output(output_dir: str, state: dict | None, resume: bool, force: bool) -> OpenedOutput:
+    """``output_dir`` locked for writing; only an earlier annotator output there is replaced or
+    continued (utils/resumable.py's open_output)."""
+    return open_output(
         output_dir,
         state,
         resume=resume,
         force=force,
         ours=OUTPUT_ENTRIES.__contains__,
         what="annotator output",
-    ) as opened:
-        opened.remove_earlier()
-        write_state(output_dir, state)
-        names = output_names(paths, ".tif" if channel >= 0 else ".png")
-        run, positions = run_id(state), share.positions(len(paths))
-        sealed = sealed_positions(output_dir, positions, names, sources, run) if opened.resumed else {}
-        if opened.resumed:
-            logger.info(
-                "--resume: %d of %d images are complete in %s; %d to do",
-                len(sealed),
-                len(positions),
-                output_dir,
-                len(positions) - len(sealed),
-            )
-        work = [
-            (
-                paths[p],
-                names[p],
-                os.path.join(output_dir, "images"),
-                int(resolution),
-                int(channel),
-                z_project,
-                params,
-                pixel_size,
-            )
-            for p in positions
-        ]
-        tasks = [(w, output_dir, p, run, sources[p]) for w, p in zip(work, positions) if p not in sealed]
-        for manifest in _run(tasks, workers, progress, stop, len(sealed), len(positions)):
-            sealed[manifest["position"]] = manifest
-        stopped_by = stop.received if stop is not None else None
-        summary = _finish(
-            output_dir,
-            input_dir,
-            sealed,
-            settings,
-            len(positions),
-            start,
-            write=share.whole and stopped_by is None,
-        )
-    summary.stopped, summary.shard = stopped_by, str(share)
-    return summary
+    )
+
+
+def _image_names(state: Mapping) -> list[str]:
+    """Each input's written image name: a TIFF of every channel with a channel, else a PNG."""
+    return output_names(state["inputs"], ".tif" if state["settings"]["channel"] >= 0 else ".png")
+
+
+def _annotate_shard(
+    opened: OpenedOutput,
+    state: dict,
+    share: Shard,
+    paths: list[str],
+    options: tuple,
+    workers: int,
+    progress: bool,
+    stop: StopRequests | None,
+) -> tuple[dict[int, dict], int]:
+    """Annotate the images of ``share`` that the opened output folder does not hold complete
+    (when resumed, those an earlier run sealed are kept). Returns the manifest of every sealed image
+    by position, and how many images the shard has."""
+    output_dir, sources, names = opened.folder, state["inputs"], _image_names(state)
+    run, positions = run_id(state), share.positions(len(paths))
+    sealed = _sealed_earlier(output_dir, positions, names, sources, run) if opened.resumed else {}
+    image_dir = os.path.join(output_dir, "images")
+    tasks = [
+        ((paths[p], names[p], image_dir, *options), output_dir, p, run, sources[p])
+        for p in positions
+        if p not in sealed
+    ]
+    for manifest in _run(tasks, workers, progress, stop, len(sealed), len(positions)):
+        sealed[manifest["position"]] = manifest
+    return sealed, len(positions)
+
+
+def _sealed_earlier(
+    output_dir: str, positions: range, names: list[str], sources: list[str], run: str
+) -> dict[int, dict]:
+    """The images of ``positions`` that the interrupted run completed in ``output_dir``, logged."""
+    sealed = sealed_positions(output_dir, positions, names, sources, run)
+    logger.info(
+        "--resume: %d of %d images are complete in %s; %d to do",
+        len(sealed),
+        len(positions),
+        output_dir,
+        len(positions) - len(sealed),
+    )
+    return sealed
 
 
 def merge_annotations(
@@ -416,14 +494,8 @@ def merge_annotations(
     sorted input list, as one run decides it. Refuses overlapping, missing or incomplete shards."""
     output_dir = os.fspath(output_dir)
     start = time.perf_counter()
-
-    def names_of(state: dict) -> list[str]:
-        return output_names(state["inputs"], ".tif" if state["settings"]["channel"] >= 0 else ".png")
-
-    checked = check_shards([os.fspath(d) for d in shard_dirs], output_dir, names_of)
-    with open_output(
-        output_dir, None, resume=False, force=force, ours=OUTPUT_ENTRIES.__contains__, what="annotator output"
-    ) as opened:
+    checked = check_shards([os.fspath(d) for d in shard_dirs], output_dir, _image_names)
+    with _open_output(output_dir, None, resume=False, force=force) as opened:
         opened.remove_earlier()
         link_shards(checked, output_dir)
         input_dir = os.path.dirname(checked.state["inputs"][0])
@@ -449,6 +521,26 @@ def _finish(
     """The summary of the images in ``sealed`` (position → manifest) and, when ``write``, the COCO
     train/test files and annotation_summary.json built from those manifests in input order."""
     results = [ImageResult(**sealed[p]["result"]) for p in sorted(sealed)]
+    summary = _summary(output_dir, input_dir, results, images, started)
+    if not write:
+        return summary
+    done = [r for r in results if r.error is None]
+    splits = _split(done, settings["test_fraction"], settings["seed"])
+    for split, items in splits.items():
+        if items:
+            summary.files[split] = _write_coco(
+                output_dir, TRAIN_JSON if split == "train" else TEST_JSON, items
+            )
+    summary.train_images, summary.test_images = len(splits["train"]), len(splits["test"])
+    summary.files["summary"] = os.path.join(output_dir, SUMMARY_JSON)
+    _write_summary(output_dir, summary, settings, results)
+    return summary
+
+
+def _summary(
+    output_dir: str, input_dir: str, results: list[ImageResult], images: int, started: float
+) -> AnnotationSummary:
+    """The counts of ``results`` (of ``images`` in all): annotated, failed, instances, empty images."""
     summary = AnnotationSummary(input_dir=input_dir, output_dir=output_dir, images=images)
     summary.seconds = time.perf_counter() - started
     done = [r for r in results if r.error is None]
@@ -457,50 +549,46 @@ def _finish(
     summary.instances = sum(len(r.annotations) for r in done)
     summary.instances_per_image = {r.file_name: len(r.annotations) for r in done if r.file_name}
     summary.empty_images = [r.file_name for r in done if r.file_name and not r.annotations]
-    if not write:
-        return summary
+    return summary
 
-    test_fraction = settings["test_fraction"]
-    order = np.random.default_rng(settings["seed"]).permutation(len(done))
+
+def _split(done: list[ImageResult], test_fraction: float, seed: int) -> dict[str, list[ImageResult]]:
+    """The annotated images in train and test: ``test_fraction`` of them (at least one, and not
+    all, when there are two or more and the fraction is positive), picked by a ``seed``-ed shuffle."""
+    order = np.random.default_rng(seed).permutation(len(done))
     n_test = int(round(len(done) * test_fraction))
     if test_fraction > 0 and len(done) >= 2:
         n_test = min(max(n_test, 1), len(done) - 1)
     test_idx = set(order[:n_test].tolist())
-    splits = {
+    return {
         "train": [r for i, r in enumerate(done) if i not in test_idx],
         "test": [r for i, r in enumerate(done) if i in test_idx],
     }
-    for split, items in splits.items():
-        if not items:
-            continue
-        name = os.path.join("annotations", TRAIN_JSON if split == "train" else TEST_JSON)
-        images, anns = [], []
-        for image_id, r in enumerate(items, start=1):
-            entry = {
-                "id": image_id,
-                "file_name": r.file_name,
-                "height": r.height,
-                "width": r.width,
-                "original_height": r.original_height,
-                "original_width": r.original_width,
-            }
-            if r.pixel_size_um:
-                entry["pixel_size_um"] = r.pixel_size_um
-            images.append(entry)
-            for a in r.annotations:
-                anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
-        write_coco_json(os.path.join(output_dir, name), images, anns)
-        summary.files[split] = os.path.join(output_dir, name)
-    summary.train_images, summary.test_images = len(splits["train"]), len(splits["test"])
-    summary.files["summary"] = os.path.join(output_dir, SUMMARY_JSON)
+
+
+def _write_coco(output_dir: str, file_name: str, items: list[ImageResult]) -> str:
+    """OUT/annotations/``file_name``: the COCO file of one split, ids counted from 1; returns its path."""
+    path = os.path.join(output_dir, "annotations", file_name)
+    images, anns = [], []
+    for image_id, r in enumerate(items, start=1):
+        images.append(r.coco_image(image_id))
+        for a in r.annotations:
+            anns.append({"id": len(anns) + 1, "image_id": image_id, **a})
+    write_coco_json(path, images, anns)
+    return path
+
+
+def _write_summary(
+    output_dir: str, summary: AnnotationSummary, settings: dict, results: list[ImageResult]
+) -> None:
+    """OUT/annotation_summary.json: the summary, the settings and each image's time and scale."""
     record = asdict(summary)
     record["resolution"] = settings["resolution"]
     record["seconds_per_image"] = {r.file_name or r.source: round(r.seconds, 3) for r in results}
     # The annotator's lengths in pixels of each written image: reference lengths times this.
-    record["scale_per_image"] = {r.file_name: round(r.scale, 4) for r in done}
+    record["scale_per_image"] = {r.file_name: round(r.scale, 4) for r in results if r.error is None}
     record["params"] = {k.removeprefix("params."): v for k, v in settings.items() if k.startswith("params.")}
     atomic_write_json(os.path.join(output_dir, SUMMARY_JSON), record, indent=2)
-    return summary
 
 
 def _run(

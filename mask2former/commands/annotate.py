@@ -25,9 +25,8 @@ from collections.abc import Sequence
 
 from mask2former.annotate import AnnotatorParams
 from mask2former.annotate.batch import annotate_folder, merge_annotations
-from mask2former.cli import ArgumentParser, setup_logging, user_errors_exit
+from mask2former.cli import ArgumentParser, BatchFlags, batch_command_line, setup_logging, user_errors_exit
 from mask2former.errors import InputError
-from mask2former.utils import invoked_program, program_name
 from mask2former.utils.resumable import StopRequests, continue_command, stopped
 
 
@@ -39,19 +38,31 @@ def add_output_argument(parser: ArgumentParser) -> None:
     )
 
 
-def add_merge_argument(parser) -> None:
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        default=None,
-        metavar="SHARD_DIR",
-        help="merge the complete shard folders of one batch into --output_dir, splitting train/test over the "
-        "whole batch (takes only --output_dir and --force)",
-    )
+# The flags of long batches, as predict.py has them too (cli.BatchFlags), in this command's words.
+BATCH_FLAGS = BatchFlags(
+    title="long batches (docs/annotator.md, 'Long batches')",
+    force="replace an earlier run's output folder (it is removed first)",
+    resume="continue the interrupted run in --output_dir: images already complete are kept; refused when "
+    "the settings or inputs differ",
+    shard="annotate every N-th input of the sorted list from the K-th (1-based) "
+    "into its own --output_dir; no train/test files until --merge (default: all inputs)",
+    merge="merge the complete shard folders of one batch into --output_dir, splitting train/test over the "
+    "whole batch (takes only --output_dir and --force)",
+    merge_description="Merge the shard folders of one annotator batch.",
+    merge_force="replace an earlier run's output folder",
+)
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
+    add_image_arguments(parser)
+    add_scale_arguments(parser)
+    BATCH_FLAGS.add_arguments(parser)
+    return parser
+
+
+def add_image_arguments(parser: ArgumentParser) -> None:
+    """The images: where they are and go, their size, split, channel, and the worker processes."""
     parser.add_argument(
         "--input_dir",
         required=True,
@@ -89,6 +100,11 @@ def build_parser() -> ArgumentParser:
         default=max(1, (os.cpu_count() or 2) - 1),
         help="parallel processes (default: cores - 1, here %(default)s)",
     )
+
+
+def add_scale_arguments(parser: ArgumentParser) -> None:
+    """The annotator's scale: relative (--scale) or physical (--reference-pixel-size), and the
+    input's pixel size."""
     parser.add_argument(
         "--scale",
         type=float,
@@ -114,48 +130,14 @@ def build_parser() -> ArgumentParser:
         "(default: what the file says: OME, ImageJ, CZI, ND2, LIF); "
         "recorded in the annotations so models know their scale in microns",
     )
-    batch = parser.add_argument_group("long batches (docs/annotator.md, 'Long batches')")
-    earlier = batch.add_mutually_exclusive_group()
-    earlier.add_argument(
-        "--force", action="store_true", help="replace an earlier run's output folder (it is removed first)"
-    )
-    earlier.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted run in --output_dir: images already complete are kept; refused when "
-        "the settings or inputs differ",
-    )
-    batch.add_argument(
-        "--shard",
-        default=None,
-        metavar="K/N",
-        help="annotate every N-th input of the sorted list from the K-th (1-based) "
-        "into its own --output_dir; no train/test files until --merge (default: all inputs)",
-    )
-    add_merge_argument(batch)
-    return parser
-
-
-def build_merge_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=f"{program_name()} --merge", description="Merge the shard folders of one annotator batch."
-    )
-    add_merge_argument(parser)
-    add_output_argument(parser)
-    parser.add_argument("--force", action="store_true", help="replace an earlier run's output folder")
-    return parser
 
 
 @user_errors_exit
 def main(argv: Sequence[str] | None = None) -> int:
-    # The command that continues a stopped run: as typed, or (called in process) the module.
-    program = invoked_program() if argv is None else f"python -m {__name__}"
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a == "--merge" or a.startswith("--merge=") for a in argv):
-        args = build_merge_parser().parse_args(argv)
-        setup_logging()
-        summary = merge_annotations(args.merge, args.output_dir, force=args.force)
-        return report(summary)
+    program, argv = batch_command_line(argv, __name__)
+    merge = BATCH_FLAGS.parse_merge(argv, add_output_argument)
+    if merge is not None:
+        return report(merge_annotations(merge.merge, merge.output_dir, force=merge.force))
     args = build_parser().parse_args(argv)
     setup_logging()
     if args.workers < 1:

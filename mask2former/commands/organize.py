@@ -12,8 +12,10 @@ Example (installed, the same command is myotube-organize):
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mask2former.cli import ArgumentParser, setup_logging, user_errors_exit
 from mask2former.data.catalog import DEFAULT_DATASET_ROOT
@@ -21,9 +23,17 @@ from mask2former.data.importers import FORMATS
 from mask2former.data.organize import format_summary, organize_unified_dataset
 
 
-@user_errors_exit
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
+    add_dataset_arguments(parser)
+    add_build_arguments(parser)
+    add_manual_label_arguments(parser)
+    return parser
+
+
+def add_dataset_arguments(parser: ArgumentParser) -> None:
+    """The two sources (the annotator's output, the manual annotations and their format) and the
+    dataset folder to create."""
     parser.add_argument(
         "--algorithmic_dataset",
         required=True,
@@ -51,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--manual_image_dir", metavar="DIR", help="folder searched first for the manually annotated images"
     )
+
+
+def add_build_arguments(parser: ArgumentParser) -> None:
+    """How the dataset is made: the manual test split, linked or copied images, replacing one."""
     parser.add_argument(
         "--manual_test_fraction",
         type=float,
@@ -74,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="replace an existing output dataset (swapped in only when complete)",
     )
+
+
+def add_manual_label_arguments(parser: ArgumentParser) -> None:
+    """Which manual labels count: categories mapped to myotube or left out, and empty images."""
     parser.add_argument(
         "--category-map",
         dest="category_map",
@@ -88,9 +106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep manual images without any myotube as background examples (default: leave them out)",
     )
-    args = parser.parse_args(argv)
+
+
+@user_errors_exit
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
-    summary = organize_unified_dataset(
+    print(format_summary(organize_dataset(args)))
+    return 0
+
+
+def organize_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the unified dataset the command line asks for; returns its summary
+    (organize_unified_dataset's)."""
+    return organize_unified_dataset(
         args.algorithmic_dataset,
         args.manual_dataset,
         args.output_dataset,
@@ -104,8 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_empty_manual_images=args.keep_empty_manual_images,
         progress=False if args.no_progress else None,
     )
-    print(format_summary(summary))
-    return 0
 
 
 if __name__ == "__main__":

@@ -31,9 +31,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from mask2former.cli import ArgumentParser, setup_logging, user_errors_exit
+from mask2former.cli import ArgumentParser, BatchFlags, batch_command_line, setup_logging, user_errors_exit
 from mask2former.errors import InputError
-from mask2former.utils import invoked_program, program_name
 from mask2former.utils.processes import default_workers
 from mask2former.utils.resumable import continue_command
 
@@ -50,21 +49,23 @@ MODEL_FLAGS = {
     "opts": "--opts",
 }
 ANNOTATOR_FLAGS = {"annotator_scale": "--annotator-scale", "reference_pixel_size": "--reference-pixel-size"}
+# The flags of long batches, as the annotator command has them too (cli.BatchFlags), in this command's words.
+BATCH_FLAGS = BatchFlags(
+    title="long batches (docs/predict.md, 'Thousands of fields')",
+    force="replace the results of an earlier run in --output (they are removed first)",
+    resume="continue the interrupted run in --output: images whose files are complete are kept, the others "
+    "done; refused when the method, config, weights, annotator settings or inputs differ",
+    shard="do every N-th input from the K-th (1-based; inputs in their listed order), "
+    "into its own --output; image ids stay those of the whole batch (default: all inputs)",
+    merge="merge the complete shard folders of one batch into --output, which then holds what one run "
+    "writes (takes only --output and --force)",
+    merge_description="Merge the shard folders of one batch (predict.py --shard K/N).",
+    merge_force="replace the results of an earlier run in --output",
+)
 
 
 def add_output_argument(p: ArgumentParser) -> None:
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the results (created)")
-
-
-def add_merge_argument(p) -> None:
-    p.add_argument(
-        "--merge",
-        nargs="+",
-        default=None,
-        metavar="SHARD_DIR",
-        help="merge the complete shard folders of one batch into --output, which then holds what one run "
-        "writes (takes only --output and --force)",
-    )
 
 
 def build_parser() -> ArgumentParser:
@@ -278,38 +279,7 @@ def _annotator_group(p: ArgumentParser) -> None:
 
 def _batch_group(p: ArgumentParser) -> None:
     """Long batches: replace, resume, shard, merge."""
-    batch = p.add_argument_group("long batches (docs/predict.md, 'Thousands of fields')")
-    earlier = batch.add_mutually_exclusive_group()
-    earlier.add_argument(
-        "--force",
-        action="store_true",
-        help="replace the results of an earlier run in --output (they are removed first)",
-    )
-    earlier.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted run in --output: images whose files are complete are kept, the others "
-        "done; refused when the method, config, weights, annotator settings or inputs differ",
-    )
-    batch.add_argument(
-        "--shard",
-        default=None,
-        metavar="K/N",
-        help="do every N-th input from the K-th (1-based; inputs in their listed order), "
-        "into its own --output; image ids stay those of the whole batch (default: all inputs)",
-    )
-    add_merge_argument(batch)
-
-
-def build_merge_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog=f"{program_name()} --merge",
-        description="Merge the shard folders of one batch (predict.py --shard K/N).",
-    )
-    add_merge_argument(p)
-    add_output_argument(p)
-    p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --output")
-    return p
+    BATCH_FLAGS.add_arguments(p)
 
 
 def default_method(parser: ArgumentParser, args) -> str:
@@ -332,15 +302,12 @@ def refuse_other_methods_flags(parser: ArgumentParser, args) -> None:
 
 @user_errors_exit
 def main(argv: Sequence[str] | None = None) -> int:
-    # The command that continues a stopped run: as typed, or (called in process) the module.
-    program = invoked_program() if argv is None else f"python -m {__name__}"
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a == "--merge" or a.startswith("--merge=") for a in argv):
-        args = build_merge_parser().parse_args(argv)
-        setup_logging()
+    program, argv = batch_command_line(argv, __name__)
+    merge = BATCH_FLAGS.parse_merge(argv, add_output_argument)
+    if merge is not None:
         from mask2former.inference.command import merge_command
 
-        return merge_command(args.merge, args.output, force=args.force)
+        return merge_command(merge.merge, merge.output, force=merge.force)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.method = args.method or default_method(parser, args)

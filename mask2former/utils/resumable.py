@@ -598,6 +598,24 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], li
     the incomplete one. ``names_of(state)``: each input's output name. Nothing is written."""
     if not folders:
         raise InputError(None, "--merge needs the shard folders")
+    shards = _read_shards(folders, out)
+    _refuse_other_batches(shards)
+    first = shards[0][1]
+    inputs = first["inputs"]
+    _refuse_overlaps_and_gaps(shards, inputs)
+    names = names_of(first)
+    run = run_id(first)
+    checked = CheckedShards({**first, "shard": str(Shard())}, names, {}, {})
+    for folder, _, shard in shards:
+        found = _complete_shard(folder, shard, names, inputs, run)
+        checked.manifests.update(found)
+        checked.folders.update(dict.fromkeys(found, folder))
+    return checked
+
+
+def _read_shards(folders: Sequence[str], out: str) -> list[tuple[str, dict, Shard]]:
+    """(folder, its batch.json, its shard) of each folder, in the order given; refuses the merged
+    output among them, a missing or repeated folder, and what _shard_state refuses."""
     shards: list[tuple[str, dict, Shard]] = []
     for folder in folders:
         if os.path.realpath(folder) == os.path.realpath(out):
@@ -608,19 +626,31 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], li
             raise InputError(folder, "shard folder not found")
         if any(os.path.realpath(folder) == os.path.realpath(f) for f, _, _ in shards):
             raise InputError(folder, "given twice to --merge")
-        state = read_state(folder)
-        if state is None:
-            raise InputError(
-                folder, f"not a shard folder: it has no {STATE_FILE} (written by a run with --shard K/N)"
-            )
-        holder = OutputLock(folder).holder()
-        if holder is not None and holder.alive():
-            raise InputError(
-                folder,
-                f"a run is still writing this shard (process {holder.pid} on {holder.host}); "
-                "merge when it is done",
-            )
+        state = _shard_state(folder)
         shards.append((folder, state, Shard.parse(state["shard"])))
+    return shards
+
+
+def _shard_state(folder: str) -> dict:
+    """The batch.json of a shard folder; refused where there is none, or while a run still writes
+    the folder (its shard would be merged half done)."""
+    state = read_state(folder)
+    if state is None:
+        raise InputError(
+            folder, f"not a shard folder: it has no {STATE_FILE} (written by a run with --shard K/N)"
+        )
+    holder = OutputLock(folder).holder()
+    if holder is not None and holder.alive():
+        raise InputError(
+            folder,
+            f"a run is still writing this shard (process {holder.pid} on {holder.host}); "
+            "merge when it is done",
+        )
+    return state
+
+
+def _refuse_other_batches(shards: list[tuple[str, dict, Shard]]) -> None:
+    """Every shard must have the first one's settings, model and inputs (its shard aside)."""
     first_folder, first, _ = shards[0]
     for folder, state, _ in shards[1:]:
         diffs = differences(first, state, shards=False)
@@ -630,7 +660,10 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], li
                 f"not a shard of the same batch as {first_folder}: "
                 + "; ".join(d.replace("in the earlier run", f"in {first_folder}") for d in diffs),
             )
-    inputs = first["inputs"]
+
+
+def _refuse_overlaps_and_gaps(shards: list[tuple[str, dict, Shard]], inputs: Sequence[str]) -> None:
+    """Each of the batch's ``inputs`` must be in exactly one of the shards."""
     owner: dict[int, tuple[str, Shard]] = {}
     for folder, _, shard in shards:
         for p in shard.positions(len(inputs)):
@@ -644,33 +677,42 @@ def check_shards(folders: Sequence[str], out: str, names_of: Callable[[dict], li
             owner[p] = (folder, shard)
     missing = [p for p in range(len(inputs)) if p not in owner]
     if missing:
-        counts = {s.count for _, _, s in shards}
-        if len(counts) == 1:
-            n = counts.pop()
-            absent = ", ".join(f"{k}/{n}" for k in sorted({p % n + 1 for p in missing}))
-            raise InputError(
-                None, f"missing shards: {absent} (no folder given for them; every shard of {n} is needed)"
-            )
-        listed = ", ".join(os.path.basename(inputs[p]) for p in missing[:3])
-        raise InputError(
-            None, f"{len(missing)} inputs are in no shard ({listed}{', ...' if len(missing) > 3 else ''})"
+        raise _missing_inputs(missing, shards, inputs)
+
+
+def _missing_inputs(
+    missing: list[int], shards: list[tuple[str, dict, Shard]], inputs: Sequence[str]
+) -> InputError:
+    """The refusal of inputs in no shard: the missing shards by number when every shard given
+    splits the batch the same way (K/N with one N), else the first inputs left out."""
+    counts = {s.count for _, _, s in shards}
+    if len(counts) == 1:
+        n = counts.pop()
+        absent = ", ".join(f"{k}/{n}" for k in sorted({p % n + 1 for p in missing}))
+        return InputError(
+            None, f"missing shards: {absent} (no folder given for them; every shard of {n} is needed)"
         )
-    names = names_of(first)
-    run = run_id(first)
-    checked = CheckedShards({**first, "shard": str(Shard())}, names, {}, {})
-    for folder, _, shard in shards:
-        positions = shard.positions(len(inputs))
-        found = sealed_positions(folder, positions, names, inputs, run, failed_ok=True)
-        if len(found) < len(positions):
-            first_missing = next(names[p] for p in positions if p not in found)
-            raise InputError(
-                folder,
-                f"shard {shard} is incomplete: {len(found)} of {len(positions)} images done ({first_missing} "
-                "is not); continue it with --resume, then merge",
-            )
-        checked.manifests.update(found)
-        checked.folders.update(dict.fromkeys(found, folder))
-    return checked
+    listed = ", ".join(os.path.basename(inputs[p]) for p in missing[:3])
+    return InputError(
+        None, f"{len(missing)} inputs are in no shard ({listed}{', ...' if len(missing) > 3 else ''})"
+    )
+
+
+def _complete_shard(
+    folder: str, shard: Shard, names: Sequence[str], inputs: Sequence[str], run: str
+) -> dict[int, dict]:
+    """The manifest of each of the shard's images, position → manifest (a failed image's too: the
+    merge takes the failure as its result); refused when an image is not complete."""
+    positions = shard.positions(len(inputs))
+    found = sealed_positions(folder, positions, names, inputs, run, failed_ok=True)
+    if len(found) < len(positions):
+        first_missing = next(names[p] for p in positions if p not in found)
+        raise InputError(
+            folder,
+            f"shard {shard} is incomplete: {len(found)} of {len(positions)} images done ({first_missing} "
+            "is not); continue it with --resume, then merge",
+        )
+    return found
 
 
 def link_shards(checked: CheckedShards, out: str) -> None:
