@@ -1,4 +1,5 @@
-"""The generated-field stream the base model pretrains on: seeded, never repeating, resumable."""
+"""Training data: the generated-field stream the base model pretrains on (seeded, never repeating,
+resumable), replay of it during fine-tuning, and each training dataset its share of the steps."""
 
 import itertools
 
@@ -11,8 +12,10 @@ from mask2former.data.catalog import register_two_stage_datasets
 from mask2former.data.synthetic_stream import StreamSampler, SyntheticFieldStream, stream_input_scale_factor
 from mask2former.engine.loader import (
     FIELDS,
+    SOURCE_KEY,
     InfiniteShuffledSampler,
     ReplaySampler,
+    SharedSampler,
     build_train_loader,
     training_records,
 )
@@ -230,3 +233,37 @@ def test_fine_tuning_with_replay_batches_registered_fields_and_generated_ones(tm
     assert {name for batch in names if batch not in generated for name in batch} <= {
         r["file_name"] for r in records
     }
+
+
+def test_train_shares_give_each_dataset_its_share_of_the_steps_and_a_resumed_run_the_same_sources():
+    groups = [[0, 1], list(range(2, 40))]  # 2 manual fields, 38 annotator-labelled ones
+    per, steps = 2, 400
+    batches = _steps(SharedSampler(groups, [0.5, 0.5], per, seed=3), per, steps)
+    sources = [0 if set(batch) <= set(groups[0]) else 1 for batch in batches]
+    assert all(set(batch) <= set(groups[source]) for batch, source in zip(batches, sources))  # one source
+    assert 0.4 < sources.count(0) / steps < 0.6  # vs 2 / 40 of the steps in one pass over all
+    assert {index for batch in batches for index in batch} == set(range(40))
+    resumed = _steps(SharedSampler(groups, [0.5, 0.5], per, seed=3, start_step=100), per, 50)
+    assert [0 if set(b) <= set(groups[0]) else 1 for b in resumed] == sources[100:150]
+    # A rank sees every record of a dataset smaller than the number of ranks.
+    assert {i for b in _steps(SharedSampler(groups, [1, 0], per, seed=3, rank=5), per, 4) for i in b} == {
+        0,
+        1,
+    }
+
+
+def test_train_shares_in_the_loader_and_shares_that_do_not_fit_are_refused(tmp_path):
+    register_two_stage_datasets(
+        make_unified_dataset(str(tmp_path / "ds"), size=64, n_train=6, n_test=1, n_manual=1)
+    )
+    both = ("DATASETS.TRAIN", "('myotube_manual_train', 'myotube_algorithmic_train')", "INPUT.IMAGE_SIZE", 64)
+    cfg = tiny_cfg(*both, "DATASETS.TRAIN_SHARES", "(1.0, 0.0)", "DATALOADER.NUM_WORKERS", 0)
+    records = training_records(cfg)
+    manual = {r["file_name"] for r in records if r[SOURCE_KEY] == 0}
+    assert len(manual) == 1 and len(records) > 2
+    loader = iter(build_train_loader(cfg, records, 2, seed=0, rank=0, world_size=1, pin_memory=False))
+    assert all({r["file_name"] for r in next(loader)["records"]} == manual for _ in range(4))
+    with pytest.raises(ConfigError, match="one share per dataset"):
+        tiny_cfg(*both, "DATASETS.TRAIN_SHARES", "(1.0,)")
+    with pytest.raises(ConfigError, match="positive sum"):
+        tiny_cfg(*both, "DATASETS.TRAIN_SHARES", "(0.0, 0.0)")
