@@ -48,7 +48,7 @@ import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 from bench.seams import instance_proxy, isolated_tubes, seam_breakdown, tile_edges
-from mask2former.demo import SWIN_B_GPU
+from mask2former.demo import SWIN_B_GPU, mix_opts
 from mask2former.utils.run_files import FINAL
 from mask2former.utils.settings import with_settings
 
@@ -100,6 +100,9 @@ class RealPlan:
     # Share of Stage 1's steps on generated fields with exact labels (SYNTHETIC.REPLAY), drawn at
     # the fields' working scale.
     stage1_generated: float = 0.0
+    # Share of Stage 2's steps on the Stage 1 fields and their annotator labels (DATASETS.TRAIN_SHARES),
+    # the rest on the manual fields.
+    stage2_mix: float = 0.0
     # Train and score the comparison rows (Stage 2 only, from scratch); off for quick A/B runs.
     comparisons: bool = True
 
@@ -328,7 +331,13 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
             plan.weights,
             generated_opts(plan),
         ),
-        "stage2": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, []),
+        "stage2": (
+            "stage2_config.yaml",
+            plan.stage2_iters,
+            plan.stage2_lr,
+            stage1,
+            mix_opts(plan.stage2_mix),
+        ),
         # Stage 2 on the manual fields and the Stage 1 pool together: does replaying Stage 1's data
         # keep what Stage 1 learned while the few manual fields are added?
         "stage2_replay": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, both),
