@@ -41,14 +41,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 from bench.seams import instance_proxy, isolated_tubes, seam_breakdown, tile_edges
-from mask2former.demo import SWIN_B_GPU, mix_opts
+from mask2former.demo import SWIN_B_GPU, mix_opts, shipped_stage2_mix
 from mask2former.utils.run_files import FINAL
 from mask2former.utils.settings import with_settings
 
@@ -60,17 +60,17 @@ METHODS = (
     "base",
     "stage1",
     "stage2",
-    "stage2_replay",
+    "stage2_manual_only",
     "stage2_only",
     "stage2_scratch",
 )
-MODELS = ("stage1", "stage2", "stage2_replay", "stage2_only", "stage2_scratch")
+MODELS = ("stage1", "stage2", "stage2_manual_only", "stage2_only", "stage2_scratch")
 LABELS = {
     "annotator": "Classical annotator",
     "threshold": "Blur + triangle threshold",
     "stage1": "Stage 1 (annotator labels)",
-    "stage2": "Stage 2 (Stage 1 + 5 manual)",
-    "stage2_replay": "Stage 2 with the Stage 1 fields mixed in",
+    "stage2": "Stage 2 (Stage 1 + 5 manual, half the steps on the Stage 1 fields)",
+    "stage2_manual_only": "Stage 2 on the 5 manual fields alone",
     "base": "Base model alone (no training)",
     "stage2_only": "Stage 2 only (manual, from the base)",
     "stage2_scratch": "Stage 2 from scratch (manual, random weights)",
@@ -102,7 +102,7 @@ class RealPlan:
     stage1_generated: float = 0.0
     # Share of Stage 2's steps on the Stage 1 fields and their annotator labels (DATASETS.TRAIN_SHARES),
     # the rest on the manual fields.
-    stage2_mix: float = 0.0
+    stage2_mix: float = field(default_factory=shipped_stage2_mix)
     # Train and score the comparison rows (Stage 2 only, from scratch); off for quick A/B runs.
     comparisons: bool = True
 
@@ -322,7 +322,7 @@ def planned_models(plan: RealPlan) -> list[str]:
 def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str, float]:
     """Stage 1, Stage 2 and Stage 2 only; a finished model is reused, an interrupted one resumed."""
     stage1 = os.path.join(work, "stage1", FINAL)
-    both = ["DATASETS.TRAIN", "('myotube_manual_train', 'myotube_algorithmic_train')"]
+    manual = mix_opts(0.0)
     runs = {
         "stage1": (
             "stage1_config.yaml",
@@ -338,22 +338,21 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
             stage1,
             mix_opts(plan.stage2_mix),
         ),
-        # Stage 2 on the manual fields and the Stage 1 pool together: does replaying Stage 1's data
-        # keep what Stage 1 learned while the few manual fields are added?
-        "stage2_replay": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, both),
+        # The Stage 2 recipe before DATASETS.TRAIN_SHARES: the manual fields alone.
+        "stage2_manual_only": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, manual),
         "stage2_only": (
             "stage2_config.yaml",
             plan.stage1_iters + plan.stage2_iters,
             plan.stage1_lr,
             plan.weights,
-            [],
+            manual,
         ),
         "stage2_scratch": (
             "stage2_config.yaml",
             plan.stage1_iters + plan.stage2_iters,
             plan.scratch_lr,
             "",
-            [],
+            manual,
         ),
     }
     seconds = {}

@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -57,6 +57,18 @@ STAGE1 = "Stage 1 (annotator labels)"
 STAGE2 = "Stage 2 (Stage 1 + manual)"
 STAGE2_ONLY = "Stage 2 only (manual, from the base)"
 SCRATCH = "Stage 2 from scratch (manual, random weights)"
+
+
+MANUAL_TRAIN, ALGORITHMIC_TRAIN = "myotube_manual_train", "myotube_algorithmic_train"
+
+
+def shipped_stage2_mix() -> float:
+    """The share of Stage 2's steps on the Stage 1 fields in the shipped stage2_config.yaml."""
+    datasets = load_config(config_path("stage2_config.yaml")).DATASETS
+    if ALGORITHMIC_TRAIN not in datasets.TRAIN:
+        return 0.0
+    shares = list(datasets.TRAIN_SHARES) or [1.0] * len(datasets.TRAIN)
+    return shares[list(datasets.TRAIN).index(ALGORITHMIC_TRAIN)] / sum(shares)
 
 
 # The Swin-B recipe on one GPU, shared by the demo's and the real-field benchmark's gpu plans: the
@@ -117,8 +129,8 @@ class DemoPlan:
     # The same for Stage 2: its few manual fields alternate with generated ones.
     stage2_generated: float = 0.0
     # Share of Stage 2's steps on the Stage 1 fields and their annotator labels (DATASETS.TRAIN_SHARES),
-    # the rest on the manual fields: Stage 2 adds the manual fields without forgetting Stage 1.
-    stage2_mix: float = 0.0
+    # the rest on the manual fields; by default the shipped stage2_config.yaml's.
+    stage2_mix: float = field(default_factory=shipped_stage2_mix)
     # Train the comparison rows (Stage 2 only, from scratch); off for quick A/B runs of the two stages.
     comparisons: bool = True
 
@@ -345,16 +357,19 @@ def comparison_command(
         *("--config-file", os.path.join(plan.configs, config), "--dataset", dataset),
         *("MODEL.WEIGHTS", weights),
         *training_opts(plan, out, plan.stage1_iters + plan.stage2_iters, lr, plan.stage1_batch),
+        # The Stage 2 comparisons learn from the manual fields alone.
+        *(mix_opts(0.0) if config == "stage2_config.yaml" else []),
     )
 
 
 def mix_opts(share: float) -> list[str]:
-    """Config overrides that give Stage 2 ``share`` of its steps on the Stage 1 fields (none when 0)."""
+    """Config overrides that give a training ``share`` of its steps on the Stage 1 fields and the
+    rest on the manual fields (0: the manual fields alone)."""
     if share <= 0:
-        return []
+        return ["DATASETS.TRAIN", f"('{MANUAL_TRAIN}',)", "DATASETS.TRAIN_SHARES", "()"]
     return [
         "DATASETS.TRAIN",
-        "('myotube_manual_train', 'myotube_algorithmic_train')",
+        f"('{MANUAL_TRAIN}', '{ALGORITHMIC_TRAIN}')",
         "DATASETS.TRAIN_SHARES",
         f"({1 - share}, {share})",
     ]

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.real_two_stage import MODELS
 from mask2former.data.synthetic import generate_field
 from tests.helpers import REPO_ROOT
 
@@ -64,7 +65,7 @@ def test_quick_real_two_stage_trains_scores_and_keeps_every_model(tmp_path):
             "base",
             "stage1",
             "stage2",
-            "stage2_replay",
+            "stage2_manual_only",
             "stage2_only",
             "stage2_scratch",
         }
@@ -72,13 +73,22 @@ def test_quick_real_two_stage_trains_scores_and_keeps_every_model(tmp_path):
             assert 0.0 <= row["mean_iou"] <= 1.0 and 0.0 <= row["mean_dice"] <= 1.0
     # The threshold's union is the blurred foreground: on clean generated fields it finds most of it.
     assert result["heldout"]["threshold"]["mean_iou"] > 0.5
-    for method in ("stage1", "stage2", "stage2_replay", "stage2_only", "stage2_scratch"):
+    for method in ("stage1", "stage2", "stage2_manual_only", "stage2_only", "stage2_scratch"):
         for name in ("model_final.pth", "config.yaml"):
             assert (tmp_path / "models" / method / name).is_file()
     # Stage 1 and Stage 2 only start from the shipped base model, the from-scratch row from random weights.
     assert "WEIGHTS: myotube-base" in (tmp_path / "models" / "stage1" / "config.yaml").read_text()
     assert "WEIGHTS: myotube-base" in (tmp_path / "models" / "stage2_only" / "config.yaml").read_text()
     assert "WEIGHTS: ''" in (tmp_path / "models" / "stage2_scratch" / "config.yaml").read_text()
+    # Stage 2 spends half its steps on the Stage 1 fields (the shipped recipe); the rows before it
+    # and the comparisons learn from the manual fields alone.
+    from mask2former.config import load_config
+
+    datasets = {m: load_config(str(tmp_path / "models" / m / "config.yaml")).DATASETS for m in MODELS}
+    assert datasets["stage2"].TRAIN == ("myotube_manual_train", "myotube_algorithmic_train")
+    assert tuple(datasets["stage2"].TRAIN_SHARES) == (0.5, 0.5)
+    for method in ("stage2_manual_only", "stage2_only", "stage2_scratch"):
+        assert datasets[method].TRAIN == ("myotube_manual_train",) and not datasets[method].TRAIN_SHARES
     figures = os.listdir(tmp_path / "work" / "figures")
     assert (
         len([f for f in figures if f.endswith(".png")]) == 9

@@ -158,6 +158,13 @@ def test_training_runs_follow_the_plan(tmp_path):
     )
     assert _option(commands[STAGE2], "SYNTHETIC.REPLAY") == "0.5"
     assert _option(commands[STAGE1], "SYNTHETIC.REPLAY") is None
+    # Stage 2 spends the shipped share of its steps on the Stage 1 fields; the comparisons learn
+    # from the manual fields alone.
+    assert plan.stage2_mix == 0.5
+    assert _option(commands[STAGE2], "DATASETS.TRAIN_SHARES") == "(0.5, 0.5)"
+    assert _option(commands[STAGE1], "DATASETS.TRAIN") is None
+    for row in (STAGE2_ONLY, SCRATCH):
+        assert _option(commands[row], "DATASETS.TRAIN") == "('myotube_manual_train',)"
     # Each comparison gets the two stages' whole budget; the from-scratch row starts from nothing.
     assert _option(commands[STAGE2_ONLY], "SOLVER.MAX_ITER") == "60"
     assert _option(commands[SCRATCH], "MODEL.WEIGHTS") == ""
