@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.real_two_stage import MODELS
+from bench.real_two_stage import LABELS, MODELS
 from mask2former.data.synthetic import generate_field
 from tests.helpers import REPO_ROOT
 
@@ -93,7 +93,7 @@ def test_quick_real_two_stage_trains_scores_and_keeps_every_model(tmp_path):
     assert (
         len([f for f in figures if f.endswith(".png")]) == 9
     )  # one per method, and all of them side by side
-    assert "| Stage 2 (Stage 1 + 5 manual) |" in result["markdown"]
+    assert f"| {LABELS['stage2']} |" in result["markdown"]
 
     # The kept model records its scale (fields resized from 300 to 375 px) and bench/real_model.py
     # predicts raw fields at it, and at the raw pixels for comparison.

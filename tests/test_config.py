@@ -337,7 +337,9 @@ def test_stage2_config(monkeypatch, tmp_path):
     assert cfg.SOLVER.MAX_ITER == 1500
     assert os.path.normpath(cfg.MODEL.WEIGHTS) == os.path.join("output_stage1_algorithmic", "model_final.pth")
     assert os.path.normpath(cfg.OUTPUT_DIR) == "output_stage2_manual"
-    assert tuple(cfg.DATASETS.TRAIN) == ("myotube_manual_train",)
+    # The manual fields, with half of the steps rehearsing the Stage 1 fields.
+    assert tuple(cfg.DATASETS.TRAIN) == ("myotube_manual_train", "myotube_algorithmic_train")
+    assert tuple(cfg.DATASETS.TRAIN_SHARES) == (0.5, 0.5)
     assert tuple(cfg.DATASETS.TEST) == ("myotube_manual_test",)
 
 

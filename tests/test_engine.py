@@ -149,8 +149,9 @@ def test_two_stage_cli_end_to_end(tmp_path):
     assert all(torch.equal(v, start.state_dict()[k]) for k, v in stage1.items())
     stage2 = torch.load(s2 / "model_final.pth", weights_only=True)["model"]
     assert any(not torch.equal(stage1[k], stage2[k]) for k in stage1)  # and then it trained
-    # Each model records the pixel scale of its training fields for predict.py (96 px fields at 96 px).
-    for out, fields in ((s1, 3), (s2, 2)):
+    # Each model records the pixel scale of its training fields for predict.py (96 px fields at 96 px);
+    # Stage 2 trains on the 2 manual fields and rehearses the 3 Stage 1 fields.
+    for out, fields in ((s1, 3), (s2, 5)):
         scale = torch.load(out / "model_final.pth", weights_only=True)["input_scale"]
         assert scale["factor"] == 1.0 and scale["fields"] == fields
 
