@@ -103,6 +103,8 @@ class RealPlan:
     # Share of Stage 2's steps on the Stage 1 fields and their annotator labels (DATASETS.TRAIN_SHARES),
     # the rest on the manual fields.
     stage2_mix: float = field(default_factory=shipped_stage2_mix)
+    # The same for Stage 2's steps on generated fields.
+    stage2_generated: float = 0.0
     # Train and score the comparison rows (Stage 2 only, from scratch); off for quick A/B runs.
     comparisons: bool = True
 
@@ -296,13 +298,13 @@ def training_opts(plan: RealPlan, out: str, iters: int, lr: float, seed: int) ->
     ]
 
 
-def generated_opts(plan: RealPlan) -> list[str]:
-    """Stage 1's share of steps on generated fields, at the working scale, in training crops."""
-    if plan.stage1_generated <= 0:
+def generated_opts(plan: RealPlan, share: float) -> list[str]:
+    """``share`` of a training's steps on generated fields, at the working scale, in training crops."""
+    if share <= 0:
         return []
     return [
         "SYNTHETIC.REPLAY",
-        str(plan.stage1_generated),
+        str(share),
         "SYNTHETIC.PIXEL_SCALE",
         str(plan.pixel_scale),
         "SYNTHETIC.FIELD_SIZES",
@@ -329,14 +331,14 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
             plan.stage1_iters,
             plan.stage1_lr,
             plan.weights,
-            generated_opts(plan),
+            generated_opts(plan, plan.stage1_generated),
         ),
         "stage2": (
             "stage2_config.yaml",
             plan.stage2_iters,
             plan.stage2_lr,
             stage1,
-            mix_opts(plan.stage2_mix),
+            mix_opts(plan.stage2_mix) + generated_opts(plan, plan.stage2_generated),
         ),
         # The Stage 2 recipe before DATASETS.TRAIN_SHARES: the manual fields alone.
         "stage2_manual_only": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, manual),
