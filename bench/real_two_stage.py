@@ -48,7 +48,7 @@ import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 from bench.seams import instance_proxy, isolated_tubes, seam_breakdown, tile_edges
-from mask2former.demo import SWIN_B_GPU, mix_opts, shipped_stage2_mix
+from mask2former.demo import SWIN_B_GPU, mix_opts, replay_opts, shipped_stage2_mix
 from mask2former.utils.run_files import FINAL
 from mask2former.utils.settings import with_settings
 
@@ -298,22 +298,6 @@ def training_opts(plan: RealPlan, out: str, iters: int, lr: float, seed: int) ->
     ]
 
 
-def generated_opts(plan: RealPlan, share: float) -> list[str]:
-    """``share`` of a training's steps on generated fields, at the working scale, in training crops."""
-    if share <= 0:
-        return []
-    return [
-        "SYNTHETIC.REPLAY",
-        str(share),
-        "SYNTHETIC.PIXEL_SCALE",
-        str(plan.pixel_scale),
-        "SYNTHETIC.FIELD_SIZES",
-        f"({plan.tile},)",
-        "SYNTHETIC.FIELD_SIZE_WEIGHTS",
-        "(1.0,)",
-    ]
-
-
 def planned_models(plan: RealPlan) -> list[str]:
     """The models a plan trains: Stage 2 only is the same as from scratch without base weights, and
     the comparison rows are left out when ``plan.comparisons`` is off."""
@@ -331,14 +315,14 @@ def train_models(work: str, dataset: str, plan: RealPlan, seed: int) -> dict[str
             plan.stage1_iters,
             plan.stage1_lr,
             plan.weights,
-            generated_opts(plan, plan.stage1_generated),
+            replay_opts(plan.stage1_generated, plan.pixel_scale, plan.tile),
         ),
         "stage2": (
             "stage2_config.yaml",
             plan.stage2_iters,
             plan.stage2_lr,
             stage1,
-            mix_opts(plan.stage2_mix) + generated_opts(plan, plan.stage2_generated),
+            mix_opts(plan.stage2_mix) + replay_opts(plan.stage2_generated, plan.pixel_scale, plan.tile),
         ),
         # The Stage 2 recipe before DATASETS.TRAIN_SHARES: the manual fields alone.
         "stage2_manual_only": ("stage2_config.yaml", plan.stage2_iters, plan.stage2_lr, stage1, manual),

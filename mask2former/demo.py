@@ -22,6 +22,7 @@ the tables comes from this run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -62,6 +63,7 @@ SCRATCH = "Stage 2 from scratch (manual, random weights)"
 MANUAL_TRAIN, ALGORITHMIC_TRAIN = "myotube_manual_train", "myotube_algorithmic_train"
 
 
+@functools.cache
 def shipped_stage2_mix() -> float:
     """The share of Stage 2's steps on the Stage 1 fields in the shipped stage2_config.yaml."""
     datasets = load_config(config_path("stage2_config.yaml")).DATASETS
@@ -313,16 +315,19 @@ def exact_label_dataset(dataset: str, pool_json: str, out: str) -> str:
     return out
 
 
-def replay_opts(plan: DemoPlan, share: float) -> list[str]:
+def replay_opts(share: float, pixel_scale: float, field_size: int) -> list[str]:
     """Config overrides that put ``share`` of a training's steps on generated fields with exact labels
-    (``SYNTHETIC.REPLAY``), drawn at the plan's crop size; none when ``share`` is 0."""
+    (``SYNTHETIC.REPLAY``), drawn at ``pixel_scale`` in fields of ``field_size`` px; none when
+    ``share`` is 0."""
     if share <= 0:
         return []
     return [
         "SYNTHETIC.REPLAY",
         str(share),
+        "SYNTHETIC.PIXEL_SCALE",
+        str(pixel_scale),
         "SYNTHETIC.FIELD_SIZES",
-        f"({plan.image_size},)",
+        f"({field_size},)",
         "SYNTHETIC.FIELD_SIZE_WEIGHTS",
         "(1.0,)",
     ]
@@ -342,7 +347,7 @@ def stage_command(
         *("--stage", str(stage), "--dataset", dataset, "--config-dir", plan.configs),
         *("--opts", "MODEL.WEIGHTS", weights),
         *training_opts(plan, out, iters, lr, batch),
-        *replay_opts(plan, replay),
+        *replay_opts(replay, plan.pixel_scale, plan.image_size),
         *(mix_opts(plan.stage2_mix) if stage == 2 else []),
     )
 
