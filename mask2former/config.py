@@ -400,6 +400,16 @@ def _test_defaults(_C: CfgNode) -> None:
     _C.TEST.EVAL_PERIOD = 0
     # Detections kept per image for COCO AP; 0 means "all queries". COCO's default 100 caps recall.
     _C.TEST.DETECTIONS_PER_IMAGE = 0
+    # Test-time augmentation (inference/augmentation.py): predict the four flips of every image or
+    # tile and fuse them; four times the inference cost.
+    _C.TEST.AUG = CfgNode()
+    _C.TEST.AUG.ENABLED = False
+    # Queries of two views are one instance when their masks overlap with at least this IoU.
+    _C.TEST.AUG.FUSE_IOU = 0.5
+    # The score threshold in place of MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD: a fused score
+    # is lower (a tube missed by one view of four keeps three quarters of it; averaged masks are
+    # softer), so it needs its own.
+    _C.TEST.AUG.OBJECT_MASK_THRESHOLD = 0.5
 
 
 def _inference_defaults(_C: CfgNode) -> None:
@@ -434,6 +444,14 @@ def _inference_defaults(_C: CfgNode) -> None:
     _C.INFERENCE.JOIN_PIECES = False
     _C.INFERENCE.JOIN_MAX_GAP = 2.0
     _C.INFERENCE.JOIN_MAX_ANGLE = 30.0
+
+
+def score_threshold_in_force(cfg: CfgNode) -> float:
+    """The minimum instance score in force: TEST.AUG.OBJECT_MASK_THRESHOLD with test-time
+    augmentation, else MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD."""
+    if cfg.TEST.AUG.ENABLED:
+        return float(cfg.TEST.AUG.OBJECT_MASK_THRESHOLD)
+    return float(cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)
 
 
 def get_cfg() -> CfgNode:
@@ -520,6 +538,8 @@ def _check_values(cfg: CfgNode, source) -> None:
     if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
         raise ConfigError(where, f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r} is not supported (use ADAMW)")
     _check_train_shares(cfg.DATASETS, where)
+    if not 0.0 < cfg.TEST.AUG.FUSE_IOU < 1.0:
+        raise ConfigError(where, f"TEST.AUG.FUSE_IOU must be in (0, 1), got {cfg.TEST.AUG.FUSE_IOU}")
     if not 0.0 <= cfg.SYNTHETIC.REPLAY < 1.0:
         raise ConfigError(where, f"SYNTHETIC.REPLAY must be in [0, 1), got {cfg.SYNTHETIC.REPLAY}")
     if cfg.SYNTHETIC.ENABLED or cfg.SYNTHETIC.REPLAY > 0:

@@ -35,7 +35,7 @@ import numpy as np
 
 from mask2former.annotate.instances import annotate_instances
 from mask2former.annotate.params import AnnotatorParams
-from mask2former.config import CONFIG_DIR, config_path, load_config
+from mask2former.config import CONFIG_DIR, config_path, load_config, score_threshold_in_force
 from mask2former.data.catalog import ANNOTATION_FILES, DEFAULT_DATASET_ROOT
 from mask2former.data.coco import read_coco_json, write_coco_json
 from mask2former.data.coco_records import load_coco_instances, record_masks
@@ -607,7 +607,7 @@ def evaluate_on_heldout(
         cfg = checkpoint_config(weights)
         cfg.MODEL.DEVICE = device
         cfg.freeze()
-        threshold = cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
+        threshold = score_threshold_in_force(cfg)
         predictor = MyotubePredictor(cfg, weights=weights, device=device)
         results[name] = evaluate_predictor(predictor, records, cfg, desc=name)
         results[name].pop("per_image", None)

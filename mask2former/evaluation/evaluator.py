@@ -13,7 +13,7 @@ import os
 
 from tqdm import tqdm
 
-from ..config import CfgNode
+from ..config import CfgNode, score_threshold_in_force
 from ..data.coco_records import record_masks
 from ..data.io import read_image
 from ..utils import comm
@@ -36,7 +36,7 @@ TABLE_KEYS = (
 
 def evaluate_predictor(predictor, records: list[dict], cfg: CfgNode, desc: str = "eval") -> dict:
     """Run ``predictor`` over ``records`` (sharded over ranks) and return the pooled metrics."""
-    evaluator = InstanceEvaluator(score_threshold=cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)
+    evaluator = InstanceEvaluator(score_threshold=score_threshold_in_force(cfg))
     mine = records[comm.get_rank() :: comm.get_world_size()]
     for record in tqdm(mine, desc=desc, disable=not comm.is_main_process(), leave=False):
         image = read_image(record["file_name"], channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT)

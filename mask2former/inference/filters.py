@@ -2,7 +2,8 @@
 
 Order (:func:`postprocess`):
 
-1. score threshold (``MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD``): drop low-confidence instances;
+1. score threshold (``MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD``, or
+   ``TEST.AUG.OBJECT_MASK_THRESHOLD`` with test-time augmentation): drop low-confidence instances;
 2. duplicate removal (``INFERENCE.DUPLICATE_IOU``): of two instances whose masks have at least that
    IoU, the lower-scoring one goes (mask non-maximum suppression, in score order). Mask2Former's
    queries are not exclusive, so two queries can find the same tube;
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 
 from scipy.cluster.hierarchy import DisjointSet
 
-from ..config import get_cfg
+from ..config import get_cfg, score_threshold_in_force
 from ..measure.morphology import elongation
 from ..structures import CroppedInstances, candidate_pairs, intersection_area, union_of
 from .joining import join_pieces
@@ -59,7 +60,7 @@ class PostprocessParams:
     def from_cfg(cls, cfg) -> PostprocessParams:
         inf = cfg.INFERENCE
         return cls(
-            score_threshold=float(cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD),
+            score_threshold=score_threshold_in_force(cfg),
             duplicate_iou=float(inf.DUPLICATE_IOU),
             remove_contained=bool(inf.REMOVE_CONTAINED),
             contained_fraction=float(inf.CONTAINED_FRACTION),

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import torch
 
-from ..config import CfgNode, resolve_device
+from ..config import CfgNode, resolve_device, score_threshold_in_force
 from ..data.io import percentile_range
 from ..data.mapper import preprocess_image
 from ..data.scale import InputScale
@@ -21,6 +21,7 @@ from ..modeling.weights import (
     weights_kind,
 )
 from ..structures import CroppedInstances, Instances
+from .augmentation import flipped_outputs, fuse_views
 from .filters import PostprocessParams, postprocess
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ class MyotubePredictor:
     """``predictor(image) -> Instances`` at the image's own resolution.
 
     ``image`` is what :func:`mask2former.data.io.read_image` returns (any dtype, (H, W) or (H, W, 3)).
-    Thresholds: MODEL.MASK_FORMER.TEST.{OBJECT_MASK_THRESHOLD, MASK_THRESHOLD, MIN_MASK_AREA}.
+    Thresholds: MODEL.MASK_FORMER.TEST.{OBJECT_MASK_THRESHOLD, MASK_THRESHOLD, MIN_MASK_AREA};
+    with TEST.AUG.ENABLED the four flips of each image are predicted and fused
+    (:mod:`mask2former.inference.augmentation`) and TEST.AUG.OBJECT_MASK_THRESHOLD is the score
+    threshold.
     """
 
     def __init__(
@@ -98,8 +102,12 @@ class MyotubePredictor:
     @torch.no_grad()
     def raw_outputs(self, image: np.ndarray):
         pixel_values, info = preprocess_image(image, self.cfg, self._value_range, self.input_scale)
+        pixel_values = pixel_values.to(self.device)
         with self._autocast():
-            out = self.model(pixel_values=pixel_values[None].to(self.device))
+            if self.cfg.TEST.AUG.ENABLED:
+                cls, masks = fuse_views(flipped_outputs(self.model, pixel_values), self.cfg.TEST.AUG.FUSE_IOU)
+                return cls, masks, info
+            out = self.model(pixel_values=pixel_values[None])
         return out.class_queries_logits[0], out.masks_queries_logits[0], info
 
     def predict_all(self, image: np.ndarray) -> Instances:
@@ -107,8 +115,11 @@ class MyotubePredictor:
         return self._instances(image, score_threshold=0.0, min_area=1)
 
     def __call__(self, image: np.ndarray) -> Instances:
-        t = self.cfg.MODEL.MASK_FORMER.TEST
-        return self._instances(image, score_threshold=t.OBJECT_MASK_THRESHOLD, min_area=t.MIN_MASK_AREA)
+        return self._instances(
+            image,
+            score_threshold=score_threshold_in_force(self.cfg),
+            min_area=self.cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA,
+        )
 
     def _instances(self, image: np.ndarray, score_threshold: float, min_area: int) -> Instances:
         cls, masks, info = self.raw_outputs(image)
