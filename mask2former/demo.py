@@ -58,6 +58,8 @@ STAGE1 = "Stage 1 (annotator labels)"
 STAGE2 = "Stage 2 (Stage 1 + manual)"
 STAGE2_ONLY = "Stage 2 only (manual, from the base)"
 SCRATCH = "Stage 2 from scratch (manual, random weights)"
+# Rows scored again with test-time augmentation (TEST.AUG, predict.py --tta), under this suffix.
+FLIPS_SUFFIX = ", four flips fused (--tta)"
 
 
 MANUAL_TRAIN, ALGORITHMIC_TRAIN = "myotube_manual_train", "myotube_algorithmic_train"
@@ -135,6 +137,8 @@ class DemoPlan:
     stage2_mix: float = field(default_factory=shipped_stage2_mix)
     # Train the comparison rows (Stage 2 only, from scratch); off for quick A/B runs of the two stages.
     comparisons: bool = True
+    # Also score the base alone and Stage 2 with test-time augmentation (predict.py --tta).
+    tta_rows: bool = True
 
     @classmethod
     def named(cls, name: str) -> DemoPlan:
@@ -528,10 +532,12 @@ def write_tables(table: dict, output: str, plan: DemoPlan) -> str:
         os.path.join(output, "demo_results.md"),
         markdown + "\n\nWhere each method goes wrong (counts over the held-out fields):\n\n" + errors + "\n",
     )
-    return (
-        f"\n=== Held-out results ({plan.heldout_images} fields, score threshold {table['score_threshold']})\n"
-        f"{markdown}\n\n{errors}"
-    )
+    thresholds = f"score threshold {table['score_threshold']}"
+    rows = table["results"]
+    flipped = [row["score_threshold"] for name, row in rows.items() if name.endswith(FLIPS_SUFFIX)]
+    if flipped:
+        thresholds += f", {flipped[0]} for the rows with --tta"
+    return f"\n=== Held-out results ({plan.heldout_images} fields, {thresholds})\n{markdown}\n\n{errors}"
 
 
 def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
@@ -557,7 +563,10 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     clock.start("4. evaluate on the held-out fields")
     if plan.weights and is_zoo_name(plan.weights):
         models = {BASE_ALONE: plan.weights, **models}
-    table = evaluate_on_heldout(heldout_json, heldout_images, models, plan.pixel_scale, plan.device)
+    augmented = (BASE_ALONE, STAGE2) if plan.tta_rows else ()
+    table = evaluate_on_heldout(
+        heldout_json, heldout_images, models, plan.pixel_scale, plan.device, augmented
+    )
     shown = write_tables(table, output, plan)
     print(shown, flush=True)
 
@@ -584,12 +593,19 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
 
 
 def evaluate_on_heldout(
-    gt_json: str, image_dir: str, models: dict[str, str], pixel_scale: float, device: str = "cpu"
+    gt_json: str,
+    image_dir: str,
+    models: dict[str, str],
+    pixel_scale: float,
+    device: str = "cpu",
+    augmented: tuple[str, ...] = (),
 ) -> dict:
-    """Annotator and each model against the held-out ground truth (same images, same metrics).
+    """Annotator and each model against the held-out ground truth (same images, same metrics); the
+    models named in ``augmented`` once more with test-time augmentation (row name + FLIPS_SUFFIX).
 
     The fields are crops drawn at ``pixel_scale`` of a 1500 px field; the annotator is told so,
-    as the demo's Stage 1 annotation run is (``--scale``).
+    as the demo's Stage 1 annotation run is (``--scale``). ``score_threshold``: the models' own,
+    without augmentation; each row records the one it was scored with.
     """
     records = load_coco_instances(gt_json, image_dir)
     threshold = None
@@ -601,13 +617,17 @@ def evaluate_on_heldout(
             annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)),
         )
     results["Classical annotator"] = annotator.summarize()
-    for name, source in models.items():
+    runs = [(name, source, False) for name, source in models.items()]
+    runs += [(name + FLIPS_SUFFIX, models[name], True) for name in augmented if name in models]
+    for name, source, flips in runs:
         # A training's model_final.pth or a named model: either carries the config it was trained with.
         weights = os.path.join(source, FINAL) if os.path.isdir(source) else source
         cfg = checkpoint_config(weights)
         cfg.MODEL.DEVICE = device
+        cfg.TEST.AUG.ENABLED = flips
         cfg.freeze()
-        threshold = score_threshold_in_force(cfg)
+        if not flips:
+            threshold = score_threshold_in_force(cfg)
         predictor = MyotubePredictor(cfg, weights=weights, device=device)
         results[name] = evaluate_predictor(predictor, records, cfg, desc=name)
         results[name].pop("per_image", None)

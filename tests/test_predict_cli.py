@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import roifile
 import tifffile
+import yaml
 
 from mask2former.errors import InputError
 from mask2former.inference.filters import PostprocessParams
@@ -17,7 +18,7 @@ from mask2former.inference.inputs import collect_inputs, find_companion, output_
 from mask2former.inference.options import PredictOptions
 from mask2former.inference.run import run_prediction
 from mask2former.structures import Instances
-from tests.helpers import REPO_ROOT, TINY_STAGE2, draw_field
+from tests.helpers import REPO_ROOT, TINY_STAGE2, draw_field, save_tiny_checkpoint
 
 
 class ThresholdPredictor:
@@ -310,3 +311,23 @@ def test_measuring_workers_default_to_none_on_cpu_and_free_cores_on_gpu(monkeypa
     assert processes.default_workers("cuda:0") == 8
     monkeypatch.setattr(processes.os, "cpu_count", lambda: 2)
     assert processes.default_workers("cuda") == 1
+
+
+def test_tta_flag_predicts_tiles_with_flips_and_records_it(tmp_path, capsys):
+    weights = save_tiny_checkpoint(tmp_path / "model_final.pth")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "field.tif", draw_field(200, 180, [([(10, 20), (190, 170)], 11)])[1])
+    out = tmp_path / "out"
+    rc = run_cli(
+        [
+            "--weights", weights, "--input", str(inputs), "--output", str(out), "--device", "cpu",
+            "--tile-size", "96", "--tta", "--score-threshold", "0.01", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["TEST"]["AUG"] == {"ENABLED": True, "FUSE_IOU": 0.5, "OBJECT_MASK_THRESHOLD": 0.01}
+    rows = read_csv(out / "field_measurements.csv")
+    assert rows and all(float(r["score"]) >= 0.01 for r in rows)
+    assert tifffile.imread(out / "field_labels.tif").shape == (200, 180)

@@ -45,6 +45,7 @@ MODEL_FLAGS = {
     "tile_size": "--tile-size",
     "tile_overlap": "--tile-overlap",
     "score_threshold": "--score-threshold",
+    "tta": "--tta",
     "device": "--device",
     "opts": "--opts",
 }
@@ -243,7 +244,14 @@ def _model_group(p: ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="minimum instance score (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD)",
+        help="minimum instance score (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD; "
+        "TEST.AUG.OBJECT_MASK_THRESHOLD with --tta)",
+    )
+    model.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: predict the four flips of every image and fuse them; more "
+        "accurate, four times the model's time (TEST.AUG.ENABLED; docs/predict.md)",
     )
     model.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
     model.add_argument(
@@ -353,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
         score_threshold=args.score_threshold,
+        tta=args.tta,
         device=args.device,
         opts=args.opts,
     )

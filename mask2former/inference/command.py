@@ -38,25 +38,28 @@ from .run import run_prediction
 
 logger = logging.getLogger(__name__)
 
-# Flag → config key; flags go before --opts so --opts has the last word.
+# Flag → config keys; flags go before --opts so --opts has the last word.
 FLAG_KEYS = {
-    "channel": "INPUT.CHANNEL",
-    "scale": "INFERENCE.INPUT_SCALE",
-    "z_project": "INPUT.Z_PROJECT",
-    "tile_size": "INFERENCE.TILE_SIZE",
-    "tile_overlap": "INFERENCE.TILE_OVERLAP",
-    "score_threshold": "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD",
-    "device": "MODEL.DEVICE",
+    "channel": ("INPUT.CHANNEL",),
+    "scale": ("INFERENCE.INPUT_SCALE",),
+    "z_project": ("INPUT.Z_PROJECT",),
+    "tile_size": ("INFERENCE.TILE_SIZE",),
+    "tile_overlap": ("INFERENCE.TILE_OVERLAP",),
+    # The threshold the user asks for is the one in force, with test-time augmentation or without.
+    "score_threshold": ("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "TEST.AUG.OBJECT_MASK_THRESHOLD"),
+    "tta": ("TEST.AUG.ENABLED",),
+    "device": ("MODEL.DEVICE",),
 }
 
 
 def config_overrides(flags: dict, opts: Sequence[str]) -> list[str]:
     """Flags as KEY VALUE pairs, then ``--opts`` (which have the last word)."""
     out: list[str] = []
-    for flag, key in FLAG_KEYS.items():
+    for flag, keys in FLAG_KEYS.items():
         value = flags.get(flag)
         if value is not None:
-            out += [key, str(value)]
+            for key in keys:
+                out += [key, str(value)]
     return out + list(opts)
 
 
@@ -241,6 +244,7 @@ def predict_command(
     tile_size: int | None = None,
     tile_overlap: float | None = None,
     score_threshold: float | None = None,
+    tta: bool = False,
     device: str | None = None,
     opts: Sequence[str] = (),
 ) -> int:
@@ -254,6 +258,7 @@ def predict_command(
         "tile_size": tile_size,
         "tile_overlap": tile_overlap,
         "score_threshold": score_threshold,
+        "tta": True if tta else None,
         "device": device,
         "scale": scale,
         "z_project": request.z_project or None,
