@@ -23,6 +23,7 @@ fields (other seeds than the held-out set, which never takes part in a choice).
     python -m bench.base_model --runs output_base/swin_tiny [output_base/resnet ...] [--every 1000]
     python -m bench.base_model --calibrate output_base/swin_tiny/model_final.pth   # score threshold
     python -m bench.base_model --score output_base/resnet_tiny/model_final.pth 0.7 0.5   # at chosen settings
+    python -m bench.base_model --named myotube-base [--tta]   # the shipped model, as predict.py runs it
     python -m bench.base_model --table              # markdown from bench/results/base_model/*.json
     python -m bench.base_model --plot docs/images/base_learning_curve.png
 """
@@ -138,7 +139,9 @@ def checkpoints(run: str, every: int) -> list[tuple[int, str]]:
     return sorted(set(found))
 
 
-def _predictor(path: str, threshold: float | None = None, duplicate_iou: float | None = None):
+def _predictor(
+    path: str, threshold: float | None = None, duplicate_iou: float | None = None, tta: bool = False
+):
     from mask2former.inference.predictor import MyotubePredictor
     from mask2former.modeling.weights import checkpoint_config
 
@@ -148,18 +151,24 @@ def _predictor(path: str, threshold: float | None = None, duplicate_iou: float |
         cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = threshold
     if duplicate_iou is not None:
         cfg.INFERENCE.DUPLICATE_IOU = duplicate_iou
+    cfg.TEST.AUG.ENABLED = tta
     cfg.freeze()
     # The fields are drawn at the training scale: predict them at their own pixels.
     return cfg, MyotubePredictor(cfg, weights=path, device="cpu", input_scale=1.0)
 
 
 def score_checkpoint(
-    path: str, records: list[dict], threshold: float | None = None, duplicate_iou: float | None = None
+    path: str,
+    records: list[dict],
+    threshold: float | None = None,
+    duplicate_iou: float | None = None,
+    tta: bool = False,
 ) -> dict:
-    """Held-out metrics of one checkpoint, at its own settings or at the ones given."""
+    """Held-out metrics of one checkpoint, at its own settings or at the ones given; ``tta``: with
+    test-time augmentation (TEST.AUG)."""
     from mask2former.evaluation.evaluator import evaluate_predictor
 
-    cfg, predictor = _predictor(path, threshold, duplicate_iou)
+    cfg, predictor = _predictor(path, threshold, duplicate_iou, tta)
     return _keep(evaluate_predictor(predictor, records, cfg, desc=os.path.basename(path)))
 
 
@@ -283,16 +292,18 @@ def evaluate_runs(runs: list[str], every: int, work: str) -> None:
             )
 
 
-def score_named(name: str, work: str) -> dict:
-    """The model shipped as ``name``, as it is published (its own score threshold), on the held-out fields."""
+def score_named(name: str, work: str, tta: bool = False) -> dict:
+    """The model shipped as ``name``, as it is published (its own score threshold), on the held-out
+    fields; ``tta``: as ``predict.py --tta`` runs it."""
     from mask2former.data.coco_records import load_coco_instances
     from mask2former.modeling.zoo import zoo_models
 
     gt, images = heldout_dataset(os.path.join(work, "heldout"))
-    row = score_checkpoint(name, load_coco_instances(gt, images))
+    row = score_checkpoint(name, load_coco_instances(gt, images), tta=tta)
     row.update(iteration=checkpoint_iteration(name), sha256=zoo_models()[name].sha256)
     write_results(
-        os.path.join(RESULTS, f"named_{name}.json"), {"named": name, "heldout": HELDOUT, "row": row}
+        os.path.join(RESULTS, f"named_{name}{'_tta' if tta else ''}.json"),
+        {"named": name, "tta": tta, "heldout": HELDOUT, "row": row},
     )
     print(f"{name}: AP {row['AP']:.1f} F1 {row['f1@0.5']:.3f} merged {row['gt_merged']}")
     return row
@@ -375,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--named", metavar="NAME", help="score a model shipped with the package, as published"
     )
+    parser.add_argument("--tta", action="store_true", help="--named: with test-time augmentation (TEST.AUG)")
     parser.add_argument(
         "--score",
         nargs=3,
@@ -389,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibrate:
         calibrate(args.calibrate, args.work)
     if args.named:
-        score_named(args.named, args.work)
+        score_named(args.named, args.work, args.tta)
     if args.score:
         score_at_threshold(args.score[0], float(args.score[1]), float(args.score[2]), args.work)
     if args.table:

@@ -401,15 +401,16 @@ def _test_defaults(_C: CfgNode) -> None:
     # Detections kept per image for COCO AP; 0 means "all queries". COCO's default 100 caps recall.
     _C.TEST.DETECTIONS_PER_IMAGE = 0
     # Test-time augmentation (inference/augmentation.py): predict the four flips of every image or
-    # tile and fuse them; four times the inference cost.
+    # tile and fuse them: four forward passes (one batch) instead of one.
     _C.TEST.AUG = CfgNode()
     _C.TEST.AUG.ENABLED = False
     # Queries of two views are one instance when their masks overlap with at least this IoU.
     _C.TEST.AUG.FUSE_IOU = 0.5
     # The score threshold in place of MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD: a fused score
     # is lower (a tube missed by one view of four keeps three quarters of it; averaged masks are
-    # softer), so it needs its own.
-    _C.TEST.AUG.OBJECT_MASK_THRESHOLD = 0.5
+    # softer), so it needs its own. Both values: the best mean F1 on validation fields
+    # (bench/tta.py, bench/results/tta_validation.json).
+    _C.TEST.AUG.OBJECT_MASK_THRESHOLD = 0.4
 
 
 def _inference_defaults(_C: CfgNode) -> None:

@@ -64,6 +64,31 @@ def test_predict_py_the_napari_core_and_the_bench_give_the_same_labels(tmp_path)
     assert np.array_equal(from_bench, from_cli)
 
 
+def test_tta_gives_the_same_labels_in_predict_py_and_the_napari_core(tmp_path):
+    from mask2former.napari.core import predict_instances
+
+    weights = save_tiny_checkpoint(
+        tmp_path / "model_final.pth",
+        opts=("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.0, "TEST.AUG.OBJECT_MASK_THRESHOLD", 0.0),
+    )
+    field = tmp_path / "field.tif"
+    image = generate_field(160, seed=5, pixel_scale=0.7).image
+    tifffile.imwrite(field, image)
+    out = tmp_path / "predicted"
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "predict.py"), "--weights", weights, "--input", str(field),
+         "--output", str(out), "--device", "cpu", "--no-progress", "--tta"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    from_cli = tifffile.imread(out / "field_labels.tif")
+    assert from_cli.max() > 0
+    from_napari = label_image(predict_instances(image, str(field), None, weights, tta=True))
+    assert np.array_equal(from_napari, from_cli)
+    without = label_image(predict_instances(image, str(field), None, weights))
+    assert not np.array_equal(without, from_cli)
+
+
 def test_the_python_api_example_of_the_docs_runs_as_written(tmp_path, monkeypatch):
     import re
 

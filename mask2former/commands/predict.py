@@ -251,7 +251,7 @@ def _model_group(p: ArgumentParser) -> None:
         "--tta",
         action="store_true",
         help="test-time augmentation: predict the four flips of every image and fuse them; more "
-        "accurate, four times the model's time (TEST.AUG.ENABLED; docs/predict.md)",
+        "accurate, slower (TEST.AUG.ENABLED; docs/predict.md)",
     )
     model.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
     model.add_argument(

@@ -60,6 +60,7 @@ class MyotubeWidget(QWidget):
         self.config.setPlaceholderText("the config stored with the model")
         self.channel = QLineEdit("")
         self.channel.setPlaceholderText("index or name, for multi-channel images")
+        self.flips = QCheckBox("fuse the four flips (--tta): more accurate, slower")
         self.predict_button = QPushButton("Predict")
         self.predict_button.clicked.connect(lambda: self.predict())
         self.progress = QProgressBar()
@@ -82,6 +83,7 @@ class MyotubeWidget(QWidget):
         form.addRow("save to", self.save_folder)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.flips)
         layout.addWidget(self.predict_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -154,7 +156,11 @@ class MyotubeWidget(QWidget):
 
     def _run_model(self, image: np.ndarray, image_path: str | None = None) -> CroppedInstances:
         return predict_instances(
-            image, image_path, self.config.text().strip() or None, self.weights.text().strip()
+            image,
+            image_path,
+            self.config.text().strip() or None,
+            self.weights.text().strip(),
+            tta=self.flips.isChecked(),
         )
 
     def _show(self, instances: CroppedInstances, image_layer) -> None:
