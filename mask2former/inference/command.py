@@ -284,6 +284,7 @@ def predict_command(
             f"tiles of {used.tile_size} model px "
             f"({used.image_tile_size} image px), overlap {used.tile_overlap:.2f}; "
             f"score >= {used.post.score_threshold:.2f}"
+            + ("; the four flips fused (--tta)" if cfg.TEST.AUG.ENABLED else "")
         )
         return predictor, used, what
 
