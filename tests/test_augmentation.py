@@ -55,12 +55,15 @@ def test_a_tube_one_view_of_four_finds_keeps_a_quarter_of_its_score():
 
 
 def test_masks_are_averaged_over_the_views_that_found_the_tube():
-    # Two views see the tube 2 px wide, two see it 4 px wide: the mean probability is above one half
-    # on the narrow core only... and exactly at the middle on the rest, which is not inside.
-    narrow, wide = block(0, 8, 2, 4), block(0, 8, 2, 6)
-    views = [(class_logits(0.9), mask_logits(narrow))] * 2 + [(class_logits(0.9), mask_logits(wide))] * 2
+    narrow, wide = block(0, 8, 2, 4), block(0, 8, 2, 5)  # IoU 2/3: one tube in every view
+    # Three views of four see the tube narrow: the strip only the fourth sees is out.
+    views = [(class_logits(0.9), mask_logits(narrow))] * 3 + [(class_logits(0.9), mask_logits(wide))]
     _, masks = fuse_views(views)
-    assert torch.equal(masks[0] > 0, torch.from_numpy(narrow))
+    assert len(masks) == 1 and torch.equal(masks[0] > 0, torch.from_numpy(narrow))
+    # Three see it wide: the strip is in.
+    views = [(class_logits(0.9), mask_logits(narrow))] + [(class_logits(0.9), mask_logits(wide))] * 3
+    _, masks = fuse_views(views)
+    assert len(masks) == 1 and torch.equal(masks[0] > 0, torch.from_numpy(wide))
 
 
 def test_separate_tubes_stay_separate_and_one_view_never_gives_two_members():
