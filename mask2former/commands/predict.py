@@ -216,6 +216,19 @@ def _model_group(p: ArgumentParser) -> None:
         "or an HF folder; default: OUTPUT_DIR/model_final.pth of the config if present, else MODEL.WEIGHTS; "
         "'' = random weights (tests only)",
     )
+    _prediction_flags(model)
+    model.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
+    model.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300",
+    )
+
+
+def _prediction_flags(model) -> None:
+    """How the model predicts: scale, tiles, score threshold, test-time augmentation."""
     model.add_argument(
         "--scale",
         type=float,
@@ -252,14 +265,6 @@ def _model_group(p: ArgumentParser) -> None:
         action="store_true",
         help="test-time augmentation: predict the four flips of every image and fuse them; more "
         "accurate, slower (TEST.AUG.ENABLED; docs/predict.md)",
-    )
-    model.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="MODEL.DEVICE")
-    model.add_argument(
-        "--opts",
-        nargs="*",
-        default=[],
-        metavar="KEY VALUE",
-        help="config overrides, applied last, e.g. --opts INFERENCE.MIN_AREA 300",
     )
 
 
