@@ -61,19 +61,9 @@ def heldout_dataset(folder: str, plan: dict = HELDOUT) -> tuple[str, str]:
 
 
 def score_annotator(records: list[dict]) -> dict:
-    from mask2former.annotate.instances import annotate_instances
-    from mask2former.annotate.params import AnnotatorParams
-    from mask2former.data.coco_records import record_masks
-    from mask2former.data.io import read_image
-    from mask2former.evaluation.metrics import InstanceEvaluator
+    from mask2former.demo import score_annotator as annotator_summary
 
-    evaluator = InstanceEvaluator(score_threshold=0.0)  # the annotator's instances are all "sure"
-    for record in records:
-        image = read_image(record["file_name"])
-        evaluator.add(
-            record_masks(record), annotate_instances(image, AnnotatorParams(scale=HELDOUT["pixel_scale"]))
-        )
-    return _keep(evaluator.summarize())
+    return _keep(annotator_summary(records, HELDOUT["pixel_scale"]))
 
 
 def _keep(result: dict) -> dict:

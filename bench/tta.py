@@ -70,19 +70,10 @@ def models_of(sources: list[str]) -> dict[str, str]:
 
 
 def score_annotator(records: list[dict]) -> dict:
-    from mask2former.annotate.instances import annotate_instances
-    from mask2former.annotate.params import AnnotatorParams
-    from mask2former.data.coco_records import record_masks
-    from mask2former.data.io import read_image
     from mask2former.demo import DemoPlan
-    from mask2former.evaluation.metrics import InstanceEvaluator
+    from mask2former.demo import score_annotator as annotator_summary
 
-    evaluator = InstanceEvaluator(score_threshold=0.0)
-    scale = DemoPlan().pixel_scale
-    for record in records:
-        found = annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=scale))
-        evaluator.add(record_masks(record), found)
-    s = evaluator.summarize()
+    s = annotator_summary(records, DemoPlan().pixel_scale)
     return {"AP": round(s["AP"], 2), "f1@0.5": round(s["f1@0.5"], 4), "tp": s["tp"], "fp": s["fp"]}
 
 

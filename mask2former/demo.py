@@ -595,6 +595,17 @@ def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
     return summary
 
 
+def score_annotator(records: list[dict], pixel_scale: float) -> dict:
+    """The classical annotator against the ground truth of ``records`` (COCO records of generated
+    fields drawn at ``pixel_scale``, which the annotator is told, as ``--scale`` tells it in Stage 1):
+    the evaluator's whole summary. Its instances carry no score, so every one counts as sure."""
+    evaluator = InstanceEvaluator(score_threshold=0.0)
+    for record in records:
+        found = annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale))
+        evaluator.add(record_masks(record), found)
+    return evaluator.summarize()
+
+
 def evaluate_on_heldout(
     gt_json: str,
     image_dir: str,
@@ -612,14 +623,7 @@ def evaluate_on_heldout(
     """
     records = load_coco_instances(gt_json, image_dir)
     threshold = None
-    results: dict[str, dict] = {}
-    annotator = InstanceEvaluator(score_threshold=0.0)  # the annotator's instances are all "sure"
-    for record in records:
-        annotator.add(
-            record_masks(record),
-            annotate_instances(read_image(record["file_name"]), AnnotatorParams(scale=pixel_scale)),
-        )
-    results["Classical annotator"] = annotator.summarize()
+    results: dict[str, dict] = {"Classical annotator": score_annotator(records, pixel_scale)}
     runs = [(name, source, False) for name, source in models.items()]
     runs += [(name + FLIPS_SUFFIX, models[name], True) for name in augmented if name in models]
     for name, source, flips in runs:
