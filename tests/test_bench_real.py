@@ -160,3 +160,28 @@ def test_seam_breakdown_tells_cuts_on_a_tile_border_from_cuts_inside_a_tile():
     assert 0 < seams["outline_on_tile_border_px"] < seams["outline_px"]
     whole = seam_breakdown(tubes[2:], pieces[4:], edges)
     assert whole["cut_tubes"] == 0
+
+
+def test_student_teacher_parts_split_the_disagreement_by_where_it_lies():
+    from bench.student_teacher import BAND, field_parts
+
+    def box(y0, y1, x0, x1):
+        m = np.zeros((80, 80), bool)
+        m[y0:y1, x0:x1] = True
+        return m
+
+    tube_a, tube_b = box(10, 20, 5, 75), box(40, 50, 5, 75)
+    teacher = np.stack([tube_a, tube_b])
+    # The model finds tube A one pixel narrower on each long side, misses tube B, and adds a blob.
+    narrow_a, blob = box(11, 19, 5, 75), box(62, 72, 30, 40)
+    human = tube_a | blob
+    parts = field_parts(human, teacher, np.stack([narrow_a, blob]))
+    px = parts["pixels"]
+    assert parts["annotator_instances"] == 2 and parts["annotator_instances_missed"] == 1
+    assert px["model_lacks_missed_instances"] == tube_b.sum()
+    assert px["model_lacks_band"] == 2 * 70  # the two rows A lost lie on its outline
+    assert px["model_lacks"] == tube_b.sum() + 2 * 70
+    assert px["model_adds"] == px["model_adds_extra_instances"] == blob.sum() == px["model_adds_human"]
+    assert px["model_adds_band"] == 0 and BAND >= 1
+    assert px["model_lacks_human"] == 2 * 70  # tube B is not in the human mask
+    assert parts["iou_model_annotator"] == pytest.approx(narrow_a.sum() / (tube_a | tube_b | blob).sum())
