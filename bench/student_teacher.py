@@ -81,6 +81,24 @@ def field_parts(human: np.ndarray, teacher: np.ndarray, student: np.ndarray) -> 
     }
 
 
+def summarize(rows: list[dict]) -> tuple[dict, dict]:
+    """Mean IoUs and instance counts over the fields, and the pixel counts summed, with each part of
+    the disagreement as a share of its whole (what the model lacks, what it adds)."""
+    totals = {k: sum(r["pixels"][k] for r in rows) for k in rows[0]["pixels"]} if rows else {}
+    summary: dict = {
+        k: round(float(np.mean([r[k] for r in rows])), 4)
+        for k in ("iou_model_annotator", "iou_model_human", "iou_annotator_human")
+    }
+    summary["annotator_instances"] = sum(r["annotator_instances"] for r in rows)
+    summary["annotator_instances_missed"] = sum(r["annotator_instances_missed"] for r in rows)
+    for whole in ("model_lacks", "model_adds"):
+        for key in [k for k in totals if k.startswith(whole + "_")]:
+            summary["share_" + key.removeprefix("model_")] = (
+                round(totals[key] / totals[whole], 3) if totals[whole] else 0.0
+            )
+    return summary, totals
+
+
 def run(args: argparse.Namespace) -> None:
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.inference.image_pipeline import predict_image
@@ -89,7 +107,7 @@ def run(args: argparse.Namespace) -> None:
     from mask2former.modeling.weights import checkpoint_config
 
     plan = RealPlan()
-    paths = split_fields(list_fields(args.data), plan)[args.part]
+    paths = split_fields(list_fields(args.data), plan)[args.part][: args.fields or None]
     side = round(REFERENCE_SIZE * plan.pixel_scale)
     weights = os.path.join(args.model, FINAL) if os.path.isdir(args.model) else args.model
     cfg = checkpoint_config(weights)
@@ -110,18 +128,13 @@ def run(args: argparse.Namespace) -> None:
         print(
             f"  {rows[-1]['field']}: IoU with the annotator {rows[-1]['iou_model_annotator']:.3f}", flush=True
         )
-    totals = {k: sum(r["pixels"][k] for r in rows) for k in rows[0]["pixels"]} if rows else {}
-    summary = {
-        k: round(float(np.mean([r[k] for r in rows])), 4)
-        for k in ("iou_model_annotator", "iou_model_human", "iou_annotator_human")
-    }
-    summary["annotator_instances"] = sum(r["annotator_instances"] for r in rows)
-    summary["annotator_instances_missed"] = sum(r["annotator_instances_missed"] for r in rows)
+    summary, totals = summarize(rows)
     write_results(
         args.out,
         {
             "model": args.model,
             "part": args.part,
+            "first_fields": args.fields,
             "fields": len(rows),
             "band_px": BAND,
             "summary": summary,
@@ -137,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("model", help="a Stage 1 output folder (model_final.pth) or a checkpoint")
     parser.add_argument("--part", choices=("pool", "heldout"), default="pool")
+    parser.add_argument("--fields", type=int, default=0, help="the first N fields of the part (0: all)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder of *_myosin.png + *_myotube_mask.png")
     parser.add_argument("--out", default="bench/results/real_student_teacher.json")
     exit_on_sigterm()

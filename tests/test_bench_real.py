@@ -163,7 +163,7 @@ def test_seam_breakdown_tells_cuts_on_a_tile_border_from_cuts_inside_a_tile():
 
 
 def test_student_teacher_parts_split_the_disagreement_by_where_it_lies():
-    from bench.student_teacher import BAND, field_parts
+    from bench.student_teacher import BAND, field_parts, summarize
 
     def box(y0, y1, x0, x1):
         m = np.zeros((80, 80), bool)
@@ -185,3 +185,7 @@ def test_student_teacher_parts_split_the_disagreement_by_where_it_lies():
     assert px["model_adds_band"] == 0 and BAND >= 1
     assert px["model_lacks_human"] == 2 * 70  # tube B is not in the human mask
     assert parts["iou_model_annotator"] == pytest.approx(narrow_a.sum() / (tube_a | tube_b | blob).sum())
+    summary, totals = summarize([parts, parts])
+    assert totals["model_lacks"] == 2 * px["model_lacks"]
+    assert summary["share_lacks_missed_instances"] == round(tube_b.sum() / px["model_lacks"], 3)
+    assert summary["share_adds_extra_instances"] == 1.0 and summary["annotator_instances_missed"] == 2
