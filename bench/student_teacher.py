@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> None:
     from mask2former.inference.predictor import MyotubePredictor
     from mask2former.modeling.weights import checkpoint_config
 
-    plan = RealPlan()
+    plan = RealPlan(pixel_scale=args.pixel_scale)
     paths = split_fields(list_fields(args.data), plan)[args.part][: args.fields or None]
     side = round(REFERENCE_SIZE * plan.pixel_scale)
     weights = os.path.join(args.model, FINAL) if os.path.isdir(args.model) else args.model
@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> None:
         {
             "model": args.model,
             "part": args.part,
+            "pixel_scale": args.pixel_scale,
             "first_fields": args.fields,
             "fields": len(rows),
             "band_px": BAND,
@@ -150,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("model", help="a Stage 1 output folder (model_final.pth) or a checkpoint")
     parser.add_argument("--part", choices=("pool", "heldout"), default="pool")
+    parser.add_argument(
+        "--pixel-scale",
+        type=float,
+        default=RealPlan().pixel_scale,
+        help="the working scale the model trained at",
+    )
     parser.add_argument("--fields", type=int, default=0, help="the first N fields of the part (0: all)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder of *_myosin.png + *_myotube_mask.png")
     parser.add_argument("--out", default="bench/results/real_student_teacher.json")
