@@ -364,6 +364,23 @@ def threshold_instances(image: np.ndarray, min_area: int) -> np.ndarray:
     return components(baseline_masks(image)["triangle"], min_area)
 
 
+def field_predictor(source: str, device: str, predict_opts: tuple[str, ...] = ()):
+    """(predictor, prediction options) of a training's folder (its model_final.pth) or a named
+    model, for fields already loaded at its training scale (``load_field``)."""
+    from mask2former.inference.options import PredictOptions
+    from mask2former.inference.predictor import MyotubePredictor
+    from mask2former.modeling.weights import checkpoint_config
+
+    # Either carries the config it was trained with.
+    weights = os.path.join(source, FINAL) if os.path.isdir(source) else source
+    cfg = checkpoint_config(weights)
+    cfg.MODEL.DEVICE = device
+    cfg.merge_from_list(list(predict_opts))
+    # The model sees the field's own pixels: it is loaded at the training scale already.
+    predictor = MyotubePredictor(cfg, weights=weights, input_scale=1.0)
+    return predictor, PredictOptions.from_cfg(cfg, progress=False)
+
+
 def score_fields(
     paths: list[str],
     plan: RealPlan,
@@ -374,24 +391,10 @@ def score_fields(
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.image_pipeline import predict_image
-    from mask2former.inference.options import PredictOptions
-    from mask2former.inference.predictor import MyotubePredictor
-    from mask2former.modeling.weights import checkpoint_config
 
     side = round(REFERENCE_SIZE * plan.pixel_scale)
     min_area = max(8, round(300 * plan.pixel_scale**2))
-    predictors = {}
-    for method, out in models.items():
-        # A training's model_final.pth or a named model: either carries the config it was trained with.
-        weights = os.path.join(out, FINAL) if os.path.isdir(out) else out
-        cfg = checkpoint_config(weights)
-        cfg.MODEL.DEVICE = plan.device
-        cfg.merge_from_list(list(predict_opts))
-        # The fields are loaded at the training scale already: the model sees their own pixels.
-        predictors[method] = (
-            MyotubePredictor(cfg, weights=weights, input_scale=1.0),
-            PredictOptions.from_cfg(cfg, progress=False),
-        )
+    predictors = {method: field_predictor(out, plan.device, predict_opts) for method, out in models.items()}
     rows = []
     for k, path in enumerate(paths):
         image, human = load_field(path, side)

@@ -24,25 +24,34 @@ import cv2
 import numpy as np
 
 from bench.common import exit_on_sigterm, write_results
-from bench.real_two_stage import DEFAULT_DATA, REFERENCE_SIZE, RealPlan, list_fields, load_field, split_fields
-from mask2former.utils.run_files import FINAL
+from bench.real_two_stage import (
+    DEFAULT_DATA,
+    REFERENCE_SIZE,
+    RealPlan,
+    field_predictor,
+    list_fields,
+    load_field,
+    split_fields,
+)
+from mask2former.evaluation.metrics import semantic_iou_dice_binary
 
 BAND = 3  # px either side of the annotator's outline, at the working resolution (750 px fields)
 COVERED = 0.5  # an instance is found (or inside the other's foreground) above this share of it
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int((a | b).sum())
-    return float((a & b).sum() / union) if union else 1.0
+    return semantic_iou_dice_binary(a, b)["iou"]
 
 
-def _outside(instances: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Pixels of the instances of which less than COVERED lies in ``other``, outside ``other``."""
-    out = np.zeros(other.shape, bool)
+def _outside(instances: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, int]:
+    """The instances of which less than COVERED lies in ``other``: their pixels outside ``other``,
+    and how many they are."""
+    out, count = np.zeros(other.shape, bool), 0
     for mask in instances:
         if (mask & other).sum() < COVERED * mask.sum():
             out |= mask & ~other
-    return out
+            count += 1
+    return out, count
 
 
 def _n(mask: np.ndarray) -> int:
@@ -57,14 +66,14 @@ def field_parts(human: np.ndarray, teacher: np.ndarray, student: np.ndarray) -> 
     kernel = np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)
     t8 = t_fg.astype(np.uint8)
     band = cv2.dilate(t8, kernel).astype(bool) & ~cv2.erode(t8, kernel).astype(bool)
-    missed, extra = _outside(teacher, s_fg), _outside(student, t_fg)
+    (missed, n_missed), (extra, _) = _outside(teacher, s_fg), _outside(student, t_fg)
     lacks, adds = t_fg & ~s_fg, s_fg & ~t_fg
     return {
         "iou_model_annotator": _iou(s_fg, t_fg),
         "iou_model_human": _iou(s_fg, human),
         "iou_annotator_human": _iou(t_fg, human),
         "annotator_instances": int(len(teacher)),
-        "annotator_instances_missed": int(sum((m & s_fg).sum() < COVERED * m.sum() for m in teacher)),
+        "annotator_instances_missed": n_missed,
         "pixels": {
             "human": _n(human),
             "annotator": _n(t_fg),
@@ -102,18 +111,11 @@ def summarize(rows: list[dict]) -> tuple[dict, dict]:
 def run(args: argparse.Namespace) -> None:
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.inference.image_pipeline import predict_image
-    from mask2former.inference.options import PredictOptions
-    from mask2former.inference.predictor import MyotubePredictor
-    from mask2former.modeling.weights import checkpoint_config
 
     plan = RealPlan(pixel_scale=args.pixel_scale)
     paths = split_fields(list_fields(args.data), plan)[args.part][: args.fields or None]
     side = round(REFERENCE_SIZE * plan.pixel_scale)
-    weights = os.path.join(args.model, FINAL) if os.path.isdir(args.model) else args.model
-    cfg = checkpoint_config(weights)
-    cfg.MODEL.DEVICE = "cpu"
-    predictor = MyotubePredictor(cfg, weights=weights, input_scale=1.0)
-    options = PredictOptions.from_cfg(cfg, progress=False)
+    predictor, options = field_predictor(args.model, "cpu")
     rows = []
     for path in paths:
         image, human = load_field(path, side)
