@@ -387,7 +387,10 @@ def score_fields(
     models: dict[str, str],
     figure_dir: str | None,
     predict_opts: tuple[str, ...] = (),
+    figure_fields: tuple[str, ...] = (),
 ) -> list[dict]:
+    """One row per field of every method's scores; with ``figure_dir``, overlay pictures of the
+    ``figure_fields`` (names without ``_myosin.png``; none: the first field)."""
     from mask2former.annotate import AnnotatorParams, annotate_instances
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
     from mask2former.inference.image_pipeline import predict_image
@@ -427,7 +430,7 @@ def score_fields(
                 row[method].update(seam_breakdown(singles, masks, edges[method]), seconds=seconds[method])
         rows.append(row)
         print(f"  {row['field']}: " + ", ".join(f"{m} IoU {row[m]['iou']:.3f}" for m in found), flush=True)
-        if figure_dir and k == 0:
+        if figure_dir and (row["field"] in figure_fields or (not figure_fields and k == 0)):
             write_overlays(figure_dir, row["field"], image, human, found)
     return rows
 
@@ -606,7 +609,9 @@ def run(args) -> dict:
     predict_opts = tuple(args.predict_opts)
     t_score = time.perf_counter()
     figure_dir = os.path.join(work, "figures") if args.figures is None else args.figures
-    heldout_rows = score_fields(splits["heldout"], plan, scored, figure_dir, predict_opts)
+    heldout_rows = score_fields(
+        splits["heldout"], plan, scored, figure_dir, predict_opts, tuple(args.figure_fields)
+    )
     result = {
         "preset": "quick" if args.quick else args.preset,
         "plan": asdict(plan),
@@ -678,6 +683,13 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--output", help="keep each model as OUTPUT/<method>/model_final.pth + config.yaml")
     parser.add_argument("--figures", help="folder for the overlay pictures (default: WORK/figures)")
+    parser.add_argument(
+        "--figure-fields",
+        nargs="*",
+        default=[],
+        metavar="FIELD",
+        help="held-out fields to draw, by name without _myosin.png (default: the first)",
+    )
     parser.add_argument(
         "--score-pool", action="store_true", help="also score the Stage 1 pool fields (the tuning half)"
     )

@@ -429,6 +429,10 @@ def _inference_defaults(_C: CfgNode) -> None:
     _C.INFERENCE.MIN_AREA = 100
     # Minimum skeleton-length / mean-width ratio; 0 disables.
     _C.INFERENCE.MIN_ELONGATION = 0.0
+    # Drop instances with less than this fraction of their pixels above the field's foreground
+    # threshold (the classical annotator's; inference/filters.py); 0 disables. Faint cells beside
+    # bright myotubes are left out of hand-drawn masks (docs/predict.md measures it on real fields).
+    _C.INFERENCE.MIN_BRIGHT_FRACTION = 0.0
     # Off by default: unions chain, and one instance covering two tubes pulls in every instance it
     # overlaps (on real fields this left a handful of instances per field; see docs/predict.md).
     _C.INFERENCE.MERGE_FRAGMENTS = False
@@ -541,6 +545,10 @@ def _check_values(cfg: CfgNode, source) -> None:
     _check_train_shares(cfg.DATASETS, where)
     if not 0.0 < cfg.TEST.AUG.FUSE_IOU < 1.0:
         raise ConfigError(where, f"TEST.AUG.FUSE_IOU must be in (0, 1), got {cfg.TEST.AUG.FUSE_IOU}")
+    if not 0.0 <= cfg.INFERENCE.MIN_BRIGHT_FRACTION <= 1.0:
+        raise ConfigError(
+            where, f"INFERENCE.MIN_BRIGHT_FRACTION must be in [0, 1], got {cfg.INFERENCE.MIN_BRIGHT_FRACTION}"
+        )
     if not 0.0 <= cfg.SYNTHETIC.REPLAY < 1.0:
         raise ConfigError(where, f"SYNTHETIC.REPLAY must be in [0, 1), got {cfg.SYNTHETIC.REPLAY}")
     if cfg.SYNTHETIC.ENABLED or cfg.SYNTHETIC.REPLAY > 0:

@@ -1,5 +1,7 @@
 """Post-processing steps, each on its own and through the config switches."""
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from mask2former.config import get_cfg
 from mask2former.inference.filters import (
     PostprocessParams,
     filter_by_area,
+    filter_by_brightness,
     filter_by_elongation,
     filter_by_score,
     merge_fragments,
@@ -161,6 +164,50 @@ def test_remove_contained_before_merging_drops_rather_than_unions():
         PostprocessParams(score_threshold=0.0, min_area=0, merge_fragments=True, remove_contained=False),
     )
     assert len(no_removal) == 1 and np.array_equal(full_masks(no_removal)[0], big | sub)
+
+
+def faint_and_bright_field():
+    """A noisy 8-bit field with a bright tube, a faint one (a twentieth as bright) and a half-bright
+    instance: the bright tube plus as much background again."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(10, 2, SIZE)
+    bright, faint = bar(20, 40, 10, 190), bar(120, 140, 10, 190)
+    image[bright] += 150
+    image[faint] += 8  # above the noise, below 8 % of the bright tube
+    half = bright | bar(40, 60, 10, 190)
+    return np.clip(image, 0, 255).astype(np.uint8), [bright, faint, half]
+
+
+def test_brightness_keeps_what_the_field_threshold_keeps():
+    image, (bright, faint, half) = faint_and_bright_field()
+    inst = instances([bright, faint, half], [0.9, 0.8, 0.7])
+    from mask2former.annotate.foreground import thresholded
+
+    above = thresholded(image).mask
+    kept = filter_by_brightness(inst, above, 0.3)
+    assert [m.score for m in kept] == pytest.approx([0.9, 0.7])  # the faint tube goes
+    assert [m.score for m in filter_by_brightness(inst, above, 0.6)] == pytest.approx([0.9])
+    assert len(filter_by_brightness(inst, above, 0.0)) == 3
+
+
+def test_brightness_step_needs_the_image_and_is_off_by_default():
+    image, masks = faint_and_bright_field()
+    inst = instances(masks, [0.9, 0.8, 0.7])
+    assert PostprocessParams.from_cfg(get_cfg()).min_bright_fraction == 0
+    params = PostprocessParams(score_threshold=0.0, duplicate_iou=0.0, remove_contained=False, min_area=0)
+    assert len(postprocess(inst, params)) == 3
+    on = replace(params, min_bright_fraction=0.3)
+    assert postprocess(inst, on, image).scores.tolist() == pytest.approx([0.9, 0.7])
+    with pytest.raises(ValueError, match="MIN_BRIGHT_FRACTION"):
+        postprocess(inst, on)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_bright_fraction_outside_zero_to_one_is_refused(fraction):
+    from mask2former.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="INFERENCE.MIN_BRIGHT_FRACTION"):
+        tiny_cfg("INFERENCE.MIN_BRIGHT_FRACTION", fraction)
 
 
 def test_empty_input():

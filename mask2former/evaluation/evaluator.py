@@ -41,7 +41,7 @@ def evaluate_predictor(predictor, records: list[dict], cfg: CfgNode, desc: str =
     for record in tqdm(mine, desc=desc, disable=not comm.is_main_process(), leave=False):
         image = read_image(record["file_name"], channel=cfg.INPUT.CHANNEL, z_project=cfg.INPUT.Z_PROJECT)
         pred = predictor.predict_all(image)
-        kept = predictor.kept(pred) if hasattr(predictor, "kept") else None
+        kept = predictor.kept(pred, image=image) if hasattr(predictor, "kept") else None
         evaluator.add(record_masks(record), pred, name=os.path.basename(record["file_name"]), kept=kept)
     states = comm.all_gather_object(evaluator.state())
     if not comm.is_main_process():

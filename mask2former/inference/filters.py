@@ -21,7 +21,13 @@ Order (:func:`postprocess`):
    apart. Off by default;
 6. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
 7. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
-   as defined in :mod:`mask2former.measure.morphology`. Myotubes are long; round debris is not.
+   as defined in :mod:`mask2former.measure.morphology`. Myotubes are long; round debris is not;
+8. minimum bright fraction (``INFERENCE.MIN_BRIGHT_FRACTION``, 0 = off): drop an instance when
+   less than this fraction of its pixels lie above the field's foreground threshold, the one the
+   classical annotator sets from the field's bright level
+   (:func:`mask2former.annotate.foreground.thresholded`). A faint cell next to bright myotubes is
+   below it; people who draw masks by hand leave such cells out, and so does the annotator. It
+   needs the whole image, so it runs last, on whole tubes.
 
 The result is sorted by score (highest first); output ids follow that order.
 """
@@ -30,8 +36,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.cluster.hierarchy import DisjointSet
 
+from ..annotate.foreground import thresholded
 from ..config import get_cfg, score_threshold_in_force
 from ..measure.morphology import elongation
 from ..structures import CroppedInstances, candidate_pairs, intersection_area, union_of
@@ -55,6 +63,7 @@ class PostprocessParams:
     join_max_angle: float = _DEFAULTS.INFERENCE.JOIN_MAX_ANGLE
     min_area: int = _DEFAULTS.INFERENCE.MIN_AREA
     min_elongation: float = _DEFAULTS.INFERENCE.MIN_ELONGATION
+    min_bright_fraction: float = _DEFAULTS.INFERENCE.MIN_BRIGHT_FRACTION
 
     @classmethod
     def from_cfg(cls, cfg) -> PostprocessParams:
@@ -71,6 +80,7 @@ class PostprocessParams:
             join_max_angle=float(inf.JOIN_MAX_ANGLE),
             min_area=int(inf.MIN_AREA),
             min_elongation=float(inf.MIN_ELONGATION),
+            min_bright_fraction=float(inf.MIN_BRIGHT_FRACTION),
         )
 
 
@@ -136,8 +146,23 @@ def filter_by_elongation(instances: CroppedInstances, min_elongation: float) -> 
     return instances.subset(k for k, m in enumerate(instances) if elongation(m.mask) >= min_elongation)
 
 
-def postprocess(instances: CroppedInstances, params: PostprocessParams) -> CroppedInstances:
-    """All enabled steps in the order of the module doc; sorted by score, highest first."""
+def filter_by_brightness(
+    instances: CroppedInstances, bright: np.ndarray, min_fraction: float
+) -> CroppedInstances:
+    """Keep the instances with at least ``min_fraction`` of their pixels inside ``bright`` (a
+    boolean image of the instances' size)."""
+    return instances.subset(
+        k
+        for k, m in enumerate(instances)
+        if np.count_nonzero(bright[m.y0 : m.y1, m.x0 : m.x1] & m.mask) >= min_fraction * m.area
+    )
+
+
+def postprocess(
+    instances: CroppedInstances, params: PostprocessParams, image: np.ndarray | None = None
+) -> CroppedInstances:
+    """All enabled steps in the order of the module doc; sorted by score, highest first.
+    ``image``: the image the instances were found in; only the bright-fraction step needs it."""
     out = filter_by_score(instances, params.score_threshold)
     if params.duplicate_iou > 0:
         out = remove_duplicates(out, params.duplicate_iou)
@@ -151,4 +176,8 @@ def postprocess(instances: CroppedInstances, params: PostprocessParams) -> Cropp
         out = filter_by_area(out, params.min_area)
     if params.min_elongation > 0:
         out = filter_by_elongation(out, params.min_elongation)
+    if params.min_bright_fraction > 0:
+        if image is None:
+            raise ValueError("INFERENCE.MIN_BRIGHT_FRACTION needs the image the instances were found in")
+        out = filter_by_brightness(out, thresholded(image).mask, params.min_bright_fraction)
     return out.sorted_by_score()

@@ -104,7 +104,7 @@ def predict_image(
     if options.post is None:  # the predictor's own result, untouched
         return raw
     with timer("postprocess"):
-        return postprocess(raw, options.post)
+        return postprocess(raw, options.post, image)
 
 
 @contextlib.contextmanager

@@ -133,10 +133,13 @@ class MyotubePredictor:
             min_area=min_area,
         )
 
-    def kept(self, candidates: Instances, params: PostprocessParams | None = None) -> Instances:
+    def kept(
+        self, candidates: Instances, params: PostprocessParams | None = None, image: np.ndarray | None = None
+    ) -> Instances:
         """What predict.py keeps of :meth:`predict_all`'s candidates for an image it predicts whole:
         MIN_MASK_AREA, then the post-processing (score threshold first; ``params`` defaults to the
-        config's). F1 is scored on these."""
+        config's; ``image``, the one predicted, for INFERENCE.MIN_BRIGHT_FRACTION). F1 is scored on
+        these."""
         params = params or PostprocessParams.from_cfg(self.cfg)
         if not len(candidates):  # a field where the model finds nothing
             return candidates
@@ -144,7 +147,7 @@ class MyotubePredictor:
         large = candidates.subset(
             np.flatnonzero(areas >= max(1, self.cfg.MODEL.MASK_FORMER.TEST.MIN_MASK_AREA))
         )
-        return postprocess(CroppedInstances.from_instances(large), params).to_instances()
+        return postprocess(CroppedInstances.from_instances(large), params, image).to_instances()
 
     def _autocast(self):
         if str(self.device).startswith("cuda") and self.cfg.SOLVER.AMP.ENABLED:
