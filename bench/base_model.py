@@ -199,10 +199,10 @@ def calibrate(path: str, work: str) -> dict:
 
     gt, images = heldout_dataset(os.path.join(work, "validation"), VALIDATION)
     cfg, predictor = _predictor(path)
-    pairs = [
-        (record_masks(r), predictor.predict_all(read_image(r["file_name"])))
-        for r in load_coco_instances(gt, images)
-    ]
+    fields = []
+    for record in load_coco_instances(gt, images):
+        image = read_image(record["file_name"])
+        fields.append((record_masks(record), predictor.predict_all(image), image))
     configured = PostprocessParams.from_cfg(cfg)
     f1: dict[str, dict[str, float]] = {}
     for duplicate_iou in DUPLICATE_IOUS:
@@ -210,8 +210,8 @@ def calibrate(path: str, work: str) -> dict:
         for threshold in THRESHOLDS:
             params = replace(configured, score_threshold=threshold, duplicate_iou=duplicate_iou)
             evaluator = InstanceEvaluator(score_threshold=threshold)
-            for truth, candidates in pairs:
-                evaluator.add(truth, candidates, kept=predictor.kept(candidates, params))
+            for truth, candidates, image in fields:
+                evaluator.add(truth, candidates, kept=predictor.kept(candidates, params, image))
             f1[str(duplicate_iou)][str(threshold)] = round(evaluator.summarize()["f1@0.5"], 4)
     best_iou, best_threshold = max(
         ((d, t) for d in DUPLICATE_IOUS for t in THRESHOLDS), key=lambda p: f1[str(p[0])][str(p[1])]
@@ -226,7 +226,7 @@ def calibrate(path: str, work: str) -> dict:
     run = os.path.basename(os.path.dirname(os.path.abspath(path)))
     write_results(os.path.join(RESULTS, f"calibration_{run}.json"), {"calibration": result})
     print(
-        f"F1@0.5 on {len(pairs)} validation fields by duplicate IoU and score threshold: {f1}; "
+        f"F1@0.5 on {len(fields)} validation fields by duplicate IoU and score threshold: {f1}; "
         f"best threshold {best_threshold}, duplicate IoU {best_iou}"
     )
     return result

@@ -121,10 +121,11 @@ def score(out_dir: str, records: list[dict], device: str = "cpu") -> dict:
     configured_post = PostprocessParams.from_cfg(cfg)
     for record in records:
         gt = record_masks(record)
-        pred = predictor.predict_all(read_image(record["file_name"]))
+        image = read_image(record["file_name"])
+        pred = predictor.predict_all(image)
         # What predict.py keeps at each threshold, scored as evaluate_predictor scores it.
         for t, ev in evaluators.items():
-            ev.add(gt, pred, kept=predictor.kept(pred, replace(configured_post, score_threshold=t)))
+            ev.add(gt, pred, kept=predictor.kept(pred, replace(configured_post, score_threshold=t), image))
     summaries = {t: ev.summarize() for t, ev in evaluators.items()}
     configured = cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
     main = summaries.get(configured) or InstanceEvaluator(configured).summarize()

@@ -96,13 +96,13 @@ def score_model(weights: str, records: list[dict], fuse_iou: float | None) -> di
     start = time.perf_counter()
     candidates = [predictor.predict_all(image) for image in images]
     seconds = (time.perf_counter() - start) / len(images)
-    pairs = [(record_masks(r), c) for r, c in zip(records, candidates)]
+    fields = [(record_masks(r), c, image) for r, c, image in zip(records, candidates, images)]
     configured = PostprocessParams.from_cfg(cfg)
     row: dict = {"f1": {}, "predict_seconds_per_field": round(seconds, 4)}
     for threshold in THRESHOLDS:
         evaluator = InstanceEvaluator(score_threshold=threshold)
-        for truth, candidates in pairs:
-            kept = predictor.kept(candidates, replace(configured, score_threshold=threshold))
+        for truth, candidates, image in fields:
+            kept = predictor.kept(candidates, replace(configured, score_threshold=threshold), image)
             evaluator.add(truth, candidates, kept=kept)
         s = evaluator.summarize()
         row["AP"] = round(s["AP"], 2)

@@ -433,6 +433,15 @@ def _inference_defaults(_C: CfgNode) -> None:
     # threshold (the classical annotator's; inference/filters.py); 0 disables. Faint cells beside
     # bright myotubes are left out of hand-drawn masks (docs/predict.md measures it on real fields).
     _C.INFERENCE.MIN_BRIGHT_FRACTION = 0.0
+    # Outlines from the field's foreground threshold (the classical annotator's), at full
+    # resolution: foreground pixels up to this far from an instance join it, its pixels outside the
+    # foreground leave it (inference/outlines.py). Pixels of a 1500 px field; 0 disables.
+    _C.INFERENCE.SNAP_REACH = 0.0
+    # A mask in several separate parts is one instance per part: a myotube is one connected region.
+    _C.INFERENCE.SPLIT_DISCONNECTED = False
+    # A part smaller than this fraction of the mask's largest part is dropped, not kept as an
+    # instance: scraps along a mask's edge are not tubes.
+    _C.INFERENCE.SPLIT_MIN_FRACTION = 0.0
     # Off by default: unions chain, and one instance covering two tubes pulls in every instance it
     # overlaps (on real fields this left a handful of instances per field; see docs/predict.md).
     _C.INFERENCE.MERGE_FRAGMENTS = False
@@ -549,6 +558,8 @@ def _check_values(cfg: CfgNode, source) -> None:
         raise ConfigError(
             where, f"INFERENCE.MIN_BRIGHT_FRACTION must be in [0, 1], got {cfg.INFERENCE.MIN_BRIGHT_FRACTION}"
         )
+    if cfg.INFERENCE.SNAP_REACH < 0:
+        raise ConfigError(where, f"INFERENCE.SNAP_REACH must be >= 0, got {cfg.INFERENCE.SNAP_REACH}")
     if not 0.0 <= cfg.SYNTHETIC.REPLAY < 1.0:
         raise ConfigError(where, f"SYNTHETIC.REPLAY must be in [0, 1), got {cfg.SYNTHETIC.REPLAY}")
     if cfg.SYNTHETIC.ENABLED or cfg.SYNTHETIC.REPLAY > 0:

@@ -17,6 +17,7 @@ from mask2former.inference.filters import (
     postprocess,
     remove_contained,
     remove_duplicates,
+    split_disconnected,
 )
 from mask2former.structures import CroppedInstances
 from tests.helpers import tiny_cfg
@@ -208,6 +209,59 @@ def test_bright_fraction_outside_zero_to_one_is_refused(fraction):
 
     with pytest.raises(ConfigError, match="INFERENCE.MIN_BRIGHT_FRACTION"):
         tiny_cfg("INFERENCE.MIN_BRIGHT_FRACTION", fraction)
+
+
+def test_a_mask_in_separate_parts_becomes_one_instance_per_part():
+    upper, lower = bar(20, 35, 10, 190), bar(100, 110, 60, 120)  # lower: 600 of the 3300 pixels
+    crossing = bar(150, 160, 0, 200) | bar(120, 200, 90, 100)  # one connected region
+    out = split_disconnected(instances([upper | lower, crossing], [0.8, 0.6]))
+    got = full_masks(out)
+    assert len(got) == 3
+    assert np.array_equal(got[0], upper) and np.array_equal(got[1], lower)
+    assert np.array_equal(got[2], crossing)
+    # The largest part keeps the score, the other gets its share of the mask.
+    assert out.scores.tolist() == pytest.approx([0.8, 0.8 * 600 / 3300, 0.6])
+    # A part under the fraction of the largest (600 against 2700 pixels) is a scrap: dropped.
+    kept = full_masks(split_disconnected(instances([upper | lower, crossing], [0.8, 0.6]), 0.25))
+    assert len(kept) == 2 and np.array_equal(kept[0], upper) and np.array_equal(kept[1], crossing)
+    assert len(split_disconnected(instances([upper | lower], [0.8]), 0.2)) == 2
+
+
+def test_a_part_repeating_another_instance_loses_the_duplicate_removal():
+    tube_a, tube_b = bar(20, 40, 10, 190), bar(100, 110, 10, 150)
+    bridging = tube_a | bar(100, 110, 10, 120)  # one query: tube a and most of tube b
+    own_b = tube_b  # tube b's own query, with a lower score than the bridging one
+    params = PostprocessParams(score_threshold=0.0, duplicate_iou=0.5, min_area=0, split_disconnected=True)
+    got = full_masks(postprocess(instances([bridging, own_b], [0.9, 0.7]), params))
+    assert len(got) == 2
+    assert any(np.array_equal(g, tube_a) for g in got) and any(np.array_equal(g, tube_b) for g in got)
+    # Without the split the bridging instance stays as it is, tube b's own instance too.
+    off = replace(params, split_disconnected=False)
+    assert len(postprocess(instances([bridging, own_b], [0.9, 0.7]), off)) == 2
+    assert np.array_equal(full_masks(postprocess(instances([bridging, own_b], [0.9, 0.7]), off))[0], bridging)
+
+
+def test_snapping_then_splitting_cuts_a_mask_that_bridges_a_dark_gap():
+    rng = np.random.default_rng(1)
+    image = rng.normal(10, 2, SIZE)
+    upper, lower = bar(40, 56, 10, 190), bar(66, 82, 10, 190)  # 10 dark rows between them
+    image[upper | lower] += 150
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    bridged = bar(42, 80, 10, 190)  # a coarse mask over both tubes and the gap
+    params = PostprocessParams(score_threshold=0.0, min_area=0, snap_reach=4.0, split_disconnected=True)
+    got = full_masks(postprocess(instances([bridged], [0.9]), params, image))
+    assert len(got) == 2
+    for part, tube in zip(sorted(got, key=lambda m: np.flatnonzero(m.any(1))[0]), (upper, lower)):
+        assert (part & tube).sum() / (part | tube).sum() > 0.8
+    with pytest.raises(ValueError, match="SNAP_REACH"):
+        postprocess(instances([bridged], [0.9]), params)
+
+
+def test_negative_snap_reach_is_refused():
+    from mask2former.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="INFERENCE.SNAP_REACH"):
+        tiny_cfg("INFERENCE.SNAP_REACH", -1.0)
 
 
 def test_empty_input():

@@ -57,17 +57,18 @@ class Foreground:
 def foreground_mask(image: np.ndarray, params: AnnotatorParams | None = None) -> Foreground:
     """Semantic myotube mask of ``image`` (any dtype; see :func:`normalize_intensity`)."""
     params = params or AnnotatorParams()
-    fg = thresholded(image, params)
-    scale = params.pixel_scale(*fg.mask.shape)
-    mask = fill_small_holes(fg.mask, params.fill_holes_area * scale**2)
-    fg.mask = remove_non_myotube_components(mask, params, scale)
+    fg = thresholded(image, params, fill_holes=True)
+    fg.mask = remove_non_myotube_components(fg.mask, params, params.pixel_scale(*fg.mask.shape))
     return fg
 
 
-def thresholded(image: np.ndarray, params: AnnotatorParams | None = None) -> Foreground:
-    """The first steps of :func:`foreground_mask`: every pixel brighter than the field's threshold,
-    before holes are filled and non-myotube components dropped. The threshold follows the field's
-    own bright level, so a faint tube next to bright ones falls below it."""
+def thresholded(
+    image: np.ndarray, params: AnnotatorParams | None = None, fill_holes: bool = False
+) -> Foreground:
+    """The first steps of :func:`foreground_mask`: every pixel brighter than the field's threshold
+    (with ``fill_holes``, also the small dark holes inside it, such as nuclei), before non-myotube
+    components are dropped. The threshold follows the field's own bright level, so a faint tube
+    next to bright ones falls below it."""
     params = params or AnnotatorParams()
     img = normalize_intensity(image)
     h, w = img.shape
@@ -78,7 +79,10 @@ def thresholded(image: np.ndarray, params: AnnotatorParams | None = None) -> For
     sample = contrast[:: _sample_step(h, w), :: _sample_step(h, w)]
     bright = float(np.percentile(sample, params.contrast_percentile))
     threshold = params.min_contrast + params.relative_threshold * max(bright, 0.0)
-    return Foreground(mask=contrast > threshold, contrast=contrast, threshold=threshold, bright_level=bright)
+    mask = contrast > threshold
+    if fill_holes:
+        mask = fill_small_holes(mask, params.fill_holes_area * scale**2)
+    return Foreground(mask=mask, contrast=contrast, threshold=threshold, bright_level=bright)
 
 
 def _sample_step(h: int, w: int) -> int:

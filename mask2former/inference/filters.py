@@ -4,30 +4,41 @@ Order (:func:`postprocess`):
 
 1. score threshold (``MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD``, or
    ``TEST.AUG.OBJECT_MASK_THRESHOLD`` with test-time augmentation): drop low-confidence instances;
-2. duplicate removal (``INFERENCE.DUPLICATE_IOU``): of two instances whose masks have at least that
+2. outline snapping (``INFERENCE.SNAP_REACH``, 0 = off): each instance takes its outline from the
+   field's foreground threshold, the classical annotator's, at full resolution
+   (:mod:`mask2former.inference.outlines`). The reach is in pixels of a 1500 px field, the
+   annotator's reference, and scales with the image's size as the annotator's settings do;
+3. splitting disconnected masks (``INFERENCE.SPLIT_DISCONNECTED``): a myotube is one connected
+   region, so a mask in several separate parts is one instance per part. A query of the model can
+   cover two tubes that do not touch; after step 2 a mask that bridged a dark gap falls apart
+   there too. The largest part keeps the score; a smaller part gets the score times its share of
+   the mask, so that where it repeats another instance, step 4 keeps that one;
+4. duplicate removal (``INFERENCE.DUPLICATE_IOU``): of two instances whose masks have at least that
    IoU, the lower-scoring one goes (mask non-maximum suppression, in score order). Mask2Former's
    queries are not exclusive, so two queries can find the same tube;
-3. contained removal (``INFERENCE.REMOVE_CONTAINED``, ``CONTAINED_FRACTION``): an instance with at
+5. contained removal (``INFERENCE.REMOVE_CONTAINED``, ``CONTAINED_FRACTION``): an instance with at
    least that fraction of its pixels inside a larger one is a duplicate or a sub-part; drop it;
-4. fragment merging (``INFERENCE.MERGE_FRAGMENTS``, ``MERGE_OVERLAP``): two instances whose masks
+6. fragment merging (``INFERENCE.MERGE_FRAGMENTS``, ``MERGE_OVERLAP``): two instances whose masks
    overlap by at least that fraction of the smaller one are pieces of one tube; replace them by
    their union (score: the higher one). Crossing tubes share only the crossing, a small fraction
-   of either, and stay apart. Runs after steps 2-3 so duplicates are dropped rather than unioned.
+   of either, and stay apart. Runs after steps 4-5 so duplicates are dropped rather than unioned.
    Off by default: unions chain, and one instance covering two tubes pulls in every instance it
    overlaps;
-5. joining pieces (``INFERENCE.JOIN_PIECES``, ``JOIN_MAX_GAP``, ``JOIN_MAX_ANGLE``): two instances
+7. joining pieces (``INFERENCE.JOIN_PIECES``, ``JOIN_MAX_GAP``, ``JOIN_MAX_ANGLE``): two instances
    whose skeleton ends continue each other, end to end, are one tube cut in pieces; replace them by
    their union (:mod:`mask2former.inference.joining`). Crossing tubes meet at an angle and stay
    apart. Off by default;
-6. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
-7. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
+8. minimum area (``INFERENCE.MIN_AREA`` pixels), after merging so fragments count as a whole;
+9. minimum elongation (``INFERENCE.MIN_ELONGATION``, 0 = off): skeleton length / mean width,
    as defined in :mod:`mask2former.measure.morphology`. Myotubes are long; round debris is not;
-8. minimum bright fraction (``INFERENCE.MIN_BRIGHT_FRACTION``, 0 = off): drop an instance when
-   less than this fraction of its pixels lie above the field's foreground threshold, the one the
-   classical annotator sets from the field's bright level
-   (:func:`mask2former.annotate.foreground.thresholded`). A faint cell next to bright myotubes is
-   below it; people who draw masks by hand leave such cells out, and so does the annotator. It
-   needs the whole image, so it runs last, on whole tubes.
+10. minimum bright fraction (``INFERENCE.MIN_BRIGHT_FRACTION``, 0 = off): drop an instance when
+    less than this fraction of its pixels lie above the field's foreground threshold, the one the
+    classical annotator sets from the field's bright level
+    (:func:`mask2former.annotate.foreground.thresholded`). A faint cell next to bright myotubes is
+    below it; people who draw masks by hand leave such cells out, and so does the annotator. It
+    runs last, on whole tubes.
+
+Steps 2 and 10 need the image the instances were found in.
 
 The result is sorted by score (highest first); output ids follow that order.
 """
@@ -36,14 +47,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy.cluster.hierarchy import DisjointSet
 
+from ..annotate import AnnotatorParams
 from ..annotate.foreground import thresholded
 from ..config import get_cfg, score_threshold_in_force
 from ..measure.morphology import elongation
-from ..structures import CroppedInstances, candidate_pairs, intersection_area, union_of
+from ..structures import CroppedInstances, CroppedMask, candidate_pairs, intersection_area, union_of
 from .joining import join_pieces
+from .outlines import snap_to_foreground
 
 _DEFAULTS = get_cfg()
 
@@ -53,6 +67,9 @@ class PostprocessParams:
     """The INFERENCE.* post-processing settings; the defaults are the config's (one place)."""
 
     score_threshold: float = _DEFAULTS.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD
+    snap_reach: float = _DEFAULTS.INFERENCE.SNAP_REACH
+    split_disconnected: bool = _DEFAULTS.INFERENCE.SPLIT_DISCONNECTED
+    split_min_fraction: float = _DEFAULTS.INFERENCE.SPLIT_MIN_FRACTION
     duplicate_iou: float = _DEFAULTS.INFERENCE.DUPLICATE_IOU
     remove_contained: bool = _DEFAULTS.INFERENCE.REMOVE_CONTAINED
     contained_fraction: float = _DEFAULTS.INFERENCE.CONTAINED_FRACTION
@@ -70,6 +87,9 @@ class PostprocessParams:
         inf = cfg.INFERENCE
         return cls(
             score_threshold=score_threshold_in_force(cfg),
+            snap_reach=float(inf.SNAP_REACH),
+            split_disconnected=bool(inf.SPLIT_DISCONNECTED),
+            split_min_fraction=float(inf.SPLIT_MIN_FRACTION),
             duplicate_iou=float(inf.DUPLICATE_IOU),
             remove_contained=bool(inf.REMOVE_CONTAINED),
             contained_fraction=float(inf.CONTAINED_FRACTION),
@@ -86,6 +106,26 @@ class PostprocessParams:
 
 def filter_by_score(instances: CroppedInstances, threshold: float) -> CroppedInstances:
     return instances.subset(k for k, m in enumerate(instances) if m.score >= threshold)
+
+
+def split_disconnected(instances: CroppedInstances, min_fraction: float = 0.0) -> CroppedInstances:
+    """One instance per 8-connected part of each mask; the largest part keeps the score, a smaller
+    part gets the score times its share of the mask's area. A part smaller than ``min_fraction``
+    of the largest is a scrap of the mask's edge, not a tube: dropped."""
+    items = []
+    for m in instances:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(m.mask.astype(np.uint8), connectivity=8)
+        if count <= 2:  # background and one part
+            items.append(m)
+            continue
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        largest = int(np.argmax(areas)) + 1
+        for part in range(1, count):
+            if areas[part - 1] < min_fraction * areas[largest - 1]:
+                continue
+            score = m.score if part == largest else m.score * float(areas[part - 1]) / m.area
+            items.append(CroppedMask.from_mask(labels == part, score, m.y0, m.x0))
+    return instances.with_items(items)
 
 
 def remove_duplicates(instances: CroppedInstances, iou: float = 0.5) -> CroppedInstances:
@@ -162,8 +202,14 @@ def postprocess(
     instances: CroppedInstances, params: PostprocessParams, image: np.ndarray | None = None
 ) -> CroppedInstances:
     """All enabled steps in the order of the module doc; sorted by score, highest first.
-    ``image``: the image the instances were found in; only the bright-fraction step needs it."""
+    ``image``: the image the instances were found in; the snapping and bright-fraction steps need it."""
     out = filter_by_score(instances, params.score_threshold)
+    if params.snap_reach > 0:
+        foreground = thresholded(_needed(image, "INFERENCE.SNAP_REACH"), fill_holes=True).mask
+        reach = params.snap_reach * AnnotatorParams().pixel_scale(*foreground.shape)
+        out = snap_to_foreground(out, foreground, reach)
+    if params.split_disconnected:
+        out = split_disconnected(out, params.split_min_fraction)
     if params.duplicate_iou > 0:
         out = remove_duplicates(out, params.duplicate_iou)
     if params.remove_contained:
@@ -177,7 +223,12 @@ def postprocess(
     if params.min_elongation > 0:
         out = filter_by_elongation(out, params.min_elongation)
     if params.min_bright_fraction > 0:
-        if image is None:
-            raise ValueError("INFERENCE.MIN_BRIGHT_FRACTION needs the image the instances were found in")
-        out = filter_by_brightness(out, thresholded(image).mask, params.min_bright_fraction)
+        bright = thresholded(_needed(image, "INFERENCE.MIN_BRIGHT_FRACTION")).mask
+        out = filter_by_brightness(out, bright, params.min_bright_fraction)
     return out.sorted_by_score()
+
+
+def _needed(image: np.ndarray | None, key: str) -> np.ndarray:
+    if image is None:
+        raise ValueError(f"{key} needs the image the instances were found in")
+    return image

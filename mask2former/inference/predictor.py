@@ -138,7 +138,7 @@ class MyotubePredictor:
     ) -> Instances:
         """What predict.py keeps of :meth:`predict_all`'s candidates for an image it predicts whole:
         MIN_MASK_AREA, then the post-processing (score threshold first; ``params`` defaults to the
-        config's; ``image``, the one predicted, for INFERENCE.MIN_BRIGHT_FRACTION). F1 is scored on
+        config's; ``image``, the one predicted, for the steps that need it). F1 is scored on
         these."""
         params = params or PostprocessParams.from_cfg(self.cfg)
         if not len(candidates):  # a field where the model finds nothing
