@@ -150,6 +150,19 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
+def add_settings_argument(parser) -> None:
+    """``--setting NAME KEY VALUE [KEY VALUE ...]``, repeatable: named config changes from a model's
+    own, for the benchmarks that compare prediction settings on one model."""
+    parser.add_argument(
+        "--setting",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME KEY VALUE",
+        help="a named setting: config keys changed from the model's own (repeatable)",
+    )
+
+
 def synthetic_tube_masks(size: int, n: int, seed: int = 0) -> np.ndarray:
     """n random straight thick lines (bench inputs; no ground truth quality needed)."""
     import cv2

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from bench.common import REPO_ROOT, write_results
+from bench.common import REPO_ROOT, add_settings_argument, write_results
 from bench.real_two_stage import DEFAULT_DATA, PRESETS, list_fields, split_fields
 from mask2former.utils.run_files import FINAL
 
@@ -106,14 +106,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True, help="a training's folder (model_final.pth) or weights")
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder of *_myosin.png + *_myotube_mask.png")
     parser.add_argument("--fields", type=int, default=0, help="held-out fields to use (0: all)")
-    parser.add_argument(
-        "--setting",
-        nargs="+",
-        action="append",
-        default=[],
-        metavar="NAME KEY VALUE",
-        help="a named setting: config keys changed from the model's own (repeatable)",
-    )
+    add_settings_argument(parser)
     parser.add_argument(
         "--out",
         default=os.path.join(REPO_ROOT, "bench", "results", "postprocess_time.json"),

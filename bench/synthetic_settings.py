@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench.common import REPO_ROOT, write_results
+from bench.common import REPO_ROOT, add_settings_argument, write_results
 from mask2former.utils.run_files import FINAL
 
 OWN = "model's own"
@@ -57,14 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--model", default="output_stage2_manual", help="its training folder to score (default: %(default)s)"
     )
-    parser.add_argument(
-        "--setting",
-        nargs="+",
-        action="append",
-        default=[],
-        metavar="NAME KEY VALUE",
-        help="a named setting: config keys changed from the model's own (repeatable)",
-    )
+    add_settings_argument(parser)
     parser.add_argument(
         "--out",
         default=os.path.join(REPO_ROOT, "bench", "results", "synthetic_settings.json"),
