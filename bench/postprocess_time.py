@@ -76,7 +76,7 @@ def run(args) -> dict:
     for name in settings:
         seconds = shared + float(np.mean(post[name]))
         rows[name] = {
-            "postprocess_seconds_per_field": round(float(np.mean(post[name])), 4),
+            "postprocess_seconds_per_field": round(float(np.mean(post[name])), 6),
             "seconds_per_field": round(seconds, 4),
             "instances_per_field": round(float(np.mean(instances[name])), 2),
         }

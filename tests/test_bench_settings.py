@@ -38,4 +38,4 @@ def test_every_setting_post_processes_the_same_prediction(tmp_path):
     assert rows["split"]["instances_per_field"] >= rows["shipped"]["instances_per_field"]
     assert rows["score"]["instances_per_field"] == 0  # no score reaches 1.1
     for row in rows.values():
-        assert row["seconds_per_field"] >= row["postprocess_seconds_per_field"] > 0
+        assert row["seconds_per_field"] > row["postprocess_seconds_per_field"] >= 0
