@@ -440,7 +440,8 @@ def _inference_defaults(_C: CfgNode) -> None:
     # A mask in several separate parts is one instance per part: a myotube is one connected region.
     _C.INFERENCE.SPLIT_DISCONNECTED = False
     # A part smaller than this fraction of the mask's largest part is dropped, not kept as an
-    # instance: scraps along a mask's edge are not tubes.
+    # instance. Such parts were mostly scraps on generated fields and mostly tubes on real ones
+    # (docs/benchmarks.md).
     _C.INFERENCE.SPLIT_MIN_FRACTION = 0.0
     # Off by default: unions chain, and one instance covering two tubes pulls in every instance it
     # overlaps (on real fields this left a handful of instances per field; see docs/predict.md).
@@ -557,6 +558,10 @@ def _check_values(cfg: CfgNode, source) -> None:
     if not 0.0 <= cfg.INFERENCE.MIN_BRIGHT_FRACTION <= 1.0:
         raise ConfigError(
             where, f"INFERENCE.MIN_BRIGHT_FRACTION must be in [0, 1], got {cfg.INFERENCE.MIN_BRIGHT_FRACTION}"
+        )
+    if not 0.0 <= cfg.INFERENCE.SPLIT_MIN_FRACTION <= 1.0:
+        raise ConfigError(
+            where, f"INFERENCE.SPLIT_MIN_FRACTION must be in [0, 1], got {cfg.INFERENCE.SPLIT_MIN_FRACTION}"
         )
     if cfg.INFERENCE.SNAP_REACH < 0:
         raise ConfigError(where, f"INFERENCE.SNAP_REACH must be >= 0, got {cfg.INFERENCE.SNAP_REACH}")

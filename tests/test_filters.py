@@ -257,11 +257,14 @@ def test_snapping_then_splitting_cuts_a_mask_that_bridges_a_dark_gap():
         postprocess(instances([bridged], [0.9]), params)
 
 
-def test_negative_snap_reach_is_refused():
+@pytest.mark.parametrize(
+    "key, value", [("INFERENCE.SNAP_REACH", -1.0), ("INFERENCE.SPLIT_MIN_FRACTION", 1.5)]
+)
+def test_out_of_range_split_and_snap_settings_are_refused(key, value):
     from mask2former.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="INFERENCE.SNAP_REACH"):
-        tiny_cfg("INFERENCE.SNAP_REACH", -1.0)
+    with pytest.raises(ConfigError, match=key):
+        tiny_cfg(key, value)
 
 
 def test_empty_input():

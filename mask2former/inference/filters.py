@@ -111,7 +111,7 @@ def filter_by_score(instances: CroppedInstances, threshold: float) -> CroppedIns
 def split_disconnected(instances: CroppedInstances, min_fraction: float = 0.0) -> CroppedInstances:
     """One instance per 8-connected part of each mask; the largest part keeps the score, a smaller
     part gets the score times its share of the mask's area. A part smaller than ``min_fraction``
-    of the largest is a scrap of the mask's edge, not a tube: dropped."""
+    of the largest is dropped."""
     items = []
     for m in instances:
         count, labels, stats, _ = cv2.connectedComponentsWithStats(m.mask.astype(np.uint8), connectivity=8)
