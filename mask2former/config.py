@@ -555,16 +555,7 @@ def _check_values(cfg: CfgNode, source) -> None:
     _check_train_shares(cfg.DATASETS, where)
     if not 0.0 < cfg.TEST.AUG.FUSE_IOU < 1.0:
         raise ConfigError(where, f"TEST.AUG.FUSE_IOU must be in (0, 1), got {cfg.TEST.AUG.FUSE_IOU}")
-    if not 0.0 <= cfg.INFERENCE.MIN_BRIGHT_FRACTION <= 1.0:
-        raise ConfigError(
-            where, f"INFERENCE.MIN_BRIGHT_FRACTION must be in [0, 1], got {cfg.INFERENCE.MIN_BRIGHT_FRACTION}"
-        )
-    if not 0.0 <= cfg.INFERENCE.SPLIT_MIN_FRACTION <= 1.0:
-        raise ConfigError(
-            where, f"INFERENCE.SPLIT_MIN_FRACTION must be in [0, 1], got {cfg.INFERENCE.SPLIT_MIN_FRACTION}"
-        )
-    if cfg.INFERENCE.SNAP_REACH < 0:
-        raise ConfigError(where, f"INFERENCE.SNAP_REACH must be >= 0, got {cfg.INFERENCE.SNAP_REACH}")
+    _check_inference(cfg.INFERENCE, where)
     if not 0.0 <= cfg.SYNTHETIC.REPLAY < 1.0:
         raise ConfigError(where, f"SYNTHETIC.REPLAY must be in [0, 1), got {cfg.SYNTHETIC.REPLAY}")
     if cfg.SYNTHETIC.ENABLED or cfg.SYNTHETIC.REPLAY > 0:
@@ -575,14 +566,22 @@ def _check_values(cfg: CfgNode, source) -> None:
             "SOLVER.LR_SCHEDULER_NAME must be WarmupPolyLR or WarmupCosineLR, "
             f"got {cfg.SOLVER.LR_SCHEDULER_NAME!r}",
         )
-    if cfg.INFERENCE.INPUT_SCALE < 0:
+    if cfg.MODEL.DEVICE not in ("auto", "cpu", "cuda") and not str(cfg.MODEL.DEVICE).startswith("cuda:"):
+        raise ConfigError(where, f"MODEL.DEVICE must be auto, cpu or cuda, got {cfg.MODEL.DEVICE!r}")
+
+
+def _check_inference(inf: CfgNode, where: str | None) -> None:
+    if inf.INPUT_SCALE < 0:
         raise ConfigError(
             where,
             "INFERENCE.INPUT_SCALE must be > 0, or 0 for the scale recorded with the weights, "
-            f"got {cfg.INFERENCE.INPUT_SCALE}",
+            f"got {inf.INPUT_SCALE}",
         )
-    if cfg.MODEL.DEVICE not in ("auto", "cpu", "cuda") and not str(cfg.MODEL.DEVICE).startswith("cuda:"):
-        raise ConfigError(where, f"MODEL.DEVICE must be auto, cpu or cuda, got {cfg.MODEL.DEVICE!r}")
+    for key in ("MIN_BRIGHT_FRACTION", "SPLIT_MIN_FRACTION"):
+        if not 0.0 <= inf[key] <= 1.0:
+            raise ConfigError(where, f"INFERENCE.{key} must be in [0, 1], got {inf[key]}")
+    if inf.SNAP_REACH < 0:
+        raise ConfigError(where, f"INFERENCE.SNAP_REACH must be >= 0, got {inf.SNAP_REACH}")
 
 
 def save_config(cfg: CfgNode, path: str | os.PathLike) -> None:

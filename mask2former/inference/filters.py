@@ -52,7 +52,7 @@ import numpy as np
 from scipy.cluster.hierarchy import DisjointSet
 
 from ..annotate import AnnotatorParams
-from ..annotate.foreground import thresholded
+from ..annotate.foreground import Foreground, thresholded
 from ..config import get_cfg, score_threshold_in_force
 from ..measure.morphology import elongation
 from ..structures import CroppedInstances, CroppedMask, candidate_pairs, intersection_area, union_of
@@ -203,11 +203,11 @@ def postprocess(
 ) -> CroppedInstances:
     """All enabled steps in the order of the module doc; sorted by score, highest first.
     ``image``: the image the instances were found in; the snapping and bright-fraction steps need it."""
+    field = _field_foreground(image, params)
     out = filter_by_score(instances, params.score_threshold)
     if params.snap_reach > 0:
-        foreground = thresholded(_needed(image, "INFERENCE.SNAP_REACH"), fill_holes=True).mask
-        reach = params.snap_reach * AnnotatorParams().pixel_scale(*foreground.shape)
-        out = snap_to_foreground(out, foreground, reach)
+        reach = params.snap_reach * AnnotatorParams().pixel_scale(*field.mask.shape)
+        out = snap_to_foreground(out, field.mask, reach)
     if params.split_disconnected:
         out = split_disconnected(out, params.split_min_fraction)
     if params.duplicate_iou > 0:
@@ -223,12 +223,25 @@ def postprocess(
     if params.min_elongation > 0:
         out = filter_by_elongation(out, params.min_elongation)
     if params.min_bright_fraction > 0:
-        bright = thresholded(_needed(image, "INFERENCE.MIN_BRIGHT_FRACTION")).mask
-        out = filter_by_brightness(out, bright, params.min_bright_fraction)
+        # Above the threshold itself, before holes are filled.
+        out = filter_by_brightness(out, field.contrast > field.threshold, params.min_bright_fraction)
     return out.sorted_by_score()
 
 
-def _needed(image: np.ndarray | None, key: str) -> np.ndarray:
+def _field_foreground(image: np.ndarray | None, params: PostprocessParams) -> Foreground | None:
+    """The field's foreground threshold, computed once for the steps that need it (none: None);
+    with its small holes filled when outlines are snapped to it."""
+    needing = [
+        key
+        for key, on in (
+            ("INFERENCE.SNAP_REACH", params.snap_reach > 0),
+            ("INFERENCE.MIN_BRIGHT_FRACTION", params.min_bright_fraction > 0),
+        )
+        if on
+    ]
+    if not needing:
+        return None
     if image is None:
-        raise ValueError(f"{key} needs the image the instances were found in")
-    return image
+        verb = "needs" if len(needing) == 1 else "need"
+        raise ValueError(f"{' and '.join(needing)} {verb} the image the instances were found in")
+    return thresholded(image, fill_holes=params.snap_reach > 0)
