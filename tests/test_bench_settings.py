@@ -39,3 +39,42 @@ def test_every_setting_post_processes_the_same_prediction(tmp_path):
     assert rows["score"]["instances_per_field"] == 0  # no score reaches 1.1
     for row in rows.values():
         assert row["seconds_per_field"] > row["postprocess_seconds_per_field"] >= 0
+
+
+def test_the_foreground_ceiling_counts_whole_components_and_outline_pixels_apart():
+    import numpy as np
+
+    from bench.foreground_ceiling import error_anatomy
+
+    human = np.zeros((60, 60), bool)
+    human[10:20, 5:55] = True  # a tube
+    found = human.copy()
+    found[9, 5:55] = True  # one row too wide: an outline error
+    found[40:46, 20:40] = True  # debris the human mask does not have
+    found[10:20, 52:55] = False  # the tube's last 3 px missed: within the band of the found mask
+    errors = error_anatomy(found, human)
+    assert errors["false_px"] == 50 + 120
+    assert errors["false_in_lonely_components"] == 120
+    assert errors["false_near_outline"] == 50
+    assert errors["missed_px"] == 30
+    assert errors["missed_near_outline"] == 30
+    assert errors["missed_in_lonely_components"] == 0
+
+
+def test_the_foreground_ceiling_scores_the_default_and_a_per_field_best(tmp_path):
+    from bench import foreground_ceiling
+    from tests.test_bench_real import _write_fields
+
+    data = tmp_path / "fields"
+    _write_fields(data, [f"F_XY{k:02d}" for k in range(14)], seed=21)
+    out = tmp_path / "ceiling.json"
+    foreground_ceiling.main(["--data", str(data), "--out", str(out)])
+    result = json.loads(out.read_text())
+    for half in ("tuning", "heldout"):
+        r = result[half]
+        assert r["fields"] > 0
+        by_threshold = r["mean_iou_by_relative_threshold"]
+        assert r["mean_iou_default"] == by_threshold[str(r["default_relative_threshold"])]
+        # The per-field best is at least as good as any one threshold for every field.
+        assert r["mean_iou_best_per_field"] >= max(by_threshold.values()) - 1e-12
+        assert sum(r["best_relative_threshold_per_field"].values()) == r["fields"]
