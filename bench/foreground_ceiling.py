@@ -84,7 +84,9 @@ def score_half(paths: list[str], side: int, scale: float) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder of *_myosin.png + *_myotube_mask.png")
     parser.add_argument("--fields", type=int, default=0, help="score only the first N fields of each half")
     parser.add_argument(
