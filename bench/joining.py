@@ -77,9 +77,10 @@ def score(weights: str, work: str, max_gap: float | None = None, max_angle: floa
     joins = {"fixed_splits": 0, "wrong_joins": 0, "pieces_joined": 0}
     for record in load_coco_instances(gt, os.path.join(folder, "images")):
         truth = record_masks(record)
-        kept = predict_image(read_image(record["file_name"]), predictor, without)
+        image = read_image(record["file_name"])
+        kept = predict_image(image, predictor, without)
         evaluators["without"].add(truth, kept.to_instances())
-        joined = postprocess(kept, with_join)
+        joined = postprocess(kept, with_join, image)
         evaluators["with"].add(truth, joined.to_instances())
         for group in join_groups(kept, with_join.join_max_gap, with_join.join_max_angle):
             if len(group) < 2:

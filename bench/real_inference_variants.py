@@ -120,7 +120,7 @@ def main(argv=None) -> None:
         for rule, items in stitched.items():
             joined = CroppedInstances(image.shape[0], image.shape[1], items)
             for name, post in posts.items():
-                masks = postprocess(joined, post).to_instances().masks
+                masks = postprocess(joined, post, image).to_instances().masks
                 union = masks.any(axis=0) if len(masks) else np.zeros_like(human)
                 proxy = instance_proxy(singles, masks)
                 t = totals.setdefault(

@@ -253,6 +253,12 @@ def model_opts(plan: DemoPlan) -> list[str]:
         str(plan.image_size),
         "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES",
         str(plan.queries),
+        # The stage configs snap outlines and split masks for whole microscope fields; on the
+        # generated crops both cost F1@0.5 (bench/results/synthetic_settings.json).
+        "INFERENCE.SNAP_REACH",
+        "0",
+        "INFERENCE.SPLIT_DISCONNECTED",
+        "False",
     ]
 
 

@@ -503,3 +503,22 @@ def test_save_config_round_trips(tmp_path, source):
     assert _flatten(back) == _flatten(cfg)
     assert back == cfg
     assert load_config(out) == cfg
+
+
+def test_whole_field_configs_snap_and_split_and_the_demo_does_not():
+    """The stage configs (whole microscope fields) snap outlines and split masks; the demo's
+    generated crops, where both cost F1, and the config's own defaults do neither."""
+    from mask2former.config import get_cfg, load_config
+    from mask2former.demo import DemoPlan, model_opts
+
+    for name in (
+        "stage1_config.yaml",
+        "stage2_config.yaml",
+        "cpu_tiny/stage1_config.yaml",
+        "cpu_tiny/stage2_config.yaml",
+    ):
+        inf = load_config(os.path.join(REPO_ROOT, "configs", name)).INFERENCE
+        assert inf.SNAP_REACH > 0 and inf.SPLIT_DISCONNECTED, name
+        demo = load_config(os.path.join(REPO_ROOT, "configs", name), model_opts(DemoPlan())).INFERENCE
+        assert demo.SNAP_REACH == 0 and not demo.SPLIT_DISCONNECTED, name
+    assert get_cfg().INFERENCE.SNAP_REACH == 0 and not get_cfg().INFERENCE.SPLIT_DISCONNECTED

@@ -279,7 +279,17 @@ def test_predictor_scores_what_predict_py_keeps():
     tube, shifted, crossing = bar(50, 70, 10, 190), bar(54, 74, 14, 190), bar(0, 200, 100, 120)
     unsure = bar(150, 170, 10, 190)
     candidates = Instances(np.stack([tube, shifted, crossing, unsure]), [0.9, 0.8, 0.7, 0.3])
-    settings = ("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.5, "INFERENCE.MIN_AREA", 0)
+    settings = (
+        "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD",
+        0.5,
+        "INFERENCE.MIN_AREA",
+        0,
+        # No image here, and the steps that need one (on in the stage configs) are not the point.
+        "INFERENCE.SNAP_REACH",
+        0,
+        "INFERENCE.SPLIT_DISCONNECTED",
+        False,
+    )
     kept = MyotubePredictor(tiny_cfg(*settings, "INFERENCE.DUPLICATE_IOU", 0.5), device="cpu").kept(
         candidates
     )

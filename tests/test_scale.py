@@ -108,6 +108,12 @@ def _predict(weights, image_path, out, *flags):
             "0",
             "INFERENCE.REMOVE_CONTAINED",
             "False",
+            # The stage configs snap outlines to each image's own threshold, at its own pixels;
+            # compared here is what the model sees.
+            "INFERENCE.SNAP_REACH",
+            "0",
+            "INFERENCE.SPLIT_DISCONNECTED",
+            "False",
         ]
     )
     assert rc == 0
