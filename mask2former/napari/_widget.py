@@ -36,7 +36,18 @@ from .core import (
 )
 
 MODEL, ANNOTATOR = "trained model", "classical annotator"
-TABLE_COLUMNS = ("id", "score", "area", "length", "width_mean", "branch_points")
+# Columns of the measurement table (mask2former.measure.table) shown in the widget, in pixels: the
+# widget measures the instances without a pixel size.
+TABLE_COLUMNS = tuple(
+    c.format(u="px") for c in ("id", "score", "area_{u}2", "length_{u}", "width_mean_{u}", "branch_points")
+)
+
+
+def _cell_text(value) -> str:
+    """Four significant digits, but whole numbers from 1000 up (areas in px², not 3.072e+04)."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 class MyotubeWidget(QWidget):
@@ -187,10 +198,7 @@ class MyotubeWidget(QWidget):
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, key in enumerate(TABLE_COLUMNS):
-                value = row.get(key, row.get(f"{key}_px", ""))
-                self.table.setItem(
-                    r, c, QTableWidgetItem(f"{value:.4g}" if isinstance(value, float) else str(value))
-                )
+                self.table.setItem(r, c, QTableWidgetItem(_cell_text(row[key])))
 
     # ----------------------------------------------------------------------- save
 

@@ -32,6 +32,11 @@ def test_predict_edit_and_save_in_a_real_window(make_napari_viewer, tmp_path):
     assert found is not None, widget.status.text()
     assert TOP in viewer.layers and UNDER in viewer.layers
     assert widget.table.rowCount() == len(found)
+    assert all(
+        widget.table.item(r, c).text()
+        for r in range(widget.table.rowCount())
+        for c in range(widget.table.columnCount())
+    ), "every measurement shown"
     # A correction made the way napari's paint brush makes it: a new id painted over the field.
     top = viewer.layers[TOP]
     new_id = int(top.data.max()) + 1
