@@ -31,11 +31,6 @@ RELATIVE_THRESHOLDS = (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.1
 BAND = 3  # px: a wrong pixel this close to the other mask's outline is an outline error
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 1.0
-
-
 def error_anatomy(found: np.ndarray, human: np.ndarray) -> dict[str, int]:
     """Wrong pixels of ``found`` against ``human``: in components the other mask barely touches
     (under 20 % of the component), or within ``BAND`` px of the other mask."""
@@ -56,6 +51,7 @@ def error_anatomy(found: np.ndarray, human: np.ndarray) -> dict[str, int]:
 def score_half(paths: list[str], side: int, scale: float) -> dict:
     from mask2former.annotate import AnnotatorParams
     from mask2former.annotate.foreground import foreground_mask
+    from mask2former.evaluation.metrics import semantic_iou_dice_binary
 
     default = AnnotatorParams().relative_threshold
     per_setting = {r: [] for r in RELATIVE_THRESHOLDS}
@@ -64,7 +60,7 @@ def score_half(paths: list[str], side: int, scale: float) -> dict:
         image, human = load_field(path, side)
         for r in RELATIVE_THRESHOLDS:
             found = foreground_mask(image, AnnotatorParams(scale=scale, relative_threshold=r)).mask
-            per_setting[r].append(iou(found, human))
+            per_setting[r].append(semantic_iou_dice_binary(human, found)["iou"])
             if r == default:
                 for k, v in error_anatomy(found, human).items():
                     anatomy[k] = anatomy.get(k, 0) + v

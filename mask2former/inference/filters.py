@@ -118,13 +118,13 @@ def split_disconnected(instances: CroppedInstances, min_fraction: float = 0.0) -
         if count <= 2:  # background and one part
             items.append(m)
             continue
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        largest = int(np.argmax(areas)) + 1
-        for part in range(1, count):
-            if areas[part - 1] < min_fraction * areas[largest - 1]:
+        areas = stats[1:, cv2.CC_STAT_AREA]  # part k is label k + 1
+        largest = int(np.argmax(areas))
+        for k, area in enumerate(areas):
+            if area < min_fraction * areas[largest]:
                 continue
-            score = m.score if part == largest else m.score * float(areas[part - 1]) / m.area
-            items.append(CroppedMask.from_mask(labels == part, score, m.y0, m.x0))
+            score = m.score if k == largest else m.score * float(area) / m.area
+            items.append(CroppedMask.from_mask(labels == k + 1, score, m.y0, m.x0))
     return instances.with_items(items)
 
 

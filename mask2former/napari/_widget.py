@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from ..config import config_path
 from ..errors import MyotubeError
+from ..measure.morphology import unit_suffix
 from ..structures import CroppedInstances
 from .core import (
     TOP,
@@ -36,10 +37,11 @@ from .core import (
 )
 
 MODEL, ANNOTATOR = "trained model", "classical annotator"
-# Columns of the measurement table (mask2former.measure.table) shown in the widget, in pixels: the
-# widget measures the instances without a pixel size.
+# Columns of the measurement table (mask2former.measure.table) shown in the widget, in the unit of
+# a measurement without a pixel size, as the widget measures.
 TABLE_COLUMNS = tuple(
-    c.format(u="px") for c in ("id", "score", "area_{u}2", "length_{u}", "width_mean_{u}", "branch_points")
+    c.format(u=unit_suffix(None))
+    for c in ("id", "score", "area_{u}2", "length_{u}", "width_mean_{u}", "branch_points")
 )
 
 
