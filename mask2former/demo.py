@@ -58,8 +58,10 @@ STAGE1 = "Stage 1 (annotator labels)"
 STAGE2 = "Stage 2 (Stage 1 + manual)"
 STAGE2_ONLY = "Stage 2 only (manual, from the base)"
 SCRATCH = "Stage 2 from scratch (manual, random weights)"
-# Rows scored again with test-time augmentation (TEST.AUG, predict.py --tta), under this suffix.
+# Rows scored again with the other test-time augmentation setting than their model's config
+# (TEST.AUG, predict.py --tta / --no-tta), under these suffixes.
 FLIPS_SUFFIX = ", four flips fused (--tta)"
+ONE_PASS_SUFFIX = ", one pass (--no-tta)"
 
 
 MANUAL_TRAIN, ALGORITHMIC_TRAIN = "myotube_manual_train", "myotube_algorithmic_train"
@@ -140,7 +142,8 @@ class DemoPlan:
     stage2_mix: float = field(default_factory=shipped_stage2_mix)
     # Train the comparison rows (Stage 2 only, from scratch); off for quick A/B runs of the two stages.
     comparisons: bool = True
-    # Also score the base alone and Stage 2 with test-time augmentation (predict.py --tta).
+    # Also score the base alone and Stage 2 with the other test-time augmentation setting than
+    # their config's: the base with the four flips fused (--tta), Stage 2 without (--no-tta).
     tta_rows: bool = True
 
     @classmethod
@@ -541,12 +544,9 @@ def write_tables(table: dict, output: str, plan: DemoPlan) -> str:
         os.path.join(output, "demo_results.md"),
         markdown + "\n\nWhere each method goes wrong (counts over the held-out fields):\n\n" + errors + "\n",
     )
-    thresholds = f"score threshold {table['score_threshold']}"
-    rows = table["results"]
-    flipped = [row["score_threshold"] for name, row in rows.items() if name.endswith(FLIPS_SUFFIX)]
-    if flipped:
-        thresholds += f", {flipped[0]} for the rows with --tta"
-    return f"\n=== Held-out results ({plan.heldout_images} fields, {thresholds})\n{markdown}\n\n{errors}"
+    settings = table["score_thresholds"].items()
+    thresholds = "; ".join(f"{label} at score threshold {t}" for label, t in settings)
+    return f"\n=== Held-out results ({plan.heldout_images} fields; {thresholds})\n{markdown}\n\n{errors}"
 
 
 def run_demo(output: str, plan: DemoPlan, workers: int = 2) -> dict:
@@ -620,31 +620,35 @@ def evaluate_on_heldout(
     device: str = "cpu",
     augmented: tuple[str, ...] = (),
 ) -> dict:
-    """Annotator and each model against the held-out ground truth (same images, same metrics); the
-    models named in ``augmented`` once more with test-time augmentation (row name + FLIPS_SUFFIX).
+    """Annotator and each model against the held-out ground truth (same images, same metrics), each
+    model as its config predicts (as ``predict.py`` runs it); the models named in ``augmented`` once
+    more with the other test-time augmentation setting (row name + FLIPS_SUFFIX or ONE_PASS_SUFFIX).
 
     The fields are crops drawn at ``pixel_scale`` of a 1500 px field; the annotator is told so,
-    as the demo's Stage 1 annotation run is (``--scale``). ``score_threshold``: the models' own,
-    without augmentation; each row records the one it was scored with.
+    as the demo's Stage 1 annotation run is (``--scale``). Each row records whether the four flips
+    were fused and the score threshold it was scored with; ``score_thresholds`` sums them up.
     """
     records = load_coco_instances(gt_json, image_dir)
-    threshold = None
     results: dict[str, dict] = {"Classical annotator": score_annotator(records, pixel_scale)}
-    runs = [(name, source, False) for name, source in models.items()]
-    runs += [(name + FLIPS_SUFFIX, models[name], True) for name in augmented if name in models]
-    for name, source, flips in runs:
+    thresholds: dict[str, float] = {}
+    runs = [(name, source, None) for name, source in models.items()]
+    runs += [(name, models[name], "other") for name in augmented if name in models]
+    for name, source, setting in runs:
         # A training's model_final.pth or a named model: either carries the config it was trained with.
         weights = os.path.join(source, FINAL) if os.path.isdir(source) else source
         cfg = checkpoint_config(weights)
         cfg.MODEL.DEVICE = device
-        cfg.TEST.AUG.ENABLED = flips
+        if setting == "other":
+            cfg.TEST.AUG.ENABLED = not cfg.TEST.AUG.ENABLED
+            name += FLIPS_SUFFIX if cfg.TEST.AUG.ENABLED else ONE_PASS_SUFFIX
         cfg.freeze()
-        if not flips:
-            threshold = score_threshold_in_force(cfg)
+        flips = bool(cfg.TEST.AUG.ENABLED)
+        thresholds.setdefault("four flips fused" if flips else "one pass", score_threshold_in_force(cfg))
         predictor = MyotubePredictor(cfg, weights=weights, device=device)
         results[name] = evaluate_predictor(predictor, records, cfg, desc=name)
         results[name].pop("per_image", None)
-    return {"results": results, "score_threshold": threshold}
+        results[name]["flips"] = flips
+    return {"results": results, "score_thresholds": thresholds}
 
 
 def draw_overview(

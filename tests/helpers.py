@@ -48,9 +48,10 @@ TINY = os.path.join(REPO_ROOT, "configs", "cpu_tiny")
 TINY_STAGE1 = os.path.join(TINY, "stage1_config.yaml")
 TINY_STAGE2 = os.path.join(TINY, "stage2_config.yaml")
 
-# The presets start Stage 1 from the shipped base model with its 64 queries; unit tests build a
-# random 16-query model unless they say otherwise.
-UNIT_DEFAULTS = ("MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16)
+# The presets start Stage 1 from the shipped base model with its 64 queries and predict with the
+# four flips fused; unit tests build a random 16-query model that predicts each tile once unless
+# they say otherwise.
+UNIT_DEFAULTS = ("MODEL.WEIGHTS", "", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 16, "TEST.AUG.ENABLED", False)
 # The tiny architecture's backbone is a ResNet; tests of Swin-only paths (the detectron2 bridge)
 # ask for the Swin.
 SWIN_TINY = ("MODEL.BACKBONE.NAME", "swin")

@@ -44,11 +44,19 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
         "Stage 2 from scratch (manual, random weights)",
         "Exact labels, same budget (ceiling)",
         "Base model alone (myotube-base, no training), four flips fused (--tta)",
-        "Stage 2 (Stage 1 + manual), four flips fused (--tta)",
+        "Stage 2 (Stage 1 + manual), one pass (--no-tta)",
     }
-    # The rows with test-time augmentation are scored at its own threshold.
-    flipped = rows["Stage 2 (Stage 1 + manual), four flips fused (--tta)"]
-    assert flipped["score_threshold"] == 0.4 != rows["Stage 2 (Stage 1 + manual)"]["score_threshold"]
+    # Each model predicts as its config says: the trained ones (the stage configs) with the four
+    # flips fused, the base alone (its pretraining config) in one pass; the extra rows the other way,
+    # each at the threshold of its setting.
+    one_pass = rows["Stage 2 (Stage 1 + manual), one pass (--no-tta)"]
+    assert {name for name, row in rows.items() if row.get("flips") is False} == {
+        "Base model alone (myotube-base, no training)",
+        "Stage 2 (Stage 1 + manual), one pass (--no-tta)",
+    }
+    assert sum(bool(row.get("flips")) for row in rows.values()) == len(rows) - 3  # all but the annotator
+    assert rows["Stage 2 (Stage 1 + manual)"]["score_threshold"] == 0.4 != one_pass["score_threshold"]
+    assert results["score_thresholds"] == {"one pass": 0.7, "four flips fused": 0.4}
     # Stage 1 starts from the shipped base model; the from-scratch comparison from random weights.
     assert "WEIGHTS: myotube-base" in (out / "output_stage1_algorithmic" / "config.yaml").read_text()
     assert "WEIGHTS: ''" in (out / "output_stage2_scratch" / "config.yaml").read_text()

@@ -331,3 +331,16 @@ def test_tta_flag_predicts_tiles_with_flips_and_records_it(tmp_path, capsys):
     rows = read_csv(out / "field_measurements.csv")
     assert rows and all(float(r["score"]) >= 0.01 for r in rows)
     assert tifffile.imread(out / "field_labels.tif").shape == (200, 180)
+
+
+def test_the_model_config_decides_the_flips_unless_a_flag_says_otherwise(tmp_path, capsys):
+    weights = save_tiny_checkpoint(tmp_path / "model_final.pth", opts=("TEST.AUG.ENABLED", True))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "field.tif", draw_field(120, 120, [([(10, 20), (110, 100)], 9)])[1])
+    for flags, expected in (([], True), (["--no-tta"], False), (["--tta"], True)):
+        out = tmp_path / f"out{len(flags)}{'-'.join(flags)}"
+        args = ["--weights", weights, "--input", str(inputs), "--output", str(out), "--device", "cpu"]
+        rc = run_cli([*args, "--no-progress", *flags])
+        assert rc == 0, capsys.readouterr().err
+        assert yaml.safe_load((out / "config.yaml").read_text())["TEST"]["AUG"]["ENABLED"] is expected, flags

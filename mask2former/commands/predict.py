@@ -28,6 +28,7 @@ Examples (installed, the same command is myotube-predict):
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -262,9 +263,11 @@ def _prediction_flags(model) -> None:
     )
     model.add_argument(
         "--tta",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="test-time augmentation: predict the four flips of every image and fuse them; more "
-        "accurate, slower (TEST.AUG.ENABLED; docs/predict.md)",
+        "accurate, slower; --no-tta predicts each tile once (TEST.AUG.ENABLED; default: the "
+        "model's config, on in the stage configs; docs/predict.md)",
     )
 
 

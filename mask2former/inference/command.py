@@ -244,7 +244,7 @@ def predict_command(
     tile_size: int | None = None,
     tile_overlap: float | None = None,
     score_threshold: float | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     device: str | None = None,
     opts: Sequence[str] = (),
 ) -> int:
@@ -258,7 +258,7 @@ def predict_command(
         "tile_size": tile_size,
         "tile_overlap": tile_overlap,
         "score_threshold": score_threshold,
-        "tta": True if tta else None,
+        "tta": tta,  # None: the config's TEST.AUG.ENABLED
         "device": device,
         "scale": scale,
         "z_project": request.z_project or None,

@@ -37,6 +37,12 @@ from .core import (
 )
 
 MODEL, ANNOTATOR = "trained model", "classical annotator"
+# The flips choice → predict_instances(tta=...): None keeps the model's TEST.AUG.ENABLED.
+FLIP_CHOICES = {
+    "as the model's config": None,
+    "four flips fused (--tta): more accurate, slower": True,
+    "one pass (--no-tta): faster": False,
+}
 # Columns of the measurement table (mask2former.measure.table) shown in the widget, in the unit of
 # a measurement without a pixel size, as the widget measures.
 TABLE_COLUMNS = tuple(
@@ -73,7 +79,9 @@ class MyotubeWidget(QWidget):
         self.config.setPlaceholderText("the config stored with the model")
         self.channel = QLineEdit("")
         self.channel.setPlaceholderText("index or name, for multi-channel images")
-        self.flips = QCheckBox("fuse the four flips (--tta): more accurate, slower")
+        # Test-time augmentation as predict.py has it: the model's config, --tta or --no-tta.
+        self.flips = QComboBox()
+        self.flips.addItems(list(FLIP_CHOICES))
         self.predict_button = QPushButton("Predict")
         self.predict_button.clicked.connect(lambda: self.predict())
         self.progress = QProgressBar()
@@ -93,10 +101,10 @@ class MyotubeWidget(QWidget):
         form.addRow("weights", weights_row)
         form.addRow("config", self.config)
         form.addRow("channel", self.channel)
+        form.addRow("flips", self.flips)
         form.addRow("save to", self.save_folder)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.flips)
         layout.addWidget(self.predict_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -173,7 +181,7 @@ class MyotubeWidget(QWidget):
             image_path,
             self.config.text().strip() or None,
             self.weights.text().strip(),
-            tta=self.flips.isChecked(),
+            tta=FLIP_CHOICES[self.flips.currentText()],
         )
 
     def _show(self, instances: CroppedInstances, image_layer) -> None:

@@ -48,18 +48,16 @@ def model_choices() -> list[str]:
 
 
 def predict_instances(
-    image: np.ndarray, image_path: str | None, config: str | None, weights: str, tta: bool = False
+    image: np.ndarray, image_path: str | None, config: str | None, weights: str, tta: bool | None = None
 ) -> CroppedInstances:
     """A model's instances in a layer's image, as ``predict.py`` finds them in its file: the same
     config (``config``, or the one ``weights`` carries), the same predictor builder, the same scale
     rule (the file's pixel size against the model's, when both are known) and tiling; ``tta`` as
-    ``predict.py --tta``."""
+    ``predict.py --tta`` (True) or ``--no-tta`` (False), None as the config has it."""
     from ..inference.command import build_predictor, config_overrides, prediction_config
     from ..inference.image_pipeline import StageTimer, predict_at_model_scale
 
-    overrides = config_overrides(
-        {"tta": True if tta else None}, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "auto"]
-    )
+    overrides = config_overrides({"tta": tta}, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "auto"])
     cfg = prediction_config(config or None, weights, overrides)
     cfg.freeze()
     predictor, options = build_predictor(cfg, progress=False)

@@ -15,7 +15,7 @@ if not os.environ.get("DISPLAY"):
     pytest.skip("no display: run under xvfb-run (make test-gui)", allow_module_level=True)
 
 from mask2former.napari._reader import napari_get_reader  # noqa: E402
-from mask2former.napari._widget import ANNOTATOR, MyotubeWidget  # noqa: E402
+from mask2former.napari._widget import ANNOTATOR, FLIP_CHOICES, MyotubeWidget  # noqa: E402
 from mask2former.napari.core import TOP, UNDER  # noqa: E402
 from tests.helpers import TINY_STAGE2, field_image, predict, save_tiny_model  # noqa: E402
 
@@ -28,6 +28,8 @@ def test_predict_edit_and_save_in_a_real_window(make_napari_viewer, tmp_path):
     viewer.window.add_dock_widget(widget)
     widget.weights.setText(str(save_tiny_model(tmp_path / "model.pth")))
     widget.config.setText(TINY_STAGE2)
+    # The flips follow the model's config (on in the stage configs) until the user picks otherwise.
+    assert FLIP_CHOICES[widget.flips.currentText()] is None
     found = widget.predict()
     assert found is not None, widget.status.text()
     assert TOP in viewer.layers and UNDER in viewer.layers
