@@ -102,6 +102,8 @@ def _predict(weights, image_path, out, *flags):
             "--device",
             "cpu",
             "--no-progress",
+            # One pass: fused flips average four views, which blurs the scale difference looked at.
+            "--no-tta",
             *flags,
             "--opts",
             "INFERENCE.MIN_AREA",
