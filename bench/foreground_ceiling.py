@@ -10,7 +10,11 @@ how well that threshold fits the masks. This bench measures the bound on the rea
 - the best threshold of each field on its own (an oracle: it needs the human mask), which says how
   much a per-field choice could add;
 - where the default foreground's errors lie: wrong pixels in whole components the other mask does
-  not have, or within 3 px of the other mask's outline.
+  not have, or within 3 px of the other mask's outline;
+- whether the human outline can be learned instead: a logistic-regression pixel classifier on the
+  field's contrast at five scales (``learned_foreground``), fitted once on the 5 manual fields of
+  the two-stage recipe (what Stage 2 sees) and once on the whole tuning half (eight times as many
+  hand-drawn fields), each scored on the held-out half.
 
     python -m bench.foreground_ceiling                # bench/results/foreground_ceiling.json
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -29,6 +34,7 @@ from bench.real_two_stage import DEFAULT_DATA, REFERENCE_SIZE, RealPlan, list_fi
 
 RELATIVE_THRESHOLDS = (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.14)
 BAND = 3  # px: a wrong pixel this close to the other mask's outline is an outline error
+SAMPLES_PER_FIELD = 100_000  # pixels each training field gives the pixel classifier
 
 
 def error_anatomy(found: np.ndarray, human: np.ndarray) -> dict[str, int]:
@@ -45,6 +51,109 @@ def error_anatomy(found: np.ndarray, human: np.ndarray) -> dict[str, int]:
         out[f"{name}_px"] = int(wrong.sum())
         out[f"{name}_in_lonely_components"] = int((wrong & lonely[labels]).sum())
         out[f"{name}_near_outline"] = int((wrong & near & ~lonely[labels]).sum())
+    return out
+
+
+def pixel_features(image: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W, F) float32: the field's contrast in units of its own foreground threshold (so that
+    fields of any brightness share one scale), with its smoothed value, gradient and curvature at
+    five scales from 1 to 16 px, and its logarithm."""
+    from skimage.feature import multiscale_basic_features
+
+    from mask2former.annotate import AnnotatorParams
+    from mask2former.annotate.foreground import thresholded
+
+    fg = thresholded(image, AnnotatorParams(scale=scale))
+    contrast = fg.contrast / max(fg.threshold, 1e-6)
+    scales = multiscale_basic_features(contrast, sigma_min=1, sigma_max=16, num_sigma=5)
+    log_contrast = np.log1p(np.clip(contrast, 0, None))[..., None]
+    return np.concatenate([scales, log_contrast], axis=-1).astype(np.float32)
+
+
+@dataclass
+class PixelClassifier:
+    """Logistic regression on standardised :func:`pixel_features`."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        z = ((features - self.mean) / self.std) @ self.weights + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
+def fit_pixel_classifier(
+    fields: list[tuple[np.ndarray, np.ndarray]], seed: int = 0, ridge: float = 1e-3, steps: int = 20
+) -> PixelClassifier:
+    """Newton's method (iteratively reweighted least squares) on ``SAMPLES_PER_FIELD`` pixels of
+    each (features, human mask) pair; ``ridge`` keeps the system well conditioned."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for features, human in fields:
+        pick = rng.choice(human.size, min(SAMPLES_PER_FIELD, human.size), replace=False)
+        xs.append(features.reshape(-1, features.shape[-1])[pick])
+        ys.append(human.ravel()[pick])
+    x, y = np.concatenate(xs).astype(np.float64), np.concatenate(ys).astype(np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    x = np.hstack([(x - mean) / std, np.ones((len(x), 1))])
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + ridge * len(x) * np.eye(x.shape[1])
+        w -= np.linalg.solve(hessian, x.T @ (p - y) + ridge * len(x) * w)
+    as32 = np.float32
+    return PixelClassifier(mean.astype(as32), std.astype(as32), w[:-1].astype(as32), float(w[-1]))
+
+
+def learned_foreground(image: np.ndarray, classifier: PixelClassifier, scale: float) -> np.ndarray:
+    """The classifier's foreground (probability above one half), cleaned as the annotator cleans
+    its threshold: holes filled, debris and round cells dropped."""
+    from scipy import ndimage as ndi
+
+    from mask2former.annotate import AnnotatorParams
+    from mask2former.annotate.foreground import remove_non_myotube_components
+
+    params = AnnotatorParams(scale=scale)
+    mask = ndi.binary_fill_holes(classifier.probability(pixel_features(image, scale)) > 0.5)
+    return remove_non_myotube_components(mask, params, params.pixel_scale(*mask.shape))
+
+
+def learned_outline(splits: dict[str, list[str]], side: int, scale: float) -> dict:
+    """Mean IoU of the pixel classifier against the human masks, fitted on the manual fields and
+    on the whole tuning half, next to the default threshold on the same fields."""
+    from mask2former.annotate import AnnotatorParams
+    from mask2former.annotate.foreground import foreground_mask
+    from mask2former.evaluation.metrics import semantic_iou_dice_binary
+
+    def fields(paths):
+        return [load_field(p, side) for p in sorted(paths)]
+
+    def training(paths):
+        return [(pixel_features(image, scale), human) for image, human in fields(paths)]
+
+    def mean_iou(paths, classifier=None):
+        found = (
+            (foreground_mask(image, AnnotatorParams(scale=scale)).mask if classifier is None
+             else learned_foreground(image, classifier, scale), human)
+            for image, human in tqdm(fields(paths), desc="fields", leave=False)
+        )  # fmt: skip
+        return float(np.mean([semantic_iou_dice_binary(human, mask)["iou"] for mask, human in found]))
+
+    tuning = splits["pool"] + splits["manual"]
+    out = {}
+    for name, fit_on in (("fitted_on_manual_fields", splits["manual"]), ("fitted_on_tuning_half", tuning)):
+        classifier = fit_pixel_classifier(training(fit_on))
+        out[name] = {
+            "fields_fitted": len(fit_on),
+            "mean_iou_fitted_fields": mean_iou(fit_on, classifier),
+            "mean_iou_fitted_fields_default_threshold": mean_iou(fit_on),
+            "mean_iou_heldout": mean_iou(splits["heldout"], classifier),
+        }
+        if name == "fitted_on_manual_fields":
+            out[name]["mean_iou_tuning_pool"] = mean_iou(splits["pool"], classifier)
+        print(f"{name}: held-out {out[name]['mean_iou_heldout']:.3f}", flush=True)
     return out
 
 
@@ -108,6 +217,7 @@ def main(argv=None) -> None:
             f"{name}: default {r['mean_iou_default']:.3f}, best per field {r['mean_iou_best_per_field']:.3f}",
             flush=True,
         )
+    result["learned_outline"] = learned_outline(splits, side, plan.pixel_scale)
     write_results(args.out, result, with_torch=False)
 
 

@@ -61,6 +61,34 @@ def test_the_foreground_ceiling_counts_whole_components_and_outline_pixels_apart
     assert errors["missed_in_lonely_components"] == 0
 
 
+def test_a_pixel_classifier_learns_an_outline_drawn_wider_than_the_threshold():
+    import cv2
+    import numpy as np
+
+    from bench.foreground_ceiling import fit_pixel_classifier, learned_foreground, pixel_features
+    from mask2former.annotate import AnnotatorParams
+    from mask2former.annotate.foreground import foreground_mask
+    from mask2former.data.synthetic import generate_field
+    from mask2former.evaluation.metrics import semantic_iou_dice_binary
+
+    scale, wider = 0.5, np.ones((7, 7), np.uint8)
+
+    def field(seed):
+        image = generate_field(256, seed=seed, pixel_scale=scale).image
+        default = foreground_mask(image, AnnotatorParams(scale=scale)).mask
+        return image, default, cv2.dilate(default.astype(np.uint8), wider).astype(bool)  # 3 px wider
+
+    fitted = [(pixel_features(image, scale), human) for image, _, human in map(field, (1, 2))]
+    classifier = fit_pixel_classifier(fitted)
+    image, default, human = field(3)
+    learned = learned_foreground(image, classifier, scale)
+    assert learned.sum() > default.sum()
+    assert (
+        semantic_iou_dice_binary(human, learned)["iou"]
+        > semantic_iou_dice_binary(human, default)["iou"] + 0.05
+    )
+
+
 def test_the_foreground_ceiling_scores_the_default_and_a_per_field_best(tmp_path):
     from bench import foreground_ceiling
     from tests.test_bench_real import _write_fields
@@ -78,3 +106,8 @@ def test_the_foreground_ceiling_scores_the_default_and_a_per_field_best(tmp_path
         # The per-field best is at least as good as any one threshold for every field.
         assert r["mean_iou_best_per_field"] >= max(by_threshold.values()) - 1e-12
         assert sum(r["best_relative_threshold_per_field"].values()) == r["fields"]
+    learned = result["learned_outline"]
+    assert learned["fitted_on_tuning_half"]["fields_fitted"] == result["tuning"]["fields"]
+    assert 0 < learned["fitted_on_manual_fields"]["fields_fitted"] < result["tuning"]["fields"]
+    for fit in learned.values():
+        assert all(0.0 <= v <= 1.0 for k, v in fit.items() if k.startswith("mean_iou"))
