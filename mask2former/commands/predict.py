@@ -46,7 +46,7 @@ MODEL_FLAGS = {
     "tile_size": "--tile-size",
     "tile_overlap": "--tile-overlap",
     "score_threshold": "--score-threshold",
-    "tta": "--tta",
+    "tta": "--tta/--no-tta",
     "device": "--device",
     "opts": "--opts",
 }
@@ -259,7 +259,7 @@ def _prediction_flags(model) -> None:
         default=None,
         metavar="S",
         help="minimum instance score (MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD; "
-        "TEST.AUG.OBJECT_MASK_THRESHOLD with --tta)",
+        "TEST.AUG.OBJECT_MASK_THRESHOLD with the four flips fused)",
     )
     model.add_argument(
         "--tta",
