@@ -111,6 +111,7 @@ def bench_model(arch: str, sizes: list[int], repeats: int, device: str, folder: 
                     "image": f"{size}x{size}",
                     "tile_size": options.tile_size,
                     "tiles": len(tile_grid(size, size, options.tile_size, options.tile_overlap)),
+                    "four_flips_fused": bool(cfg.TEST.AUG.ENABLED),
                     "seconds_per_image": round(seconds, 3),
                     "stages": _stages(timer),
                     "instances": int(result.summary["myotubes"]),
