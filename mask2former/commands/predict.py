@@ -267,7 +267,7 @@ def _prediction_flags(model) -> None:
         default=None,
         help="test-time augmentation: predict the four flips of every image and fuse them; more "
         "accurate, slower; --no-tta predicts each tile once (TEST.AUG.ENABLED; default: the "
-        "model's config, on in the stage configs; docs/predict.md)",
+        "model's config, on in the CPU presets configs/cpu_tiny; docs/predict.md)",
     )
 
 
