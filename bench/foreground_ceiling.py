@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -85,10 +86,11 @@ class PixelClassifier:
 
 
 def fit_pixel_classifier(
-    fields: list[tuple[np.ndarray, np.ndarray]], seed: int = 0, ridge: float = 1e-3, steps: int = 20
+    fields: Iterable[tuple[np.ndarray, np.ndarray]], seed: int = 0, ridge: float = 1e-3, steps: int = 20
 ) -> PixelClassifier:
     """Newton's method (iteratively reweighted least squares) on ``SAMPLES_PER_FIELD`` pixels of
-    each (features, human mask) pair; ``ridge`` keeps the system well conditioned."""
+    each (features, human mask) pair, taken as the pairs come so that one field's features are in
+    memory at a time; ``ridge`` keeps the system well conditioned."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for features, human in fields:
@@ -107,53 +109,67 @@ def fit_pixel_classifier(
     return PixelClassifier(mean.astype(as32), std.astype(as32), w[:-1].astype(as32), float(w[-1]))
 
 
-def learned_foreground(image: np.ndarray, classifier: PixelClassifier, scale: float) -> np.ndarray:
-    """The classifier's foreground (probability above one half), cleaned as the annotator cleans
-    its threshold: holes filled, debris and round cells dropped."""
+def cleaned_foreground(probability: np.ndarray, scale: float) -> np.ndarray:
+    """Probability above one half, cleaned as the annotator cleans its threshold: holes filled,
+    debris and round cells dropped."""
     from scipy import ndimage as ndi
 
     from mask2former.annotate import AnnotatorParams
     from mask2former.annotate.foreground import remove_non_myotube_components
 
     params = AnnotatorParams(scale=scale)
-    mask = ndi.binary_fill_holes(classifier.probability(pixel_features(image, scale)) > 0.5)
+    mask = ndi.binary_fill_holes(probability > 0.5)
     return remove_non_myotube_components(mask, params, params.pixel_scale(*mask.shape))
+
+
+def learned_foreground(image: np.ndarray, classifier: PixelClassifier, scale: float) -> np.ndarray:
+    """The classifier's foreground of ``image`` (:func:`cleaned_foreground`)."""
+    return cleaned_foreground(classifier.probability(pixel_features(image, scale)), scale)
 
 
 def learned_outline(splits: dict[str, list[str]], side: int, scale: float) -> dict:
     """Mean IoU of the pixel classifier against the human masks, fitted on the manual fields and
-    on the whole tuning half, next to the default threshold on the same fields."""
+    on the whole tuning half, next to the default threshold on the same fields. Each field is read
+    and described once for the scores; the fits read their fields once more."""
     from mask2former.annotate import AnnotatorParams
     from mask2former.annotate.foreground import foreground_mask
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
 
-    def fields(paths):
-        return [load_field(p, side) for p in sorted(paths)]
+    fits = {
+        "fitted_on_manual_fields": sorted(splits["manual"]),
+        "fitted_on_tuning_half": sorted(splits["pool"] + splits["manual"]),
+    }
 
     def training(paths):
-        return [(pixel_features(image, scale), human) for image, human in fields(paths)]
+        for path in paths:
+            image, human = load_field(path, side)
+            yield pixel_features(image, scale), human
 
-    def mean_iou(paths, classifier=None):
-        found = (
-            (foreground_mask(image, AnnotatorParams(scale=scale)).mask if classifier is None
-             else learned_foreground(image, classifier, scale), human)
-            for image, human in tqdm(fields(paths), desc="fields", leave=False)
-        )  # fmt: skip
-        return float(np.mean([semantic_iou_dice_binary(human, mask)["iou"] for mask, human in found]))
+    classifiers = {name: fit_pixel_classifier(training(paths)) for name, paths in fits.items()}
+    # Per field: the default threshold's IoU and each classifier's.
+    scores: dict[str, dict[str, float]] = {}
+    for path in tqdm(sorted(set(sum(splits.values(), []))), desc="fields", leave=False):
+        image, human = load_field(path, side)
+        features = pixel_features(image, scale)
+        found = {"default": foreground_mask(image, AnnotatorParams(scale=scale)).mask}
+        for name, classifier in classifiers.items():
+            found[name] = cleaned_foreground(classifier.probability(features), scale)
+        scores[path] = {k: semantic_iou_dice_binary(human, mask)["iou"] for k, mask in found.items()}
 
-    tuning = splits["pool"] + splits["manual"]
+    def mean_iou(paths, key):
+        return float(np.mean([scores[p][key] for p in sorted(paths)]))
+
     out = {}
-    for name, fit_on in (("fitted_on_manual_fields", splits["manual"]), ("fitted_on_tuning_half", tuning)):
-        classifier = fit_pixel_classifier(training(fit_on))
+    for name, fit_on in fits.items():
         out[name] = {
             "fields_fitted": len(fit_on),
-            "mean_iou_fitted_fields": mean_iou(fit_on, classifier),
-            "mean_iou_fitted_fields_default_threshold": mean_iou(fit_on),
-            "mean_iou_heldout": mean_iou(splits["heldout"], classifier),
+            "mean_iou_fitted_fields": mean_iou(fit_on, name),
+            "mean_iou_fitted_fields_default_threshold": mean_iou(fit_on, "default"),
+            "mean_iou_heldout": mean_iou(splits["heldout"], name),
         }
-        if name == "fitted_on_manual_fields":
-            out[name]["mean_iou_tuning_pool"] = mean_iou(splits["pool"], classifier)
         print(f"{name}: held-out {out[name]['mean_iou_heldout']:.3f}", flush=True)
+    manual = "fitted_on_manual_fields"
+    out[manual]["mean_iou_tuning_pool"] = mean_iou(splits["pool"], manual)
     return out
 
 

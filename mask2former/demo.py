@@ -631,14 +631,14 @@ def evaluate_on_heldout(
     records = load_coco_instances(gt_json, image_dir)
     results: dict[str, dict] = {"Classical annotator": score_annotator(records, pixel_scale)}
     thresholds: dict[str, float] = {}
-    runs = [(name, source, None) for name, source in models.items()]
-    runs += [(name, models[name], "other") for name in augmented if name in models]
-    for name, source, setting in runs:
+    runs = [(name, source, False) for name, source in models.items()]
+    runs += [(name, models[name], True) for name in augmented if name in models]
+    for name, source, other_setting in runs:
         # A training's model_final.pth or a named model: either carries the config it was trained with.
         weights = os.path.join(source, FINAL) if os.path.isdir(source) else source
         cfg = checkpoint_config(weights)
         cfg.MODEL.DEVICE = device
-        if setting == "other":
+        if other_setting:
             cfg.TEST.AUG.ENABLED = not cfg.TEST.AUG.ENABLED
             name += FLIPS_SUFFIX if cfg.TEST.AUG.ENABLED else ONE_PASS_SUFFIX
         cfg.freeze()

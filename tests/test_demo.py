@@ -46,7 +46,7 @@ def test_quick_demo_runs_every_step_end_to_end(tmp_path):
         "Base model alone (myotube-base, no training), four flips fused (--tta)",
         "Stage 2 (Stage 1 + manual), one pass (--no-tta)",
     }
-    # Each model predicts as its config says: the trained ones (the stage configs) with the four
+    # Each model predicts as its config says: the trained ones (the CPU presets) with the four
     # flips fused, the base alone (its pretraining config) in one pass; the extra rows the other way,
     # each at the threshold of its setting.
     one_pass = rows["Stage 2 (Stage 1 + manual), one pass (--no-tta)"]

@@ -28,7 +28,7 @@ def test_predict_edit_and_save_in_a_real_window(make_napari_viewer, tmp_path):
     viewer.window.add_dock_widget(widget)
     widget.weights.setText(str(save_tiny_model(tmp_path / "model.pth")))
     widget.config.setText(TINY_STAGE2)
-    # The flips follow the model's config (on in the stage configs) until the user picks otherwise.
+    # The flips follow the model's config (on in the CPU presets) until the user picks otherwise.
     assert FLIP_CHOICES[widget.flips.currentText()] is None
     found = widget.predict()
     assert found is not None, widget.status.text()
