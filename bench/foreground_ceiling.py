@@ -11,6 +11,10 @@ how well that threshold fits the masks. This bench measures the bound on the rea
   much a per-field choice could add;
 - where the default foreground's errors lie: wrong pixels in whole components the other mask does
   not have, or within 3 px of the other mask's outline;
+- whether the best threshold belongs to the plate or to something a rule can see: per condition
+  (culture and treatment, from the field's name), the threshold calibrated on 1, 2, 3 or all of a
+  condition's tuning fields and applied to its held-out fields, and rank correlations with
+  whole-field statistics (``conventions``);
 - whether the human outline can be learned instead: a logistic-regression pixel classifier on the
   field's contrast at five scales (``learned_foreground``), fitted once on the 5 manual fields of
   the two-stage recipe (what Stage 2 sees) and once on the whole tuning half (eight times as many
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,8 +37,12 @@ from tqdm import tqdm
 
 from bench.common import REPO_ROOT, write_results
 from bench.real_two_stage import DEFAULT_DATA, REFERENCE_SIZE, RealPlan, list_fields, load_field, split_fields
+from mask2former.annotate import AnnotatorParams
 
-RELATIVE_THRESHOLDS = (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.14)
+# 0.01 (near the contrast floor) to 0.29: the fields of the real halves are best anywhere in it.
+RELATIVE_THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(1, 30))
+CALIBRATION_FIELDS = (1, 2, 3)  # fields per condition a user might draw by hand
+CALIBRATION_DRAWS = 200
 BAND = 3  # px: a wrong pixel this close to the other mask's outline is an outline error
 SAMPLES_PER_FIELD = 100_000  # pixels each training field gives the pixel classifier
 
@@ -173,34 +182,127 @@ def learned_outline(splits: dict[str, list[str]], side: int, scale: float) -> di
     return out
 
 
-def score_half(paths: list[str], side: int, scale: float) -> dict:
+def threshold_curve(image: np.ndarray, human: np.ndarray, scale: float) -> tuple[np.ndarray, dict]:
+    """Mean IoU of the annotator's foreground against ``human`` at each of ``RELATIVE_THRESHOLDS``
+    (the contrast image computed once), the default foreground's error anatomy, and whole-field
+    statistics that a rule could choose a threshold from."""
+    from skimage.filters import threshold_otsu
+
     from mask2former.annotate import AnnotatorParams
-    from mask2former.annotate.foreground import foreground_mask
+    from mask2former.annotate.foreground import cleaned, thresholded
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
 
-    default = AnnotatorParams().relative_threshold
-    per_setting = {r: [] for r in RELATIVE_THRESHOLDS}
+    params = AnnotatorParams(scale=scale)
+    fg = thresholded(image, params)
+    bright = max(fg.bright_level, 1e-6)
+    ious = []
+    for r in RELATIVE_THRESHOLDS:
+        found = cleaned(fg.contrast > params.min_contrast + r * bright, params)
+        ious.append(semantic_iou_dice_binary(human, found)["iou"])
+        if r == params.relative_threshold:
+            anatomy = error_anatomy(found, human)
+    below = fg.contrast[fg.contrast < np.median(fg.contrast)]
+    statistics = {
+        "bright_level": bright,
+        "background_noise": float(1.4826 * np.median(np.abs(below - np.median(below)))),
+        "otsu_over_bright": float(threshold_otsu(fg.contrast[::2, ::2]) / bright),
+        "share_above_default": float((fg.contrast > fg.threshold).mean()),
+    }
+    return np.array(ious), {"anatomy": anatomy, "statistics": statistics}
+
+
+def condition_of(path: str) -> str:
+    """A QA-skMCs field's culture and treatment: its name before the stage position (``_XY``)."""
+    return re.split(r"_XY\d", os.path.basename(path))[0]
+
+
+def score_half(curves: np.ndarray, extras: list[dict]) -> dict:
+    """The mean IoU of each threshold over one half's fields (``curves``: fields x thresholds), the
+    best of each field on its own, and where the default's wrong pixels lie."""
+    default = RELATIVE_THRESHOLDS.index(AnnotatorParams().relative_threshold)
+    best = curves.argmax(axis=1)
     anatomy: dict[str, int] = {}
-    for path in tqdm(paths, desc="fields", leave=False):
-        image, human = load_field(path, side)
-        for r in RELATIVE_THRESHOLDS:
-            found = foreground_mask(image, AnnotatorParams(scale=scale, relative_threshold=r)).mask
-            per_setting[r].append(semantic_iou_dice_binary(human, found)["iou"])
-            if r == default:
-                for k, v in error_anatomy(found, human).items():
-                    anatomy[k] = anatomy.get(k, 0) + v
-    table = np.array([per_setting[r] for r in RELATIVE_THRESHOLDS])  # (settings, fields)
-    best = table.argmax(axis=0)
+    for extra in extras:
+        for k, v in extra["anatomy"].items():
+            anatomy[k] = anatomy.get(k, 0) + v
     return {
-        "fields": len(paths),
-        "mean_iou_by_relative_threshold": {str(r): float(np.mean(v)) for r, v in per_setting.items()},
-        "default_relative_threshold": default,
-        "mean_iou_default": float(np.mean(per_setting[default])),
-        "mean_iou_best_per_field": float(table.max(axis=0).mean()),
+        "fields": len(curves),
+        "mean_iou_by_relative_threshold": {
+            str(r): float(curves[:, k].mean()) for k, r in enumerate(RELATIVE_THRESHOLDS)
+        },
+        "default_relative_threshold": RELATIVE_THRESHOLDS[default],
+        "mean_iou_default": float(curves[:, default].mean()),
+        "mean_iou_best_per_field": float(curves.max(axis=1).mean()),
         "best_relative_threshold_per_field": {
-            str(r): int((best == k).sum()) for k, r in enumerate(RELATIVE_THRESHOLDS)
+            str(r): int((best == k).sum()) for k, r in enumerate(RELATIVE_THRESHOLDS) if (best == k).any()
         },
         "default_errors": anatomy,
+    }
+
+
+def conventions(
+    paths: dict[str, list[str]], curves: dict[str, np.ndarray], extras: dict[str, list[dict]]
+) -> dict:
+    """Is each field's best threshold a property of its plate, or of something a rule can see?
+
+    - per condition (culture and treatment, from the field's name): the median best threshold and
+      the mean IoU of the default and of each field's own best;
+    - calibration by condition: the threshold that fits ``k`` fields of the tuning half of a
+      condition best, applied to the held-out fields of that condition (``CALIBRATION_DRAWS`` random
+      draws of the ``k`` fields; ``all``: every tuning field of the condition);
+    - Spearman correlations between the best threshold and whole-field statistics, per half.
+    """
+    from scipy.stats import spearmanr
+
+    grid = np.array(RELATIVE_THRESHOLDS)
+    conditions = {half: np.array([condition_of(p) for p in ps]) for half, ps in paths.items()}
+    per_condition = {}
+    for name in sorted(set(conditions["tuning"]) | set(conditions["heldout"])):
+        rows = np.concatenate([curves[h][conditions[h] == name] for h in ("tuning", "heldout")])
+        per_condition[name] = {
+            "fields": len(rows),
+            "median_best_relative_threshold": float(np.median(grid[rows.argmax(axis=1)])),
+            "mean_iou_default": float(
+                rows[:, RELATIVE_THRESHOLDS.index(AnnotatorParams().relative_threshold)].mean()
+            ),
+            "mean_iou_best_per_field": float(rows.max(axis=1).mean()),
+        }
+    rng = np.random.default_rng(0)
+    tuning, heldout = curves["tuning"], curves["heldout"]
+    calibration: dict = {"draws": CALIBRATION_DRAWS}
+    for k in (*CALIBRATION_FIELDS, "all"):
+        draws = 1 if k == "all" else CALIBRATION_DRAWS
+        means = []
+        for _ in range(draws):
+            scores = []
+            for name in sorted(set(conditions["heldout"])):
+                own = np.flatnonzero(conditions["tuning"] == name)
+                if k != "all":
+                    own = rng.choice(own, min(k, len(own)), replace=False)
+                pick = tuning[own].mean(axis=0).argmax() if len(own) else tuning.mean(axis=0).argmax()
+                scores.extend(heldout[conditions["heldout"] == name, pick])
+            means.append(np.mean(scores))
+        calibration[str(k)] = {
+            "mean_iou_heldout": float(np.mean(means)),
+            "percentile_5": float(np.percentile(means, 5)),
+            "percentile_95": float(np.percentile(means, 95)),
+        }
+    pooled = tuning.mean(axis=0).argmax()
+    calibration["one_threshold_for_all"] = {
+        "relative_threshold": RELATIVE_THRESHOLDS[pooled],
+        "mean_iou_heldout": float(heldout[:, pooled].mean()),
+    }
+    correlations = {}
+    for half in ("tuning", "heldout"):
+        best = grid[curves[half].argmax(axis=1)]
+        correlations[half] = {
+            key: float(spearmanr([e["statistics"][key] for e in extras[half]], best).statistic)
+            for key in extras[half][0]["statistics"]
+        }
+    return {
+        "per_condition": per_condition,
+        "calibration_by_condition": calibration,
+        "spearman_best_threshold_vs_field_statistics": correlations,
     }
 
 
@@ -225,14 +327,21 @@ def main(argv=None) -> None:
     halves = {"tuning": splits["pool"] + splits["manual"], "heldout": splits["heldout"]}
     side = round(REFERENCE_SIZE * plan.pixel_scale)
     result = {"data": os.path.abspath(args.data), "side": side}
-    for name, paths in halves.items():
-        paths = sorted(paths)[: args.fields] if args.fields else sorted(paths)
-        result[name] = score_half(paths, side, plan.pixel_scale)
+    paths, curves, extras = {}, {}, {}
+    for name, half in halves.items():
+        paths[name] = sorted(half)[: args.fields] if args.fields else sorted(half)
+        described = [
+            threshold_curve(*load_field(p, side), plan.pixel_scale) for p in tqdm(paths[name], leave=False)
+        ]
+        curves[name] = np.array([curve for curve, _ in described])
+        extras[name] = [extra for _, extra in described]
+        result[name] = score_half(curves[name], extras[name])
         r = result[name]
         print(
             f"{name}: default {r['mean_iou_default']:.3f}, best per field {r['mean_iou_best_per_field']:.3f}",
             flush=True,
         )
+    result["conventions"] = conventions(paths, curves, extras)
     result["learned_outline"] = learned_outline(splits, side, plan.pixel_scale)
     write_results(args.out, result, with_torch=False)
 

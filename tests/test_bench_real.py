@@ -95,6 +95,26 @@ def test_quick_real_two_stage_trains_scores_and_keeps_every_model(tmp_path):
     )  # one per method, and all of them side by side
     assert f"| {LABELS['stage2']} |" in result["markdown"]
 
+    # Stage 2 from that Stage 1 on the human masks of the manual field, and of the whole tuning half.
+    human_json = tmp_path / "human_fields.json"
+    cmd = [sys.executable, "-m", "bench.human_fields", "--quick", "--iters", "4", "--data", str(data)]
+    cmd += [
+        "--stage1",
+        str(tmp_path / "work" / "stage1"),
+        "--work",
+        str(tmp_path / "human"),
+        "--out",
+        str(human_json),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    human = json.loads(human_json.read_text())
+    assert human["fields"] == {"manual_fields": 1, "tuning_half": 2}
+    for setting in ("as_shipped", "own_outlines"):
+        assert set(human["heldout"][setting]) == {"annotator", "threshold", "manual_fields", "tuning_half"}
+    manual = tmp_path.glob("human/dataset-*/annotations/manual_train_annotations.json")
+    assert sorted(len(json.loads(path.read_text())["images"]) for path in manual) == [1, 2]
+
     # The kept model records its scale (fields resized from 300 to 375 px) and bench/real_model.py
     # predicts raw fields at it, and at the raw pixels for comparison.
     real_json = tmp_path / "real_model.json"
@@ -136,6 +156,24 @@ def test_components_and_instance_proxy_count_matches_and_pieces():
     found = np.concatenate([tubes[:1], halves])  # the first tube whole, the second in two pieces
     proxy = instance_proxy(tubes, found)
     assert proxy == {"tubes": 2, "matched": 1, "pieces": 3}
+
+
+def test_unmatched_isolated_tubes_are_missed_merged_split_or_outlined():
+    from bench.seams import unmatched_causes
+
+    tubes = np.zeros((5, 60, 60), bool)
+    for k in range(5):
+        tubes[k, 4 + 11 * k : 8 + 11 * k, 5:55] = True  # five tubes, 4 x 50 px, 7 px apart
+    found = np.zeros((7, 60, 60), bool)
+    found[0] = tubes[0]  # matched
+    found[1, 15:19, 5:20] = True  # 60 of its 200 px: tube 1 is missed
+    found[2, 26:36, 5:55] = True  # tube 2 and the gap below it: merged
+    for piece, (x0, x1) in enumerate(((5, 22), (22, 38), (38, 55))):
+        found[3 + piece, 37:41, x0:x1] = True  # tube 3 in three pieces: split
+    found[6, 48:52, 5:35] = found[6, 52:55, 5:35] = True  # tube 4: 120 px in, 90 out: the outline fails
+    causes = unmatched_causes(tubes, found)
+    assert causes == {"missed": 1, "merged": 1, "split": 1, "outline": 1}
+    assert unmatched_causes(tubes, found[:0]) == {"missed": 5, "merged": 0, "split": 0, "outline": 0}
 
 
 def test_seam_breakdown_tells_cuts_on_a_tile_border_from_cuts_inside_a_tile():

@@ -61,6 +61,13 @@ def test_the_foreground_ceiling_counts_whole_components_and_outline_pixels_apart
     assert errors["missed_in_lonely_components"] == 0
 
 
+def test_a_field_condition_is_its_name_before_the_stage_position():
+    from bench.foreground_ceiling import condition_of
+
+    assert condition_of("/data/68M_100_mM_Dex_XY03_myosin.png") == "68M_100_mM_Dex"
+    assert condition_of("17M_Control_XY12_myosin.png") == "17M_Control"
+
+
 def test_a_pixel_classifier_learns_an_outline_drawn_wider_than_the_threshold():
     import cv2
     import numpy as np
@@ -106,6 +113,20 @@ def test_the_foreground_ceiling_scores_the_default_and_a_per_field_best(tmp_path
         # The per-field best is at least as good as any one threshold for every field.
         assert r["mean_iou_best_per_field"] >= max(by_threshold.values()) - 1e-12
         assert sum(r["best_relative_threshold_per_field"].values()) == r["fields"]
+    # The names carry one condition, so calibrating on all its tuning fields is the one pooled threshold.
+    conventions = result["conventions"]
+    assert (
+        conventions["per_condition"]["F"]["fields"]
+        == result["tuning"]["fields"] + result["heldout"]["fields"]
+    )
+    calibration = conventions["calibration_by_condition"]
+    assert calibration["all"]["mean_iou_heldout"] == calibration["one_threshold_for_all"]["mean_iou_heldout"]
+    for k in ("1", "2", "3"):
+        assert (
+            calibration[k]["percentile_5"]
+            <= calibration[k]["mean_iou_heldout"]
+            <= calibration[k]["percentile_95"]
+        )
     learned = result["learned_outline"]
     assert learned["fitted_on_tuning_half"]["fields_fitted"] == result["tuning"]["fields"]
     assert 0 < learned["fitted_on_manual_fields"]["fields_fitted"] < result["tuning"]["fields"]

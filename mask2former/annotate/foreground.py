@@ -57,9 +57,18 @@ class Foreground:
 def foreground_mask(image: np.ndarray, params: AnnotatorParams | None = None) -> Foreground:
     """Semantic myotube mask of ``image`` (any dtype; see :func:`normalize_intensity`)."""
     params = params or AnnotatorParams()
-    fg = thresholded(image, params, fill_holes=True)
-    fg.mask = remove_non_myotube_components(fg.mask, params, params.pixel_scale(*fg.mask.shape))
+    fg = thresholded(image, params)
+    fg.mask = cleaned(fg.mask, params)
     return fg
+
+
+def cleaned(mask: np.ndarray, params: AnnotatorParams) -> np.ndarray:
+    """The steps of :func:`foreground_mask` after its threshold: small holes filled, non-myotube
+    components dropped. Apart, so that one contrast image can be cut at several thresholds."""
+    scale = params.pixel_scale(*mask.shape)
+    return remove_non_myotube_components(
+        fill_small_holes(mask, params.fill_holes_area * scale**2), params, scale
+    )
 
 
 def thresholded(
