@@ -47,7 +47,14 @@ import cv2
 import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
-from bench.seams import instance_proxy, isolated_tubes, seam_breakdown, tile_edges
+from bench.seams import (
+    UNMATCHED_CAUSES,
+    instance_proxy,
+    isolated_tubes,
+    seam_breakdown,
+    tile_edges,
+    unmatched_causes,
+)
 from mask2former.demo import SWIN_B_GPU, mix_opts, replay_opts, shipped_stage2_mix
 from mask2former.utils.run_files import FINAL
 from mask2former.utils.settings import with_settings
@@ -425,6 +432,7 @@ def score_fields(
                 "precision": sem["intersection"] / found_px if found_px else 1.0,
                 "recall": sem["intersection"] / human_px if human_px else 1.0,
                 **instance_proxy(singles, masks),
+                "unmatched": unmatched_causes(singles, masks),
             }
             if method in edges:  # a tiled model: where its cut tubes are cut, and its prediction time
                 row[method].update(seam_breakdown(singles, masks, edges[method]), seconds=seconds[method])
@@ -458,7 +466,9 @@ def manual_conventions(paths: list[str], plan: RealPlan) -> list[dict]:
 
 def summarize(rows: list[dict]) -> dict:
     out = {}
+    # METHODS first, in their order; other benches score models of their own names.
     methods = [m for m in METHODS if rows and m in rows[0]]
+    methods += [m for m in (rows[0] if rows else ()) if m not in methods and m != "field"]
     for m in methods:
         tubes = sum(r[m]["tubes"] for r in rows)
         out[m] = {
@@ -471,6 +481,10 @@ def summarize(rows: list[dict]) -> dict:
             "pieces_per_isolated_tube": sum(r[m]["pieces"] for r in rows) / tubes if tubes else None,
             "instances_per_field": float(np.mean([r[m]["instances"] for r in rows])),
         }
+        if "unmatched" in rows[0][m]:
+            out[m]["unmatched_isolated_tubes"] = {
+                cause: sum(r[m]["unmatched"][cause] for r in rows) for cause in UNMATCHED_CAUSES
+            }
         if "cut_tubes" in rows[0][m]:
             cut = sum(r[m]["cut_tubes"] for r in rows)
             at_border = sum(r[m]["cut_at_tile_border"] for r in rows)

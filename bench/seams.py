@@ -36,6 +36,44 @@ def instance_proxy(singles: np.ndarray, masks: np.ndarray) -> dict:
     return {"tubes": len(singles), "matched": int(matched), "pieces": pieces}
 
 
+UNMATCHED_CAUSES = ("missed", "merged", "split", "outline")
+
+
+def unmatched_causes(singles: np.ndarray, masks: np.ndarray) -> dict[str, int]:
+    """Why each isolated tube that no instance matches (IoU > 0.5) is unmatched, in this order:
+
+    - ``missed``: the instances together cover less than half of it;
+    - ``merged``: the instance that covers most of it lies mostly outside it (it runs on into a
+      neighbour or the background);
+    - ``split``: no single instance covers half of it, though together they do;
+    - ``outline``: one instance covers half of it and lies mostly inside it, but its outline is
+      too narrow or too wide for IoU > 0.5.
+    """
+    out = dict.fromkeys(UNMATCHED_CAUSES, 0)
+    if not len(singles):
+        return out
+    if not len(masks):
+        out["missed"] = len(singles)
+        return out
+    s = singles.reshape(len(singles), -1).astype(np.float32)
+    m = masks.reshape(len(masks), -1).astype(np.float32)
+    inter = s @ m.T
+    tube_px, mask_px = s.sum(1), m.sum(1)
+    iou = inter / np.maximum(tube_px[:, None] + mask_px[None, :] - inter, 1)
+    covered = (s * (m.max(axis=0) > 0)).sum(1)
+    for k in np.flatnonzero(iou.max(axis=1) <= 0.5):
+        main = inter[k].argmax()
+        if covered[k] < 0.5 * tube_px[k]:
+            out["missed"] += 1
+        elif inter[k, main] < 0.5 * mask_px[main]:
+            out["merged"] += 1
+        elif inter[k, main] < 0.5 * tube_px[k]:
+            out["split"] += 1
+        else:
+            out["outline"] += 1
+    return out
+
+
 def tile_edges(shape: tuple[int, int], tile: int, overlap: float, reach: int = 3) -> np.ndarray:
     """Pixels within ``reach`` of an inner tile border of prediction's tiling (the field's own edges
     are no tile border)."""
