@@ -183,12 +183,11 @@ def learned_outline(splits: dict[str, list[str]], side: int, scale: float) -> di
 
 
 def threshold_curve(image: np.ndarray, human: np.ndarray, scale: float) -> tuple[np.ndarray, dict]:
-    """Mean IoU of the annotator's foreground against ``human`` at each of ``RELATIVE_THRESHOLDS``
-    (the contrast image computed once), the default foreground's error anatomy, and whole-field
-    statistics that a rule could choose a threshold from."""
+    """One field: the IoU of the annotator's foreground against ``human`` at each of
+    ``RELATIVE_THRESHOLDS`` (the contrast image computed once), the default foreground's error
+    anatomy, and statistics of the field that a rule could choose a threshold from."""
     from skimage.filters import threshold_otsu
 
-    from mask2former.annotate import AnnotatorParams
     from mask2former.annotate.foreground import cleaned, thresholded
     from mask2former.evaluation.metrics import semantic_iou_dice_binary
 
