@@ -11,8 +11,8 @@ how well that threshold fits the masks. This bench measures the bound on the rea
   much a per-field choice could add;
 - where the default foreground's errors lie: wrong pixels in whole components the other mask does
   not have, or within 3 px of the other mask's outline;
-- whether the best threshold belongs to the plate or to something a rule can see: per condition
-  (culture and treatment, from the field's name), the threshold calibrated on 1, 2, 3 or all of a
+- whether the best threshold belongs to the condition or to something a rule can see: per
+  condition (donor age and treatment, from the field's name), the threshold calibrated on 1, 2, 3 or all of a
   condition's tuning fields and applied to its held-out fields, and rank correlations with
   whole-field statistics (``conventions``);
 - whether the human outline can be learned instead: a logistic-regression pixel classifier on the
@@ -211,7 +211,7 @@ def threshold_curve(image: np.ndarray, human: np.ndarray, scale: float) -> tuple
 
 
 def condition_of(path: str) -> str:
-    """A QA-skMCs field's culture and treatment: its name before the stage position (``_XY``)."""
+    """A QA-skMCs field's condition (donor age and treatment): its name before the stage position (``_XY``)."""
     return re.split(r"_XY\d", os.path.basename(path))[0]
 
 
@@ -242,9 +242,9 @@ def score_half(curves: np.ndarray, extras: list[dict]) -> dict:
 def conventions(
     paths: dict[str, list[str]], curves: dict[str, np.ndarray], extras: dict[str, list[dict]]
 ) -> dict:
-    """Is each field's best threshold a property of its plate, or of something a rule can see?
+    """Is each field's best threshold a property of its condition, or of something a rule can see?
 
-    - per condition (culture and treatment, from the field's name): the median best threshold and
+    - per condition (donor age and treatment, from the field's name): the median best threshold and
       the mean IoU of the default and of each field's own best;
     - calibration by condition: the threshold that fits ``k`` fields of the tuning half of a
       condition best, applied to the held-out fields of that condition (``CALIBRATION_DRAWS`` random
