@@ -6,11 +6,11 @@ its own outlines are worse than the threshold's. If that is for want of examples
 the human masks of the whole tuning half (8 times as many fields) should draw outlines of its own
 closer to the human ones, and ahead of the threshold.
 
-From one Stage 1 (a ``bench.real_two_stage`` run's ``WORK/stage1``), two Stage 2 models train with
-the same iterations and settings, on human masks alone (one instance per connected component):
-the 5 manual fields of the recipe, and every field of the tuning half. Both are scored on the
-held-out half as shipped (outlines snapped to the field's foreground) and with their own outlines
-(``INFERENCE.SNAP_REACH 0``), next to the annotator and the threshold.
+From one Stage 1 (a ``bench.real_two_stage`` run's ``WORK/stage1``), Stage 2 models train with the
+same iterations and settings, on human masks alone (one instance per connected component): the 5
+manual fields of the recipe, every field of the tuning half, and ``--counts`` sizes between. Each
+is scored on the held-out half as shipped (outlines snapped to the field's foreground) and with its
+own outlines (``INFERENCE.SNAP_REACH 0``), next to the annotator and the threshold.
 
     python -m bench.real_two_stage --work W          # once, for W/stage1
     python -m bench.human_fields --stage1 W/stage1   # bench/results/human_fields.json
@@ -22,6 +22,8 @@ import argparse
 import os
 import time
 from dataclasses import asdict
+
+import numpy as np
 
 from bench.common import REPO_ROOT, exit_on_sigterm, train_once, write_results
 from bench.real_two_stage import (
@@ -57,6 +59,15 @@ def train_stage2(
     return out, train_once(config, dataset, opts, out, os.path.join(work, "train_log.txt"))
 
 
+def hand_drawn(splits: dict[str, list[str]], n: int) -> list[str]:
+    """``n`` fields of the tuning half: the manual fields, then evenly spaced Stage 1 pool fields
+    (sorted by name, so that every condition is among them)."""
+    pool = sorted(splits["pool"])
+    extra = n - len(splits["manual"])
+    picks = np.unique(np.linspace(0, len(pool) - 1, extra).round().astype(int))
+    return sorted(splits["manual"] + [pool[i] for i in picks])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,9 +78,17 @@ def main(argv=None) -> None:
         "--iters",
         type=int,
         default=2400,
-        help="Stage 2 iterations of both models (the recipe: 300 on 5 fields)",
+        help="Stage 2 iterations of every model (the recipe: 300 on 5 fields)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--counts",
+        nargs="*",
+        type=int,
+        default=[],
+        metavar="N",
+        help="also train on N hand-drawn fields: the manual fields and evenly spaced fields of the rest",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="the quick preset's fields and scale (a smoke run)"
     )
@@ -107,8 +126,13 @@ def main(argv=None) -> None:
     splits = split_fields(fields, plan)
     start = time.perf_counter()
     tuning = sorted(splits["pool"] + splits["manual"])
+    runs = {"manual_fields": splits["manual"]}
+    for n in sorted(set(args.counts)):
+        if len(splits["manual"]) < n < len(tuning):
+            runs[f"{n}_fields"] = hand_drawn(splits, n)
+    runs["tuning_half"] = tuning
     models, seconds = {}, {}
-    for name, manual in (("manual_fields", splits["manual"]), ("tuning_half", tuning)):
+    for name, manual in runs.items():
         models[name], seconds[name] = train_stage2(
             args.work, stage1, manual, splits["pool"], plan, args.iters, args.seed
         )
@@ -124,7 +148,7 @@ def main(argv=None) -> None:
         "preset": "quick" if args.quick else "cpu",
         "plan": asdict(plan),
         "predict_opts": list(args.predict_opts),
-        "fields": {"manual_fields": len(splits["manual"]), "tuning_half": len(tuning)},
+        "fields": {name: len(manual) for name, manual in runs.items()},
         "train_seconds": seconds,
         "heldout": heldout,
         "wall_seconds_this_call": round(time.perf_counter() - start, 1),

@@ -158,6 +158,18 @@ def test_components_and_instance_proxy_count_matches_and_pieces():
     assert proxy == {"tubes": 2, "matched": 1, "pieces": 3}
 
 
+def test_more_hand_drawn_fields_add_evenly_spaced_pool_fields_to_the_manual_ones():
+    from bench.human_fields import hand_drawn
+
+    pool = [f"P{k:02d}" for k in range(35)]
+    splits = {"manual": ["M0", "M1", "M2", "M3", "M4"], "pool": pool[::-1]}
+    ten = hand_drawn(splits, 10)
+    assert len(ten) == 10 and set(splits["manual"]) <= set(ten) and ten == sorted(ten)
+    assert {"P00", "P34"} <= set(ten)  # from the first pool field to the last
+    twenty = [int(name[1:]) for name in hand_drawn(splits, 20) if name.startswith("P")]
+    assert len(twenty) == 15 and max(np.diff(twenty)) <= 3  # no stretch of the pool left out
+
+
 def test_unmatched_isolated_tubes_are_missed_merged_split_or_outlined():
     from bench.seams import unmatched_causes
 
