@@ -211,7 +211,8 @@ def threshold_curve(image: np.ndarray, human: np.ndarray, scale: float) -> tuple
 
 
 def condition_of(path: str) -> str:
-    """A QA-skMCs field's condition (donor age and treatment): its name before the stage position (``_XY``)."""
+    """A QA-skMCs field's condition (donor age and treatment): its name before the stage position
+    (``_XY``)."""
     return re.split(r"_XY\d", os.path.basename(path))[0]
 
 
