@@ -125,8 +125,12 @@ def test_the_predictor_fuses_four_views_and_uses_the_augmented_threshold():
     image = field_image(64)
     plain_cfg = tiny_cfg("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.7)
     aug_cfg = tiny_cfg(
-        "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", 0.7, "TEST.AUG.ENABLED", True,
-        "TEST.AUG.OBJECT_MASK_THRESHOLD", 0.3,
+        "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD",
+        0.7,
+        "TEST.AUG.ENABLED",
+        True,
+        "TEST.AUG.OBJECT_MASK_THRESHOLD",
+        0.3,
     )
     assert score_threshold_in_force(plain_cfg) == 0.7 and score_threshold_in_force(aug_cfg) == 0.3
     torch.manual_seed(0)
