@@ -41,6 +41,7 @@ from mask2former.annotate import AnnotatorParams
 
 # 0.01 (near the contrast floor) to 0.29: the fields of the real halves are best anywhere in it.
 RELATIVE_THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(1, 30))
+DEFAULT = RELATIVE_THRESHOLDS.index(AnnotatorParams().relative_threshold)  # its column in a curve
 CALIBRATION_FIELDS = (1, 2, 3)  # fields per condition a user might draw by hand
 CALIBRATION_DRAWS = 200
 BAND = 3  # px: a wrong pixel this close to the other mask's outline is an outline error
@@ -70,7 +71,6 @@ def pixel_features(image: np.ndarray, scale: float) -> np.ndarray:
     five scales from 1 to 16 px, and its logarithm."""
     from skimage.feature import multiscale_basic_features
 
-    from mask2former.annotate import AnnotatorParams
     from mask2former.annotate.foreground import thresholded
 
     fg = thresholded(image, AnnotatorParams(scale=scale))
@@ -123,7 +123,6 @@ def cleaned_foreground(probability: np.ndarray, scale: float) -> np.ndarray:
     debris and round cells dropped."""
     from scipy import ndimage as ndi
 
-    from mask2former.annotate import AnnotatorParams
     from mask2former.annotate.foreground import remove_non_myotube_components
 
     params = AnnotatorParams(scale=scale)
@@ -136,14 +135,11 @@ def learned_foreground(image: np.ndarray, classifier: PixelClassifier, scale: fl
     return cleaned_foreground(classifier.probability(pixel_features(image, scale)), scale)
 
 
-def learned_outline(splits: dict[str, list[str]], side: int, scale: float) -> dict:
-    """Mean IoU of the pixel classifier against the human masks, fitted on the manual fields and
-    on the whole tuning half, next to the default threshold on the same fields. Each field is read
-    and described once for the scores; the fits read their fields once more."""
-    from mask2former.annotate import AnnotatorParams
-    from mask2former.annotate.foreground import foreground_mask
-    from mask2former.evaluation.metrics import semantic_iou_dice_binary
-
+def fit_classifiers(
+    splits: dict[str, list[str]], side: int, scale: float
+) -> tuple[dict[str, list[str]], dict[str, PixelClassifier]]:
+    """The pixel classifier fitted on the manual fields and on the whole tuning half: (the fields of
+    each fit, each fit's classifier)."""
     fits = {
         "fitted_on_manual_fields": sorted(splits["manual"]),
         "fitted_on_tuning_half": sorted(splits["pool"] + splits["manual"]),
@@ -154,19 +150,33 @@ def learned_outline(splits: dict[str, list[str]], side: int, scale: float) -> di
             image, human = load_field(path, side)
             yield pixel_features(image, scale), human
 
-    classifiers = {name: fit_pixel_classifier(training(paths)) for name, paths in fits.items()}
-    # Per field: the default threshold's IoU and each classifier's.
-    scores: dict[str, dict[str, float]] = {}
-    for path in tqdm(sorted(set(sum(splits.values(), []))), desc="fields", leave=False):
-        image, human = load_field(path, side)
-        features = pixel_features(image, scale)
-        found = {"default": foreground_mask(image, AnnotatorParams(scale=scale)).mask}
-        for name, classifier in classifiers.items():
-            found[name] = cleaned_foreground(classifier.probability(features), scale)
-        scores[path] = {k: semantic_iou_dice_binary(human, mask)["iou"] for k, mask in found.items()}
+    return fits, {name: fit_pixel_classifier(training(paths)) for name, paths in fits.items()}
+
+
+def learned_ious(
+    image: np.ndarray, human: np.ndarray, classifiers: dict[str, PixelClassifier], scale: float
+) -> dict[str, float]:
+    """One field: the IoU of each classifier's foreground against ``human`` (features computed once)."""
+    from mask2former.evaluation.metrics import semantic_iou_dice_binary
+
+    features = pixel_features(image, scale)
+    return {
+        name: semantic_iou_dice_binary(human, cleaned_foreground(classifier.probability(features), scale))[
+            "iou"
+        ]
+        for name, classifier in classifiers.items()
+    }
+
+
+def learned_outline(
+    fits: dict[str, list[str]], splits: dict[str, list[str]], scores: dict[str, dict[str, float]]
+) -> dict:
+    """Mean IoU of each classifier against the human masks on the fields it was fitted on and on
+    the held-out half, next to the default threshold on the same fields. ``scores``: per scored
+    field, ``"default"`` and each fit's IoU."""
 
     def mean_iou(paths, key):
-        return float(np.mean([scores[p][key] for p in sorted(paths)]))
+        return float(np.mean([scores[p][key] for p in sorted(paths) if p in scores]))
 
     out = {}
     for name, fit_on in fits.items():
@@ -198,7 +208,7 @@ def threshold_curve(image: np.ndarray, human: np.ndarray, scale: float) -> tuple
     for r in RELATIVE_THRESHOLDS:
         found = cleaned(fg.contrast > params.min_contrast + r * bright, params)
         ious.append(semantic_iou_dice_binary(human, found)["iou"])
-        if r == params.relative_threshold:
+        if r == RELATIVE_THRESHOLDS[DEFAULT]:
             anatomy = error_anatomy(found, human)
     below = fg.contrast[fg.contrast < np.median(fg.contrast)]
     statistics = {
@@ -219,7 +229,6 @@ def condition_of(path: str) -> str:
 def score_half(curves: np.ndarray, extras: list[dict]) -> dict:
     """The mean IoU of each threshold over one half's fields (``curves``: fields x thresholds), the
     best of each field on its own, and where the default's wrong pixels lie."""
-    default = RELATIVE_THRESHOLDS.index(AnnotatorParams().relative_threshold)
     best = curves.argmax(axis=1)
     anatomy: dict[str, int] = {}
     for extra in extras:
@@ -230,8 +239,8 @@ def score_half(curves: np.ndarray, extras: list[dict]) -> dict:
         "mean_iou_by_relative_threshold": {
             str(r): float(curves[:, k].mean()) for k, r in enumerate(RELATIVE_THRESHOLDS)
         },
-        "default_relative_threshold": RELATIVE_THRESHOLDS[default],
-        "mean_iou_default": float(curves[:, default].mean()),
+        "default_relative_threshold": RELATIVE_THRESHOLDS[DEFAULT],
+        "mean_iou_default": float(curves[:, DEFAULT].mean()),
         "mean_iou_best_per_field": float(curves.max(axis=1).mean()),
         "best_relative_threshold_per_field": {
             str(r): int((best == k).sum()) for k, r in enumerate(RELATIVE_THRESHOLDS) if (best == k).any()
@@ -262,9 +271,7 @@ def conventions(
         per_condition[name] = {
             "fields": len(rows),
             "median_best_relative_threshold": float(np.median(grid[rows.argmax(axis=1)])),
-            "mean_iou_default": float(
-                rows[:, RELATIVE_THRESHOLDS.index(AnnotatorParams().relative_threshold)].mean()
-            ),
+            "mean_iou_default": float(rows[:, DEFAULT].mean()),
             "mean_iou_best_per_field": float(rows.max(axis=1).mean()),
         }
     rng = np.random.default_rng(0)
@@ -327,12 +334,17 @@ def main(argv=None) -> None:
     halves = {"tuning": splits["pool"] + splits["manual"], "heldout": splits["heldout"]}
     side = round(REFERENCE_SIZE * plan.pixel_scale)
     result = {"data": os.path.abspath(args.data), "side": side}
-    paths, curves, extras = {}, {}, {}
+    fits, classifiers = fit_classifiers(splits, side, plan.pixel_scale)
+    # Each field is read once: its threshold curve and each classifier's IoU.
+    paths, curves, extras, learned = {}, {}, {}, {}
     for name, half in halves.items():
         paths[name] = sorted(half)[: args.fields] if args.fields else sorted(half)
-        described = [
-            threshold_curve(*load_field(p, side), plan.pixel_scale) for p in tqdm(paths[name], leave=False)
-        ]
+        described = []
+        for path in tqdm(paths[name], desc=name, leave=False):
+            image, human = load_field(path, side)
+            described.append(threshold_curve(image, human, plan.pixel_scale))
+            learned[path] = {"default": float(described[-1][0][DEFAULT])}
+            learned[path].update(learned_ious(image, human, classifiers, plan.pixel_scale))
         curves[name] = np.array([curve for curve, _ in described])
         extras[name] = [extra for _, extra in described]
         result[name] = score_half(curves[name], extras[name])
@@ -342,7 +354,7 @@ def main(argv=None) -> None:
             flush=True,
         )
     result["conventions"] = conventions(paths, curves, extras)
-    result["learned_outline"] = learned_outline(splits, side, plan.pixel_scale)
+    result["learned_outline"] = learned_outline(fits, splits, learned)
     write_results(args.out, result, with_torch=False)
 
 

@@ -45,13 +45,13 @@ from mask2former.utils.settings import with_settings
 SETTINGS = {"as_shipped": (), "own_outlines": ("INFERENCE.SNAP_REACH", "0")}
 
 
-def train_stage2(
-    work: str, stage1: str, manual: list[str], pool: list[str], plan: RealPlan, iters: int, seed: int
-):
-    """Stage 2 from ``stage1`` on the human masks of ``manual`` alone; (folder, seconds or None)."""
-    dataset = os.path.join(work, dataset_folder_name({"pool": pool, "manual": manual}, plan))
+def train_stage2(work: str, stage1: str, manual: list[str], plan: RealPlan, iters: int, seed: int):
+    """Stage 2 from ``stage1`` on the human masks of ``manual`` alone; (folder, seconds or None).
+    Its dataset has no Stage 1 fields: it never trains on them, so the annotator need not label them."""
+    splits = {"pool": [], "manual": manual}
+    dataset = os.path.join(work, dataset_folder_name(splits, plan))
     if not os.path.isfile(os.path.join(dataset, "done")):
-        build_dataset(dataset, {"pool": pool, "manual": manual}, plan)
+        build_dataset(dataset, splits, plan)
         open(os.path.join(dataset, "done"), "w").close()
     out = os.path.join(work, f"stage2_{len(manual)}_fields")
     opts = training_opts(plan, out, iters, plan.stage2_lr, seed) + ["MODEL.WEIGHTS", stage1, *mix_opts(0.0)]
@@ -133,9 +133,7 @@ def main(argv=None) -> None:
     runs["tuning_half"] = tuning
     models, seconds = {}, {}
     for name, manual in runs.items():
-        models[name], seconds[name] = train_stage2(
-            args.work, stage1, manual, splits["pool"], plan, args.iters, args.seed
-        )
+        models[name], seconds[name] = train_stage2(args.work, stage1, manual, plan, args.iters, args.seed)
     heldout = {}
     for setting, opts in SETTINGS.items():
         opts = (*args.predict_opts, *opts)
